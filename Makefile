@@ -1,0 +1,31 @@
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO := runs/demo
+
+.PHONY: venv demo test lint clean
+
+venv: $(BIN)/seqedge
+
+# torch is pinned and installed first (the machine holds a CPU wheel of exactly this version), so no
+# other requirement can pull a CUDA build of torch.
+$(BIN)/seqedge: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "torch==2.13.0"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+# The main job on the built-in default: train the default family's small preset, then generate.
+demo: venv
+	$(BIN)/seqedge train --minutes 3 --out $(DEMO) --force
+	$(BIN)/seqedge generate $(DEMO) --prompt "def " --max-new-tokens 200
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check seqedge exporters runtimes tests benchmarks
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info runs

@@ -1,0 +1,1 @@
+"""Device profiles (`*.toml`), shipped as package data; loaded and validated by `seqedge.profiles`."""

@@ -1,0 +1,1 @@
+"""Exporters (installed as `seqedge.exporters`): one subpackage per format."""

@@ -1,0 +1,1 @@
+"""Runtime adapters (installed as `seqedge.runtimes`)."""

@@ -1,0 +1,55 @@
+"""The `seqedge` command: one typer app, one file per command group, and the one place that turns
+seqedge's exceptions into a one-line message with a hint (SEQEDGE_DEBUG=1 shows the traceback)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from seqedge.errors import SeqedgeError
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class SeqedgeGroup(TyperGroup):
+    """Every command runs through here: a SeqedgeError becomes `error: ...` + `hint: ...`, exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SeqedgeError as e:
+            if os.environ.get("SEQEDGE_DEBUG"):
+                raise
+            err_console.print(f"[bold red]error:[/] {e.message}" + (f"\n[dim]hint:[/] {e.hint}" if e.hint else ""),
+                              markup=True)
+            ctx.exit(2)
+
+
+app = typer.Typer(
+    cls=SeqedgeGroup,
+    name="seqedge",
+    help="Quantize, export, pick a runtime for and benchmark trained PyTorch sequence models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    # each module adds its commands to `app`
+    from seqedge.cli import generate, train  # noqa: F401
+
+
+_register()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

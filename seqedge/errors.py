@@ -1,0 +1,48 @@
+"""seqedge's exception types.
+
+Every error a user can cause is a `SeqedgeError` with a one-line message that names the thing that
+is wrong and a hint with the next step. The CLI (`seqedge/cli/app.py`) is the one place that turns
+them into output; library callers get ordinary exceptions they can catch.
+"""
+
+from __future__ import annotations
+
+
+class SeqedgeError(Exception):
+    """Base class: `message` names the thing, `hint` says what to do next."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class UnknownNameError(SeqedgeError, KeyError):
+    """A name that is not in a registry (family, preset, recipe, device...)."""
+
+
+class BadInputError(SeqedgeError, ValueError):
+    """A value the user gave that cannot be used (non-positive steps, empty corpus...)."""
+
+
+class BadPathError(SeqedgeError, FileNotFoundError):
+    """A path that is missing, unreadable or of the wrong kind."""
+
+
+class CorruptFileError(SeqedgeError):
+    """A file that exists but cannot be parsed (truncated checkpoint, corrupt graph, bad JSON)."""
+
+
+class UnsupportedError(SeqedgeError):
+    """A model, layer or op that the chosen path cannot handle."""
+
+
+class ParityError(SeqedgeError):
+    """An exported artifact disagrees with the PyTorch model; `failures` lists each failing output."""
+
+    def __init__(self, message: str, failures: list[str], hint: str = ""):
+        super().__init__(message, hint)
+        self.failures = failures

@@ -1,0 +1,84 @@
+"""The model zoo: families registered by name, each with named presets.
+
+    model = build_model("mamba", "small")
+    FAMILIES.names()            # ['transformer', 'mamba', 'lstm', 'gru']
+    FAMILIES["mamba"].presets   # {'tiny': {...}, 'small': {...}, 'mamba-130m': {...}}
+
+`tiny` presets are for tests (a few hundred thousand parameters), `small` for the demo (2-5 M),
+and the named shapes (`mamba-130m`, `llama-135m`) for benchmarks with random weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from seqedge.errors import UnknownNameError
+from seqedge.models.base import ModelConfig, SequenceModel, State, TensorSpec
+from seqedge.models.mamba import Mamba, MambaConfig
+from seqedge.models.rnn import GRU, LSTM, GRUConfig, LSTMConfig
+from seqedge.models.transformer import Transformer, TransformerConfig
+from seqedge.registry import Registry
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    config_cls: type[ModelConfig]
+    model_cls: type[SequenceModel]
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def config(self, preset: str, **overrides: Any) -> ModelConfig:
+        if preset not in self.presets:
+            raise UnknownNameError(
+                f"unknown preset {preset!r} for family {self.name!r}", f"valid: {', '.join(self.presets)}"
+            )
+        return self.config_cls(**{**self.presets[preset], **overrides})
+
+
+FAMILIES: Registry[Family] = Registry("model family")
+
+FAMILIES.add("transformer", Family("transformer", TransformerConfig, Transformer, {
+    "tiny": dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=192, max_seq_len=512),
+    "small": dict(hidden_size=192, num_hidden_layers=6, num_attention_heads=6, num_key_value_heads=2,
+                  intermediate_size=512, max_seq_len=1024),
+    "llama-135m": dict(vocab_size=49152, hidden_size=576, num_hidden_layers=30, num_attention_heads=9,
+                       num_key_value_heads=3, intermediate_size=1536, max_seq_len=2048, rope_theta=100000.0,
+                       tie_word_embeddings=True),
+}))
+FAMILIES.add("mamba", Family("mamba", MambaConfig, Mamba, {
+    "tiny": dict(hidden_size=96, state_size=8, num_hidden_layers=4),
+    "small": dict(hidden_size=256, state_size=16, num_hidden_layers=6),
+    "mamba-130m": dict(vocab_size=50280, hidden_size=768, state_size=16, num_hidden_layers=24, expand=2),
+}))
+FAMILIES.add("lstm", Family("lstm", LSTMConfig, LSTM, {
+    "tiny": dict(embed_size=64, hidden_size=160, num_layers=2),
+    "small": dict(embed_size=128, hidden_size=448, num_layers=2),
+}))
+FAMILIES.add("gru", Family("gru", GRUConfig, GRU, {
+    "tiny": dict(embed_size=64, hidden_size=192, num_layers=2),
+    "small": dict(embed_size=128, hidden_size=512, num_layers=2),
+}))
+
+DEFAULT_FAMILY = "transformer"
+
+
+def build_model(family: str, preset: str = "tiny", **overrides: Any) -> SequenceModel:
+    fam = FAMILIES[family]
+    return fam.model_cls(fam.config(preset, **overrides))
+
+
+def config_from_dict(d: dict[str, Any]) -> ModelConfig:
+    fam = FAMILIES[d.get("family", "")]
+    return fam.config_cls.from_dict(d)
+
+
+def model_from_config(cfg: ModelConfig) -> SequenceModel:
+    return FAMILIES[cfg.family].model_cls(cfg)
+
+
+__all__ = [
+    "DEFAULT_FAMILY", "FAMILIES", "Family", "ModelConfig", "SequenceModel", "State", "TensorSpec",
+    "build_model", "config_from_dict", "model_from_config",
+]

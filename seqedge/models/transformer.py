@@ -1,0 +1,165 @@
+"""Llama-style decoder: RMSNorm, RoPE, grouped-query attention, SwiGLU.
+
+Parameter names and shapes match Hugging Face `LlamaForCausalLM` (`model.embed_tokens.weight`,
+`model.layers.{i}.self_attn.q_proj.weight`, ..., `lm_head.weight`), so an HF state dict loads as is.
+Attention with the KV cache is one `seqedge::attention` op per layer; the cache is a fixed-size
+state tensor of `max_seq_len` positions plus a `pos` counter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqedge.models.base import ModelConfig, RMSNorm, SequenceModel, State, TensorSpec
+from seqedge.ops import attention
+
+
+@dataclass
+class TransformerConfig(ModelConfig):
+    family = "transformer"
+    vocab_size: int = 256
+    hidden_size: int = 64
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    intermediate_size: int = 192
+    max_seq_len: int = 512
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-5
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size must be divisible by num_attention_heads")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError("num_attention_heads must be divisible by num_key_value_heads")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+
+def rope_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos/sin tables for absolute `positions` (T,), HF layout (halves duplicated): (T, head_dim)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))  # (hd/2,)
+    freqs = positions.float()[:, None] * inv_freq[None, :]  # (T, hd/2)
+    emb = torch.cat([freqs, freqs], dim=-1)  # (T, hd)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x (B, H, T, hd) rotated by HF's rotate_half convention."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)  # (B, H, T, hd)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.n_head, self.n_kv, self.hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, self.n_head * self.hd, bias=False)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=False)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=False)
+        self.o_proj = nn.Linear(self.n_head * self.hd, cfg.hidden_size, bias=False)
+
+    def forward(self, x, cos, sin, k_cache=None, v_cache=None, pos=None):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.hd).transpose(1, 2)  # (B, H, T, hd)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, Hkv, T, hd)
+        v = self.v_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, Hkv, T, hd)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if k_cache is None:  # training: whole sequence, no cache
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # (B, H, T, hd)
+        else:
+            y, k_cache, v_cache = attention(q, k, v, k_cache, v_cache, pos)  # (B, H, T, hd)
+        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.hd)  # (B, T, H*hd)
+        return self.o_proj(y), k_cache, v_cache
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.self_attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, x, cos, sin, k_cache=None, v_cache=None, pos=None):
+        a, k_cache, v_cache = self.self_attn(self.input_layernorm(x), cos, sin, k_cache, v_cache, pos)
+        x = x + a  # (B, T, C)
+        x = x + self.mlp(self.post_attention_layernorm(x))  # (B, T, C)
+        return x, k_cache, v_cache
+
+
+class LlamaBody(nn.Module):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class Transformer(SequenceModel):
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.config = cfg
+        self.model = LlamaBody(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.apply(_init_weights)
+
+    @property
+    def max_seq_len(self) -> int:
+        return self.config.max_seq_len
+
+    def state_spec(self, batch: int | str = "batch") -> list[TensorSpec]:
+        c = self.config
+        shape = (batch, c.num_key_value_heads, c.max_seq_len, c.head_dim)
+        specs = []
+        for i in range(c.num_hidden_layers):
+            specs += [TensorSpec(f"k.{i}", "float32", shape), TensorSpec(f"v.{i}", "float32", shape)]
+        return specs + [TensorSpec("pos", "int64", (1,))]
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        T = tokens.shape[1]
+        cos, sin = rope_cos_sin(torch.arange(T), self.config.head_dim, self.config.rope_theta)
+        x = self.model.embed_tokens(tokens)  # (B, T, C)
+        for layer in self.model.layers:
+            x, _, _ = layer(x, cos, sin)
+        return self.lm_head(self.model.norm(x))  # (B, T, V)
+
+    def prefill(self, tokens: Tensor, state: State, last_only: bool = False) -> tuple[Tensor, State]:
+        T = tokens.shape[1]
+        pos = state["pos"]  # (1,)
+        positions = pos + torch.arange(T, dtype=pos.dtype)  # (T,)
+        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)  # (T, hd)
+        x = self.model.embed_tokens(tokens)  # (B, T, C)
+        new: State = {}
+        for i, layer in enumerate(self.model.layers):
+            x, new[f"k.{i}"], new[f"v.{i}"] = layer(x, cos, sin, state[f"k.{i}"], state[f"v.{i}"], pos)
+        new["pos"] = pos + T
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C)
+        return self.lm_head(self.model.norm(x)), new  # (B, T or 1, V)
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(m.weight, std=0.02)

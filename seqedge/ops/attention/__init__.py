@@ -1,0 +1,4 @@
+from seqedge.ops.attention.op import attention, attention_sdpa
+from seqedge.ops.attention.reference import attention_ref
+
+__all__ = ["attention", "attention_ref", "attention_sdpa"]

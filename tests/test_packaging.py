@@ -1,0 +1,32 @@
+"""The wheel carries the mapped packages and the device profiles; the editable install imports them."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_contains_mapped_packages(tmp_path):
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("seqedge-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for path in ["seqedge/__init__.py", "seqedge/exporters/__init__.py", "seqedge/runtimes/__init__.py",
+                 "seqedge/ops/selective_scan/reference.py", "seqedge/ops/attention/reference.py",
+                 "seqedge/cli/app.py"]:
+        assert path in names, path
+    assert "seqedge/device_profiles/__init__.py" in names
+    top_level = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert top_level == {"seqedge"}, top_level
+
+
+def test_editable_install_maps_folders():
+    import seqedge.exporters
+    import seqedge.runtimes
+
+    assert Path(seqedge.exporters.__file__).resolve().parent == ROOT / "exporters"
+    assert Path(seqedge.runtimes.__file__).resolve().parent == ROOT / "runtimes"
+    out = subprocess.run([sys.executable, "-c", "import exporters"], capture_output=True, cwd="/")
+    assert out.returncode != 0  # no second top-level import name
