@@ -1,1 +1,32 @@
-"""Runtime adapters (installed as `seqedge.runtimes`)."""
+"""Runtime adapters (installed as `seqedge.runtimes`), registered by name and imported lazily.
+
+Every adapter follows one protocol (see base.py): `available() -> (bool, reason)`, `load(artifact,
+threads)`, `init_state`, `prefill`, `step`, `close`. `open_artifact(folder)` picks the adapter for
+the artifact's format from its manifest.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from seqedge.exporters.artifact import read_manifest
+from seqedge.registry import Registry
+
+RUNTIMES: Registry[str] = Registry("runtime")
+RUNTIMES.add("onnxruntime", "seqedge.runtimes.onnxruntime:OnnxRuntimeAdapter")
+
+FORMAT_RUNTIME = {"onnx": "onnxruntime"}
+
+
+def adapter_class(name: str):
+    module, _, cls = RUNTIMES[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def open_artifact(folder: Path | str, threads: int = 2, runtime: str | None = None, check_files: bool = True):
+    manifest = read_manifest(folder, check_files=check_files)
+    name = runtime or FORMAT_RUNTIME.get(manifest["format"])
+    adapter = adapter_class(name)()
+    adapter.load(Path(folder), threads=threads, manifest=manifest)
+    return adapter

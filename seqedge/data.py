@@ -85,3 +85,10 @@ def load_corpus(paths: list[Path | str] | None = None) -> Corpus:
         np.frombuffer(b"\n".join(held), dtype=np.uint8).copy(),
         sources,
     )
+
+
+def held_out_prompt(n: int = 64) -> bytes:
+    """`n` bytes of held-out stdlib text (from the start of a line), for parity checks and benchmarks."""
+    held = load_corpus().held_out
+    start = int(np.flatnonzero(held[: 1 << 16] == ord("\n"))[0]) + 1
+    return bytes(held[start : start + n])

@@ -26,3 +26,43 @@ def load_runnable(target: Path | str | None, user_model: str | None = None, chec
 
         return open_artifact(target, threads=threads)
     return load_model(target)
+
+
+def model_source(target: Path | str | None, user_model: str | None, checkpoint: Path | str | None,
+                 family: str | None, preset: str | None, seed: int) -> dict:
+    """How to rebuild the PyTorch reference later (recorded in the manifest as `source`)."""
+    if user_model:
+        return {"kind": "user", "model": user_model, "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None}
+    if family:
+        return {"kind": "preset", "family": family, "preset": preset or "tiny", "seed": seed}
+    return {"kind": "checkpoint", "path": str(Path(target).resolve())}
+
+
+def model_from_source(source: dict):
+    """The PyTorch model an artifact was exported from, rebuilt from its manifest's `source`."""
+    import torch
+
+    from seqedge.models import build_model
+
+    kind = source.get("kind")
+    if kind == "preset":
+        torch.manual_seed(source["seed"])
+        return build_model(source["family"], source["preset"]).eval()
+    if kind == "user":
+        return load_model(user_model=source["model"], checkpoint=source.get("checkpoint"))
+    if kind == "checkpoint":
+        return load_model(source["path"])
+    raise BadPathError("the artifact does not say which model it came from", "pass --against CHECKPOINT")
+
+
+def load_exportable(target, user_model, checkpoint, family, preset, seed):
+    """The model to export: a checkpoint folder, a user factory, or a fresh preset (seeded)."""
+    import torch
+
+    from seqedge.models import FAMILIES, build_model
+
+    if family:
+        FAMILIES[family].config(preset or "tiny")
+        torch.manual_seed(seed)
+        return build_model(family, preset or "tiny").eval()
+    return load_model(target, user_model=user_model, checkpoint=checkpoint)

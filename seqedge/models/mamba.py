@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqedge.models.base import ModelConfig, RMSNorm, SequenceModel, State, TensorSpec
-from seqedge.ops import selective_scan
+from seqedge.ops import causal_conv1d, selective_scan
 
 
 @dataclass
@@ -62,12 +62,10 @@ class MambaMixer(nn.Module):
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
     def forward(self, x: Tensor, conv_state: Tensor, ssm_state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        B, T, _ = x.shape
         xz = self.in_proj(x)  # (B, T, 2D)
         u, z = xz.chunk(2, dim=-1)  # (B, T, D) each
-        u = torch.cat([conv_state, u.transpose(1, 2)], dim=2)  # (B, D, K-1+T)
-        conv_state = u[:, :, T:]  # (B, D, K-1): the last K-1 inputs
-        u = F.silu(F.conv1d(u, self.conv1d.weight, self.conv1d.bias, groups=self.d_inner))  # (B, D, T)
+        bias = self.conv1d.bias if self.conv1d.bias is not None else self.conv1d.weight.new_zeros(self.d_inner)
+        u, conv_state = causal_conv1d(u.transpose(1, 2), self.conv1d.weight, bias, conv_state)  # (B, D, T)
         u = u.transpose(1, 2)  # (B, T, D)
         dbc = self.x_proj(u)  # (B, T, R + 2N)
         dt, Bm, Cm = dbc.split([self.dt_rank, self.d_state, self.d_state], dim=-1)

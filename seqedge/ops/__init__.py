@@ -5,15 +5,19 @@ fast eager implementation. Lowerings live with the exporters, keyed by op name.
 """
 
 from seqedge.ops.attention import attention, attention_ref, attention_sdpa
+from seqedge.ops.causal_conv1d import causal_conv1d, causal_conv1d_eager, causal_conv1d_ref
 from seqedge.ops.selective_scan import selective_scan, selective_scan_chunked, selective_scan_ref
 
-OP_NAMES = ("seqedge::selective_scan", "seqedge::attention")
+OP_NAMES = ("seqedge::selective_scan", "seqedge::attention", "seqedge::causal_conv1d")
 
 __all__ = [
     "OP_NAMES",
     "attention",
     "attention_ref",
     "attention_sdpa",
+    "causal_conv1d",
+    "causal_conv1d_eager",
+    "causal_conv1d_ref",
     "selective_scan",
     "selective_scan_chunked",
     "selective_scan_ref",

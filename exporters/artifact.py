@@ -1,0 +1,50 @@
+"""Artifact folders, shared by every format: the graph file(s) + `manifest.json`, nothing else.
+
+    with artifact_writer(out, force) as tmp:      # temporary folder, renamed into place on success
+        ... write graph files into tmp ...
+        write_manifest(tmp, manifest)             # adds `files` (name -> sha256)
+    manifest = read_manifest(folder)              # checks every file's sha256
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from seqedge import __version__
+from seqedge.checkpoint import read_json
+from seqedge.errors import BadPathError, CorruptFileError
+from seqedge.fsutil import atomic_dir, sha256_file
+
+MANIFEST = "manifest.json"
+REQUIRED_KEYS = ("format", "family", "config", "quant", "ops", "inputs", "outputs", "state", "files", "parity",
+                 "seqedge_version")
+
+artifact_writer = atomic_dir
+
+
+def write_manifest(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
+    manifest = {**manifest, "seqedge_version": __version__, "files": {p.name: sha256_file(p) for p in files}}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def read_manifest(folder: Path | str, check_files: bool = True) -> dict[str, Any]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BadPathError(f"artifact folder {folder} does not exist", "export one with `seqedge export`")
+    manifest = read_json(folder / MANIFEST, "manifest")
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise CorruptFileError(f"manifest {folder / MANIFEST} lacks {', '.join(missing)}", "re-export the artifact")
+    if check_files:
+        for name, digest in manifest["files"].items():
+            path = folder / name
+            if not path.is_file():
+                raise CorruptFileError(f"artifact file {path} listed in the manifest is missing", "re-export the artifact")
+            if sha256_file(path) != digest:
+                raise CorruptFileError(f"artifact file {path} does not match its sha256 in the manifest",
+                                       "the file was changed or truncated; re-export the artifact")
+    return manifest

@@ -1,0 +1,148 @@
+"""ONNX exporter: a stateful graph `(tokens, *state) -> (logits, *new_state)` with dynamic length T.
+
+One graph serves both entries: `prefill` (T >= 1) and `decode` (T = 1), said in the manifest.
+seqedge's ops are lowered per flavour (lowerings.py); LSTM/GRU go through the TorchScript exporter,
+which emits ONNX's own `LSTM`/`GRU` operators with dynamic T. The artifact is verified in
+onnxruntime against the PyTorch model before the folder is renamed into place.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from seqedge.errors import BadInputError, UnsupportedError
+from seqedge.exporters.artifact import artifact_writer, write_manifest
+from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
+from seqedge.exporters.onnx.contrib import has_contrib_op
+from seqedge.exporters.onnx.lowerings import FLAVOURS, Lowering, lowerings_for
+from seqedge.exporters.plan import ExportPlan
+from seqedge.exporters.verify import verify_artifact
+from seqedge.models.base import RMSNorm
+
+GRAPH = "model.onnx"
+OPSET = 20
+FUSED_OPS = ("LinearAttention", "CausalConvWithState", "GroupQueryAttention")
+
+# leaf modules with parameters that the ONNX path handles; anything else is named in an error
+SUPPORTED = (nn.Linear, nn.Embedding, nn.Conv1d, nn.LSTM, nn.GRU, nn.LayerNorm, nn.RMSNorm, RMSNorm)
+UNSUPPORTED_HINTS = {
+    nn.MultiheadAttention: "use seqedge.ops.attention with an explicit KV cache",
+    nn.RNN: "use nn.LSTM or nn.GRU",
+    nn.LSTMCell: "use nn.LSTM (one layer) so the exporter emits ONNX LSTM",
+    nn.GRUCell: "use nn.GRU (one layer) so the exporter emits ONNX GRU",
+}
+
+
+def check_supported(model: nn.Module, supported=SUPPORTED, hints=UNSUPPORTED_HINTS, target: str = "ONNX") -> None:
+    for path, module in model.named_modules():
+        hint = next((h for t, h in hints.items() if isinstance(module, t)), None)
+        leaf_with_params = not any(True for _ in module.children()) and any(True for _ in module.parameters(False))
+        if hint or (leaf_with_params and not isinstance(module, supported)):
+            names = ", ".join(t.__name__ for t in supported)
+            raise UnsupportedError(f"layer {path or '<root>'} ({type(module).__module__}.{type(module).__name__}) "
+                                   f"is not supported for {target}", hint or f"supported layers: {names}")
+
+
+class _Substitute(TorchFunctionMode):
+    """During torch.export, run each op's decomposition instead of the op; record which ops were seen."""
+
+    def __init__(self, decompositions: dict):
+        super().__init__()
+        self.decompositions = decompositions
+        self.seen: set = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.decompositions:
+            self.seen.add(func)
+            return self.decompositions[func](*args, **(kwargs or {}))
+        return func(*args, **(kwargs or {}))
+
+
+def _is_recurrent(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.RNNBase) for m in model.modules())
+
+
+def _export_dynamo(wrapper, args, names, path: Path, flavour: str, max_T: int) -> list[Lowering]:
+    lowerings = lowerings_for(flavour)
+    decomp = {lw.target: lw.fn for lw in lowerings if lw.kind == "decomposition"}
+    translate = {lw.target: lw.fn for lw in lowerings if lw.kind == "translation"}
+    T = torch.export.Dim("T", min=1, max=max_T)
+    mode = _Substitute(decomp)
+    with mode:
+        ep = torch.export.export(wrapper, args, dynamic_shapes={"tokens": {1: T}, "state": tuple(None for _ in names)})
+    in_graph = {n.target for n in ep.graph.nodes if n.op == "call_function"}
+    used = [lw for lw in lowerings if lw.target in in_graph or lw.target in mode.seen]
+    program = torch.onnx.export(ep, (), dynamo=True, custom_translation_table=translate, opset_version=OPSET,
+                                input_names=["tokens", *names], output_names=["logits", *(f"new.{n}" for n in names)],
+                                optimize=True, verbose=False)
+    program.save(str(path))
+    return used
+
+
+def _export_torchscript(wrapper, args, names, path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(wrapper, args, str(path), dynamo=False, opset_version=17,
+                          input_names=["tokens", *names], output_names=["logits", *(f"new.{n}" for n in names)],
+                          dynamic_axes={"tokens": {1: "seq"}})
+
+
+def export(model: nn.Module, plan: ExportPlan) -> dict:
+    if plan.ops not in FLAVOURS:
+        raise BadInputError(f"unknown --ops {plan.ops!r}", f"valid: {', '.join(FLAVOURS)}")
+    if plan.ops == "fused" and not all(has_contrib_op(o) for o in FUSED_OPS):
+        import onnxruntime
+
+        raise UnsupportedError(f"onnxruntime {onnxruntime.__version__} lacks the fused kernels "
+                               f"({', '.join(FUSED_OPS)})", "install onnxruntime>=1.31 or pass --ops portable")
+    check_supported(model)
+    model = model.eval()
+    interface = Interface.of(model)
+    names = [s.name for s in interface.state]
+    wrapper = StatefulGraph(model, names)
+    max_T = getattr(model, "max_seq_len", None) or 1 << 20
+    args = example_inputs(model, T=5)
+
+    with artifact_writer(plan.out, force=plan.force) as tmp:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            if _is_recurrent(model):
+                _export_torchscript(wrapper, args, names, tmp / GRAPH)
+                ops = [{"op": f"aten::{type(m).__name__.lower()}", "lowering": f"onnx {type(m).__name__}",
+                        "kind": "native"} for m in model.modules() if isinstance(m, nn.RNNBase)][:1]
+            else:
+                used = _export_dynamo(wrapper, args, names, tmp / GRAPH, plan.ops, max_T)
+                ops = [{"op": lw.op, "lowering": lw.summary, "kind": lw.kind} for lw in used]
+        export_seconds = time.perf_counter() - t0
+        graph = onnx.load(str(tmp / GRAPH), load_external_data=False)
+        manifest = {
+            "format": "onnx",
+            "family": getattr(getattr(model, "config", None), "family", "custom"),
+            "config": model.config.to_dict() if hasattr(model, "config") else {},
+            "quant": {"recipe": plan.quant},
+            "ops": ops,
+            "flavour": "native" if _is_recurrent(model) else plan.ops,
+            "graphs": {"prefill": GRAPH, "decode": GRAPH},
+            "graph_note": "one graph with dynamic T serves prefill (T >= 1) and decode (T = 1); logits are for "
+                          "the last position",
+            **interface.to_json(),
+            "max_seq_len": getattr(model, "max_seq_len", None),
+            "opset": {d.domain or "ai.onnx": d.version for d in graph.opset_import},
+            "node_count": len(graph.graph.node),
+            "export_seconds": round(export_seconds, 2),
+            "requires": "onnxruntime>=1.31" if plan.ops == "fused" else "onnxruntime",
+            "source": plan.source,
+            "parity": None,
+        }
+        write_manifest(tmp, manifest)
+        if plan.verify:
+            manifest["parity"] = verify_artifact(tmp, model, plan.verify_steps, plan.prompt_bytes, plan.threads)
+        write_manifest(tmp, manifest)
+    return manifest

@@ -1,0 +1,153 @@
+"""ONNX lowerings of seqedge's ops, registered per op and per flavour.
+
+A lowering is either a `translation` (an onnxscript function that emits ONNX nodes for the op, passed
+to the exporter's custom_translation_table) or a `decomposition` (a torch function of export-friendly
+ops that replaces the op before translation). Flavours:
+
+- `fused`: onnxruntime's contrib kernels (onnxruntime >= 1.31, CPU): LinearAttention for the scan,
+  CausalConvWithState for Mamba's convolution, GroupQueryAttention for cached attention.
+- `portable`: standard ONNX ops only; node count independent of sequence length (the scan is an
+  ONNX `Scan` over time, never an unrolled loop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from onnxscript import FLOAT, INT64
+from onnxscript import opset20 as op
+from torch._higher_order_ops.scan import scan
+
+from seqedge.exporters.onnx.contrib import contrib_op
+from seqedge.ops.causal_conv1d.op import causal_conv1d_eager
+from seqedge.registry import Registry
+
+FLAVOURS = ("fused", "portable")
+
+
+@dataclass(frozen=True)
+class Lowering:
+    op: str  # "seqedge::selective_scan"
+    flavour: str
+    kind: str  # "translation" | "decomposition"
+    fn: Callable
+    summary: str
+
+    @property
+    def target(self):
+        ns, name = self.op.split("::")
+        return getattr(getattr(torch.ops, ns), name).default
+
+
+LOWERINGS: Registry[Lowering] = Registry("ONNX lowering")
+
+
+def lowering(op_name: str, flavour: str, kind: str, summary: str):
+    def deco(fn):
+        LOWERINGS.add(f"{op_name}:{flavour}", Lowering(op_name, flavour, kind, fn, summary))
+        return fn
+
+    return deco
+
+
+def lowerings_for(flavour: str) -> list[Lowering]:
+    return [lw for lw in (LOWERINGS[k] for k in LOWERINGS) if lw.flavour == flavour]
+
+
+# ---------------------------------------------------------------------------------------------------
+# seqedge::selective_scan(u, delta, A, B, C, D, state) -> (y, state)
+
+
+@lowering("seqedge::selective_scan", "fused", "translation",
+          "com.microsoft.LinearAttention(update_rule=gated, heads=d_inner, d_k=d_state, d_v=1)")
+def scan_linear_attention(u: FLOAT, delta: FLOAT, A: FLOAT, B: FLOAT, C: FLOAT, D: FLOAT,
+                          state: FLOAT) -> tuple[FLOAT, FLOAT]:
+    """One head per channel: decay g = Δ·A per key dim, key = B, query = C, value = Δ·u, scale 1."""
+    Dm, N = A.shape[0], A.shape[1]
+    bt = op.Shape(u, start=0, end=1)
+    t = op.Shape(u, start=1, end=2)
+    packed = op.Concat(bt, t, op.Constant(value_ints=[Dm * N]), axis=0)  # (Bt, T, D*N)
+    full = op.Concat(bt, t, op.Constant(value_ints=[Dm, N]), axis=0)  # (Bt, T, D, N)
+    decay = op.Reshape(op.Mul(op.Unsqueeze(delta, [3]), A), packed)  # (Bt, T, D*N)
+    key = op.Reshape(op.Expand(op.Unsqueeze(B, [2]), full), packed)  # (Bt, T, D*N)
+    query = op.Reshape(op.Expand(op.Unsqueeze(C, [2]), full), packed)  # (Bt, T, D*N)
+    value = op.Mul(delta, u)  # (Bt, T, D)
+    y, h = contrib_op("LinearAttention")(query, key, value, op.Unsqueeze(state, [3]), decay,
+                                         q_num_heads=Dm, kv_num_heads=Dm, update_rule="gated", scale=1.0)
+    return op.Add(y, op.Mul(u, D)), op.Squeeze(h, [3])
+
+
+@lowering("seqedge::selective_scan", "portable", "decomposition", "ONNX Scan over time (standard ops)")
+def scan_over_time(u, delta, A, B, C, D, state):
+    a = torch.exp(delta[..., None] * A)  # (Bt, T, D, N)
+    b = (delta * u)[..., None] * B[:, :, None, :]  # (Bt, T, D, N)
+
+    def step(h, xs):
+        a_t, b_t, c_t = xs  # (Bt, D, N), (Bt, D, N), (Bt, N)
+        h = a_t * h + b_t  # (Bt, D, N)
+        return h, (h * c_t[:, None, :]).sum(-1)  # (Bt, D)
+
+    h, y = scan(step, state, (a, b, C), dim=1)  # y stacked along time: (Bt, T, D)
+    return y + D * u, h
+
+
+# ---------------------------------------------------------------------------------------------------
+# seqedge::causal_conv1d(x, weight, bias, state) -> (y, state)
+
+
+@lowering("seqedge::causal_conv1d", "fused", "translation", "com.microsoft.CausalConvWithState(activation=silu)")
+def conv_with_state(x: FLOAT, weight: FLOAT, bias: FLOAT, state: FLOAT) -> tuple[FLOAT, FLOAT]:
+    y, new_state = contrib_op("CausalConvWithState")(x, weight, bias, state, activation="silu")
+    return y, new_state
+
+
+@lowering("seqedge::causal_conv1d", "portable", "decomposition", "Concat + depthwise Conv + Sigmoid/Mul + Slice")
+def conv_portable(x, weight, bias, state):
+    return causal_conv1d_eager(x, weight, bias, state)
+
+
+# ---------------------------------------------------------------------------------------------------
+# seqedge::attention(q, k, v, k_cache, v_cache, pos) -> (out, k_cache, v_cache)
+
+
+@lowering("seqedge::attention", "fused", "translation",
+          "com.microsoft.GroupQueryAttention over the fixed-size cache (past/present share the buffer)")
+def attention_gqa(q: FLOAT, k: FLOAT, v: FLOAT, k_cache: FLOAT, v_cache: FLOAT,
+                  pos: INT64) -> tuple[FLOAT, FLOAT, FLOAT]:
+    H, hd = q.shape[1], q.shape[3]
+    Hkv = k.shape[1]
+    bt = op.Shape(q, start=0, end=1)
+    t = op.Shape(q, start=2, end=3)
+
+    def pack(x, heads):  # (Bt, h, T, hd) -> (Bt, T, h*hd)
+        return op.Reshape(op.Transpose(x, perm=[0, 2, 1, 3]), op.Concat(bt, t, op.Constant(value_ints=[heads * hd]), axis=0))
+
+    total = op.Add(pos, t)  # (1,) tokens valid after this call
+    seqlens_k = op.Cast(op.Expand(op.Sub(total, op.Constant(value_ints=[1])), bt), to=6)  # (Bt,) int32
+    total_len = op.Cast(op.Squeeze(total, [0]), to=6)  # () int32
+    out, k_new, v_new = contrib_op("GroupQueryAttention", num_outputs=3)(
+        pack(q, H), pack(k, Hkv), pack(v, Hkv), k_cache, v_cache, seqlens_k, total_len,
+        num_heads=H, kv_num_heads=Hkv)
+    out = op.Transpose(op.Reshape(out, op.Concat(bt, t, op.Constant(value_ints=[H, hd]), axis=0)), perm=[0, 2, 1, 3])
+    return out, k_new, v_new
+
+
+@lowering("seqedge::attention", "portable", "decomposition",
+          "masked write into the fixed cache (Where/Gather) + causal MatMul/Softmax over all positions")
+def attention_masked(q, k, v, k_cache, v_cache, pos):
+    T, S = q.shape[2], k_cache.shape[2]
+    idx = torch.arange(S, device=q.device)  # (S,)
+    rel = idx - pos  # (S,) offset of each cache slot into the new tokens
+    write = ((rel >= 0) & (rel < T))[None, None, :, None]  # (1, 1, S, 1)
+    src = rel.clamp(0, T - 1)  # (S,)
+    k_cache = torch.where(write, k.index_select(2, src), k_cache)  # (Bt, Hkv, S, hd)
+    v_cache = torch.where(write, v.index_select(2, src), v_cache)  # (Bt, Hkv, S, hd)
+    visible = idx[None, :] <= (pos + torch.arange(T, device=q.device))[:, None]  # (T, S)
+    rep = q.shape[1] // k.shape[1]
+    keys = k_cache.repeat_interleave(rep, dim=1)  # (Bt, H, S, hd)
+    vals = v_cache.repeat_interleave(rep, dim=1)  # (Bt, H, S, hd)
+    out = F.scaled_dot_product_attention(q, keys, vals, attn_mask=visible)  # (Bt, H, T, hd)
+    return out, k_cache, v_cache

@@ -1,0 +1,21 @@
+"""What an export should produce: one dataclass shared by every format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ExportPlan:
+    out: Path
+    format: str = "onnx"
+    ops: str = "fused"  # ONNX lowering flavour: fused | portable
+    quant: str = "fp32"
+    force: bool = False
+    verify: bool = True
+    verify_steps: int = 64
+    prompt_bytes: int = 64
+    threads: int = 2
+    source: dict[str, Any] = field(default_factory=dict)  # how to rebuild the PyTorch reference

@@ -1,0 +1,89 @@
+"""Parity of an exported artifact against the PyTorch model: prefill, then N greedy decode steps.
+
+Both sides get the same tokens (the reference's greedy choices), so each step's logits are comparable;
+`token_agreement` is the share of steps where the artifact's own greedy choice equals the reference's.
+The state is carried through the artifact from the prefill on, so a state bug shows up within steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from seqedge.errors import ParityError
+
+FP32_TOLERANCE = 1e-3
+
+
+@dataclass
+class Parity:
+    prefill_max_abs_diff: float
+    max_abs_diff: float
+    token_agreement: float
+    steps: int
+    per_step_max_abs_diff: list[float]
+    tolerance: float
+    min_token_agreement: float
+    prompt_bytes: int
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "passed": self.passed}
+
+    def summary(self) -> str:
+        return (f"prefill max |Δ| {self.prefill_max_abs_diff:.2e}, decode max |Δ| {self.max_abs_diff:.2e} over "
+                f"{self.steps} steps, token agreement {self.token_agreement:.1%}")
+
+
+def check_parity(reference, artifact, prompt: bytes, steps: int = 64, tolerance: float = FP32_TOLERANCE,
+                 min_token_agreement: float = 1.0) -> Parity:
+    tokens = torch.tensor([list(prompt)], dtype=torch.long)  # (1, P)
+    with torch.no_grad():
+        ref_logits, ref_state = reference.prefill(tokens, reference.init_state(1), last_only=True)
+        art_logits, art_state = artifact.prefill(tokens, artifact.init_state(1))
+        prefill_diff = (ref_logits[:, -1] - art_logits[:, -1]).abs().max().item()
+        diffs, agree = [], 0
+        for _ in range(steps):
+            nxt = ref_logits[0, -1].argmax()
+            agree += int(art_logits[0, -1].argmax() == nxt)
+            token = nxt.view(1, 1)
+            ref_logits, ref_state = reference.step(token, ref_state)
+            art_logits, art_state = artifact.step(token, art_state)
+            diffs.append((ref_logits[:, -1] - art_logits[:, -1]).abs().max().item())
+    parity = Parity(prefill_diff, max(diffs, default=prefill_diff), agree / max(steps, 1), steps,
+                    [round(d, 8) for d in diffs], tolerance, min_token_agreement, len(prompt))
+    if prefill_diff > tolerance:
+        parity.failures.append(f"prefill logits: max abs diff {prefill_diff:.3g} > {tolerance:g}")
+    for i, d in enumerate(diffs):
+        if d > tolerance:
+            parity.failures.append(f"decode step {i} logits: max abs diff {d:.3g} > {tolerance:g}")
+    if parity.token_agreement < min_token_agreement:
+        parity.failures.append(f"greedy tokens: agreement {parity.token_agreement:.1%} < {min_token_agreement:.0%}")
+    return parity
+
+
+def require(parity: Parity, what: str) -> None:
+    if not parity.passed:
+        shown = parity.failures[:5] + ([f"... {len(parity.failures) - 5} more"] if len(parity.failures) > 5 else [])
+        raise ParityError(f"{what} disagrees with PyTorch: " + "; ".join(shown), parity.failures,
+                          "try --ops portable, or report the model and these figures")
+
+
+def verify_artifact(folder, model, steps: int = 64, prompt_bytes: int = 64, threads: int = 2,
+                    runtime: str | None = None) -> dict:
+    """Run the artifact in its runtime against `model` on held-out text; raise ParityError on failure."""
+    from seqedge.data import held_out_prompt
+    from seqedge.runtimes import open_artifact
+
+    runner = open_artifact(folder, threads=threads, runtime=runtime, check_files=False)
+    try:
+        parity = check_parity(model, runner, held_out_prompt(prompt_bytes), steps=steps)
+    finally:
+        runner.close()
+    require(parity, f"the {runner.manifest['format']} artifact at {folder}")
+    return parity.to_json()

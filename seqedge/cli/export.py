@@ -1,0 +1,104 @@
+"""`seqedge export`, `seqedge verify`, `seqedge inspect`: artifacts and their manifests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from seqedge.cli.app import app
+from seqedge.cli.options import Checkpoint, Force, Seed, UserModel
+from seqedge.errors import BadInputError
+from seqedge.exporters import FORMATS, ExportPlan, export
+from seqedge.exporters.artifact import read_manifest
+from seqedge.exporters.verify import verify_artifact
+from seqedge.loading import load_exportable, load_model, model_from_source, model_source
+
+console = Console()
+
+
+@app.command("export")
+def export_cmd(
+    target: Annotated[Optional[Path], typer.Argument(help="Checkpoint folder (or use --family/--preset).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Artifact folder to write.")] = Path("artifact"),
+    fmt: Annotated[str, typer.Option("--format", help=f"Artifact format: {', '.join(FORMATS.names())}.")] = "onnx",
+    ops: Annotated[str, typer.Option("--ops", help="ONNX lowerings: fused (onnxruntime>=1.31 contrib kernels) "
+                                     "or portable (standard ONNX ops).")] = "fused",
+    family: Annotated[Optional[str], typer.Option(help="Export a freshly initialised model of this family.")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Preset for --family (default tiny).")] = None,
+    user_model: UserModel = None,
+    checkpoint: Checkpoint = None,
+    no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the parity check (not recommended).")] = False,
+    threads: Annotated[int, typer.Option(help="Threads for the verification run.")] = 2,
+    seed: Seed = 0,
+    force: Force = False,
+) -> None:
+    """Export a model to an artifact folder (graph + manifest.json), verified against PyTorch."""
+    if target is None and not family and not user_model:
+        raise BadInputError("nothing to export", "pass a checkpoint folder, --family F --preset P, or --model")
+    FORMATS[fmt]
+    model = load_exportable(target, user_model, checkpoint, family, preset, seed)
+    plan = ExportPlan(out=out, format=fmt, ops=ops, force=force, verify=not no_verify, threads=threads,
+                      source=model_source(target, user_model, checkpoint, family, preset, seed))
+    with console.status(f"exporting to {fmt} ({ops}) and verifying…"):
+        manifest = export(model, plan)
+    parity = manifest["parity"]
+    console.print(f"[bold green]exported[/] {out} · {manifest['node_count']} nodes · {manifest['export_seconds']} s")
+    if parity:
+        console.print(f"parity: prefill max |Δ| {parity['prefill_max_abs_diff']:.2e}, decode max |Δ| "
+                      f"{parity['max_abs_diff']:.2e} over {parity['steps']} steps, "
+                      f"token agreement {parity['token_agreement']:.1%}")
+
+
+@app.command("verify")
+def verify_cmd(
+    artifact: Annotated[Path, typer.Argument(help="Artifact folder.")],
+    against: Annotated[Optional[Path], typer.Option(help="Checkpoint to compare with (default: the manifest's "
+                                                   "source).")] = None,
+    steps: Annotated[int, typer.Option(help="Greedy decode steps.")] = 64,
+    threads: Annotated[int, typer.Option(help="Runtime threads.")] = 2,
+) -> None:
+    """Re-run the parity check of an artifact against its PyTorch model."""
+    manifest = read_manifest(artifact)
+    model = load_model(against) if against else model_from_source(manifest.get("source") or {})
+    parity = verify_artifact(artifact, model, steps=steps, threads=threads)
+    table = Table(title=f"parity of {artifact} ({manifest['format']})")
+    for col in ("output", "max abs diff", "tolerance", "ok"):
+        table.add_column(col)
+    table.add_row("logits (prefill)", f"{parity['prefill_max_abs_diff']:.2e}", f"{parity['tolerance']:g}", "✓")
+    table.add_row(f"logits ({steps} decode steps)", f"{parity['max_abs_diff']:.2e}", f"{parity['tolerance']:g}", "✓")
+    table.add_row("greedy tokens", f"{parity['token_agreement']:.1%} agree", f"≥ {parity['min_token_agreement']:.0%}", "✓")
+    console.print(table)
+
+
+@app.command("inspect")
+def inspect_cmd(
+    artifact: Annotated[Path, typer.Argument(help="Artifact folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Show an artifact's manifest: format, ops and lowerings, interface, state, files, parity."""
+    manifest = read_manifest(artifact)
+    if as_json:
+        typer.echo(json.dumps(manifest, indent=2))
+        return
+    table = Table(title=str(artifact), show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key in ("format", "family", "flavour", "seqedge_version", "requires", "max_seq_len", "node_count",
+                "export_seconds", "graph_note"):
+        if key in manifest:
+            table.add_row(key, str(manifest[key]))
+    table.add_row("quant", json.dumps(manifest["quant"]))
+    table.add_row("ops", "\n".join(f"{o['op']} → {o['lowering']}" for o in manifest["ops"]) or "-")
+    for key in ("inputs", "outputs"):
+        table.add_row(key, "\n".join(f"{s['name']} {s['dtype']} {s['shape']}" for s in manifest[key][:6])
+                      + (f"\n… {len(manifest[key]) - 6} more" if len(manifest[key]) > 6 else ""))
+    table.add_row("files", "\n".join(f"{n} {d[:12]}…" for n, d in manifest["files"].items()))
+    parity = manifest.get("parity")
+    table.add_row("parity", "not verified" if not parity else
+                  f"max |Δ| {parity['max_abs_diff']:.2e}, tokens {parity['token_agreement']:.1%} over {parity['steps']} steps")
+    console.print(table)
