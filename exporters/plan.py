@@ -18,4 +18,5 @@ class ExportPlan:
     verify_steps: int = 64
     prompt_bytes: int = 64
     threads: int = 2
+    example_len: int = 5  # T of the example input traced with a dynamic length
     source: dict[str, Any] = field(default_factory=dict)  # how to rebuild the PyTorch reference

@@ -11,6 +11,7 @@ import importlib
 from pathlib import Path
 
 from seqedge.exporters.artifact import read_manifest
+
 from seqedge.registry import Registry
 
 RUNTIMES: Registry[str] = Registry("runtime")

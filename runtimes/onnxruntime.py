@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from seqedge.runtimes.base import ArtifactRunner
 from torch import Tensor
 
 from seqedge.errors import CorruptFileError, UnsupportedError
-from seqedge.runtimes.base import ArtifactRunner
 
 INSTALL = "pip install onnxruntime>=1.31"
 

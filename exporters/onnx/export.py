@@ -14,16 +14,16 @@ from pathlib import Path
 
 import onnx
 import torch
-from torch import nn
-from torch.overrides import TorchFunctionMode
-
-from seqedge.errors import BadInputError, UnsupportedError
 from seqedge.exporters.artifact import artifact_writer, write_manifest
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.onnx.contrib import has_contrib_op
 from seqedge.exporters.onnx.lowerings import FLAVOURS, Lowering, lowerings_for
 from seqedge.exporters.plan import ExportPlan
 from seqedge.exporters.verify import verify_artifact
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from seqedge.errors import BadInputError, UnsupportedError
 from seqedge.models.base import RMSNorm
 
 GRAPH = "model.onnx"
@@ -59,9 +59,10 @@ class _Substitute(TorchFunctionMode):
         self.seen: set = set()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in self.decompositions:
-            self.seen.add(func)
-            return self.decompositions[func](*args, **(kwargs or {}))
+        key = func.default if isinstance(func, torch._ops.OpOverloadPacket) else func  # torch.ops.seqedge.x(...)
+        if key in self.decompositions:
+            self.seen.add(key)
+            return self.decompositions[key](*args, **(kwargs or {}))
         return func(*args, **(kwargs or {}))
 
 
@@ -69,19 +70,18 @@ def _is_recurrent(model: nn.Module) -> bool:
     return any(isinstance(m, nn.RNNBase) for m in model.modules())
 
 
-def _export_dynamo(wrapper, args, names, path: Path, flavour: str, max_T: int) -> list[Lowering]:
+def export_graph(module, args, input_names, output_names, path: Path, flavour: str, dynamic_shapes) -> list[Lowering]:
+    """torch.export `module` with `flavour`'s lowerings and write ONNX to `path`; returns the lowerings used."""
     lowerings = lowerings_for(flavour)
     decomp = {lw.target: lw.fn for lw in lowerings if lw.kind == "decomposition"}
     translate = {lw.target: lw.fn for lw in lowerings if lw.kind == "translation"}
-    T = torch.export.Dim("T", min=1, max=max_T)
     mode = _Substitute(decomp)
     with mode:
-        ep = torch.export.export(wrapper, args, dynamic_shapes={"tokens": {1: T}, "state": tuple(None for _ in names)})
+        ep = torch.export.export(module, args, dynamic_shapes=dynamic_shapes)
     in_graph = {n.target for n in ep.graph.nodes if n.op == "call_function"}
     used = [lw for lw in lowerings if lw.target in in_graph or lw.target in mode.seen]
     program = torch.onnx.export(ep, (), dynamo=True, custom_translation_table=translate, opset_version=OPSET,
-                                input_names=["tokens", *names], output_names=["logits", *(f"new.{n}" for n in names)],
-                                optimize=True, verbose=False)
+                                input_names=input_names, output_names=output_names, optimize=True, verbose=False)
     program.save(str(path))
     return used
 
@@ -108,7 +108,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
     names = [s.name for s in interface.state]
     wrapper = StatefulGraph(model, names)
     max_T = getattr(model, "max_seq_len", None) or 1 << 20
-    args = example_inputs(model, T=5)
+    args = example_inputs(model, T=plan.example_len)
 
     with artifact_writer(plan.out, force=plan.force) as tmp:
         t0 = time.perf_counter()
@@ -118,7 +118,9 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
                 ops = [{"op": f"aten::{type(m).__name__.lower()}", "lowering": f"onnx {type(m).__name__}",
                         "kind": "native"} for m in model.modules() if isinstance(m, nn.RNNBase)][:1]
             else:
-                used = _export_dynamo(wrapper, args, names, tmp / GRAPH, plan.ops, max_T)
+                T = torch.export.Dim("T", min=1, max=max_T)
+                used = export_graph(wrapper, args, ["tokens", *names], ["logits", *(f"new.{n}" for n in names)],
+                                    tmp / GRAPH, plan.ops, {"tokens": {1: T}, "state": tuple(None for _ in names)})
                 ops = [{"op": lw.op, "lowering": lw.summary, "kind": lw.kind} for lw in used]
         export_seconds = time.perf_counter() - t0
         graph = onnx.load(str(tmp / GRAPH), load_external_data=False)

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from onnxscript import FLOAT, INT64
 from onnxscript import opset20 as op
+from seqedge.exporters.onnx.contrib import contrib_op
 from torch._higher_order_ops.scan import scan
 
-from seqedge.exporters.onnx.contrib import contrib_op
 from seqedge.ops.causal_conv1d.op import causal_conv1d_eager
 from seqedge.registry import Registry
 
@@ -114,7 +114,8 @@ def conv_portable(x, weight, bias, state):
 
 
 @lowering("seqedge::attention", "fused", "translation",
-          "com.microsoft.GroupQueryAttention over the fixed-size cache (past/present share the buffer)")
+          "com.microsoft.GroupQueryAttention over the fixed-size cache (past/present share the buffer; "
+          "onnxruntime takes a prefill after earlier tokens at batch 1 only)")
 def attention_gqa(q: FLOAT, k: FLOAT, v: FLOAT, k_cache: FLOAT, v_cache: FLOAT,
                   pos: INT64) -> tuple[FLOAT, FLOAT, FLOAT]:
     H, hd = q.shape[1], q.shape[3]

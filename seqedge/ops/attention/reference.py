@@ -9,7 +9,8 @@ S = cache length, hd = head dim):
     pos      (1,) int64         position of the first new token; pos + T <= S
 returns
     out      (Bt, H, T, hd)
-    k_cache, v_cache            with the new keys/values written at [pos, pos + T)
+    k_cache, v_cache            with the new keys/values written at [pos, pos + T); slots from pos + T
+                                on are never read and unspecified (a lowering may zero them)
 
 Query i (absolute position pos + i) attends to cache positions 0 .. pos + i, scaled by 1/sqrt(hd).
 """

@@ -1,0 +1,243 @@
+"""ONNX: every lowering against its op's reference in real onnxruntime sessions, and whole-model
+artifacts (manifest, parity, dynamic T, bad inputs)."""
+
+import json
+import shutil
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from seqedge.exporters import ExportPlan, export
+from seqedge.exporters.artifact import REQUIRED_KEYS, read_manifest
+from seqedge.exporters.onnx.export import export_graph
+from seqedge.exporters.onnx.lowerings import FLAVOURS, LOWERINGS
+from seqedge.runtimes import open_artifact
+from typer.testing import CliRunner
+
+from seqedge.checkpoint import save_checkpoint
+from seqedge.cli.app import app
+from seqedge.errors import BadPathError, CorruptFileError, ParityError, UnsupportedError
+from seqedge.generate import generate
+from seqedge.models import build_model
+from seqedge.ops import attention_ref, causal_conv1d_ref, selective_scan_ref
+from tests.conftest import FAMILY_NAMES
+from tests.test_ops import attn_inputs, scan_inputs
+
+TOL = 1e-4  # fp32 max abs diff of one op in onnxruntime vs the reference
+
+
+class OneOp(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, tokens, *args):  # `tokens` only carries the dynamic length T
+        return self.fn(*args)
+
+
+def conv_inputs(T, Bt=2, D=12, K=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(Bt, D, T, generator=g), torch.randn(D, 1, K, generator=g), torch.randn(D, generator=g),
+            torch.randn(Bt, D, K - 1, generator=g))
+
+
+OP_CASES = {
+    "seqedge::selective_scan": (torch.ops.seqedge.selective_scan, selective_scan_ref, scan_inputs, {0: 1, 1: 1, 3: 1, 4: 1}),
+    "seqedge::causal_conv1d": (torch.ops.seqedge.causal_conv1d, causal_conv1d_ref, conv_inputs, {0: 2}),
+    # batch 1: onnxruntime's GroupQueryAttention takes T > 1 after earlier tokens only at batch 1
+    "seqedge::attention": (torch.ops.seqedge.attention, attention_ref, lambda T, seed=0, pos=0: attn_inputs(
+        T, Bt=1, seed=seed, pos=pos), {0: 2, 1: 2, 2: 2}),
+}
+
+
+def _run_op_graph(op_name, flavour, tmp_path, lengths):
+    op, ref, make, dyn = OP_CASES[op_name]
+    ex = make(5)
+    names = [f"x{i}" for i in range(len(ex))]
+    path = tmp_path / "op.onnx"
+    T = torch.export.Dim("T", min=1, max=64)
+    shapes = {"tokens": {1: T}, "args": tuple({dyn[i]: T} if i in dyn else None for i in range(len(ex)))}
+    used = export_graph(OneOp(op), (torch.zeros(1, 5, dtype=torch.long), *ex), ["tokens", *names],
+                        [f"y{i}" for i in range(3)][: len(ref(*ex))], path, flavour, shapes)
+    assert [lw.op for lw in used] == [op_name]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for T_ in lengths:
+        args = make(T_, seed=T_)
+        if op_name == "seqedge::attention":  # the new tokens start after 3 cached ones
+            args = make(T_, seed=T_, pos=3)
+        feeds = {"tokens": np.zeros((1, T_), np.int64), **{n: a.numpy() for n, a in zip(names, args)}}
+        feeds = {i.name: feeds[i.name] for i in sess.get_inputs()}
+        got = sess.run(None, feeds)
+        want = [w.numpy() for w in ref(*args)]
+        if op_name == "seqedge::attention":  # cache slots past pos + T are unspecified
+            got[1:], want[1:] = [g[:, :, : 3 + T_] for g in got[1:]], [w[:, :, : 3 + T_] for w in want[1:]]
+        for k, (g, w) in enumerate(zip(got, want)):
+            diff = np.abs(g - w).max()
+            assert diff <= TOL * max(1.0, np.abs(w).max()), f"{op_name}/{flavour} T={T_} output {k}: {diff}"
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("op_name", list(OP_CASES))
+def test_lowering_matches_reference(op_name, flavour, tmp_path):
+    assert f"{op_name}:{flavour}" in LOWERINGS
+    _run_op_graph(op_name, flavour, tmp_path, lengths=[1, 7, 16])
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """One verified artifact per family × flavour (RNNs have one native form)."""
+    root = tmp_path_factory.mktemp("onnx")
+    out = {}
+    for fam in FAMILY_NAMES:
+        for flavour in (FLAVOURS if fam in ("mamba", "transformer") else ("fused",)):
+            torch.manual_seed(0)
+            model = build_model(fam, "tiny").eval()
+            ckpt = save_checkpoint(model, root / f"ck-{fam}-{flavour}")
+            export(model, ExportPlan(out=root / f"{fam}-{flavour}", ops=flavour, verify_steps=64,
+                                     source={"kind": "checkpoint", "path": str(ckpt)}))
+            out[(fam, flavour)] = (root / f"{fam}-{flavour}", model, ckpt)
+    return out
+
+
+def test_every_family_and_flavour_exports_with_parity(artifacts):
+    for (fam, flavour), (folder, _, _) in artifacts.items():
+        m = read_manifest(folder)
+        assert set(REQUIRED_KEYS) <= set(m), (fam, flavour)
+        assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx"]
+        p = m["parity"]
+        assert p["passed"] and p["steps"] == 64 and p["token_agreement"] == 1.0, (fam, flavour, p)
+        assert p["max_abs_diff"] < 1e-3 and p["prefill_max_abs_diff"] < 1e-3
+        assert [s["name"] for s in m["state"]] == [s.name for s in build_model(fam, "tiny").state_spec()]
+
+
+@pytest.mark.parametrize("fam,flavour", [("mamba", "fused"), ("mamba", "portable"), ("transformer", "fused"),
+                                         ("transformer", "portable"), ("lstm", "fused"), ("gru", "fused")])
+def test_artifact_runs_any_length_with_state_carried(artifacts, fam, flavour):
+    folder, model, _ = artifacts[(fam, flavour)]
+    runner = open_artifact(folder)
+    tokens = torch.randint(0, 256, (1, 41))
+    with torch.no_grad():
+        s_ref, s_art = model.init_state(1), runner.init_state(1)
+        for chunk in (tokens[:, :3], tokens[:, 3:4], tokens[:, 4:37], tokens[:, 37:]):  # T = 3, 1, 33, 4
+            ref, s_ref = model.prefill(chunk, s_ref, last_only=True)
+            got, s_art = runner.prefill(chunk, s_art)
+            assert (ref - got).abs().max().item() < 1e-3
+    for name in s_ref:
+        assert (s_ref[name].float() - s_art[name].float()).abs().max().item() < 1e-3, name
+
+
+def test_fused_artifacts_use_the_contrib_kernels(artifacts):
+    import onnx
+
+    kinds = {k: {n.op_type for n in onnx.load(str(f / "model.onnx")).graph.node} for k, (f, _, _) in artifacts.items()}
+    assert {"LinearAttention", "CausalConvWithState"} <= kinds[("mamba", "fused")]
+    assert "Scan" in kinds[("mamba", "portable")] and "LinearAttention" not in kinds[("mamba", "portable")]
+    assert "GroupQueryAttention" in kinds[("transformer", "fused")]
+    assert all(not any(o.startswith("com.microsoft") for o in [n.domain for n in onnx.load(str(f / "model.onnx")).graph.node])
+               for (fam, fl), (f, _, _) in artifacts.items() if fl == "portable")
+    assert "LSTM" in kinds[("lstm", "fused")] and "GRU" in kinds[("gru", "fused")]
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_node_count_does_not_depend_on_sequence_length(tmp_path, flavour):
+    counts = set()
+    for T in (3, 40):
+        torch.manual_seed(0)
+        m = export(build_model("mamba", "tiny"), ExportPlan(out=tmp_path / f"{T}", ops=flavour, example_len=T,
+                                                            verify_steps=2))
+        counts.add(m["node_count"])
+    assert len(counts) == 1, counts
+
+
+def test_generate_from_artifact_matches_checkpoint(artifacts):
+    folder, model, ckpt = artifacts[("mamba", "fused")]
+    runner = open_artifact(folder)
+    assert generate(runner, b"def f(x):", 40) == generate(model, b"def f(x):", 40)
+    r = CliRunner().invoke(app, ["generate", str(folder), "--prompt", "import ", "--max-new-tokens", "30"])
+    r2 = CliRunner().invoke(app, ["generate", str(ckpt), "--prompt", "import ", "--max-new-tokens", "30"])
+    assert r.exit_code == 0 and r.output == r2.output
+
+
+def test_cli_export_inspect_verify(tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(app, ["export", "--family", "gru", "--preset", "tiny", "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    assert "agreement 100.0%" in r.output
+    r = runner.invoke(app, ["inspect", str(tmp_path / "a"), "--json"])
+    assert json.loads(r.output)["source"] == {"kind": "preset", "family": "gru", "preset": "tiny", "seed": 0}
+    r = runner.invoke(app, ["inspect", str(tmp_path / "a")])
+    assert r.exit_code == 0 and "aten::gru" in r.output
+    r = runner.invoke(app, ["verify", str(tmp_path / "a"), "--steps", "8"])
+    assert r.exit_code == 0 and "100.0% agree" in r.output, r.output
+
+
+# ---- bad inputs -----------------------------------------------------------------------------------
+
+
+class WithMHA(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.ModuleDict({"attn": torch.nn.MultiheadAttention(8, 2)})
+
+
+def test_unsupported_layer_is_named(tmp_path):
+    with pytest.raises(UnsupportedError, match=r"layer body\.attn \(torch\.nn\.modules\.activation\.MultiheadAttention\)"):
+        export(WithMHA(), ExportPlan(out=tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+class Inconsistent(torch.nn.Module):
+    """prefill and step disagree: the exported graph (prefill) cannot match the model's step."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = build_model("gru", "tiny")
+
+    def init_state(self, batch=1):
+        return self.inner.init_state(batch)
+
+    def prefill(self, tokens, state, last_only=False):
+        return self.inner.prefill(tokens, state, last_only)
+
+    def step(self, token, state):
+        logits, state = self.inner.step(token, state)
+        return logits + 1.0, state
+
+
+def test_failed_parity_is_typed_and_leaves_nothing(tmp_path):
+    with pytest.raises(ParityError) as e:
+        export(Inconsistent(), ExportPlan(out=tmp_path / "x", verify_steps=4))
+    assert len(e.value.failures) >= 4 and "decode step 0 logits" in e.value.failures[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_force(tmp_path, artifacts):
+    (tmp_path / "x").mkdir()
+    with pytest.raises(BadPathError, match="--force"):
+        export(build_model("gru", "tiny"), ExportPlan(out=tmp_path / "x"))
+    export(build_model("gru", "tiny"), ExportPlan(out=tmp_path / "x", force=True, verify_steps=2))
+    assert (tmp_path / "x" / "manifest.json").is_file()
+
+
+def test_corrupt_artifacts(tmp_path, artifacts):
+    src = artifacts[("lstm", "fused")][0]
+    bad = tmp_path / "bad"
+    shutil.copytree(src, bad)
+    data = (bad / "model.onnx").read_bytes()
+    (bad / "model.onnx").write_bytes(data[: len(data) // 3])
+    with pytest.raises(CorruptFileError, match="does not match its sha256"):
+        open_artifact(bad)
+    # truncated and the manifest "fixed" to match: onnxruntime itself refuses, and says which file
+    m = json.loads((bad / "manifest.json").read_text())
+    from seqedge.fsutil import sha256_file
+
+    m["files"]["model.onnx"] = sha256_file(bad / "model.onnx")
+    (bad / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CorruptFileError, match="onnxruntime cannot load .*model.onnx"):
+        open_artifact(bad)
+    (bad / "manifest.json").write_text("{}")
+    with pytest.raises(CorruptFileError, match="lacks format"):
+        open_artifact(bad)
+    r = CliRunner().invoke(app, ["inspect", str(bad)])
+    assert r.exit_code == 2 and r.output.startswith("error: manifest")
