@@ -16,10 +16,13 @@ $(BIN)/seqedge: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
-# The main job on the built-in default: train the default family's small preset, then generate.
+# The main job on the built-in default: train the default family's small preset, export it to ONNX
+# (verified against PyTorch), show the manifest, and generate text through onnxruntime.
 demo: venv
 	$(BIN)/seqedge train --minutes 3 --out $(DEMO) --force
-	$(BIN)/seqedge generate $(DEMO) --prompt "def " --max-new-tokens 200
+	$(BIN)/seqedge export $(DEMO) --format onnx --out $(DEMO)-onnx --force
+	$(BIN)/seqedge inspect $(DEMO)-onnx
+	$(BIN)/seqedge generate $(DEMO)-onnx --prompt "def " --max-new-tokens 200
 
 test: venv
 	$(BIN)/python -m pytest -q
