@@ -20,3 +20,4 @@ class ExportPlan:
     threads: int = 2
     example_len: int = 5  # T of the example input traced with a dynamic length
     source: dict[str, Any] = field(default_factory=dict)  # how to rebuild the PyTorch reference
+    target: dict[str, Any] | None = None  # the device profile's selection this export follows

@@ -16,6 +16,7 @@ from seqedge.registry import Registry
 
 RUNTIMES: Registry[str] = Registry("runtime")
 RUNTIMES.add("onnxruntime", "seqedge.runtimes.onnxruntime:OnnxRuntimeAdapter")
+RUNTIMES.add("torch", "seqedge.runtimes.torch_eager:TorchEagerAdapter")
 
 FORMAT_RUNTIME = {"onnx": "onnxruntime"}
 

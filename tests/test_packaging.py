@@ -17,7 +17,8 @@ def test_wheel_contains_mapped_packages(tmp_path):
                  "seqedge/ops/selective_scan/reference.py", "seqedge/ops/attention/reference.py",
                  "seqedge/cli/app.py"]:
         assert path in names, path
-    assert "seqedge/device_profiles/__init__.py" in names
+    for device in ("pixel8", "galaxy-s24", "iphone15pro", "raspberry-pi5", "jetson-orin-nano", "rtx4090"):
+        assert f"seqedge/device_profiles/{device}.toml" in names, device
     top_level = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top_level == {"seqedge"}, top_level
 

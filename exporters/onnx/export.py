@@ -141,6 +141,8 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             "export_seconds": round(export_seconds, 2),
             "requires": "onnxruntime>=1.31" if plan.ops == "fused" else "onnxruntime",
             "source": plan.source,
+            "target": plan.target,
+            "parameters": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
             "parity": None,
         }
         write_manifest(tmp, manifest)

@@ -41,7 +41,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # each module adds its commands to `app`
-    from seqedge.cli import export, generate, train  # noqa: F401
+    from seqedge.cli import devices, export, generate, train  # noqa: F401
 
 
 _register()

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from seqedge.cli.app import app
 from seqedge.cli.options import Checkpoint, Force, Seed, UserModel
-from seqedge.errors import BadInputError
+from seqedge.errors import BadInputError, UnsupportedError
 from seqedge.exporters import FORMATS, ExportPlan, export
 from seqedge.exporters.artifact import read_manifest
 from seqedge.exporters.verify import verify_artifact
@@ -25,9 +25,13 @@ console = Console()
 def export_cmd(
     target: Annotated[Optional[Path], typer.Argument(help="Checkpoint folder (or use --family/--preset).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Artifact folder to write.")] = Path("artifact"),
-    fmt: Annotated[str, typer.Option("--format", help=f"Artifact format: {', '.join(FORMATS.names())}.")] = "onnx",
-    ops: Annotated[str, typer.Option("--ops", help="ONNX lowerings: fused (onnxruntime>=1.31 contrib kernels) "
-                                     "or portable (standard ONNX ops).")] = "fused",
+    fmt: Annotated[Optional[str], typer.Option("--format", help=f"Artifact format: {', '.join(FORMATS.names())} "
+                                               "(default: onnx, or what --device selects).")] = None,
+    ops: Annotated[Optional[str], typer.Option("--ops", help="ONNX lowerings: fused (onnxruntime>=1.31 contrib "
+                                               "kernels) or portable (standard ONNX ops).")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="Device profile (name, `host` or .toml): "
+                                                  "format/quant/lowerings follow its top runtime choice unless "
+                                                  "given explicitly.")] = None,
     family: Annotated[Optional[str], typer.Option(help="Export a freshly initialised model of this family.")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Preset for --family (default tiny).")] = None,
     user_model: UserModel = None,
@@ -40,10 +44,17 @@ def export_cmd(
     """Export a model to an artifact folder (graph + manifest.json), verified against PyTorch."""
     if target is None and not family and not user_model:
         raise BadInputError("nothing to export", "pass a checkpoint folder, --family F --preset P, or --model")
-    FORMATS[fmt]
     model = load_exportable(target, user_model, checkpoint, family, preset, seed)
+    target_info = None
+    if device:
+        choice = choose_runtime(device, model)
+        fmt, ops = fmt or choice.format, ops or choice.ops_flavour
+        target_info = {"device": device, **choice.to_json()}
+        console.print(f"[bold]{device}[/]: {choice.reason}")
+    fmt, ops = fmt or "onnx", ops or "fused"
+    FORMATS[fmt]
     plan = ExportPlan(out=out, format=fmt, ops=ops, force=force, verify=not no_verify, threads=threads,
-                      source=model_source(target, user_model, checkpoint, family, preset, seed))
+                      source=model_source(target, user_model, checkpoint, family, preset, seed), target=target_info)
     with console.status(f"exporting to {fmt} ({ops}) and verifying…"):
         manifest = export(model, plan)
     parity = manifest["parity"]
@@ -102,3 +113,15 @@ def inspect_cmd(
     table.add_row("parity", "not verified" if not parity else
                   f"max |Δ| {parity['max_abs_diff']:.2e}, tokens {parity['token_agreement']:.1%} over {parity['steps']} steps")
     console.print(table)
+
+
+def choose_runtime(device: str, model):
+    from seqedge.profiles import load_profile
+    from seqedge.select import ModelFacts, select
+
+    sel = select(load_profile(device), ModelFacts.of_model(model))
+    if sel.best is None:
+        reasons = "; ".join(f"{r.unit} {r.runtime}/{r.backend}: {r.reason}" for r in sel.rejected[:4])
+        raise UnsupportedError(f"no runtime on {device} can run this model ({reasons})",
+                               f"see `seqedge select --device {device}`")
+    return sel.best

@@ -1,0 +1,209 @@
+"""Pick the runtime, backend, format, quantization and threads that fit a device, with reasons.
+
+    selection = select(load_profile("pixel8"), model)          # or an artifact's manifest
+    selection.best                                             # Candidate(runtime, backend, format, quant, threads, ...)
+    selection.rejected                                         # each (unit, runtime/backend) not taken, and why
+
+A candidate is a (compute unit, runtime option) of the profile that seqedge can serve: the format has
+an exporter, the runtime has an adapter, the quantization recipe exists and the unit runs that dtype,
+every op of the model is supported there, and its shape constraints fit (seqedge exports a dynamic
+length, so static-shape-only units are rejected). On the host, the runtime must also be importable and
+have the execution provider. Candidates are ranked by a projected decode rate: a memory-bound
+roofline (unit bandwidth x the option's efficiency / weight bytes per token).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from seqedge.profiles import RUNTIME_FORMATS, ComputeUnit, Profile, RuntimeOption
+
+# what each family's artifact needs from a runtime
+FAMILY_OPS = {
+    "transformer": ("seqedge::attention",),
+    "mamba": ("seqedge::selective_scan", "seqedge::causal_conv1d"),
+    "lstm": ("lstm",),
+    "gru": ("gru",),
+}
+BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "int8": 8, "int4": 4}
+# onnxruntime execution provider names for profile backends
+ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
+                 "coreml": "CoreMLExecutionProvider", "qnn": "QNNExecutionProvider", "nnapi": "NnapiExecutionProvider",
+                 "xnnpack": "XnnpackExecutionProvider"}
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What selection needs to know about a model or an artifact."""
+
+    family: str
+    ops: tuple[str, ...]
+    parameters: int
+    format: str | None = None  # set for an existing artifact
+    quant: str | None = None  # set for an existing artifact
+    dynamic_shapes: bool = True
+
+    @classmethod
+    def of_model(cls, model) -> ModelFacts:
+        family = getattr(getattr(model, "config", None), "family", "custom")
+        params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+        return cls(family, FAMILY_OPS.get(family, ()), params)
+
+    @classmethod
+    def of_manifest(cls, manifest: dict[str, Any]) -> ModelFacts:
+        ops = tuple(o["op"].removeprefix("aten::") for o in manifest["ops"])
+        params = manifest.get("parameters") or 0
+        if not params:
+            from seqedge.models import config_from_dict, model_from_config
+
+            params = model_from_config(config_from_dict(manifest["config"])).num_parameters()
+        return cls(manifest["family"], ops, params, manifest["format"], manifest["quant"]["recipe"])
+
+
+# onnxruntime backends with the com.microsoft kernels seqedge's fused lowerings use
+ORT_FUSED_BACKENDS = ("cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    unit: str
+    runtime: str
+    backend: str
+    format: str
+    quant: str
+    threads: int
+    score: float  # projected decode tokens/s
+    reason: str
+
+    @property
+    def ops_flavour(self) -> str:
+        """ONNX lowering flavour for this backend: fused where the contrib kernels exist."""
+        return "fused" if self.backend in ORT_FUSED_BACKENDS else "portable"
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "ops_flavour": self.ops_flavour}
+
+
+@dataclass(frozen=True)
+class Rejection:
+    unit: str
+    runtime: str
+    backend: str
+    reason: str
+
+
+@dataclass
+class Selection:
+    profile: str
+    candidates: list[Candidate] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+
+def _producible_formats() -> set[str]:
+    from seqedge.exporters import FORMATS
+
+    return set(FORMATS.names())
+
+
+def _adapters() -> set[str]:
+    from seqedge.runtimes import RUNTIMES
+
+    return set(RUNTIMES.names())
+
+
+def _recipes() -> list[str]:
+    """Quantization recipes seqedge implements, smallest first."""
+    try:
+        from seqedge.quant import RECIPES
+
+        names = RECIPES.names()
+    except ImportError:
+        names = ["fp32"]
+    return sorted(names, key=lambda r: BITS.get(r.split("-")[0], 32))
+
+
+def host_availability(runtime: str, backend: str) -> tuple[bool, str]:
+    """Whether this machine can run `runtime`/`backend` now (only asked for the host profile)."""
+    from seqedge.runtimes import adapter_class
+
+    ok, why = adapter_class(runtime).available()
+    if not ok:
+        return ok, why
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        provider = ORT_PROVIDERS[backend]
+        if provider not in onnxruntime.get_available_providers():
+            return False, f"this onnxruntime build has no {provider} (has {', '.join(onnxruntime.get_available_providers())})"
+    return True, why
+
+
+def _check(option: RuntimeOption, unit: ComputeUnit, facts: ModelFacts, on_host: bool) -> tuple[str | None, str]:
+    """(rejection reason or None, quant to use)."""
+    fmt = RUNTIME_FORMATS[option.runtime]
+    if facts.format and facts.format != fmt:
+        return f"runs {fmt} artifacts; this one is {facts.format}", ""
+    if fmt not in _producible_formats() and fmt != "checkpoint":
+        return f"seqedge cannot produce {fmt} artifacts yet (formats: {', '.join(sorted(_producible_formats()))})", ""
+    if option.runtime not in _adapters():
+        return f"seqedge has no {option.runtime} runtime adapter yet", ""
+    missing = [op for op in facts.ops if op not in option.ops]
+    if missing:
+        return f"has no kernel for {', '.join(missing)} (supports {', '.join(option.ops)})", ""
+    if option.static_shapes and facts.dynamic_shapes:
+        acts = "/".join(option.activation_dtypes)
+        return (f"needs static shapes and {acts} activations; seqedge artifacts have a dynamic length"
+                + (f" and are {facts.quant}" if facts.quant else "")), ""
+    if facts.quant:
+        quant = facts.quant
+        if quant.split("-")[0] not in option.dtypes:
+            return f"runs {'/'.join(option.dtypes)} weights; the artifact is {quant}", ""
+    else:
+        fitting = [r for r in _recipes() if r.split("-")[0] in option.dtypes and r.split("-")[0] in unit.peak]
+        if not fitting:
+            return f"runs {'/'.join(option.dtypes)} weights; seqedge implements {', '.join(_recipes())}", ""
+        quant = fitting[0]
+    if on_host:
+        ok, why = host_availability(option.runtime, option.backend)
+        if not ok:
+            return f"unavailable on this machine: {why}", ""
+    return None, quant
+
+
+def _cpu_view(profile: Profile) -> list[tuple[ComputeUnit, int, float]]:
+    """CPU clusters are offered as one candidate unit: the big (+mid) cores at default threads."""
+    cpus = profile.cpu_units
+    if not cpus:
+        return []
+    fast = [u for u in cpus if u.name in ("cpu-big", "cpu-mid")] or cpus
+    bandwidth = min(profile.memory_bandwidth_gbs, sum(u.bandwidth_gbs for u in fast))
+    return [(max(fast, key=lambda u: u.ghz), profile.default_threads(), bandwidth)]
+
+
+def select(profile: Profile, facts: ModelFacts) -> Selection:
+    on_host = profile.kind == "host"
+    selection = Selection(profile.name)
+    units = _cpu_view(profile) + [(u, 0, u.bandwidth_gbs) for u in profile.units if u.kind != "cpu"]
+    for unit, threads, bandwidth in units:
+        label = "cpu" if unit.kind == "cpu" else unit.name
+        for rank, option in enumerate(unit.runtimes):
+            reason, quant = _check(option, unit, facts, on_host)
+            if reason:
+                selection.rejected.append(Rejection(label, option.runtime, option.backend, reason))
+                continue
+            weight_bytes = facts.parameters * BITS[quant.split("-")[0]] / 8
+            tok_s = bandwidth * 1e9 * option.efficiency / max(weight_bytes, 1)
+            score = tok_s * (1 - 0.01 * rank)  # the profile's order breaks near-ties
+            where = f"{label} ({threads} threads)" if threads else label
+            selection.candidates.append(Candidate(
+                label, option.runtime, option.backend, RUNTIME_FORMATS[option.runtime], quant, threads, round(score, 1),
+                f"{where} via {option.runtime}/{option.backend}, {quant}: ~{tok_s:,.0f} tok/s projected decode "
+                f"(memory-bound: {bandwidth:g} GB/s x {option.efficiency:g} / {weight_bytes / 1e6:,.1f} MB per token)"
+                + (f"; {option.note}" if option.note else "")))
+    selection.candidates.sort(key=lambda c: -c.score)
+    return selection
