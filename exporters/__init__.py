@@ -16,6 +16,7 @@ from seqedge.registry import Registry
 
 FORMATS: Registry[str] = Registry("export format")
 FORMATS.add("onnx", "seqedge.exporters.onnx.export")
+FORMATS.add("executorch", "seqedge.exporters.executorch.export")
 
 
 def export(model, plan: ExportPlan):

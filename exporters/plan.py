@@ -12,6 +12,8 @@ class ExportPlan:
     out: Path
     format: str = "onnx"
     ops: str = "fused"  # ONNX lowering flavour: fused | portable
+    backend: str = "xnnpack"  # ExecuTorch: xnnpack | portable
+    max_len: int | None = None  # ExecuTorch: longest prefill (default: the model's max_seq_len, else 4096)
     quant: str = "fp32"
     force: bool = False
     verify: bool = True

@@ -17,8 +17,9 @@ from seqedge.registry import Registry
 RUNTIMES: Registry[str] = Registry("runtime")
 RUNTIMES.add("onnxruntime", "seqedge.runtimes.onnxruntime:OnnxRuntimeAdapter")
 RUNTIMES.add("torch", "seqedge.runtimes.torch_eager:TorchEagerAdapter")
+RUNTIMES.add("executorch", "seqedge.runtimes.executorch:ExecuTorchAdapter")
 
-FORMAT_RUNTIME = {"onnx": "onnxruntime"}
+FORMAT_RUNTIME = {"onnx": "onnxruntime", "executorch": "executorch"}
 
 
 def adapter_class(name: str):

@@ -15,13 +15,14 @@ from pathlib import Path
 import onnx
 import torch
 from seqedge.exporters.artifact import artifact_writer, write_manifest
+from seqedge.exporters.decompositions import Substitute
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.onnx.contrib import has_contrib_op
 from seqedge.exporters.onnx.lowerings import FLAVOURS, Lowering, lowerings_for
 from seqedge.exporters.plan import ExportPlan
+from seqedge.exporters.support import check_supported
 from seqedge.exporters.verify import verify_artifact
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
 from seqedge.errors import BadInputError, UnsupportedError
 from seqedge.models.base import RMSNorm
@@ -30,40 +31,7 @@ GRAPH = "model.onnx"
 OPSET = 20
 FUSED_OPS = ("LinearAttention", "CausalConvWithState", "GroupQueryAttention")
 
-# leaf modules with parameters that the ONNX path handles; anything else is named in an error
 SUPPORTED = (nn.Linear, nn.Embedding, nn.Conv1d, nn.LSTM, nn.GRU, nn.LayerNorm, nn.RMSNorm, RMSNorm)
-UNSUPPORTED_HINTS = {
-    nn.MultiheadAttention: "use seqedge.ops.attention with an explicit KV cache",
-    nn.RNN: "use nn.LSTM or nn.GRU",
-    nn.LSTMCell: "use nn.LSTM (one layer) so the exporter emits ONNX LSTM",
-    nn.GRUCell: "use nn.GRU (one layer) so the exporter emits ONNX GRU",
-}
-
-
-def check_supported(model: nn.Module, supported=SUPPORTED, hints=UNSUPPORTED_HINTS, target: str = "ONNX") -> None:
-    for path, module in model.named_modules():
-        hint = next((h for t, h in hints.items() if isinstance(module, t)), None)
-        leaf_with_params = not any(True for _ in module.children()) and any(True for _ in module.parameters(False))
-        if hint or (leaf_with_params and not isinstance(module, supported)):
-            names = ", ".join(t.__name__ for t in supported)
-            raise UnsupportedError(f"layer {path or '<root>'} ({type(module).__module__}.{type(module).__name__}) "
-                                   f"is not supported for {target}", hint or f"supported layers: {names}")
-
-
-class _Substitute(TorchFunctionMode):
-    """During torch.export, run each op's decomposition instead of the op; record which ops were seen."""
-
-    def __init__(self, decompositions: dict):
-        super().__init__()
-        self.decompositions = decompositions
-        self.seen: set = set()
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        key = func.default if isinstance(func, torch._ops.OpOverloadPacket) else func  # torch.ops.seqedge.x(...)
-        if key in self.decompositions:
-            self.seen.add(key)
-            return self.decompositions[key](*args, **(kwargs or {}))
-        return func(*args, **(kwargs or {}))
 
 
 def _is_recurrent(model: nn.Module) -> bool:
@@ -75,7 +43,7 @@ def export_graph(module, args, input_names, output_names, path: Path, flavour: s
     lowerings = lowerings_for(flavour)
     decomp = {lw.target: lw.fn for lw in lowerings if lw.kind == "decomposition"}
     translate = {lw.target: lw.fn for lw in lowerings if lw.kind == "translation"}
-    mode = _Substitute(decomp)
+    mode = Substitute(decomp)
     with mode:
         ep = torch.export.export(module, args, dynamic_shapes=dynamic_shapes)
     in_graph = {n.target for n in ep.graph.nodes if n.op == "call_function"}
@@ -102,7 +70,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
 
         raise UnsupportedError(f"onnxruntime {onnxruntime.__version__} lacks the fused kernels "
                                f"({', '.join(FUSED_OPS)})", "install onnxruntime>=1.31 or pass --ops portable")
-    check_supported(model)
+    check_supported(model, SUPPORTED, target="ONNX")
     model = model.eval()
     interface = Interface.of(model)
     names = [s.name for s in interface.state]

@@ -16,13 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from onnxscript import FLOAT, INT64
 from onnxscript import opset20 as op
+from seqedge.exporters.decompositions import attention_masked, conv_concat, scan_over_time
 from seqedge.exporters.onnx.contrib import contrib_op
-from torch._higher_order_ops.scan import scan
 
-from seqedge.ops.causal_conv1d.op import causal_conv1d_eager
 from seqedge.registry import Registry
 
 FLAVOURS = ("fused", "portable")
@@ -80,18 +78,7 @@ def scan_linear_attention(u: FLOAT, delta: FLOAT, A: FLOAT, B: FLOAT, C: FLOAT, 
     return op.Add(y, op.Mul(u, D)), op.Squeeze(h, [3])
 
 
-@lowering("seqedge::selective_scan", "portable", "decomposition", "ONNX Scan over time (standard ops)")
-def scan_over_time(u, delta, A, B, C, D, state):
-    a = torch.exp(delta[..., None] * A)  # (Bt, T, D, N)
-    b = (delta * u)[..., None] * B[:, :, None, :]  # (Bt, T, D, N)
-
-    def step(h, xs):
-        a_t, b_t, c_t = xs  # (Bt, D, N), (Bt, D, N), (Bt, N)
-        h = a_t * h + b_t  # (Bt, D, N)
-        return h, (h * c_t[:, None, :]).sum(-1)  # (Bt, D)
-
-    h, y = scan(step, state, (a, b, C), dim=1)  # y stacked along time: (Bt, T, D)
-    return y + D * u, h
+lowering("seqedge::selective_scan", "portable", "decomposition", "ONNX Scan over time (standard ops)")(scan_over_time)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -104,9 +91,8 @@ def conv_with_state(x: FLOAT, weight: FLOAT, bias: FLOAT, state: FLOAT) -> tuple
     return y, new_state
 
 
-@lowering("seqedge::causal_conv1d", "portable", "decomposition", "Concat + depthwise Conv + Sigmoid/Mul + Slice")
-def conv_portable(x, weight, bias, state):
-    return causal_conv1d_eager(x, weight, bias, state)
+lowering("seqedge::causal_conv1d", "portable", "decomposition",
+         "Concat + depthwise Conv + Sigmoid/Mul + Slice")(conv_concat)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -136,19 +122,5 @@ def attention_gqa(q: FLOAT, k: FLOAT, v: FLOAT, k_cache: FLOAT, v_cache: FLOAT,
     return out, k_new, v_new
 
 
-@lowering("seqedge::attention", "portable", "decomposition",
-          "masked write into the fixed cache (Where/Gather) + causal MatMul/Softmax over all positions")
-def attention_masked(q, k, v, k_cache, v_cache, pos):
-    T, S = q.shape[2], k_cache.shape[2]
-    idx = torch.arange(S, device=q.device)  # (S,)
-    rel = idx - pos  # (S,) offset of each cache slot into the new tokens
-    write = ((rel >= 0) & (rel < T))[None, None, :, None]  # (1, 1, S, 1)
-    src = rel.clamp(0, T - 1)  # (S,)
-    k_cache = torch.where(write, k.index_select(2, src), k_cache)  # (Bt, Hkv, S, hd)
-    v_cache = torch.where(write, v.index_select(2, src), v_cache)  # (Bt, Hkv, S, hd)
-    visible = idx[None, :] <= (pos + torch.arange(T, device=q.device))[:, None]  # (T, S)
-    rep = q.shape[1] // k.shape[1]
-    keys = k_cache.repeat_interleave(rep, dim=1)  # (Bt, H, S, hd)
-    vals = v_cache.repeat_interleave(rep, dim=1)  # (Bt, H, S, hd)
-    out = F.scaled_dot_product_attention(q, keys, vals, attn_mask=visible)  # (Bt, H, T, hd)
-    return out, k_cache, v_cache
+lowering("seqedge::attention", "portable", "decomposition",
+         "masked write into the fixed cache (Where/Gather) + causal MatMul/Softmax over all positions")(attention_masked)

@@ -1,0 +1,1 @@
+"""ExecuTorch exporter: one `.pte` with `prefill` and `decode` methods, lowered for XNNPACK or portable."""

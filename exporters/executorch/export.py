@@ -1,0 +1,163 @@
+"""ExecuTorch exporter: one `model.pte` holding two methods over the same weights,
+
+    prefill(tokens (B, T), *state) -> (logits (B, 1, V), *new_state)     2 <= T <= max_prefill_len
+    decode(token (B, 1), *state)   -> (logits (B, 1, V), *new_state)
+
+with the state carried explicitly (ExecuTorch's mutable buffers are not shared between methods).
+Lowered for XNNPACK (default) or the portable kernels; seqedge's ops lowered per method
+(lowerings.py); LSTM/GRU swapped for scan layers (rnn.py). The manifest records, per method, how
+many nodes XNNPACK took and which ops it did not, and why. Verified through `executorch.runtime`.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+import warnings
+
+import torch
+from seqedge.exporters.artifact import artifact_writer, write_manifest
+from seqedge.exporters.decompositions import Substitute
+from seqedge.exporters.executorch import native_ops
+from seqedge.exporters.executorch.lowerings import METHODS, lowerings_for
+from seqedge.exporters.executorch.rnn import scan_rnns
+from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
+from seqedge.exporters.plan import ExportPlan
+from seqedge.exporters.support import check_supported
+from seqedge.exporters.verify import verify_artifact
+from torch import nn
+
+from seqedge.errors import BadInputError
+from seqedge.models.base import RMSNorm
+
+PROGRAM = "model.pte"
+BACKENDS = ("xnnpack", "portable")
+DEFAULT_MAX_PREFILL = 4096
+SUPPORTED = (nn.Linear, nn.Embedding, nn.Conv1d, nn.LSTM, nn.GRU, nn.LayerNorm, nn.RMSNorm, RMSNorm)
+
+WHY_NOT_DELEGATED = {
+    "scan": "control flow (a scan over time) runs in the ExecuTorch interpreter",
+    "seqedge.selective_scan": "seqedge C++ kernel (runtimes/native), not an XNNPACK op",
+    "aten.embedding": "a table lookup: XNNPACK has no gather kernel",
+    "aten.sym_size": "shape arithmetic for the dynamic length",
+    "alloc": "memory planning",
+}
+
+
+def _trace(wrapper, model, names, method: str, max_len: int):
+    lowerings = lowerings_for(method)
+    decomp = {lw.target: lw.fn for lw in lowerings if lw.kind == "decomposition"}
+    mode = Substitute(decomp)
+    with mode:
+        if method == "decode":
+            ep = torch.export.export(wrapper, example_inputs(model, T=1))
+        else:
+            T = torch.export.Dim("T", min=2, max=max_len)
+            ep = torch.export.export(wrapper, example_inputs(model, T=5),
+                                     dynamic_shapes={"tokens": {1: T}, "state": tuple(None for _ in names)})
+    in_graph = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    used = [lw for lw in lowerings if lw.target in mode.seen or str(lw.target).replace("::", ".") in in_graph
+            or any(str(lw.op).replace("::", ".") in g for g in in_graph)]
+    return ep, used
+
+
+def _op_name(target) -> str:
+    """`aten.mean` for an edge/aten overload, the function name for others (`scan`, `alloc`)."""
+    name = target.name() if callable(getattr(target, "name", None)) else getattr(target, "__name__", str(target))
+    return name.replace("::", ".").split(".")[0] + "." + name.replace("::", ".").split(".")[1] if "::" in name else name
+
+
+def _delegation(program) -> dict:
+    """Per-method: delegated node count, the ops left outside XNNPACK (count) and why."""
+    stats = {}
+    for method in program.methods:
+        graph = program.exported_program(method).graph_module
+        delegated = 0
+        outside: collections.Counter = collections.Counter()
+        for node in graph.graph.nodes:
+            if node.op != "call_function" or "getitem" in str(node.target):
+                continue
+            if "executorch_call_delegate" in str(node.target):
+                lowered = getattr(graph, node.args[0].target)
+                delegated += sum(1 for n in lowered.original_module.graph.nodes if n.op == "call_function")
+            else:
+                outside[_op_name(node.target)] += 1
+        total = delegated + sum(outside.values())
+        stats[method] = {
+            "delegated_nodes": delegated,
+            "total_nodes": total,
+            "delegated_share": round(delegated / total, 3) if total else 0.0,
+            "not_delegated": [{"op": op, "count": n, "why": next((w for k, w in WHY_NOT_DELEGATED.items() if k in op),
+                                                               "no XNNPACK kernel: runs in ExecuTorch's CPU kernels")}
+                              for op, n in outside.most_common()],
+        }
+    return stats
+
+
+def export(model: nn.Module, plan: ExportPlan) -> dict:
+    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
+
+    if plan.backend not in BACKENDS:
+        raise BadInputError(f"unknown --backend {plan.backend!r} for executorch", f"valid: {', '.join(BACKENDS)}")
+    check_supported(model, SUPPORTED, target="ExecuTorch")
+    model = model.eval()
+    interface = Interface.of(model)
+    names = [s.name for s in interface.state]
+    max_len = plan.max_len or getattr(model, "max_seq_len", None) or DEFAULT_MAX_PREFILL
+    if max_len < 2:
+        raise BadInputError(f"--max-len must be at least 2, got {max_len}", "e.g. --max-len 1024")
+    traced = scan_rnns(model)
+    wrapper = StatefulGraph(traced, names)
+
+    with artifact_writer(plan.out, force=plan.force) as tmp:
+        t0 = time.perf_counter()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            programs, used = {}, {}
+            for method in METHODS:
+                programs[method], used[method] = _trace(wrapper, traced, names, method, max_len)
+            partitioners = []
+            if plan.backend == "xnnpack":
+                from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+                partitioners = [XnnpackPartitioner()]
+            edge = to_edge_transform_and_lower(programs, partitioner=partitioners,
+                                               compile_config=EdgeCompileConfig(_check_ir_validity=False))
+            delegation = _delegation(edge)
+            program = edge.to_executorch()
+        (tmp / PROGRAM).write_bytes(program.buffer)
+        export_seconds = time.perf_counter() - t0
+        native = sorted({native_ops.NATIVE_OPS[lw.op] for m in METHODS for lw in used[m] if lw.kind == "native"})
+        manifest = {
+            "format": "executorch",
+            "family": getattr(getattr(model, "config", None), "family", "custom"),
+            "config": model.config.to_dict() if hasattr(model, "config") else {},
+            "quant": {"recipe": plan.quant},
+            "ops": [{"op": lw.op, "method": m, "lowering": lw.summary, "kind": lw.kind} for m in METHODS for lw in used[m]]
+                   + ([{"op": "aten::lstm/gru", "method": "both", "lowering": "scan layers (input matmul + scan over "
+                        "time; one cell step in decode)", "kind": "decomposition"}] if traced is not model else []),
+            "backend": plan.backend,
+            "graphs": {"prefill": f"{PROGRAM}#prefill", "decode": f"{PROGRAM}#decode"},
+            "graph_note": "one program, two methods over shared weights: prefill (2 <= T <= max_prefill_len) and "
+                          "decode (T = 1); logits are for the last position",
+            "max_prefill_len": max_len,
+            **interface.to_json(),
+            "max_seq_len": getattr(model, "max_seq_len", None),
+            "delegation": delegation,
+            "native_kernels": native,
+            "requires": "executorch==1.5.1" + (" + libseqedge_kernels (seqedge build-runner)" if native else ""),
+            "export_seconds": round(export_seconds, 2),
+            "program_bytes": len(program.buffer),
+            "source": plan.source,
+            "target": plan.target,
+            "parameters": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
+            "parity": None,
+        }
+        write_manifest(tmp, manifest)
+        if plan.verify:
+            manifest["parity"] = verify_artifact(tmp, model, plan.verify_steps, plan.prompt_bytes, plan.threads)
+        write_manifest(tmp, manifest)
+    return manifest
+
+
+

@@ -1,0 +1,57 @@
+"""ExecuTorch lowerings of seqedge's ops, registered per op and per method (`prefill`, `decode`).
+
+A lowering is a torch decomposition swapped in while the method is traced (`decomposition`), or the
+op kept as one node that runs a seqedge C++ kernel (`native`, see native_ops.py). The choice for
+`seqedge::selective_scan` was measured (benchmarks/executorch_speed.py and the closing note of issue 4):
+a `scan` over time lowers in time that grows with layers (~20 s per layer pair for a tiny model, the
+higher-order op's body is re-traced by every pass) and runs the recurrence step by step in the
+interpreter; the C++ kernel is one node, lowers in constant time and is linear in T. Decode (T = 1) needs
+no recurrence at all and stays plain tensor ops that XNNPACK takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from seqedge.exporters.decompositions import attention_masked, conv_concat, scan_single_step
+
+from seqedge.registry import Registry
+
+METHODS = ("prefill", "decode")
+
+
+@dataclass(frozen=True)
+class Lowering:
+    op: str
+    method: str
+    kind: str  # "decomposition" | "native"
+    fn: Callable | None
+    summary: str
+
+    @property
+    def target(self):
+        ns, name = self.op.split("::")
+        return getattr(getattr(torch.ops, ns), name).default
+
+
+LOWERINGS: Registry[Lowering] = Registry("ExecuTorch lowering")
+
+
+def register(op: str, method: str, kind: str, summary: str, fn: Callable | None = None) -> None:
+    LOWERINGS.add(f"{op}:{method}", Lowering(op, method, kind, fn, summary))
+
+
+def lowerings_for(method: str) -> list[Lowering]:
+    return [lw for lw in (LOWERINGS[k] for k in LOWERINGS) if lw.method == method]
+
+
+register("seqedge::selective_scan", "prefill", "native",
+         "seqedge C++ kernel seqedge::selective_scan.out (runtimes/native/kernels), linear in T")
+register("seqedge::selective_scan", "decode", "decomposition",
+         "one recurrence step as elementwise ops (delegated to XNNPACK)", scan_single_step)
+for _method in METHODS:
+    register("seqedge::causal_conv1d", _method, "decomposition", "cat + depthwise conv1d + silu + slice", conv_concat)
+    register("seqedge::attention", _method, "decomposition",
+             "masked write into the fixed cache + SDPA over the cache (matmuls delegated to XNNPACK)", attention_masked)

@@ -1,0 +1,28 @@
+"""`.out` overloads of seqedge ops that run as seqedge C++ kernels inside ExecuTorch.
+
+ExecuTorch calls an op's out variant at run time; the kernel lives in runtimes/native/kernels and is
+registered by loading libseqedge_kernels.so (seqedge.native.load_kernels). The Python implementation
+here is what export-time tracing and shape propagation use.
+"""
+
+from __future__ import annotations
+
+import torch
+
+import seqedge.ops  # noqa: F401  (defines the functional ops)
+
+NATIVE_OPS = {"seqedge::selective_scan": "seqedge::selective_scan.out"}
+
+_lib = torch.library.Library("seqedge", "FRAGMENT")
+_lib.define("selective_scan.out(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor D, Tensor state, *, "
+            "Tensor(a!) y, Tensor(b!) state_out) -> (Tensor(a!), Tensor(b!))")
+
+
+def _selective_scan_out(u, delta, A, B, C, D, state, *, y, state_out):
+    y_, s_ = torch.ops.seqedge.selective_scan.default(u, delta, A, B, C, D, state)
+    y.resize_(y_.shape).copy_(y_)
+    state_out.resize_(s_.shape).copy_(s_)
+    return y, state_out
+
+
+_lib.impl("selective_scan.out", _selective_scan_out, "CompositeExplicitAutograd")

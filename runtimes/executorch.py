@@ -1,0 +1,68 @@
+"""ExecuTorch adapter: runs a `.pte` artifact's `prefill` / `decode` methods through the Python
+runtime (pybindings), with seqedge's C++ kernels loaded when the program needs them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from seqedge.runtimes.base import ArtifactRunner
+from torch import Tensor
+
+from seqedge.errors import BadInputError, CorruptFileError
+
+INSTALL = "pip install executorch==1.5.1"
+
+
+class ExecuTorchAdapter(ArtifactRunner):
+    name = "executorch"
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        try:
+            import executorch.runtime  # noqa: F401
+            import executorch.version
+        except ImportError:
+            return False, f"executorch is not installed ({INSTALL})"
+        return True, f"executorch {executorch.version.__version__}"
+
+    def load(self, artifact: Path, threads: int = 2, manifest: dict[str, Any] | None = None) -> None:
+        from executorch.runtime import Runtime
+
+        self.manifest = manifest
+        if manifest.get("native_kernels"):
+            from seqedge.native import load_kernels
+
+            load_kernels()
+        path = Path(artifact) / manifest["graphs"]["prefill"].split("#")[0]
+        try:
+            program = Runtime.get().load_program(str(path))
+        except Exception as e:  # executorch raises RuntimeError/ValueError with an error code
+            raise CorruptFileError(f"ExecuTorch cannot load {path} ({str(e).strip().splitlines()[0][:160]})",
+                                   "the file is truncated or not a .pte program; re-export the artifact") from None
+        self.methods = {}
+        for method in ("prefill", "decode"):
+            if method not in program.method_names:
+                raise CorruptFileError(f"{path} has no method {method!r} (has {', '.join(sorted(program.method_names))})",
+                                       "re-export it with seqedge export --format executorch")
+            try:
+                self.methods[method] = program.load_method(method)
+            except Exception as e:
+                raise CorruptFileError(f"ExecuTorch cannot load method {method!r} of {path} ({str(e)[:160]})",
+                                       "a kernel may be missing: run `seqedge build-runner` or re-export") from None
+        self.program = program
+        self.state_names = [s["name"] for s in manifest["state"]]
+        self.max_prefill = manifest.get("max_prefill_len")
+
+    def prefill(self, tokens: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        T = tokens.shape[1]
+        if self.max_prefill and T > self.max_prefill:
+            raise BadInputError(f"prefill of {T} tokens exceeds the program's maximum {self.max_prefill}",
+                                "re-export with a larger --max-len, or prefill in chunks")
+        method = self.methods["decode" if T == 1 else "prefill"]
+        outs = method.execute([tokens.to(torch.long).contiguous(), *(state[n].contiguous() for n in self.state_names)])
+        return outs[0], dict(zip(self.state_names, outs[1:]))
+
+    def close(self) -> None:
+        self.methods, self.program = {}, None
