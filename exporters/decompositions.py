@@ -75,3 +75,90 @@ class Substitute(TorchFunctionMode):
             self.seen.add(key)
             return self.decompositions[key](*args, **(kwargs or {}))
         return func(*args, **(kwargs or {}))
+
+
+# --- forms whose data path XNNPACK delegates whole (ExecuTorch) -------------------------------------------
+# XNNPACK takes matmuls, elementwise math (exp, log, sigmoid, rsqrt, max), softmax, slices and views, but
+# no where/gather/select/sum/mean-over-last-dim: each of those on a layer's data path splits it into
+# another delegate, and each delegate costs lowering time and a boundary at run time. These forms keep
+# such ops off the data path (masks are built from `pos` alone) or replace them with matmuls.
+
+
+def scan_single_step_bmm(u, delta, A, B, C, D, state):
+    """selective_scan for T = 1 with views and a bmm instead of select and sum."""
+    Bt, _, Dm = u.shape
+    u1, d1 = u.reshape(Bt, Dm), delta.reshape(Bt, Dm)  # (Bt, D)
+    a = torch.exp(d1.unsqueeze(-1) * A)  # (Bt, D, N)
+    h = a * state + (d1 * u1).unsqueeze(-1) * B.reshape(Bt, 1, -1)  # (Bt, D, N)
+    y = torch.bmm(h, C.reshape(Bt, -1, 1)).reshape(Bt, 1, Dm) + D * u  # (Bt, 1, D)
+    return y, h
+
+
+def conv_tail_slice(x, weight, bias, state):
+    """causal_conv1d with the new state sliced from the end (a static start) and SiLU as x·sigmoid(x)."""
+    K = weight.shape[-1]
+    window = torch.cat([state, x], dim=2)  # (Bt, D, K-1+T)
+    y = F.conv1d(window, weight, bias, groups=weight.shape[0])  # (Bt, D, T)
+    return y * torch.sigmoid(y), window[:, :, window.shape[2] - (K - 1):]
+
+
+def attention_onehot(q, k, v, k_cache, v_cache, pos):
+    """attention: the cache write as a one-hot matmul (no where/gather on the data path), an additive
+    causal mask built from pos, SDPA over the cache with kv heads repeated for GQA."""
+    Bt, H, T, _ = q.shape
+    Hkv, S = k.shape[1], k_cache.shape[2]
+    rep = H // Hkv
+    slots = torch.arange(S, device=q.device)  # (S,)
+    new_pos = pos + torch.arange(T, device=q.device)  # (T,)
+    onehot = (slots[:, None] == new_pos[None, :]).to(q.dtype)  # (S, T)
+    keep = 1.0 - onehot.sum(1, keepdim=True)  # (S, 1)
+    write = onehot.expand(Bt, Hkv, S, T)  # explicit batch dims: a 2-D @ 4-D matmul would fold T into a guard
+    k_cache = k_cache * keep + torch.matmul(write, k)  # (Bt, Hkv, S, hd)
+    v_cache = v_cache * keep + torch.matmul(write, v)  # (Bt, Hkv, S, hd)
+    bias = torch.where(slots[None, :] <= new_pos[:, None], 0.0, float("-inf"))  # (T, S), from pos only
+    keys = k_cache.repeat_interleave(rep, dim=1)  # (Bt, H, S, hd)
+    vals = v_cache.repeat_interleave(rep, dim=1)  # (Bt, H, S, hd)
+    out = F.scaled_dot_product_attention(q, keys, vals, attn_mask=bias)  # (Bt, H, T, hd)
+    return out, k_cache, v_cache
+
+
+def softplus_stable(x, beta=1.0, threshold=20.0):
+    """softplus as max(x, 0) + log(1 + exp(-|x|)): exact, no overflow, no where/log1p."""
+    return torch.clamp(x, min=0) + torch.log(1 + torch.exp(-torch.abs(x)))
+
+
+def rms_norm_pooled(x, normalized_shape, weight=None, eps=None):
+    """rms_norm with the mean of squares as XNNPACK's global average pool: a 4-D mean over the last two
+    dims, the second of size 1 (mean over the last dim of a 3-D tensor is not delegated)."""
+    shape = x.shape
+    sq = (x * x).reshape(-1, 1, 1, shape[-1])  # (rows, 1, 1, C)
+    ms = sq.mean(dim=(-1, -2), keepdim=True).reshape(*shape[:-1], 1)  # (..., 1)
+    y = x * torch.rsqrt(ms + (eps if eps is not None else torch.finfo(x.dtype).eps))
+    return y * weight if weight is not None else y
+
+
+def chunk_as_slices(x, chunks, dim=0):
+    size = x.shape[dim]
+    if not isinstance(size, int):  # a symbolic (dynamic) dimension: keep the op
+        return x.chunk(chunks, dim)
+    each = -(-size // chunks)
+    return tuple(x.narrow(dim, s, min(each, size - s)) for s in range(0, size, each))
+
+
+def split_as_slices(x, split_size_or_sections, dim=0):
+    size = x.shape[dim]
+    if not isinstance(size, int):
+        return x.split(split_size_or_sections, dim)
+    sizes = (split_size_or_sections if isinstance(split_size_or_sections, (list, tuple))
+             else [min(split_size_or_sections, size - s) for s in range(0, size, split_size_or_sections)])
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    return tuple(x.narrow(dim, s, n) for s, n in zip(starts, sizes))
+
+
+# torch functions rewritten while an ExecuTorch method is traced (applied with Substitute)
+XNNPACK_REWRITES = {
+    F.softplus: softplus_stable,
+    F.rms_norm: rms_norm_pooled,
+    torch.Tensor.chunk: chunk_as_slices,
+    torch.Tensor.split: split_as_slices,
+}

@@ -82,6 +82,7 @@ def verify_artifact(folder, model, steps: int = 64, prompt_bytes: int = 64, thre
     from seqedge.data import held_out_prompt
 
     runner = open_artifact(folder, threads=threads, runtime=runtime, check_files=False)
+    prompt_bytes = min(prompt_bytes, getattr(runner, "max_prefill", None) or prompt_bytes)  # within the program
     try:
         parity = check_parity(model, runner, held_out_prompt(prompt_bytes), steps=steps)
     finally:

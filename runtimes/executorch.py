@@ -3,6 +3,10 @@ runtime (pybindings), with seqedge's C++ kernels loaded when the program needs t
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +17,21 @@ from torch import Tensor
 from seqedge.errors import BadInputError, CorruptFileError
 
 INSTALL = "pip install executorch==1.5.1"
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """ExecuTorch logs a failed load to stderr (fd 2, or Python's sys.stderr through the bindings);
+    seqedge reports the failure itself, in one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null, contextlib.redirect_stderr(io.StringIO()):
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class ExecuTorchAdapter(ArtifactRunner):
@@ -37,7 +56,8 @@ class ExecuTorchAdapter(ArtifactRunner):
             load_kernels()
         path = Path(artifact) / manifest["graphs"]["prefill"].split("#")[0]
         try:
-            program = Runtime.get().load_program(str(path))
+            with _native_stderr_silenced():
+                program = Runtime.get().load_program(str(path))
         except Exception as e:  # executorch raises RuntimeError/ValueError with an error code
             raise CorruptFileError(f"ExecuTorch cannot load {path} ({str(e).strip().splitlines()[0][:160]})",
                                    "the file is truncated or not a .pte program; re-export the artifact") from None
@@ -47,7 +67,8 @@ class ExecuTorchAdapter(ArtifactRunner):
                 raise CorruptFileError(f"{path} has no method {method!r} (has {', '.join(sorted(program.method_names))})",
                                        "re-export it with seqedge export --format executorch")
             try:
-                self.methods[method] = program.load_method(method)
+                with _native_stderr_silenced():
+                    self.methods[method] = program.load_method(method)
             except Exception as e:
                 raise CorruptFileError(f"ExecuTorch cannot load method {method!r} of {path} ({str(e)[:160]})",
                                        "a kernel may be missing: run `seqedge build-runner` or re-export") from None

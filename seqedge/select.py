@@ -152,6 +152,11 @@ def _check(option: RuntimeOption, unit: ComputeUnit, facts: ModelFacts, on_host:
         return f"seqedge cannot produce {fmt} artifacts yet (formats: {', '.join(sorted(_producible_formats()))})", ""
     if option.runtime not in _adapters():
         return f"seqedge has no {option.runtime} runtime adapter yet", ""
+    if option.runtime == "executorch":
+        from seqedge.exporters.executorch import BACKENDS
+
+        if option.backend not in BACKENDS:
+            return f"seqedge lowers ExecuTorch programs for {'/'.join(BACKENDS)} only, not {option.backend}", ""
     missing = [op for op in facts.ops if op not in option.ops]
     if missing:
         return f"has no kernel for {', '.join(missing)} (supports {', '.join(option.ops)})", ""

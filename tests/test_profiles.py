@@ -122,9 +122,10 @@ def test_generated_profiles_fail_only_with_the_schema_error(data, seed, drop):
         assert "gen.toml" in e.message
 
 
-EXPECTED_TOP = {  # (device, family) -> (unit, runtime, backend) with today's formats (ONNX) and recipes (fp32)
-    **{(d, f): ("cpu", "onnxruntime", "cpu") for d in ("pixel8", "galaxy-s24", "iphone15pro", "raspberry-pi5", "host")
+EXPECTED_TOP = {  # (device, family) -> (unit, runtime, backend) with today's formats and recipes (fp32)
+    **{(d, f): ("cpu", "executorch", "xnnpack") for d in ("pixel8", "galaxy-s24", "iphone15pro", "raspberry-pi5")
        for f in FAMILY_NAMES},
+    **{("host", f): ("cpu", "onnxruntime", "cpu") for f in FAMILY_NAMES},
     **{(d, f): ("gpu", "onnxruntime", "tensorrt") for d in ("rtx4090", "jetson-orin-nano") for f in ("transformer", "lstm", "gru")},
     **{(d, "mamba"): ("gpu", "onnxruntime", "cuda") for d in ("rtx4090", "jetson-orin-nano")},
 }
@@ -159,6 +160,12 @@ def test_selection_never_picks_what_cannot_run(device, family):
         {(r.unit, r.runtime, r.backend) for r in sel.rejected})
     for r in sel.rejected:
         assert r.reason
+
+
+def test_delegates_seqedge_does_not_lower_for_are_rejected_with_reason():
+    sel = select(load_profile("pixel8"), ModelFacts.of_model(build_model("transformer", "tiny")))
+    vulkan = [r for r in sel.rejected if r.backend == "vulkan"]
+    assert vulkan and "xnnpack/portable only" in vulkan[0].reason
 
 
 def test_npu_rejection_explains_itself():

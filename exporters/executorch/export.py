@@ -17,8 +17,8 @@ import warnings
 
 import torch
 from seqedge.exporters.artifact import artifact_writer, write_manifest
-from seqedge.exporters.decompositions import Substitute
-from seqedge.exporters.executorch import native_ops
+from seqedge.exporters.decompositions import XNNPACK_REWRITES, Substitute
+from seqedge.exporters.executorch import BACKENDS, native_ops
 from seqedge.exporters.executorch.lowerings import METHODS, lowerings_for
 from seqedge.exporters.executorch.rnn import scan_rnns
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
@@ -31,7 +31,6 @@ from seqedge.errors import BadInputError
 from seqedge.models.base import RMSNorm
 
 PROGRAM = "model.pte"
-BACKENDS = ("xnnpack", "portable")
 DEFAULT_MAX_PREFILL = 4096
 SUPPORTED = (nn.Linear, nn.Embedding, nn.Conv1d, nn.LSTM, nn.GRU, nn.LayerNorm, nn.RMSNorm, RMSNorm)
 
@@ -47,7 +46,7 @@ WHY_NOT_DELEGATED = {
 def _trace(wrapper, model, names, method: str, max_len: int):
     lowerings = lowerings_for(method)
     decomp = {lw.target: lw.fn for lw in lowerings if lw.kind == "decomposition"}
-    mode = Substitute(decomp)
+    mode = Substitute({**XNNPACK_REWRITES, **decomp})
     with mode:
         if method == "decode":
             ep = torch.export.export(wrapper, example_inputs(model, T=1))

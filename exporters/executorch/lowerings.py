@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from seqedge.exporters.decompositions import attention_masked, conv_concat, scan_single_step
+from seqedge.exporters.decompositions import attention_onehot, conv_tail_slice, scan_single_step_bmm
 
 from seqedge.registry import Registry
 
@@ -50,8 +50,10 @@ def lowerings_for(method: str) -> list[Lowering]:
 register("seqedge::selective_scan", "prefill", "native",
          "seqedge C++ kernel seqedge::selective_scan.out (runtimes/native/kernels), linear in T")
 register("seqedge::selective_scan", "decode", "decomposition",
-         "one recurrence step as elementwise ops (delegated to XNNPACK)", scan_single_step)
+         "one recurrence step as elementwise ops and a bmm (delegated to XNNPACK)", scan_single_step_bmm)
 for _method in METHODS:
-    register("seqedge::causal_conv1d", _method, "decomposition", "cat + depthwise conv1d + silu + slice", conv_concat)
+    register("seqedge::causal_conv1d", _method, "decomposition", "cat + depthwise conv1d + x·sigmoid(x) + slice",
+             conv_tail_slice)
     register("seqedge::attention", _method, "decomposition",
-             "masked write into the fixed cache + SDPA over the cache (matmuls delegated to XNNPACK)", attention_masked)
+             "cache write as a one-hot matmul + grouped-query attention by matmul/softmax over the cache "
+             "(the data path stays in XNNPACK; masks come from pos)", attention_onehot)

@@ -8,6 +8,7 @@ import os
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from seqedge.errors import SeqedgeError
@@ -24,8 +25,8 @@ class SeqedgeGroup(TyperGroup):
         except SeqedgeError as e:
             if os.environ.get("SEQEDGE_DEBUG"):
                 raise
-            err_console.print(f"[bold red]error:[/] {e.message}" + (f"\n[dim]hint:[/] {e.hint}" if e.hint else ""),
-                              markup=True)
+            err_console.print(f"[bold red]error:[/] {escape(e.message)}" + (f"\n[dim]hint:[/] {escape(e.hint)}"
+                                                                             if e.hint else ""), markup=True)
             ctx.exit(2)
 
 

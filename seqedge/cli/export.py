@@ -29,6 +29,10 @@ def export_cmd(
                                                "(default: onnx, or what --device selects).")] = None,
     ops: Annotated[Optional[str], typer.Option("--ops", help="ONNX lowerings: fused (onnxruntime>=1.31 contrib "
                                                "kernels) or portable (standard ONNX ops).")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="ExecuTorch: xnnpack (delegate) or portable "
+                                         "(ExecuTorch's CPU kernels only).")] = "xnnpack",
+    max_len: Annotated[Optional[int], typer.Option("--max-len", help="ExecuTorch: longest prefill the program "
+                                                   "takes (default: the model's max_seq_len, else 4096).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="Device profile (name, `host` or .toml): "
                                                   "format/quant/lowerings follow its top runtime choice unless "
                                                   "given explicitly.")] = None,
@@ -53,9 +57,10 @@ def export_cmd(
         console.print(f"[bold]{device}[/]: {choice.reason}")
     fmt, ops = fmt or "onnx", ops or "fused"
     FORMATS[fmt]
-    plan = ExportPlan(out=out, format=fmt, ops=ops, force=force, verify=not no_verify, threads=threads,
+    plan = ExportPlan(out=out, format=fmt, ops=ops, backend=backend, max_len=max_len, force=force,
+                      verify=not no_verify, threads=threads,
                       source=model_source(target, user_model, checkpoint, family, preset, seed), target=target_info)
-    with console.status(f"exporting to {fmt} ({ops}) and verifying…"):
+    with console.status(f"exporting to {fmt} and verifying…"):
         manifest = export(model, plan)
     parity = manifest["parity"]
     console.print(f"[bold green]exported[/] {out} · {manifest['node_count']} nodes · {manifest['export_seconds']} s")
@@ -125,3 +130,21 @@ def choose_runtime(device: str, model):
         raise UnsupportedError(f"no runtime on {device} can run this model ({reasons})",
                                f"see `seqedge select --device {device}`")
     return sel.best
+
+
+@app.command("build-runner")
+def build_runner_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Folder for seqedge_runner and libseqedge_kernels.so.")],
+) -> None:
+    """Build the native runner (C++, ExecuTorch Module API) and seqedge's kernel library with cmake."""
+    import shutil
+    import tempfile
+
+    from seqedge.native import build_native
+
+    with tempfile.TemporaryDirectory() as build, console.status("building runtimes/native with cmake…"):
+        build_native(Path(build))
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("seqedge_runner", "libseqedge_kernels.so"):
+            shutil.copy2(Path(build) / name, out / name)
+    console.print(f"built {out / 'seqedge_runner'}: seqedge_runner ARTIFACT --prompt TEXT --max-new-tokens N")

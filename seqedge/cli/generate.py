@@ -25,8 +25,9 @@ def generate_cmd(
     threads: Annotated[int, typer.Option(help="Threads for an artifact's runtime.")] = 2,
     seed: Seed = 0,
 ) -> None:
-    """Generate text (greedy by default) and print it: prompt followed by the continuation."""
+    """Generate text (greedy by default) and print it: prompt followed by the continuation, as raw bytes."""
     model = load_runnable(target, user_model=user_model, checkpoint=checkpoint, threads=threads)
     out = generate(model, prompt.encode(), max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
-    sys.stdout.write((prompt.encode() + out).decode("utf-8", errors="replace") + "\n")
     sys.stdout.flush()
+    sys.stdout.buffer.write(prompt.encode() + out + b"\n")  # raw bytes: the model's tokens are bytes
+    sys.stdout.buffer.flush()

@@ -1,0 +1,161 @@
+"""ExecuTorch: every lowering against its op's reference in real ExecuTorch programs, whole-model `.pte`
+artifacts (two methods, parity, state carried, delegation report), the native C++ runner, bad inputs."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+import torch
+from seqedge.exporters import ExportPlan, export
+from seqedge.exporters.artifact import REQUIRED_KEYS, read_manifest
+from seqedge.exporters.decompositions import Substitute
+from seqedge.exporters.executorch.lowerings import LOWERINGS
+from seqedge.runtimes import open_artifact
+from typer.testing import CliRunner
+
+from seqedge.cli.app import app
+from seqedge.errors import BadInputError, CorruptFileError, UnsupportedError
+from seqedge.models import build_model
+from tests.conftest import FAMILY_NAMES
+from tests.test_onnx_export import OP_CASES, WithMHA
+
+TOL = 1e-4
+
+
+class OneOp(torch.nn.Module):
+    def __init__(self, op):
+        super().__init__()
+        self.op = op
+
+    def forward(self, *args):
+        return tuple(o * 1.0 for o in self.op(*args))  # a real node after the op: outputs are never inputs
+
+
+def _lower(module, args, dynamic_shapes, path):
+    import seqedge.exporters.executorch.native_ops  # noqa: F401
+    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
+
+    ep = torch.export.export(module, args, dynamic_shapes=dynamic_shapes)
+    edge = to_edge_transform_and_lower(ep, compile_config=EdgeCompileConfig(_check_ir_validity=False))
+    path.write_bytes(edge.to_executorch().buffer)
+
+
+@pytest.mark.parametrize("key", LOWERINGS.names())
+def test_lowering_matches_reference(key, tmp_path):
+    from executorch.runtime import Runtime
+
+    from seqedge.native import load_kernels
+
+    lw = LOWERINGS[key]
+    op, ref, make, dyn = OP_CASES[lw.op]
+    lengths = [1] if lw.method == "decode" else [2, 7, 16]
+    ex = make(lengths[-1] if lw.method == "prefill" else 1)
+    T = torch.export.Dim("T", min=2, max=64)
+    shapes = tuple({dyn[i]: T} if i in dyn and lw.method == "prefill" else None for i in range(len(ex)))
+    with Substitute({lw.target: lw.fn} if lw.kind == "decomposition" else {}):
+        _lower(OneOp(op), ex, {"args": shapes} if lw.method == "prefill" else None, tmp_path / "op.pte")
+    load_kernels()
+    method = Runtime.get().load_program(str(tmp_path / "op.pte")).load_method("forward")
+    for T_ in lengths:
+        args = make(T_, seed=T_, pos=3) if lw.op == "seqedge::attention" else make(T_, seed=T_)
+        got, want = method.execute(list(args)), ref(*args)
+        for k, (g, w) in enumerate(zip(got, want)):
+            if lw.op == "seqedge::attention" and k > 0:  # cache slots past pos + T are unspecified
+                g, w = g[:, :, : 3 + T_], w[:, :, : 3 + T_]
+            diff = (g - w).abs().max().item()
+            assert diff <= TOL * max(1.0, w.abs().max().item()), f"{key} T={T_} output {k}: {diff}"
+
+
+@pytest.fixture(scope="module")
+def pte_artifacts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pte")
+    out = {}
+    for fam in FAMILY_NAMES:
+        torch.manual_seed(0)
+        model = build_model(fam, "tiny").eval()
+        export(model, ExportPlan(out=root / fam, format="executorch", max_len=128, verify_steps=64,
+                                 source={"kind": "preset", "family": fam, "preset": "tiny", "seed": 0}))
+        out[fam] = (root / fam, model)
+    return out
+
+
+def test_every_family_exports_a_two_method_program(pte_artifacts):
+    for fam, (folder, _) in pte_artifacts.items():
+        m = read_manifest(folder)
+        assert set(REQUIRED_KEYS) <= set(m) and m["format"] == "executorch" and m["backend"] == "xnnpack"
+        assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.pte"]
+        assert m["parity"]["passed"] and m["parity"]["token_agreement"] == 1.0 and m["parity"]["steps"] == 64
+        for method in ("prefill", "decode"):
+            d = m["delegation"][method]
+            assert d["delegated_nodes"] > 0 and 0 < d["delegated_share"] <= 1
+            assert all(x["why"] for x in d["not_delegated"])
+    assert read_manifest(pte_artifacts["mamba"][0])["native_kernels"] == ["seqedge::selective_scan.out"]
+
+
+@pytest.mark.parametrize("fam", FAMILY_NAMES)
+def test_pte_runs_any_length_with_state_carried(pte_artifacts, fam):
+    folder, model = pte_artifacts[fam]
+    runner = open_artifact(folder)
+    tokens = torch.randint(0, 256, (1, 60))
+    with torch.no_grad():
+        s_ref, s_art = model.init_state(1), runner.init_state(1)
+        for chunk in (tokens[:, :3], tokens[:, 3:4], tokens[:, 4:41], tokens[:, 41:]):  # T = 3, 1, 37, 19
+            ref, s_ref = model.prefill(chunk, s_ref, last_only=True)
+            got, s_art = runner.prefill(chunk, s_art)
+            assert (ref - got).abs().max().item() < 1e-3
+    with pytest.raises(BadInputError, match="exceeds the program's maximum 128"):
+        runner.prefill(torch.zeros(1, 129, dtype=torch.long), runner.init_state(1))
+
+
+def test_native_runner_matches_seqedge_generate(pte_artifacts, tmp_path):
+    cli = CliRunner()
+    r = cli.invoke(app, ["build-runner", "--out", str(tmp_path / "bin")])
+    assert r.exit_code == 0, r.output
+    for fam in ("mamba", "transformer", "lstm"):
+        folder = pte_artifacts[fam][0]
+        native = subprocess.run([str(tmp_path / "bin" / "seqedge_runner"), str(folder), "--prompt", "def main(",
+                                 "--max-new-tokens", "48"], capture_output=True, check=True)
+        py = cli.invoke(app, ["generate", str(folder), "--prompt", "def main(", "--max-new-tokens", "48"])
+        assert py.exit_code == 0
+        assert native.stdout == py.stdout_bytes, fam
+
+
+def test_portable_backend(tmp_path):
+    torch.manual_seed(0)
+    m = export(build_model("gru", "tiny"), ExportPlan(out=tmp_path / "p", format="executorch", backend="portable",
+                                                     max_len=32, verify_steps=8))
+    assert m["backend"] == "portable" and m["delegation"]["decode"]["delegated_nodes"] == 0
+    assert m["parity"]["passed"]
+
+
+def test_bad_inputs(pte_artifacts, tmp_path):
+    with pytest.raises(UnsupportedError, match=r"layer body\.attn .*not supported for ExecuTorch"):
+        export(WithMHA(), ExportPlan(out=tmp_path / "x", format="executorch"))
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(BadInputError, match="unknown --backend 'vulkan'"):
+        export(build_model("gru", "tiny"), ExportPlan(out=tmp_path / "x", format="executorch", backend="vulkan"))
+    src = pte_artifacts["gru"][0]
+
+    def damaged(name, data):
+        folder = tmp_path / name
+        shutil.copytree(src, folder)
+        (folder / "model.pte").write_bytes(data)
+        m = json.loads((folder / "manifest.json").read_text())
+        from seqedge.fsutil import sha256_file
+
+        m["files"]["model.pte"] = sha256_file(folder / "model.pte")
+        (folder / "manifest.json").write_text(json.dumps(m))
+        return folder
+
+    pte = (src / "model.pte").read_bytes()
+    with pytest.raises(CorruptFileError, match="ExecuTorch cannot load .*model.pte"):
+        open_artifact(damaged("truncated", pte[: len(pte) // 2]))
+    with pytest.raises(CorruptFileError, match="ExecuTorch cannot load .*model.pte"):
+        open_artifact(damaged("magic", b"XXXXXXXX" + pte[8:]))
+    # a valid program without the prefill/decode methods
+    _lower(torch.nn.Linear(4, 4), (torch.randn(1, 4),), None, tmp_path / "one.pte")
+    with pytest.raises(CorruptFileError, match="has no method 'prefill'"):
+        open_artifact(damaged("methods", (tmp_path / "one.pte").read_bytes()))
+    r = CliRunner().invoke(app, ["generate", str(tmp_path / "truncated")])
+    assert r.exit_code == 2 and r.output.startswith("error: ExecuTorch cannot load")
