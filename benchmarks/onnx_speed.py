@@ -21,10 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import LastOnly, copy_bandwidth_gbs, decode_rate, loadavg, prefill_seconds, streamed_weight_bytes, threads  # noqa: E402
-from seqedge.exporters import ExportPlan, export  # noqa: E402
-from seqedge.runtimes import open_artifact  # noqa: E402
 
+from seqedge.exporters import ExportPlan, export  # noqa: E402
 from seqedge.models import build_model  # noqa: E402
+from seqedge.runtimes import open_artifact  # noqa: E402
 
 SHAPES = {"mamba-130m": "mamba", "llama-135m": "transformer"}
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 
 from seqedge.exporters.plan import ExportPlan
-
 from seqedge.registry import Registry
 
 FORMATS: Registry[str] = Registry("export format")

@@ -48,3 +48,29 @@ def read_manifest(folder: Path | str, check_files: bool = True) -> dict[str, Any
                 raise CorruptFileError(f"artifact file {path} does not match its sha256 in the manifest",
                                        "the file was changed or truncated; re-export the artifact")
     return manifest
+
+
+def base_manifest(model, plan, interface) -> dict[str, Any]:
+    """The manifest keys every format shares; each exporter adds its own."""
+    return {
+        "family": getattr(getattr(model, "config", None), "family", "custom"),
+        "config": model.config.to_dict() if hasattr(model, "config") else {},
+        "quant": {"recipe": plan.quant},
+        **interface.to_json(),
+        "max_seq_len": getattr(model, "max_seq_len", None),
+        "parameters": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
+        "source": plan.source,
+        "target": plan.target,
+        "parity": None,
+    }
+
+
+def finish(folder: Path, model, manifest: dict[str, Any], plan) -> dict[str, Any]:
+    """Write the manifest, verify the artifact against `model` when the plan says so, record the parity."""
+    from seqedge.exporters.verify import verify_artifact
+
+    write_manifest(folder, manifest)
+    if plan.verify:
+        manifest["parity"] = verify_artifact(folder, model, plan.verify_steps, plan.prompt_bytes, plan.threads)
+        write_manifest(folder, manifest)
+    return manifest

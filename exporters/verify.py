@@ -77,9 +77,8 @@ def require(parity: Parity, what: str) -> None:
 def verify_artifact(folder, model, steps: int = 64, prompt_bytes: int = 64, threads: int = 2,
                     runtime: str | None = None) -> dict:
     """Run the artifact in its runtime against `model` on held-out text; raise ParityError on failure."""
-    from seqedge.runtimes import open_artifact
-
     from seqedge.data import held_out_prompt
+    from seqedge.runtimes import open_artifact
 
     runner = open_artifact(folder, threads=threads, runtime=runtime, check_files=False)
     prompt_bytes = min(prompt_bytes, getattr(runner, "max_prefill", None) or prompt_bytes)  # within the program

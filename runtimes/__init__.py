@@ -11,7 +11,6 @@ import importlib
 from pathlib import Path
 
 from seqedge.exporters.artifact import read_manifest
-
 from seqedge.registry import Registry
 
 RUNTIMES: Registry[str] = Registry("runtime")
@@ -27,9 +26,14 @@ def adapter_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
-def open_artifact(folder: Path | str, threads: int = 2, runtime: str | None = None, check_files: bool = True):
+def open_artifact(folder: Path | str, threads: int = 2, runtime: str | None = None, check_files: bool = True,
+                  backend: str | None = None):
+    """The adapter for the artifact's format, loaded. `backend` (a device profile's choice: an onnxruntime
+    execution provider such as cuda, or an ExecuTorch delegate) defaults to the artifact's own
+    (`target.backend` in the manifest), else the CPU."""
     manifest = read_manifest(folder, check_files=check_files)
     name = runtime or FORMAT_RUNTIME.get(manifest["format"])
     adapter = adapter_class(name)()
-    adapter.load(Path(folder), threads=threads, manifest=manifest)
+    backend = backend or (manifest.get("target") or {}).get("backend")
+    adapter.load(Path(folder), threads=threads, manifest=manifest, **({"backend": backend} if backend else {}))
     return adapter

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from seqedge.runtimes.base import ArtifactRunner
 from torch import Tensor
 
-from seqedge.errors import BadInputError, CorruptFileError
+from seqedge.errors import BadInputError, CorruptFileError, UnsupportedError
+from seqedge.runtimes.base import ArtifactRunner
 
 INSTALL = "pip install executorch==1.5.1"
 
@@ -46,9 +46,13 @@ class ExecuTorchAdapter(ArtifactRunner):
             return False, f"executorch is not installed ({INSTALL})"
         return True, f"executorch {executorch.version.__version__}"
 
-    def load(self, artifact: Path, threads: int = 2, manifest: dict[str, Any] | None = None) -> None:
+    def load(self, artifact: Path, threads: int = 2, manifest: dict[str, Any] | None = None,
+             backend: str | None = None) -> None:
         from executorch.runtime import Runtime
 
+        if backend and backend != manifest.get("backend"):
+            raise UnsupportedError(f"this program was lowered for {manifest.get('backend')}, not {backend}",
+                                   f"re-export with --backend {backend}")
         self.manifest = manifest
         if manifest.get("native_kernels"):
             from seqedge.native import load_kernels

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from seqedge.runtimes.base import ArtifactRunner
 from torch import Tensor
 
 from seqedge.errors import CorruptFileError, UnsupportedError
+from seqedge.runtimes.base import ArtifactRunner
 
 INSTALL = "pip install onnxruntime>=1.31"
 
@@ -28,20 +28,26 @@ class OnnxRuntimeAdapter(ArtifactRunner):
         return True, f"onnxruntime {onnxruntime.__version__}"
 
     def load(self, artifact: Path, threads: int = 2, manifest: dict[str, Any] | None = None,
-             provider: str = "CPUExecutionProvider") -> None:
+             backend: str = "cpu") -> None:
         import onnxruntime as ort
 
+        from seqedge.select import ORT_PROVIDERS
+
         self.manifest = manifest
+        provider = ORT_PROVIDERS.get(backend, backend)
         if provider not in ort.get_available_providers():
-            raise UnsupportedError(f"execution provider {provider} is not in this onnxruntime build",
-                                   f"available: {', '.join(ort.get_available_providers())}")
+            raise UnsupportedError(f"execution provider {provider} (backend {backend!r}) is not in this onnxruntime "
+                                   f"build", f"available: {', '.join(ort.get_available_providers())}; install the "
+                                   "onnxruntime package built for it (e.g. onnxruntime-gpu for CUDA)")
+        self.provider = provider
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         path = Path(artifact) / manifest["graphs"]["prefill"]
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=[provider])
+            providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
+            self.session = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
             first = str(e).strip().splitlines()[0][:200]
             raise CorruptFileError(f"onnxruntime cannot load {path} ({first})", "re-export the artifact") from None

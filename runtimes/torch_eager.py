@@ -16,7 +16,8 @@ class TorchEagerAdapter:
     def available(cls) -> tuple[bool, str]:
         return True, f"torch {torch.__version__}"
 
-    def load(self, artifact: Path, threads: int = 2, manifest: dict[str, Any] | None = None) -> None:
+    def load(self, artifact: Path, threads: int = 2, manifest: dict[str, Any] | None = None,
+             backend: str = "cpu") -> None:
         from seqedge.checkpoint import load_checkpoint
 
         torch.set_num_threads(threads)

@@ -7,16 +7,16 @@ import subprocess
 
 import pytest
 import torch
-from seqedge.exporters import ExportPlan, export
-from seqedge.exporters.artifact import REQUIRED_KEYS, read_manifest
-from seqedge.exporters.decompositions import Substitute
-from seqedge.exporters.executorch.lowerings import LOWERINGS
-from seqedge.runtimes import open_artifact
 from typer.testing import CliRunner
 
 from seqedge.cli.app import app
 from seqedge.errors import BadInputError, CorruptFileError, UnsupportedError
+from seqedge.exporters import ExportPlan, export
+from seqedge.exporters.artifact import REQUIRED_KEYS, read_manifest
+from seqedge.exporters.decompositions import Substitute
+from seqedge.exporters.executorch.lowerings import LOWERINGS
 from seqedge.models import build_model
+from seqedge.runtimes import open_artifact
 from tests.conftest import FAMILY_NAMES
 from tests.test_onnx_export import OP_CASES, WithMHA
 
@@ -33,8 +33,9 @@ class OneOp(torch.nn.Module):
 
 
 def _lower(module, args, dynamic_shapes, path):
-    import seqedge.exporters.executorch.native_ops  # noqa: F401
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
+
+    import seqedge.exporters.executorch.native_ops  # noqa: F401
 
     ep = torch.export.export(module, args, dynamic_shapes=dynamic_shapes)
     edge = to_edge_transform_and_lower(ep, compile_config=EdgeCompileConfig(_check_ir_validity=False))
@@ -49,12 +50,12 @@ def test_lowering_matches_reference(key, tmp_path):
 
     lw = LOWERINGS[key]
     op, ref, make, dyn = OP_CASES[lw.op]
-    lengths = [1] if lw.method == "decode" else [2, 7, 16]
-    ex = make(lengths[-1] if lw.method == "prefill" else 1)
+    lengths = [1] if lw.variant == "decode" else [2, 7, 16]
+    ex = make(lengths[-1] if lw.variant == "prefill" else 1)
     T = torch.export.Dim("T", min=2, max=64)
-    shapes = tuple({dyn[i]: T} if i in dyn and lw.method == "prefill" else None for i in range(len(ex)))
+    shapes = tuple({dyn[i]: T} if i in dyn and lw.variant == "prefill" else None for i in range(len(ex)))
     with Substitute({lw.target: lw.fn} if lw.kind == "decomposition" else {}):
-        _lower(OneOp(op), ex, {"args": shapes} if lw.method == "prefill" else None, tmp_path / "op.pte")
+        _lower(OneOp(op), ex, {"args": shapes} if lw.variant == "prefill" else None, tmp_path / "op.pte")
     load_kernels()
     method = Runtime.get().load_program(str(tmp_path / "op.pte")).load_method("forward")
     for T_ in lengths:
@@ -83,7 +84,7 @@ def pte_artifacts(tmp_path_factory):
 def test_every_family_exports_a_two_method_program(pte_artifacts):
     for fam, (folder, _) in pte_artifacts.items():
         m = read_manifest(folder)
-        assert set(REQUIRED_KEYS) <= set(m) and m["format"] == "executorch" and m["backend"] == "xnnpack"
+        assert set(REQUIRED_KEYS) <= set(m) and m["format"] == "executorch" and m["backend"] == "xnnpack", fam
         assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.pte"]
         assert m["parity"]["passed"] and m["parity"]["token_agreement"] == 1.0 and m["parity"]["steps"] == 64
         for method in ("prefill", "decode"):

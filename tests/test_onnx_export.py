@@ -8,19 +8,19 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from seqedge.exporters import ExportPlan, export
-from seqedge.exporters.artifact import REQUIRED_KEYS, read_manifest
-from seqedge.exporters.onnx.export import export_graph
-from seqedge.exporters.onnx.lowerings import FLAVOURS, LOWERINGS
-from seqedge.runtimes import open_artifact
 from typer.testing import CliRunner
 
 from seqedge.checkpoint import save_checkpoint
 from seqedge.cli.app import app
 from seqedge.errors import BadPathError, CorruptFileError, ParityError, UnsupportedError
+from seqedge.exporters import ExportPlan, export
+from seqedge.exporters.artifact import REQUIRED_KEYS, read_manifest
+from seqedge.exporters.onnx.export import export_graph
+from seqedge.exporters.onnx.lowerings import FLAVOURS, LOWERINGS
 from seqedge.generate import generate
 from seqedge.models import build_model
 from seqedge.ops import attention_ref, causal_conv1d_ref, selective_scan_ref
+from seqedge.runtimes import open_artifact
 from tests.conftest import FAMILY_NAMES
 from tests.test_ops import attn_inputs, scan_inputs
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from seqedge.cli.app import app
-from seqedge.errors import UnknownNameError
+from seqedge.errors import UnknownNameError, UnsupportedError
 from seqedge.models import build_model
 from seqedge.profiles import RUNTIME_FORMATS, ProfileError, load_profile, parse_profile, profile_names
 from seqedge.select import FAMILY_OPS, ModelFacts, host_availability, select
@@ -204,3 +204,13 @@ def test_export_follows_the_device(tmp_path):
     m = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert m["target"]["device"] == "host" and m["target"]["runtime"] == "onnxruntime"
     assert m["format"] == RUNTIME_FORMATS["onnxruntime"] and m["flavour"] == "fused"
+
+
+def test_onnxruntime_adapter_takes_the_provider_from_the_backend(tmp_path):
+    from seqedge.runtimes import open_artifact
+
+    r = runner.invoke(app, ["export", "--family", "gru", "--preset", "tiny", "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    assert open_artifact(tmp_path / "a").provider == "CPUExecutionProvider"
+    with pytest.raises(UnsupportedError, match="CUDAExecutionProvider .*not in this onnxruntime build"):
+        open_artifact(tmp_path / "a", backend="cuda")

@@ -16,7 +16,10 @@ import time
 import warnings
 
 import torch
-from seqedge.exporters.artifact import artifact_writer, write_manifest
+from torch import nn
+
+from seqedge.errors import BadInputError
+from seqedge.exporters.artifact import artifact_writer, base_manifest, finish
 from seqedge.exporters.decompositions import XNNPACK_REWRITES, Substitute
 from seqedge.exporters.executorch import BACKENDS, native_ops
 from seqedge.exporters.executorch.lowerings import METHODS, lowerings_for
@@ -24,10 +27,6 @@ from seqedge.exporters.executorch.rnn import scan_rnns
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.plan import ExportPlan
 from seqedge.exporters.support import check_supported
-from seqedge.exporters.verify import verify_artifact
-from torch import nn
-
-from seqedge.errors import BadInputError
 from seqedge.models.base import RMSNorm
 
 PROGRAM = "model.pte"
@@ -128,34 +127,23 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
         export_seconds = time.perf_counter() - t0
         native = sorted({native_ops.NATIVE_OPS[lw.op] for m in METHODS for lw in used[m] if lw.kind == "native"})
         manifest = {
+            **base_manifest(model, plan, interface),
             "format": "executorch",
-            "family": getattr(getattr(model, "config", None), "family", "custom"),
-            "config": model.config.to_dict() if hasattr(model, "config") else {},
-            "quant": {"recipe": plan.quant},
             "ops": [{"op": lw.op, "method": m, "lowering": lw.summary, "kind": lw.kind} for m in METHODS for lw in used[m]]
-                   + ([{"op": "aten::lstm/gru", "method": "both", "lowering": "scan layers (input matmul + scan over "
-                        "time; one cell step in decode)", "kind": "decomposition"}] if traced is not model else []),
+                   + ([{"op": "aten::lstm/gru", "method": "both", "lowering": "scan layers (one input matmul + a "
+                        "scan over time, in both methods)", "kind": "decomposition"}] if traced is not model else []),
             "backend": plan.backend,
             "graphs": {"prefill": f"{PROGRAM}#prefill", "decode": f"{PROGRAM}#decode"},
             "graph_note": "one program, two methods over shared weights: prefill (2 <= T <= max_prefill_len) and "
                           "decode (T = 1); logits are for the last position",
             "max_prefill_len": max_len,
-            **interface.to_json(),
-            "max_seq_len": getattr(model, "max_seq_len", None),
             "delegation": delegation,
             "native_kernels": native,
             "requires": "executorch==1.5.1" + (" + libseqedge_kernels (seqedge build-runner)" if native else ""),
             "export_seconds": round(export_seconds, 2),
             "program_bytes": len(program.buffer),
-            "source": plan.source,
-            "target": plan.target,
-            "parameters": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
-            "parity": None,
         }
-        write_manifest(tmp, manifest)
-        if plan.verify:
-            manifest["parity"] = verify_artifact(tmp, model, plan.verify_steps, plan.prompt_bytes, plan.threads)
-        write_manifest(tmp, manifest)
+        manifest = finish(tmp, model, manifest, plan)
     return manifest
 
 

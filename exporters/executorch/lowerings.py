@@ -11,40 +11,18 @@ no recurrence at all and stays plain tensor ops that XNNPACK takes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
-import torch
 from seqedge.exporters.decompositions import attention_onehot, conv_tail_slice, scan_single_step_bmm
-
-from seqedge.registry import Registry
+from seqedge.exporters.lowering import Lowering, LoweringRegistry
 
 METHODS = ("prefill", "decode")
 
 
-@dataclass(frozen=True)
-class Lowering:
-    op: str
-    method: str
-    kind: str  # "decomposition" | "native"
-    fn: Callable | None
-    summary: str
-
-    @property
-    def target(self):
-        ns, name = self.op.split("::")
-        return getattr(getattr(torch.ops, ns), name).default
-
-
-LOWERINGS: Registry[Lowering] = Registry("ExecuTorch lowering")
-
-
-def register(op: str, method: str, kind: str, summary: str, fn: Callable | None = None) -> None:
-    LOWERINGS.add(f"{op}:{method}", Lowering(op, method, kind, fn, summary))
+LOWERINGS = LoweringRegistry("ExecuTorch lowering")
+register = LOWERINGS.add_lowering
 
 
 def lowerings_for(method: str) -> list[Lowering]:
-    return [lw for lw in (LOWERINGS[k] for k in LOWERINGS) if lw.method == method]
+    return LOWERINGS.for_variant(method)
 
 
 register("seqedge::selective_scan", "prefill", "native",

@@ -14,17 +14,16 @@ from pathlib import Path
 
 import onnx
 import torch
-from seqedge.exporters.artifact import artifact_writer, write_manifest
+from torch import nn
+
+from seqedge.errors import BadInputError, UnsupportedError
+from seqedge.exporters.artifact import artifact_writer, base_manifest, finish
 from seqedge.exporters.decompositions import Substitute
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.onnx.contrib import has_contrib_op
 from seqedge.exporters.onnx.lowerings import FLAVOURS, Lowering, lowerings_for
 from seqedge.exporters.plan import ExportPlan
 from seqedge.exporters.support import check_supported
-from seqedge.exporters.verify import verify_artifact
-from torch import nn
-
-from seqedge.errors import BadInputError, UnsupportedError
 from seqedge.models.base import RMSNorm
 
 GRAPH = "model.onnx"
@@ -93,28 +92,17 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
         export_seconds = time.perf_counter() - t0
         graph = onnx.load(str(tmp / GRAPH), load_external_data=False)
         manifest = {
+            **base_manifest(model, plan, interface),
             "format": "onnx",
-            "family": getattr(getattr(model, "config", None), "family", "custom"),
-            "config": model.config.to_dict() if hasattr(model, "config") else {},
-            "quant": {"recipe": plan.quant},
             "ops": ops,
             "flavour": "native" if _is_recurrent(model) else plan.ops,
             "graphs": {"prefill": GRAPH, "decode": GRAPH},
             "graph_note": "one graph with dynamic T serves prefill (T >= 1) and decode (T = 1); logits are for "
                           "the last position",
-            **interface.to_json(),
-            "max_seq_len": getattr(model, "max_seq_len", None),
             "opset": {d.domain or "ai.onnx": d.version for d in graph.opset_import},
             "node_count": len(graph.graph.node),
             "export_seconds": round(export_seconds, 2),
             "requires": "onnxruntime>=1.31" if plan.ops == "fused" else "onnxruntime",
-            "source": plan.source,
-            "target": plan.target,
-            "parameters": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
-            "parity": None,
         }
-        write_manifest(tmp, manifest)
-        if plan.verify:
-            manifest["parity"] = verify_artifact(tmp, model, plan.verify_steps, plan.prompt_bytes, plan.threads)
-        write_manifest(tmp, manifest)
+        manifest = finish(tmp, model, manifest, plan)
     return manifest

@@ -12,47 +12,29 @@ ops that replaces the op before translation). Flavours:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
-import torch
 from onnxscript import FLOAT, INT64
 from onnxscript import opset20 as op
-from seqedge.exporters.decompositions import attention_masked, conv_concat, scan_over_time
-from seqedge.exporters.onnx.contrib import contrib_op
 
-from seqedge.registry import Registry
+from seqedge.exporters.decompositions import attention_masked, conv_concat, scan_over_time
+from seqedge.exporters.lowering import Lowering, LoweringRegistry
+from seqedge.exporters.onnx.contrib import contrib_op
 
 FLAVOURS = ("fused", "portable")
 
 
-@dataclass(frozen=True)
-class Lowering:
-    op: str  # "seqedge::selective_scan"
-    flavour: str
-    kind: str  # "translation" | "decomposition"
-    fn: Callable
-    summary: str
-
-    @property
-    def target(self):
-        ns, name = self.op.split("::")
-        return getattr(getattr(torch.ops, ns), name).default
-
-
-LOWERINGS: Registry[Lowering] = Registry("ONNX lowering")
+LOWERINGS = LoweringRegistry("ONNX lowering")
 
 
 def lowering(op_name: str, flavour: str, kind: str, summary: str):
     def deco(fn):
-        LOWERINGS.add(f"{op_name}:{flavour}", Lowering(op_name, flavour, kind, fn, summary))
+        LOWERINGS.add_lowering(op_name, flavour, kind, summary, fn)
         return fn
 
     return deco
 
 
 def lowerings_for(flavour: str) -> list[Lowering]:
-    return [lw for lw in (LOWERINGS[k] for k in LOWERINGS) if lw.flavour == flavour]
+    return LOWERINGS.for_variant(flavour)
 
 
 # ---------------------------------------------------------------------------------------------------

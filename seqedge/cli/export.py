@@ -104,8 +104,8 @@ def inspect_cmd(
     table = Table(title=str(artifact), show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value")
-    for key in ("format", "family", "flavour", "seqedge_version", "requires", "max_seq_len", "node_count",
-                "export_seconds", "graph_note"):
+    for key in ("format", "family", "flavour", "backend", "seqedge_version", "requires", "max_seq_len",
+                "max_prefill_len", "node_count", "program_bytes", "export_seconds", "graph_note"):
         if key in manifest:
             table.add_row(key, str(manifest[key]))
     table.add_row("quant", json.dumps(manifest["quant"]))
@@ -113,6 +113,12 @@ def inspect_cmd(
     for key in ("inputs", "outputs"):
         table.add_row(key, "\n".join(f"{s['name']} {s['dtype']} {s['shape']}" for s in manifest[key][:6])
                       + (f"\n… {len(manifest[key]) - 6} more" if len(manifest[key]) > 6 else ""))
+    for method, d in (manifest.get("delegation") or {}).items():
+        outside = ", ".join(f"{x['op']}×{x['count']}" for x in d["not_delegated"][:6])
+        table.add_row(f"delegation ({method})", f"{d['delegated_nodes']}/{d['total_nodes']} nodes in "
+                      f"{manifest.get('backend')} ({d['delegated_share']:.0%}); outside: {outside or '-'}")
+    if manifest.get("target"):
+        table.add_row("target", f"{manifest['target'].get('device')}: {manifest['target'].get('reason', '')}")
     table.add_row("files", "\n".join(f"{n} {d[:12]}…" for n, d in manifest["files"].items()))
     parity = manifest.get("parity")
     table.add_row("parity", "not verified" if not parity else
