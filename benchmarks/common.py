@@ -83,3 +83,13 @@ class LastOnly:
 
     def step(self, token, state):
         return self.model.step(token, state)
+
+
+def finish_report(results: dict, json_path) -> None:
+    """Close a run's record (load at the end), print it, and write it where asked."""
+    import json
+
+    results["loadavg_end"] = loadavg()
+    print(json.dumps(results, indent=2))
+    if json_path:
+        json_path.write_text(json.dumps(results, indent=2))

@@ -18,7 +18,15 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import copy_bandwidth_gbs, decode_rate, loadavg, prefill_seconds, streamed_weight_bytes, threads  # noqa: E402
+from common import (  # noqa: E402
+    copy_bandwidth_gbs,
+    decode_rate,
+    finish_report,
+    loadavg,
+    prefill_seconds,
+    streamed_weight_bytes,
+    threads,
+)
 
 from seqedge.exporters import ExportPlan, export  # noqa: E402
 from seqedge.models import build_model  # noqa: E402
@@ -78,10 +86,7 @@ def main() -> None:
         ort.close()
         print(name, json.dumps(row), flush=True)
         results["shapes"][name] = row
-    results["loadavg_end"] = loadavg()
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    finish_report(results, args.json)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,16 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import LastOnly, copy_bandwidth_gbs, decode_rate, loadavg, prefill_seconds, streamed_weight_bytes, threads  # noqa: E402
+from common import (  # noqa: E402
+    LastOnly,
+    copy_bandwidth_gbs,
+    decode_rate,
+    finish_report,
+    loadavg,
+    prefill_seconds,
+    streamed_weight_bytes,
+    threads,
+)
 
 from seqedge.exporters import ExportPlan, export  # noqa: E402
 from seqedge.models import build_model  # noqa: E402
@@ -98,10 +107,7 @@ def main() -> None:
         print(preset, "eager", row["torch_eager_decode_tok_s"], "hf", row["hf_transformers_decode_tok_s"],
               "bandwidth limit", row["bandwidth_limit_tok_s"])
         results["shapes"][preset] = row
-    results["loadavg_end"] = loadavg()
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    finish_report(results, args.json)
 
 
 if __name__ == "__main__":
