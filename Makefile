@@ -22,7 +22,7 @@ demo: venv
 	$(BIN)/seqedge train --minutes 3 --out $(DEMO) --force
 	$(BIN)/seqedge export $(DEMO) --format onnx --out $(DEMO)-onnx --force
 	$(BIN)/seqedge inspect $(DEMO)-onnx
-	$(BIN)/seqedge generate $(DEMO)-onnx --prompt "def main(argv):" --max-new-tokens 300 --temperature 0.7
+	$(BIN)/seqedge generate $(DEMO)-onnx --prompt "class Foo:" --max-new-tokens 300 --temperature 0.8
 
 test: venv
 	$(BIN)/python -m pytest -q
