@@ -30,3 +30,16 @@ class LoweringRegistry(Registry[Lowering]):
 
     def for_variant(self, variant: str) -> list[Lowering]:
         return [lw for _, lw in self.items() if lw.variant == variant]
+
+
+def trace(module, args, dynamic_shapes, lowerings: list[Lowering], rewrites: dict | None = None):
+    """torch.export `module` with each `decomposition` lowering (and any extra torch-function rewrites)
+    swapped in; returns the program and the lowerings whose op the model actually uses."""
+    from seqedge.exporters.decompositions import Substitute
+
+    decomp = {lw.target: lw.fn for lw in lowerings if lw.kind == "decomposition"}
+    mode = Substitute({**(rewrites or {}), **decomp})
+    with mode:
+        ep = torch.export.export(module, args, dynamic_shapes=dynamic_shapes)
+    in_graph = {n.target for n in ep.graph.nodes if n.op == "call_function"}
+    return ep, [lw for lw in lowerings if lw.target in in_graph or lw.target in mode.seen]

@@ -5,6 +5,10 @@ from __future__ import annotations
 from torch import nn
 
 from seqedge.errors import UnsupportedError
+from seqedge.models.base import RMSNorm
+
+# leaf layers with parameters that both exporters take
+EXPORTABLE_LAYERS = (nn.Linear, nn.Embedding, nn.Conv1d, nn.LSTM, nn.GRU, nn.LayerNorm, nn.RMSNorm, RMSNorm)
 
 UNSUPPORTED_HINTS = {
     nn.MultiheadAttention: "use seqedge.ops.attention with an explicit KV cache",

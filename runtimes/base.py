@@ -37,6 +37,10 @@ class ArtifactRunner:
                 for s in self.manifest["state"]}
 
     @property
+    def state_names(self) -> list[str]:
+        return [s["name"] for s in self.manifest["state"]]
+
+    @property
     def max_seq_len(self) -> int | None:
         return self.manifest.get("max_seq_len")
 

@@ -77,7 +77,6 @@ class ExecuTorchAdapter(ArtifactRunner):
                 raise CorruptFileError(f"ExecuTorch cannot load method {method!r} of {path} ({str(e)[:160]})",
                                        "a kernel may be missing: run `seqedge build-runner` or re-export") from None
         self.program = program
-        self.state_names = [s["name"] for s in manifest["state"]]
         self.max_prefill = manifest.get("max_prefill_len")
 
     def prefill(self, tokens: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:

@@ -51,7 +51,6 @@ class OnnxRuntimeAdapter(ArtifactRunner):
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
             first = str(e).strip().splitlines()[0][:200]
             raise CorruptFileError(f"onnxruntime cannot load {path} ({first})", "re-export the artifact") from None
-        self.state_names = [s["name"] for s in manifest["state"]]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def prefill(self, tokens: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:

@@ -34,6 +34,12 @@ def default_corpus_files() -> list[Path]:
     return sorted(p for p in stdlib.rglob("*.py") if "site-packages" not in p.parts)
 
 
+def _default_files() -> list[tuple[Path, str]]:
+    """(path, path relative to the stdlib) — the relative path decides the split."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    return [(p, p.relative_to(stdlib).as_posix()) for p in default_corpus_files()]
+
+
 def _is_held_out(rel: str) -> bool:
     return int(hashlib.sha1(rel.encode()).hexdigest(), 16) % HELD_OUT_EVERY == 0
 
@@ -55,7 +61,7 @@ def _read_text_bytes(path: Path) -> bytes | None:
 def load_corpus(paths: list[Path | str] | None = None) -> Corpus:
     """Read text from `paths` (files or folders; default: the stdlib) and split it by file."""
     if not paths:
-        files = [(p, p.relative_to(Path(sysconfig.get_paths()["stdlib"])).as_posix()) for p in default_corpus_files()]
+        files = _default_files()
         sources = ["the Python standard library (.py files)"]
     else:
         files = []
@@ -88,7 +94,14 @@ def load_corpus(paths: list[Path | str] | None = None) -> Corpus:
 
 
 def held_out_prompt(n: int = 64) -> bytes:
-    """`n` bytes of held-out stdlib text (from the start of a line), for parity checks and benchmarks."""
-    held = load_corpus().held_out
-    start = int(np.flatnonzero(held[: 1 << 16] == ord("\n"))[0]) + 1
-    return bytes(held[start : start + n])
+    """`n` bytes of held-out stdlib text (from the start of a line), for parity checks and benchmarks:
+    the same bytes as `load_corpus().held_out` holds there, reading only the held-out files it needs."""
+    parts: list[bytes] = []
+    for path, rel in _default_files():
+        if _is_held_out(rel) and (data := _read_text_bytes(path)):
+            parts.append(data)
+            if sum(map(len, parts)) + len(parts) > (1 << 16) + n:
+                break
+    held = b"\n".join(parts)
+    start = held[: 1 << 16].index(b"\n") + 1
+    return held[start : start + n]

@@ -19,7 +19,6 @@ from pathlib import Path
 from seqedge import __version__
 from seqedge.errors import SeqedgeError, UnsupportedError
 
-SOURCE = Path(__file__).resolve().parent.parent / "runtimes" / "native"
 CACHE = Path(os.environ.get("SEQEDGE_CACHE", Path.home() / ".cache" / "seqedge")) / "native"
 
 
@@ -28,10 +27,10 @@ class BuildError(SeqedgeError):
 
 
 def _source_dir() -> Path:
+    """runtimes/native, shipped as package data of seqedge.runtimes (editable or wheel install alike)."""
     import seqedge.runtimes
 
-    src = Path(seqedge.runtimes.__file__).resolve().parent / "native"
-    return src if (src / "CMakeLists.txt").is_file() else SOURCE
+    return Path(seqedge.runtimes.__file__).resolve().parent / "native"
 
 
 def _tool(name: str, hint: str) -> str:

@@ -20,18 +20,17 @@ from torch import nn
 
 from seqedge.errors import BadInputError
 from seqedge.exporters.artifact import artifact_writer, base_manifest, finish
-from seqedge.exporters.decompositions import XNNPACK_REWRITES, Substitute
+from seqedge.exporters.decompositions import XNNPACK_REWRITES
 from seqedge.exporters.executorch import BACKENDS, native_ops
 from seqedge.exporters.executorch.lowerings import METHODS, lowerings_for
 from seqedge.exporters.executorch.rnn import scan_rnns
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
+from seqedge.exporters.lowering import trace
 from seqedge.exporters.plan import ExportPlan
-from seqedge.exporters.support import check_supported
-from seqedge.models.base import RMSNorm
+from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
 
 PROGRAM = "model.pte"
 DEFAULT_MAX_PREFILL = 4096
-SUPPORTED = (nn.Linear, nn.Embedding, nn.Conv1d, nn.LSTM, nn.GRU, nn.LayerNorm, nn.RMSNorm, RMSNorm)
 
 WHY_NOT_DELEGATED = {
     "scan": "control flow (a scan over time) runs in the ExecuTorch interpreter",
@@ -43,26 +42,21 @@ WHY_NOT_DELEGATED = {
 
 
 def _trace(wrapper, model, names, method: str, max_len: int):
-    lowerings = lowerings_for(method)
-    decomp = {lw.target: lw.fn for lw in lowerings if lw.kind == "decomposition"}
-    mode = Substitute({**XNNPACK_REWRITES, **decomp})
-    with mode:
-        if method == "decode":
-            ep = torch.export.export(wrapper, example_inputs(model, T=1))
-        else:
-            T = torch.export.Dim("T", min=2, max=max_len)
-            ep = torch.export.export(wrapper, example_inputs(model, T=5),
-                                     dynamic_shapes={"tokens": {1: T}, "state": tuple(None for _ in names)})
-    in_graph = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
-    used = [lw for lw in lowerings if lw.target in mode.seen or str(lw.target).replace("::", ".") in in_graph
-            or any(str(lw.op).replace("::", ".") in g for g in in_graph)]
-    return ep, used
+    if method == "decode":
+        args, shapes = example_inputs(model, T=1), None
+    else:
+        T = torch.export.Dim("T", min=2, max=max_len)
+        args, shapes = example_inputs(model, T=5), {"tokens": {1: T}, "state": tuple(None for _ in names)}
+    return trace(wrapper, args, shapes, lowerings_for(method), rewrites=XNNPACK_REWRITES)
 
 
 def _op_name(target) -> str:
-    """`aten.mean` for an edge/aten overload, the function name for others (`scan`, `alloc`)."""
+    """`aten.mean` for an edge/aten overload (`aten::mean.dim`), the function name for others (`scan`)."""
     name = target.name() if callable(getattr(target, "name", None)) else getattr(target, "__name__", str(target))
-    return name.replace("::", ".").split(".")[0] + "." + name.replace("::", ".").split(".")[1] if "::" in name else name
+    if "::" not in name:
+        return name
+    namespace, op = name.split("::", 1)
+    return f"{namespace}.{op.split('.')[0]}"
 
 
 def _delegation(program) -> dict:
@@ -97,7 +91,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
 
     if plan.backend not in BACKENDS:
         raise BadInputError(f"unknown --backend {plan.backend!r} for executorch", f"valid: {', '.join(BACKENDS)}")
-    check_supported(model, SUPPORTED, target="ExecuTorch")
+    check_supported(model, EXPORTABLE_LAYERS, target="ExecuTorch")
     model = model.eval()
     interface = Interface.of(model)
     names = [s.name for s in interface.state]

@@ -16,12 +16,16 @@ from torch import Tensor, nn
 from torch._higher_order_ops.scan import scan
 
 
-class ScanLSTM(nn.Module):
-    def __init__(self, lstm: nn.LSTM):
-        super().__init__()
-        self.weight_ih_l0, self.weight_hh_l0 = lstm.weight_ih_l0, lstm.weight_hh_l0
-        self.bias_ih_l0, self.bias_hh_l0 = lstm.bias_ih_l0, lstm.bias_hh_l0
+class _ScanRNN(nn.Module):
+    """Holds the original layer's parameters under their own names."""
 
+    def __init__(self, rnn: nn.RNNBase):
+        super().__init__()
+        self.weight_ih_l0, self.weight_hh_l0 = rnn.weight_ih_l0, rnn.weight_hh_l0
+        self.bias_ih_l0, self.bias_hh_l0 = rnn.bias_ih_l0, rnn.bias_hh_l0
+
+
+class ScanLSTM(_ScanRNN):
     def cell(self, hc, gx_t):
         h, c = hc  # (B, H) each
         i, f, g, o = (gx_t + h @ self.weight_hh_l0.T).chunk(4, dim=-1)  # (B, H) each
@@ -35,12 +39,7 @@ class ScanLSTM(nn.Module):
         return y, (h[None], c[None])
 
 
-class ScanGRU(nn.Module):
-    def __init__(self, gru: nn.GRU):
-        super().__init__()
-        self.weight_ih_l0, self.weight_hh_l0 = gru.weight_ih_l0, gru.weight_hh_l0
-        self.bias_ih_l0, self.bias_hh_l0 = gru.bias_ih_l0, gru.bias_hh_l0
-
+class ScanGRU(_ScanRNN):
     def cell(self, h, gx_t):
         xr, xz, xn = gx_t.chunk(3, dim=-1)  # (B, H) each
         hr, hz, hn = (h @ self.weight_hh_l0.T + self.bias_hh_l0).chunk(3, dim=-1)

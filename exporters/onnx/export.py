@@ -18,20 +18,16 @@ from torch import nn
 
 from seqedge.errors import BadInputError, UnsupportedError
 from seqedge.exporters.artifact import artifact_writer, base_manifest, finish
-from seqedge.exporters.decompositions import Substitute
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
+from seqedge.exporters.lowering import Lowering, trace
 from seqedge.exporters.onnx.contrib import has_contrib_op
-from seqedge.exporters.onnx.lowerings import FLAVOURS, Lowering, lowerings_for
+from seqedge.exporters.onnx.lowerings import FLAVOURS, lowerings_for
 from seqedge.exporters.plan import ExportPlan
-from seqedge.exporters.support import check_supported
-from seqedge.models.base import RMSNorm
+from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
 
 GRAPH = "model.onnx"
 OPSET = 20
 FUSED_OPS = ("LinearAttention", "CausalConvWithState", "GroupQueryAttention")
-
-SUPPORTED = (nn.Linear, nn.Embedding, nn.Conv1d, nn.LSTM, nn.GRU, nn.LayerNorm, nn.RMSNorm, RMSNorm)
-
 
 def _is_recurrent(model: nn.Module) -> bool:
     return any(isinstance(m, nn.RNNBase) for m in model.modules())
@@ -40,13 +36,8 @@ def _is_recurrent(model: nn.Module) -> bool:
 def export_graph(module, args, input_names, output_names, path: Path, flavour: str, dynamic_shapes) -> list[Lowering]:
     """torch.export `module` with `flavour`'s lowerings and write ONNX to `path`; returns the lowerings used."""
     lowerings = lowerings_for(flavour)
-    decomp = {lw.target: lw.fn for lw in lowerings if lw.kind == "decomposition"}
     translate = {lw.target: lw.fn for lw in lowerings if lw.kind == "translation"}
-    mode = Substitute(decomp)
-    with mode:
-        ep = torch.export.export(module, args, dynamic_shapes=dynamic_shapes)
-    in_graph = {n.target for n in ep.graph.nodes if n.op == "call_function"}
-    used = [lw for lw in lowerings if lw.target in in_graph or lw.target in mode.seen]
+    ep, used = trace(module, args, dynamic_shapes, lowerings)
     program = torch.onnx.export(ep, (), dynamo=True, custom_translation_table=translate, opset_version=OPSET,
                                 input_names=input_names, output_names=output_names, optimize=True, verbose=False)
     program.save(str(path))
@@ -69,18 +60,19 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
 
         raise UnsupportedError(f"onnxruntime {onnxruntime.__version__} lacks the fused kernels "
                                f"({', '.join(FUSED_OPS)})", "install onnxruntime>=1.31 or pass --ops portable")
-    check_supported(model, SUPPORTED, target="ONNX")
+    check_supported(model, EXPORTABLE_LAYERS, target="ONNX")
     model = model.eval()
     interface = Interface.of(model)
     names = [s.name for s in interface.state]
     wrapper = StatefulGraph(model, names)
     max_T = getattr(model, "max_seq_len", None) or 1 << 20
     args = example_inputs(model, T=plan.example_len)
+    recurrent = _is_recurrent(model)
 
     with artifact_writer(plan.out, force=plan.force) as tmp:
         t0 = time.perf_counter()
         with torch.no_grad():
-            if _is_recurrent(model):
+            if recurrent:
                 _export_torchscript(wrapper, args, names, tmp / GRAPH)
                 ops = [{"op": f"aten::{type(m).__name__.lower()}", "lowering": f"onnx {type(m).__name__}",
                         "kind": "native"} for m in model.modules() if isinstance(m, nn.RNNBase)][:1]
@@ -95,7 +87,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             **base_manifest(model, plan, interface),
             "format": "onnx",
             "ops": ops,
-            "flavour": "native" if _is_recurrent(model) else plan.ops,
+            "flavour": "native" if recurrent else plan.ops,
             "graphs": {"prefill": GRAPH, "decode": GRAPH},
             "graph_note": "one graph with dynamic T serves prefill (T >= 1) and decode (T = 1); logits are for "
                           "the last position",
