@@ -102,26 +102,6 @@ def conv_tail_slice(x, weight, bias, state):
     return y * torch.sigmoid(y), window[:, :, window.shape[2] - (K - 1):]
 
 
-def attention_onehot(q, k, v, k_cache, v_cache, pos):
-    """attention: the cache write as a one-hot matmul (no where/gather on the data path), an additive
-    causal mask built from pos, SDPA over the cache with kv heads repeated for GQA."""
-    Bt, H, T, _ = q.shape
-    Hkv, S = k.shape[1], k_cache.shape[2]
-    rep = H // Hkv
-    slots = torch.arange(S, device=q.device)  # (S,)
-    new_pos = pos + torch.arange(T, device=q.device)  # (T,)
-    onehot = (slots[:, None] == new_pos[None, :]).to(q.dtype)  # (S, T)
-    keep = 1.0 - onehot.sum(1, keepdim=True)  # (S, 1)
-    write = onehot.expand(Bt, Hkv, S, T)  # explicit batch dims: a 2-D @ 4-D matmul would fold T into a guard
-    k_cache = k_cache * keep + torch.matmul(write, k)  # (Bt, Hkv, S, hd)
-    v_cache = v_cache * keep + torch.matmul(write, v)  # (Bt, Hkv, S, hd)
-    bias = torch.where(slots[None, :] <= new_pos[:, None], 0.0, float("-inf"))  # (T, S), from pos only
-    keys = k_cache.repeat_interleave(rep, dim=1)  # (Bt, H, S, hd)
-    vals = v_cache.repeat_interleave(rep, dim=1)  # (Bt, H, S, hd)
-    out = F.scaled_dot_product_attention(q, keys, vals, attn_mask=bias)  # (Bt, H, T, hd)
-    return out, k_cache, v_cache
-
-
 def softplus_stable(x, beta=1.0, threshold=20.0):
     """softplus as max(x, 0) + log(1 + exp(-|x|)): exact, no overflow, no where/log1p."""
     return torch.clamp(x, min=0) + torch.log(1 + torch.exp(-torch.abs(x)))
@@ -162,3 +142,20 @@ XNNPACK_REWRITES = {
     torch.Tensor.chunk: chunk_as_slices,
     torch.Tensor.split: split_as_slices,
 }
+
+
+# --- ExecuTorch's LLM kernels ---------------------------------------------------------------------------
+
+
+def attention_llm_kernels(q, k, v, k_cache, v_cache, pos):
+    """attention through ExecuTorch's LLM kernels. Here k_cache / v_cache are the program-held buffers in
+    ExecuTorch's (Bt, S, Hkv, hd) layout (executorch/held_state.py), not the op's (Bt, Hkv, S, hd):
+    `llama::update_cache` writes k, v into them in place and `llama::custom_sdpa` attends causally over
+    slots [0, pos + T) with grouped-query heads. The caches are returned as they are (written in place)."""
+    p = pos.reshape(-1)[0].item()
+    torch._check_is_size(p)
+    torch._check(p < k_cache.shape[1])
+    torch.ops.llama.update_cache(k.transpose(1, 2), k_cache, p)  # k as (Bt, T, Hkv, hd)
+    torch.ops.llama.update_cache(v.transpose(1, 2), v_cache, p)
+    out = torch.ops.llama.custom_sdpa(q.transpose(1, 2), k_cache, v_cache, p, None, 0.0, True)  # (Bt, T, H, hd)
+    return out.transpose(1, 2), k_cache, v_cache

@@ -42,6 +42,12 @@ class Interface:
                    *(TensorSpec(f"new.{s.name}", s.dtype, s.shape) for s in state)]
         return cls(inputs, outputs, state)
 
+    def without_state(self, names: set[str]) -> Interface:
+        """The interface with some state tensors no longer passed in and out (held by the program)."""
+        keep = lambda s: s.name not in names and s.name.removeprefix("new.") not in names  # noqa: E731
+        return Interface([s for s in self.inputs if keep(s)], [s for s in self.outputs if keep(s)],
+                         [s for s in self.state if keep(s)])
+
     def to_json(self) -> dict:
         return {"inputs": [s.to_json() for s in self.inputs], "outputs": [s.to_json() for s in self.outputs],
                 "state": [s.to_json() for s in self.state]}

@@ -54,6 +54,10 @@ class ExecuTorchAdapter(ArtifactRunner):
             raise UnsupportedError(f"this program was lowered for {manifest.get('backend')}, not {backend}",
                                    f"re-export with --backend {backend}")
         self.manifest = manifest
+        if manifest.get("llm_kernels"):
+            from seqedge.exporters.executorch.native_ops import llm_kernels
+
+            llm_kernels()
         if manifest.get("native_kernels"):
             from seqedge.native import load_kernels
 

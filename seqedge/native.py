@@ -65,6 +65,21 @@ def build_native(build_dir: Path, targets: tuple[str, ...] = ()) -> Path:
     return build_dir
 
 
+RUNNER_FILES = ("seqedge_runner", "libseqedge_kernels.so", "libseqedge_llm_kernels.so")
+
+
+def build_runner(out: Path) -> Path:
+    """Build the runner and its kernel libraries into `out` (the runner finds the libraries next to it)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as build:
+        build_native(Path(build))
+        out.mkdir(parents=True, exist_ok=True)
+        for name in RUNNER_FILES:
+            shutil.copy2(Path(build) / name, out / name)
+    return out / RUNNER_FILES[0]
+
+
 def kernel_library() -> Path:
     """Path of libseqedge_kernels.so for this seqedge + ExecuTorch, building it on first use."""
     import executorch.version

@@ -27,3 +27,11 @@ def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
         torch.manual_seed(0)
         out[fam] = save_checkpoint(build_model(fam, "tiny"), root / fam)
     return out
+
+
+@pytest.fixture(scope="session")
+def native_runner(tmp_path_factory) -> Path:
+    """seqedge_runner and its kernel libraries, built once with cmake (seqedge build-runner)."""
+    from seqedge.native import build_runner
+
+    return build_runner(tmp_path_factory.mktemp("runner"))

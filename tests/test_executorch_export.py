@@ -14,8 +14,10 @@ from seqedge.errors import BadInputError, CorruptFileError, UnsupportedError
 from seqedge.exporters import ExportPlan, export
 from seqedge.exporters.artifact import REQUIRED_KEYS, read_manifest
 from seqedge.exporters.decompositions import Substitute
+from seqedge.exporters.executorch import native_ops
 from seqedge.exporters.executorch.lowerings import LOWERINGS
 from seqedge.models import build_model
+from seqedge.native import RUNNER_FILES
 from seqedge.runtimes import open_artifact
 from tests.conftest import FAMILY_NAMES
 from tests.test_onnx_export import OP_CASES, WithMHA
@@ -32,10 +34,22 @@ class OneOp(torch.nn.Module):
         return tuple(o * 1.0 for o in self.op(*args))  # a real node after the op: outputs are never inputs
 
 
+class HeldCacheAttention(torch.nn.Module):
+    """seqedge::attention with its caches held by the program, as the exporter lowers it (held_state.py);
+    the caches come back as copies in the op's layout. (A program's mutable buffers start as zeros.)"""
+
+    def __init__(self, k_cache, v_cache):
+        super().__init__()
+        self.register_buffer("k", torch.zeros_like(k_cache.transpose(1, 2)))  # (Bt, S, Hkv, hd)
+        self.register_buffer("v", torch.zeros_like(v_cache.transpose(1, 2)))
+
+    def forward(self, q, k, v, pos):
+        out, kc, vc = torch.ops.seqedge.attention(q, k, v, self.k, self.v, pos)
+        return out * 1.0, kc.transpose(1, 2) * 1.0, vc.transpose(1, 2) * 1.0
+
+
 def _lower(module, args, dynamic_shapes, path):
     from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
-
-    import seqedge.exporters.executorch.native_ops  # noqa: F401
 
     ep = torch.export.export(module, args, dynamic_shapes=dynamic_shapes)
     edge = to_edge_transform_and_lower(ep, compile_config=EdgeCompileConfig(_check_ir_validity=False))
@@ -51,16 +65,27 @@ def test_lowering_matches_reference(key, tmp_path):
     lw = LOWERINGS[key]
     op, ref, make, dyn = OP_CASES[lw.op]
     lengths = [1] if lw.variant == "decode" else [2, 7, 16]
-    ex = make(lengths[-1] if lw.variant == "prefill" else 1)
-    T = torch.export.Dim("T", min=2, max=64)
-    shapes = tuple({dyn[i]: T} if i in dyn and lw.variant == "prefill" else None for i in range(len(ex)))
+    held = lw.op == "seqedge::attention"  # its caches are program buffers, seeded from one case
+    ex = make(lengths[-1], pos=3) if held else make(lengths[-1])
+    module = HeldCacheAttention(ex[3], ex[4]) if held else OneOp(op)
+    inputs = (lambda a: (*a[:3], a[5])) if held else (lambda a: a)
+    T = torch.export.Dim("T", min=2, max=ex[3].shape[2] if held else 64)  # held: T fits in the cache
+    shapes = tuple({dyn[i]: T} if i in dyn else None for i in range(len(inputs(ex))))
+    shapes = (dict(zip(("q", "k", "v", "pos"), shapes)) if held else {"args": shapes})
+    if held:
+        native_ops.llm_kernels()
     with Substitute({lw.target: lw.fn} if lw.kind == "decomposition" else {}):
-        _lower(OneOp(op), ex, {"args": shapes} if lw.variant == "prefill" else None, tmp_path / "op.pte")
+        _lower(module, inputs(ex), shapes if lw.variant == "prefill" else None, tmp_path / "op.pte")
     load_kernels()
     method = Runtime.get().load_program(str(tmp_path / "op.pte")).load_method("forward")
     for T_ in lengths:
-        args = make(T_, seed=T_, pos=3) if lw.op == "seqedge::attention" else make(T_, seed=T_)
-        got, want = method.execute(list(args)), ref(*args)
+        args = (*make(T_, seed=T_, pos=3)[:3], ex[3], ex[4], ex[5]) if held else make(T_, seed=T_)
+        if held:  # write the 3 cached positions through the program first (one call, or 3 decode steps)
+            for p in ([0] if lw.variant == "prefill" else [0, 1, 2]):
+                span = slice(p, 3 if lw.variant == "prefill" else p + 1)
+                q = ex[0][:, :, : span.stop - span.start].contiguous()  # any query: only the cache write matters
+                method.execute([q, ex[3][:, :, span].contiguous(), ex[4][:, :, span].contiguous(), torch.tensor([p])])
+        got, want = method.execute(list(inputs(args))), ref(*args)
         for k, (g, w) in enumerate(zip(got, want)):
             if lw.op == "seqedge::attention" and k > 0:  # cache slots past pos + T are unspecified
                 g, w = g[:, :, : 3 + T_], w[:, :, : 3 + T_]
@@ -109,13 +134,17 @@ def test_pte_runs_any_length_with_state_carried(pte_artifacts, fam):
         runner.prefill(torch.zeros(1, 129, dtype=torch.long), runner.init_state(1))
 
 
-def test_native_runner_matches_seqedge_generate(pte_artifacts, tmp_path):
-    cli = CliRunner()
-    r = cli.invoke(app, ["build-runner", "--out", str(tmp_path / "bin")])
+def test_build_runner_command(tmp_path):
+    r = CliRunner().invoke(app, ["build-runner", "--out", str(tmp_path / "bin")])
     assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == sorted(RUNNER_FILES)
+
+
+def test_native_runner_matches_seqedge_generate(pte_artifacts, native_runner):
+    cli = CliRunner()
     for fam in ("mamba", "transformer", "lstm"):
         folder = pte_artifacts[fam][0]
-        native = subprocess.run([str(tmp_path / "bin" / "seqedge_runner"), str(folder), "--prompt", "def main(",
+        native = subprocess.run([str(native_runner), str(folder), "--prompt", "def main(",
                                  "--max-new-tokens", "48"], capture_output=True, check=True)
         py = cli.invoke(app, ["generate", str(folder), "--prompt", "def main(", "--max-new-tokens", "48"])
         assert py.exit_code == 0

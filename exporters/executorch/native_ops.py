@@ -26,3 +26,9 @@ def _selective_scan_out(u, delta, A, B, C, D, state, *, y, state_out):
 
 
 _lib.impl("selective_scan.out", _selective_scan_out, "CompositeExplicitAutograd")
+
+
+def llm_kernels() -> None:
+    """Register ExecuTorch's LLM ops (`llama::update_cache`, `llama::custom_sdpa`) with torch; their
+    runtime kernels come with the executorch wheel (pybindings) and with seqedge's runner."""
+    import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401

@@ -1,12 +1,13 @@
 // seqedge_runner: run a seqedge ExecuTorch artifact outside Python.
 //
-//   seqedge_runner ARTIFACT --prompt TEXT --max-new-tokens N [--threads N] [--timing]
+//   seqedge_runner ARTIFACT (--prompt TEXT | --prompt-file PATH) --max-new-tokens N [--threads N] [--timing]
 //
 // Reads ARTIFACT/manifest.json (program file, longest prefill), loads the .pte with the ExecuTorch
-// Module API, prefills the prompt's bytes, then decodes greedily with the state (KV cache or recurrent
-// state) carried between calls as explicit tensors, and prints prompt + continuation to stdout. With
-// --timing, one JSON line of timings goes to stderr. This is the code an Android (JNI), iOS or
-// embedded-Linux app calls; seqedge's custom-op kernels are linked in (libseqedge_kernels).
+// Module API, prefills the prompt's bytes, then decodes greedily with the explicit state (recurrent
+// state, pos) carried between calls and attention KV caches held by the program (shared by its two
+// methods), and prints prompt + continuation to stdout. With --timing, one JSON line of timings goes to
+// stderr. This is the code an Android (JNI), iOS or embedded-Linux app calls; seqedge's custom-op
+// kernels are linked in (libseqedge_kernels, libseqedge_llm_kernels).
 
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
@@ -80,11 +81,13 @@ Args parse(int argc, char** argv) {
       return argv[++i];
     };
     if (s == "--prompt") a.prompt = next();
+    else if (s == "--prompt-file") a.prompt = read_file(next());
     else if (s == "--max-new-tokens") a.max_new_tokens = std::stoi(next());
     else if (s == "--threads") a.threads = std::stoi(next());
     else if (s == "--timing") a.timing = true;
     else if (s == "-h" || s == "--help") {
-      std::cout << "usage: seqedge_runner ARTIFACT --prompt TEXT --max-new-tokens N [--threads N] [--timing]\n";
+      std::cout << "usage: seqedge_runner ARTIFACT (--prompt TEXT | --prompt-file PATH) --max-new-tokens N "
+                   "[--threads N] [--timing]\n";
       std::exit(0);
     } else if (a.artifact.empty()) a.artifact = s;
     else fail("unexpected argument " + s);
@@ -118,7 +121,8 @@ int main(int argc, char** argv) {
   if (args.threads > 0) executorch::extension::threadpool::get_threadpool()->_unsafe_reset_threadpool(args.threads);
 #endif
 
-  Module module(args.artifact + "/" + program, Module::LoadMode::File);
+  // share_memory_arenas: prefill and decode see the same program-held state (attention KV caches)
+  Module module(args.artifact + "/" + program, Module::LoadMode::File, nullptr, nullptr, nullptr, true);
   for (const char* m : {"prefill", "decode"}) {
     if (module.load_method(m) != executorch::runtime::Error::Ok) fail(std::string("cannot load method ") + m + " of " + program);
   }

@@ -1,0 +1,118 @@
+// llama::update_cache.out and llama::custom_sdpa.out — ExecuTorch's LLM attention ops, for seqedge's
+// native runner.
+//
+// ExecuTorch ships these kernels in libcustom_ops_aot_lib.so, which also links libtorch and the Python
+// bindings: fine inside Python (seqedge imports it), not in an app. An Android/iOS build compiles
+// ExecuTorch's own `custom_ops` target; this file gives the host runner the same two ops with the same
+// schemas and semantics (see executorch/extension/llm/custom_ops/custom_ops.py), so a `.pte` runs the
+// same in both. Only float32, no attention mask (seqedge's lowering never passes one).
+//
+//   update_cache(value (B, T, H, D), cache (B, S, H, D) mutable, start_pos):  cache[:, start_pos:+T] = value
+//   custom_sdpa(q (B, T, Hq, D), k_cache, v_cache (B, S, Hkv, D), start_pos, mask=None, p=0, is_causal, scale)
+//       query t attends keys [0, start_pos + t] (causal) or [0, start_pos + T); Hq / Hkv query heads share a
+//       kv head (grouped-query attention); out (B, T, Hq, D).
+
+#include <executorch/runtime/kernel/kernel_includes.h>
+#include <executorch/runtime/kernel/operator_registry.h>
+#include <executorch/runtime/kernel/thread_parallel_interface.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace seqedge {
+namespace {
+
+using executorch::aten::ScalarType;
+using executorch::aten::Tensor;
+using executorch::runtime::Error;
+using executorch::runtime::EValue;
+using executorch::runtime::KernelRuntimeContext;
+using executorch::runtime::Span;
+
+// stack = [value, cache, start_pos, out]
+void update_cache_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
+  const Tensor& value = stack[0]->toTensor();
+  Tensor& cache = stack[1]->toTensor();
+  const int64_t start = stack[2]->toInt();
+  ET_KERNEL_CHECK_MSG(ctx, value.dim() == 4 && cache.dim() == 4 && value.scalar_type() == ScalarType::Float &&
+                      cache.scalar_type() == ScalarType::Float, InvalidArgument, ,
+                      "update_cache: float32 (B, T, H, D) value and (B, S, H, D) cache expected");
+  const int64_t B = value.size(0), T = value.size(1), S = cache.size(1);
+  const int64_t row = value.size(2) * value.size(3);  // floats per position
+  ET_KERNEL_CHECK_MSG(ctx, start >= 0 && start + T <= S, InvalidArgument, , "update_cache: start_pos + T > cache length");
+  const float* src = value.const_data_ptr<float>();
+  float* dst = cache.mutable_data_ptr<float>();
+  for (int64_t b = 0; b < B; ++b)
+    std::memcpy(dst + (b * S + start) * row, src + b * T * row, sizeof(float) * T * row);
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+  float s = 0;
+  for (; i < n; ++i) s += a[i] * b[i];
+  for (float x : acc) s += x;
+  return s;
+}
+
+// stack = [query, key, value, start_pos, attn_mask, dropout_p, is_causal, scale, out]
+void custom_sdpa_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
+  const Tensor& q = stack[0]->toTensor();
+  const Tensor& k = stack[1]->toTensor();
+  const Tensor& v = stack[2]->toTensor();
+  const int64_t start = stack[3]->toInt();
+  const bool causal = stack[6]->toBool();
+  Tensor& out = stack[8]->toTensor();
+  ET_KERNEL_CHECK_MSG(ctx, stack[4]->isNone(), InvalidArgument, , "custom_sdpa: attention masks are not supported here");
+  ET_KERNEL_CHECK_MSG(ctx, q.dim() == 4 && k.dim() == 4 && q.scalar_type() == ScalarType::Float, InvalidArgument, ,
+                      "custom_sdpa: float32 (B, T, H, D) query and (B, S, Hkv, D) caches expected");
+  const int64_t B = q.size(0), T = q.size(1), Hq = q.size(2), D = q.size(3);
+  const int64_t S = k.size(1), Hkv = k.size(2);
+  ET_KERNEL_CHECK_MSG(ctx, Hkv > 0 && Hq % Hkv == 0 && start + T <= S, InvalidArgument, ,
+                      "custom_sdpa: query heads not a multiple of kv heads, or start_pos + T > cache length");
+  ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(out, q.sizes()) == Error::Ok, InvalidArgument, );
+  const float scale = stack[7]->isNone() ? 1.0f / std::sqrt(float(D)) : float(stack[7]->toDouble());
+  const float* pq = q.const_data_ptr<float>();
+  const float* pk = k.const_data_ptr<float>();
+  const float* pv = v.const_data_ptr<float>();
+  float* po = out.mutable_data_ptr<float>();
+  const int64_t group = Hq / Hkv;
+
+  // one work item per (batch, query position, query head)
+  executorch::extension::parallel_for(0, B * T * Hq, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> w(S);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t h = item % Hq, t = (item / Hq) % T, b = item / (Hq * T);
+      const int64_t kv = h / group;
+      const int64_t n = causal ? start + t + 1 : start + T;  // keys this query sees
+      const float* qi = pq + ((b * T + t) * Hq + h) * D;
+      float m = -INFINITY;
+      for (int64_t j = 0; j < n; ++j) {
+        w[j] = scale * dot(qi, pk + ((b * S + j) * Hkv + kv) * D, D);
+        m = std::max(m, w[j]);
+      }
+      float total = 0;
+      for (int64_t j = 0; j < n; ++j) total += (w[j] = std::exp(w[j] - m));
+      float* oi = po + ((b * T + t) * Hq + h) * D;
+      std::fill(oi, oi + D, 0.f);
+      for (int64_t j = 0; j < n; ++j) {
+        const float* vj = pv + ((b * S + j) * Hkv + kv) * D;
+        const float c = w[j] / total;
+        for (int64_t d = 0; d < D; ++d) oi[d] += c * vj[d];
+      }
+    }
+  });
+}
+
+const auto registered_update = executorch::runtime::register_kernel(
+    executorch::runtime::Kernel("llama::update_cache.out", update_cache_out));
+const auto registered_sdpa = executorch::runtime::register_kernel(
+    executorch::runtime::Kernel("llama::custom_sdpa.out", custom_sdpa_out));
+
+}  // namespace
+}  // namespace seqedge
