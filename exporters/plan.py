@@ -14,7 +14,12 @@ class ExportPlan:
     ops: str = "fused"  # ONNX lowering flavour: fused | portable
     backend: str = "xnnpack"  # ExecuTorch: xnnpack | portable
     max_len: int | None = None  # ExecuTorch: longest prefill (default: the model's max_seq_len, else 4096)
-    quant: str = "fp32"
+    quant: str = "fp32"  # a seqedge.quant recipe
+    group_size: int | None = None  # group-wise recipes (int4): 32 / 64 / 128
+    calibration: Path | None = None  # int8-static: sample text (default: the held-out corpus)
+    strict: bool = False  # any weight matrix left in float is an error
+    max_bpb_increase: float | None = None  # relative; default per recipe (int8 1%, int4 5%)
+    eval_bytes: int = 1024  # held-out bytes for the accuracy report
     force: bool = False
     verify: bool = True
     verify_steps: int = 64

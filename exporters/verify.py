@@ -75,16 +75,23 @@ def require(parity: Parity, what: str) -> None:
 
 
 def verify_artifact(folder, model, steps: int = 64, prompt_bytes: int = 64, threads: int = 2,
-                    runtime: str | None = None) -> dict:
-    """Run the artifact in its runtime against `model` on held-out text; raise ParityError on failure."""
+                    runtime: str | None = None, runner=None) -> dict:
+    """Run the artifact in its runtime against the fp32 `model` on held-out text, with the tolerance of
+    the artifact's quantization recipe; raise ParityError on failure."""
     from seqedge.data import held_out_prompt
+    from seqedge.quant import RECIPES
     from seqedge.runtimes import open_artifact
 
-    runner = open_artifact(folder, threads=threads, runtime=runtime, check_files=False)
+    own = runner is None
+    runner = runner or open_artifact(folder, threads=threads, runtime=runtime, check_files=False)
+    rule = RECIPES[runner.manifest.get("quant", {}).get("recipe", "fp32")].parity
     prompt_bytes = min(prompt_bytes, getattr(runner, "max_prefill", None) or prompt_bytes)  # within the program
     try:
-        parity = check_parity(model, runner, held_out_prompt(prompt_bytes), steps=steps)
+        parity = check_parity(model, runner, held_out_prompt(prompt_bytes), steps=steps,
+                              tolerance=rule.tolerance if rule.tolerance is not None else float("inf"),
+                              min_token_agreement=rule.min_token_agreement)
     finally:
-        runner.close()
+        if own:
+            runner.close()
     require(parity, f"the {runner.manifest['format']} artifact at {folder}")
-    return parity.to_json()
+    return {**parity.to_json(), "rule": rule.note}

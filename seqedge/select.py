@@ -116,15 +116,22 @@ def _adapters() -> set[str]:
     return set(RUNTIMES.names())
 
 
-def _recipes() -> list[str]:
-    """Quantization recipes seqedge implements, smallest first."""
-    try:
-        from seqedge.quant import RECIPES
+def _recipes(fmt: str | None = None) -> list[str]:
+    """Quantization recipes seqedge implements (for `fmt`, when given), smallest first; calibrated
+    (static) recipes are never picked by default: they need sample text the user chooses."""
+    from seqedge.quant import QUANT_FORMATS, RECIPES
 
-        names = RECIPES.names()
-    except ImportError:
-        names = ["fp32"]
+    names = [r for r in RECIPES.names() if not RECIPES[r].calibrated
+             and (fmt not in QUANT_FORMATS or fmt in RECIPES[r].formats())]
     return sorted(names, key=lambda r: BITS.get(r.split("-")[0], 32))
+
+
+def _computes(unit: ComputeUnit, recipe: str) -> bool:
+    """Whether the unit has the arithmetic the recipe runs in (4/8-bit CPU kernels compute in int8)."""
+    from seqedge.bench.roofline import COMPUTE_DTYPE
+
+    base = recipe.split("-")[0]
+    return base in unit.peak or COMPUTE_DTYPE.get(unit.kind, {}).get(base) in unit.peak
 
 
 def host_availability(runtime: str, backend: str) -> tuple[bool, str]:
@@ -169,9 +176,9 @@ def _check(option: RuntimeOption, unit: ComputeUnit, facts: ModelFacts, on_host:
         if quant.split("-")[0] not in option.dtypes:
             return f"runs {'/'.join(option.dtypes)} weights; the artifact is {quant}", ""
     else:
-        fitting = [r for r in _recipes() if r.split("-")[0] in option.dtypes and r.split("-")[0] in unit.peak]
+        fitting = [r for r in _recipes(fmt) if r.split("-")[0] in option.dtypes and _computes(unit, r)]
         if not fitting:
-            return f"runs {'/'.join(option.dtypes)} weights; seqedge implements {', '.join(_recipes())}", ""
+            return f"runs {'/'.join(option.dtypes)} weights; seqedge implements {', '.join(_recipes(fmt))}", ""
         quant = fitting[0]
     if on_host:
         ok, why = host_availability(option.runtime, option.backend)

@@ -122,12 +122,12 @@ def test_generated_profiles_fail_only_with_the_schema_error(data, seed, drop):
         assert "gen.toml" in e.message
 
 
-EXPECTED_TOP = {  # (device, family) -> (unit, runtime, backend) with today's formats and recipes (fp32)
+EXPECTED_TOP = {  # (device, family) -> (unit, runtime, backend); the smallest recipe each format implements (int4)
     **{(d, f): ("cpu", "executorch", "xnnpack") for d in ("pixel8", "galaxy-s24", "iphone15pro", "raspberry-pi5")
        for f in FAMILY_NAMES},
     **{("host", f): ("cpu", "onnxruntime", "cpu") for f in FAMILY_NAMES},
-    **{(d, f): ("gpu", "onnxruntime", "tensorrt") for d in ("rtx4090", "jetson-orin-nano") for f in ("transformer", "lstm", "gru")},
-    **{(d, "mamba"): ("gpu", "onnxruntime", "cuda") for d in ("rtx4090", "jetson-orin-nano")},
+    # int4 (MatMulNBits) through the CUDA provider streams fewer bytes than TensorRT's int8
+    **{(d, f): ("gpu", "onnxruntime", "cuda") for d in ("rtx4090", "jetson-orin-nano") for f in FAMILY_NAMES},
 }
 
 
@@ -136,7 +136,7 @@ def test_selection_top_choice(device, family):
     sel = select(load_profile(device), ModelFacts.of_model(build_model(family, "tiny")))
     best = sel.best
     assert (best.unit, best.runtime, best.backend) == EXPECTED_TOP[(device, family)], best
-    assert best.reason and best.quant == "fp32"
+    assert best.reason and best.quant == "int4" and "int4" in best.reason
     if best.unit == "cpu":
         assert best.threads == load_profile(device).default_threads()
 

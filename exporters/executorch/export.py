@@ -3,7 +3,8 @@
     prefill(tokens (B, T), *state) -> (logits (B, 1, V), *new_state)     2 <= T <= max_prefill_len
     decode(token (B, 1), *state)   -> (logits (B, 1, V), *new_state)
 
-with the state carried explicitly (ExecuTorch's mutable buffers are not shared between methods).
+with recurrent state and `pos` carried explicitly, and attention KV caches held by the program as
+mutable buffers shared by both methods (held_state.py; batch 1, one sequence per loaded program).
 Lowered for XNNPACK (default) or the portable kernels; seqedge's ops lowered per method
 (lowerings.py); LSTM/GRU swapped for scan layers (rnn.py). The manifest records, per method, how
 many nodes XNNPACK took and which ops it did not, and why. Verified through `executorch.runtime`.
@@ -22,12 +23,15 @@ from seqedge.errors import BadInputError
 from seqedge.exporters.artifact import artifact_writer, base_manifest, finish
 from seqedge.exporters.decompositions import XNNPACK_REWRITES
 from seqedge.exporters.executorch import BACKENDS, native_ops
+from seqedge.exporters.executorch.held_state import HeldCacheGraph, held_caches
 from seqedge.exporters.executorch.lowerings import METHODS, lowerings_for
 from seqedge.exporters.executorch.rnn import scan_rnns
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.lowering import trace
 from seqedge.exporters.plan import ExportPlan
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
+from seqedge.quant.report import apply_executorch, module_float_matrices, pte_weight_bytes
+from seqedge.quant.report import prepare as prepare_quant
 
 PROGRAM = "model.pte"
 DEFAULT_MAX_PREFILL = 4096
@@ -37,16 +41,22 @@ WHY_NOT_DELEGATED = {
     "seqedge.selective_scan": "seqedge C++ kernel (runtimes/native), not an XNNPACK op",
     "aten.embedding": "a table lookup: XNNPACK has no gather kernel",
     "aten.sym_size": "shape arithmetic for the dynamic length",
+    "llama.": "ExecuTorch's LLM kernel (KV cache write / attention over the cache), not an XNNPACK op",
+    "aten._local_scalar_dense": "reads pos as the cache offset",
+    "auto_functionalized": "an in-place kernel call (llama::update_cache writing the held KV cache)",
+    "aten._assert_scalar": "a bounds check on pos (a scalar, no tensor work)",
     "alloc": "memory planning",
 }
 
+SCALAR_OPS = dict.fromkeys(("ge", "le", "lt", "gt", "eq", "add", "sub", "mul"), "scalar arithmetic on shapes or pos")
+
 
 def _trace(wrapper, model, names, method: str, max_len: int):
-    if method == "decode":
-        args, shapes = example_inputs(model, T=1), None
-    else:
-        T = torch.export.Dim("T", min=2, max=max_len)
-        args, shapes = example_inputs(model, T=5), {"tokens": {1: T}, "state": tuple(None for _ in names)}
+    init = model.init_state(1)
+    args = (example_inputs(model, T=1 if method == "decode" else 5)[0], *(init[n] for n in names))
+    shapes = None
+    if method == "prefill":
+        shapes = {"tokens": {1: torch.export.Dim("T", min=2, max=max_len)}, "state": tuple(None for _ in names)}
     return trace(wrapper, args, shapes, lowerings_for(method), rewrites=XNNPACK_REWRITES)
 
 
@@ -80,26 +90,33 @@ def _delegation(program) -> dict:
             "total_nodes": total,
             "delegated_share": round(delegated / total, 3) if total else 0.0,
             "not_delegated": [{"op": op, "count": n, "why": next((w for k, w in WHY_NOT_DELEGATED.items() if k in op),
-                                                               "no XNNPACK kernel: runs in ExecuTorch's CPU kernels")}
+                                                               SCALAR_OPS.get(op, "no XNNPACK kernel: runs in ExecuTorch's CPU kernels"))}
                               for op, n in outside.most_common()],
         }
     return stats
 
 
 def export(model: nn.Module, plan: ExportPlan) -> dict:
-    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
+    from executorch.exir import EdgeCompileConfig, ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes import MemoryPlanningPass
 
     if plan.backend not in BACKENDS:
         raise BadInputError(f"unknown --backend {plan.backend!r} for executorch", f"valid: {', '.join(BACKENDS)}")
     check_supported(model, EXPORTABLE_LAYERS, target="ExecuTorch")
     model = model.eval()
+    quant = prepare_quant(plan, model, "executorch")
     interface = Interface.of(model)
+    held = held_caches(model, interface.state)
+    if held:
+        native_ops.llm_kernels()
+        interface = interface.without_state({s.name for s in held})
     names = [s.name for s in interface.state]
     max_len = plan.max_len or getattr(model, "max_seq_len", None) or DEFAULT_MAX_PREFILL
     if max_len < 2:
         raise BadInputError(f"--max-len must be at least 2, got {max_len}", "e.g. --max-len 1024")
-    traced = scan_rnns(model)
-    wrapper = StatefulGraph(traced, names)
+    scanned = scan_rnns(model)
+    traced = apply_executorch(scanned, quant)
+    wrapper = HeldCacheGraph(traced, names, held) if held else StatefulGraph(traced, names)
 
     with artifact_writer(plan.out, force=plan.force) as tmp:
         t0 = time.perf_counter()
@@ -116,7 +133,8 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             edge = to_edge_transform_and_lower(programs, partitioner=partitioners,
                                                compile_config=EdgeCompileConfig(_check_ir_validity=False))
             delegation = _delegation(edge)
-            program = edge.to_executorch()
+            program = edge.to_executorch(ExecutorchBackendConfig(
+                memory_planning_pass=MemoryPlanningPass(share_mutable_buffers=True), emit_mutable_buffer_names=True))
         (tmp / PROGRAM).write_bytes(program.buffer)
         export_seconds = time.perf_counter() - t0
         native = sorted({native_ops.NATIVE_OPS[lw.op] for m in METHODS for lw in used[m] if lw.kind == "native"})
@@ -124,8 +142,9 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             **base_manifest(model, plan, interface),
             "format": "executorch",
             "ops": [{"op": lw.op, "method": m, "lowering": lw.summary, "kind": lw.kind} for m in METHODS for lw in used[m]]
-                   + ([{"op": "aten::lstm/gru", "method": "both", "lowering": "scan layers (one input matmul + a "
-                        "scan over time, in both methods)", "kind": "decomposition"}] if traced is not model else []),
+                   + [{"op": f"aten::{kind}", "method": "both", "lowering": "scan layers (one input matmul + a scan "
+                       "over time, in both methods)", "kind": "decomposition"}
+                      for kind in sorted({type(m).__name__.lower() for m in model.modules() if isinstance(m, nn.RNNBase)})],
             "backend": plan.backend,
             "graphs": {"prefill": f"{PROGRAM}#prefill", "decode": f"{PROGRAM}#decode"},
             "graph_note": "one program, two methods over shared weights: prefill (2 <= T <= max_prefill_len) and "
@@ -133,11 +152,16 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             "max_prefill_len": max_len,
             "delegation": delegation,
             "native_kernels": native,
+            "llm_kernels": ["llama::update_cache.out", "llama::custom_sdpa.out"] if held else [],
+            "held_state": [{**s.to_json(), "layout": "(batch, seq, kv_heads, head_dim)"} for s in held],
+            "held_state_note": "attention KV caches live in the program, shared by prefill and decode: one sequence "
+                               "per loaded program; pos = 0 starts a new one" if held else None,
             "requires": "executorch==1.5.1" + (" + libseqedge_kernels (seqedge build-runner)" if native else ""),
             "export_seconds": round(export_seconds, 2),
             "program_bytes": len(program.buffer),
         }
-        manifest = finish(tmp, model, manifest, plan)
+        manifest = finish(tmp, model, manifest, plan, quant, pte_weight_bytes(program.buffer),
+                          module_float_matrices(traced))
     return manifest
 
 

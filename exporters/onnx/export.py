@@ -24,6 +24,8 @@ from seqedge.exporters.onnx.contrib import has_contrib_op
 from seqedge.exporters.onnx.lowerings import FLAVOURS, lowerings_for
 from seqedge.exporters.plan import ExportPlan
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
+from seqedge.quant.report import apply_onnx, onnx_weights
+from seqedge.quant.report import prepare as prepare_quant
 
 GRAPH = "model.onnx"
 OPSET = 20
@@ -62,6 +64,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
                                f"({', '.join(FUSED_OPS)})", "install onnxruntime>=1.31 or pass --ops portable")
     check_supported(model, EXPORTABLE_LAYERS, target="ONNX")
     model = model.eval()
+    quant = prepare_quant(plan, model, "onnx")
     interface = Interface.of(model)
     names = [s.name for s in interface.state]
     wrapper = StatefulGraph(model, names)
@@ -81,8 +84,10 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
                 used = export_graph(wrapper, args, ["tokens", *names], ["logits", *(f"new.{n}" for n in names)],
                                     tmp / GRAPH, plan.ops, {"tokens": {1: T}, "state": tuple(None for _ in names)})
                 ops = [{"op": lw.op, "lowering": lw.summary, "kind": lw.kind} for lw in used]
+            apply_onnx(tmp / GRAPH, quant)
         export_seconds = time.perf_counter() - t0
         graph = onnx.load(str(tmp / GRAPH), load_external_data=False)
+        weight_bytes, float_matrices = onnx_weights(tmp / GRAPH)
         manifest = {
             **base_manifest(model, plan, interface),
             "format": "onnx",
@@ -96,5 +101,5 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             "export_seconds": round(export_seconds, 2),
             "requires": "onnxruntime>=1.31" if plan.ops == "fused" else "onnxruntime",
         }
-        manifest = finish(tmp, model, manifest, plan)
+        manifest = finish(tmp, model, manifest, plan, quant, weight_bytes, float_matrices)
     return manifest

@@ -17,6 +17,7 @@ from seqedge.exporters import FORMATS, ExportPlan, export
 from seqedge.exporters.artifact import read_manifest
 from seqedge.exporters.verify import verify_artifact
 from seqedge.loading import load_exportable, load_model, model_from_source, model_source
+from seqedge.quant import RECIPES
 
 console = Console()
 
@@ -36,6 +37,17 @@ def export_cmd(
     device: Annotated[Optional[str], typer.Option("--device", help="Device profile (name, `host` or .toml): "
                                                   "format/quant/lowerings follow its top runtime choice unless "
                                                   "given explicitly.")] = None,
+    quant: Annotated[Optional[str], typer.Option("--quant", help=f"Quantization recipe: {', '.join(RECIPES.names())} "
+                                                 "(default fp32, or what --device selects).")] = None,
+    group_size: Annotated[Optional[int], typer.Option("--group-size", help="int4 group size: 32 (default), 64 "
+                                                      "or 128.")] = None,
+    calibration: Annotated[Optional[Path], typer.Option("--calibration", help="int8-static: sample text file "
+                                                        "(default: the held-out corpus).")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail if the recipe leaves any weight matrix in "
+                                         "float.")] = False,
+    max_bpb_increase: Annotated[Optional[float], typer.Option("--max-bpb-increase", help="Fail if held-out "
+                                                              "bits/byte rises more than this (relative; default "
+                                                              "int8 0.01, int4 0.05).")] = None,
     family: Annotated[Optional[str], typer.Option(help="Export a freshly initialised model of this family.")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Preset for --family (default tiny).")] = None,
     user_model: UserModel = None,
@@ -52,18 +64,26 @@ def export_cmd(
     target_info = None
     if device:
         choice = choose_runtime(device, model)
-        fmt, ops = fmt or choice.format, ops or choice.ops_flavour
+        fmt, ops, quant = fmt or choice.format, ops or choice.ops_flavour, quant or choice.quant
         target_info = {"device": device, **choice.to_json()}
         console.print(f"[bold]{device}[/]: {choice.reason}")
-    fmt, ops = fmt or "onnx", ops or "fused"
+    fmt, ops, quant = fmt or "onnx", ops or "fused", quant or "fp32"
     FORMATS[fmt]
-    plan = ExportPlan(out=out, format=fmt, ops=ops, backend=backend, max_len=max_len, force=force,
+    RECIPES[quant].check(fmt, group_size)  # a bad recipe/format/group fails before any work
+    plan = ExportPlan(out=out, format=fmt, ops=ops, backend=backend, max_len=max_len, force=force, quant=quant,
+                      group_size=group_size, calibration=calibration, strict=strict, max_bpb_increase=max_bpb_increase,
                       verify=not no_verify, threads=threads,
                       source=model_source(target, user_model, checkpoint, family, preset, seed), target=target_info)
-    with console.status(f"exporting to {fmt} and verifying…"):
+    with console.status(f"exporting to {fmt} ({quant}) and verifying…"):
         manifest = export(model, plan)
-    parity = manifest["parity"]
-    console.print(f"[bold green]exported[/] {out} · {manifest['node_count']} nodes · {manifest['export_seconds']} s")
+    parity, q = manifest["parity"], manifest["quant"]
+    size = f"{manifest['node_count']} nodes" if "node_count" in manifest else f"{manifest['program_bytes'] / 1e6:.1f} MB"
+    console.print(f"[bold green]exported[/] {out} · {size} · {manifest['export_seconds']} s")
+    if "bpb" in q:
+        console.print(f"quant {q['recipe']}: {q['weight_bytes'] / 1e6:.2f} MB ({q['size_ratio']:.2f}× fp32, "
+                      f"{q['bits_per_weight']:.2f} bits/weight) · held-out bits/byte {q['bpb_fp32']} → {q['bpb']} "
+                      f"({q['bpb_increase']:+.2%}) · top-1 agreement {q['top1_agreement']:.1%}"
+                      + (f" · {len(q['skipped'])} matrices left float (see manifest)" if q["skipped"] else ""))
     if parity:
         console.print(f"parity: prefill max |Δ| {parity['prefill_max_abs_diff']:.2e}, decode max |Δ| "
                       f"{parity['max_abs_diff']:.2e} over {parity['steps']} steps, "
@@ -140,17 +160,11 @@ def choose_runtime(device: str, model):
 
 @app.command("build-runner")
 def build_runner_cmd(
-    out: Annotated[Path, typer.Option("--out", help="Folder for seqedge_runner and libseqedge_kernels.so.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for seqedge_runner and its kernel libraries.")],
 ) -> None:
-    """Build the native runner (C++, ExecuTorch Module API) and seqedge's kernel library with cmake."""
-    import shutil
-    import tempfile
+    """Build the native runner (C++, ExecuTorch Module API) and seqedge's kernel libraries with cmake."""
+    from seqedge.native import build_runner
 
-    from seqedge.native import build_native
-
-    with tempfile.TemporaryDirectory() as build, console.status("building runtimes/native with cmake…"):
-        build_native(Path(build))
-        out.mkdir(parents=True, exist_ok=True)
-        for name in ("seqedge_runner", "libseqedge_kernels.so"):
-            shutil.copy2(Path(build) / name, out / name)
-    console.print(f"built {out / 'seqedge_runner'}: seqedge_runner ARTIFACT --prompt TEXT --max-new-tokens N")
+    with console.status("building runtimes/native with cmake…"):
+        runner = build_runner(out)
+    console.print(f"built {runner}: seqedge_runner ARTIFACT --prompt TEXT --max-new-tokens N")

@@ -1,0 +1,84 @@
+"""Quantization recipes: one registry of named recipes, each implemented per format by the library made
+for that format (quant/onnx.py: onnxruntime.quantization; quant/executorch.py: torchao for XNNPACK).
+
+    recipe = RECIPES["int4"]
+    recipe.check(format="onnx", group_size=64)      # BadInputError / UnsupportedError, naming what can
+    recipe.parity                                   # how close the artifact must stay to the fp32 model
+
+A recipe says what it promises (bits, group sizes, calibration, the default accuracy gate and the parity
+tolerance verification uses); the format modules say how. Which format implements which recipe is read
+from the format modules' `IMPLEMENTS` tables, so it cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from seqedge.errors import BadInputError, UnsupportedError
+from seqedge.registry import Registry
+
+QUANT_FORMATS = {"onnx": "seqedge.quant.onnx", "executorch": "seqedge.quant.executorch"}
+
+
+@dataclass(frozen=True)
+class Parity:
+    """Verification tolerance: max |Δ logits| (None: not gated, reported only) and greedy token agreement."""
+
+    tolerance: float | None
+    min_token_agreement: float
+    note: str
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    weight_bits: int
+    summary: str
+    parity: Parity
+    max_bpb_increase: float | None  # default accuracy gate (relative), None: parity alone gates
+    group_sizes: tuple[int, ...] = ()  # allowed --group-size values (group-wise recipes)
+    default_group: int | None = None
+    calibrated: bool = False
+
+    def formats(self) -> list[str]:
+        return [f for f, mod in QUANT_FORMATS.items() if self.name in importlib.import_module(mod).IMPLEMENTS]
+
+    def check(self, format: str, group_size: int | None = None) -> int | None:
+        """Validate the recipe for `format` and the group size; returns the group size to use."""
+        if self.name not in importlib.import_module(QUANT_FORMATS[format]).IMPLEMENTS:
+            can = self.formats()
+            raise UnsupportedError(f"recipe {self.name!r} is not available for --format {format}",
+                                   f"formats that do {self.name}: {', '.join(can) or 'none'}; or choose another "
+                                   f"--quant ({', '.join(RECIPES.names())})")
+        if group_size is None:
+            return self.default_group
+        if not self.group_sizes:
+            raise BadInputError(f"--group-size applies to group-wise recipes only, not {self.name!r}",
+                                f"drop --group-size, or use --quant int4 (groups {', '.join(map(str, RECIPES['int4'].group_sizes))})")
+        if group_size not in self.group_sizes:
+            raise BadInputError(f"--group-size {group_size} is not allowed for {self.name}",
+                                f"use one of {', '.join(map(str, self.group_sizes))}")
+        return group_size
+
+
+RECIPES: Registry[Recipe] = Registry("quantization recipe")
+
+EXACT = Parity(1e-3, 1.0, "fp32: logits within 1e-3 and every greedy token equal")
+RECIPES.add("fp32", Recipe("fp32", 32, "no quantization", EXACT, None))
+RECIPES.add("fp16", Recipe(
+    "fp16", 16, "weights and compute in float16 (inputs/outputs stay float32)",
+    Parity(None, 0.95, "fp16: greedy tokens agree on >= 95% of steps; logit differences reported"), 0.01))
+RECIPES.add("int8", Recipe(
+    "int8", 8, "int8 weights per output channel, activations quantized dynamically",
+    Parity(None, 0.95, "int8: greedy tokens agree on >= 95% of steps; logit differences reported"), 0.01))
+RECIPES.add("int4", Recipe(
+    "int4", 4, "int4 weights in groups along the input dimension (8-bit dynamic activations where the "
+    "backend has them: ExecuTorch XNNPACK 8da4w; weight-only MatMulNBits in onnxruntime)",
+    Parity(None, 0.90, "int4: greedy tokens agree on >= 90% of steps; logit differences reported"), 0.05,
+    group_sizes=(32, 64, 128), default_group=32))
+RECIPES.add("int8-static", Recipe(
+    "int8-static", 8, "int8 weights per channel and int8 activations with static scales calibrated on "
+    "sample text (QDQ), the form mobile NPUs take",
+    Parity(None, 0.90, "int8-static: greedy tokens agree on >= 90% of steps; logit differences reported"), 0.02,
+    calibrated=True))

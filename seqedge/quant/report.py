@@ -1,0 +1,252 @@
+"""Apply a recipe during an export, then measure and gate what it cost.
+
+    ctx = prepare(plan, model, "onnx")          # validates recipe × format × group size × calibration
+    apply_onnx(path, ctx) / apply_executorch(model, ctx)
+    report = quant_report(folder, model, ctx, runner, float_layers)   # manifest["quant"]
+    gate(report, ctx)                           # --strict, --max-bpb-increase
+
+The report: `recipe`, `group_size`, `weight_bytes_fp32` (the model's parameters in fp32),
+`weight_bytes` (the weights as stored in the artifact), `bits_per_weight`, `skipped` ({layer, reason}
+for every weight matrix left in float, read back from the artifact), and accuracy against the fp32
+PyTorch model on held-out bytes: `bpb_fp32`, `bpb`, `bpb_increase` (relative), `top1_agreement`
+(share of positions whose most likely next byte is the same), with `eval_bytes`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqedge.errors import BadInputError, BadPathError, SeqedgeError
+from seqedge.quant.recipe import RECIPES, Recipe
+
+
+class AccuracyError(SeqedgeError):
+    """A quantized artifact lost more accuracy than allowed, or skipped layers under --strict."""
+
+
+@dataclass
+class QuantContext:
+    recipe: Recipe
+    format: str
+    group_size: int | None
+    max_bpb_increase: float | None
+    strict: bool
+    eval_bytes: int
+    calibration: bytes | None = None
+    calibration_source: str | None = None
+    init_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    fp16_block_list: list[str] = field(default_factory=list)
+
+
+def prepare(plan, model, format: str) -> QuantContext:
+    recipe = RECIPES[plan.quant]
+    group = recipe.check(format, plan.group_size)
+    if plan.max_bpb_increase is not None and plan.max_bpb_increase < 0:
+        raise BadInputError(f"--max-bpb-increase must be >= 0, got {plan.max_bpb_increase}", "e.g. 0.05 for 5%")
+    ctx = QuantContext(recipe, format, group, plan.max_bpb_increase if plan.max_bpb_increase is not None
+                       else recipe.max_bpb_increase, plan.strict, plan.eval_bytes)
+    if group is not None:
+        widths = sorted({m.in_features for m in model.modules() if isinstance(m, torch.nn.Linear)})
+        if widths and not any(w % group == 0 for w in widths):
+            raise BadInputError(f"--group-size {group} divides no layer of this model (input widths "
+                                f"{', '.join(map(str, widths))})",
+                                f"use one of {', '.join(str(g) for g in recipe.group_sizes if any(w % g == 0 for w in widths)) or 'another recipe'}")
+    if recipe.calibrated:
+        data, source = _calibration(plan.calibration)
+        cache = getattr(model, "max_seq_len", None)  # a fixed KV cache bounds one calibration sequence
+        ctx.calibration = data[:cache] if cache else data
+        ctx.calibration_source = source + (f", first {len(ctx.calibration)} used (the cache)" if len(ctx.calibration)
+                                           < len(data) else "")
+        ctx.init_state = model.init_state(1)
+    ctx.fp16_block_list = ["LinearAttention", "CausalConvWithState", "GroupQueryAttention", "Scan", "LSTM", "GRU"]
+    return ctx
+
+
+def _calibration(path) -> tuple[bytes, str]:
+    if path is None:
+        from seqedge.data import held_out_prompt
+
+        return held_out_prompt(2048), "held-out corpus (2048 bytes)"
+    path = Path(path)
+    if not path.is_file():
+        raise BadPathError(f"calibration file {path} does not exist", "pass --calibration TEXT_FILE, or omit it "
+                           "to calibrate on the held-out corpus")
+    data = path.read_bytes()[:8192]
+    if not data:
+        raise BadInputError(f"calibration file {path} is empty", "give it some sample text (a few KB)")
+    return data, f"{path} ({len(data)} bytes)"
+
+
+def apply_onnx(path: Path, ctx: QuantContext) -> None:
+    from seqedge.quant import onnx as impl
+
+    fn = impl.IMPLEMENTS[ctx.recipe.name]
+    if fn is not None:
+        impl.fold_transposes(path)
+        fn(path, ctx)
+
+
+def apply_executorch(model, ctx: QuantContext):
+    from seqedge.quant import executorch as impl
+
+    fn = impl.IMPLEMENTS[ctx.recipe.name]
+    return model if fn is None else fn(model, ctx)
+
+
+# --- what stayed float ---------------------------------------------------------------------------------
+
+MIN_MATRIX = 256  # smaller float matrices (none in the zoo) are not worth a line; vectors (biases, norms) stay
+# float in every recipe and are not listed
+
+
+def onnx_weights(path: Path) -> tuple[int, list[tuple[str, tuple[int, ...]]]]:
+    """(bytes of every initializer, float matrices left) of an ONNX file, subgraphs included."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    total, floats = 0, []
+
+    def walk(g):
+        nonlocal total
+        for init in g.initializer:
+            arr = numpy_helper.to_array(init)
+            total += arr.nbytes
+            if arr.dtype.kind == "f" and sum(d > 1 for d in arr.shape) >= 2 and arr.size >= MIN_MATRIX:
+                floats.append((init.name, tuple(arr.shape)))
+        for node in g.node:
+            for attr in node.attribute:
+                if attr.g is not None and attr.g.node:
+                    walk(attr.g)
+                for sub in attr.graphs:
+                    walk(sub)
+
+    walk(graph)
+    return total, floats
+
+
+def pte_weight_bytes(buffer: bytes) -> int:
+    """Bytes of weights in an ExecuTorch program: the constant buffer (tensors outside delegates) and the
+    named data the delegates keep their (packed, deduplicated across methods) weights in."""
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    pte = deserialize_pte_binary(buffer)
+    named = pte.named_data
+    return sum(len(b.storage) for b in pte.program.constant_buffer) + (sum(len(b) for b in named.buffers)
+                                                                        if named is not None else 0)
+
+
+def module_float_matrices(model) -> list[tuple[str, tuple[int, ...]]]:
+    out = []
+    for name, p in model.named_parameters(remove_duplicate=True):
+        if (type(p.data) is torch.Tensor and p.is_floating_point() and sum(d > 1 for d in p.shape) >= 2
+                and p.numel() >= MIN_MATRIX):
+            out.append((name, tuple(p.shape)))
+    return out
+
+
+def _parameter_name(name: str, shape: tuple[int, ...], params: dict[str, tuple[int, ...]]) -> str:
+    """The PyTorch parameter an artifact's weight came from: its own name, or (for a constant the
+    exporter folded or renamed) the parameter of that shape with its layer index as `*`."""
+    for candidate in (name, name.removeprefix("model.")):  # ONNX names carry the export wrapper's prefix
+        if candidate in params:
+            return candidate
+    squeezed = tuple(d for d in shape if d != 1)
+    for pname, pshape in params.items():
+        if pshape == shape or tuple(d for d in pshape if d != 1) in (squeezed, squeezed[::-1]):
+            generic = re.sub(r"[.]\d+[.]", ".*.", pname)
+            return f"{generic} (graph constant {name!r})"
+    return name
+
+
+def why_float(name: str, shape: tuple[int, ...], ctx: QuantContext) -> str:
+    """The reason a weight matrix stayed float under this recipe and format."""
+    if ctx.recipe.name == "fp16":
+        return "kept float32: the op that uses it has no float16 kernel in onnxruntime's CPU provider"
+    if re.search(r"A_log|(^|\.)D$|dt_proj\.bias", name):
+        return "SSM parameter kept in float on purpose (exp(Δ·A) decay and skip term are precision-sensitive)"
+    if "conv" in name:
+        return "depthwise causal convolution: not a MatMul/Linear, kept float"
+    if "embed" in name or name.endswith("wte.weight"):
+        if ctx.format == "executorch":
+            return "embedding table kept float32: ExecuTorch needs its quantized embedding kernels, not loaded by seqedge"
+        return "embedding table: the quantizer did not take this Gather"
+    if ctx.group_size and len(shape) == 2 and min(shape) % ctx.group_size and max(shape) % ctx.group_size:
+        return f"input width {min(shape)} is not a multiple of group size {ctx.group_size}"
+    if re.search(r"weight_hh|weight_ih|\bW\b|\bR\b|lstm|gru|rnn|layers\.\d+\.(weight|bias)", name, re.I):
+        return "recurrent (LSTM/GRU) weights inside the native RNN / scan op: not quantized by this recipe"
+    return f"not quantized by the {ctx.format} {ctx.recipe.name} quantizer (op not supported there)"
+
+
+# --- accuracy ------------------------------------------------------------------------------------------
+
+
+def _bits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none") / math.log(2)
+
+
+def accuracy(model, runner, text: bytes) -> dict[str, float]:
+    """bits/byte of the fp32 model and of the artifact on `text`, and their top-1 agreement. The artifact
+    is stepped one byte at a time with its state carried (every position's logits, from the real runtime)."""
+    tokens = torch.tensor([list(text)], dtype=torch.long)  # (1, N)
+    with torch.no_grad():
+        ref = model.forward(tokens)[0, :-1]  # (N-1, V)
+        state = runner.init_state(1)
+        got = []
+        for t in range(tokens.shape[1] - 1):
+            logits, state = runner.step(tokens[:, t : t + 1], state)
+            got.append(logits[0, -1])
+        got = torch.stack(got)  # (N-1, V)
+    targets = tokens[0, 1:]
+    bpb_fp32, bpb = _bits(ref, targets).mean().item(), _bits(got, targets).mean().item()
+    return {"bpb_fp32": round(bpb_fp32, 4), "bpb": round(bpb, 4),
+            "bpb_increase": round((bpb - bpb_fp32) / bpb_fp32, 5),
+            "top1_agreement": round((ref.argmax(-1) == got.argmax(-1)).float().mean().item(), 4)}
+
+
+def quant_report(folder: Path, model, ctx: QuantContext, runner, weight_bytes: int,
+                 float_matrices: list[tuple[str, tuple[int, ...]]]) -> dict[str, Any]:
+    from seqedge.data import held_out_prompt
+
+    params = {id(p): p for p in model.parameters()}.values()
+    pshapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    fp32_bytes = sum(p.numel() * 4 for p in params)
+    n = sum(p.numel() for p in params)
+    limit = min(ctx.eval_bytes, (runner.max_seq_len or ctx.eval_bytes + 1) - 1)
+    report = {
+        "recipe": ctx.recipe.name,
+        "summary": ctx.recipe.summary,
+        "group_size": ctx.group_size,
+        "calibration": ctx.calibration_source,
+        "weight_bytes_fp32": fp32_bytes,
+        "weight_bytes": weight_bytes,
+        "size_ratio": round(weight_bytes / fp32_bytes, 4),
+        "bits_per_weight": round(8 * weight_bytes / n, 3),
+        "skipped": [{"layer": (layer := _parameter_name(name, shape, pshapes)), "shape": list(shape),
+                     "reason": why_float(layer, shape, ctx)}
+                    for name, shape in float_matrices] if ctx.recipe.name != "fp32" else [],
+        **accuracy(model, runner, held_out_prompt(limit)),
+        "eval_bytes": limit,
+        "max_bpb_increase": ctx.max_bpb_increase,
+        "parity_rule": ctx.recipe.parity.note,
+    }
+    return report
+
+
+def gate(report: dict[str, Any], ctx: QuantContext) -> None:
+    if ctx.strict and report["skipped"]:
+        shown = "; ".join(f"{s['layer']} ({s['reason']})" for s in report["skipped"][:4])
+        more = f" and {len(report['skipped']) - 4} more" if len(report["skipped"]) > 4 else ""
+        raise AccuracyError(f"--strict: recipe {ctx.recipe.name} left {len(report['skipped'])} weight matrices "
+                            f"in float: {shown}{more}", "drop --strict to accept them, or choose another --group-size")
+    limit = ctx.max_bpb_increase
+    if limit is not None and report["bpb_increase"] > limit:
+        raise AccuracyError(f"recipe {ctx.recipe.name} raised held-out bits/byte by {report['bpb_increase']:.2%} "
+                            f"({report['bpb_fp32']} -> {report['bpb']}), above the allowed {limit:.2%}",
+                            "raise --max-bpb-increase, use a smaller --group-size, or a wider recipe (int8)")

@@ -1,0 +1,122 @@
+"""Quantization recipes × formats on trained tiny models: real quantized ONNX graphs and ExecuTorch
+programs, their size and accuracy report, the gates (--strict, --max-bpb-increase) and bad inputs."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from seqedge.checkpoint import save_checkpoint
+from seqedge.cli.app import app
+from seqedge.errors import BadInputError, BadPathError, UnknownNameError, UnsupportedError
+from seqedge.exporters import ExportPlan, export
+from seqedge.exporters.artifact import read_manifest
+from seqedge.quant import RECIPES
+from seqedge.quant.report import AccuracyError
+from seqedge.train import TrainPlan, train
+
+# (format, recipe) pairs each format implements, and what each recipe must reach on a trained tiny model
+MATRIX = [(f, "onnx", r) for f in ("transformer", "mamba") for r in ("fp16", "int8", "int4", "int8-static")] + [
+    ("transformer", "executorch", "int4"), ("mamba", "executorch", "int8")]  # ExecuTorch lowering is slow: one each
+MAX_SIZE_RATIO = {"fp16": 0.55, "int8": 0.40, "int4": 0.36, "int8-static": 0.45}  # tiny: norms/conv/SSM stay float
+REPORT_KEYS = {"recipe", "weight_bytes_fp32", "weight_bytes", "bits_per_weight", "skipped", "bpb_fp32", "bpb",
+               "bpb_increase", "top1_agreement"}
+
+
+@pytest.fixture(scope="module")
+def trained(corpus):
+    """Tiny models trained briefly: their predictions are peaked enough for accuracy to mean something."""
+    out = {}
+    for fam in ("transformer", "mamba", "lstm"):
+        plan = TrainPlan(family=fam, preset="tiny", steps=60, batch_size=8, seq_len=64, eval_windows=4)
+        out[fam] = train(plan, corpus=corpus)[0].eval()
+    return out
+
+
+def _export(model, tmp_path, fmt, recipe, **kw):
+    return export(model, ExportPlan(out=tmp_path / f"{fmt}-{recipe}", format=fmt, quant=recipe, max_len=128,
+                                    verify_steps=32, eval_bytes=256, **kw))
+
+
+@pytest.mark.parametrize("fam,fmt,recipe", MATRIX)
+def test_recipe_shrinks_weights_within_its_accuracy_budget(trained, tmp_path, fam, fmt, recipe):
+    m = _export(trained[fam], tmp_path, fmt, recipe)
+    q = m["quant"]
+    assert REPORT_KEYS <= set(q) and q["recipe"] == recipe
+    assert q["weight_bytes"] < MAX_SIZE_RATIO[recipe] * q["weight_bytes_fp32"], q
+    assert q["bits_per_weight"] == pytest.approx(8 * q["weight_bytes"] / m["parameters"], rel=1e-3)
+    assert q["bpb_fp32"] < 7.0  # trained: well below 8 bits of a uniform guess
+    assert q["bpb_increase"] <= RECIPES[recipe].max_bpb_increase and q["top1_agreement"] >= 0.9, q
+    parity = m["parity"]
+    assert parity["passed"] and parity["min_token_agreement"] == RECIPES[recipe].parity.min_token_agreement
+    assert parity["rule"] == RECIPES[recipe].parity.note
+    assert read_manifest(tmp_path / f"{fmt}-{recipe}")["quant"] == q  # on disk as returned
+    for s in q["skipped"]:
+        assert s["layer"] and s["reason"]
+    if fam == "mamba" and recipe != "fp16":  # the SSM's A is kept float on purpose, and said so
+        assert any("A_log" in s["layer"] and "on purpose" in s["reason"] for s in q["skipped"]), q["skipped"]
+    if fmt == "executorch":
+        assert any("embed" in s["layer"] and "embedding" in s["reason"] for s in q["skipped"])
+
+
+def test_fp32_reports_accuracy_with_nothing_skipped(trained, tmp_path):
+    q = _export(trained["transformer"], tmp_path, "onnx", "fp32")["quant"]
+    assert q["skipped"] == [] and abs(q["bpb_increase"]) < 1e-3 and q["top1_agreement"] == 1.0
+    assert q["weight_bytes"] == pytest.approx(q["weight_bytes_fp32"], rel=0.01)
+
+
+def test_lstm_int8_quantizes_the_recurrent_op(trained, tmp_path):
+    q = _export(trained["lstm"], tmp_path, "onnx", "int8")["quant"]
+    assert q["weight_bytes"] < 0.4 * q["weight_bytes_fp32"] and not q["skipped"]
+
+
+def test_group_size_changes_size_and_is_validated(trained, tmp_path):
+    small = _export(trained["transformer"], tmp_path / "g32", "onnx", "int4", group_size=32)["quant"]
+    large = _export(trained["transformer"], tmp_path / "g64", "onnx", "int4", group_size=64)["quant"]
+    assert small["group_size"] == 32 and large["group_size"] == 64
+    assert large["weight_bytes"] < small["weight_bytes"]  # fewer scales
+
+
+def test_strict_and_accuracy_gates_fail_cleanly(trained, tmp_path):
+    with pytest.raises(AccuracyError, match=r"--strict: recipe int4 left \d+ weight matrices in float: .*conv1d.* more"):
+        _export(trained["mamba"], tmp_path, "onnx", "int4", strict=True)
+    with pytest.raises(AccuracyError, match=r"raised held-out bits/byte by .* above the allowed 0\.00%"):
+        _export(trained["transformer"], tmp_path, "onnx", "int4", max_bpb_increase=0.0, group_size=64)
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_bad_inputs(trained, tmp_path):
+    model = trained["transformer"]
+    with pytest.raises(UnknownNameError, match="unknown quantization recipe 'int3'") as e:
+        _export(model, tmp_path, "onnx", "int3")
+    assert "int4" in e.value.hint and "int8-static" in e.value.hint
+    with pytest.raises(UnsupportedError, match="'fp16' is not available for --format executorch") as e:
+        _export(model, tmp_path, "executorch", "fp16")
+    assert "onnx" in e.value.hint
+    with pytest.raises(BadInputError, match="--group-size 48 is not allowed for int4"):
+        _export(model, tmp_path, "onnx", "int4", group_size=48)
+    with pytest.raises(BadInputError, match="--group-size applies to group-wise recipes only"):
+        _export(model, tmp_path, "onnx", "int8", group_size=32)
+    with pytest.raises(BadInputError, match="--group-size 128 divides no layer of this model"):
+        _export(model, tmp_path, "onnx", "int4", group_size=128)
+    (tmp_path / "empty.txt").write_bytes(b"")
+    with pytest.raises(BadInputError, match="calibration file .*empty.txt is empty"):
+        _export(model, tmp_path, "onnx", "int8-static", calibration=tmp_path / "empty.txt")
+    with pytest.raises(BadPathError, match="calibration file .*nope.txt does not exist"):
+        _export(model, tmp_path, "onnx", "int8-static", calibration=tmp_path / "nope.txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.txt"]
+
+
+def test_cli_quant_export_and_messages(trained, tmp_path):
+    cli = CliRunner()
+    ckpt = save_checkpoint(trained["lstm"], tmp_path / "ck")
+    r = cli.invoke(app, ["export", str(ckpt), "--quant", "int8", "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    assert "quant int8:" in r.output and "bits/weight" in r.output
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["quant"]["recipe"] == "int8"
+    r = cli.invoke(app, ["export", "--family", "gru", "--preset", "tiny", "--quant", "q5", "--out", str(tmp_path / "b")])
+    assert r.exit_code == 2 and "unknown quantization recipe 'q5'" in r.output and "valid: fp32" in r.output
+    r = cli.invoke(app, ["export", "--family", "gru", "--preset", "tiny", "--format", "executorch", "--quant",
+                         "int8-static", "--out", str(tmp_path / "c")])
+    assert r.exit_code == 2 and "formats that do int8-static: onnx" in r.output
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
