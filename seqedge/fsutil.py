@@ -49,3 +49,19 @@ def sha256_file(path: Path | str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    """Write a file through a temporary sibling and a rename: readers never see half of it."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise BadPathError(f"folder {path.parent} does not exist (for {path.name})", "create it or pick another path")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -42,7 +42,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # each module adds its commands to `app`
-    from seqedge.cli import devices, export, generate, train  # noqa: F401
+    from seqedge.cli import bench, devices, export, generate, train  # noqa: F401
 
 
 _register()

@@ -1,0 +1,310 @@
+"""`seqedge bench`: measured on the host, projected for the device, measured on the device when attached.
+
+    result = bench(BenchPlan(targets=["art"], device="pixel8"), on_step=print)
+    result.records          # list[Record], each with its kind
+    result.explain()        # the terms of every projection
+
+A TARGET is an artifact folder (benchmarked as it is), a checkpoint folder or a family/preset (exported
+on the fly as the device profile's selection says, into a temporary folder), or a `config.json` alone
+(Hugging Face Llama/Mamba or seqedge: projections only, no weights needed).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqedge.bench.records import Record
+from seqedge.bench.roofline import Projection, calibration, hardware, project
+from seqedge.bench.shape import ModelShape, weight_bits
+from seqedge.errors import BadInputError, UnsupportedError
+from seqedge.profiles import Profile, load_profile
+
+FORMS = ("an artifact folder (manifest.json)", "a checkpoint folder (config.json + weights)",
+         "a family/preset such as mamba/small or llama-135m", "a config.json (Hugging Face Llama/Mamba or seqedge)")
+
+
+@dataclass
+class BenchPlan:
+    targets: list[str]
+    device: str
+    quant: str | None = None
+    runtime: str | None = None
+    prompt_lengths: list[int] = field(default_factory=lambda: [64, 256, 1024])
+    decode_tokens: int = 128
+    threads: int = 2
+    adb: str | None = None
+    runner: Path | None = None
+    host: bool = True  # measure on this machine when the target has weights
+
+
+@dataclass
+class Target:
+    name: str
+    kind: str  # artifact | checkpoint | preset | config
+    shape: ModelShape
+    facts: Any
+    path: Path | None = None
+    manifest: dict | None = None
+    family: str | None = None
+    preset: str | None = None
+
+
+def resolve(target: str) -> Target:
+    from seqedge.loading import MANIFEST
+    from seqedge.models import FAMILIES
+    from seqedge.select import FAMILY_OPS, ModelFacts
+
+    path = Path(target)
+    if path.is_dir() and (path / MANIFEST).is_file():
+        from seqedge.exporters.artifact import read_manifest
+        from seqedge.models import config_from_dict
+
+        manifest = read_manifest(path)
+        shape = ModelShape.of_config(config_from_dict(manifest["config"]).to_dict())
+        return Target(path.name, "artifact", shape, ModelFacts.of_manifest(manifest), path, manifest)
+    if path.is_dir() and (path / "config.json").is_file():
+        from seqedge.checkpoint import load_model
+
+        model = load_model(path)
+        return Target(path.name, "checkpoint", ModelShape.of_model(model), ModelFacts.of_model(model), path)
+    if path.is_file() and path.suffix == ".json":
+        try:
+            config = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadInputError(f"TARGET {path} is not valid JSON", f"TARGET is one of: {'; '.join(FORMS)}") from None
+        if not isinstance(config, dict) or not ({"family", "model_type"} & set(config)):
+            raise BadInputError(f"TARGET {path} is a JSON file but not a model config (no model_type or family)",
+                                f"TARGET is one of: {'; '.join(FORMS)}")
+        shape = ModelShape.of_config(config)
+        facts = ModelFacts(shape.family, FAMILY_OPS.get(shape.family, ()), shape.parameters)
+        return Target(path.stem, "config", shape, facts, path)
+    if not path.exists():
+        family, _, preset = target.replace(":", "/").partition("/")
+        if not preset:  # a preset name alone, if one family has it (llama-135m, mamba-130m)
+            owners = [f for f in FAMILIES.names() if target in FAMILIES[f].presets]
+            family, preset = (owners[0], target) if len(owners) == 1 else (family, "")
+        if family in FAMILIES and preset in FAMILIES[family].presets:
+            from seqedge.models import build_model
+
+            with torch.device("meta"):
+                model = build_model(family, preset)
+            return Target(f"{family}/{preset}", "preset", ModelShape.of_model(model), ModelFacts.of_model(model),
+                          family=family, preset=preset)
+    raise BadInputError(f"TARGET {target!r} is not a benchmark target", f"TARGET is one of: {'; '.join(FORMS)}")
+
+
+@dataclass
+class TargetResult:
+    target: Target
+    candidate: Any
+    recipe: str
+    group: int | None
+    projections: list[Projection] = field(default_factory=list)
+    host_factor: float = 1.0
+    host_ratio: float | None = None
+
+
+@dataclass
+class BenchResult:
+    profile: Profile
+    plan: BenchPlan
+    records: list[Record] = field(default_factory=list)
+    targets: list[TargetResult] = field(default_factory=list)
+
+    def explain(self) -> list[str]:
+        lines = []
+        for t in self.targets:
+            c = t.candidate
+            lines.append(f"{t.target.name} on {self.profile.display_name}: {c.runtime}/{c.backend} on {c.unit}, "
+                         f"{t.recipe} ({weight_bits(t.recipe, t.group):g} bits/weight)")
+            if t.host_ratio is not None:
+                lines.append(f"  host check: measured decode = {t.host_ratio:.2f} × this machine's roofline for "
+                             f"the same runtime class; projections × {t.host_factor:.2f} (the ratio, capped at 1)")
+            lines += [f"  {p.explain()}" for p in t.projections]
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        return {"device": self.profile.name, "device_name": self.profile.display_name,
+                "calibration": {k: v.__dict__ for k, v in calibration().items()},
+                "targets": [{"target": t.target.name, "kind": t.target.kind, "runtime": t.candidate.runtime,
+                             "backend": t.candidate.backend, "unit": t.candidate.unit, "quant": t.recipe,
+                             "group_size": t.group, "host_ratio": t.host_ratio, "host_factor": t.host_factor,
+                             "shape": t.target.shape.to_json()} for t in self.targets],
+                "records": [r.to_json() for r in self.records]}
+
+
+def _choose(profile: Profile, target: Target, plan: BenchPlan):
+    from seqedge.select import select
+
+    selection = select(profile, target.facts)
+    cands = [c for c in selection.candidates if not plan.runtime or c.runtime == plan.runtime]
+    if not cands:
+        why = "; ".join(f"{r.runtime}/{r.backend} on {r.unit}: {r.reason}" for r in selection.rejected
+                        if not plan.runtime or r.runtime == plan.runtime)
+        raise UnsupportedError(f"no runtime on {profile.name} can run {target.name}"
+                               + (f" with --runtime {plan.runtime}" if plan.runtime else "") + f" ({why})",
+                               "see `seqedge select TARGET --device NAME` for the reasons")
+    return cands[0]
+
+
+def _unit_class(profile: Profile, unit: str) -> str:
+    if unit == "cpu":
+        return "cpu"
+    return next(u.kind for u in profile.units if u.name == unit)
+
+
+def _check_lengths(target: Target, plan: BenchPlan, runner_max: int | None) -> None:
+    """Measured prompt lengths (and the decode steps after them) must fit the artifact and its cache;
+    projections have no such limit."""
+    limits = []
+    if target.manifest and target.manifest.get("max_prefill_len"):
+        limits.append(("its longest prefill", target.manifest["max_prefill_len"], 0))
+    cap = runner_max or target.shape.max_seq_len
+    if cap and target.kind != "config":
+        limits.append(("its cache", cap, plan.decode_tokens + 2))
+    for what, limit, extra in limits:
+        for P in plan.prompt_lengths:
+            if P + extra > limit:
+                raise BadInputError(f"prompt length {P} (+{extra} decode tokens) exceeds {target.name}'s maximum "
+                                    f"{limit} ({what})", f"use --prompt-lengths up to {limit - extra}"
+                                    + (" or re-export with a larger --max-len" if target.kind == "artifact" else ""))
+
+
+def _export_for(target: Target, cand, recipe: str, folder: Path, plan: BenchPlan) -> Path:
+    from seqedge.checkpoint import load_model
+    from seqedge.exporters import ExportPlan, export
+    from seqedge.models import build_model
+
+    if target.kind == "checkpoint":
+        model = load_model(target.path)
+    else:
+        torch.manual_seed(0)
+        model = build_model(target.family, target.preset).eval()
+    out = folder / target.name.replace("/", "-")
+    export(model, ExportPlan(out=out, format=cand.format, ops=cand.ops_flavour, quant=recipe, verify_steps=8,
+                             eval_bytes=64, threads=plan.threads,
+                             backend=cand.backend if cand.format == "executorch" else "xnnpack",
+                             max_len=max(plan.prompt_lengths) if cand.format == "executorch" else None,
+                             max_bpb_increase=1.0))
+    return out
+
+
+def bench(plan: BenchPlan, on_step=None) -> BenchResult:
+    from seqedge.data import held_out_prompt
+    from seqedge.quant import RECIPES
+
+    step = on_step or (lambda _: None)
+    if not plan.targets:
+        raise BadInputError("no TARGET given", f"TARGET is one of: {'; '.join(FORMS)}")
+    if any(P < 1 for P in plan.prompt_lengths) or plan.decode_tokens < 1:
+        raise BadInputError("--prompt-lengths and --decode-tokens must be positive", "e.g. --prompt-lengths 64,256")
+    if plan.adb and not plan.runner:
+        raise BadInputError("--adb needs --runner PATH (seqedge_runner built for the device)",
+                            "build it with `seqedge build-runner` for the device's ABI")
+    profile = load_profile(plan.device)
+    result = BenchResult(profile, plan)
+    targets = [resolve(t) for t in plan.targets]
+    cal = calibration()
+    text = held_out_prompt(max(plan.prompt_lengths) + plan.decode_tokens + 8)
+    with tempfile.TemporaryDirectory(prefix="seqedge-bench-") as tmp:
+        for target in targets:
+            cand = _choose(profile, target, plan)
+            recipe = plan.quant or cand.quant
+            RECIPES[recipe]
+            group = (target.manifest or {}).get("quant", {}).get("group_size") or RECIPES[recipe].default_group
+            if (plan.host or plan.adb) and target.kind != "config":  # measured lengths must fit the model
+                _check_lengths(target, plan, None)
+            tr = TargetResult(target, cand, recipe, group)
+            base = {"device": profile.name, "runtime": cand.runtime, "backend": cand.backend, "unit": cand.unit,
+                    "quant": recipe}
+            host_records: list[Record] = []
+            artifact = target.path if target.kind == "artifact" else None
+            if plan.host and target.kind != "config":
+                if artifact is None:
+                    step(f"exporting {target.name} ({cand.format}, {recipe})")
+                    artifact = _export_for(target, cand, recipe, Path(tmp), plan)
+                host_records = _measure_host(artifact, target, plan, text, step)
+                result.records += host_records
+                tr.host_ratio, tr.host_factor = _host_ratio(target, host_records, recipe, group, cal)
+            cls = _unit_class(profile, cand.unit)
+            hw = hardware(profile, cls)
+            fmt = recipe.split("-")[0]
+            bits = weight_bits(recipe, group)
+            inputs = {**base, "class": cls, "bits_per_weight": bits, "host_factor": tr.host_factor}
+            for P in plan.prompt_lengths:
+                p = project(target.shape, "prefill", bits, fmt, hw, cal[cls], tokens=P, host_factor=tr.host_factor)
+                tr.projections.append(p)
+                at = {**inputs, "prompt_tokens": P, "bound": p.bound, "flops": p.flops, "bytes": p.bytes}
+                result.records.append(Record(target.name, "projected", "prefill_tok_s", round(p.tok_s, 2), "tok/s", at))
+                result.records.append(Record(target.name, "projected", "ttft_ms", round(p.seconds * 1e3, 3), "ms", at))
+            for c in plan.prompt_lengths:
+                p = project(target.shape, "decode", bits, fmt, hw, cal[cls], context=c, host_factor=tr.host_factor)
+                tr.projections.append(p)
+                at = {**inputs, "context": c, "bound": p.bound, "flops": p.flops, "bytes": p.bytes}
+                result.records.append(Record(target.name, "projected", "decode_tok_s", round(p.tok_s, 2), "tok/s", at))
+                result.records.append(Record(target.name, "projected", "decode_ms_p50", round(p.seconds * 1e3, 3), "ms",
+                                             at))
+            result.records.append(Record(target.name, "projected", "size_mb",
+                                         round(target.shape.weight_bytes(bits) / 1e6, 2), "MB", inputs))
+            if plan.adb:
+                result.records += _measure_device(plan, artifact, target, cand, text, base, step)
+            result.targets.append(tr)
+    return result
+
+
+def _measure_host(artifact: Path, target: Target, plan: BenchPlan, text: bytes, step) -> list[Record]:
+    from seqedge.bench.measure import folder_mb, measure_host
+    from seqedge.exporters.artifact import read_manifest
+    from seqedge.runtimes import open_artifact
+
+    manifest = read_manifest(artifact)
+    target.manifest = target.manifest or manifest
+    _check_lengths(target, plan, None)
+    runner = open_artifact(artifact, threads=plan.threads)
+    try:
+        inputs = {"runtime": runner.name, "format": manifest["format"], "quant": manifest["quant"]["recipe"],
+                  "threads": plan.threads, "machine": "host"}
+        records = measure_host(runner, target.name, plan.prompt_lengths, plan.prompt_lengths, plan.decode_tokens,
+                               text, inputs, on_step=lambda s: step(f"{target.name}: host {s}"))
+    finally:
+        runner.close()
+    records.append(Record(target.name, "measured-host", "size_mb", round(folder_mb(artifact), 2), "MB",
+                          {**inputs, "what": "artifact folder on disk"}))
+    return records
+
+
+def _host_ratio(target: Target, host: list[Record], recipe: str, group: int | None, cal) -> tuple[float | None, float]:
+    """Measured host decode over this machine's roofline for the same shape and class: how close seqedge's
+    runtime gets to the calibrated class efficiency. Projections take it when it is below 1."""
+    from seqedge.host import host_profile
+
+    decode = [r for r in host if r.metric == "decode_tok_s"]
+    if not decode:
+        return None, 1.0
+    first = min(decode, key=lambda r: r.at or 0)
+    hw = hardware(host_profile(), "cpu")
+    p = project(target.shape, "decode", weight_bits(recipe, group), recipe.split("-")[0], hw, cal["cpu"],
+                context=first.at or 0)
+    ratio = first.value / p.tok_s
+    return round(ratio, 3), round(min(1.0, ratio), 3)
+
+
+def _measure_device(plan: BenchPlan, artifact: Path | None, target: Target, cand, text: bytes, base: dict,
+                    step) -> list[Record]:
+    from seqedge.bench.device import AdbTransport, measure_device
+
+    if artifact is None or (target.manifest or {}).get("format") != "executorch":
+        raise UnsupportedError(f"--adb runs ExecuTorch artifacts with the native runner; {target.name} is "
+                               f"{(target.manifest or {}).get('format', 'not an artifact')}",
+                               "export it with --format executorch (or pick a device whose selection is executorch)")
+    step(f"{target.name}: pushing to {plan.adb}")
+    transport = AdbTransport(plan.adb)
+    prompts = {P: text[:P] for P in plan.prompt_lengths}
+    return measure_device(transport, plan.runner, artifact, target.name, prompts, plan.decode_tokens, plan.threads,
+                          base)

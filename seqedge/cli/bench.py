@@ -1,0 +1,93 @@
+"""`seqedge bench TARGET… --device NAME`: measured on the host, projected for the device, measured on an
+attached device; a thin wrapper over seqedge.bench.run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from seqedge.cli.app import app
+from seqedge.errors import BadInputError
+
+console = Console()
+
+
+def _lengths(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise BadInputError(f"--prompt-lengths {text!r} is not a comma-separated list of integers",
+                            "e.g. --prompt-lengths 64,256,1024") from None
+    if not out:
+        raise BadInputError("--prompt-lengths is empty", "e.g. --prompt-lengths 64,256,1024")
+    return out
+
+
+@app.command("bench")
+def bench_cmd(
+    targets: Annotated[Optional[list[str]], typer.Argument(
+        help="Artifact folder, checkpoint folder, family/preset (e.g. mamba/small, llama-135m) or a config.json "
+        "(projections only). Several with --compare.")] = None,
+    device: Annotated[str, typer.Option("--device", help="Device profile: a shipped name, `host`, or a .toml.")] = "host",
+    quant: Annotated[Optional[str], typer.Option("--quant", help="Recipe to project (and to export with, for "
+                                                 "checkpoints/presets); default: the device selection's.")] = None,
+    runtime: Annotated[Optional[str], typer.Option("--runtime", help="Only consider this runtime "
+                                                   "(onnxruntime, executorch).")] = None,
+    prompt_lengths: Annotated[str, typer.Option("--prompt-lengths", help="Prompt lengths and decode contexts, "
+                                                "comma-separated.")] = "64,256,1024",
+    decode_tokens: Annotated[int, typer.Option("--decode-tokens", help="Decode steps timed per context.")] = 128,
+    threads: Annotated[int, typer.Option("--threads", help="Threads on this machine (and on the device).")] = 2,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write every record as JSON.")] = None,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write every record as CSV.")] = None,
+    plot_out: Annotated[Optional[Path], typer.Option("--plot", help="Draw decode ms/token and prefill tok/s "
+                                                     "against length (PNG).")] = None,
+    adb: Annotated[Optional[str], typer.Option("--adb", help="Also measure on this adb device serial.")] = None,
+    runner: Annotated[Optional[Path], typer.Option("--runner", help="With --adb: seqedge_runner built for the "
+                                                   "device.")] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="Bench several TARGETs side by side.")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Print the terms of every projection and the "
+                                          "calibration error on the published points.")] = False,
+    no_host: Annotated[bool, typer.Option("--no-host", help="Skip measuring on this machine.")] = False,
+) -> None:
+    """How fast is a model on a device: measured here, projected there, measured there when attached."""
+    from seqedge.bench.report import plot, table, write_csv, write_json
+    from seqedge.bench.run import BenchPlan, bench
+
+    targets = targets or []
+    if len(targets) > 1 and not compare:
+        raise BadInputError(f"{len(targets)} TARGETs given without --compare", "add --compare to bench them side "
+                            "by side")
+    plan = BenchPlan(targets, device, quant, runtime, _lengths(prompt_lengths), decode_tokens, threads, adb, runner,
+                     host=not no_host)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        task = progress.add_task("benchmarking…", total=None)
+        result = bench(plan, on_step=lambda s: progress.update(task, description=s))
+    title = (f"{', '.join(targets)} · {result.profile.display_name} · "
+             + "; ".join(f"{t.target.name}: {t.candidate.runtime}/{t.candidate.backend} {t.recipe}"
+                         for t in result.targets))
+    console.print(table(result.records, title))
+    console.print("[dim]measured-host: timed on this machine · projected: calibrated roofline for the device, not "
+                  "a measurement · measured-device: timed on the device over adb[/]")
+    if explain:
+        from seqedge.bench.roofline import calibration_errors
+
+        for line in result.explain():
+            console.print(line, markup=False)
+        console.print("calibration error on the published points (projection vs published):")
+        for r in calibration_errors():
+            console.print(f"  {r['id']:<14} {r['metric']:<14} published {r['published']:>9,.2f}  projected "
+                          f"{r['projected']:>9,.2f}  error {r['error']:+.1%}  ({r['bound']}-bound)", markup=False)
+    if json_out:
+        write_json(json_out, result.to_json())
+    if csv_out:
+        write_csv(csv_out, result.records)
+    if plot_out:
+        plot(plot_out, result.records, title)
+    for label, path in (("json", json_out), ("csv", csv_out), ("plot", plot_out)):
+        if path:
+            console.print(f"wrote {label}: {path}")
