@@ -17,12 +17,14 @@ $(BIN)/seqedge: pyproject.toml
 	touch $@
 
 # The main job on the built-in default: train the default family's small preset, export it to ONNX
-# (verified against PyTorch), show the manifest, and generate text through onnxruntime.
+# (verified against PyTorch), show the manifest, generate text through onnxruntime, and benchmark it:
+# measured here, projected for a Pixel 8.
 demo: venv
 	$(BIN)/seqedge train --minutes 3 --out $(DEMO) --force
 	$(BIN)/seqedge export $(DEMO) --format onnx --out $(DEMO)-onnx --force
 	$(BIN)/seqedge inspect $(DEMO)-onnx
 	$(BIN)/seqedge generate $(DEMO)-onnx --prompt "class Foo:" --max-new-tokens 300 --temperature 0.8
+	$(BIN)/seqedge bench $(DEMO)-onnx --device pixel8 --prompt-lengths 64,256 --decode-tokens 64
 
 test: venv
 	$(BIN)/python -m pytest -q

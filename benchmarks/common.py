@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 
 import torch
 
+from seqedge.bench import measure
 from seqedge.bench.bandwidth import copy_bandwidth_gbs  # noqa: F401  (re-exported)
+from seqedge.bench.measure import decode_times
 
 
 def loadavg() -> str:
@@ -36,32 +37,14 @@ def streamed_weight_bytes(model: torch.nn.Module) -> int:
 
 
 def decode_rate(runner, prompt_len: int = 16, tokens: int = 64, warmup: int = 8, vocab: int = 256) -> dict:
-    """Greedy-free decode timing: prefill a prompt, then `tokens` single-token steps, state carried."""
-    with torch.no_grad():
-        state = runner.init_state(1)
-        _, state = runner.prefill(torch.randint(0, vocab, (1, prompt_len)), state)
-        tok = torch.tensor([[1]])
-        for _ in range(warmup):
-            _, state = runner.step(tok, state)
-        times = []
-        for _ in range(tokens):
-            t0 = time.perf_counter()
-            _, state = runner.step(tok, state)
-            times.append(time.perf_counter() - t0)
+    """Decode timing: prefill a random prompt, then `tokens` single-token steps, state carried."""
+    times = decode_times(runner, prompt_len, tokens, warmup=warmup, prompt=torch.randint(0, vocab, (1, prompt_len)))
     return {"tok_s": len(times) / sum(times), "ms_p50": 1e3 * statistics.median(times),
             "ms_p90": 1e3 * sorted(times)[int(0.9 * len(times))]}
 
 
 def prefill_seconds(runner, T: int, repeats: int = 2, vocab: int = 256) -> float:
-    best = float("inf")
-    tokens = torch.randint(0, vocab, (1, T))
-    with torch.no_grad():
-        for _ in range(repeats):
-            state = runner.init_state(1)
-            t0 = time.perf_counter()
-            runner.prefill(tokens, state)
-            best = min(best, time.perf_counter() - t0)
-    return best
+    return measure.prefill_seconds(runner, torch.randint(0, vocab, (1, T)), repeats)
 
 
 def threads() -> int:

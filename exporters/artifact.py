@@ -55,7 +55,7 @@ def base_manifest(model, plan, interface) -> dict[str, Any]:
     return {
         "family": getattr(getattr(model, "config", None), "family", "custom"),
         "config": model.config.to_dict() if hasattr(model, "config") else {},
-        "quant": {"recipe": plan.quant, "note": "accuracy not measured (exported without verification)"},
+        "quant": {"recipe": plan.quant},
         **interface.to_json(),
         "max_seq_len": getattr(model, "max_seq_len", None),
         "parameters": sum(p.numel() for p in {id(p): p for p in model.parameters()}.values()),
@@ -67,20 +67,21 @@ def base_manifest(model, plan, interface) -> dict[str, Any]:
 
 def finish(folder: Path, model, manifest: dict[str, Any], plan, quant, weight_bytes: int,
            float_matrices: list) -> dict[str, Any]:
-    """Write the manifest; verify the artifact against the fp32 `model` (the recipe's tolerance) and
-    measure what quantization cost (quant.report), gating both, when the plan says to verify."""
+    """Write the manifest with the quantization report; when the plan says to verify, check the artifact
+    against the fp32 `model` (the recipe's tolerance) and measure what quantization cost, gating both."""
     from seqedge.exporters.verify import verify_artifact
-    from seqedge.quant.report import gate, quant_report
+    from seqedge.quant.report import accuracy_report, gate, size_report
     from seqedge.runtimes import open_artifact
 
+    manifest["quant"] = size_report(model, quant, weight_bytes, float_matrices)
     write_manifest(folder, manifest)
     if plan.verify:
         runner = open_artifact(folder, threads=plan.threads, check_files=False)
         try:
             manifest["parity"] = verify_artifact(folder, model, plan.verify_steps, plan.prompt_bytes, runner=runner)
-            manifest["quant"] = quant_report(folder, model, quant, runner, weight_bytes, float_matrices)
+            manifest["quant"].update(accuracy_report(model, quant, runner))
         finally:
             runner.close()
-        gate(manifest["quant"], quant)
         write_manifest(folder, manifest)
+    gate(manifest["quant"], quant)
     return manifest

@@ -54,6 +54,10 @@ class ExecuTorchAdapter(ArtifactRunner):
             raise UnsupportedError(f"this program was lowered for {manifest.get('backend')}, not {backend}",
                                    f"re-export with --backend {backend}")
         self.manifest = manifest
+        if manifest.get("quantized_kernels"):
+            from seqedge.quant.executorch import quantized_embedding_kernels
+
+            quantized_embedding_kernels()
         if manifest.get("llm_kernels"):
             from seqedge.exporters.executorch.native_ops import llm_kernels
 

@@ -55,8 +55,9 @@ def test_recipe_shrinks_weights_within_its_accuracy_budget(trained, tmp_path, fa
         assert s["layer"] and s["reason"]
     if fam == "mamba" and recipe != "fp16":  # the SSM's A is kept float on purpose, and said so
         assert any("A_log" in s["layer"] and "on purpose" in s["reason"] for s in q["skipped"]), q["skipped"]
-    if fmt == "executorch":
-        assert any("embed" in s["layer"] and "embedding" in s["reason"] for s in q["skipped"])
+    if fmt == "executorch":  # the embedding table is quantized too (ExecuTorch's quantized embedding kernels)
+        assert not any("embed" in s["layer"] for s in q["skipped"]) and read_manifest(
+            tmp_path / f"{fmt}-{recipe}")["quantized_kernels"]
 
 
 def test_fp32_reports_accuracy_with_nothing_skipped(trained, tmp_path):

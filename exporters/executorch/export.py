@@ -30,6 +30,7 @@ from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.lowering import trace
 from seqedge.exporters.plan import ExportPlan
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
+from seqedge.quant.executorch import QuantizedEmbedding
 from seqedge.quant.report import apply_executorch, module_float_matrices, pte_weight_bytes
 from seqedge.quant.report import prepare as prepare_quant
 
@@ -153,6 +154,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             "delegation": delegation,
             "native_kernels": native,
             "llm_kernels": ["llama::update_cache.out", "llama::custom_sdpa.out"] if held else [],
+            "quantized_kernels": any(isinstance(m, QuantizedEmbedding) for m in traced.modules()),
             "held_state": [{**s.to_json(), "layout": "(batch, seq, kv_heads, head_dim)"} for s in held],
             "held_state_note": "attention KV caches live in the program, shared by prefill and decode: one sequence "
                                "per loaded program; pos = 0 starts a new one" if held else None,

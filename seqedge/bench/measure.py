@@ -1,7 +1,7 @@
 """Timing an artifact on this machine through its runtime adapter (kind `measured-host`).
 
-    records = measure_host(runner, target="art", prompt_lengths=[64, 256], decode_tokens=64,
-                           contexts=[64, 256], on_step=progress)
+    records = measure_host(runner, "art", prompt_lengths=[64, 256], contexts=[64, 256], decode_tokens=64,
+                           text=held_out_bytes, inputs={"runtime": "onnxruntime"}, on_step=print)
 
 Prefill: a prompt of held-out bytes, warm-up then the best of `repeats`; time to first token is that
 prefill (it returns the first new token's logits). Decode: after a prefill of `context` tokens, one warm-up

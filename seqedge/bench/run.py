@@ -159,13 +159,13 @@ def _unit_class(profile: Profile, unit: str) -> str:
     return next(u.kind for u in profile.units if u.name == unit)
 
 
-def _check_lengths(target: Target, plan: BenchPlan, runner_max: int | None) -> None:
+def _check_lengths(target: Target, plan: BenchPlan) -> None:
     """Measured prompt lengths (and the decode steps after them) must fit the artifact and its cache;
     projections have no such limit."""
     limits = []
     if target.manifest and target.manifest.get("max_prefill_len"):
         limits.append(("its longest prefill", target.manifest["max_prefill_len"], 0))
-    cap = runner_max or target.shape.max_seq_len
+    cap = target.shape.max_seq_len
     if cap and target.kind != "config":
         limits.append(("its cache", cap, plan.decode_tokens + 2))
     for what, limit, extra in limits:
@@ -216,10 +216,10 @@ def bench(plan: BenchPlan, on_step=None) -> BenchResult:
         for target in targets:
             cand = _choose(profile, target, plan)
             recipe = plan.quant or cand.quant
-            RECIPES[recipe]
+            RECIPES[recipe]  # an unknown --quant fails here, listing the recipes
             group = (target.manifest or {}).get("quant", {}).get("group_size") or RECIPES[recipe].default_group
             if (plan.host or plan.adb) and target.kind != "config":  # measured lengths must fit the model
-                _check_lengths(target, plan, None)
+                _check_lengths(target, plan)
             tr = TargetResult(target, cand, recipe, group)
             base = {"device": profile.name, "runtime": cand.runtime, "backend": cand.backend, "unit": cand.unit,
                     "quant": recipe}
@@ -265,7 +265,7 @@ def _measure_host(artifact: Path, target: Target, plan: BenchPlan, text: bytes, 
 
     manifest = read_manifest(artifact)
     target.manifest = target.manifest or manifest
-    _check_lengths(target, plan, None)
+    _check_lengths(target, plan)
     runner = open_artifact(artifact, threads=plan.threads)
     try:
         inputs = {"runtime": runner.name, "format": manifest["format"], "quant": manifest["quant"]["recipe"],

@@ -4,11 +4,11 @@ backend is built for). Each function quantizes a copy of the model before it is 
     int8   Int8DynamicActivationIntxWeightConfig(int8 weights per output channel): "8da8w"
     int4   Int8DynamicActivationIntxWeightConfig(int4 weights, PerGroup(G)): "8da4w"
 
-Both take `nn.Linear` layers only (the projections, the MLP, the output head); XNNPACK then runs them
-with 8-bit dynamic activations. A Linear whose input width is not a multiple of the group size stays
-float and is reported (report.py reads what stayed float back from the model). The embedding table stays
-float32 here: quantizing it needs ExecuTorch's quantized embedding kernels, which seqedge's runtimes do
-not load; ONNX artifacts quantize it (GatherBlockQuantized / int8 Gather).
+Both take `nn.Linear` layers (the projections, the MLP, the output head); XNNPACK then runs them with
+8-bit dynamic activations. The embedding table becomes `QuantizedEmbedding` (ExecuTorch's
+`quantized_decomposed::embedding_byte` / `embedding_4bit` kernels: int8 per row, or int4 in the same
+groups), so a tied table is stored twice but small. A Linear whose input width is not a multiple of the
+group size stays float and is reported (report.py reads what stayed float back from the model).
 
 fp16 and int8-static are not implemented for ExecuTorch yet (the ONNX format has both).
 """
@@ -51,16 +51,61 @@ def _untie(model: nn.Module) -> None:
             seen.setdefault(id(w), name)
 
 
+class QuantizedEmbedding(nn.Module):
+    """An embedding table stored as symmetric int8 per row (bits 8) or packed int4 in groups (bits 4),
+    looked up by ExecuTorch's quantized embedding kernels (libexecutorch_kernels_quantized)."""
+
+    def __init__(self, table: torch.Tensor, bits: int, group: int | None):
+        super().__init__()
+        V, D = table.shape
+        self.bits = bits
+        group = D if bits == 8 or not group or D % group else group
+        qmax = 127 if bits == 8 else 7
+        w = table.detach().float().reshape(V, D // group, group)  # (V, groups, g)
+        scales = (w.abs().amax(-1) / qmax).clamp(min=1e-10)  # (V, groups)
+        q = torch.round(w / scales[..., None]).clamp(-qmax - 1, qmax).to(torch.int8).reshape(V, D)
+        if bits == 4:  # two values a byte, the even one in the high nibble, stored with +8
+            u = (q + 8).to(torch.uint8)
+            q = (u[:, 0::2] << 4) | u[:, 1::2]  # (V, D/2)
+        self.register_buffer("weight", q)
+        self.register_buffer("scales", scales.squeeze(-1) if scales.shape[1] == 1 else scales)
+
+    def forward(self, indices: torch.Tensor) -> torch.Tensor:
+        if self.bits == 8:
+            return torch.ops.quantized_decomposed.embedding_byte.dtype(self.weight, self.scales, None, -128, 127,
+                                                                       indices, dtype=torch.float32)
+        return torch.ops.quantized_decomposed.embedding_4bit.dtype(self.weight, self.scales, None, -8, 7, indices,
+                                                                   dtype=torch.float32)
+
+
+def quantized_embedding_kernels() -> None:
+    """Register the quantized embedding ops with torch (export) and their kernels with ExecuTorch."""
+    import executorch.exir.passes._quant_patterns_and_replacements  # noqa: F401  (the ops' export impls)
+    import executorch.kernels.quantized  # noqa: F401  (its library also registers the runtime kernels)
+
+
+def _quantize_embeddings(model: nn.Module, bits: int, group: int | None) -> None:
+    quantized_embedding_kernels()
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.Embedding):
+                setattr(module, child_name, QuantizedEmbedding(child.weight, bits, group))
+
+
 def int8(model: nn.Module, ctx) -> nn.Module:
     from torchao.quantization.granularity import PerAxis
 
-    return _quantize(model, torch.int8, PerAxis(0), None)
+    model = _quantize(model, torch.int8, PerAxis(0), None)
+    _quantize_embeddings(model, 8, None)
+    return model
 
 
 def int4(model: nn.Module, ctx) -> nn.Module:
     from torchao.quantization.granularity import PerGroup
 
-    return _quantize(model, torch.int4, PerGroup(ctx.group_size), ctx.group_size)
+    model = _quantize(model, torch.int4, PerGroup(ctx.group_size), ctx.group_size)
+    _quantize_embeddings(model, 4, ctx.group_size)
+    return model
 
 
 IMPLEMENTS = {"fp32": None, "int8": int8, "int4": int4}

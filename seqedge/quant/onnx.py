@@ -11,7 +11,9 @@ temp folder, so a failure leaves nothing behind):
     int8-static  quantize_static (QDQ, per channel) with activation ranges from calibration text run
                  through the fp32 graph with the state carried, chunk by chunk
 
-What stays float is found by reading the quantized graph back (report.py), not assumed.
+A tied embedding/output head is quantized once (int8, int4): the embedding lookup reads the head's
+quantized weight (`share_tied`). What stays float is found by reading the quantized graph back
+(report.py), not assumed.
 """
 
 from __future__ import annotations
@@ -55,10 +57,12 @@ def int8(path: Path, ctx) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     _quiet()
+    tied = fold_transposes(path)
     tmp = path.with_suffix(".q.onnx")
     quantize_dynamic(str(path), str(tmp), op_types_to_quantize=["MatMul", "Gather", "LSTM"], per_channel=True,
                      weight_type=QuantType.QInt8, extra_options={"EnableSubgraph": True})
     tmp.replace(path)
+    share_tied(path, tied, bits=8)
 
 
 def int4(path: Path, ctx) -> None:
@@ -66,10 +70,12 @@ def int4(path: Path, ctx) -> None:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     _quiet()
+    tied = fold_transposes(path)
     q = MatMulNBitsQuantizer(onnx.load(str(path)), bits=4, block_size=ctx.group_size, is_symmetric=True,
                              accuracy_level=0, op_types_to_quantize=("MatMul", "Gather"))
     q.process()
     onnx.save(q.model.model, str(path))
+    share_tied(path, tied, bits=4)
 
 
 def int8_static(path: Path, ctx) -> None:
@@ -83,6 +89,7 @@ def int8_static(path: Path, ctx) -> None:
             return next(self.it, None)
 
     _quiet()
+    fold_transposes(path)
     tmp = path.with_suffix(".q.onnx")
     quantize_static(str(path), str(tmp), Reader(_calibration_feeds(path, ctx)), quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, activation_type=QuantType.QInt8,
@@ -108,28 +115,151 @@ def _calibration_feeds(path: Path, ctx, chunk: int = 64) -> list[dict[str, np.nd
     return feeds
 
 
-def fold_transposes(path: Path) -> None:
+def fold_transposes(path: Path) -> list[tuple[str, str]]:
     """Replace `Transpose(initializer)` with the transposed initializer, so a tied output head becomes a
-    plain MatMul weight the quantizers can take (the dynamo exporter leaves that Transpose in the graph)."""
+    plain MatMul weight the quantizers can take (the dynamo exporter leaves that Transpose in the graph).
+    Returns the tied pairs found: (embedding table read by a Gather, the head's transposed weight)."""
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load(str(path))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    keep = []
+    gathered = {n.input[0] for n in graph.node if n.op_type == "Gather"}
+    keep, tied = [], []
     for node in graph.node:
         if node.op_type == "Transpose" and len(node.input) == 1 and node.input[0] in inits:
             arr = numpy_helper.to_array(inits[node.input[0]])
             perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
             graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(np.transpose(arr, perm)),
                                                              node.output[0]))
+            if node.input[0] in gathered and arr.ndim == 2:
+                tied.append((node.input[0], node.output[0]))
         else:
             keep.append(node)
     if len(keep) != len(graph.node):
         del graph.node[:]
         graph.node.extend(keep)
         onnx.save(model, str(path))
+    return tied
+
+
+# --- one copy of a tied embedding / output head --------------------------------------------------------
+# The quantizers quantize the embedding (Gather) and the head (MatMul) of a tied model separately: two
+# copies of the largest matrix. These rewrites make the embedding lookup read the head's quantized
+# weight instead; the values are the same (per-row groups of W = per-column groups of W^T).
+
+
+def share_tied(path: Path, tied: list[tuple[str, str]], bits: int) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    changed = any(_share_int4(model.graph, table, head) if bits == 4 else _share_int8(model.graph, table, head)
+                  for table, head in tied)
+    if changed:
+        _drop_unused_initializers(model.graph)
+        onnx.save(model, str(path))
+
+
+def _share_int4(graph, table: str, head: str) -> bool:
+    """GatherBlockQuantized(table_Q4 int4) -> GatherBlockQuantized(Reshape(head_Q4 uint8), bits=4): the
+    MatMulNBits weight (N = vocab, K blocks) is the same packed bytes, zero point 8."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in graph.initializer}
+    mm = next((n for n in graph.node if n.op_type == "MatMulNBits" and n.input[1] == f"{head}_Q4"), None)
+    gq = next((n for n in graph.node if n.op_type == "GatherBlockQuantized" and n.input[0] == f"{table}_Q4"), None)
+    if mm is None or gq is None or len(gq.input) > 3 or len(mm.input) > 3:
+        return False
+    attrs = {a.name: helper.get_attribute_value(a) for a in mm.attribute}
+    gattrs = {a.name: helper.get_attribute_value(a) for a in gq.attribute}
+    packed = numpy_helper.to_array(inits[mm.input[1]])  # (N, K/block, block/2) uint8
+    q = numpy_helper.to_array(inits[gq.input[0]]).astype(np.int16)  # (V, D) int4 values
+    unpacked = np.stack([packed & 0xF, packed >> 4], axis=-1).reshape(packed.shape[0], -1).astype(np.int16) - 8
+    if attrs.get("block_size") != gattrs.get("block_size") or unpacked.shape != q.shape:
+        return False
+    scales_mm, scales_gq = (numpy_helper.to_array(inits[n]).reshape(-1) for n in (mm.input[2], gq.input[2]))
+    differ = unpacked != q  # the two quantizers round a few exact ties differently: one level, a few in 1e6
+    if (not np.allclose(scales_mm, scales_gq, rtol=1e-6, atol=0) or differ.mean() > 1e-4
+            or np.abs(unpacked - q).max() > 1):
+        return False
+    V, D = q.shape
+    p = f"{head}_as_table"
+    graph.initializer.extend([numpy_helper.from_array(np.array([V, D // 2], dtype=np.int64), f"{p}_data_shape"),
+                              numpy_helper.from_array(np.array([V, D // attrs["block_size"]], dtype=np.int64),
+                                                      f"{p}_scales_shape")])
+    _replace(graph, gq,
+             helper.make_node("Reshape", [mm.input[1], f"{p}_data_shape"], [f"{p}_data"]),  # (V, D/2) uint8
+             helper.make_node("Reshape", [mm.input[2], f"{p}_scales_shape"], [f"{p}_scales"]),  # (V, D/block)
+             helper.make_node("GatherBlockQuantized", [f"{p}_data", gq.input[1], f"{p}_scales"], list(gq.output),
+                              name=gq.name, domain="com.microsoft", block_size=attrs["block_size"],
+                              gather_axis=gattrs.get("gather_axis", 0), quantize_axis=1, bits=4))
+    return True
+
+
+def _share_int8(graph, table: str, head: str) -> bool:
+    """Gather(table_quantized) + DequantizeLinear -> rows of the head's int8 weight (columns of W^T,
+    per-channel scale, zero point 0): Gather(axis=1), Transpose, Cast, x scale."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = {i.name: i for i in graph.initializer}
+    w, scale, zp = f"{head}_quantized", f"{head}_scale", f"{head}_zero_point"
+    gather = next((n for n in graph.node if n.op_type == "Gather" and n.input[0] == f"{table}_quantized"), None)
+    if gather is None or w not in inits or scale not in inits:
+        return False
+    deq = next((n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] == gather.output[0]), None)
+    if deq is None or (zp in inits and numpy_helper.to_array(inits[zp]).any()):
+        return False
+    if numpy_helper.to_array(inits[scale]).ndim != 1:  # per-channel only
+        return False
+    ids, out = gather.input[1], deq.output[0]
+    p = f"{head}_as_table"
+    nodes = [
+        helper.make_node("Gather", [w, ids], [f"{p}_cols"], axis=1),  # (D, *ids)
+        helper.make_node("Cast", [f"{p}_cols"], [f"{p}_cols_f"], to=TensorProto.FLOAT),
+        helper.make_node("Gather", [scale, ids], [f"{p}_scale"], axis=0),  # (*ids)
+        helper.make_node("Mul", [f"{p}_cols_f", f"{p}_scale"], [f"{p}_rows_t"]),  # (D, *ids)
+        helper.make_node("Transpose", [f"{p}_rows_t"], [out], perm=[1, 2, 0]),  # (B, T, D)
+    ]
+    graph.node.remove(deq)
+    _replace(graph, gather, *nodes)
+    return True
+
+
+def _replace(graph, old, *new) -> None:
+    nodes = list(graph.node)
+    i = nodes.index(old)
+    nodes[i:i + 1] = list(new)
+    del graph.node[:]
+    graph.node.extend(_toposort(nodes, {i.name for i in graph.input} | {i.name for i in graph.initializer}))
+
+
+def _toposort(nodes, available: set[str]):
+    done, out, pending = set(available) | {""}, [], list(nodes)
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in done for i in n.input):
+                out.append(n)
+                done.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):  # inputs produced inside subgraphs or outer scope: keep order
+            out += rest
+            break
+        pending = rest
+    return out
+
+
+def _drop_unused_initializers(graph) -> None:
+    used = {i for n in graph.node for i in n.input}
+    for n in graph.node:  # names read inside subgraphs (Scan bodies) count too
+        for a in n.attribute:
+            for g in ([a.g] if a.g is not None and a.g.node else []) + list(a.graphs):
+                used |= {i for sn in g.node for i in sn.input}
+    keep = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
 
 
 IMPLEMENTS = {"fp32": None, "fp16": fp16, "int8": int8, "int4": int4, "int8-static": int8_static}

@@ -75,7 +75,8 @@ RECIPES.add("int8", Recipe(
 RECIPES.add("int4", Recipe(
     "int4", 4, "int4 weights in groups along the input dimension (8-bit dynamic activations where the "
     "backend has them: ExecuTorch XNNPACK 8da4w; weight-only MatMulNBits in onnxruntime)",
-    Parity(None, 0.90, "int4: greedy tokens agree on >= 90% of steps; logit differences reported"), 0.05,
+    Parity(None, 0.85, "int4: greedy tokens agree on >= 85% of steps (4-bit weights with 8-bit dynamic "
+           "activations flip near-tied choices; bits/byte is the accuracy gate); logit differences reported"), 0.05,
     group_sizes=(32, 64, 128), default_group=32))
 RECIPES.add("int8-static", Recipe(
     "int8-static", 8, "int8 weights per channel and int8 activations with static scales calibrated on "

@@ -2,7 +2,8 @@
 
     ctx = prepare(plan, model, "onnx")          # validates recipe × format × group size × calibration
     apply_onnx(path, ctx) / apply_executorch(model, ctx)
-    report = quant_report(folder, model, ctx, runner, float_layers)   # manifest["quant"]
+    report = size_report(model, ctx, weight_bytes, float_matrices)   # manifest["quant"], then with the
+    report.update(accuracy_report(model, ctx, runner))                # artifact running: bpb, agreement
     gate(report, ctx)                           # --strict, --max-bpb-increase
 
 The report: `recipe`, `group_size`, `weight_bytes_fp32` (the model's parameters in fp32),
@@ -41,7 +42,6 @@ class QuantContext:
     calibration: bytes | None = None
     calibration_source: str | None = None
     init_state: dict[str, torch.Tensor] = field(default_factory=dict)
-    fp16_block_list: list[str] = field(default_factory=list)
 
 
 def prepare(plan, model, format: str) -> QuantContext:
@@ -64,7 +64,6 @@ def prepare(plan, model, format: str) -> QuantContext:
         ctx.calibration_source = source + (f", first {len(ctx.calibration)} used (the cache)" if len(ctx.calibration)
                                            < len(data) else "")
         ctx.init_state = model.init_state(1)
-    ctx.fp16_block_list = ["LinearAttention", "CausalConvWithState", "GroupQueryAttention", "Scan", "LSTM", "GRU"]
     return ctx
 
 
@@ -88,7 +87,6 @@ def apply_onnx(path: Path, ctx: QuantContext) -> None:
 
     fn = impl.IMPLEMENTS[ctx.recipe.name]
     if fn is not None:
-        impl.fold_transposes(path)
         fn(path, ctx)
 
 
@@ -105,6 +103,10 @@ MIN_MATRIX = 256  # smaller float matrices (none in the zoo) are not worth a lin
 # float in every recipe and are not listed
 
 
+PACKED_4BIT = (21, 22)  # onnx.TensorProto.UINT4 / INT4: two values a byte on disk
+QUANT_PARAMS = re.compile(r"_(scales?|zero_points?)(_|$)")  # the quantizers' own scale tensors
+
+
 def onnx_weights(path: Path) -> tuple[int, list[tuple[str, tuple[int, ...]]]]:
     """(bytes of every initializer, float matrices left) of an ONNX file, subgraphs included."""
     import onnx
@@ -117,8 +119,9 @@ def onnx_weights(path: Path) -> tuple[int, list[tuple[str, tuple[int, ...]]]]:
         nonlocal total
         for init in g.initializer:
             arr = numpy_helper.to_array(init)
-            total += arr.nbytes
-            if arr.dtype.kind == "f" and sum(d > 1 for d in arr.shape) >= 2 and arr.size >= MIN_MATRIX:
+            total += arr.size // 2 if init.data_type in PACKED_4BIT else arr.nbytes  # numpy unpacks int4
+            if (arr.dtype.name in ("float32", "float64") and sum(d > 1 for d in arr.shape) >= 2
+                    and arr.size >= MIN_MATRIX and not QUANT_PARAMS.search(init.name)):
                 floats.append((init.name, tuple(arr.shape)))
         for node in g.node:
             for attr in node.attribute:
@@ -174,9 +177,7 @@ def why_float(name: str, shape: tuple[int, ...], ctx: QuantContext) -> str:
     if "conv" in name:
         return "depthwise causal convolution: not a MatMul/Linear, kept float"
     if "embed" in name or name.endswith("wte.weight"):
-        if ctx.format == "executorch":
-            return "embedding table kept float32: ExecuTorch needs its quantized embedding kernels, not loaded by seqedge"
-        return "embedding table: the quantizer did not take this Gather"
+        return "embedding table: the quantizer did not take this lookup"
     if ctx.group_size and len(shape) == 2 and min(shape) % ctx.group_size and max(shape) % ctx.group_size:
         return f"input width {min(shape)} is not a multiple of group size {ctx.group_size}"
     if re.search(r"weight_hh|weight_ih|\bW\b|\bR\b|lstm|gru|rnn|layers\.\d+\.(weight|bias)", name, re.I):
@@ -210,16 +211,13 @@ def accuracy(model, runner, text: bytes) -> dict[str, float]:
             "top1_agreement": round((ref.argmax(-1) == got.argmax(-1)).float().mean().item(), 4)}
 
 
-def quant_report(folder: Path, model, ctx: QuantContext, runner, weight_bytes: int,
-                 float_matrices: list[tuple[str, tuple[int, ...]]]) -> dict[str, Any]:
-    from seqedge.data import held_out_prompt
-
-    params = {id(p): p for p in model.parameters()}.values()
+def size_report(model, ctx: QuantContext, weight_bytes: int,
+                float_matrices: list[tuple[str, tuple[int, ...]]]) -> dict[str, Any]:
+    params = list({id(p): p for p in model.parameters()}.values())
     pshapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
     fp32_bytes = sum(p.numel() * 4 for p in params)
     n = sum(p.numel() for p in params)
-    limit = min(ctx.eval_bytes, (runner.max_seq_len or ctx.eval_bytes + 1) - 1)
-    report = {
+    return {
         "recipe": ctx.recipe.name,
         "summary": ctx.recipe.summary,
         "group_size": ctx.group_size,
@@ -231,12 +229,17 @@ def quant_report(folder: Path, model, ctx: QuantContext, runner, weight_bytes: i
         "skipped": [{"layer": (layer := _parameter_name(name, shape, pshapes)), "shape": list(shape),
                      "reason": why_float(layer, shape, ctx)}
                     for name, shape in float_matrices] if ctx.recipe.name != "fp32" else [],
-        **accuracy(model, runner, held_out_prompt(limit)),
-        "eval_bytes": limit,
         "max_bpb_increase": ctx.max_bpb_increase,
         "parity_rule": ctx.recipe.parity.note,
+        "accuracy": "not measured (exported with --no-verify)",
     }
-    return report
+
+
+def accuracy_report(model, ctx: QuantContext, runner) -> dict[str, Any]:
+    from seqedge.data import held_out_prompt
+
+    limit = min(ctx.eval_bytes, (runner.max_seq_len or ctx.eval_bytes + 1) - 1)
+    return {**accuracy(model, runner, held_out_prompt(limit)), "eval_bytes": limit, "accuracy": "held-out text"}
 
 
 def gate(report: dict[str, Any], ctx: QuantContext) -> None:
@@ -246,7 +249,7 @@ def gate(report: dict[str, Any], ctx: QuantContext) -> None:
         raise AccuracyError(f"--strict: recipe {ctx.recipe.name} left {len(report['skipped'])} weight matrices "
                             f"in float: {shown}{more}", "drop --strict to accept them, or choose another --group-size")
     limit = ctx.max_bpb_increase
-    if limit is not None and report["bpb_increase"] > limit:
+    if limit is not None and "bpb_increase" in report and report["bpb_increase"] > limit:
         raise AccuracyError(f"recipe {ctx.recipe.name} raised held-out bits/byte by {report['bpb_increase']:.2%} "
                             f"({report['bpb_fp32']} -> {report['bpb']}), above the allowed {limit:.2%}",
                             "raise --max-bpb-increase, use a smaller --group-size, or a wider recipe (int8)")
