@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from seqedge.bench.records import KINDS
 from seqedge.bench.roofline import calibration, calibration_errors, hardware, project, published
-from seqedge.bench.run import BenchPlan, bench
+from seqedge.bench.run import BenchPlan, _clock_ratio, bench
 from seqedge.bench.shape import ModelShape, weight_bits
 from seqedge.checkpoint import save_checkpoint
 from seqedge.cli.app import app
@@ -100,7 +100,10 @@ def test_checkpoint_is_exported_as_the_device_selects(tmp_path):
     res = bench(BenchPlan([str(ckpt)], device="raspberry-pi5", runtime="onnxruntime", prompt_lengths=[16],
                           decode_tokens=4))
     t = res.targets[0]
-    assert t.candidate.runtime == "onnxruntime" and t.host_ratio is not None and 0 < t.host_factor <= 1
+    assert t.candidate.runtime == "onnxruntime" and t.host_ratio is not None and t.host_overhead_ms >= 0
+    projected = [r for r in res.records if r.kind == "projected" and r.metric == "decode_ms_p50"]
+    assert projected and all(r.inputs["overhead_ms"] == t.overhead_ms for r in projected)
+    assert t.overhead_ms == pytest.approx(t.host_overhead_ms * _clock_ratio(load_profile("raspberry-pi5")), abs=1e-3)
     host = [r for r in res.records if r.kind == "measured-host"]
     assert host and all(r.inputs["quant"] == t.recipe for r in host if "quant" in r.inputs)
     assert not list(tmp_path.glob("seqedge-bench-*"))

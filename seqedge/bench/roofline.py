@@ -11,8 +11,9 @@ time = max(FLOPs / (peak[dtype] x compute efficiency), bytes / (bandwidth x band
 The efficiencies are fitted per runtime class (cpu, gpu, npu) on the published on-device measurements
 shipped in seqedge/bench/data/published_latencies.json (copied from the project's shared data, sources
 in each point): the geometric mean of what each point implies, so the fit is in-sample; `calibration_errors`
-reports the projection for every point against its published figure. A class without points falls back
-to the profile's own `efficiency` estimate, said so in the projection.
+reports the projection for every point against its published figure. Those points are large models whose
+per-call overhead is negligible; the fixed per-token overhead of seqedge's own runtime is measured on the
+host instead (measured time minus the host's roofline) and passed in as `overhead_ms`, scaled by clock.
 """
 
 from __future__ import annotations
@@ -124,7 +125,6 @@ class Projection:
     bound: str  # compute | memory
     hardware: dict[str, Any]
     calibration: dict[str, Any]
-    host_factor: float = 1.0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -140,13 +140,13 @@ class Projection:
                 f"{self.flops / 1e9:,.2f} GFLOP on {hw['units']} ({self.dtype} peak {hw['peak_used']:,.0f} GFLOP/s × "
                 f"{cal['compute_efficiency']:.2f}) = {self.compute_s * 1e3:,.2f} ms · {self.bytes / 1e6:,.1f} MB at "
                 f"{hw['bandwidth_gbs']:g} GB/s × {cal['bandwidth_efficiency']:.2f} = {self.memory_s * 1e3:,.2f} ms · "
-                f"+{self.overhead_s * 1e3:.2f} ms overhead"
-                + (f" · × {1 / self.host_factor:.2f} host runtime factor" if self.host_factor != 1.0 else "")
+                f"+{self.overhead_s * 1e3:.3f} ms per-call overhead"
                 + f" → {self.tok_s:,.1f} tok/s [{cal['cls']} calibration: {cal['source']}]")
 
 
 def project(shape: ModelShape, phase: str, bits: float, weight_format: str, hw: Hardware, cal: ClassCalibration,
-            tokens: int = 1, context: int = 0, head_bits: float | None = None, host_factor: float = 1.0) -> Projection:
+            tokens: int = 1, context: int = 0, head_bits: float | None = None, overhead_ms: float = 0.0) -> Projection:
+    """`overhead_ms`: the runtime's fixed cost per call on this device (added to the class calibration's)."""
     """Roofline time for `tokens` (decode: 1) after `context` earlier tokens."""
     dtype, peak = hw.peak_for(COMPUTE_DTYPE[hw.kind][weight_format])
     if phase == "decode":
@@ -155,11 +155,11 @@ def project(shape: ModelShape, phase: str, bits: float, weight_format: str, hw: 
         flops, nbytes = shape.prefill_flops(tokens, context), shape.prefill_bytes(bits, tokens, context, head_bits)
     compute_s = flops / (peak * 1e9 * cal.compute_efficiency)
     memory_s = nbytes / (hw.bandwidth_gbs * 1e9 * cal.bandwidth_efficiency)
-    overhead_s = cal.overhead_ms / 1e3
-    seconds = (max(compute_s, memory_s) + overhead_s) / host_factor
+    overhead_s = (cal.overhead_ms + overhead_ms) / 1e3
+    seconds = max(compute_s, memory_s) + overhead_s
     return Projection(phase, tokens, context, dtype, flops, nbytes, compute_s, memory_s, overhead_s, seconds,
                       "compute" if compute_s > memory_s else "memory",
-                      {**asdict(hw), "peak_used": peak}, asdict(cal), host_factor)
+                      {**asdict(hw), "peak_used": peak}, asdict(cal))
 
 
 # --- calibration on published measurements ------------------------------------------------------------

@@ -106,8 +106,9 @@ class TargetResult:
     recipe: str
     group: int | None
     projections: list[Projection] = field(default_factory=list)
-    host_factor: float = 1.0
-    host_ratio: float | None = None
+    host_ratio: float | None = None  # measured host decode / the host's roofline (same class)
+    host_overhead_ms: float | None = None  # the runtime's per-call cost on this machine
+    overhead_ms: float = 0.0  # that cost carried to the device (× host clock / device clock)
 
 
 @dataclass
@@ -124,8 +125,9 @@ class BenchResult:
             lines.append(f"{t.target.name} on {self.profile.display_name}: {c.runtime}/{c.backend} on {c.unit}, "
                          f"{t.recipe} ({weight_bits(t.recipe, t.group):g} bits/weight)")
             if t.host_ratio is not None:
-                lines.append(f"  host check: measured decode = {t.host_ratio:.2f} × this machine's roofline for "
-                             f"the same runtime class; projections × {t.host_factor:.2f} (the ratio, capped at 1)")
+                lines.append(f"  host check: measured decode = {t.host_ratio:.2f} × this machine's roofline for the "
+                             f"same class; the gap, {t.host_overhead_ms:.3f} ms per call, is the runtime's fixed cost, "
+                             f"carried to the device as {t.overhead_ms:.3f} ms (scaled by clock)")
             lines += [f"  {p.explain()}" for p in t.projections]
         return lines
 
@@ -134,7 +136,8 @@ class BenchResult:
                 "calibration": {k: v.__dict__ for k, v in calibration().items()},
                 "targets": [{"target": t.target.name, "kind": t.target.kind, "runtime": t.candidate.runtime,
                              "backend": t.candidate.backend, "unit": t.candidate.unit, "quant": t.recipe,
-                             "group_size": t.group, "host_ratio": t.host_ratio, "host_factor": t.host_factor,
+                             "group_size": t.group, "host_ratio": t.host_ratio, "host_overhead_ms": t.host_overhead_ms,
+                             "overhead_ms": t.overhead_ms,
                              "shape": t.target.shape.to_json()} for t in self.targets],
                 "records": [r.to_json() for r in self.records]}
 
@@ -231,20 +234,22 @@ def bench(plan: BenchPlan, on_step=None) -> BenchResult:
                     artifact = _export_for(target, cand, recipe, Path(tmp), plan)
                 host_records = _measure_host(artifact, target, plan, text, step)
                 result.records += host_records
-                tr.host_ratio, tr.host_factor = _host_ratio(target, host_records, recipe, group, cal)
+                tr.host_ratio, tr.host_overhead_ms = _host_overhead(target, host_records, recipe, group, cal)
             cls = _unit_class(profile, cand.unit)
             hw = hardware(profile, cls)
+            if tr.host_overhead_ms and cls == "cpu":  # the same runtime on a CPU: its fixed cost, scaled by clock
+                tr.overhead_ms = round(tr.host_overhead_ms * _clock_ratio(profile), 4)
             fmt = recipe.split("-")[0]
             bits = weight_bits(recipe, group)
-            inputs = {**base, "class": cls, "bits_per_weight": bits, "host_factor": tr.host_factor}
+            inputs = {**base, "class": cls, "bits_per_weight": bits, "overhead_ms": tr.overhead_ms}
             for P in plan.prompt_lengths:
-                p = project(target.shape, "prefill", bits, fmt, hw, cal[cls], tokens=P, host_factor=tr.host_factor)
+                p = project(target.shape, "prefill", bits, fmt, hw, cal[cls], tokens=P, overhead_ms=tr.overhead_ms)
                 tr.projections.append(p)
                 at = {**inputs, "prompt_tokens": P, "bound": p.bound, "flops": p.flops, "bytes": p.bytes}
                 result.records.append(Record(target.name, "projected", "prefill_tok_s", round(p.tok_s, 2), "tok/s", at))
                 result.records.append(Record(target.name, "projected", "ttft_ms", round(p.seconds * 1e3, 3), "ms", at))
             for c in plan.prompt_lengths:
-                p = project(target.shape, "decode", bits, fmt, hw, cal[cls], context=c, host_factor=tr.host_factor)
+                p = project(target.shape, "decode", bits, fmt, hw, cal[cls], context=c, overhead_ms=tr.overhead_ms)
                 tr.projections.append(p)
                 at = {**inputs, "context": c, "bound": p.bound, "flops": p.flops, "bytes": p.bytes}
                 result.records.append(Record(target.name, "projected", "decode_tok_s", round(p.tok_s, 2), "tok/s", at))
@@ -279,20 +284,30 @@ def _measure_host(artifact: Path, target: Target, plan: BenchPlan, text: bytes, 
     return records
 
 
-def _host_ratio(target: Target, host: list[Record], recipe: str, group: int | None, cal) -> tuple[float | None, float]:
-    """Measured host decode over this machine's roofline for the same shape and class: how close seqedge's
-    runtime gets to the calibrated class efficiency. Projections take it when it is below 1."""
+def _host_overhead(target: Target, host: list[Record], recipe: str, group: int | None,
+                   cal) -> tuple[float | None, float | None]:
+    """Measured host decode against this machine's roofline for the same shape and class: the ratio, and the
+    time the roofline does not explain (the runtime's fixed cost per call: interpreter, delegate calls)."""
     from seqedge.host import host_profile
 
     decode = [r for r in host if r.metric == "decode_tok_s"]
     if not decode:
-        return None, 1.0
+        return None, None
     first = min(decode, key=lambda r: r.at or 0)
     hw = hardware(host_profile(), "cpu")
     p = project(target.shape, "decode", weight_bits(recipe, group), recipe.split("-")[0], hw, cal["cpu"],
                 context=first.at or 0)
-    ratio = first.value / p.tok_s
-    return round(ratio, 3), round(min(1.0, ratio), 3)
+    overhead_ms = max(0.0, 1e3 / first.value - p.seconds * 1e3)
+    return round(first.value / p.tok_s, 3), round(overhead_ms, 4)
+
+
+def _clock_ratio(profile: Profile) -> float:
+    """Host clock over the device's fastest CPU clock: how much longer a fixed cost takes there."""
+    from seqedge.host import host_profile
+
+    host = max((u.ghz for u in host_profile().cpu_units), default=0.0)
+    dev = max((u.ghz for u in profile.cpu_units), default=0.0)
+    return host / dev if host and dev else 1.0
 
 
 def _measure_device(plan: BenchPlan, artifact: Path | None, target: Target, cand, text: bytes, base: dict,

@@ -3,6 +3,7 @@ seqedge's exceptions into a one-line message with a hint (SEQEDGE_DEBUG=1 shows 
 
 from __future__ import annotations
 
+import logging
 import os
 
 import click
@@ -48,7 +49,15 @@ def _register() -> None:
 _register()
 
 
+# Libraries seqedge imports log warnings about optional pieces a user cannot act on (torchao's CUDA
+# kernels on a CPU machine, torch's pytree deprecations); the CLI keeps its output to its own messages.
+QUIET_LOGGERS = ("torchao", "torch.utils._pytree", "onnxruntime.quantization", "onnxscript")
+
+
 def main() -> None:
+    if not os.environ.get("SEQEDGE_DEBUG"):
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
     app()
 
 
