@@ -2,7 +2,7 @@
 
     hw = hardware(profile, "cpu")                       # the unit(s) a runtime class runs on
     cal = calibration()                                 # efficiencies fitted on published measurements
-    p = project(shape, "decode", bits=4.5, hw=hw, cal=cal["cpu"], context=512)
+    p = project(shape, "decode", 4.5, "int4", hw, cal["cpu"], context=512)
     p.tok_s, p.bound, p.explain()
 
 time = max(FLOPs / (peak[dtype] x compute efficiency), bytes / (bandwidth x bandwidth efficiency))
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -64,7 +64,6 @@ class Hardware:
     bandwidth_gbs: float
     peak: dict[str, float]  # GFLOP/s (GOP/s) per dtype
     threads: int = 0
-    profile_efficiency: float = 0.5
 
     def peak_for(self, dtype: str) -> tuple[str, float]:
         if dtype in self.peak:
@@ -89,15 +88,13 @@ def hardware(profile: Profile, cls: str) -> Hardware:
             for k, v in u.peak.items():
                 peak[k] = peak.get(k, 0.0) + v
         bw = min(profile.memory_bandwidth_gbs, sum(u.bandwidth_gbs for u in fast))
-        eff = max(o.efficiency for u in fast for o in u.runtimes) if any(u.runtimes for u in fast) else 0.5
-        return Hardware(profile.name, "+".join(u.name for u in fast), "cpu", bw, peak, profile.default_threads(), eff)
+        return Hardware(profile.name, "+".join(u.name for u in fast), "cpu", bw, peak, profile.default_threads())
     units = [u for u in profile.units if u.kind == cls]
     if not units:
         raise BadInputError(f"profile {profile.name} has no {cls} unit", f"pick a runtime for one of its units "
                             f"({', '.join(sorted({u.kind for u in profile.units}))})")
     u = units[0]
-    return Hardware(profile.name, u.name, cls, u.bandwidth_gbs, dict(u.peak), 0,
-                    max((o.efficiency for o in u.runtimes), default=0.5))
+    return Hardware(profile.name, u.name, cls, u.bandwidth_gbs, dict(u.peak))
 
 
 @dataclass(frozen=True)
@@ -107,7 +104,7 @@ class ClassCalibration:
     compute_efficiency: float
     overhead_ms: float
     points: tuple[str, ...]
-    source: str  # "published" | "profile estimate"
+    source: str  # "published" | "default (no published point for this class)"
 
 
 @dataclass
@@ -125,7 +122,6 @@ class Projection:
     bound: str  # compute | memory
     hardware: dict[str, Any]
     calibration: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
 
     @property
     def tok_s(self) -> float:
@@ -203,7 +199,7 @@ def calibration() -> dict[str, ClassCalibration]:
         bw = [implied[i]["bandwidth"] for i in ids]
         comp = [implied[i]["compute"] for i in ids if "compute" in implied[i]]
         if not ids:
-            out[cls] = ClassCalibration(cls, 0.5, 0.3, 0.0, (), "profile estimate")
+            out[cls] = ClassCalibration(cls, 0.5, 0.3, 0.0, (), "default (no published point for this class)")
             continue
         out[cls] = ClassCalibration(cls, round(_geomean(bw), 4), round(_geomean(comp), 4) if comp else 0.3, 0.0,
                                     tuple(ids), "published" if comp else "published (bandwidth only; compute 0.3 "

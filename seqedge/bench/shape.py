@@ -12,6 +12,7 @@ every family seqedge implements; an HF config is mapped onto the matching family
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,7 +105,7 @@ class ModelShape:
                     other += n
         tied = bool(getattr(cfg, "tie_word_embeddings", False)) and head == 0
         layers = getattr(cfg, "num_hidden_layers", getattr(cfg, "num_layers", 0))
-        state = sum(_numel(s.shape) for s in model.state_spec(1) if s.name != "pos" and not s.name.startswith(("k.", "v.")))
+        state = sum(math.prod(s.shape) for s in model.state_spec(1) if s.name != "pos" and not s.name.startswith(("k.", "v.")))
         kw: dict[str, Any] = {}
         if cfg.family == "transformer":
             kw = dict(heads=cfg.num_attention_heads, kv_heads=cfg.num_key_value_heads, head_dim=cfg.head_dim,
@@ -155,9 +156,3 @@ class ModelShape:
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-
-def _numel(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n

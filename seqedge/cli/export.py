@@ -69,7 +69,6 @@ def export_cmd(
         console.print(f"[bold]{device}[/]: {choice.reason}")
     fmt, ops, quant = fmt or "onnx", ops or "fused", quant or "fp32"
     FORMATS[fmt]
-    RECIPES[quant].check(fmt, group_size)  # a bad recipe/format/group fails before any work
     plan = ExportPlan(out=out, format=fmt, ops=ops, backend=backend, max_len=max_len, force=force, quant=quant,
                       group_size=group_size, calibration=calibration, strict=strict, max_bpb_increase=max_bpb_increase,
                       verify=not no_verify, threads=threads,
