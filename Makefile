@@ -1,19 +1,30 @@
+SHELL := /bin/bash
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 DEMO := runs/demo
+LOCK := requirements.lock
+# torch is pinned and installed first (every machine holds a CPU wheel of exactly this version), so no
+# other requirement can pull a CUDA build of torch.
+TORCH := torch==2.13.0
+# Throw-away environments for `make lock` and `make check-latest` (ignored by git).
+LOCK_VENV := build/lock-venv
+LATEST_VENV := build/latest-venv
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test lint lock check-latest clean
 
 venv: $(BIN)/seqedge
 
-# torch is pinned and installed first (the machine holds a CPU wheel of exactly this version), so no
-# other requirement can pull a CUDA build of torch.
-$(BIN)/seqedge: pyproject.toml
+# The environment is exactly the lock: every package at its locked version, nothing resolved anew; then
+# seqedge itself, editable and without dependencies; `pip check` proves the set is consistent. A change
+# to the lock or to pyproject.toml rebuilds it from scratch.
+$(BIN)/seqedge: pyproject.toml $(LOCK)
+	rm -rf $(VENV)
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $@
 
 # The main job on the built-in default: train the default family's small preset, export it to ONNX
@@ -31,6 +42,33 @@ test: venv
 
 lint: venv
 	$(BIN)/ruff check seqedge exporters runtimes tests benchmarks
+
+# Resolve pyproject.toml's ranges afresh (the newest versions they allow) in a clean environment and
+# write every installed package at its exact version to requirements.lock. Run it after changing a
+# dependency, then `make test` (which rebuilds .venv from the new lock) before committing both files.
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PY) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q "$(TORCH)"
+	$(LOCK_VENV)/bin/python -m pip install -q -e ".[dev]"
+	$(LOCK_VENV)/bin/python -m pip check
+	{ echo "# The environment the suite passed on: written by 'make lock' from pyproject.toml's ranges; installed by 'make venv'."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable | grep -v -E '^(pip|seqedge)==' | LC_ALL=C sort -f; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf $(LOCK_VENV)
+
+# Drift, found by us before users find it: the newest versions pyproject.toml's ranges allow, in a
+# throw-away environment, with the whole suite run against them. Prints what differs from the lock.
+check-latest:
+	rm -rf $(LATEST_VENV)
+	$(PY) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install -q "$(TORCH)"
+	$(LATEST_VENV)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(LATEST_VENV)/bin/python -m pip check
+	@$(LATEST_VENV)/bin/python -m pip freeze --all --exclude-editable | grep -v -E '^(pip|seqedge)==' | LC_ALL=C sort -f > build/latest.txt
+	@echo "--- drift from $(LOCK) (- locked, + newest allowed):"
+	@diff <(grep -v '^#' $(LOCK)) build/latest.txt | grep -E '^[<>]' | sed 's/^</-/; s/^>/+/' || echo "none"
+	$(LATEST_VENV)/bin/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs

@@ -14,6 +14,7 @@ from typing import Any
 
 from seqedge import __version__
 from seqedge.checkpoint import read_json
+from seqedge.diagnostics import stage
 from seqedge.errors import BadPathError, CorruptFileError
 from seqedge.fsutil import atomic_dir, sha256_file
 
@@ -76,12 +77,13 @@ def finish(folder: Path, model, manifest: dict[str, Any], plan, quant, weight_by
     manifest["quant"] = size_report(model, quant, weight_bytes, float_matrices)
     write_manifest(folder, manifest)
     if plan.verify:
-        runner = open_artifact(folder, threads=plan.threads, check_files=False)
-        try:
-            manifest["parity"] = verify_artifact(folder, model, plan.verify_steps, plan.prompt_bytes, runner=runner)
-            manifest["quant"].update(accuracy_report(model, quant, runner))
-        finally:
-            runner.close()
+        with stage(f"verification in {manifest['format']}'s runtime", plan.subject):
+            runner = open_artifact(folder, threads=plan.threads, check_files=False)
+            try:
+                manifest["parity"] = verify_artifact(folder, model, plan.verify_steps, plan.prompt_bytes, runner=runner)
+                manifest["quant"].update(accuracy_report(model, quant, runner))
+            finally:
+                runner.close()
         write_manifest(folder, manifest)
     gate(manifest["quant"], quant)
     return manifest

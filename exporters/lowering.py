@@ -17,6 +17,7 @@ class Lowering:
     kind: str  # "translation" (onnxscript) | "decomposition" (torch) | "native" (seqedge C++ kernel)
     fn: Callable | None
     summary: str
+    uses: tuple = ()  # what it needs of the target runtime (ONNX: ContribUse contracts), checked before use
 
     @property
     def target(self):
@@ -25,8 +26,9 @@ class Lowering:
 
 
 class LoweringRegistry(Registry[Lowering]):
-    def add_lowering(self, op: str, variant: str, kind: str, summary: str, fn: Callable | None = None) -> None:
-        self.add(f"{op}:{variant}", Lowering(op, variant, kind, fn, summary))
+    def add_lowering(self, op: str, variant: str, kind: str, summary: str, fn: Callable | None = None,
+                     uses: tuple = ()) -> None:
+        self.add(f"{op}:{variant}", Lowering(op, variant, kind, fn, summary, uses))
 
     def for_variant(self, variant: str) -> list[Lowering]:
         return [lw for _, lw in self.items() if lw.variant == variant]

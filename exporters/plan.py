@@ -28,3 +28,15 @@ class ExportPlan:
     example_len: int = 5  # T of the example input traced with a dynamic length
     source: dict[str, Any] = field(default_factory=dict)  # how to rebuild the PyTorch reference
     target: dict[str, Any] | None = None  # the device profile's selection this export follows
+
+    @property
+    def subject(self) -> str:
+        """The model, as messages name it: family/preset, the checkpoint's path, or the user's factory."""
+        s = self.source or {}
+        named = {"preset": f"{s.get('family')}/{s.get('preset')}", "checkpoint": s.get("path"), "user": s.get("model")}
+        return named.get(s.get("kind")) or "the model"
+
+    @property
+    def users_code(self) -> bool:
+        """The model is the user's own factory: a failure tracing it is the model's, not seqedge's."""
+        return (self.source or {}).get("kind") == "user"

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from seqedge.diagnostics import stage
 from seqedge.errors import ParityError
 
 FP32_TOLERANCE = 1e-3
@@ -83,15 +84,16 @@ def verify_artifact(folder, model, steps: int = 64, prompt_bytes: int = 64, thre
     from seqedge.runtimes import open_artifact
 
     own = runner is None
-    runner = runner or open_artifact(folder, threads=threads, runtime=runtime, check_files=False)
-    rule = RECIPES[runner.manifest.get("quant", {}).get("recipe", "fp32")].parity
-    prompt_bytes = min(prompt_bytes, getattr(runner, "max_prefill", None) or prompt_bytes)  # within the program
-    try:
-        parity = check_parity(model, runner, held_out_prompt(prompt_bytes), steps=steps,
-                              tolerance=rule.tolerance if rule.tolerance is not None else float("inf"),
-                              min_token_agreement=rule.min_token_agreement)
-    finally:
-        if own:
-            runner.close()
+    with stage("verification", str(folder)):
+        runner = runner or open_artifact(folder, threads=threads, runtime=runtime, check_files=False)
+        rule = RECIPES[runner.manifest.get("quant", {}).get("recipe", "fp32")].parity
+        prompt_bytes = min(prompt_bytes, getattr(runner, "max_prefill", None) or prompt_bytes)  # within the program
+        try:
+            parity = check_parity(model, runner, held_out_prompt(prompt_bytes), steps=steps,
+                                  tolerance=rule.tolerance if rule.tolerance is not None else float("inf"),
+                                  min_token_agreement=rule.min_token_agreement)
+        finally:
+            if own:
+                runner.close()
     require(parity, f"the {runner.manifest['format']} artifact at {folder}")
     return {**parity.to_json(), "rule": rule.note}

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 
 class SeqedgeError(Exception):
-    """Base class: `message` names the thing, `hint` says what to do next."""
+    """Base class: `message` names the thing, `hint` says what to do next; the CLI exits with `exit_code`."""
+
+    exit_code = 2
 
     def __init__(self, message: str, hint: str = ""):
         super().__init__(message)
@@ -46,3 +48,16 @@ class ParityError(SeqedgeError):
     def __init__(self, message: str, failures: list[str], hint: str = ""):
         super().__init__(message, hint)
         self.failures = failures
+
+
+class InternalError(SeqedgeError):
+    """A failure inside seqedge or a library it drives (torch.export, the ONNX converter, ExecuTorch's
+    lowering, a runtime session) that the user did not cause: seqedge's bug. Exit code 3; the full trace
+    is in the log file `log` (see seqedge.diagnostics)."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, hint: str = "", stage: str = "", log=None):
+        super().__init__(message, hint)
+        self.stage = stage
+        self.log = log

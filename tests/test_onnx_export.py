@@ -59,8 +59,8 @@ def _run_op_graph(op_name, flavour, tmp_path, lengths):
     T = torch.export.Dim("T", min=1, max=64)
     shapes = {"tokens": {1: T}, "args": tuple({dyn[i]: T} if i in dyn else None for i in range(len(ex)))}
     used = export_graph(OneOp(op), (torch.zeros(1, 5, dtype=torch.long), *ex), ["tokens", *names],
-                        [f"y{i}" for i in range(3)][: len(ref(*ex))], path, flavour, shapes)
-    assert [lw.op for lw in used] == [op_name]
+                        [f"y{i}" for i in range(3)][: len(ref(*ex))], path, LOWERINGS.for_variant(flavour), shapes)
+    assert [(lw.op, lw.variant) for lw in used] == [(op_name, flavour)]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for T_ in lengths:
         args = make(T_, seed=T_)

@@ -19,6 +19,7 @@ import warnings
 import torch
 from torch import nn
 
+from seqedge.diagnostics import stage
 from seqedge.errors import BadInputError
 from seqedge.exporters.artifact import artifact_writer, base_manifest, finish
 from seqedge.exporters.decompositions import XNNPACK_REWRITES
@@ -116,8 +117,10 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
     if max_len < 2:
         raise BadInputError(f"--max-len must be at least 2, got {max_len}", "e.g. --max-len 1024")
     scanned = scan_rnns(model)
-    traced = apply_executorch(scanned, quant)
+    with stage("ExecuTorch quantization", plan.subject):
+        traced = apply_executorch(scanned, quant)
     wrapper = HeldCacheGraph(traced, names, held) if held else StatefulGraph(traced, names)
+    hint = "try --backend portable" if plan.backend == "xnnpack" else ""
 
     with artifact_writer(plan.out, force=plan.force) as tmp:
         t0 = time.perf_counter()
@@ -125,17 +128,20 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             warnings.simplefilter("ignore")
             programs, used = {}, {}
             for method in METHODS:
-                programs[method], used[method] = _trace(wrapper, traced, names, method, max_len)
+                with stage(f"torch.export ({method})", plan.subject, users_code=plan.users_code):
+                    programs[method], used[method] = _trace(wrapper, traced, names, method, max_len)
             partitioners = []
             if plan.backend == "xnnpack":
                 from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
                 partitioners = [XnnpackPartitioner()]
-            edge = to_edge_transform_and_lower(programs, partitioner=partitioners,
-                                               compile_config=EdgeCompileConfig(_check_ir_validity=False))
-            delegation = _delegation(edge)
-            program = edge.to_executorch(ExecutorchBackendConfig(
-                memory_planning_pass=MemoryPlanningPass(share_mutable_buffers=True), emit_mutable_buffer_names=True))
+            with stage("ExecuTorch lowering", plan.subject, hint):
+                edge = to_edge_transform_and_lower(programs, partitioner=partitioners,
+                                                   compile_config=EdgeCompileConfig(_check_ir_validity=False))
+                delegation = _delegation(edge)
+                program = edge.to_executorch(ExecutorchBackendConfig(
+                    memory_planning_pass=MemoryPlanningPass(share_mutable_buffers=True),
+                    emit_mutable_buffer_names=True))
         (tmp / PROGRAM).write_bytes(program.buffer)
         export_seconds = time.perf_counter() - t0
         native = sorted({native_ops.NATIVE_OPS[lw.op] for m in METHODS for lw in used[m] if lw.kind == "native"})

@@ -16,12 +16,12 @@ import onnx
 import torch
 from torch import nn
 
-from seqedge.errors import BadInputError, UnsupportedError
+from seqedge.diagnostics import stage
+from seqedge.errors import BadInputError
 from seqedge.exporters.artifact import artifact_writer, base_manifest, finish
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.lowering import Lowering, trace
-from seqedge.exporters.onnx.contrib import has_contrib_op
-from seqedge.exporters.onnx.lowerings import FLAVOURS, lowerings_for
+from seqedge.exporters.onnx.lowerings import FLAVOURS, resolve
 from seqedge.exporters.plan import ExportPlan
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
 from seqedge.quant.report import apply_onnx, onnx_weights
@@ -29,25 +29,28 @@ from seqedge.quant.report import prepare as prepare_quant
 
 GRAPH = "model.onnx"
 OPSET = 20
-FUSED_OPS = ("LinearAttention", "CausalConvWithState", "GroupQueryAttention")
+
 
 def _is_recurrent(model: nn.Module) -> bool:
     return any(isinstance(m, nn.RNNBase) for m in model.modules())
 
 
-def export_graph(module, args, input_names, output_names, path: Path, flavour: str, dynamic_shapes) -> list[Lowering]:
-    """torch.export `module` with `flavour`'s lowerings and write ONNX to `path`; returns the lowerings used."""
-    lowerings = lowerings_for(flavour)
+def export_graph(module, args, input_names, output_names, path: Path, lowerings: list[Lowering], dynamic_shapes,
+                 subject: str | None = None, users_code: bool = False) -> list[Lowering]:
+    """torch.export `module` with `lowerings` and write ONNX to `path`; returns the lowerings used."""
     translate = {lw.target: lw.fn for lw in lowerings if lw.kind == "translation"}
-    ep, used = trace(module, args, dynamic_shapes, lowerings)
-    program = torch.onnx.export(ep, (), dynamo=True, custom_translation_table=translate, opset_version=OPSET,
-                                input_names=input_names, output_names=output_names, optimize=True, verbose=False)
-    program.save(str(path))
+    hint = "try --ops portable" if any(lw.variant == "fused" for lw in lowerings) else ""
+    with stage("torch.export", subject, hint, users_code):
+        ep, used = trace(module, args, dynamic_shapes, lowerings)
+    with stage("ONNX conversion", subject, hint):
+        program = torch.onnx.export(ep, (), dynamo=True, custom_translation_table=translate, opset_version=OPSET,
+                                    input_names=input_names, output_names=output_names, optimize=True, verbose=False)
+        program.save(str(path))
     return used
 
 
-def _export_torchscript(wrapper, args, names, path: Path) -> None:
-    with warnings.catch_warnings():
+def _export_torchscript(wrapper, args, names, path: Path, subject: str | None) -> None:
+    with warnings.catch_warnings(), stage("ONNX conversion (TorchScript exporter)", subject):
         warnings.simplefilter("ignore")
         torch.onnx.export(wrapper, args, str(path), dynamo=False, opset_version=17,
                           input_names=["tokens", *names], output_names=["logits", *(f"new.{n}" for n in names)],
@@ -57,11 +60,7 @@ def _export_torchscript(wrapper, args, names, path: Path) -> None:
 def export(model: nn.Module, plan: ExportPlan) -> dict:
     if plan.ops not in FLAVOURS:
         raise BadInputError(f"unknown --ops {plan.ops!r}", f"valid: {', '.join(FLAVOURS)}")
-    if plan.ops == "fused" and not all(has_contrib_op(o) for o in FUSED_OPS):
-        import onnxruntime
-
-        raise UnsupportedError(f"onnxruntime {onnxruntime.__version__} lacks the fused kernels "
-                               f"({', '.join(FUSED_OPS)})", "install onnxruntime>=1.31 or pass --ops portable")
+    lowerings, fallbacks = resolve(plan.ops)
     check_supported(model, EXPORTABLE_LAYERS, target="ONNX")
     model = model.eval()
     quant = prepare_quant(plan, model, "onnx")
@@ -76,15 +75,18 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
         t0 = time.perf_counter()
         with torch.no_grad():
             if recurrent:
-                _export_torchscript(wrapper, args, names, tmp / GRAPH)
+                _export_torchscript(wrapper, args, names, tmp / GRAPH, plan.subject)
                 ops = [{"op": f"aten::{type(m).__name__.lower()}", "lowering": f"onnx {type(m).__name__}",
                         "kind": "native"} for m in model.modules() if isinstance(m, nn.RNNBase)][:1]
             else:
                 T = torch.export.Dim("T", min=1, max=max_T)
                 used = export_graph(wrapper, args, ["tokens", *names], ["logits", *(f"new.{n}" for n in names)],
-                                    tmp / GRAPH, plan.ops, {"tokens": {1: T}, "state": tuple(None for _ in names)})
-                ops = [{"op": lw.op, "lowering": lw.summary, "kind": lw.kind} for lw in used]
-            apply_onnx(tmp / GRAPH, quant)
+                                    tmp / GRAPH, lowerings, {"tokens": {1: T}, "state": tuple(None for _ in names)},
+                                    plan.subject, plan.users_code)
+                ops = [{"op": lw.op, "lowering": lw.summary, "kind": lw.kind, "flavour": lw.variant} for lw in used]
+                fallbacks = [w for w in fallbacks if any(w.startswith(f"{lw.op}:") for lw in used)]
+            with stage("ONNX quantization", plan.subject):
+                apply_onnx(tmp / GRAPH, quant)
         export_seconds = time.perf_counter() - t0
         graph = onnx.load(str(tmp / GRAPH), load_external_data=False)
         weight_bytes, float_matrices = onnx_weights(tmp / GRAPH)
@@ -99,7 +101,8 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             "opset": {d.domain or "ai.onnx": d.version for d in graph.opset_import},
             "node_count": len(graph.graph.node),
             "export_seconds": round(export_seconds, 2),
-            "requires": "onnxruntime>=1.31" if plan.ops == "fused" else "onnxruntime",
+            "requires": "onnxruntime>=1.31" if any(o.get("flavour") == "fused" for o in ops) else "onnxruntime",
+            "warnings": [] if recurrent else fallbacks,
         }
         manifest = finish(tmp, model, manifest, plan, quant, weight_bytes, float_matrices)
     return manifest

@@ -8,6 +8,10 @@ ops that replaces the op before translation). Flavours:
   CausalConvWithState for Mamba's convolution, GroupQueryAttention for cached attention.
 - `portable`: standard ONNX ops only; node count independent of sequence length (the scan is an
   ONNX `Scan` over time, never an unrolled loop).
+
+A fused lowering states what it needs of its contrib op (`ContribUse`); `resolve("fused")` checks each
+against the installed onnxruntime and takes the portable lowering for an op whose contract fails, with
+a warning the manifest records — a new onnxruntime release never breaks an export.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from onnxscript import opset20 as op
 
 from seqedge.exporters.decompositions import attention_masked, conv_concat, scan_over_time
 from seqedge.exporters.lowering import Lowering, LoweringRegistry
-from seqedge.exporters.onnx.contrib import contrib_op
+from seqedge.exporters.onnx.contrib import ContribUse, ort_version
 
 FLAVOURS = ("fused", "portable")
 
@@ -25,24 +29,40 @@ FLAVOURS = ("fused", "portable")
 LOWERINGS = LoweringRegistry("ONNX lowering")
 
 
-def lowering(op_name: str, flavour: str, kind: str, summary: str):
+def lowering(op_name: str, flavour: str, kind: str, summary: str, uses: tuple[ContribUse, ...] = ()):
     def deco(fn):
-        LOWERINGS.add_lowering(op_name, flavour, kind, summary, fn)
+        LOWERINGS.add_lowering(op_name, flavour, kind, summary, fn, uses)
         return fn
 
     return deco
 
 
-def lowerings_for(flavour: str) -> list[Lowering]:
-    return LOWERINGS.for_variant(flavour)
+def resolve(flavour: str, schemas: dict | None = None) -> tuple[list[Lowering], list[str]]:
+    """The lowerings of `flavour`, each op's fused lowering replaced by its portable one where the installed
+    onnxruntime (or `schemas`) breaks its contract; returns them and one warning per replacement."""
+    chosen, warnings = [], []
+    for lw in LOWERINGS.for_variant(flavour):
+        problems = [p for use in lw.uses for p in use.problems(schemas)]
+        if problems:
+            lw = LOWERINGS[f"{lw.op}:portable"]
+            warnings.append(f"{lw.op}: the fused lowering does not fit onnxruntime {ort_version()} "
+                            f"({'; '.join(problems)}); used the portable lowering ({lw.summary})")
+        chosen.append(lw)
+    return chosen, warnings
 
 
 # ---------------------------------------------------------------------------------------------------
 # seqedge::selective_scan(u, delta, A, B, C, D, state) -> (y, state)
 
+LINEAR_ATTENTION = ContribUse(
+    "LinearAttention",
+    inputs=(("query", "float"), ("key", "float"), ("value", "float"), ("past_state", "float"), ("decay", "float")),
+    attributes=(("q_num_heads", "INT"), ("kv_num_heads", "INT"), ("update_rule", "STRING"), ("scale", "FLOAT")),
+    outputs=(("output", "float"), ("present_state", "float")))
+
 
 @lowering("seqedge::selective_scan", "fused", "translation",
-          "com.microsoft.LinearAttention(update_rule=gated, heads=d_inner, d_k=d_state, d_v=1)")
+          "com.microsoft.LinearAttention(update_rule=gated, heads=d_inner, d_k=d_state, d_v=1)", uses=(LINEAR_ATTENTION,))
 def scan_linear_attention(u: FLOAT, delta: FLOAT, A: FLOAT, B: FLOAT, C: FLOAT, D: FLOAT,
                           state: FLOAT) -> tuple[FLOAT, FLOAT]:
     """One head per channel: decay g = Δ·A per key dim, key = B, query = C, value = Δ·u, scale 1."""
@@ -55,8 +75,8 @@ def scan_linear_attention(u: FLOAT, delta: FLOAT, A: FLOAT, B: FLOAT, C: FLOAT, 
     key = op.Reshape(op.Expand(op.Unsqueeze(B, [2]), full), packed)  # (Bt, T, D*N)
     query = op.Reshape(op.Expand(op.Unsqueeze(C, [2]), full), packed)  # (Bt, T, D*N)
     value = op.Mul(delta, u)  # (Bt, T, D)
-    y, h = contrib_op("LinearAttention")(query, key, value, op.Unsqueeze(state, [3]), decay,
-                                         q_num_heads=Dm, kv_num_heads=Dm, update_rule="gated", scale=1.0)
+    y, h = LINEAR_ATTENTION(query, key, value, op.Unsqueeze(state, [3]), decay,
+                            q_num_heads=Dm, kv_num_heads=Dm, update_rule="gated", scale=1.0)
     return op.Add(y, op.Mul(u, D)), op.Squeeze(h, [3])
 
 
@@ -67,9 +87,17 @@ lowering("seqedge::selective_scan", "portable", "decomposition", "ONNX Scan over
 # seqedge::causal_conv1d(x, weight, bias, state) -> (y, state)
 
 
-@lowering("seqedge::causal_conv1d", "fused", "translation", "com.microsoft.CausalConvWithState(activation=silu)")
+CAUSAL_CONV = ContribUse(
+    "CausalConvWithState",
+    inputs=(("input", "float"), ("weight", "float"), ("bias", "float"), ("past_state", "float")),
+    attributes=(("activation", "STRING"),),
+    outputs=(("output", "float"), ("present_state", "float")))
+
+
+@lowering("seqedge::causal_conv1d", "fused", "translation", "com.microsoft.CausalConvWithState(activation=silu)",
+          uses=(CAUSAL_CONV,))
 def conv_with_state(x: FLOAT, weight: FLOAT, bias: FLOAT, state: FLOAT) -> tuple[FLOAT, FLOAT]:
-    y, new_state = contrib_op("CausalConvWithState")(x, weight, bias, state, activation="silu")
+    y, new_state = CAUSAL_CONV(x, weight, bias, state, activation="silu")
     return y, new_state
 
 
@@ -80,10 +108,17 @@ lowering("seqedge::causal_conv1d", "portable", "decomposition",
 # ---------------------------------------------------------------------------------------------------
 # seqedge::attention(q, k, v, k_cache, v_cache, pos) -> (out, k_cache, v_cache)
 
+GROUP_QUERY_ATTENTION = ContribUse(
+    "GroupQueryAttention",
+    inputs=(("query", "float"), ("key", "float"), ("value", "float"), ("past_key", "float"), ("past_value", "float"),
+            ("seqlens_k", "int32"), ("total_sequence_length", "int32")),
+    attributes=(("num_heads", "INT"), ("kv_num_heads", "INT")),
+    outputs=(("output", "float"), ("present_key", "float"), ("present_value", "float")))
+
 
 @lowering("seqedge::attention", "fused", "translation",
           "com.microsoft.GroupQueryAttention over the fixed-size cache (past/present share the buffer; "
-          "onnxruntime takes a prefill after earlier tokens at batch 1 only)")
+          "onnxruntime takes a prefill after earlier tokens at batch 1 only)", uses=(GROUP_QUERY_ATTENTION,))
 def attention_gqa(q: FLOAT, k: FLOAT, v: FLOAT, k_cache: FLOAT, v_cache: FLOAT,
                   pos: INT64) -> tuple[FLOAT, FLOAT, FLOAT]:
     H, hd = q.shape[1], q.shape[3]
@@ -97,7 +132,7 @@ def attention_gqa(q: FLOAT, k: FLOAT, v: FLOAT, k_cache: FLOAT, v_cache: FLOAT,
     total = op.Add(pos, t)  # (1,) tokens valid after this call
     seqlens_k = op.Cast(op.Expand(op.Sub(total, op.Constant(value_ints=[1])), bt), to=6)  # (Bt,) int32
     total_len = op.Cast(op.Squeeze(total, [0]), to=6)  # () int32
-    out, k_new, v_new = contrib_op("GroupQueryAttention", num_outputs=3)(
+    out, k_new, v_new = GROUP_QUERY_ATTENTION(
         pack(q, H), pack(k, Hkv), pack(v, Hkv), k_cache, v_cache, seqlens_k, total_len,
         num_heads=H, kv_num_heads=Hkv)
     out = op.Transpose(op.Reshape(out, op.Concat(bt, t, op.Constant(value_ints=[H, hd]), axis=0)), perm=[0, 2, 1, 3])

@@ -3,8 +3,7 @@ seqedge's exceptions into a one-line message with a hint (SEQEDGE_DEBUG=1 shows 
 
 from __future__ import annotations
 
-import logging
-import os
+import sys
 
 import click
 import typer
@@ -12,23 +11,33 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from seqedge.diagnostics import debug, internal_error, open_log
 from seqedge.errors import SeqedgeError
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class SeqedgeGroup(TyperGroup):
-    """Every command runs through here: a SeqedgeError becomes `error: ...` + `hint: ...`, exit code 2."""
+    """Every command runs through here. A SeqedgeError becomes `error: ...` + `hint: ...` and its exit code
+    (2: the user's input; 3: seqedge's own failure, trace in the log); any other exception is seqedge's
+    bug and becomes an InternalError naming the command; Ctrl-C exits 130 without a traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except SeqedgeError as e:
-            if os.environ.get("SEQEDGE_DEBUG"):
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]", markup=True)
+            ctx.exit(130)
+        except Exception as e:
+            if debug():
                 raise
+            if not isinstance(e, SeqedgeError):
+                e = internal_error(f"seqedge {ctx.invoked_subcommand or ''}".strip(), e)
             err_console.print(f"[bold red]error:[/] {escape(e.message)}" + (f"\n[dim]hint:[/] {escape(e.hint)}"
                                                                              if e.hint else ""), markup=True)
-            ctx.exit(2)
+            ctx.exit(e.exit_code)
 
 
 app = typer.Typer(
@@ -49,15 +58,11 @@ def _register() -> None:
 _register()
 
 
-# Libraries seqedge imports log warnings about optional pieces a user cannot act on (torchao's CUDA
-# kernels on a CPU machine, torch's pytree deprecations); the CLI keeps its output to its own messages.
-QUIET_LOGGERS = ("torchao", "torch.utils._pytree", "onnxruntime.quantization", "onnxscript")
-
-
 def main() -> None:
-    if not os.environ.get("SEQEDGE_DEBUG"):
-        for name in QUIET_LOGGERS:
-            logging.getLogger(name).setLevel(logging.ERROR)
+    # Libraries seqedge drives warn and log about things a user cannot act on (torchao's CUDA kernels on a
+    # CPU machine, torch's pytree deprecations, missing optional packages): those go to this command's log
+    # file, and the terminal shows seqedge's own messages only (SEQEDGE_DEBUG=1 shows everything).
+    open_log(next((a for a in sys.argv[1:] if not a.startswith("-")), "seqedge"))
     app()
 
 

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from seqedge.cli.app import app
+from seqedge.diagnostics import stage
 from seqedge.errors import BadInputError
 
 console = Console()
@@ -66,7 +67,8 @@ def bench_cmd(
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                   transient=True) as progress:
         task = progress.add_task("benchmarking…", total=None)
-        result = bench(plan, on_step=lambda s: progress.update(task, description=s))
+        with stage("benchmark", ", ".join(targets)):
+            result = bench(plan, on_step=lambda s: progress.update(task, description=s))
     title = (f"{', '.join(targets)} · {result.profile.display_name} · "
              + "; ".join(f"{t.target.name}: {t.candidate.runtime}/{t.candidate.backend} {t.recipe}"
                          for t in result.targets))

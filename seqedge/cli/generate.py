@@ -10,6 +10,7 @@ import typer
 
 from seqedge.cli.app import app
 from seqedge.cli.options import Checkpoint, Seed, UserModel
+from seqedge.diagnostics import stage
 from seqedge.generate import generate
 from seqedge.loading import load_runnable
 
@@ -26,8 +27,9 @@ def generate_cmd(
     seed: Seed = 0,
 ) -> None:
     """Generate text (greedy by default) and print it: prompt followed by the continuation, as raw bytes."""
-    model = load_runnable(target, user_model=user_model, checkpoint=checkpoint, threads=threads)
-    out = generate(model, prompt.encode(), max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+    with stage("generation", str(target or user_model)):
+        model = load_runnable(target, user_model=user_model, checkpoint=checkpoint, threads=threads)
+        out = generate(model, prompt.encode(), max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
     sys.stdout.flush()
     sys.stdout.buffer.write(prompt.encode() + out + b"\n")  # raw bytes: the model's tokens are bytes
     sys.stdout.buffer.flush()

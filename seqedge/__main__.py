@@ -1,0 +1,5 @@
+"""`python -m seqedge` is the `seqedge` command."""
+
+from seqedge.cli.app import main
+
+main()
