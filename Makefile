@@ -7,6 +7,8 @@ LOCK := requirements.lock
 # torch is pinned and installed first (every machine holds a CPU wheel of exactly this version), so no
 # other requirement can pull a CUDA build of torch.
 TORCH := torch==2.13.0
+# What the lock and .venv hold: the dev tools and the `hf` extra (transformers is what the parity tests compare with)
+EXTRAS := dev,hf
 # Throw-away environments for `make lock` and `make check-latest` (ignored by git).
 LOCK_VENV := build/lock-venv
 LATEST_VENV := build/latest-venv
@@ -50,7 +52,7 @@ lock:
 	rm -rf $(LOCK_VENV)
 	$(PY) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install -q "$(TORCH)"
-	$(LOCK_VENV)/bin/python -m pip install -q -e ".[dev]"
+	$(LOCK_VENV)/bin/python -m pip install -q -e ".[$(EXTRAS)]"
 	$(LOCK_VENV)/bin/python -m pip check
 	{ echo "# The environment the suite passed on: written by 'make lock' from pyproject.toml's ranges; installed by 'make venv'."; \
 	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable | grep -v -E '^(pip|seqedge)==' | LC_ALL=C sort -f; } > $(LOCK).tmp
@@ -63,7 +65,7 @@ check-latest:
 	rm -rf $(LATEST_VENV)
 	$(PY) -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/python -m pip install -q "$(TORCH)"
-	$(LATEST_VENV)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
+	$(LATEST_VENV)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[$(EXTRAS)]"
 	$(LATEST_VENV)/bin/python -m pip check
 	@$(LATEST_VENV)/bin/python -m pip freeze --all --exclude-editable | grep -v -E '^(pip|seqedge)==' | LC_ALL=C sort -f > build/latest.txt
 	@echo "--- drift from $(LOCK) (- locked, + newest allowed):"

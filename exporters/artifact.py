@@ -66,6 +66,22 @@ def base_manifest(model, plan, interface) -> dict[str, Any]:
     }
 
 
+def copy_tokenizer(source: Path | None, folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The model's tokenizer files travel into the artifact (listed and hashed with the rest); returns the
+    manifest's `tokenizer` entry (`{"kind": "bytes"}` for byte-level models)."""
+    import shutil
+
+    from seqedge.tokenizer import check_fits, load_tokenizer, tokenizer_files
+
+    files = tokenizer_files(source) if source is not None else {}
+    for name, path in files.items():
+        shutil.copyfile(path, folder / name)
+    tok = load_tokenizer(folder if files else None)
+    vocab = manifest["outputs"][0]["shape"][-1]
+    check_fits(tok, vocab, str(source))
+    return tok.to_json()
+
+
 def finish(folder: Path, model, manifest: dict[str, Any], plan, quant, weight_bytes: int,
            float_matrices: list) -> dict[str, Any]:
     """Write the manifest with the quantization report; when the plan says to verify, check the artifact
@@ -75,6 +91,7 @@ def finish(folder: Path, model, manifest: dict[str, Any], plan, quant, weight_by
     from seqedge.runtimes import open_artifact
 
     manifest["quant"] = size_report(model, quant, weight_bytes, float_matrices)
+    manifest["tokenizer"] = copy_tokenizer(plan.tokenizer_dir, folder, manifest)
     write_manifest(folder, manifest)
     if plan.verify:
         with stage(f"verification in {manifest['format']}'s runtime", plan.subject):

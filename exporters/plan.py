@@ -28,6 +28,7 @@ class ExportPlan:
     example_len: int = 5  # T of the example input traced with a dynamic length
     source: dict[str, Any] = field(default_factory=dict)  # how to rebuild the PyTorch reference
     target: dict[str, Any] | None = None  # the device profile's selection this export follows
+    tokenizer_dir: Path | None = None  # a folder with tokenizer.json (+ configs) to ship with the artifact
 
     @property
     def subject(self) -> str:

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from seqedge.diagnostics import stage
-from seqedge.errors import ParityError
+from seqedge.errors import BadInputError, ParityError
 
 FP32_TOLERANCE = 1e-3
 
@@ -88,6 +88,12 @@ def verify_artifact(folder, model, steps: int = 64, prompt_bytes: int = 64, thre
         runner = runner or open_artifact(folder, threads=threads, runtime=runtime, check_files=False)
         rule = RECIPES[runner.manifest.get("quant", {}).get("recipe", "fp32")].parity
         prompt_bytes = min(prompt_bytes, getattr(runner, "max_prefill", None) or prompt_bytes)  # within the program
+        cache = runner.manifest.get("max_seq_len")
+        if cache:  # prompt + decode steps within the KV cache
+            if steps >= cache:
+                raise BadInputError(f"--steps {steps} does not fit the artifact's {cache}-position cache",
+                                    f"use --steps {cache // 2} or fewer")
+            prompt_bytes = max(1, min(prompt_bytes, cache - steps))
         try:
             parity = check_parity(model, runner, held_out_prompt(prompt_bytes), steps=steps,
                                   tolerance=rule.tolerance if rule.tolerance is not None else float("inf"),

@@ -71,7 +71,7 @@ def load_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _load_weights(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: Path) -> None:
+def load_weights(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: Path) -> None:
     try:
         missing, unexpected = model.load_state_dict(sd, strict=False)
     except RuntimeError as e:  # shape mismatch
@@ -86,11 +86,19 @@ def _load_weights(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: P
                                "check that config and weights belong together")
 
 
-def load_checkpoint(folder: Path | str) -> SequenceModel:
+def load_checkpoint(folder: Path | str, max_seq_len: int | None = None) -> SequenceModel:
+    """A seqedge checkpoint folder, or a local Hugging Face folder (config.json with a `model_type`; its KV
+    cache holds `max_seq_len` positions, default min(max_position_embeddings, 2048))."""
     folder = Path(folder)
     if not folder.is_dir():
         raise BadPathError(f"checkpoint folder {folder} does not exist", "train one with `seqedge train --out DIR`")
     cfg_dict = read_json(folder / CONFIG, "model config")
+    if "family" not in cfg_dict and "model_type" in cfg_dict:
+        from seqedge.ingest.hf import load_hf
+
+        return load_hf(folder, cfg_dict, max_seq_len)
+    if max_seq_len is not None:
+        raise BadInputError("--max-seq-len applies to Hugging Face folders", "a seqedge checkpoint keeps its own")
     try:
         cfg = config_from_dict(cfg_dict)
     except SeqedgeError:
@@ -98,7 +106,7 @@ def load_checkpoint(folder: Path | str) -> SequenceModel:
     except (TypeError, ValueError) as e:
         raise CorruptFileError(f"model config {folder / CONFIG} is invalid ({e})", "re-create it") from None
     model = model_from_config(cfg)
-    _load_weights(model, load_state_dict(folder / WEIGHTS), folder / WEIGHTS)
+    load_weights(model, load_state_dict(folder / WEIGHTS), folder / WEIGHTS)
     return model.eval()
 
 
@@ -118,15 +126,15 @@ def load_user_model(spec: str, checkpoint: Path | str | None = None) -> torch.nn
         raise UnsupportedError(f"{spec} did not return an nn.Module with {', '.join(PROTOCOL)} (missing: "
                                f"{', '.join(missing) or 'nn.Module'})", "see README: 'Bring your own model'")
     if checkpoint is not None:
-        _load_weights(model, load_state_dict(checkpoint), Path(checkpoint))
+        load_weights(model, load_state_dict(checkpoint), Path(checkpoint))
     return model.eval()
 
 
 def load_model(target: Path | str | None = None, user_model: str | None = None,
-               checkpoint: Path | str | None = None) -> torch.nn.Module:
-    """One entry for the CLI: a checkpoint folder, or a user factory plus weights."""
+               checkpoint: Path | str | None = None, max_seq_len: int | None = None) -> torch.nn.Module:
+    """One entry for the CLI: a checkpoint folder (seqedge's or Hugging Face's), or a user factory plus weights."""
     if user_model:
         return load_user_model(user_model, checkpoint)
     if target is None:
         raise BadInputError("no model given", "pass a checkpoint folder or --model package.module:factory")
-    return load_checkpoint(target)
+    return load_checkpoint(target, max_seq_len)

@@ -15,7 +15,7 @@ MANIFEST = "manifest.json"
 
 
 def load_runnable(target: Path | str | None, user_model: str | None = None, checkpoint: Path | str | None = None,
-                  threads: int = 2):
+                  threads: int = 2, max_seq_len: int | None = None):
     if user_model:
         return load_model(user_model=user_model, checkpoint=checkpoint)
     if target is None:
@@ -25,17 +25,18 @@ def load_runnable(target: Path | str | None, user_model: str | None = None, chec
         from seqedge.runtimes import open_artifact
 
         return open_artifact(target, threads=threads)
-    return load_model(target)
+    return load_model(target, max_seq_len=max_seq_len)
 
 
 def model_source(target: Path | str | None, user_model: str | None, checkpoint: Path | str | None,
-                 family: str | None, preset: str | None, seed: int) -> dict:
+                 family: str | None, preset: str | None, seed: int, max_seq_len: int | None = None) -> dict:
     """How to rebuild the PyTorch reference later (recorded in the manifest as `source`)."""
     if user_model:
         return {"kind": "user", "model": user_model, "checkpoint": str(Path(checkpoint).resolve()) if checkpoint else None}
     if family:
         return {"kind": "preset", "family": family, "preset": preset or "tiny", "seed": seed}
-    return {"kind": "checkpoint", "path": str(Path(target).resolve())}
+    return {"kind": "checkpoint", "path": str(Path(target).resolve()),
+            **({"max_seq_len": max_seq_len} if max_seq_len is not None else {})}
 
 
 def model_from_source(source: dict):
@@ -51,11 +52,11 @@ def model_from_source(source: dict):
     if kind == "user":
         return load_model(user_model=source["model"], checkpoint=source.get("checkpoint"))
     if kind == "checkpoint":
-        return load_model(source["path"])
+        return load_model(source["path"], max_seq_len=source.get("max_seq_len"))
     raise BadPathError("the artifact does not say which model it came from", "pass --against CHECKPOINT")
 
 
-def load_exportable(target, user_model, checkpoint, family, preset, seed):
+def load_exportable(target, user_model, checkpoint, family, preset, seed, max_seq_len=None):
     """The model to export: a checkpoint folder, a user factory, or a fresh preset (seeded)."""
     import torch
 
@@ -65,4 +66,4 @@ def load_exportable(target, user_model, checkpoint, family, preset, seed):
         FAMILIES[family].config(preset or "tiny")
         torch.manual_seed(seed)
         return build_model(family, preset or "tiny").eval()
-    return load_model(target, user_model=user_model, checkpoint=checkpoint)
+    return load_model(target, user_model=user_model, checkpoint=checkpoint, max_seq_len=max_seq_len)

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from seqedge.diagnostics import debug, internal_error, open_log
 from seqedge.errors import SeqedgeError
@@ -22,10 +22,10 @@ class SeqedgeGroup(TyperGroup):
     (2: the user's input; 3: seqedge's own failure, trace in the log); any other exception is seqedge's
     bug and becomes an InternalError naming the command; Ctrl-C exits 130 without a traceback."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
+        except (TyperException, typer.Exit, typer.Abort):  # usage errors, exits: typer reports them
             raise
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]", markup=True)

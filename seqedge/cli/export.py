@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from seqedge.cli.app import app
-from seqedge.cli.options import Checkpoint, Force, Seed, UserModel
+from seqedge.cli.options import Checkpoint, Force, MaxSeqLen, Seed, UserModel
 from seqedge.errors import BadInputError, UnsupportedError
 from seqedge.exporters import FORMATS, ExportPlan, export
 from seqedge.exporters.artifact import read_manifest
@@ -50,6 +50,7 @@ def export_cmd(
                                                               "int8 0.01, int4 0.05).")] = None,
     family: Annotated[Optional[str], typer.Option(help="Export a freshly initialised model of this family.")] = None,
     preset: Annotated[Optional[str], typer.Option(help="Preset for --family (default tiny).")] = None,
+    max_seq_len: MaxSeqLen = None,
     user_model: UserModel = None,
     checkpoint: Checkpoint = None,
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the parity check (not recommended).")] = False,
@@ -60,7 +61,7 @@ def export_cmd(
     """Export a model to an artifact folder (graph + manifest.json), verified against PyTorch."""
     if target is None and not family and not user_model:
         raise BadInputError("nothing to export", "pass a checkpoint folder, --family F --preset P, or --model")
-    model = load_exportable(target, user_model, checkpoint, family, preset, seed)
+    model = load_exportable(target, user_model, checkpoint, family, preset, seed, max_seq_len)
     target_info = None
     if device:
         choice = choose_runtime(device, model)
@@ -72,7 +73,8 @@ def export_cmd(
     plan = ExportPlan(out=out, format=fmt, ops=ops, backend=backend, max_len=max_len, force=force, quant=quant,
                       group_size=group_size, calibration=calibration, strict=strict, max_bpb_increase=max_bpb_increase,
                       verify=not no_verify, threads=threads,
-                      source=model_source(target, user_model, checkpoint, family, preset, seed), target=target_info)
+                      source=model_source(target, user_model, checkpoint, family, preset, seed, max_seq_len),
+                      target=target_info, tokenizer_dir=target if target is not None and target.is_dir() else None)
     with console.status(f"exporting to {fmt} ({quant}) and verifying…"):
         manifest = export(model, plan)
     parity, q = manifest["parity"], manifest["quant"]

@@ -9,27 +9,39 @@ from typing import Annotated
 import typer
 
 from seqedge.cli.app import app
-from seqedge.cli.options import Checkpoint, Seed, UserModel
+from seqedge.cli.options import Checkpoint, MaxSeqLen, Seed, UserModel
 from seqedge.diagnostics import stage
-from seqedge.generate import generate
+from seqedge.generate import generate_ids
 from seqedge.loading import load_runnable
+from seqedge.tokenizer import load_tokenizer
 
 
 @app.command("generate")
 def generate_cmd(
-    target: Annotated[Path | None, typer.Argument(help="Checkpoint folder or exported artifact folder.")] = None,
-    prompt: Annotated[str, typer.Option(help="Prompt text (bytes are the tokens).")] = "def ",
-    max_new_tokens: Annotated[int, typer.Option(help="Bytes to generate.")] = 128,
+    target: Annotated[Path | None, typer.Argument(help="Checkpoint folder (seqedge's or Hugging Face's) or exported "
+                                                  "artifact folder.")] = None,
+    prompt: Annotated[str, typer.Option(help="Prompt text (tokenized with the model's tokenizer; bytes for "
+                                        "byte-level models).")] = "def ",
+    chat: Annotated[bool, typer.Option("--chat", help="Send the prompt as a user turn through the model's chat "
+                                       "template and print the reply.")] = False,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate (fewer when the model ends with EOS).")] = 128,
     temperature: Annotated[float, typer.Option(help="0 = greedy; > 0 samples.")] = 0.0,
+    max_seq_len: MaxSeqLen = None,
     user_model: UserModel = None,
     checkpoint: Checkpoint = None,
     threads: Annotated[int, typer.Option(help="Threads for an artifact's runtime.")] = 2,
     seed: Seed = 0,
 ) -> None:
-    """Generate text (greedy by default) and print it: prompt followed by the continuation, as raw bytes."""
+    """Generate text (greedy by default) and print it: the prompt and its continuation (with --chat, the reply).
+    Byte-level models print raw bytes."""
     with stage("generation", str(target or user_model)):
-        model = load_runnable(target, user_model=user_model, checkpoint=checkpoint, threads=threads)
-        out = generate(model, prompt.encode(), max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
+        model = load_runnable(target, user_model=user_model, checkpoint=checkpoint, threads=threads,
+                              max_seq_len=max_seq_len)
+        tok = load_tokenizer(target if target is not None and target.is_dir() else None)
+        ids = tok.chat(prompt) if chat else tok.encode(prompt)
+        out = generate_ids(model, ids, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                           eos_ids=tok.eos_ids)
     sys.stdout.flush()
-    sys.stdout.buffer.write(prompt.encode() + out + b"\n")  # raw bytes: the model's tokens are bytes
+    head = b"" if chat else prompt.encode()
+    sys.stdout.buffer.write(head + tok.decode_bytes(out) + b"\n")  # byte-level: the model's tokens are bytes
     sys.stdout.buffer.flush()

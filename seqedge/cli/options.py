@@ -13,3 +13,5 @@ Checkpoint = Annotated[Path | None, typer.Option("--checkpoint", help="Weights f
                        "or a .pt state dict (loaded with weights_only=True).")]
 Force = Annotated[bool, typer.Option("--force", help="Replace the output folder if it exists.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed.")]
+MaxSeqLen = Annotated[int | None, typer.Option("--max-seq-len", help="Hugging Face folders: KV-cache length in "
+                      "positions (default: max_position_embeddings, at most 2048).")]

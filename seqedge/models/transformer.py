@@ -8,6 +8,7 @@ state tensor of `max_seq_len` positions plus a `pos` counter.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -31,21 +32,54 @@ class TransformerConfig(ModelConfig):
     rope_theta: float = 10000.0
     rms_norm_eps: float = 1e-5
     tie_word_embeddings: bool = False
+    head_dim: int = 0  # 0: hidden_size // num_attention_heads (Qwen3, Gemma-style configs give it explicitly)
+    attention_bias: bool = False  # bias on q/k/v/o (Llama's attention_bias)
+    qkv_bias: bool = False  # bias on q/k/v only (Qwen2)
+    mlp_bias: bool = False
+    qk_norm: bool = False  # RMSNorm over head_dim on q and k before RoPE (Qwen3)
+    rope_scaling: dict | None = None  # {"rope_type": "linear"|"llama3", "factor": ..., ...}
 
     def __post_init__(self):
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError("hidden_size must be divisible by num_attention_heads")
+        if self.head_dim <= 0:
+            if self.hidden_size % self.num_attention_heads:
+                raise ValueError("hidden_size must be divisible by num_attention_heads (or give head_dim)")
+            self.head_dim = self.hidden_size // self.num_attention_heads
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError("num_attention_heads must be divisible by num_key_value_heads")
+        if self.head_dim % 2:
+            raise ValueError("head_dim must be even (RoPE rotates pairs)")
+        if self.rope_scaling is not None:
+            rope_inv_freq(self)  # validates the scaling dict
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+
+ROPE_SCALINGS = ("default", "linear", "llama3")
 
 
-def rope_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+def rope_inv_freq(cfg: TransformerConfig) -> Tensor:
+    """RoPE inverse frequencies (head_dim/2,) with the config's scaling (HF's `rope_type`s linear, llama3)."""
+    hd = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))  # (hd/2,)
+    s = cfg.rope_scaling or {}
+    kind = s.get("rope_type", s.get("type", "default"))
+    if kind == "default":
+        return inv_freq
+    if kind not in ROPE_SCALINGS:
+        raise ValueError(f"rope_scaling type {kind!r} is not supported (supported: {', '.join(ROPE_SCALINGS)})")
+    factor = float(s["factor"])
+    if kind == "linear":
+        return inv_freq / factor
+    low, high = float(s.get("low_freq_factor", 1.0)), float(s.get("high_freq_factor", 4.0))  # llama3
+    old_len = float(s.get("original_max_position_embeddings", 8192))
+    wavelen = 2 * math.pi / inv_freq  # (hd/2,)
+    scaled = torch.where(wavelen > old_len / low, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= old_len / high) & (wavelen <= old_len / low)
+    return torch.where(medium, smoothed, scaled)
+
+
+def rope_cos_sin(positions: Tensor, inv_freq: Tensor) -> tuple[Tensor, Tensor]:
     """cos/sin tables for absolute `positions` (T,), HF layout (halves duplicated): (T, head_dim)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))  # (hd/2,)
     freqs = positions.float()[:, None] * inv_freq[None, :]  # (T, hd/2)
     emb = torch.cat([freqs, freqs], dim=-1)  # (T, hd)
     return emb.cos(), emb.sin()
@@ -62,15 +96,22 @@ class Attention(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.n_head, self.n_kv, self.hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        self.q_proj = nn.Linear(cfg.hidden_size, self.n_head * self.hd, bias=False)
-        self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=False)
-        self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=False)
-        self.o_proj = nn.Linear(self.n_head * self.hd, cfg.hidden_size, bias=False)
+        qkv_bias = cfg.attention_bias or cfg.qkv_bias
+        self.q_proj = nn.Linear(cfg.hidden_size, self.n_head * self.hd, bias=qkv_bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=qkv_bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.n_kv * self.hd, bias=qkv_bias)
+        self.o_proj = nn.Linear(self.n_head * self.hd, cfg.hidden_size, bias=cfg.attention_bias)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(self.hd, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(self.hd, cfg.rms_norm_eps)
 
     def forward(self, x, cos, sin, k_cache=None, v_cache=None, pos=None):
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_head, self.hd).transpose(1, 2)  # (B, H, T, hd)
-        k = self.k_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, Hkv, T, hd)
+        q = self.q_proj(x).view(B, T, self.n_head, self.hd)  # (B, T, H, hd)
+        k = self.k_proj(x).view(B, T, self.n_kv, self.hd)  # (B, T, Hkv, hd)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H or Hkv, T, hd)
         v = self.v_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, Hkv, T, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if k_cache is None:  # training: whole sequence, no cache
@@ -84,9 +125,9 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
@@ -124,6 +165,7 @@ class Transformer(SequenceModel):
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.apply(_init_weights)
+        self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)  # (hd/2,)
 
     @property
     def max_seq_len(self) -> int:
@@ -139,7 +181,7 @@ class Transformer(SequenceModel):
 
     def forward(self, tokens: Tensor) -> Tensor:
         T = tokens.shape[1]
-        cos, sin = rope_cos_sin(torch.arange(T), self.config.head_dim, self.config.rope_theta)
+        cos, sin = rope_cos_sin(torch.arange(T), self.inv_freq)
         x = self.model.embed_tokens(tokens)  # (B, T, C)
         for layer in self.model.layers:
             x, _, _ = layer(x, cos, sin)
@@ -149,7 +191,7 @@ class Transformer(SequenceModel):
         T = tokens.shape[1]
         pos = state["pos"]  # (1,)
         positions = pos + torch.arange(T, dtype=pos.dtype)  # (T,)
-        cos, sin = rope_cos_sin(positions, self.config.head_dim, self.config.rope_theta)  # (T, hd)
+        cos, sin = rope_cos_sin(positions, self.inv_freq)  # (T, hd)
         x = self.model.embed_tokens(tokens)  # (B, T, C)
         new: State = {}
         for i, layer in enumerate(self.model.layers):
@@ -163,3 +205,5 @@ class Transformer(SequenceModel):
 def _init_weights(m: nn.Module) -> None:
     if isinstance(m, (nn.Linear, nn.Embedding)):
         nn.init.normal_(m.weight, std=0.02)
+    if isinstance(m, nn.Linear) and m.bias is not None:
+        nn.init.zeros_(m.bias)
