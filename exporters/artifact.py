@@ -89,18 +89,19 @@ def finish(folder: Path, model, manifest: dict[str, Any], plan, quant, weight_by
     from seqedge.exporters.verify import verify_artifact
     from seqedge.quant.report import accuracy_report, gate, size_report
     from seqedge.runtimes import open_artifact
+    from seqedge.tokenizer import load_tokenizer
 
     manifest["quant"] = size_report(model, quant, weight_bytes, float_matrices)
     manifest["tokenizer"] = copy_tokenizer(plan.tokenizer_dir, folder, manifest)
-    write_manifest(folder, manifest)
+    manifest = write_manifest(folder, manifest)
     if plan.verify:
         with stage(f"verification in {manifest['format']}'s runtime", plan.subject):
             runner = open_artifact(folder, threads=plan.threads, check_files=False)
             try:
                 manifest["parity"] = verify_artifact(folder, model, plan.verify_steps, plan.prompt_bytes, runner=runner)
-                manifest["quant"].update(accuracy_report(model, quant, runner))
+                manifest["quant"].update(accuracy_report(model, quant, runner, load_tokenizer(folder)))
             finally:
                 runner.close()
-        write_manifest(folder, manifest)
+        manifest = write_manifest(folder, manifest)
     gate(manifest["quant"], quant)
     return manifest

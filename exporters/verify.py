@@ -25,8 +25,11 @@ class Parity:
     steps: int
     per_step_max_abs_diff: list[float]
     tolerance: float
-    min_token_agreement: float
+    min_token_agreement: float | None
     prompt_bytes: int
+    mean_kl: float = 0.0  # KL(reference ‖ artifact) of the next-token distributions, nats, mean over all steps
+    max_kl: float = 0.0
+    max_mean_kl: float | None = None
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -38,16 +41,23 @@ class Parity:
 
     def summary(self) -> str:
         return (f"prefill max |Δ| {self.prefill_max_abs_diff:.2e}, decode max |Δ| {self.max_abs_diff:.2e} over "
-                f"{self.steps} steps, token agreement {self.token_agreement:.1%}")
+                f"{self.steps} steps, token agreement {self.token_agreement:.1%}, mean KL {self.mean_kl:.2e}")
 
 
-def check_parity(reference, artifact, prompt: bytes, steps: int = 64, tolerance: float = FP32_TOLERANCE,
-                 min_token_agreement: float = 1.0) -> Parity:
+def _kl(ref: torch.Tensor, art: torch.Tensor) -> float:
+    """KL(ref ‖ art) in nats of the softmax distributions of two logit vectors."""
+    p, q = torch.log_softmax(ref.double(), -1), torch.log_softmax(art.double(), -1)
+    return max(0.0, (p.exp() * (p - q)).sum().item())
+
+
+def check_parity(reference, artifact, prompt: list[int], steps: int = 64, tolerance: float = FP32_TOLERANCE,
+                 min_token_agreement: float | None = 1.0, max_mean_kl: float | None = None) -> Parity:
     tokens = torch.tensor([list(prompt)], dtype=torch.long)  # (1, P)
     with torch.no_grad():
         ref_logits, ref_state = reference.prefill(tokens, reference.init_state(1), last_only=True)
         art_logits, art_state = artifact.prefill(tokens, artifact.init_state(1))
         prefill_diff = (ref_logits[:, -1] - art_logits[:, -1]).abs().max().item()
+        kls = [_kl(ref_logits[0, -1], art_logits[0, -1])]
         diffs, agree = [], 0
         for _ in range(steps):
             nxt = ref_logits[0, -1].argmax()
@@ -56,15 +66,19 @@ def check_parity(reference, artifact, prompt: bytes, steps: int = 64, tolerance:
             ref_logits, ref_state = reference.step(token, ref_state)
             art_logits, art_state = artifact.step(token, art_state)
             diffs.append((ref_logits[:, -1] - art_logits[:, -1]).abs().max().item())
+            kls.append(_kl(ref_logits[0, -1], art_logits[0, -1]))
     parity = Parity(prefill_diff, max(diffs, default=prefill_diff), agree / max(steps, 1), steps,
-                    [round(d, 8) for d in diffs], tolerance, min_token_agreement, len(prompt))
+                    [round(d, 8) for d in diffs], tolerance, min_token_agreement, len(prompt),
+                    round(sum(kls) / len(kls), 8), round(max(kls), 8), max_mean_kl)
     if prefill_diff > tolerance:
         parity.failures.append(f"prefill logits: max abs diff {prefill_diff:.3g} > {tolerance:g}")
     for i, d in enumerate(diffs):
         if d > tolerance:
             parity.failures.append(f"decode step {i} logits: max abs diff {d:.3g} > {tolerance:g}")
-    if parity.token_agreement < min_token_agreement:
+    if min_token_agreement is not None and parity.token_agreement < min_token_agreement:
         parity.failures.append(f"greedy tokens: agreement {parity.token_agreement:.1%} < {min_token_agreement:.0%}")
+    if max_mean_kl is not None and parity.mean_kl > max_mean_kl:
+        parity.failures.append(f"next-token distributions: mean KL {parity.mean_kl:.3g} nats > {max_mean_kl:g}")
     return parity
 
 
@@ -79,9 +93,10 @@ def verify_artifact(folder, model, steps: int = 64, prompt_bytes: int = 64, thre
                     runtime: str | None = None, runner=None) -> dict:
     """Run the artifact in its runtime against the fp32 `model` on held-out text, with the tolerance of
     the artifact's quantization recipe; raise ParityError on failure."""
-    from seqedge.data import held_out_prompt
+    from seqedge.data import held_out_tokens
     from seqedge.quant import RECIPES
     from seqedge.runtimes import open_artifact
+    from seqedge.tokenizer import load_tokenizer
 
     own = runner is None
     with stage("verification", str(folder)):
@@ -95,9 +110,10 @@ def verify_artifact(folder, model, steps: int = 64, prompt_bytes: int = 64, thre
                                     f"use --steps {cache // 2} or fewer")
             prompt_bytes = max(1, min(prompt_bytes, cache - steps))
         try:
-            parity = check_parity(model, runner, held_out_prompt(prompt_bytes), steps=steps,
+            prompt = held_out_tokens(load_tokenizer(folder), prompt_bytes)  # the artifact's tokenizer: real text
+            parity = check_parity(model, runner, prompt, steps=steps,
                                   tolerance=rule.tolerance if rule.tolerance is not None else float("inf"),
-                                  min_token_agreement=rule.min_token_agreement)
+                                  min_token_agreement=rule.min_token_agreement, max_mean_kl=rule.max_mean_kl)
         finally:
             if own:
                 runner.close()

@@ -87,9 +87,14 @@ def load_weights(model: torch.nn.Module, sd: dict[str, torch.Tensor], source: Pa
 
 
 def load_checkpoint(folder: Path | str, max_seq_len: int | None = None) -> SequenceModel:
-    """A seqedge checkpoint folder, or a local Hugging Face folder (config.json with a `model_type`; its KV
-    cache holds `max_seq_len` positions, default min(max_position_embeddings, 2048))."""
+    """A seqedge checkpoint folder, a local Hugging Face folder (config.json with a `model_type`) or a llama.cpp
+    `.gguf` file; an HF/GGUF model's KV cache holds `max_seq_len` positions (default min(max_position_embeddings,
+    2048))."""
     folder = Path(folder)
+    if folder.suffix == ".gguf" and folder.is_file():
+        from seqedge.ingest.gguf import load_gguf
+
+        return load_gguf(folder, max_seq_len)
     if not folder.is_dir():
         raise BadPathError(f"checkpoint folder {folder} does not exist", "train one with `seqedge train --out DIR`")
     cfg_dict = read_json(folder / CONFIG, "model config")

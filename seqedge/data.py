@@ -105,3 +105,12 @@ def held_out_prompt(n: int = 64) -> bytes:
     held = b"\n".join(parts)
     start = held[: 1 << 16].index(b"\n") + 1
     return held[start : start + n]
+
+
+def held_out_tokens(tokenizer, n: int) -> list[int]:
+    """The first `n` tokens of held-out text under `tokenizer` (bytes for byte-level models: the same ids
+    as `held_out_prompt(n)`), for parity checks and accuracy on models with a real vocabulary."""
+    if tokenizer.kind == "bytes":
+        return list(held_out_prompt(n))
+    text = held_out_prompt(8 * n + 64).decode("utf-8", errors="replace")
+    return tokenizer.encode(text)[:n]

@@ -43,6 +43,14 @@ def atomic_dir(out: Path | str, force: bool = False) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def cache_dir(kind: str) -> Path:
+    """seqedge's private cache for one kind of derived file ($SEQEDGE_CACHE or ~/.cache/seqedge, mode 0700)."""
+    root = Path(os.environ.get("SEQEDGE_CACHE", Path.home() / ".cache" / "seqedge"))
+    folder = root / kind
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
+
+
 def sha256_file(path: Path | str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

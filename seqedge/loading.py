@@ -67,3 +67,16 @@ def load_exportable(target, user_model, checkpoint, family, preset, seed, max_se
         torch.manual_seed(seed)
         return build_model(family, preset or "tiny").eval()
     return load_model(target, user_model=user_model, checkpoint=checkpoint, max_seq_len=max_seq_len)
+
+
+def tokenizer_source(target: Path | str | None) -> Path | None:
+    """The folder holding the tokenizer of what the user pointed at: the checkpoint or artifact folder itself,
+    the rebuilt tokenizer of a GGUF file, or None (byte-level)."""
+    if target is None:
+        return None
+    target = Path(target)
+    if target.suffix == ".gguf" and target.is_file():
+        from seqedge.ingest.gguf import tokenizer_folder
+
+        return tokenizer_folder(target)
+    return target if (target / "tokenizer.json").is_file() else None

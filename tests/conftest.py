@@ -1,4 +1,6 @@
+import json
 import os
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -35,3 +37,23 @@ def native_runner(tmp_path_factory) -> Path:
     from seqedge.native import build_runner
 
     return build_runner(tmp_path_factory.mktemp("runner"))
+
+
+TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def train_tokenizer(folder: Path, vocab: int) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    tok.train_from_iterator([(stdlib / n).read_text() for n in ("textwrap.py", "shlex.py", "fnmatch.py")], trainer)
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "eos_token": "<|im_end|>", "bos_token": None, "chat_template": TEMPLATE,
+        "tokenizer_class": "PreTrainedTokenizerFast"}))

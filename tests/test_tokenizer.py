@@ -3,14 +3,14 @@ checkpoint, copied into the artifact (listed and hashed), used by `generate --pr
 EOS; compared with transformers' own tokenizer and chat template."""
 
 import json
-import sysconfig
-from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
 transformers = pytest.importorskip("transformers")
+
+from conftest import train_tokenizer  # noqa: E402
 
 from seqedge.checkpoint import load_checkpoint  # noqa: E402
 from seqedge.cli.app import app  # noqa: E402
@@ -20,25 +20,6 @@ from seqedge.exporters.artifact import read_manifest  # noqa: E402
 from seqedge.fsutil import sha256_file  # noqa: E402
 from seqedge.generate import generate_ids  # noqa: E402
 from seqedge.tokenizer import HFTokenizer, load_tokenizer  # noqa: E402
-
-TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-            "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-
-
-def train_tokenizer(folder: Path, vocab: int) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    tok.train_from_iterator([(stdlib / n).read_text() for n in ("textwrap.py", "shlex.py", "fnmatch.py")], trainer)
-    tok.save(str(folder / "tokenizer.json"))
-    (folder / "tokenizer_config.json").write_text(json.dumps({
-        "eos_token": "<|im_end|>", "bos_token": None, "chat_template": TEMPLATE,
-        "tokenizer_class": "PreTrainedTokenizerFast"}))
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from seqedge.errors import BadInputError, UnsupportedError
 from seqedge.exporters import FORMATS, ExportPlan, export
 from seqedge.exporters.artifact import read_manifest
 from seqedge.exporters.verify import verify_artifact
-from seqedge.loading import load_exportable, load_model, model_from_source, model_source
+from seqedge.loading import load_exportable, load_model, model_from_source, model_source, tokenizer_source
 from seqedge.quant import RECIPES
 
 console = Console()
@@ -74,7 +74,7 @@ def export_cmd(
                       group_size=group_size, calibration=calibration, strict=strict, max_bpb_increase=max_bpb_increase,
                       verify=not no_verify, threads=threads,
                       source=model_source(target, user_model, checkpoint, family, preset, seed, max_seq_len),
-                      target=target_info, tokenizer_dir=target if target is not None and target.is_dir() else None)
+                      target=target_info, tokenizer_dir=tokenizer_source(target))
     with console.status(f"exporting to {fmt} ({quant}) and verifying…"):
         manifest = export(model, plan)
     parity, q = manifest["parity"], manifest["quant"]
@@ -88,7 +88,7 @@ def export_cmd(
     if parity:
         console.print(f"parity: prefill max |Δ| {parity['prefill_max_abs_diff']:.2e}, decode max |Δ| "
                       f"{parity['max_abs_diff']:.2e} over {parity['steps']} steps, "
-                      f"token agreement {parity['token_agreement']:.1%}")
+                      f"token agreement {parity['token_agreement']:.1%}, mean KL {parity['mean_kl']:.2e} nats")
 
 
 @app.command("verify")
@@ -108,7 +108,10 @@ def verify_cmd(
         table.add_column(col)
     table.add_row("logits (prefill)", f"{parity['prefill_max_abs_diff']:.2e}", f"{parity['tolerance']:g}", "✓")
     table.add_row(f"logits ({steps} decode steps)", f"{parity['max_abs_diff']:.2e}", f"{parity['tolerance']:g}", "✓")
-    table.add_row("greedy tokens", f"{parity['token_agreement']:.1%} agree", f"≥ {parity['min_token_agreement']:.0%}", "✓")
+    gated = lambda v, fmt: f"≤ {v:{fmt}}" if v is not None else "reported"  # noqa: E731
+    table.add_row("greedy tokens", f"{parity['token_agreement']:.1%} agree", "reported" if parity[
+        "min_token_agreement"] is None else f"≥ {parity['min_token_agreement']:.0%}", "✓")
+    table.add_row("mean KL (nats/token)", f"{parity.get('mean_kl', 0):.2e}", gated(parity.get("max_mean_kl"), "g"), "✓")
     console.print(table)
 
 

@@ -12,7 +12,7 @@ from seqedge.cli.app import app
 from seqedge.cli.options import Checkpoint, MaxSeqLen, Seed, UserModel
 from seqedge.diagnostics import stage
 from seqedge.generate import generate_ids
-from seqedge.loading import load_runnable
+from seqedge.loading import load_runnable, tokenizer_source
 from seqedge.tokenizer import load_tokenizer
 
 
@@ -37,7 +37,7 @@ def generate_cmd(
     with stage("generation", str(target or user_model)):
         model = load_runnable(target, user_model=user_model, checkpoint=checkpoint, threads=threads,
                               max_seq_len=max_seq_len)
-        tok = load_tokenizer(target if target is not None and target.is_dir() else None)
+        tok = load_tokenizer(tokenizer_source(target))
         ids = tok.chat(prompt) if chat else tok.encode(prompt)
         out = generate_ids(model, ids, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
                            eos_ids=tok.eos_ids)

@@ -3,7 +3,7 @@
     ctx = prepare(plan, model, "onnx")          # validates recipe × format × group size × calibration
     apply_onnx(path, ctx) / apply_executorch(model, ctx)
     report = size_report(model, ctx, weight_bytes, float_matrices)   # manifest["quant"], then with the
-    report.update(accuracy_report(model, ctx, runner))                # artifact running: bpb, agreement
+    report.update(accuracy_report(model, ctx, runner, tokenizer))     # artifact running: bpb, agreement
     gate(report, ctx)                           # --strict, --max-bpb-increase
 
 The report: `recipe`, `group_size`, `weight_bytes_fp32` (the model's parameters in fp32),
@@ -192,10 +192,11 @@ def _bits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none") / math.log(2)
 
 
-def accuracy(model, runner, text: bytes) -> dict[str, float]:
-    """bits/byte of the fp32 model and of the artifact on `text`, and their top-1 agreement. The artifact
-    is stepped one byte at a time with its state carried (every position's logits, from the real runtime)."""
-    tokens = torch.tensor([list(text)], dtype=torch.long)  # (1, N)
+def accuracy(model, runner, ids: list[int], tokenizer) -> dict[str, float]:
+    """bits/byte of the fp32 model and of the artifact on the held-out tokens `ids`, and their top-1
+    agreement. The artifact is stepped one token at a time with its state carried (every position's logits,
+    from the real runtime). Bits are per byte of the predicted text, so vocabularies compare."""
+    tokens = torch.tensor([ids], dtype=torch.long)  # (1, N)
     with torch.no_grad():
         ref = model.forward(tokens)[0, :-1]  # (N-1, V)
         state = runner.init_state(1)
@@ -205,7 +206,9 @@ def accuracy(model, runner, text: bytes) -> dict[str, float]:
             got.append(logits[0, -1])
         got = torch.stack(got)  # (N-1, V)
     targets = tokens[0, 1:]
-    bpb_fp32, bpb = _bits(ref, targets).mean().item(), _bits(got, targets).mean().item()
+    n_bytes = max(1, len(tokenizer.decode_bytes(targets.tolist())))
+    bits_fp32, bits = _bits(ref, targets).sum().item(), _bits(got, targets).sum().item()
+    bpb_fp32, bpb = bits_fp32 / n_bytes, bits / n_bytes
     return {"bpb_fp32": round(bpb_fp32, 4), "bpb": round(bpb, 4),
             "bpb_increase": round((bpb - bpb_fp32) / bpb_fp32, 5),
             "top1_agreement": round((ref.argmax(-1) == got.argmax(-1)).float().mean().item(), 4)}
@@ -235,11 +238,13 @@ def size_report(model, ctx: QuantContext, weight_bytes: int,
     }
 
 
-def accuracy_report(model, ctx: QuantContext, runner) -> dict[str, Any]:
-    from seqedge.data import held_out_prompt
+def accuracy_report(model, ctx: QuantContext, runner, tokenizer) -> dict[str, Any]:
+    from seqedge.data import held_out_tokens
 
-    limit = min(ctx.eval_bytes, (runner.max_seq_len or ctx.eval_bytes + 1) - 1)
-    return {**accuracy(model, runner, held_out_prompt(limit)), "eval_bytes": limit, "accuracy": "held-out text"}
+    limit = min(ctx.eval_bytes, (runner.max_seq_len or ctx.eval_bytes + 1) - 1)  # tokens, within the cache
+    ids = held_out_tokens(tokenizer, limit)
+    return {**accuracy(model, runner, ids, tokenizer), "eval_tokens": len(ids),
+            "eval_bytes": len(tokenizer.decode_bytes(ids)), "accuracy": "held-out text"}
 
 
 def gate(report: dict[str, Any], ctx: QuantContext) -> None:
