@@ -65,6 +65,8 @@ def test_tokenizer_travels_into_the_artifact_listed_and_hashed(artifact, hf_fold
         assert m["files"][name] == sha256_file(hf_folder / name) == sha256_file(artifact / name)
     assert m["tokenizer"]["kind"] == "hf" and m["tokenizer"]["chat_template"] is True
     assert m["tokenizer"]["eos_ids"] == list(load_tokenizer(hf_folder).eos_ids)
+    shown = CliRunner().invoke(app, ["inspect", str(artifact)], terminal_width=200)
+    assert shown.exit_code == 0 and f"EOS {m['tokenizer']['eos_ids']} · chat template yes" in shown.output, shown.output
 
 
 def test_generate_prompt_and_chat_through_the_artifact(artifact, hf_folder):

@@ -143,6 +143,12 @@ def inspect_cmd(
                       f"{manifest.get('backend')} ({d['delegated_share']:.0%}); outside: {outside or '-'}")
     if manifest.get("target"):
         table.add_row("target", f"{manifest['target'].get('device')}: {manifest['target'].get('reason', '')}")
+    tok = manifest.get("tokenizer") or {"kind": "bytes"}
+    table.add_row("tokenizer", "bytes (byte-level model)" if tok.get("kind") == "bytes" else
+                  f"{tok.get('file')} · {tok.get('vocab_size')} tokens · EOS {tok.get('eos_ids')} · chat template "
+                  f"{'yes' if tok.get('chat_template') else 'no'}")
+    if manifest.get("warnings"):
+        table.add_row("warnings", "\n".join(manifest["warnings"]))
     table.add_row("files", "\n".join(f"{n} {d[:12]}…" for n, d in manifest["files"].items()))
     parity = manifest.get("parity")
     table.add_row("parity", "not verified" if not parity else
