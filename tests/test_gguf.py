@@ -158,6 +158,26 @@ def test_gguf_with_tokenizer_exports_and_generates(tmp_path, fmt):
         runner.close()
 
 
+def test_unmapped_gguf_keys_are_refused_by_name(tmp_path):
+    """A Mixtral-style MoE stored under the llama architecture must not load as a dense Llama."""
+    path = write_gguf(hf_llama(False), tmp_path / "m.gguf", gguf.GGMLQuantizationType.F32)
+    reader_meta = gguf.GGUFReader(str(path))
+    w = gguf.GGUFWriter(str(tmp_path / "moe.gguf"), "llama")
+    for key, field in reader_meta.fields.items():
+        if key.startswith("llama."):
+            value = field.contents()
+            w.add_key_value(key, value, field.types[0]) if not isinstance(value, list) else None
+    w.add_uint32("llama.expert_count", 8)
+    for t in reader_meta.tensors:
+        w.add_tensor(t.name, np.array(t.data, dtype=np.float32).reshape([int(d) for d in reversed(t.shape.tolist())]))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(UnsupportedError, match="GGUF key llama.expert_count=8 is not supported"):
+        load_checkpoint(tmp_path / "moe.gguf")
+
+
 def test_unsupported_gguf_architecture_is_named(tmp_path):
     w = gguf.GGUFWriter(str(tmp_path / "x.gguf"), "rwkv6")
     w.add_block_count(1)

@@ -130,6 +130,36 @@ def _dequantize(t) -> torch.Tensor:
     return torch.from_numpy(np.array(data.reshape(shape), dtype=np.float32))  # a writable copy
 
 
+# architecture keys that need no mapping (derived, or checked in _check_metadata)
+_KNOWN = {"vocab_size", "rope.dimension_count", "attention.value_length", "rope.scaling.type", "rope.scaling.factor",
+          "rope.scaling.original_context_length", "ssm.dt_b_c_rms"}
+
+
+def _check_metadata(path: Path, arch: GGUFArch, meta: dict[str, Any], cfg: dict[str, Any]) -> None:
+    """Every `<arch>.*` key either maps to the config or is refused by name (e.g. `llama.expert_count`: a
+    Mixtral-style MoE stored under the llama architecture); RoPE details seqedge cannot honour are refused."""
+    a = meta["general.architecture"]
+    mapped = {g.format(a=a) for g in arch.config.values()} | {f"{a}.{k}" for k in _KNOWN}
+    for key in sorted(k for k in meta if k.startswith(f"{a}.") and k not in mapped):
+        raise UnsupportedError(f"{path}: GGUF key {key}={meta[key]!r} is not supported by seqedge's "
+                               f"{arch.model_type} family", "export from the model's Hugging Face folder, or report it")
+    if meta.get(f"{a}.ssm.dt_b_c_rms"):
+        raise UnsupportedError(f"{path}: GGUF key {a}.ssm.dt_b_c_rms (Falcon-Mamba's extra norms) is not supported",
+                               "report the model")
+    heads = cfg.get("num_attention_heads")
+    head_dim = cfg.get("head_dim") or (cfg["hidden_size"] // heads if heads else None)
+    for key in ("rope.dimension_count", "attention.value_length"):
+        if head_dim and meta.get(f"{a}.{key}", head_dim) != head_dim:
+            raise UnsupportedError(f"{path}: GGUF key {a}.{key}={meta[f'{a}.{key}']} differs from the head size "
+                                   f"{head_dim} (partial rotary or uneven heads)", "report the model")
+    scaling = meta.get(f"{a}.rope.scaling.type", "none")
+    if scaling == "linear":
+        cfg["rope_scaling"] = {"rope_type": "linear", "factor": float(meta.get(f"{a}.rope.scaling.factor", 1.0))}
+    elif scaling != "none":
+        raise UnsupportedError(f"{path}: GGUF key {a}.rope.scaling.type={scaling!r} is not supported "
+                               "(supported: none, linear)", "export from the model's Hugging Face folder")
+
+
 def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     """(HF-style config, HF-named float32 state dict, metadata) of a GGUF file."""
     reader = _reader(path)
@@ -144,6 +174,7 @@ def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict
     for hf_key, g_key in arch.config.items():
         if g_key.format(a=a) in meta:
             cfg[hf_key] = meta[g_key.format(a=a)]
+    _check_metadata(path, arch, meta, cfg)
     embed = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
     if embed is None:
         raise CorruptFileError(f"{path} has no token_embd.weight", "re-convert the model")

@@ -96,6 +96,8 @@ def _rope(f: Fields) -> tuple[float, dict | None]:
         theta = params.get("rope_theta", f.cfg.get("rope_theta", 10000.0))
         f.used.add("rope_theta")
         scaling = {k: v for k, v in params.items() if k != "rope_theta"}
+        if f.get("rope_scaling", None, dict) not in (None, scaling):
+            raise f.refuse("rope_scaling", "conflicts with rope_parameters")
     else:
         theta = f.get("rope_theta", 10000.0, float, lo=0)
         scaling = f.get("rope_scaling", None, dict)
