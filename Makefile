@@ -89,7 +89,7 @@ check-latest:
 	$(LATEST_VENV)/bin/python -m pip check
 	@$(LATEST_VENV)/bin/python -m pip freeze --all --exclude-editable | grep -v -E '^(pip|seqedge)==' | LC_ALL=C sort -f > build/latest.txt
 	@echo "--- drift from $(LOCK) (- locked, + newest allowed):"
-	@diff <(grep -v '^#' $(LOCK)) build/latest.txt | grep -E '^[<>]' | sed 's/^</-/; s/^>/+/' || echo "none"
+	@d=$$(diff <(grep -v '^#' $(LOCK)) build/latest.txt | grep -E '^[<>]' | sed 's/^</-/; s/^>/+/'); echo "$${d:-none}"
 	$(LATEST_VENV)/bin/python -m pytest -q
 
 clean:

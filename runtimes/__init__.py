@@ -17,8 +17,10 @@ RUNTIMES: Registry[str] = Registry("runtime")
 RUNTIMES.add("onnxruntime", "seqedge.runtimes.onnxruntime:OnnxRuntimeAdapter")
 RUNTIMES.add("torch", "seqedge.runtimes.torch_eager:TorchEagerAdapter")
 RUNTIMES.add("executorch", "seqedge.runtimes.executorch:ExecuTorchAdapter")
+RUNTIMES.add("onnxruntime-optimum", "seqedge.runtimes.optimum:OptimumOnnxAdapter")
 
 FORMAT_RUNTIME = {"onnx": "onnxruntime", "executorch": "executorch"}
+VIA_RUNTIME = {"optimum": "onnxruntime-optimum"}  # artifacts whose graph another exporter made
 
 
 def adapter_class(name: str):
@@ -32,7 +34,7 @@ def open_artifact(folder: Path | str, threads: int = 2, runtime: str | None = No
     execution provider such as cuda, or an ExecuTorch delegate) defaults to the artifact's own
     (`target.backend` in the manifest), else the CPU."""
     manifest = read_manifest(folder, check_files=check_files)
-    name = runtime or FORMAT_RUNTIME.get(manifest["format"])
+    name = runtime or VIA_RUNTIME.get(manifest.get("via")) or FORMAT_RUNTIME.get(manifest["format"])
     adapter = adapter_class(name)()
     backend = backend or (manifest.get("target") or {}).get("backend")
     adapter.load(Path(folder), threads=threads, manifest=manifest, **({"backend": backend} if backend else {}))

@@ -51,6 +51,10 @@ def model_from_source(source: dict):
         return build_model(source["family"], source["preset"]).eval()
     if kind == "user":
         return load_model(user_model=source["model"], checkpoint=source.get("checkpoint"))
+    if kind == "transformers":  # a --via optimum artifact: transformers' own model is the reference
+        from seqedge.exporters.optimum import TransformersReference
+
+        return TransformersReference(Path(source["path"]))
     if kind == "checkpoint":
         return load_model(source["path"], max_seq_len=source.get("max_seq_len"))
     raise BadPathError("the artifact does not say which model it came from", "pass --against CHECKPOINT")

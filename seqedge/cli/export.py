@@ -16,6 +16,7 @@ from seqedge.errors import BadInputError, UnsupportedError
 from seqedge.exporters import FORMATS, ExportPlan, export
 from seqedge.exporters.artifact import read_manifest
 from seqedge.exporters.verify import verify_artifact
+from seqedge.ingest.hf import has_family
 from seqedge.loading import load_exportable, load_model, model_from_source, model_source, tokenizer_source
 from seqedge.quant import RECIPES
 
@@ -53,6 +54,9 @@ def export_cmd(
     max_seq_len: MaxSeqLen = None,
     user_model: UserModel = None,
     checkpoint: Checkpoint = None,
+    via: Annotated[str, typer.Option("--via", help="Hugging Face folders: seqedge (its own families and fused "
+                                     "ops), optimum (optimum-onnx's graph, ONNX only), or auto (seqedge when it has "
+                                     "a family for the architecture, else optimum).")] = "auto",
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the parity check (not recommended).")] = False,
     threads: Annotated[int, typer.Option(help="Threads for the verification run.")] = 2,
     seed: Seed = 0,
@@ -61,6 +65,11 @@ def export_cmd(
     """Export a model to an artifact folder (graph + manifest.json), verified against PyTorch."""
     if target is None and not family and not user_model:
         raise BadInputError("nothing to export", "pass a checkpoint folder, --family F --preset P, or --model")
+    if via not in VIAS:
+        raise BadInputError(f"unknown --via {via!r}", f"valid: {', '.join(VIAS)}")
+    if via == "optimum" or (via == "auto" and target is not None and has_family(target) is False):
+        return _export_via_optimum(target, via, out, fmt, quant, group_size, max_bpb_increase, device, no_verify,
+                                   threads, force)
     model = load_exportable(target, user_model, checkpoint, family, preset, seed, max_seq_len)
     target_info = None
     if device:
@@ -77,6 +86,10 @@ def export_cmd(
                       target=target_info, tokenizer_dir=tokenizer_source(target))
     with console.status(f"exporting to {fmt} ({quant}) and verifying…"):
         manifest = export(model, plan)
+    _report(out, manifest)
+
+
+def _report(out: Path, manifest: dict) -> None:
     parity, q = manifest["parity"], manifest["quant"]
     size = f"{manifest['node_count']} nodes" if "node_count" in manifest else f"{manifest['program_bytes'] / 1e6:.1f} MB"
     console.print(f"[bold green]exported[/] {out} · {size} · {manifest['export_seconds']} s")
@@ -89,6 +102,25 @@ def export_cmd(
         console.print(f"parity: prefill max |Δ| {parity['prefill_max_abs_diff']:.2e}, decode max |Δ| "
                       f"{parity['max_abs_diff']:.2e} over {parity['steps']} steps, "
                       f"token agreement {parity['token_agreement']:.1%}, mean KL {parity['mean_kl']:.2e} nats")
+
+
+VIAS = ("auto", "seqedge", "optimum")
+
+
+def _export_via_optimum(target, via, out, fmt, quant, group_size, max_bpb_increase, device, no_verify, threads, force):
+    from seqedge.exporters.optimum import export_via_optimum
+
+    if target is None or has_family(target) is None:
+        raise BadInputError(f"--via {via} takes a Hugging Face folder", "pass the folder holding config.json")
+    if device:
+        raise BadInputError("--device selection needs a seqedge family", "pass --format onnx and --quant instead")
+    plan = ExportPlan(out=out, format=fmt or "onnx", quant=quant or "fp32", group_size=group_size,
+                      max_bpb_increase=max_bpb_increase, verify=not no_verify, threads=threads, force=force,
+                      source={"kind": "transformers", "path": str(Path(target).resolve())},
+                      tokenizer_dir=tokenizer_source(target))
+    with console.status(f"exporting through optimum-onnx ({plan.quant}) and verifying…"):
+        manifest = export_via_optimum(Path(target), plan)
+    _report(out, manifest)
 
 
 @app.command("verify")

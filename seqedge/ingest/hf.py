@@ -258,6 +258,18 @@ def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+def has_family(folder: Path) -> bool | None:
+    """Whether an HF folder's architecture maps to a seqedge family (None: not an HF folder)."""
+    from seqedge.checkpoint import read_json
+
+    if not (Path(folder) / "config.json").is_file():
+        return None
+    cfg = read_json(Path(folder) / "config.json", "model config")
+    if "family" in cfg or "model_type" not in cfg:
+        return None
+    return cfg["model_type"] in ARCHITECTURES
+
+
 def load_hf(folder: Path, cfg: dict[str, Any], max_seq_len: int | None = None):
     """The seqedge model for an HF folder whose config.json is `cfg`, with its weights loaded."""
     from seqedge.checkpoint import load_weights
@@ -270,7 +282,8 @@ def load_hf(folder: Path, cfg: dict[str, Any], max_seq_len: int | None = None):
         names = cfg.get("architectures") or []
         raise UnsupportedError(f"{folder / 'config.json'}: architecture {model_type!r} "
                                f"({', '.join(map(str, names)) or 'no architectures field'}) has no seqedge family",
-                               f"seqedge's own families take: {', '.join(ARCHITECTURES.names())}")
+                               f"seqedge's own families take: {', '.join(ARCHITECTURES.names())}; others export "
+                               "through optimum-onnx: `seqedge export DIR --via optimum` (pip install -e '.[hf]')")
     config = config_from_dict(arch.convert(cfg, max_seq_len, where=str(folder / "config.json")))
     model = model_from_config(config)
     sd = {k: v for k, v in read_weights(folder).items() if not k.endswith(arch.drop)}
