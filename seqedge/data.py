@@ -107,10 +107,23 @@ def held_out_prompt(n: int = 64) -> bytes:
     return held[start : start + n]
 
 
+def english_text(n_chars: int) -> str:
+    """English prose every machine has: the reference topics of Python's documentation (pydoc_data), in a
+    fixed order. Models with a real vocabulary are evaluated on it; byte-level models on held-out code."""
+    from pydoc_data.topics import topics
+
+    out, total = [], 0
+    for key in sorted(topics):
+        out.append(topics[key])
+        total += len(topics[key])
+        if total >= n_chars:
+            break
+    return "\n\n".join(out)[:n_chars]
+
+
 def held_out_tokens(tokenizer, n: int) -> list[int]:
-    """The first `n` tokens of held-out text under `tokenizer` (bytes for byte-level models: the same ids
-    as `held_out_prompt(n)`), for parity checks and accuracy on models with a real vocabulary."""
+    """`n` evaluation tokens under `tokenizer`: byte-level models get held-out stdlib code (the same ids as
+    `held_out_prompt(n)`), models with a real vocabulary English prose (`english_text`)."""
     if tokenizer.kind == "bytes":
         return list(held_out_prompt(n))
-    text = held_out_prompt(8 * n + 64).decode("utf-8", errors="replace")
-    return tokenizer.encode(text)[:n]
+    return tokenizer.encode(english_text(8 * n + 64))[:n]

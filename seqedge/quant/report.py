@@ -244,7 +244,8 @@ def accuracy_report(model, ctx: QuantContext, runner, tokenizer) -> dict[str, An
     limit = min(ctx.eval_bytes, (runner.max_seq_len or ctx.eval_bytes + 1) - 1)  # tokens, within the cache
     ids = held_out_tokens(tokenizer, limit)
     return {**accuracy(model, runner, ids, tokenizer), "eval_tokens": len(ids),
-            "eval_bytes": len(tokenizer.decode_bytes(ids)), "accuracy": "held-out text"}
+            "eval_bytes": len(tokenizer.decode_bytes(ids)),
+            "accuracy": "held-out code" if tokenizer.kind == "bytes" else "English prose (Python's pydoc topics)"}
 
 
 def gate(report: dict[str, Any], ctx: QuantContext) -> None:
