@@ -63,6 +63,9 @@ def log_path() -> Path:
     return log_dir() / _LOG_NAME
 
 
+_quiet = False  # set by open_log: the CLI owns this process's logging
+
+
 def open_log(command: str) -> None:
     """Send library warnings and log records of this process to its log file (unless SEQEDGE_DEBUG is set)."""
     if debug():
@@ -78,9 +81,6 @@ def open_log(command: str) -> None:
     _quiet = True
     quiet_libraries()
     _prune()
-
-
-_quiet = False
 
 
 def quiet_libraries() -> None:
