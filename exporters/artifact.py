@@ -66,9 +66,9 @@ def base_manifest(model, plan, interface) -> dict[str, Any]:
     }
 
 
-def copy_tokenizer(source: Path | None, folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+def copy_tokenizer(source: Path | None, folder: Path, manifest: dict[str, Any]):
     """The model's tokenizer files travel into the artifact (listed and hashed with the rest); returns the
-    manifest's `tokenizer` entry (`{"kind": "bytes"}` for byte-level models)."""
+    artifact's tokenizer (its `to_json()` is the manifest's `tokenizer` entry; bytes for byte-level models)."""
     import shutil
 
     from seqedge.tokenizer import check_fits, load_tokenizer, tokenizer_files
@@ -79,7 +79,7 @@ def copy_tokenizer(source: Path | None, folder: Path, manifest: dict[str, Any]) 
     tok = load_tokenizer(folder if files else None)
     vocab = manifest["outputs"][0]["shape"][-1]
     check_fits(tok, vocab, str(source))
-    return tok.to_json()
+    return tok
 
 
 def finish(folder: Path, model, manifest: dict[str, Any], plan, quant, weight_bytes: int,
@@ -89,17 +89,17 @@ def finish(folder: Path, model, manifest: dict[str, Any], plan, quant, weight_by
     from seqedge.exporters.verify import verify_artifact
     from seqedge.quant.report import accuracy_report, gate, size_report
     from seqedge.runtimes import open_artifact
-    from seqedge.tokenizer import load_tokenizer
 
     manifest["quant"] = size_report(model, quant, weight_bytes, float_matrices)
-    manifest["tokenizer"] = copy_tokenizer(plan.tokenizer_dir, folder, manifest)
+    tokenizer = copy_tokenizer(plan.tokenizer_dir, folder, manifest)
+    manifest["tokenizer"] = tokenizer.to_json()
     manifest = write_manifest(folder, manifest)
     if plan.verify:
         with stage(f"verification in {manifest['format']}'s runtime", plan.subject):
             runner = open_artifact(folder, threads=plan.threads, check_files=False)
             try:
                 manifest["parity"] = verify_artifact(folder, model, plan.verify_steps, plan.prompt_bytes, runner=runner)
-                manifest["quant"].update(accuracy_report(model, quant, runner, load_tokenizer(folder)))
+                manifest["quant"].update(accuracy_report(model, quant, runner, tokenizer))
             finally:
                 runner.close()
         manifest = write_manifest(folder, manifest)

@@ -33,11 +33,15 @@ def tokenizer_files(folder: Path) -> dict[str, Path]:
     return {n: folder / n for n in TOKENIZER_FILES if (folder / n).is_file()}
 
 
+def _check_size(path: Path) -> None:
+    if path.stat().st_size > MAX_TOKENIZER_FILE:
+        raise CorruptFileError(f"{path} is larger than {MAX_TOKENIZER_FILE >> 20} MB", "check the file")
+
+
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         return {}
-    if path.stat().st_size > MAX_TOKENIZER_FILE:
-        raise CorruptFileError(f"{path} is larger than {MAX_TOKENIZER_FILE >> 20} MB", "check the file")
+    _check_size(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -95,8 +99,7 @@ class HFTokenizer:
         from tokenizers import Tokenizer
 
         path = self.folder / "tokenizer.json"
-        if path.stat().st_size > MAX_TOKENIZER_FILE:
-            raise CorruptFileError(f"{path} is larger than {MAX_TOKENIZER_FILE >> 20} MB", "check the file")
+        _check_size(path)
         try:
             self.tok = Tokenizer.from_file(str(path))
         except Exception as e:  # the Rust library's own exception type

@@ -160,8 +160,8 @@ def _check_metadata(path: Path, arch: GGUFArch, meta: dict[str, Any], cfg: dict[
                                "(supported: none, linear)", "export from the model's Hugging Face folder")
 
 
-def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
-    """(HF-style config, HF-named float32 state dict, metadata) of a GGUF file."""
+def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(HF-style config, HF-named float32 state dict) of a GGUF file."""
     reader = _reader(path)
     meta = _meta(reader)
     name = meta.get("general.architecture")
@@ -204,8 +204,7 @@ def read_gguf(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict
         if hf.endswith("conv1d.weight") and w.dim() == 2:
             w = w.unsqueeze(1)  # (D, K) -> (D, 1, K)
         sd[hf] = w
-    meta["seqedge.tensor_types"] = dict(Counter(t.tensor_type.name for t in reader.tensors))
-    return cfg, sd, meta
+    return cfg, sd
 
 
 def tensor_types(path: Path) -> dict[str, int]:
@@ -219,7 +218,7 @@ def load_gguf(path: Path | str, max_seq_len: int | None = None):
     from seqedge.models import config_from_dict, model_from_config
 
     path = Path(path)
-    cfg, sd, _ = read_gguf(path)
+    cfg, sd = read_gguf(path)
     config = config_from_dict(ARCHITECTURES[cfg["model_type"]].convert(cfg, max_seq_len, where=str(path)))
     model = model_from_config(config)
     load_weights(model, sd, path)
