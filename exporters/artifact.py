@@ -102,6 +102,7 @@ def finish(folder: Path, model, manifest: dict[str, Any], plan, quant, weight_by
                 manifest["quant"].update(accuracy_report(model, quant, runner, tokenizer))
             finally:
                 runner.close()
+    gate(manifest["quant"], quant)  # may settle the bits/byte limit from the reference grid: written below
+    if plan.verify:
         manifest = write_manifest(folder, manifest)
-    gate(manifest["quant"], quant)
     return manifest

@@ -30,6 +30,8 @@ class Parity:
     mean_kl: float = 0.0  # KL(reference ‖ artifact) of the next-token distributions, nats, mean over all steps
     max_kl: float = 0.0
     max_mean_kl: float | None = None
+    baseline: str | None = None  # a reference grid on the same weights (quant/reference.py), and its mean KL
+    baseline_mean_kl: float | None = None
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -51,11 +53,18 @@ def _kl(ref: torch.Tensor, art: torch.Tensor) -> float:
 
 
 def check_parity(reference, artifact, prompt: list[int], steps: int = 64, tolerance: float = FP32_TOLERANCE,
-                 min_token_agreement: float | None = 1.0, max_mean_kl: float | None = None) -> Parity:
+                 min_token_agreement: float | None = 1.0, max_mean_kl: float | None = None,
+                 baseline: tuple[str, torch.nn.Module, float] | None = None) -> Parity:
+    """`baseline`: (grid name, the reference model on that grid, factor): it walks the same tokens, and the KL
+    gate becomes max(max_mean_kl, factor x its mean KL)."""
     tokens = torch.tensor([list(prompt)], dtype=torch.long)  # (1, P)
+    base = baseline[1] if baseline else None
     with torch.no_grad():
         ref_logits, ref_state = reference.prefill(tokens, reference.init_state(1), last_only=True)
         art_logits, art_state = artifact.prefill(tokens, artifact.init_state(1))
+        if base is not None:
+            base_logits, base_state = base.prefill(tokens, base.init_state(1), last_only=True)
+            base_kls = [_kl(ref_logits[0, -1], base_logits[0, -1])]
         prefill_diff = (ref_logits[:, -1] - art_logits[:, -1]).abs().max().item()
         kls = [_kl(ref_logits[0, -1], art_logits[0, -1])]
         diffs, agree = [], 0
@@ -67,9 +76,16 @@ def check_parity(reference, artifact, prompt: list[int], steps: int = 64, tolera
             art_logits, art_state = artifact.step(token, art_state)
             diffs.append((ref_logits[:, -1] - art_logits[:, -1]).abs().max().item())
             kls.append(_kl(ref_logits[0, -1], art_logits[0, -1]))
+            if base is not None:
+                base_logits, base_state = base.step(token, base_state)
+                base_kls.append(_kl(ref_logits[0, -1], base_logits[0, -1]))
+    base_kl = round(sum(base_kls) / len(base_kls), 8) if base is not None else None
+    if base_kl is not None and max_mean_kl is not None:
+        max_mean_kl = round(max(max_mean_kl, baseline[2] * base_kl), 8)
     parity = Parity(prefill_diff, max(diffs, default=prefill_diff), agree / max(steps, 1), steps,
                     [round(d, 8) for d in diffs], tolerance, min_token_agreement, len(prompt),
-                    round(sum(kls) / len(kls), 8), round(max(kls), 8), max_mean_kl)
+                    round(sum(kls) / len(kls), 8), round(max(kls), 8), max_mean_kl,
+                    baseline[0] if baseline else None, base_kl)
     if prefill_diff > tolerance:
         parity.failures.append(f"prefill logits: max abs diff {prefill_diff:.3g} > {tolerance:g}")
     for i, d in enumerate(diffs):
@@ -78,7 +94,8 @@ def check_parity(reference, artifact, prompt: list[int], steps: int = 64, tolera
     if min_token_agreement is not None and parity.token_agreement < min_token_agreement:
         parity.failures.append(f"greedy tokens: agreement {parity.token_agreement:.1%} < {min_token_agreement:.0%}")
     if max_mean_kl is not None and parity.mean_kl > max_mean_kl:
-        parity.failures.append(f"next-token distributions: mean KL {parity.mean_kl:.3g} nats > {max_mean_kl:g}")
+        against = f" ({baseline[2]:g} x {base_kl:.3g} of {baseline[0]} on the same weights)" if base_kl else ""
+        parity.failures.append(f"next-token distributions: mean KL {parity.mean_kl:.3g} nats > {max_mean_kl:g}{against}")
     return parity
 
 
@@ -111,9 +128,15 @@ def verify_artifact(folder, model, steps: int = 64, prompt_bytes: int = 64, thre
             prompt_bytes = max(1, min(prompt_bytes, cache - steps))
         try:
             prompt = held_out_tokens(load_tokenizer(folder), prompt_bytes)  # the artifact's tokenizer: real text
+            baseline = None
+            if rule.baseline and isinstance(model, torch.nn.Module):
+                from seqedge.quant.reference import on_grid
+
+                baseline = (rule.baseline, on_grid(model, rule.baseline), rule.baseline_factor)
             parity = check_parity(model, runner, prompt, steps=steps,
                                   tolerance=rule.tolerance if rule.tolerance is not None else float("inf"),
-                                  min_token_agreement=rule.min_token_agreement, max_mean_kl=rule.max_mean_kl)
+                                  min_token_agreement=rule.min_token_agreement, max_mean_kl=rule.max_mean_kl,
+                                  baseline=baseline)
         finally:
             if own:
                 runner.close()

@@ -1,14 +1,19 @@
 """Build seqedge's native code (runtimes/native) with cmake against the installed ExecuTorch wheel.
 
     lib = kernel_library()          # libseqedge_kernels.so, built once and cached
-    build_native(out_dir)           # kernels + the seqedge_runner program (seqedge build-runner)
+    runner = build_runner(out_dir)  # kernels + the seqedge_runner program (seqedge build-runner), cached
 
 Needs cmake >= 3.28 (the `cmake` package from PyPI is a dependency) and a C++17 compiler; a missing one
-is a clear error naming the tool. Nothing is downloaded.
+is a clear error naming the tool. Nothing is downloaded: the runner tokenizes real models (tokenizer.json)
+when pytorch-tokenizers' C++ source is in the cache (`make fetch-tokenizers`) or SEQEDGE_TOKENIZERS_SOURCE
+names it; without it the runner runs byte-level models only and says so for the others. Builds live in
+the cache, keyed by seqedge, ExecuTorch and the native sources, so a second build only relinks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -20,6 +25,9 @@ from seqedge import __version__
 from seqedge.errors import SeqedgeError, UnsupportedError
 
 CACHE = Path(os.environ.get("SEQEDGE_CACHE", Path.home() / ".cache" / "seqedge")) / "native"
+# pytorch-tokenizers 1.0.1's sdist, unpacked by `make fetch-tokenizers` (its wheels carry no C++ sources)
+TOKENIZERS_SOURCE = CACHE.parent / "src" / "pytorch_tokenizers-1.0.1"
+FETCH_TOKENIZERS = "make fetch-tokenizers (or set SEQEDGE_TOKENIZERS_SOURCE to an unpacked pytorch-tokenizers 1.0.1 sdist)"
 
 
 class BuildError(SeqedgeError):
@@ -46,13 +54,19 @@ def executorch_root() -> Path:
     return Path(list(executorch.__path__)[0])
 
 
-def build_native(build_dir: Path, targets: tuple[str, ...] = ()) -> Path:
+def tokenizers_source() -> Path | None:
+    """pytorch-tokenizers' source tree for the runner's C++ tokenizer, or None when it is not here."""
+    path = Path(os.environ.get("SEQEDGE_TOKENIZERS_SOURCE") or TOKENIZERS_SOURCE)
+    return path if (path / "CMakeLists.txt").is_file() else None
+
+
+def build_native(build_dir: Path, targets: tuple[str, ...] = (), options: tuple[str, ...] = ()) -> Path:
     cmake = _tool("cmake", "pip install 'cmake>=3.28'")
     compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
     if not compiler:
         raise UnsupportedError("no C++ compiler found (c++, g++ or clang++)", "install one: apt-get install g++")
     args = [cmake, "-S", str(_source_dir()), "-B", str(build_dir), f"-DCMAKE_PREFIX_PATH={executorch_root()}",
-            f"-DCMAKE_CXX_COMPILER={compiler}", "-DCMAKE_BUILD_TYPE=Release"]
+            f"-DCMAKE_CXX_COMPILER={compiler}", "-DCMAKE_BUILD_TYPE=Release", *options]
     ninja = shutil.which("ninja", path=str(Path(sys.executable).parent))
     if ninja:
         args += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
@@ -68,31 +82,59 @@ def build_native(build_dir: Path, targets: tuple[str, ...] = ()) -> Path:
 RUNNER_FILES = ("seqedge_runner", "libseqedge_kernels.so", "libseqedge_llm_kernels.so")
 
 
-def build_runner(out: Path) -> Path:
-    """Build the runner and its kernel libraries into `out` (the runner finds the libraries next to it)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as build:
-        build_native(Path(build))
+def build_runner(out: Path, tokenizers: bool | None = None) -> Path:
+    """Build the runner and its kernel libraries into `out` (the runner finds the libraries next to it).
+    tokenizers: True needs the C++ tokenizer, False leaves it out, None takes it when its source is here
+    (the first build with it compiles re2/abseil/sentencepiece/PCRE2: minutes; later ones are cached)."""
+    source = tokenizers_source() if tokenizers is not False else None
+    if tokenizers and source is None:
+        raise UnsupportedError(f"the runner's C++ tokenizer needs pytorch-tokenizers' source, which is not in "
+                               f"{TOKENIZERS_SOURCE}", FETCH_TOKENIZERS)
+    # one build folder per seqedge + ExecuTorch (ninja rebuilds what changed), so a change to the runner
+    # does not recompile the tokenizer's dependencies
+    build = CACHE / f"{_key(sources=False)}-runner{'-tok' if source else ''}"
+    with _locked(build):
+        build_native(build, options=(f"-DSEQEDGE_TOKENIZERS_SOURCE={source or ''}",))
         out.mkdir(parents=True, exist_ok=True)
         for name in RUNNER_FILES:
-            shutil.copy2(Path(build) / name, out / name)
+            shutil.copy2(build / name, out / name)
     return out / RUNNER_FILES[0]
+
+
+@functools.cache
+def _key(sources: bool = True) -> str:
+    """seqedge, ExecuTorch (and the kernels' sources): a build of another combination lives elsewhere.
+    Computed once per process: a process never loads two kernel libraries (ExecuTorch aborts on a kernel
+    registered twice), even when the sources change while it runs."""
+    import executorch.version
+
+    digest = hashlib.sha256()
+    src = _source_dir()
+    for f in sorted([src / "CMakeLists.txt", *(src / "kernels").rglob("*")]) if sources else ():
+        if f.is_file() and f.suffix in (".cpp", ".h", ".txt"):
+            digest.update(f.read_bytes())
+    return f"{__version__}-{executorch.version.__version__}" + (f"-{digest.hexdigest()[:12]}" if sources else "")
+
+
+@contextlib.contextmanager
+def _locked(build: Path):
+    """One build per folder at a time (two processes sharing the cache wait for each other)."""
+    import fcntl
+
+    build.mkdir(parents=True, exist_ok=True)
+    with open(build / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def kernel_library() -> Path:
     """Path of libseqedge_kernels.so for this seqedge + ExecuTorch, building it on first use."""
-    import executorch.version
-
-    src = _source_dir()
-    digest = hashlib.sha256()
-    for f in sorted(src.rglob("*")):
-        if f.is_file() and f.suffix in (".cpp", ".h", ".txt"):
-            digest.update(f.read_bytes())
-    key = f"{__version__}-{executorch.version.__version__}-{digest.hexdigest()[:12]}"
-    lib = CACHE / key / "libseqedge_kernels.so"
+    build = CACHE / _key()
+    lib = build / "libseqedge_kernels.so"
     if not lib.is_file():
-        build_native(CACHE / key, targets=("seqedge_kernels",))
+        with _locked(build):
+            if not lib.is_file():
+                build_native(build, targets=("seqedge_kernels",))
     return lib
 
 

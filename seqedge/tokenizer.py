@@ -137,6 +137,26 @@ class HFTokenizer:
 
     def chat(self, prompt: str) -> list[int]:
         """The prompt as one user turn through the checkpoint's chat template, ready for the reply."""
+        return self.tok.encode(self.chat_text(prompt), add_special_tokens=False).ids
+
+    def chat_frame(self) -> dict | None:
+        """The template rendered around the user's turn, {"prefix", "suffix"}, for runtimes without a template
+        engine (the native runner, apps): prefix + prompt + suffix is exactly what chat() encodes. None when
+        there is no template, or it treats the prompt as more than text to place (it must appear once,
+        unchanged, whatever it is)."""
+        if not self.chat_template:
+            return None
+        marks = ("\u2063seqedge-turn-a\u2063", "\u2063seqedge-turn-b\u2063")
+        try:
+            texts = [self.chat_text(m) for m in marks]
+        except (CorruptFileError, UnsupportedError):
+            return None
+        if texts[0].count(marks[0]) != 1:
+            return None
+        prefix, suffix = texts[0].split(marks[0])
+        return {"prefix": prefix, "suffix": suffix} if texts[1] == prefix + marks[1] + suffix else None
+
+    def chat_text(self, prompt: str) -> str:
         if not self.chat_template:
             raise UnsupportedError(f"the tokenizer in {self.folder} has no chat template", "use --prompt without --chat")
         from jinja2 import TemplateError
@@ -145,16 +165,16 @@ class HFTokenizer:
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _template_error
         try:
-            text = env.from_string(self.chat_template).render(
+            return env.from_string(self.chat_template).render(
                 messages=[{"role": "user", "content": prompt}], add_generation_prompt=True, **self.tokens)
         except TemplateError as e:
             raise CorruptFileError(f"the chat template in {self.folder} cannot be rendered ({e})",
                                    "use --prompt without --chat") from None
-        return self.tok.encode(text, add_special_tokens=False).ids
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "file": "tokenizer.json", "vocab_size": self.vocab_size, "bos_id": self.bos_id,
-                "add_bos": self.add_bos, "eos_ids": list(self.eos_ids), "chat_template": self.chat_template is not None}
+                "add_bos": self.add_bos, "eos_ids": list(self.eos_ids), "chat_template": self.chat_template is not None,
+                **({"chat": frame} if (frame := self.chat_frame()) else {})}
 
 
 def _template_error(message: str):

@@ -110,8 +110,11 @@ def test_transformers5_rope_parameters_and_legacy_buffers(tmp_path):
     assert (seqedge_logits(ours, PROMPT) - hf_logits(hf, PROMPT)).abs().max().item() <= 1e-4
 
 
-@pytest.mark.parametrize("arch", ["llama3-rope-tied", "qwen3", "mamba"])
-@pytest.mark.parametrize("fmt", ["onnx", "executorch"])
+# ExecuTorch lowering is slow: qwen3 (explicit head_dim, q/k norms: the superset of the Llama family's
+# options) and mamba there; the rope variants through ONNX. The PyTorch model both formats trace is the
+# one test_logits_and_greedy_tokens_match_transformers checks for every architecture.
+@pytest.mark.parametrize("arch,fmt", [("llama3-rope-tied", "onnx"), ("qwen3", "onnx"), ("mamba", "onnx"),
+                                      ("qwen3", "executorch"), ("mamba", "executorch")])
 def test_exported_artifact_generates_what_transformers_generates(arch, fmt, tmp_path):
     hf = hf_model(arch)
     folder = save(hf, tmp_path / "hf")

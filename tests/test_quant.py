@@ -51,6 +51,11 @@ def test_recipe_shrinks_weights_within_its_accuracy_budget(trained, tmp_path, fa
     assert parity["passed"] and parity["min_token_agreement"] == RECIPES[recipe].parity.min_token_agreement
     assert parity["rule"] == RECIPES[recipe].parity.note
     assert read_manifest(tmp_path / f"{fmt}-{recipe}")["quant"] == q  # on disk as returned
+    rule = RECIPES[recipe].parity
+    if rule.baseline:  # int4 is judged against llama.cpp's Q4_0 grid on the same weights and tokens
+        assert parity["baseline"] == rule.baseline and parity["baseline_mean_kl"] > 0
+        assert parity["max_mean_kl"] == pytest.approx(max(rule.max_mean_kl, rule.baseline_factor * parity["baseline_mean_kl"]))
+        assert q["baseline"] == rule.baseline and q["bpb_baseline"] > q["bpb_fp32"] * 0.99
     for s in q["skipped"]:
         assert s["layer"] and s["reason"]
     if fam == "mamba" and recipe != "fp16":  # the SSM's A is kept float on purpose, and said so

@@ -96,12 +96,16 @@ def _report(out: Path, manifest: dict) -> None:
     if "bpb" in q:
         console.print(f"quant {q['recipe']}: {q['weight_bytes'] / 1e6:.2f} MB ({q['size_ratio']:.2f}× fp32, "
                       f"{q['bits_per_weight']:.2f} bits/weight) · held-out bits/byte {q['bpb_fp32']} → {q['bpb']} "
-                      f"({q['bpb_increase']:+.2%}) · top-1 agreement {q['top1_agreement']:.1%}"
+                      f"({q['bpb_increase']:+.2%}"
+                      + (f"; {q['baseline']} on the same weights {q['bpb_increase_baseline']:+.2%}" if "baseline" in q else "")
+                      + f") · top-1 agreement {q['top1_agreement']:.1%}"
                       + (f" · {len(q['skipped'])} matrices left float (see manifest)" if q["skipped"] else ""))
     if parity:
         console.print(f"parity: prefill max |Δ| {parity['prefill_max_abs_diff']:.2e}, decode max |Δ| "
                       f"{parity['max_abs_diff']:.2e} over {parity['steps']} steps, "
-                      f"token agreement {parity['token_agreement']:.1%}, mean KL {parity['mean_kl']:.2e} nats")
+                      f"token agreement {parity['token_agreement']:.1%}, mean KL {parity['mean_kl']:.2e} nats"
+                      + (f" ({parity['baseline']} on the same weights: {parity['baseline_mean_kl']:.2e})"
+                         if parity.get("baseline_mean_kl") is not None else ""))
 
 
 VIAS = ("auto", "seqedge", "optimum")
@@ -144,6 +148,8 @@ def verify_cmd(
     table.add_row("greedy tokens", f"{parity['token_agreement']:.1%} agree", "reported" if parity[
         "min_token_agreement"] is None else f"≥ {parity['min_token_agreement']:.0%}", "✓")
     table.add_row("mean KL (nats/token)", f"{parity.get('mean_kl', 0):.2e}", gated(parity.get("max_mean_kl"), "g"), "✓")
+    if parity.get("baseline_mean_kl") is not None:
+        table.add_row(f"  {parity['baseline']} grid, same weights", f"{parity['baseline_mean_kl']:.2e}", "reference", "")
     console.print(table)
 
 
@@ -203,10 +209,17 @@ def choose_runtime(device: str, model):
 @app.command("build-runner")
 def build_runner_cmd(
     out: Annotated[Path, typer.Option("--out", help="Folder for seqedge_runner and its kernel libraries.")],
+    tokenizers: Annotated[bool | None, typer.Option(
+        "--tokenizers/--no-tokenizers", help="Link the C++ HF tokenizer (real models' tokenizer.json); default: "
+        "when its source is present (make fetch-tokenizers).", show_default=False)] = None,
 ) -> None:
     """Build the native runner (C++, ExecuTorch Module API) and seqedge's kernel libraries with cmake."""
-    from seqedge.native import build_runner
+    from seqedge.native import FETCH_TOKENIZERS, build_runner, tokenizers_source
 
-    with console.status("building runtimes/native with cmake…"):
-        runner = build_runner(out)
-    console.print(f"built {runner}: seqedge_runner ARTIFACT --prompt TEXT --max-new-tokens N")
+    with_tok = tokenizers if tokenizers is not None else tokenizers_source() is not None
+    with console.status("building runtimes/native with cmake…" + (" (first build with the tokenizer: minutes)"
+                                                                    if with_tok else "")):
+        runner = build_runner(out, tokenizers=tokenizers)
+    console.print(f"built {runner}: seqedge_runner ARTIFACT --prompt TEXT [--chat] --max-new-tokens N")
+    if not with_tok:
+        console.print(f"byte-level models only (no C++ tokenizer); for models with a tokenizer.json: {FETCH_TOKENIZERS}")

@@ -42,6 +42,7 @@ class QuantContext:
     calibration: bytes | None = None
     calibration_source: str | None = None
     init_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    explicit_gate: bool = False  # --max-bpb-increase given: it is the gate, whatever the baseline loses
 
 
 def prepare(plan, model, format: str) -> QuantContext:
@@ -50,7 +51,8 @@ def prepare(plan, model, format: str) -> QuantContext:
     if plan.max_bpb_increase is not None and plan.max_bpb_increase < 0:
         raise BadInputError(f"--max-bpb-increase must be >= 0, got {plan.max_bpb_increase}", "e.g. 0.05 for 5%")
     ctx = QuantContext(recipe, format, group, plan.max_bpb_increase if plan.max_bpb_increase is not None
-                       else recipe.max_bpb_increase, plan.strict, plan.eval_bytes)
+                       else recipe.max_bpb_increase, plan.strict, plan.eval_bytes,
+                       explicit_gate=plan.max_bpb_increase is not None)
     if group is not None:
         widths = sorted({m.in_features for m in model.modules() if isinstance(m, torch.nn.Linear)})
         if widths and not any(w % group == 0 for w in widths):
@@ -192,11 +194,19 @@ def _bits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none") / math.log(2)
 
 
-def accuracy(model, runner, ids: list[int], tokenizer) -> dict[str, float]:
+def accuracy(model, runner, ids: list[int], tokenizer, baseline: str | None = None) -> dict[str, float]:
     """bits/byte of the fp32 model and of the artifact on the held-out tokens `ids`, and their top-1
     agreement. The artifact is stepped one token at a time with its state carried (every position's logits,
-    from the real runtime). Bits are per byte of the predicted text, so vocabularies compare."""
+    from the real runtime). Bits are per byte of the predicted text, so vocabularies compare. `baseline`: a
+    reference grid (quant/reference.py) put on the same fp32 weights and evaluated on the same tokens."""
     tokens = torch.tensor([ids], dtype=torch.long)  # (1, N)
+    base = {}
+    if baseline and isinstance(model, torch.nn.Module):
+        from seqedge.quant.reference import on_grid
+
+        with torch.no_grad():
+            base_logits = on_grid(model, baseline).forward(tokens)[0, :-1]  # (N-1, V)
+        base = {"baseline": baseline, "bpb_baseline": _bits(base_logits, tokens[0, 1:]).sum().item()}
     with torch.no_grad():
         ref = model.forward(tokens)[0, :-1]  # (N-1, V)
         state = runner.init_state(1)
@@ -209,9 +219,12 @@ def accuracy(model, runner, ids: list[int], tokenizer) -> dict[str, float]:
     n_bytes = max(1, len(tokenizer.decode_bytes(targets.tolist())))
     bits_fp32, bits = _bits(ref, targets).sum().item(), _bits(got, targets).sum().item()
     bpb_fp32, bpb = bits_fp32 / n_bytes, bits / n_bytes
+    if base:
+        base["bpb_baseline"] = round(base["bpb_baseline"] / n_bytes, 4)
+        base["bpb_increase_baseline"] = round((base["bpb_baseline"] - bpb_fp32) / bpb_fp32, 5)
     return {"bpb_fp32": round(bpb_fp32, 4), "bpb": round(bpb, 4),
             "bpb_increase": round((bpb - bpb_fp32) / bpb_fp32, 5),
-            "top1_agreement": round((ref.argmax(-1) == got.argmax(-1)).float().mean().item(), 4)}
+            "top1_agreement": round((ref.argmax(-1) == got.argmax(-1)).float().mean().item(), 4), **base}
 
 
 def size_report(model, ctx: QuantContext, weight_bytes: int,
@@ -243,7 +256,7 @@ def accuracy_report(model, ctx: QuantContext, runner, tokenizer) -> dict[str, An
 
     limit = min(ctx.eval_bytes, (runner.max_seq_len or ctx.eval_bytes + 1) - 1)  # tokens, within the cache
     ids = held_out_tokens(tokenizer, limit)
-    return {**accuracy(model, runner, ids, tokenizer), "eval_tokens": len(ids),
+    return {**accuracy(model, runner, ids, tokenizer, ctx.recipe.parity.baseline), "eval_tokens": len(ids),
             "eval_bytes": len(tokenizer.decode_bytes(ids)),
             "accuracy": "held-out code" if tokenizer.kind == "bytes" else "English prose (Python's pydoc topics)"}
 
@@ -254,8 +267,15 @@ def gate(report: dict[str, Any], ctx: QuantContext) -> None:
         more = f" and {len(report['skipped']) - 4} more" if len(report["skipped"]) > 4 else ""
         raise AccuracyError(f"--strict: recipe {ctx.recipe.name} left {len(report['skipped'])} weight matrices "
                             f"in float: {shown}{more}", "drop --strict to accept them, or choose another --group-size")
-    limit = ctx.max_bpb_increase
+    limit, why = ctx.max_bpb_increase, ""
+    factor = ctx.recipe.parity.baseline_factor
+    if limit is not None and not ctx.explicit_gate and "bpb_increase_baseline" in report and factor:
+        # the recipe's default follows the model: no more than `factor` x what the reference grid loses on it
+        if factor * report["bpb_increase_baseline"] > limit:
+            limit = round(factor * report["bpb_increase_baseline"], 5)
+            why = f" ({factor:g} x the {report['bpb_increase_baseline']:.2%} of {report['baseline']} on the same weights)"
+        report["max_bpb_increase"] = limit
     if limit is not None and "bpb_increase" in report and report["bpb_increase"] > limit:
         raise AccuracyError(f"recipe {ctx.recipe.name} raised held-out bits/byte by {report['bpb_increase']:.2%} "
-                            f"({report['bpb_fp32']} -> {report['bpb']}), above the allowed {limit:.2%}",
+                            f"({report['bpb_fp32']} -> {report['bpb']}), above the allowed {limit:.2%}{why}",
                             "raise --max-bpb-increase, use a smaller --group-size, or a wider recipe (int8)")

@@ -1,0 +1,36 @@
+"""The reference grid int4 exports are held to: seqedge's PyTorch Q4_0 equals llama.cpp's (the `gguf`
+package's quantize + dequantize) bit for bit, and rounding onto it twice changes nothing."""
+
+import numpy as np
+import pytest
+import torch
+
+gguf = pytest.importorskip("gguf")
+
+from seqedge.models import build_model  # noqa: E402
+from seqedge.quant.reference import on_grid, q4_0  # noqa: E402
+
+
+@pytest.mark.parametrize("scale", [1e-3, 0.05, 3.0])
+def test_q4_0_equals_llama_cpp(scale):
+    torch.manual_seed(0)
+    w = torch.randn(48, 256) * scale
+    w[3, :32] = 0.0  # an all-zero block
+    w[5, 40] = 50 * scale  # one outlier owns its block's scale
+    want = gguf.dequantize(gguf.quantize(w.numpy(), gguf.GGMLQuantizationType.Q4_0), gguf.GGMLQuantizationType.Q4_0)
+    got = q4_0(w).numpy()
+    assert np.array_equal(got, want.reshape(got.shape))
+    assert torch.equal(q4_0(q4_0(w)), q4_0(w))
+
+
+def test_on_grid_rounds_matrices_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = build_model("transformer", "tiny")
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    grid = on_grid(model, "q4_0")
+    for name, p in grid.named_parameters():
+        assert torch.equal(dict(model.named_parameters())[name], before[name])  # the original is untouched
+        if p.ndim == 2 and p.shape[-1] % 32 == 0:
+            assert torch.equal(p, q4_0(before[name])) and not torch.equal(p, before[name]), name
+        else:
+            assert torch.equal(p, before[name]), name
