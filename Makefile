@@ -38,14 +38,15 @@ $(BIN)/seqedge: pyproject.toml $(LOCK)
 # The main job on the built-in default: train the default family's small preset, export it to ONNX
 # (verified against PyTorch), show the manifest, generate text through onnxruntime, and benchmark it:
 # measured here, projected for a Pixel 8. Then a real model: SmolLM2-135M-Instruct from its llama.cpp
-# GGUF, exported with its tokenizer, answering a chat prompt, and benchmarked for the Pixel 8.
+# GGUF, exported to int4 with its tokenizer (held to llama.cpp's Q4_0 on the same weights), answering a
+# chat prompt, and benchmarked for the Pixel 8.
 demo: venv fetch-smollm2
 	$(BIN)/seqedge train --minutes 3 --out $(DEMO) --force
 	$(BIN)/seqedge export $(DEMO) --format onnx --out $(DEMO)-onnx --force
 	$(BIN)/seqedge inspect $(DEMO)-onnx
 	$(BIN)/seqedge generate $(DEMO)-onnx --prompt "class Foo:" --max-new-tokens 300 --temperature 0.8
 	$(BIN)/seqedge bench $(DEMO)-onnx --device pixel8 --prompt-lengths 64,256 --decode-tokens 64
-	$(BIN)/seqedge export $(SMOLLM2) --format onnx --max-seq-len 1024 --out $(DEMO)-smollm2 --force
+	$(BIN)/seqedge export $(SMOLLM2) --format onnx --quant int4 --max-seq-len 1024 --out $(DEMO)-smollm2 --force
 	$(BIN)/seqedge generate $(DEMO)-smollm2 --chat --prompt "What is the capital of France?" --max-new-tokens 48
 	$(BIN)/seqedge bench $(DEMO)-smollm2 --device pixel8 --prompt-lengths 64,256 --decode-tokens 32
 

@@ -98,7 +98,8 @@ def finish(folder: Path, model, manifest: dict[str, Any], plan, quant, weight_by
         with stage(f"verification in {manifest['format']}'s runtime", plan.subject):
             runner = open_artifact(folder, threads=plan.threads, check_files=False)
             try:
-                manifest["parity"] = verify_artifact(folder, model, plan.verify_steps, plan.prompt_bytes, runner=runner)
+                manifest["parity"] = verify_artifact(folder, model, plan.verify_steps, plan.prompt_bytes, runner=runner,
+                                                     shown_as=plan.out)
                 manifest["quant"].update(accuracy_report(model, quant, runner, tokenizer))
             finally:
                 runner.close()

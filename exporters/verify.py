@@ -107,7 +107,7 @@ def require(parity: Parity, what: str) -> None:
 
 
 def verify_artifact(folder, model, steps: int = 64, prompt_bytes: int = 64, threads: int = 2,
-                    runtime: str | None = None, runner=None) -> dict:
+                    runtime: str | None = None, runner=None, shown_as=None) -> dict:
     """Run the artifact in its runtime against the fp32 `model` on held-out text, with the tolerance of
     the artifact's quantization recipe; raise ParityError on failure."""
     from seqedge.data import held_out_tokens
@@ -140,5 +140,5 @@ def verify_artifact(folder, model, steps: int = 64, prompt_bytes: int = 64, thre
         finally:
             if own:
                 runner.close()
-    require(parity, f"the {runner.manifest['format']} artifact at {folder}")
+    require(parity, f"the {runner.manifest['format']} artifact at {shown_as or folder}")  # shown_as: not a temp folder
     return {**parity.to_json(), "rule": rule.note}
