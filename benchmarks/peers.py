@@ -38,7 +38,7 @@ LLAMA_CPP_PYTHON = ("0.3.36", "https://files.pythonhosted.org/packages/ec/e9/e7d
                     "llama_cpp_python-0.3.36.tar.gz", "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e")
 # optimum-onnx's own environment: the versions seqedge's lock holds for its `hf` extra
 OPTIMUM_VENV_PACKAGES = ["optimum-onnx==0.1.0", "optimum==2.1.0", "transformers==4.57.6", "onnxruntime==1.32.0",
-                         "onnx==1.23.2", "gguf==0.19.0", "sentencepiece", "protobuf"]
+                         "onnx==1.23.2", "gguf==0.19.0", "accelerate", "sentencepiece", "protobuf"]
 
 
 @dataclass
@@ -144,12 +144,13 @@ print(json.dumps({"decode": len(steps[4:]) / sum(steps[4:]), "prefill": prefill}
 def optimum_venv() -> Path:
     venv = PEERS / "optimum-venv"
     py = venv / "bin" / "python"
-    if not (venv / ".done").is_file():
-        shutil.rmtree(venv, ignore_errors=True)
-        run([sys.executable, "-m", "venv", str(venv)])
-        run([str(py), "-m", "pip", "install", "-q", "torch==2.13.0"])
+    done = venv / ".installed"  # the package list it holds: a change reinstalls
+    if not done.is_file() or done.read_text() != " ".join(OPTIMUM_VENV_PACKAGES):
+        if not py.is_file():
+            run([sys.executable, "-m", "venv", str(venv)])
+        run([str(py), "-m", "pip", "install", "-q", "torch==2.13.0"])  # the CPU wheel, first (no CUDA pulled)
         run([str(py), "-m", "pip", "install", "-q", *OPTIMUM_VENV_PACKAGES])
-        (venv / ".done").write_text("ok")
+        done.write_text(" ".join(OPTIMUM_VENV_PACKAGES))
     return py
 
 

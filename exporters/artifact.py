@@ -28,7 +28,8 @@ artifact_writer = atomic_dir
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST)
     manifest = {**manifest, "seqedge_version": __version__, "files": {p.name: sha256_file(p) for p in files}}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    # allow_nan=False: a manifest is standard JSON for every runner (no NaN/Infinity literals)
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=False))
     return manifest
 
 

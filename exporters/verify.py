@@ -39,7 +39,11 @@ class Parity:
         return not self.failures
 
     def to_json(self) -> dict:
-        return {**asdict(self), "passed": self.passed}
+        """Standard JSON (runners in C++, Kotlin, Swift read it): an ungated tolerance is null, not Infinity."""
+        out = {**asdict(self), "passed": self.passed}
+        if out["tolerance"] == float("inf"):
+            out["tolerance"] = None
+        return out
 
     def summary(self) -> str:
         return (f"prefill max |Δ| {self.prefill_max_abs_diff:.2e}, decode max |Δ| {self.max_abs_diff:.2e} over "

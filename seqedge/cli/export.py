@@ -142,9 +142,9 @@ def verify_cmd(
     table = Table(title=f"parity of {artifact} ({manifest['format']})")
     for col in ("output", "max abs diff", "tolerance", "ok"):
         table.add_column(col)
-    table.add_row("logits (prefill)", f"{parity['prefill_max_abs_diff']:.2e}", f"{parity['tolerance']:g}", "✓")
-    table.add_row(f"logits ({steps} decode steps)", f"{parity['max_abs_diff']:.2e}", f"{parity['tolerance']:g}", "✓")
     gated = lambda v, fmt: f"≤ {v:{fmt}}" if v is not None else "reported"  # noqa: E731
+    table.add_row("logits (prefill)", f"{parity['prefill_max_abs_diff']:.2e}", gated(parity["tolerance"], "g"), "✓")
+    table.add_row(f"logits ({steps} decode steps)", f"{parity['max_abs_diff']:.2e}", gated(parity["tolerance"], "g"), "✓")
     table.add_row("greedy tokens", f"{parity['token_agreement']:.1%} agree", "reported" if parity[
         "min_token_agreement"] is None else f"≥ {parity['min_token_agreement']:.0%}", "✓")
     table.add_row("mean KL (nats/token)", f"{parity.get('mean_kl', 0):.2e}", gated(parity.get("max_mean_kl"), "g"), "✓")
