@@ -90,9 +90,11 @@ def build_runner(out: Path, tokenizers: bool | None = None) -> Path:
     if tokenizers and source is None:
         raise UnsupportedError(f"the runner's C++ tokenizer needs pytorch-tokenizers' source, which is not in "
                                f"{TOKENIZERS_SOURCE}", FETCH_TOKENIZERS)
-    # one build folder per seqedge + ExecuTorch (ninja rebuilds what changed), so a change to the runner
-    # does not recompile the tokenizer's dependencies
-    build = CACHE / f"{_key(sources=False)}-runner{'-tok' if source else ''}"
+    # one build folder per seqedge + ExecuTorch + source location (ninja rebuilds what changed, and cmake
+    # refuses a build folder configured from another source tree), so a change to the runner does not
+    # recompile the tokenizer's dependencies
+    where = hashlib.sha256(f"{_source_dir()}|{source or ''}".encode()).hexdigest()[:8]
+    build = CACHE / f"{_key(sources=False)}-runner{'-tok' if source else ''}-{where}"
     with _locked(build):
         build_native(build, options=(f"-DSEQEDGE_TOKENIZERS_SOURCE={source or ''}",))
         out.mkdir(parents=True, exist_ok=True)
