@@ -88,6 +88,7 @@ def finish(folder: Path, model, manifest: dict[str, Any], plan, quant, weight_by
     """Write the manifest with the quantization report; when the plan says to verify, check the artifact
     against the fp32 `model` (the recipe's tolerance) and measure what quantization cost, gating both."""
     from seqedge.exporters.verify import verify_artifact
+    from seqedge.quant.reference import baseline_model
     from seqedge.quant.report import accuracy_report, gate, size_report
     from seqedge.runtimes import open_artifact
 
@@ -98,10 +99,11 @@ def finish(folder: Path, model, manifest: dict[str, Any], plan, quant, weight_by
     if plan.verify:
         with stage(f"verification in {manifest['format']}'s runtime", plan.subject):
             runner = open_artifact(folder, threads=plan.threads, check_files=False)
+            grid_model = baseline_model(model, quant.recipe.parity.baseline)  # once, for parity and bits/byte
             try:
                 manifest["parity"] = verify_artifact(folder, model, plan.verify_steps, plan.prompt_bytes, runner=runner,
-                                                     shown_as=plan.out)
-                manifest["quant"].update(accuracy_report(model, quant, runner, tokenizer))
+                                                     shown_as=plan.out, grid_model=grid_model)
+                manifest["quant"].update(accuracy_report(model, quant, runner, tokenizer, grid_model))
             finally:
                 runner.close()
     gate(manifest["quant"], quant)  # may settle the bits/byte limit from the reference grid: written below

@@ -111,9 +111,10 @@ def require(parity: Parity, what: str) -> None:
 
 
 def verify_artifact(folder, model, steps: int = 64, prompt_bytes: int = 64, threads: int = 2,
-                    runtime: str | None = None, runner=None, shown_as=None) -> dict:
+                    runtime: str | None = None, runner=None, shown_as=None, grid_model=None) -> dict:
     """Run the artifact in its runtime against the fp32 `model` on held-out text, with the tolerance of
-    the artifact's quantization recipe; raise ParityError on failure."""
+    the artifact's quantization recipe; raise ParityError on failure. `grid_model`: the recipe's baseline
+    model when the caller already built it (quant/reference.py)."""
     from seqedge.data import held_out_tokens
     from seqedge.quant import RECIPES
     from seqedge.runtimes import open_artifact
@@ -132,11 +133,10 @@ def verify_artifact(folder, model, steps: int = 64, prompt_bytes: int = 64, thre
             prompt_bytes = max(1, min(prompt_bytes, cache - steps))
         try:
             prompt = held_out_tokens(load_tokenizer(folder), prompt_bytes)  # the artifact's tokenizer: real text
-            baseline = None
-            if rule.baseline and isinstance(model, torch.nn.Module):
-                from seqedge.quant.reference import on_grid
+            from seqedge.quant.reference import baseline_model
 
-                baseline = (rule.baseline, on_grid(model, rule.baseline), rule.baseline_factor)
+            grid_model = grid_model if grid_model is not None else baseline_model(model, rule.baseline)
+            baseline = (rule.baseline, grid_model, rule.baseline_factor) if grid_model is not None else None
             parity = check_parity(model, runner, prompt, steps=steps,
                                   tolerance=rule.tolerance if rule.tolerance is not None else float("inf"),
                                   min_token_agreement=rule.min_token_agreement, max_mean_kl=rule.max_mean_kl,

@@ -47,3 +47,9 @@ def on_grid(model: nn.Module, grid: str) -> nn.Module:
             if isinstance(module, (nn.Linear, nn.Embedding)) and w is not None and w.shape[-1] % BLOCK == 0:
                 w.copy_(fn(w))
     return model
+
+
+def baseline_model(model, grid: str | None) -> nn.Module | None:
+    """`model` on `grid` for a recipe's baseline; None without a grid or for a model that is not a module.
+    An export builds it once and hands it to parity and to the bits/byte report."""
+    return on_grid(model, grid) if grid and isinstance(model, nn.Module) else None

@@ -194,19 +194,18 @@ def _bits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none") / math.log(2)
 
 
-def accuracy(model, runner, ids: list[int], tokenizer, baseline: str | None = None) -> dict[str, float]:
+def accuracy(model, runner, ids: list[int], tokenizer, baseline: tuple[str, torch.nn.Module] | None = None
+             ) -> dict[str, float]:
     """bits/byte of the fp32 model and of the artifact on the held-out tokens `ids`, and their top-1
     agreement. The artifact is stepped one token at a time with its state carried (every position's logits,
-    from the real runtime). Bits are per byte of the predicted text, so vocabularies compare. `baseline`: a
-    reference grid (quant/reference.py) put on the same fp32 weights and evaluated on the same tokens."""
+    from the real runtime). Bits are per byte of the predicted text, so vocabularies compare. `baseline`:
+    (grid name, the fp32 model on that grid: quant/reference.py), evaluated on the same tokens."""
     tokens = torch.tensor([ids], dtype=torch.long)  # (1, N)
     base = {}
-    if baseline and isinstance(model, torch.nn.Module):
-        from seqedge.quant.reference import on_grid
-
+    if baseline is not None:
         with torch.no_grad():
-            base_logits = on_grid(model, baseline).forward(tokens)[0, :-1]  # (N-1, V)
-        base = {"baseline": baseline, "bpb_baseline": _bits(base_logits, tokens[0, 1:]).sum().item()}
+            base_logits = baseline[1].forward(tokens)[0, :-1]  # (N-1, V)
+        base = {"baseline": baseline[0], "bpb_baseline": _bits(base_logits, tokens[0, 1:]).sum().item()}
     with torch.no_grad():
         ref = model.forward(tokens)[0, :-1]  # (N-1, V)
         state = runner.init_state(1)
@@ -251,12 +250,17 @@ def size_report(model, ctx: QuantContext, weight_bytes: int,
     }
 
 
-def accuracy_report(model, ctx: QuantContext, runner, tokenizer) -> dict[str, Any]:
+def accuracy_report(model, ctx: QuantContext, runner, tokenizer, grid_model=None) -> dict[str, Any]:
+    """`grid_model`: the recipe's baseline model when the caller already built it (quant/reference.py)."""
     from seqedge.data import held_out_tokens
+    from seqedge.quant.reference import baseline_model
 
     limit = min(ctx.eval_bytes, (runner.max_seq_len or ctx.eval_bytes + 1) - 1)  # tokens, within the cache
     ids = held_out_tokens(tokenizer, limit)
-    return {**accuracy(model, runner, ids, tokenizer, ctx.recipe.parity.baseline), "eval_tokens": len(ids),
+    grid = ctx.recipe.parity.baseline
+    grid_model = grid_model if grid_model is not None else baseline_model(model, grid)
+    baseline = (grid, grid_model) if grid_model is not None else None
+    return {**accuracy(model, runner, ids, tokenizer, baseline), "eval_tokens": len(ids),
             "eval_bytes": len(tokenizer.decode_bytes(ids)),
             "accuracy": "held-out code" if tokenizer.kind == "bytes" else "English prose (Python's pydoc topics)"}
 
