@@ -83,11 +83,17 @@ def host_profile() -> Profile:
     peak = {"fp32": fp32, "int8": fp32 * 4}
     if set(isa) & {"avx512_bf16", "amx_bf16"}:
         peak["bf16"] = fp32 * 2
+    from seqedge.bench.roofline import calibration
+
+    cpu = calibration()["cpu"]
+    fitted = (f"efficiency: the cpu class's bandwidth efficiency fitted on {len(cpu.decode_points)} published "
+              "on-device points (not measured here)")
     runtimes = (
-        RuntimeOption("onnxruntime", "cpu", ("fp32", "int8", "int4"), efficiency=0.9,
-                      note="measured: fused decode reaches about 0.9 of copy bandwidth here"),
-        RuntimeOption("executorch", "xnnpack", ("fp32", "fp16", "int8", "int4"), ("fp32", "int8"), efficiency=0.7),
-        RuntimeOption("torch", "cpu", ("fp32",), efficiency=0.5, note="PyTorch eager: the reference"),
+        RuntimeOption("onnxruntime", "cpu", ("fp32", "int8", "int4"), efficiency=cpu.bandwidth_efficiency, note=fitted),
+        RuntimeOption("executorch", "xnnpack", ("fp32", "fp16", "int8", "int4"), ("fp32", "int8"),
+                      efficiency=cpu.bandwidth_efficiency, note=fitted),
+        RuntimeOption("torch", "cpu", ("fp32",), efficiency=0.5, note="PyTorch eager: the reference (efficiency "
+                      "0.5 is an ESTIMATE)"),
     )
     unit = ComputeUnit("cpu", "cpu", bw, peak, runtimes, cores=cores, core=model, ghz=ghz)
     return Profile(name="host", display_name=f"this machine ({model})", kind="host", soc=model,

@@ -105,10 +105,12 @@ def measure_device(transport: Transport, runner: Path, artifact: Path, target: s
                               "check the runner was built for this device and the artifact's format")
         t = json.loads(lines[-1])
         at = {**inputs, "transport": transport.name, "prompt_tokens": t["prompt_tokens"]}
+        how = f"the native runner on {transport.name} (--timing), one run"
         out.append(Record(target, "measured-device", "prefill_tok_s", round(t["prompt_tokens"] / t["prefill_ms"] * 1e3, 2),
-                          "tok/s", at))
-        out.append(Record(target, "measured-device", "ttft_ms", round(t["prefill_ms"], 3), "ms", at))
+                          "tok/s", at, f"{how}: prompt tokens / prefill time"))
+        out.append(Record(target, "measured-device", "ttft_ms", round(t["prefill_ms"], 3), "ms", at,
+                          f"{how}: prefill time"))
         out.append(Record(target, "measured-device", "decode_tok_s", round(t["decode_tok_s"], 2), "tok/s",
                           {**inputs, "transport": transport.name, "context": t["prompt_tokens"],
-                           "steps": t["decode_steps"]}))
+                           "steps": t["decode_steps"]}, f"{how}: decode steps / their total time"))
     return out

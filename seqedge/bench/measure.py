@@ -1,19 +1,25 @@
-"""Timing an artifact on this machine through its runtime adapter (kind `measured-host`).
+"""Timing an artifact on this machine (kind `measured-host`), in a child process that does nothing else.
 
-    records = measure_host(runner, "art", prompt_lengths=[64, 256], contexts=[64, 256], decode_tokens=64,
-                           text=held_out_bytes, inputs={"runtime": "onnxruntime"}, on_step=print)
+    records = measure_host(artifact, "art", prompt_lengths=[64, 256], contexts=[64, 256], decode_tokens=64,
+                           text=held_out_bytes, threads=2, inputs={"format": "onnx"}, on_step=print)
 
-Prefill: a prompt of held-out bytes, warm-up then the best of `repeats`; time to first token is that
-prefill (it returns the first new token's logits). Decode: after a prefill of `context` tokens, one warm-up
-step then `decode_tokens` single steps with the state carried: tokens/s, p50 and p90 ms per token. Peak
-resident memory is this process's (Python, the runtime and the artifact), from getrusage.
+The child (`seqedge.bench.child`) loads the artifact through its runtime adapter and returns raw samples:
+prefill — one warm-up, then `repeats` timed prefills of a prompt of held-out bytes from a fresh state (time
+to first token: the prefill returns the first new token's logits); decode — after a prefill of `context`
+tokens and two warm-up steps, `decode_tokens` single steps with the state carried, each timed. Reported:
+p50 and p90 of those samples, decode tokens/s as steps over their total time, the child's peak resident
+memory (and the part above its Python + torch baseline), and with every figure the load average, the
+clock and the CPU other processes used while it ran. A figure taken while the machine was busy (load above
+the threads used, or other processes using half a core or more) is flagged `busy`.
 """
 
 from __future__ import annotations
 
-import resource
+import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +27,7 @@ from pathlib import Path
 import torch
 
 from seqedge.bench.records import Record
+from seqedge.errors import BadInputError, InternalError
 
 
 def decode_times(runner, context: int, tokens: int, warmup: int = 2, prompt: torch.Tensor | None = None) -> list[float]:
@@ -41,48 +48,103 @@ def decode_times(runner, context: int, tokens: int, warmup: int = 2, prompt: tor
     return times
 
 
-def prefill_seconds(runner, tokens: torch.Tensor, repeats: int = 2) -> float:
-    """Best wall time of a prefill of `tokens` (1, T) from a fresh state, after one warm-up."""
-    best = float("inf")
+def prefill_times(runner, tokens: torch.Tensor, repeats: int = 3) -> list[float]:
+    """Wall seconds of `repeats` prefills of `tokens` (1, T), each from a fresh state, after one warm-up."""
+    out = []
     with torch.no_grad():
         for i in range(repeats + 1):
             state = runner.init_state(1)
             t0 = time.perf_counter()
             runner.prefill(tokens, state)
             if i:
-                best = min(best, time.perf_counter() - t0)
-    return best
+                out.append(time.perf_counter() - t0)
+    return out
 
 
-def peak_rss_mb() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024 if sys.platform != "darwin" else kb / 1024 / 1024
+def prefill_seconds(runner, tokens: torch.Tensor, repeats: int = 2) -> float:
+    """Best wall time of a prefill of `tokens` (1, T) (the benchmarks' in-process helper)."""
+    return min(prefill_times(runner, tokens, repeats))
+
+
+def p90(xs: list[float]) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, round(0.9 * (len(s) - 1)))]
 
 
 def folder_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file()) / 1e6
 
 
-def measure_host(runner, target: str, prompt_lengths: list[int], contexts: list[int], decode_tokens: int,
-                 text: bytes, inputs: dict, on_step: Callable[[str], None] | None = None,
-                 repeats: int = 2) -> list[Record]:
+def busy(state: dict, threads: int) -> str | None:
+    """Why a figure's machine was busy, or None: load above the threads used, or others using CPU."""
+    load = max((x for x in (state.get("loadavg_1m_before"), state.get("loadavg_1m_after")) if x is not None),
+               default=None)
+    why = []
+    if load is not None and load > threads:
+        why.append(f"load {load:.2f} > {threads} threads")
+    if (state.get("others_busy_cores") or 0) >= 0.5:
+        why.append(f"other processes used {state['others_busy_cores']:.2f} cores")
+    return "; ".join(why) or None
+
+
+def run_child(artifact: Path, threads: int, prompt_lengths: list[int], contexts: list[int], decode_tokens: int,
+              text: bytes, repeats: int = 3) -> dict:
+    """Run `seqedge.bench.child` on the artifact; its raw samples and memory, or the user's error."""
+    request = {"artifact": str(Path(artifact).resolve()), "threads": threads, "prompt_lengths": prompt_lengths,
+               "contexts": contexts, "decode_tokens": decode_tokens, "repeats": repeats, "text_hex": text.hex()}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="seqedge-bench-") as f:
+        json.dump(request, f)
+        f.flush()
+        proc = subprocess.run([sys.executable, "-m", "seqedge.bench.child", f.name], capture_output=True, text=True)
+    last = (proc.stdout.strip().splitlines() or [""])[-1]
+    try:
+        result = json.loads(last)
+    except json.JSONDecodeError:
+        result = None
+    if proc.returncode == 2 and isinstance(result, dict) and "error" in result:
+        raise BadInputError(result["error"], result["hint"])
+    if proc.returncode != 0 or not isinstance(result, dict):
+        raise InternalError(f"the benchmark process for {Path(artifact).name} failed (exit {proc.returncode}): "
+                            f"{(proc.stderr.strip().splitlines() or ['no output'])[-1]}",
+                            stage="benchmark")
+    return result
+
+
+def measure_host(artifact: Path, target: str, prompt_lengths: list[int], contexts: list[int], decode_tokens: int,
+                 text: bytes, threads: int, inputs: dict, on_step: Callable[[str], None] | None = None,
+                 repeats: int = 3) -> list[Record]:
     step = on_step or (lambda _: None)
-    prompt = torch.tensor([list(text)], dtype=torch.long)  # (1, max length)
+    step("timing in a child process")
+    raw = run_child(artifact, threads, prompt_lengths, contexts, decode_tokens, text, repeats)
+    inputs = {**inputs, "runtime": raw["runtime"], "threads": threads, "machine": "host"}
+    how = f"timed in a child process (pid {raw['pid']}) that only loads and runs the artifact"
     out = []
-    for P in prompt_lengths:
-        step(f"prefill {P}")
-        s = prefill_seconds(runner, prompt[:, :P], repeats)
-        at = {**inputs, "prompt_tokens": P, "repeats": repeats}
-        out.append(Record(target, "measured-host", "prefill_tok_s", round(P / s, 2), "tok/s", at))
-        out.append(Record(target, "measured-host", "ttft_ms", round(1e3 * s, 3), "ms", at))
-    for c in contexts:
-        step(f"decode at {c}")
-        times = decode_times(runner, c, decode_tokens, prompt=prompt)
-        at = {**inputs, "context": c, "steps": len(times)}
-        ms = sorted(1e3 * t for t in times)
-        out.append(Record(target, "measured-host", "decode_tok_s", round(len(times) / sum(times), 2), "tok/s", at))
-        out.append(Record(target, "measured-host", "decode_ms_p50", round(statistics.median(ms), 3), "ms", at))
-        out.append(Record(target, "measured-host", "decode_ms_p90", round(ms[int(0.9 * (len(ms) - 1))], 3), "ms", at))
-    out.append(Record(target, "measured-host", "peak_rss_mb", round(peak_rss_mb(), 1), "MB",
-                      {**inputs, "scope": "this process: Python, the runtime and the artifact"}))
+
+    def rec(metric, value, unit, at, provenance):
+        out.append(Record(target, "measured-host", metric, value, unit, at, provenance))
+
+    for m in raw["prefill"]:
+        s, P = m["seconds"], m["tokens"]
+        at = {**inputs, "prompt_tokens": P, "samples": len(s), "machine_state": m["state"],
+              "busy": busy(m["state"], threads)}
+        prov = f"{how}: {len(s)} prefills after one warm-up, median"
+        rec("prefill_tok_s", round(P / statistics.median(s), 2), "tok/s", at, prov)
+        rec("ttft_ms", round(1e3 * statistics.median(s), 3), "ms", at, prov)
+        rec("ttft_ms_p90", round(1e3 * p90(s), 3), "ms", at, f"{how}: {len(s)} prefills after one warm-up, p90")
+    for m in raw["decode"]:
+        s, c = m["seconds"], m["context"]
+        at = {**inputs, "context": c, "samples": len(s), "machine_state": m["state"],
+              "busy": busy(m["state"], threads)}
+        prov = f"{how}: {len(s)} decode steps after a {c}-token prefill and 2 warm-up steps"
+        rec("decode_tok_s", round(len(s) / sum(s), 2), "tok/s", at, prov + ", steps / total time")
+        rec("decode_ms_p50", round(1e3 * statistics.median(s), 3), "ms", at, prov + ", median step")
+        rec("decode_ms_p90", round(1e3 * p90(s), 3), "ms", at, prov + ", 90th percentile step")
+    mem = raw["memory"]
+    at = {**inputs, **mem}
+    rec("peak_rss_mb", mem["peak_mb"], "MB", at,
+        "peak resident memory of the benchmark child process: Python, torch, the runtime and the artifact (no "
+        "export, no parent process)")
+    rec("runtime_rss_mb", round(mem["peak_mb"] - mem["baseline_mb"], 1), "MB", at,
+        f"the child's peak above its Python + torch baseline ({mem['baseline_mb']:.0f} MB): the runtime library, "
+        "its session or program, the weights, the state and working buffers")
     return out

@@ -8,12 +8,14 @@
 time = max(FLOPs / (peak[dtype] x compute efficiency), bytes / (bandwidth x bandwidth efficiency))
        + a fixed per-call overhead.
 
-The efficiencies are fitted per runtime class (cpu, gpu, npu) on the published on-device measurements
-shipped in seqedge/bench/data/published_latencies.json (copied from the project's shared data, sources
-in each point): the geometric mean of what each point implies, so the fit is in-sample; `calibration_errors`
-reports the projection for every point against its published figure. Those points are large models whose
-per-call overhead is negligible; the fixed per-token overhead of seqedge's own runtime is measured on the
-host instead (measured time minus the host's roofline) and passed in as `overhead_ms`, scaled by clock.
+The efficiencies are fitted per runtime class (cpu, gpu, npu) and phase (bandwidth on decode figures,
+compute on prefill figures) on the published on-device measurements in
+seqedge/bench/data/published_latencies.json (seeded from the project's shared data; each point names its
+source): the geometric mean of what each point implies. `calibration_errors` checks every point twice:
+in-sample, and leave-one-out (predicted by a fit that excludes it) — the error to believe. A class and
+phase with fewer than MIN_POINTS points is reported as uncalibrated. Those points are large models whose
+per-call overhead is negligible; a runtime's fixed per-token cost comes from bench/overheads.py (measured
+once on reference shapes, stored with its provenance) and is passed in as `overhead_ms`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -43,18 +45,8 @@ COMPUTE_DTYPE = {
     "npu": {"fp32": "fp16", "bf16": "fp16", "fp16": "fp16", "int8": "int8", "int4": "fp16", "q": "fp16"},
 }
 
-# What each published point's weights are, in bits per weight (scales included), from its "weights" text.
-POINT_BITS = {
-    "et-1b-bf16": ("bf16", 16.0, None),
-    "et-1b-int4": ("int4", 5.0, 8.0),  # int4 g32 + fp32 scale; 8-bit embedding and output
-    "qnn-8b-w4a16": ("int4", 4.5, None),  # int4 weights, scales per group (not published: ~0.5 bit)
-    "pi5-3b-q4km": ("q", 4.8, None),  # llama.cpp Q4_K_M, stated ~4.8 bits per weight
-    "orin-8b-int4": ("int4", 4.5, None),  # MLC q4f16: int4 + fp16 scale per 32
-    "orin-3b-int4": ("int4", 4.5, None),
-    "4090-7b-f16": ("fp16", 16.0, None),
-    "4090-7b-q8": ("q", 8.5, None),  # Q8_0, stated 8.5 bits per weight
-}
-
+MIN_POINTS = 3  # fewer published points than this for a class and phase: the projection is uncalibrated
+DEFAULT_EFFICIENCY = {"bandwidth": 0.5, "compute": 0.3}  # ESTIMATES, used only where no point exists
 
 @dataclass(frozen=True)
 class Hardware:
@@ -99,12 +91,23 @@ def hardware(profile: Profile, cls: str) -> Hardware:
 
 @dataclass(frozen=True)
 class ClassCalibration:
+    """A runtime class's efficiencies, each fitted on its own phase's points: bandwidth on decode figures,
+    compute on prefill figures. `source` says, per phase, how many points and whether that is enough."""
+
     cls: str
     bandwidth_efficiency: float
     compute_efficiency: float
     overhead_ms: float
-    points: tuple[str, ...]
-    source: str  # "published" | "default (no published point for this class)"
+    decode_points: tuple[str, ...]
+    prefill_points: tuple[str, ...]
+    source: str
+
+    @property
+    def points(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.decode_points + self.prefill_points))
+
+    def calibrated(self, phase: str) -> bool:
+        return len(self.decode_points if phase == "decode" else self.prefill_points) >= MIN_POINTS
 
 
 @dataclass
@@ -142,8 +145,8 @@ class Projection:
 
 def project(shape: ModelShape, phase: str, bits: float, weight_format: str, hw: Hardware, cal: ClassCalibration,
             tokens: int = 1, context: int = 0, head_bits: float | None = None, overhead_ms: float = 0.0) -> Projection:
-    """`overhead_ms`: the runtime's fixed cost per call on this device (added to the class calibration's)."""
-    """Roofline time for `tokens` (decode: 1) after `context` earlier tokens."""
+    """Roofline time for `tokens` (decode: 1) after `context` earlier tokens. `overhead_ms`: the runtime's
+    fixed cost per call on this device (added to the class calibration's)."""
     dtype, peak = hw.peak_for(COMPUTE_DTYPE[hw.kind][weight_format])
     if phase == "decode":
         flops, nbytes = shape.decode_flops(context), shape.decode_bytes(bits, context, head_bits)
@@ -169,18 +172,31 @@ def published_config(name: str) -> dict[str, Any]:
     return json.loads(resources.files("seqedge.bench").joinpath(f"data/configs/{name}.json").read_text())
 
 
+@cache
+def _published_shape(config: str) -> ModelShape:
+    return ModelShape.of_config(published_config(config))
+
+
+@cache
+def _published_hardware(device: str, cls: str) -> Hardware:
+    return hardware(load_profile(device), cls)
+
+
+def _point_terms(point: dict[str, Any]):
+    cls = PUBLISHED_RUNTIMES[point["runtime"]]
+    return cls, _published_shape(point["config"]), _published_hardware(point["device"], cls)
+
+
 def _implied(point: dict[str, Any]) -> dict[str, float]:
     """The efficiencies a published point implies on its device's roofline (overhead taken as zero)."""
-    cls = PUBLISHED_RUNTIMES[point["runtime"]]
-    shape = ModelShape.of_config(published_config(point["config"]))
-    fmt, bits, head_bits = POINT_BITS[point["id"]]
-    hw = hardware(load_profile(point["device"]), cls)
+    cls, shape, hw = _point_terms(point)
+    bits, head_bits = point["bits_per_weight"], point.get("head_bits")
     out = {}
     prompt = point.get("prompt_tokens", 0)
     out["bandwidth"] = shape.decode_bytes(bits, prompt, head_bits, state_bytes=2) / (
         hw.bandwidth_gbs * 1e9 / point["decode_tok_s"])
     if point.get("prefill_tok_s"):
-        _, peak = hw.peak_for(COMPUTE_DTYPE[cls][fmt])
+        _, peak = hw.peak_for(COMPUTE_DTYPE[cls][point["format"]])
         out["compute"] = shape.prefill_flops(prompt) / (peak * 1e9 * prompt / point["prefill_tok_s"])
     return out
 
@@ -189,41 +205,62 @@ def _geomean(xs: list[float]) -> float:
     return math.exp(sum(math.log(x) for x in xs) / len(xs))
 
 
-@lru_cache(maxsize=1)
-def calibration() -> dict[str, ClassCalibration]:
-    points = published()["points"]
+def _phase_source(phase: str, ids: list[str], what: str) -> str:
+    if not ids:
+        return f"{phase}: uncalibrated (no published point; {what} {DEFAULT_EFFICIENCY[what]} is an ESTIMATE)"
+    if len(ids) < MIN_POINTS:
+        return (f"{phase}: uncalibrated ({len(ids)} published point{'s' if len(ids) > 1 else ''}, fewer than "
+                f"{MIN_POINTS}: its error cannot be checked on points it was not fitted on)")
+    return f"{phase}: fitted on {len(ids)} published points"
+
+
+def fit(points: list[dict[str, Any]]) -> dict[str, ClassCalibration]:
+    """Per runtime class and phase: the geometric mean of the efficiencies the points imply."""
     implied = {p["id"]: _implied(p) for p in points}
     out = {}
     for cls in CLASSES:
         ids = [p["id"] for p in points if PUBLISHED_RUNTIMES[p["runtime"]] == cls]
-        bw = [implied[i]["bandwidth"] for i in ids]
-        comp = [implied[i]["compute"] for i in ids if "compute" in implied[i]]
-        if not ids:
-            out[cls] = ClassCalibration(cls, 0.5, 0.3, 0.0, (), "default (no published point for this class)")
-            continue
-        out[cls] = ClassCalibration(cls, round(_geomean(bw), 4), round(_geomean(comp), 4) if comp else 0.3, 0.0,
-                                    tuple(ids), "published" if comp else "published (bandwidth only; compute 0.3 "
-                                    "assumed)")
+        dec = [i for i in ids if "bandwidth" in implied[i]]
+        pre = [i for i in ids if "compute" in implied[i]]
+        bw = round(_geomean([implied[i]["bandwidth"] for i in dec]), 4) if dec else DEFAULT_EFFICIENCY["bandwidth"]
+        comp = round(_geomean([implied[i]["compute"] for i in pre]), 4) if pre else DEFAULT_EFFICIENCY["compute"]
+        source = "; ".join((_phase_source("decode", dec, "bandwidth"), _phase_source("prefill", pre, "compute")))
+        out[cls] = ClassCalibration(cls, bw, comp, 0.0, tuple(dec), tuple(pre), source)
     return out
 
 
+@lru_cache(maxsize=1)
+def calibration() -> dict[str, ClassCalibration]:
+    return fit(published()["points"])
+
+
+def _project_point(point: dict[str, Any], cal: dict[str, ClassCalibration], metric: str) -> Projection:
+    cls, shape, hw = _point_terms(point)
+    bits, head_bits, prompt = point["bits_per_weight"], point.get("head_bits"), point.get("prompt_tokens", 0)
+    if metric == "decode_tok_s":
+        return project(shape, "decode", bits, point["format"], hw, cal[cls], context=prompt, head_bits=head_bits)
+    return project(shape, "prefill", bits, point["format"], hw, cal[cls], tokens=prompt, head_bits=head_bits)
+
+
 def calibration_errors() -> list[dict[str, Any]]:
-    """Projection vs published figure for every published point and metric (relative error)."""
-    cal = calibration()
+    """Every published point and metric against two projections: the fit on all points (in-sample
+    `error`) and a fit that leaves that point out (`loo_error`: the out-of-sample check; None when the
+    class has no other point for that phase, `calibrated` False when it has fewer than MIN_POINTS)."""
+    points = published()["points"]
+    full = calibration()
     rows = []
-    for p in published()["points"]:
+    for p in points:
         cls = PUBLISHED_RUNTIMES[p["runtime"]]
-        shape = ModelShape.of_config(published_config(p["config"]))
-        fmt, bits, head_bits = POINT_BITS[p["id"]]
-        hw = hardware(load_profile(p["device"]), cls)
-        prompt = p.get("prompt_tokens", 0)
-        dec = project(shape, "decode", bits, fmt, hw, cal[cls], context=prompt, head_bits=head_bits)
-        rows.append({"id": p["id"], "metric": "decode_tok_s", "published": p["decode_tok_s"],
-                     "projected": round(dec.tok_s, 2), "error": round(dec.tok_s / p["decode_tok_s"] - 1, 4),
-                     "bound": dec.bound, "source": p["source"]})
-        if p.get("prefill_tok_s"):
-            pre = project(shape, "prefill", bits, fmt, hw, cal[cls], tokens=prompt, head_bits=head_bits)
-            rows.append({"id": p["id"], "metric": "prefill_tok_s", "published": p["prefill_tok_s"],
-                         "projected": round(pre.tok_s, 2), "error": round(pre.tok_s / p["prefill_tok_s"] - 1, 4),
-                         "bound": pre.bound, "source": p["source"]})
+        loo = fit([q for q in points if q["id"] != p["id"]])
+        for metric, phase in (("decode_tok_s", "decode"), ("prefill_tok_s", "prefill")):
+            if not p.get(metric):
+                continue
+            inside = _project_point(p, full, metric)
+            others = loo[cls].decode_points if phase == "decode" else loo[cls].prefill_points
+            out = _project_point(p, loo, metric).tok_s if others else None
+            rows.append({"id": p["id"], "class": cls, "metric": metric, "published": p[metric],
+                         "projected": round(inside.tok_s, 2), "error": round(inside.tok_s / p[metric] - 1, 4),
+                         "loo_projected": None if out is None else round(out, 2),
+                         "loo_error": None if out is None else round(out / p[metric] - 1, 4),
+                         "calibrated": full[cls].calibrated(phase), "bound": inside.bound, "source": p["source"]})
     return rows

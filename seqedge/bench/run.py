@@ -7,6 +7,11 @@
 A TARGET is an artifact folder (benchmarked as it is), a checkpoint folder or a family/preset (exported
 on the fly as the device profile's selection says, into a temporary folder), or a `config.json` alone
 (Hugging Face Llama/Mamba or seqedge: projections only, no weights needed).
+
+A projection is a function of the model's shape, the recipe, the device profile, the runtime class's
+calibration (bench/roofline.py) and the runtime's per-call cost (bench/overheads.py) — never of this run's
+--threads or of a measurement of the same artifact. With `--device host` the projection for this machine
+is compared with the measurement (`checks`): the one place a projection can be checked here.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 import torch
 
+from seqedge.bench.overheads import runtime_overhead
 from seqedge.bench.records import Record
 from seqedge.bench.roofline import Projection, calibration, hardware, project
 from seqedge.bench.shape import ModelShape, weight_bits
@@ -41,6 +47,7 @@ class BenchPlan:
     adb: str | None = None
     runner: Path | None = None
     host: bool = True  # measure on this machine when the target has weights
+    peers: bool = False  # also llama.cpp on the same shape, in this run (bench/peers.py)
 
 
 @dataclass
@@ -100,15 +107,29 @@ def resolve(target: str) -> Target:
 
 
 @dataclass
+class Check:
+    """A projection for this machine next to the measurement of the same figure."""
+
+    metric: str
+    at: int
+    projected: float
+    measured: float
+    busy: str | None
+
+    @property
+    def error(self) -> float:
+        return self.projected / self.measured - 1
+
+
+@dataclass
 class TargetResult:
     target: Target
     candidate: Any
     recipe: str
     group: int | None
     projections: list[Projection] = field(default_factory=list)
-    host_ratio: float | None = None  # measured host decode / the host's roofline (same class)
-    host_overhead_ms: float | None = None  # the runtime's per-call cost on this machine
-    overhead_ms: float = 0.0  # that cost carried to the device (× host clock / device clock)
+    overhead: Any = None  # bench.overheads.Overhead: the runtime's per-call cost on the device
+    checks: list[Check] = field(default_factory=list)  # --device host: projected vs measured
 
 
 @dataclass
@@ -124,11 +145,10 @@ class BenchResult:
             c = t.candidate
             lines.append(f"{t.target.name} on {self.profile.display_name}: {c.runtime}/{c.backend} on {c.unit}, "
                          f"{t.recipe} ({weight_bits(t.recipe, t.group):g} bits/weight)")
-            if t.host_ratio is not None:
-                lines.append(f"  host check: measured decode = {t.host_ratio:.2f} × this machine's roofline for the "
-                             f"same class; the gap, {t.host_overhead_ms:.3f} ms per call, is the runtime's fixed cost, "
-                             f"carried to the device as {t.overhead_ms:.3f} ms (scaled by clock)")
+            lines.append(f"  per-call cost {t.overhead.ms:.3f} ms: {t.overhead.provenance}")
             lines += [f"  {p.explain()}" for p in t.projections]
+            lines += [f"  host check: {c.metric} at {c.at}: projected {c.projected:,.1f}, measured {c.measured:,.1f}, "
+                      f"error {c.error:+.1%}" + (f" (busy: {c.busy})" if c.busy else "") for c in t.checks]
         return lines
 
     def to_json(self) -> dict[str, Any]:
@@ -136,8 +156,9 @@ class BenchResult:
                 "calibration": {k: v.__dict__ for k, v in calibration().items()},
                 "targets": [{"target": t.target.name, "kind": t.target.kind, "runtime": t.candidate.runtime,
                              "backend": t.candidate.backend, "unit": t.candidate.unit, "quant": t.recipe,
-                             "group_size": t.group, "host_ratio": t.host_ratio, "host_overhead_ms": t.host_overhead_ms,
-                             "overhead_ms": t.overhead_ms,
+                             "group_size": t.group, "overhead_ms": t.overhead.ms,
+                             "overhead_provenance": t.overhead.provenance,
+                             "checks": [{**c.__dict__, "error": round(c.error, 4)} for c in t.checks],
                              "shape": t.target.shape.to_json()} for t in self.targets],
                 "records": [r.to_json() for r in self.records]}
 
@@ -210,6 +231,9 @@ def bench(plan: BenchPlan, on_step=None) -> BenchResult:
     if plan.adb and not plan.runner:
         raise BadInputError("--adb needs --runner PATH (seqedge_runner built for the device)",
                             "build it with `seqedge build-runner` for the device's ABI")
+    if plan.threads < 1:
+        raise BadInputError(f"--threads {plan.threads} is not a positive number of threads",
+                            "e.g. --threads 2 (threads used on this machine)")
     profile = load_profile(plan.device)
     result = BenchResult(profile, plan)
     targets = [resolve(t) for t in plan.targets]
@@ -223,7 +247,10 @@ def bench(plan: BenchPlan, on_step=None) -> BenchResult:
             group = (target.manifest or {}).get("quant", {}).get("group_size") or RECIPES[recipe].default_group
             if (plan.host or plan.adb) and target.kind != "config":  # measured lengths must fit the model
                 _check_lengths(target, plan)
-            tr = TargetResult(target, cand, recipe, group)
+            cls = _unit_class(profile, cand.unit)
+            hw = hardware(profile, cls)
+            tr = TargetResult(target, cand, recipe, group, overhead=runtime_overhead(cand.runtime, target.shape,
+                                                                                       profile, cls))
             base = {"device": profile.name, "runtime": cand.runtime, "backend": cand.backend, "unit": cand.unit,
                     "quant": recipe}
             host_records: list[Record] = []
@@ -234,29 +261,40 @@ def bench(plan: BenchPlan, on_step=None) -> BenchResult:
                     artifact = _export_for(target, cand, recipe, Path(tmp), plan)
                 host_records = _measure_host(artifact, target, plan, text, step)
                 result.records += host_records
-                tr.host_ratio, tr.host_overhead_ms = _host_overhead(target, host_records, recipe, group, cal)
-            cls = _unit_class(profile, cand.unit)
-            hw = hardware(profile, cls)
-            if tr.host_overhead_ms and cls == "cpu":  # the same runtime on a CPU: its fixed cost, scaled by clock
-                tr.overhead_ms = round(tr.host_overhead_ms * _clock_ratio(profile), 4)
             fmt = recipe.split("-")[0]
             bits = weight_bits(recipe, group)
-            inputs = {**base, "class": cls, "bits_per_weight": bits, "overhead_ms": tr.overhead_ms}
-            for P in plan.prompt_lengths:
-                p = project(target.shape, "prefill", bits, fmt, hw, cal[cls], tokens=P, overhead_ms=tr.overhead_ms)
-                tr.projections.append(p)
-                at = {**inputs, "prompt_tokens": P, "bound": p.bound, "flops": p.flops, "bytes": p.bytes}
-                result.records.append(Record(target.name, "projected", "prefill_tok_s", round(p.tok_s, 2), "tok/s", at))
-                result.records.append(Record(target.name, "projected", "ttft_ms", round(p.seconds * 1e3, 3), "ms", at))
-            for c in plan.prompt_lengths:
-                p = project(target.shape, "decode", bits, fmt, hw, cal[cls], context=c, overhead_ms=tr.overhead_ms)
-                tr.projections.append(p)
-                at = {**inputs, "context": c, "bound": p.bound, "flops": p.flops, "bytes": p.bytes}
-                result.records.append(Record(target.name, "projected", "decode_tok_s", round(p.tok_s, 2), "tok/s", at))
-                result.records.append(Record(target.name, "projected", "decode_ms_p50", round(p.seconds * 1e3, 3), "ms",
-                                             at))
+            inputs = {**base, "class": cls, "bits_per_weight": bits, "overhead_ms": tr.overhead.ms,
+                      "device_threads": hw.threads}
+            for phase, lengths in (("prefill", plan.prompt_lengths), ("decode", plan.prompt_lengths)):
+                for n in lengths:
+                    p = (project(target.shape, "prefill", bits, fmt, hw, cal[cls], tokens=n, overhead_ms=tr.overhead.ms)
+                         if phase == "prefill" else
+                         project(target.shape, "decode", bits, fmt, hw, cal[cls], context=n, overhead_ms=tr.overhead.ms))
+                    tr.projections.append(p)
+                    prov = _provenance(p, cal[cls], tr.overhead, profile)
+                    at = {**inputs, ("prompt_tokens" if phase == "prefill" else "context"): n, "bound": p.bound,
+                          "flops": p.flops, "bytes": p.bytes}
+                    if phase == "prefill":
+                        result.records.append(Record(target.name, "projected", "prefill_tok_s", round(p.tok_s, 2),
+                                                     "tok/s", at, prov))
+                        result.records.append(Record(target.name, "projected", "ttft_ms", round(p.seconds * 1e3, 3),
+                                                     "ms", at, prov))
+                    else:
+                        result.records.append(Record(target.name, "projected", "decode_tok_s", round(p.tok_s, 2),
+                                                     "tok/s", at, prov))
+                        result.records.append(Record(target.name, "projected", "decode_ms", round(p.seconds * 1e3, 3),
+                                                     "ms", at, prov + " (a point estimate, not a percentile)"))
             result.records.append(Record(target.name, "projected", "size_mb",
-                                         round(target.shape.weight_bytes(bits) / 1e6, 2), "MB", inputs))
+                                         round(target.shape.weight_bytes(bits) / 1e6, 2), "MB", inputs,
+                                         f"weights at {bits:g} bits each (scales included), from the model's shape"))
+            if profile.kind == "host":
+                tr.checks = _checks(result.records, target.name)
+            if plan.peers:
+                from seqedge.bench.peers import peer_records
+
+                step(f"{target.name}: llama.cpp on the same shape")
+                result.records += peer_records(target.name, target.shape, plan.prompt_lengths, plan.prompt_lengths,
+                                               plan.decode_tokens, plan.threads)
             if plan.adb:
                 result.records += _measure_device(plan, artifact, target, cand, text, base, step)
             result.targets.append(tr)
@@ -266,49 +304,38 @@ def bench(plan: BenchPlan, on_step=None) -> BenchResult:
 def _measure_host(artifact: Path, target: Target, plan: BenchPlan, text: bytes, step) -> list[Record]:
     from seqedge.bench.measure import folder_mb, measure_host
     from seqedge.exporters.artifact import read_manifest
-    from seqedge.runtimes import open_artifact
 
     # an artifact TARGET had its files checked (sha256) when resolved; an on-the-fly export was just written
     target.manifest = target.manifest or read_manifest(artifact, check_files=False)
     manifest = target.manifest
     _check_lengths(target, plan)
-    runner = open_artifact(artifact, threads=plan.threads, check_files=False)
-    try:
-        inputs = {"runtime": runner.name, "format": manifest["format"], "quant": manifest["quant"]["recipe"],
-                  "threads": plan.threads, "machine": "host"}
-        records = measure_host(runner, target.name, plan.prompt_lengths, plan.prompt_lengths, plan.decode_tokens,
-                               text, inputs, on_step=lambda s: step(f"{target.name}: host {s}"))
-    finally:
-        runner.close()
+    inputs = {"format": manifest["format"], "quant": manifest["quant"]["recipe"]}
+    records = measure_host(artifact, target.name, plan.prompt_lengths, plan.prompt_lengths, plan.decode_tokens,
+                           text, plan.threads, inputs, on_step=lambda s: step(f"{target.name}: host {s}"))
     records.append(Record(target.name, "measured-host", "size_mb", round(folder_mb(artifact), 2), "MB",
-                          {**inputs, "what": "artifact folder on disk"}))
+                          {**inputs, "what": "artifact folder on disk"}, "bytes of every file in the artifact folder"))
     return records
 
 
-def _host_overhead(target: Target, host: list[Record], recipe: str, group: int | None,
-                   cal) -> tuple[float | None, float | None]:
-    """Measured host decode against this machine's roofline for the same shape and class: the ratio, and the
-    time the roofline does not explain (the runtime's fixed cost per call: interpreter, delegate calls)."""
-    from seqedge.host import host_profile
-
-    decode = [r for r in host if r.metric == "decode_tok_s"]
-    if not decode:
-        return None, None
-    first = min(decode, key=lambda r: r.at or 0)
-    hw = hardware(host_profile(), "cpu")
-    p = project(target.shape, "decode", weight_bits(recipe, group), recipe.split("-")[0], hw, cal["cpu"],
-                context=first.at or 0)
-    overhead_ms = max(0.0, 1e3 / first.value - p.seconds * 1e3)
-    return round(first.value / p.tok_s, 3), round(overhead_ms, 4)
+def _provenance(p: Projection, cal, overhead, profile: Profile) -> str:
+    phase_points = cal.decode_points if p.phase == "decode" else cal.prefill_points
+    fit = (f"{cal.cls} {p.phase} efficiency fitted on {len(phase_points)} published points"
+           if cal.calibrated(p.phase) else f"{cal.cls} {p.phase}: UNCALIBRATED ({len(phase_points)} published "
+           f"point(s))")
+    return (f"roofline of {profile.name} {p.hardware['units']} ({p.bound}-bound); {fit}; per-call cost: "
+            f"{overhead.provenance}")
 
 
-def _clock_ratio(profile: Profile) -> float:
-    """Host clock over the device's fastest CPU clock: how much longer a fixed cost takes there."""
-    from seqedge.host import host_profile
-
-    host = max((u.ghz for u in host_profile().cpu_units), default=0.0)
-    dev = max((u.ghz for u in profile.cpu_units), default=0.0)
-    return host / dev if host and dev else 1.0
+def _checks(records: list[Record], target: str) -> list:
+    """--device host: each projected decode/prefill figure next to the measured one at the same length."""
+    measured = {(r.metric, r.at): r for r in records if r.target == target and r.kind == "measured-host"}
+    out = []
+    for r in records:
+        if r.target == target and r.kind == "projected" and r.metric in ("decode_tok_s", "prefill_tok_s"):
+            m = measured.get((r.metric, r.at))
+            if m is not None:
+                out.append(Check(r.metric, r.at, r.value, m.value, m.inputs.get("busy")))
+    return out
 
 
 def _measure_device(plan: BenchPlan, artifact: Path | None, target: Target, cand, text: bytes, base: dict,

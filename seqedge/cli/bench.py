@@ -41,7 +41,8 @@ def bench_cmd(
     prompt_lengths: Annotated[str, typer.Option("--prompt-lengths", help="Prompt lengths and decode contexts, "
                                                 "comma-separated.")] = "64,256,1024",
     decode_tokens: Annotated[int, typer.Option("--decode-tokens", help="Decode steps timed per context.")] = 128,
-    threads: Annotated[int, typer.Option("--threads", help="Threads on this machine (and on the device).")] = 2,
+    threads: Annotated[int, typer.Option("--threads", help="Threads used when measuring (on this machine, and on "
+                                         "an --adb device); projections use the profile's own.")] = 2,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write every record as JSON.")] = None,
     csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write every record as CSV.")] = None,
     plot_out: Annotated[Optional[Path], typer.Option("--plot", help="Draw decode ms/token and prefill tok/s "
@@ -53,9 +54,11 @@ def bench_cmd(
     explain: Annotated[bool, typer.Option("--explain", help="Print the terms of every projection and the "
                                           "calibration error on the published points.")] = False,
     no_host: Annotated[bool, typer.Option("--no-host", help="Skip measuring on this machine.")] = False,
+    peers: Annotated[bool, typer.Option("--peers", help="Also time llama.cpp (F16/Q8_0/Q4_0) on the same shape in "
+                                        "this run (built by benchmarks/peers.py).")] = False,
 ) -> None:
     """How fast is a model on a device: measured here, projected there, measured there when attached."""
-    from seqedge.bench.report import plot, table, write_csv, write_json
+    from seqedge.bench.report import busy_notes, plot, table, write_csv, write_json
     from seqedge.bench.run import BenchPlan, bench
 
     targets = targets or []
@@ -63,7 +66,7 @@ def bench_cmd(
         raise BadInputError(f"{len(targets)} TARGETs given without --compare", "add --compare to bench them side "
                             "by side")
     plan = BenchPlan(targets, device, quant, runtime, _lengths(prompt_lengths), decode_tokens, threads, adb, runner,
-                     host=not no_host)
+                     host=not no_host, peers=peers)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                   transient=True) as progress:
         task = progress.add_task("benchmarking…", total=None)
@@ -73,17 +76,34 @@ def bench_cmd(
              + "; ".join(f"{t.target.name}: {t.candidate.runtime}/{t.candidate.backend} {t.recipe}"
                          for t in result.targets))
     console.print(table(result.records, title))
-    console.print("[dim]measured-host: timed on this machine · projected: calibrated roofline for the device, not "
-                  "a measurement · measured-device: timed on the device over adb[/]")
+    console.print("[dim]measured-host: timed on this machine in a child process · projected: calibrated roofline "
+                  "for the device, not a measurement · measured-device: timed on the device over adb · "
+                  "measured-peer: a peer timed on this machine in the same run[/]")
+    for line in busy_notes(result.records):
+        console.print(f"[yellow]{line}[/]")
+    for t in result.targets:
+        if t.checks:
+            console.print(f"host check for {t.target.name} (projection for this machine vs the measurement):")
+            for c in t.checks:
+                console.print(f"  {c.metric:<14} at {c.at:>5}: projected {c.projected:>9,.1f}  measured "
+                              f"{c.measured:>9,.1f}  error {c.error:+.1%}" + (f"  (busy: {c.busy})" if c.busy else ""),
+                              markup=False)
     if explain:
-        from seqedge.bench.roofline import calibration_errors
+        from seqedge.bench.roofline import calibration, calibration_errors
 
         for line in result.explain():
             console.print(line, markup=False)
-        console.print("calibration error on the published points (projection vs published):")
+        for cal in calibration().values():
+            console.print(f"calibration {cal.cls}: bandwidth × {cal.bandwidth_efficiency:.3f}, compute × "
+                          f"{cal.compute_efficiency:.3f} — {cal.source}", markup=False)
+        console.print("published points: in-sample error (fit on all) and leave-one-out error (fit without the "
+                      "point — the out-of-sample check):")
         for r in calibration_errors():
+            loo = "   n/a" if r["loo_error"] is None else f"{r['loo_error']:+.1%}"
             console.print(f"  {r['id']:<14} {r['metric']:<14} published {r['published']:>9,.2f}  projected "
-                          f"{r['projected']:>9,.2f}  error {r['error']:+.1%}  ({r['bound']}-bound)", markup=False)
+                          f"{r['projected']:>9,.2f}  in-sample {r['error']:+.1%}  leave-one-out {loo}"
+                          + ("" if r["calibrated"] else "  (class uncalibrated)") + f"  ({r['bound']}-bound)",
+                          markup=False)
     if json_out:
         write_json(json_out, result.to_json())
     if csv_out:
