@@ -13,6 +13,10 @@ vocabulary (49,152, not 50,280). Every system reads that folder:
   ~/.cache/seqedge/peers); `llama-bench -t N -p P -n 0` for prefill and `-p 0 -n D -d DEPTH` for decode.
 - onnxruntime-genai int4 (Llama shapes: its model builder has no Mamba): `onnxruntime_genai.models.builder
   -p int4 -e cpu`, timed with its Generator API, in a venv of its own.
+- ExecuTorch's own LLM export (Llama shapes): `executorch.examples.models.llama.export_llama -kv
+  --use_sdpa_with_kv_cache -X -qmode 8da4w --group_size 32` (the weights mapped to Meta's names, HF RoPE),
+  timed through the pybindings; it ships in the executorch wheel seqedge pins, so it runs from seqedge's
+  interpreter and installs nothing.
 - Hugging Face transformers eager fp32, in optimum's venv.
 - seqedge: `seqedge export FOLDER --format onnx|executorch --quant int4`, timed by `seqedge bench ART
   --device host` (a child process per artifact).
@@ -20,7 +24,6 @@ Decode at depth d: tokens/s of D steps after d tokens of context (seqedge: after
 0 is a 1-token prompt). Prefill: tokens/s over a P-token prompt from an empty cache. Every system runs in its
 own process; rounds interleave the systems; the table holds medians and the load range. Weight MB is what
 each system streams per token (file size; the embedding is one row per token but counted whole).
-Not yet here: ExecuTorch's own LLM export (8da4w) as a peer.
 """
 
 from __future__ import annotations
@@ -102,7 +105,8 @@ with torch.no_grad():
 print(json.dumps(out))
 '''
 
-GENAI_VENV_PACKAGES = ["onnxruntime-genai==0.18.0", "onnxruntime==1.32.0", "onnx==1.23.2", "transformers==4.57.6",
+# its model builder imports classes only transformers 5 has
+GENAI_VENV_PACKAGES = ["onnxruntime-genai==0.18.0", "onnxruntime==1.32.0", "onnx==1.23.2", "transformers==5.24.0",
                        "sentencepiece", "protobuf", "onnx_ir", "onnxscript"]
 
 
@@ -292,6 +296,81 @@ def genai_model(folder: Path) -> Path:
     return out
 
 
+# ---- ExecuTorch's own LLM export ------------------------------------------------------------------------
+# `executorch.examples.models.llama.export_llama` ships in the executorch wheel seqedge already pins; it runs
+# from seqedge's interpreter as a subprocess and installs nothing.
+
+ET_CONVERT = r'''
+import json, sys, torch
+from pathlib import Path
+from safetensors.torch import load_file
+src, out = Path(sys.argv[1]), Path(sys.argv[2])
+cfg = json.loads((src / "config.json").read_text())
+sd = load_file(str(src / "model.safetensors"))
+names = {"self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk", "self_attn.v_proj": "attention.wv",
+         "self_attn.o_proj": "attention.wo", "mlp.gate_proj": "feed_forward.w1", "mlp.down_proj": "feed_forward.w2",
+         "mlp.up_proj": "feed_forward.w3", "input_layernorm": "attention_norm", "post_attention_layernorm": "ffn_norm"}
+meta = {"tok_embeddings.weight": sd["model.embed_tokens.weight"], "norm.weight": sd["model.norm.weight"],
+        "output.weight": sd.get("lm_head.weight", sd["model.embed_tokens.weight"])}
+for k, v in sd.items():
+    if k.startswith("model.layers."):
+        i, rest = k[len("model.layers."):].split(".", 1)
+        mod, _, leaf = rest.rpartition(".")
+        meta[f"layers.{i}.{names[mod]}.{leaf}"] = v
+torch.save(meta, out / "consolidated.pth")
+(out / "params.json").write_text(json.dumps({
+    "dim": cfg["hidden_size"], "n_layers": cfg["num_hidden_layers"], "n_heads": cfg["num_attention_heads"],
+    "n_kv_heads": cfg["num_key_value_heads"], "vocab_size": cfg["vocab_size"], "hidden_dim": cfg["intermediate_size"],
+    "norm_eps": cfg["rms_norm_eps"], "rope_theta": cfg["rope_theta"], "use_hf_rope": True, "use_scaled_rope": False}))
+'''
+
+PEER_TIMING_ET = r'''
+import json, sys, time, torch
+import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401  (llama::sdpa_with_kv_cache)
+from executorch.extension.pybindings.portable_lib import _load_for_executorch, _unsafe_reset_threadpool
+pte, threads, prompts, depths, decode = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
+_unsafe_reset_threadpool(threads)
+m = _load_for_executorch(pte)
+g = torch.Generator().manual_seed(0)
+def ids(n): return torch.randint(10, 40000, (1, n), generator=g)
+m.forward((ids(8), torch.tensor([0])))
+out = {"prefill": {}, "decode": {}}
+for P in prompts:
+    best = 1e9
+    for _ in range(2):
+        t = time.perf_counter(); m.forward((ids(P), torch.tensor([0]))); best = min(best, time.perf_counter() - t)
+    out["prefill"][P] = P / best
+for d in depths:
+    n = max(1, d)
+    m.forward((ids(n), torch.tensor([0])))
+    tok = ids(1)
+    t = time.perf_counter()
+    for i in range(decode):
+        m.forward((tok, torch.tensor([n + i])))
+    out["decode"][d] = decode / (time.perf_counter() - t)
+print(json.dumps(out))
+'''
+
+
+def et_llm_model(folder: Path, max_len: int) -> Path:
+    """ExecuTorch's LLM export of the same weights: 8da4w group 32 on XNNPACK, KV cache + custom SDPA."""
+    out = PEERS / "models" / f"{folder.name}.et-llm-8da4w"
+    pte = out / "model.pte"
+    if not pte.is_file():
+        tmp = out.with_suffix(".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        run([sys.executable, "-c", ET_CONVERT, str(folder), str(tmp)])
+        run([sys.executable, "-m", "executorch.examples.models.llama.export_llama", "--model", "llama3", "--checkpoint",
+             str(tmp / "consolidated.pth"), "--params", str(tmp / "params.json"), "-kv", "--use_sdpa_with_kv_cache",
+             "-X", "-qmode", "8da4w", "--group_size", "32", "-d", "fp32", "--max_seq_length", str(max_len),
+             "--max_context_length", str(max_len), "--output_name", str(tmp / "model.pte")], cwd=tmp)
+        (tmp / "consolidated.pth").unlink()
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(tmp, out)
+    return pte
+
+
 # ---- seqedge --------------------------------------------------------------------------------------------
 
 def seqedge_cli() -> str:
@@ -344,6 +423,11 @@ def systems_for(shape: str, a) -> dict:
         gm = genai_model(folder)
         out["onnxruntime-genai int4"] = lambda: venv_timing(genai_venv(), PEER_TIMING_GENAI, gm, a.threads,
                                                             a.prompts, a.depths, a.decode, folder_mb(gm))
+    if "et-llm" in a.systems and json.loads((folder / "config.json").read_text())["model_type"] == "llama":
+        pte = et_llm_model(folder, max_len)
+        out["executorch export_llama 8da4w"] = lambda: venv_timing(Path(sys.executable), PEER_TIMING_ET, pte,
+                                                                   a.threads, a.prompts, a.depths, a.decode,
+                                                                   pte.stat().st_size / 1e6)
     if "hf" in a.systems:
         out["transformers eager fp32"] = lambda: venv_timing(optimum_venv(), PEER_TIMING_HF, folder, a.threads,
                                                              a.prompts, a.depths, a.decode, folder_mb(folder))
@@ -390,7 +474,7 @@ def main() -> None:
     ap.add_argument("--decode", type=int, default=64)
     ap.add_argument("--formats", default="onnx,executorch")
     ap.add_argument("--quants", default="int4")
-    ap.add_argument("--systems", default="genai,hf", help="peers besides llama.cpp (genai, hf)")
+    ap.add_argument("--systems", default="genai,et-llm,hf", help="peers besides llama.cpp (genai, et-llm, hf)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     a.prompts, a.depths = [int(x) for x in a.prompts.split(",")], [int(x) for x in a.depths.split(",")]

@@ -54,6 +54,7 @@ class ExecuTorchAdapter(ArtifactRunner):
             raise UnsupportedError(f"this program was lowered for {manifest.get('backend')}, not {backend}",
                                    f"re-export with --backend {backend}")
         self.manifest = manifest
+        _set_threads(threads)
         if manifest.get("quantized_kernels"):
             from seqedge.quant.executorch import quantized_embedding_kernels
 
@@ -98,3 +99,13 @@ class ExecuTorchAdapter(ArtifactRunner):
 
     def close(self) -> None:
         self.methods, self.program = {}, None
+
+
+def _set_threads(threads: int) -> None:
+    """ExecuTorch's CPU threadpool (XNNPACK and the optimized kernels) is one per process, sized to the cores
+    at start; resize it to `threads` (safe here: nothing else runs on it while a program loads)."""
+    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count, _unsafe_reset_threadpool
+
+    if threads > 0 and _threadpool_get_thread_count() != threads:
+        with _native_stderr_silenced():  # it logs the reset
+            _unsafe_reset_threadpool(threads)

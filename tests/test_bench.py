@@ -164,8 +164,14 @@ def test_the_projection_for_this_machine_is_checked_against_a_measurement(family
     art = tmp_path / family
     export(build_model(family, "small", **CHECK_SHAPES[family]).eval(), ExportPlan(out=art, verify_steps=4,
                                                                                    eval_bytes=32))
-    res = bench(BenchPlan([str(art)], device="host", prompt_lengths=[16, 128], decode_tokens=24))
-    checks = {(c.metric, c.at): c for c in res.targets[0].checks}
+    for _ in range(3):  # the projection assumes the cores are ours: a busy measurement checks nothing
+        res = bench(BenchPlan([str(art)], device="host", prompt_lengths=[16, 128], decode_tokens=24))
+        checks = {(c.metric, c.at): c for c in res.targets[0].checks}
+        busy = [c.busy for c in checks.values() if c.metric == "decode_tok_s" and c.busy]
+        if not busy:
+            break
+    else:
+        pytest.skip(f"the machine stayed busy for three measurements ({busy[0]}): no check possible")
     assert set(checks) == {(m, n) for m in ("decode_tok_s", "prefill_tok_s") for n in (16, 128)}
     for n in (16, 128):  # decode streams every weight: the calibrated roofline + per-call cost must hold
         c = checks[("decode_tok_s", n)]
