@@ -171,7 +171,7 @@ def random_weights(shape: str) -> Path:
     family = next(f for f in FAMILIES.names() if shape in FAMILIES[f].presets)
     torch.manual_seed(0)
     model = build_model(family, shape, vocab_size=49152).eval()
-    tmp = out.with_suffix(".tmp")
+    tmp = out.parent / (out.name + ".tmp")  # not with_suffix: these names hold dots
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     sd = {k: v.contiguous() for k, v in model.state_dict().items()}
@@ -288,7 +288,7 @@ def genai_venv() -> Path:
 def genai_model(folder: Path) -> Path:
     out = PEERS / "models" / f"{folder.name}.genai-int4"
     if not (out / "genai_config.json").is_file():
-        tmp = out.with_suffix(".tmp")
+        tmp = out.parent / (out.name + ".tmp")  # not with_suffix: these names hold dots
         shutil.rmtree(tmp, ignore_errors=True)
         run([str(genai_venv()), "-m", "onnxruntime_genai.models.builder", "-i", str(folder), "-o", str(tmp), "-p",
              "int4", "-e", "cpu", "-c", str(PEERS / "models" / "genai-cache")])
@@ -357,7 +357,7 @@ def et_llm_model(folder: Path, max_len: int) -> Path:
     out = PEERS / "models" / f"{folder.name}.et-llm-8da4w"
     pte = out / "model.pte"
     if not pte.is_file():
-        tmp = out.with_suffix(".tmp")
+        tmp = out.parent / (out.name + ".tmp")  # not with_suffix: these names hold dots
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         run([sys.executable, "-c", ET_CONVERT, str(folder), str(tmp)])
