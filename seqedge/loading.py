@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from seqedge.checkpoint import load_model
-from seqedge.errors import BadPathError
+from seqedge.errors import BadInputError, BadPathError
 
 MANIFEST = "manifest.json"
 
@@ -49,8 +49,11 @@ def model_from_source(source: dict):
     if kind == "preset":
         torch.manual_seed(source["seed"])
         return build_model(source["family"], source["preset"]).eval()
-    if kind == "user":
-        return load_model(user_model=source["model"], checkpoint=source.get("checkpoint"))
+    if kind == "user":  # code: an artifact names it, it never runs it (artifacts are untrusted input)
+        spec = source.get("model")
+        raise BadInputError(f"the artifact was exported from user code ({spec!r}), which seqedge does not import "
+                            "because an artifact names it", f"pass it yourself: --model {spec} --checkpoint WEIGHTS, "
+                            "or --against CHECKPOINT")
     if kind == "transformers":  # a --via optimum artifact: transformers' own model is the reference
         from seqedge.exporters.optimum import TransformersReference
 

@@ -1,5 +1,6 @@
 """The CLI through typer's CliRunner: real training, real files, one clear message per bad input."""
 
+import json
 import textwrap
 
 import pytest
@@ -132,6 +133,25 @@ def test_bring_your_own_model(tmp_path, monkeypatch, fmt):
     save_file(sd, str(weights)) if fmt == "safetensors" else torch.save(sd, weights)
     r = run("generate", "--model", "my_models:build", "--checkpoint", weights, "--max-new-tokens", "5")
     assert r.exit_code == 0, r.output
+
+
+def test_an_artifact_never_imports_the_code_it_names(tmp_path, monkeypatch):
+    (tmp_path / "my_models.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.manual_seed(5)
+    weights = tmp_path / "w.safetensors"
+    save_file(build_model("gru", "tiny").state_dict(), str(weights))
+    art = tmp_path / "art"
+    r = run("export", "--model", "my_models:build", "--checkpoint", weights, "--out", art)
+    assert r.exit_code == 0, r.output
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert manifest["source"]["model"] == "my_models:build"
+    # verify re-runs parity only against code the user names on the command line
+    assert run("verify", art, "--model", "my_models:build", "--checkpoint", weights, "--steps", "4").exit_code == 0
+    assert_one_clear_error(run("verify", art, "--steps", "4"), "does not import", "--model my_models:build")
+    manifest["source"]["model"] = "os:abort"  # a planted artifact: would abort the process if imported
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    assert_one_clear_error(run("verify", art, "--steps", "4"), "does not import", "'os:abort'")
 
 
 def test_bring_your_own_model_errors(tmp_path, monkeypatch):

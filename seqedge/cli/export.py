@@ -134,10 +134,16 @@ def verify_cmd(
                                                    "source).")] = None,
     steps: Annotated[int, typer.Option(help="Greedy decode steps.")] = 64,
     threads: Annotated[int, typer.Option(help="Runtime threads.")] = 2,
+    user_model: Annotated[Optional[str], typer.Option("--model", help="Your model factory package.module:factory "
+                                                      "(an artifact's own record of it is never imported).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="With --model: its weights.")] = None,
 ) -> None:
     """Re-run the parity check of an artifact against its PyTorch model."""
     manifest = read_manifest(artifact)
-    model = load_model(against) if against else model_from_source(manifest.get("source") or {})
+    if user_model:
+        model = load_model(user_model=user_model, checkpoint=checkpoint)
+    else:
+        model = load_model(against) if against else model_from_source(manifest.get("source") or {})
     parity = verify_artifact(artifact, model, steps=steps, threads=threads)
     table = Table(title=f"parity of {artifact} ({manifest['format']})")
     for col in ("output", "max abs diff", "tolerance", "ok"):
