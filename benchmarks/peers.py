@@ -252,11 +252,9 @@ def ggufs(folder: Path) -> dict[str, Path]:
 
 
 def llama_bench(gguf: Path, threads: int, prompts: list[int], depths: list[int], decode: int) -> dict:
-    bench = str(llama_cpp() / "llama-bench")
-    pp = json.loads(run([bench, "-m", str(gguf), "-t", str(threads), "-p", ",".join(map(str, prompts)), "-n", "0",
-                         "-r", "3", "-o", "json"]).stdout)
-    tg = json.loads(run([bench, "-m", str(gguf), "-t", str(threads), "-p", "0", "-n", str(decode), "-d",
-                         ",".join(map(str, depths)), "-r", "3", "-o", "json"]).stdout)
+    from seqedge.bench.peers import llama_bench_rows  # the same invocation `seqedge bench --peers` uses
+
+    pp, tg = llama_bench_rows(llama_cpp() / "llama-bench", gguf, threads, prompts, depths, decode)
     return {"prefill": {r["n_prompt"]: r["avg_ts"] for r in pp}, "decode": {r["n_depth"]: r["avg_ts"] for r in tg},
             "weights_mb": pp[0]["model_size"] / 1e6}
 

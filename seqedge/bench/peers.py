@@ -69,10 +69,7 @@ def peer_records(target: str, shape: ModelShape, prompt_lengths: list[int], cont
         vocab = json.loads((folder / "config.json").read_text()).get("vocab_size")
         prov = (f"llama-bench -t {threads} -r 3 on {gguf.name} (same layers and widths as {target}; vocabulary "
                 f"{vocab} vs {shape.vocab}), run in this bench")
-        pp = _run([str(bench), "-m", str(gguf), "-t", str(threads), "-p", ",".join(map(str, prompt_lengths)),
-                   "-n", "0", "-r", "3", "-o", "json"])
-        tg = _run([str(bench), "-m", str(gguf), "-t", str(threads), "-p", "0", "-n", str(decode_tokens), "-d",
-                   ",".join(map(str, contexts)), "-r", "3", "-o", "json"])
+        pp, tg = llama_bench_rows(bench, gguf, threads, prompt_lengths, contexts, decode_tokens)
         base = {"runtime": "llama.cpp", "quant": quant, "threads": threads, "weights_mb": pp[0]["model_size"] / 1e6}
         for r in pp:
             out.append(Record(name, "measured-peer", "prefill_tok_s", round(r["avg_ts"], 2), "tok/s",
@@ -82,6 +79,17 @@ def peer_records(target: str, shape: ModelShape, prompt_lengths: list[int], cont
                               {**base, "context": r["n_depth"]}, prov + f": {decode_tokens} steps at depth "
                               f"{r['n_depth']}, mean of 3"))
     return out
+
+
+def llama_bench_rows(bench: Path, gguf: Path, threads: int, prompt_lengths: list[int], depths: list[int],
+                     decode_tokens: int) -> tuple[list[dict], list[dict]]:
+    """llama-bench's JSON rows: prefill of each prompt length from an empty cache, and `decode_tokens` decode
+    steps at each depth (`-d`), 3 repetitions each."""
+    pp = _run([str(bench), "-m", str(gguf), "-t", str(threads), "-p", ",".join(map(str, prompt_lengths)), "-n", "0",
+               "-r", "3", "-o", "json"])
+    tg = _run([str(bench), "-m", str(gguf), "-t", str(threads), "-p", "0", "-n", str(decode_tokens), "-d",
+               ",".join(map(str, depths)), "-r", "3", "-o", "json"])
+    return pp, tg
 
 
 def _run(cmd: list[str]) -> list[dict]:
