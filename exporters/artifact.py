@@ -99,11 +99,13 @@ def finish(folder: Path, model, manifest: dict[str, Any], plan, quant, weight_by
     if plan.verify:
         with stage(f"verification in {manifest['format']}'s runtime", plan.subject):
             runner = open_artifact(folder, threads=plan.threads, check_files=False)
-            grid_model = baseline_model(model, quant.recipe.parity.baseline)  # once, for parity and bits/byte
+            with stage("reference grid for the gates", plan.subject):
+                grid_model = baseline_model(model, quant.recipe.parity.baseline)  # once, for parity and bits/byte
             try:
                 manifest["parity"] = verify_artifact(folder, model, plan.verify_steps, plan.prompt_bytes, runner=runner,
                                                      shown_as=plan.out, grid_model=grid_model)
-                manifest["quant"].update(accuracy_report(model, quant, runner, tokenizer, grid_model))
+                with stage("accuracy on held-out text", plan.subject):
+                    manifest["quant"].update(accuracy_report(model, quant, runner, tokenizer, grid_model))
             finally:
                 runner.close()
     gate(manifest["quant"], quant)  # may settle the bits/byte limit from the reference grid: written below

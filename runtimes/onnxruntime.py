@@ -1,5 +1,13 @@
 """onnxruntime adapter: runs an ONNX artifact's stateful graph on the CPU execution provider (or the
-provider a device profile asks for, when this build has it)."""
+provider a device profile asks for, when this build has it).
+
+State never goes through numpy copies between steps: the adapter owns the state buffers and binds them
+(IO binding) as the graph's inputs and outputs. A state the exporter marked `in_place_state` (the KV
+cache of GroupQueryAttention, whose past and present share one buffer) is written into the buffer it was
+read from; every other state alternates between two buffers (read one, write the other). The state a
+call returns is therefore the adapter's own buffers, valid until the next call: pass it to the next call
+(no copy) — a state from elsewhere (`init_state`, a copy) is copied in first.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +22,35 @@ from seqedge.errors import CorruptFileError, UnsupportedError
 from seqedge.runtimes.base import ArtifactRunner
 
 INSTALL = "pip install onnxruntime>=1.31"
+
+ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+             "tensor(int32)": np.int32, "tensor(double)": np.float64}
+
+
+class _Buffers:
+    """The state buffers of one batch size: `cur` holds the state, `other` receives the next one."""
+
+    def __init__(self, adapter: OnnxRuntimeAdapter, batch: int):
+        import onnxruntime as ort
+
+        init = adapter.init_state(batch)
+        make = lambda n: init[n].clone().numpy()  # noqa: E731  a numpy array the OrtValue reads in place
+        self.cur = {n: make(n) for n in adapter.state_names}
+        self.other = {n: (self.cur[n] if n in adapter.in_place else make(n)) for n in adapter.state_names}
+        self.values = {id(a): ort.OrtValue.ortvalue_from_numpy(a) for a in (*self.cur.values(), *self.other.values())}
+        vocab = adapter.manifest["outputs"][0]["shape"][-1]
+        self.logits = np.zeros((batch, 1, vocab), dtype=adapter.logits_dtype)  # (B, 1, V)
+        self.logits_value = ort.OrtValue.ortvalue_from_numpy(self.logits)
+
+    def owns(self, state: dict[str, Tensor]) -> bool:
+        return all(state[n].data_ptr() == a.ctypes.data for n, a in self.cur.items())
+
+    def take(self, state: dict[str, Tensor]) -> None:
+        for n, a in self.cur.items():
+            np.copyto(a, state[n].contiguous().numpy(), casting="same_kind")
+
+    def swap(self) -> None:
+        self.cur, self.other = self.other, self.cur
 
 
 class OnnxRuntimeAdapter(ArtifactRunner):
@@ -51,13 +88,32 @@ class OnnxRuntimeAdapter(ArtifactRunner):
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
             first = str(e).strip().splitlines()[0][:200]
             raise CorruptFileError(f"onnxruntime cannot load {path} ({first})", "re-export the artifact") from None
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        expected = ["logits", *(f"new.{n}" for n in self.state_names)]
+        if [o for o in expected if o not in outputs] or "tokens" not in {i.name for i in self.session.get_inputs()}:
+            raise CorruptFileError(f"{path} does not have the inputs/outputs its manifest lists "
+                                   f"(outputs: {', '.join(outputs)})", "re-export the artifact")
+        self.logits_dtype = ORT_TYPES.get(outputs["logits"].type, np.float32)
+        self.in_place = set(manifest.get("in_place_state") or ()) & set(self.state_names)
+        self.buffers: dict[int, _Buffers] = {}
 
     def prefill(self, tokens: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        feeds = {"tokens": np.ascontiguousarray(tokens.numpy(), dtype=np.int64)}
-        feeds.update({n: state[n].numpy() for n in self.state_names})
-        logits, *new = self.session.run(self.output_names, feeds)
-        return torch.from_numpy(logits), {n: torch.from_numpy(v) for n, v in zip(self.state_names, new)}
+        import onnxruntime as ort
+
+        batch = tokens.shape[0]
+        buf = self.buffers.get(batch) or self.buffers.setdefault(batch, _Buffers(self, batch))
+        if not buf.owns(state):
+            buf.take(state)
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input("tokens", ort.OrtValue.ortvalue_from_numpy(
+            np.ascontiguousarray(tokens.numpy(), dtype=np.int64)))
+        for n in self.state_names:
+            binding.bind_ortvalue_input(n, buf.values[id(buf.cur[n])])
+            binding.bind_ortvalue_output(f"new.{n}", buf.values[id(buf.other[n])])
+        binding.bind_ortvalue_output("logits", buf.logits_value)
+        self.session.run_with_iobinding(binding)
+        buf.swap()
+        return torch.from_numpy(buf.logits.copy()), {n: torch.from_numpy(buf.cur[n]) for n in self.state_names}
 
     def close(self) -> None:
-        self.session = None
+        self.session, self.buffers = None, {}

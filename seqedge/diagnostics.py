@@ -166,12 +166,34 @@ def internal_error(stage_name: str, exc: BaseException, subject: str | None = No
 FAIL_STAGE_VAR = "SEQEDGE_FAIL_STAGE"
 
 
+_clock: list[dict] | None = None  # the stages timed by an open `stage_clock`
+_depth = 0
+
+
+@contextlib.contextmanager
+def stage_clock() -> Iterator[list[dict]]:
+    """Collect the wall time of every stage run inside the block, in start order:
+    [{"stage", "seconds", "depth"}] (depth: how many stages enclose it). `export --verbose` prints them."""
+    global _clock
+    outer, _clock = _clock, []
+    try:
+        yield _clock
+    finally:
+        _clock = outer
+
+
 @contextlib.contextmanager
 def stage(name: str, subject: str | None = None, hint: str = "", users_code: bool = False) -> Iterator[None]:
     """Run a block as one named stage: an exception that is not a SeqedgeError becomes an InternalError
     (exit 3), or, when `users_code` says the failing code is the user's own model, an UnsupportedError
-    (exit 2) with the same one line and log."""
+    (exit 2) with the same one line and log. Timed when a `stage_clock` is open."""
+    global _depth
     quiet_libraries()
+    entry = {"stage": name, "seconds": 0.0, "depth": _depth}
+    if _clock is not None:
+        _clock.append(entry)
+    t0 = time.perf_counter()
+    _depth += 1
     try:
         with contextlib.redirect_stderr(_StderrToLog(name)) if _quiet else contextlib.nullcontext():
             if os.environ.get(FAIL_STAGE_VAR) == name:
@@ -188,3 +210,6 @@ def stage(name: str, subject: str | None = None, hint: str = "", users_code: boo
                     "flow, no unsupported ops); " + err.hint.split("; this is a seqedge bug")[0])
             raise UnsupportedError(err.message, hint) from e
         raise err from e
+    finally:
+        _depth -= 1
+        entry["seconds"] = round(time.perf_counter() - t0, 3)

@@ -127,6 +127,45 @@ def test_artifact_runs_any_length_with_state_carried(artifacts, fam, flavour):
         assert (s_ref[name].float() - s_art[name].float()).abs().max().item() < 1e-3, name
 
 
+@pytest.mark.parametrize("fam,flavour", [("mamba", "fused"), ("mamba", "portable"), ("transformer", "fused"),
+                                         ("transformer", "portable"), ("lstm", "fused")])
+def test_bound_state_buffers_match_fresh_inputs(artifacts, fam, flavour):
+    """The adapter binds its own state buffers (in place for GroupQueryAttention's cache, alternating for the
+    rest): every step equals onnxruntime fed fresh numpy copies, and a new sequence from `init_state` (or a
+    state copied out) starts clean."""
+    import numpy as np
+    import onnxruntime as ort
+
+    folder, _, _ = artifacts[(fam, flavour)]
+    runner = open_artifact(folder)
+    manifest = read_manifest(folder)
+    shared = {n for n in runner.state_names if n.startswith(("k.", "v."))} if (fam, flavour) == ("transformer", "fused") else set()
+    assert set(manifest["in_place_state"]) == shared
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = runner.state_names
+    tokens = torch.randint(0, 256, (1, 30))
+
+    def plain(chunks):
+        state = {n: t.numpy() for n, t in runner.init_state(1).items()}
+        out = []
+        for c in chunks:
+            logits, *new = session.run(None, {"tokens": c.numpy(), **state})
+            state = dict(zip(names, new))
+            out.append(torch.from_numpy(logits))
+        return out
+
+    chunks = [tokens[:, :7], *(tokens[:, t:t + 1] for t in range(7, 30))]
+    expected = plain(chunks)
+    for _ in range(2):  # the second sequence reuses the buffers
+        state = runner.init_state(1)
+        for i, c in enumerate(chunks):
+            logits, state = runner.prefill(c, state)
+            assert torch.equal(logits, expected[i]), (fam, flavour, i)
+            if i == 10:  # a state the caller copied is taken as given
+                state = {n: t.clone() for n, t in state.items()}
+    assert all(np.isfinite(t.float().numpy()).all() for t in state.values())
+
+
 def test_fused_artifacts_use_the_contrib_kernels(artifacts):
     import onnx
 
@@ -134,6 +173,11 @@ def test_fused_artifacts_use_the_contrib_kernels(artifacts):
     assert {"LinearAttention", "CausalConvWithState"} <= kinds[("mamba", "fused")]
     assert "Scan" in kinds[("mamba", "portable")] and "LinearAttention" not in kinds[("mamba", "portable")]
     assert "GroupQueryAttention" in kinds[("transformer", "fused")]
+    for fam in ("mamba", "transformer"):  # RMSNorm (+ the residual add) as onnxruntime's norm kernels, said so
+        fused, portable = (read_manifest(artifacts[(fam, fl)][0]) for fl in ("fused", "portable"))
+        assert {"SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"} <= kinds[(fam, "fused")]
+        assert fused["fusions"]["rms_norm"] >= 1 and not portable["fusions"], fused["fusions"]
+        assert "ReduceMean" not in kinds[(fam, "fused")] and "ReduceMean" in kinds[(fam, "portable")]
     assert all(not any(o.startswith("com.microsoft") for o in [n.domain for n in onnx.load(str(f / "model.onnx")).graph.node])
                for (fam, fl), (f, _, _) in artifacts.items() if fl == "portable")
     assert "LSTM" in kinds[("lstm", "fused")] and "GRU" in kinds[("gru", "fused")]
@@ -161,9 +205,12 @@ def test_generate_from_artifact_matches_checkpoint(artifacts):
 
 def test_cli_export_inspect_verify(tmp_path):
     runner = CliRunner()
-    r = runner.invoke(app, ["export", "--family", "gru", "--preset", "tiny", "--out", str(tmp_path / "a")])
+    r = runner.invoke(app, ["export", "--family", "gru", "--preset", "tiny", "--out", str(tmp_path / "a"), "--verbose"])
     assert r.exit_code == 0, r.output
     assert "agreement 100.0%" in r.output
+    stages = dict(line.rsplit(None, 1) for line in r.output.split("stage", 1)[1].splitlines()[1:] if line.strip())
+    assert {"ONNX conversion (TorchScript exporter)", "verification", "total"} <= {k.strip() for k in stages}
+    assert float(stages["total"]) >= sum(float(v) for k, v in stages.items() if not k.startswith((" ", "total")))
     r = runner.invoke(app, ["inspect", str(tmp_path / "a"), "--json"])
     assert json.loads(r.output)["source"] == {"kind": "preset", "family": "gru", "preset": "tiny", "seed": 0}
     r = runner.invoke(app, ["inspect", str(tmp_path / "a")])

@@ -65,6 +65,32 @@ def test_recipe_shrinks_weights_within_its_accuracy_budget(trained, tmp_path, fa
             tmp_path / f"{fmt}-{recipe}")["quantized_kernels"]
 
 
+@pytest.mark.parametrize("fam", ["transformer", "mamba"])
+def test_onnx_int4_computes_in_int8_and_says_so(trained, tmp_path, fam):
+    """int4 MatMulNBits run with int8 activations (accuracy_level 4) when that passes the gates; the manifest's
+    `int4_compute` is what the graph's nodes say, and the fp32-compute rewrite changes them and still runs."""
+    import torch
+
+    from seqedge.quant.onnx import int4_compute, set_int4_compute
+    from seqedge.runtimes import open_artifact
+
+    m = _export(trained[fam], tmp_path, "onnx", "int4")
+    graph = tmp_path / "onnx-int4" / "model.onnx"
+    assert m["int4_compute"] == int4_compute(graph) == "int8" and m["parity"]["passed"]
+    tokens = torch.randint(0, 256, (1, 12))
+    runner = open_artifact(tmp_path / "onnx-int4")
+    int8_logits, _ = runner.prefill(tokens, runner.init_state(1))
+    set_int4_compute(graph, "fp32")
+    assert int4_compute(graph) == "fp32"
+    runner = open_artifact(tmp_path / "onnx-int4", check_files=False)
+    fp32_logits, _ = runner.prefill(tokens, runner.init_state(1))
+    with torch.no_grad():
+        ref, _ = trained[fam].prefill(tokens, trained[fam].init_state(1), last_only=True)
+    assert not torch.equal(int8_logits, fp32_logits)  # a different kernel ran
+    for got in (int8_logits, fp32_logits):  # both near the fp32 model (int4 weights)
+        assert torch.nn.functional.cosine_similarity(got.flatten(), ref.flatten(), dim=0) > 0.95
+
+
 def test_fp32_reports_accuracy_with_nothing_skipped(trained, tmp_path):
     q = _export(trained["transformer"], tmp_path, "onnx", "fp32")["quant"]
     assert q["skipped"] == [] and abs(q["bpb_increase"]) < 1e-3 and q["top1_agreement"] == 1.0

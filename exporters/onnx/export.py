@@ -21,6 +21,7 @@ from seqedge.errors import BadInputError
 from seqedge.exporters.artifact import artifact_writer, base_manifest, finish
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.lowering import Lowering, trace
+from seqedge.exporters.onnx.fusions import fuse_norms, norms_available
 from seqedge.exporters.onnx.lowerings import FLAVOURS, resolve
 from seqedge.exporters.plan import ExportPlan
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
@@ -47,6 +48,20 @@ def export_graph(module, args, input_names, output_names, path: Path, lowerings:
                                     input_names=input_names, output_names=output_names, optimize=True, verbose=False)
         program.save(str(path))
     return used
+
+
+def shared_buffer_state(graph) -> list[str]:
+    """State inputs that a GroupQueryAttention node reads as past_key/past_value and returns directly as the
+    graph's `new.NAME` (present_key/present_value): past and present may share one buffer, which the
+    kernel then updates in place instead of copying the whole cache (the runtime binds them so)."""
+    inputs, outputs = {i.name for i in graph.input}, {o.name for o in graph.output}
+    shared = []
+    for node in graph.node:
+        if node.op_type == "GroupQueryAttention" and len(node.input) > 4 and len(node.output) > 2:
+            for past, present in ((node.input[3], node.output[1]), (node.input[4], node.output[2])):
+                if past in inputs and present == f"new.{past}" and present in outputs:
+                    shared.append(past)
+    return shared
 
 
 def _export_torchscript(wrapper, args, names, path: Path, subject: str | None) -> None:
@@ -85,6 +100,10 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
                                     plan.subject, plan.users_code)
                 ops = [{"op": lw.op, "lowering": lw.summary, "kind": lw.kind, "flavour": lw.variant} for lw in used]
                 fallbacks = [w for w in fallbacks if any(w.startswith(f"{lw.op}:") for lw in used)]
+            fusions = {}
+            if not recurrent and plan.ops == "fused" and norms_available():
+                with stage("ONNX fusions", plan.subject):
+                    fusions = fuse_norms(tmp / GRAPH)
             with stage("ONNX quantization", plan.subject):
                 apply_onnx(tmp / GRAPH, quant)
         export_seconds = time.perf_counter() - t0
@@ -100,9 +119,34 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
                           "the last position",
             "opset": {d.domain or "ai.onnx": d.version for d in graph.opset_import},
             "node_count": len(graph.graph.node),
+            "in_place_state": shared_buffer_state(graph.graph),
+            "fusions": {k: v for k, v in fusions.items() if v},
             "export_seconds": round(export_seconds, 2),
             "requires": "onnxruntime>=1.31" if any(o.get("flavour") == "fused" for o in ops) else "onnxruntime",
             "warnings": [] if recurrent else fallbacks,
         }
-        manifest = finish(tmp, model, manifest, plan, quant, weight_bytes, float_matrices)
+        manifest = _finish_int4_compute(tmp, model, manifest, plan, quant, weight_bytes, float_matrices)
     return manifest
+
+
+def _finish_int4_compute(tmp: Path, model, manifest: dict, plan: ExportPlan, quant, weight_bytes: int,
+                         float_matrices: list) -> dict:
+    """Verify and gate (artifact.finish). An int4 graph computes with int8 activations first; where that fails
+    the parity or accuracy gate, its MatMulNBits nodes are switched to fp32 compute and it is checked again."""
+    from seqedge.errors import ParityError
+    from seqedge.quant.onnx import int4_compute, set_int4_compute
+    from seqedge.quant.report import AccuracyError
+
+    compute = int4_compute(tmp / GRAPH)
+    if compute is None:
+        return finish(tmp, model, manifest, plan, quant, weight_bytes, float_matrices)
+    try:
+        return finish(tmp, model, {**manifest, "int4_compute": compute}, plan, quant, weight_bytes, float_matrices)
+    except (ParityError, AccuracyError) as e:
+        if compute != "int8":
+            raise
+        with stage("ONNX int4 with fp32 compute", plan.subject):
+            set_int4_compute(tmp / GRAPH, "fp32")
+        note = f"int8 compute failed the gate ({e.message}); fp32 compute"
+        return finish(tmp, model, {**manifest, "int4_compute": "fp32", "int4_compute_note": note}, plan, quant,
+                      weight_bytes, float_matrices)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,6 +13,7 @@ from rich.table import Table
 
 from seqedge.cli.app import app
 from seqedge.cli.options import Checkpoint, Force, MaxSeqLen, Seed, UserModel
+from seqedge.diagnostics import stage_clock
 from seqedge.errors import BadInputError, UnsupportedError
 from seqedge.exporters import FORMATS, ExportPlan, export
 from seqedge.exporters.artifact import read_manifest
@@ -61,6 +63,8 @@ def export_cmd(
     threads: Annotated[int, typer.Option(help="Threads for the verification run.")] = 2,
     seed: Seed = 0,
     force: Force = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Print what each stage of the export cost "
+                                          "(seconds).")] = False,
 ) -> None:
     """Export a model to an artifact folder (graph + manifest.json), verified against PyTorch."""
     if target is None and not family and not user_model:
@@ -70,7 +74,9 @@ def export_cmd(
     if via == "optimum" or (via == "auto" and target is not None and has_family(target) is False):
         return _export_via_optimum(target, via, out, fmt, quant, group_size, max_bpb_increase, device, no_verify,
                                    threads, force)
+    t0 = time.perf_counter()
     model = load_exportable(target, user_model, checkpoint, family, preset, seed, max_seq_len)
+    loaded = time.perf_counter() - t0
     target_info = None
     if device:
         choice = choose_runtime(device, model)
@@ -84,9 +90,20 @@ def export_cmd(
                       verify=not no_verify, threads=threads,
                       source=model_source(target, user_model, checkpoint, family, preset, seed, max_seq_len),
                       target=target_info, tokenizer_dir=tokenizer_source(target))
-    with console.status(f"exporting to {fmt} ({quant}) and verifying…"):
+    with console.status(f"exporting to {fmt} ({quant}) and verifying…"), stage_clock() as stages:
         manifest = export(model, plan)
     _report(out, manifest)
+    if verbose:
+        _print_stages([{"stage": "loading the model", "seconds": round(loaded, 3), "depth": 0}, *stages],
+                      time.perf_counter() - t0)
+
+
+def _print_stages(stages: list[dict], total: float) -> None:
+    table = Table("stage", "seconds", box=None, pad_edge=False)
+    for s in stages:
+        table.add_row("  " * s["depth"] + s["stage"], f"{s['seconds']:.2f}")
+    table.add_row("[bold]total[/]", f"[bold]{total:.2f}[/]")
+    console.print(table)
 
 
 def _report(out: Path, manifest: dict) -> None:
