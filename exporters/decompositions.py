@@ -159,3 +159,15 @@ def attention_llm_kernels(q, k, v, k_cache, v_cache, pos):
     torch.ops.llama.update_cache(v.transpose(1, 2), v_cache, p)
     out = torch.ops.llama.custom_sdpa(q.transpose(1, 2), k_cache, v_cache, p, None, 0.0, True)  # (Bt, T, H, hd)
     return out.transpose(1, 2), k_cache, v_cache
+
+
+def attention_cached_sdpa(q, k, v, k_cache, v_cache, pos):
+    """attention_llm_kernels with seqedge's own kernel for the attention itself (`seqedge::cached_sdpa`,
+    which reads each cached row once for all the query heads sharing it): the decode method's lowering."""
+    p = pos.reshape(-1)[0].item()
+    torch._check_is_size(p)
+    torch._check(p < k_cache.shape[1])
+    torch.ops.llama.update_cache(k.transpose(1, 2), k_cache, p)  # k as (Bt, T, Hkv, hd)
+    torch.ops.llama.update_cache(v.transpose(1, 2), v_cache, p)
+    out = torch.ops.seqedge.cached_sdpa(q.transpose(1, 2).contiguous(), k_cache, v_cache, p)  # (Bt, T, H, hd)
+    return out.transpose(1, 2), k_cache, v_cache

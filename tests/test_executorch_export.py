@@ -93,6 +93,39 @@ def test_lowering_matches_reference(key, tmp_path):
             assert diff <= TOL * max(1.0, w.abs().max().item()), f"{key} T={T_} output {k}: {diff}"
 
 
+class CachedSdpa(torch.nn.Module):
+    def forward(self, q, k_cache, v_cache, pos):
+        p = pos.reshape(-1)[0].item()
+        torch._check(p >= 0)
+        torch._check(p + q.shape[1] <= k_cache.shape[1])
+        return torch.ops.seqedge.cached_sdpa(q, k_cache, v_cache, p) * 1.0
+
+
+@pytest.mark.parametrize("heads,kv_heads", [(9, 3), (4, 4), (6, 1)])
+def test_cached_sdpa_kernel_matches_reference(heads, kv_heads, tmp_path):
+    """seqedge's C++ attention kernel (decode) in a real ExecuTorch program against its reference, at cache
+    fills that split the keys into chunks across threads and that do not, and for several query rows."""
+    from executorch.runtime import Runtime
+
+    from seqedge.native import load_kernels
+    from seqedge.ops import cached_sdpa_ref
+
+    S, D = 1100, 64
+    torch.manual_seed(heads)
+    k_cache, v_cache = torch.randn(1, S, kv_heads, D), torch.randn(1, S, kv_heads, D)  # (B, S, Hkv, D)
+    q = torch.randn(1, 3, heads, D)  # an example of T > 1: the program takes T = 1 .. 8
+    T = torch.export.Dim("T", min=1, max=8)
+    _lower(CachedSdpa(), (q, k_cache, v_cache, torch.tensor([5])), {"q": {1: T}, "k_cache": None, "v_cache": None,
+                                                                      "pos": None}, tmp_path / "sdpa.pte")
+    load_kernels()
+    method = Runtime.get().load_program(str(tmp_path / "sdpa.pte")).load_method("forward")
+    for pos, rows in ((0, 1), (5, 1), (130, 1), (1000, 1), (300, 7)):
+        q = torch.randn(1, rows, heads, D)
+        got = method.execute([q, k_cache, v_cache, torch.tensor([pos])])[0]
+        want = cached_sdpa_ref(q, k_cache, v_cache, pos)
+        assert (got - want).abs().max().item() < 1e-4, (heads, kv_heads, pos, rows)
+
+
 @pytest.fixture(scope="module")
 def pte_artifacts(tmp_path_factory):
     root = tmp_path_factory.mktemp("pte")

@@ -41,6 +41,7 @@ DEFAULT_MAX_PREFILL = 4096
 WHY_NOT_DELEGATED = {
     "scan": "control flow (a scan over time) runs in the ExecuTorch interpreter",
     "seqedge.selective_scan": "seqedge C++ kernel (runtimes/native), not an XNNPACK op",
+    "seqedge.cached_sdpa": "seqedge C++ kernel (attention over the held KV cache), not an XNNPACK op",
     "aten.embedding": "a table lookup: XNNPACK has no gather kernel",
     "aten.sym_size": "shape arithmetic for the dynamic length",
     "llama.": "ExecuTorch's LLM kernel (KV cache write / attention over the cache), not an XNNPACK op",
@@ -144,7 +145,8 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
                     emit_mutable_buffer_names=True))
         (tmp / PROGRAM).write_bytes(program.buffer)
         export_seconds = time.perf_counter() - t0
-        native = sorted({native_ops.NATIVE_OPS[lw.op] for m in METHODS for lw in used[m] if lw.kind == "native"})
+        native = sorted({native_ops.NATIVE_OPS[lw.op] for m in METHODS for lw in used[m] if lw.kind == "native"}
+                        | {k for m in METHODS for lw in used[m] for k in lw.uses})  # kernels a decomposition emits
         manifest = {
             **base_manifest(model, plan, interface),
             "format": "executorch",

@@ -11,7 +11,7 @@ import torch
 
 import seqedge.ops  # noqa: F401  (defines the functional ops)
 
-NATIVE_OPS = {"seqedge::selective_scan": "seqedge::selective_scan.out"}
+NATIVE_OPS = {"seqedge::selective_scan": "seqedge::selective_scan.out", "seqedge::cached_sdpa": "seqedge::cached_sdpa.out"}
 
 _lib = torch.library.Library("seqedge", "FRAGMENT")
 _lib.define("selective_scan.out(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor D, Tensor state, *, "
@@ -26,6 +26,17 @@ def _selective_scan_out(u, delta, A, B, C, D, state, *, y, state_out):
 
 
 _lib.impl("selective_scan.out", _selective_scan_out, "CompositeExplicitAutograd")
+
+_lib.define("cached_sdpa.out(Tensor q, Tensor k_cache, Tensor v_cache, SymInt start_pos, *, Tensor(a!) out) -> Tensor(a!)")
+
+
+def _cached_sdpa_out(q, k_cache, v_cache, start_pos, *, out):
+    o = torch.ops.seqedge.cached_sdpa.default(q, k_cache, v_cache, start_pos)
+    out.resize_(o.shape).copy_(o)
+    return out
+
+
+_lib.impl("cached_sdpa.out", _cached_sdpa_out, "CompositeExplicitAutograd")
 
 
 def llm_kernels() -> None:
