@@ -462,6 +462,32 @@ def table(cells: list[Cell], sizes: dict, prompts: list[int], depths: list[int])
     return "\n".join(lines)
 
 
+REFERENCE_PEER = "llama.cpp Q4_0"  # the issue's targets are ratios to it
+
+
+def targets(cells: list[Cell], sizes: dict, prompts: list[int], depths: list[int], bandwidth_gbs: float) -> str:
+    """Each seqedge row as a ratio to llama.cpp Q4_0 in the same run (medians, equal depth / prompt), and its
+    decode as a share of the weight-streaming limit: tokens/s x MB streamed per token / measured copy bandwidth
+    (MB = the artifact's weights, the embedding table counted whole: an upper bound on bytes read per token)."""
+    cols = [("decode", d) for d in depths] + [("prefill", P) for P in prompts]
+    lines = [f"\nratios to {REFERENCE_PEER} (same run, medians); streaming = decode tok/s x MB / {bandwidth_gbs:.1f} GB/s "
+             "(measured copy bandwidth)"]
+    for shape in dict.fromkeys(c.shape for c in cells):
+        med: dict = {}
+        for c in cells:
+            if c.shape == shape:
+                med.setdefault((c.system, c.metric, c.at), []).append(c.tok_s)
+        value = {k: statistics.median(v) for k, v in med.items()}
+        for s in dict.fromkeys(c.system for c in cells if c.shape == shape and c.system.startswith("seqedge")):
+            ratios = "  ".join(f"{m[:3]} {n}: {value[(s, m, n)] / value[(REFERENCE_PEER, m, n)]:.2f}×"
+                               for m, n in cols if (s, m, n) in value and value.get((REFERENCE_PEER, m, n)))
+            mb = sizes.get((shape, s), 0)
+            stream = "  ".join(f"d={d}: {value[(s, 'decode', d)] * mb / (bandwidth_gbs * 1000):.2f}"
+                               for d in depths if (s, "decode", d) in value)
+            lines.append(f"{shape:11s} {s:24s} {ratios}\n{'':36s} streaming {stream}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="mamba-130m,llama-135m")
@@ -492,8 +518,12 @@ def main() -> None:
                 print(f"round {r} {shape:11s} {name:28s} decode {res['decode']}  prefill {res['prefill']}  load {load:.2f}",
                       flush=True)
     print(table(cells, sizes, a.prompts, a.depths))
+    from seqedge.host import host_profile
+
+    bandwidth = host_profile().memory_bandwidth_gbs
+    print(targets(cells, sizes, a.prompts, a.depths, bandwidth))
     if a.json:
-        a.json.write_text(json.dumps({"threads": a.threads, "decode_tokens": a.decode,
+        a.json.write_text(json.dumps({"threads": a.threads, "decode_tokens": a.decode, "bandwidth_gbs": bandwidth,
                                       "weights_mb": {f"{k[0]}|{k[1]}": v for k, v in sizes.items()},
                                       "cells": [asdict(c) for c in cells]}, indent=1))
 

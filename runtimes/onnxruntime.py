@@ -88,13 +88,18 @@ class OnnxRuntimeAdapter(ArtifactRunner):
         except Exception as e:  # onnxruntime raises its own Fail/InvalidProtobuf types
             first = str(e).strip().splitlines()[0][:200]
             raise CorruptFileError(f"onnxruntime cannot load {path} ({first})", "re-export the artifact") from None
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._prepare_binding(path)
+
+    def _prepare_binding(self, path: Path) -> None:
+        """Check the graph has seqedge's stateful interface and set up the state buffers it is bound to."""
         outputs = {o.name: o for o in self.session.get_outputs()}
         expected = ["logits", *(f"new.{n}" for n in self.state_names)]
         if [o for o in expected if o not in outputs] or "tokens" not in {i.name for i in self.session.get_inputs()}:
             raise CorruptFileError(f"{path} does not have the inputs/outputs its manifest lists "
                                    f"(outputs: {', '.join(outputs)})", "re-export the artifact")
         self.logits_dtype = ORT_TYPES.get(outputs["logits"].type, np.float32)
-        self.in_place = set(manifest.get("in_place_state") or ()) & set(self.state_names)
+        self.in_place = set(self.manifest.get("in_place_state") or ()) & set(self.state_names)
         self.buffers: dict[int, _Buffers] = {}
 
     def prefill(self, tokens: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:

@@ -16,6 +16,9 @@ from seqedge.runtimes.onnxruntime import OnnxRuntimeAdapter
 class OptimumOnnxAdapter(OnnxRuntimeAdapter):
     name = "onnxruntime-optimum"
 
+    def _prepare_binding(self, path) -> None:  # optimum's graph: its own names, state fed through numpy
+        pass
+
     def init_state(self, batch: int = 1) -> dict[str, Tensor]:
         return {s["name"]: torch.zeros([batch if d == "batch" else 0 if isinstance(d, str) else d
                                         for d in s["shape"]], dtype=torch.float32) for s in self.manifest["state"]}

@@ -22,6 +22,8 @@
 #include <cstring>
 #include <vector>
 
+#include "vector_math.h"
+
 namespace seqedge {
 namespace {
 
@@ -47,17 +49,6 @@ void update_cache_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
   float* dst = cache.mutable_data_ptr<float>();
   for (int64_t b = 0; b < B; ++b)
     std::memcpy(dst + (b * S + start) * row, src + b * T * row, sizeof(float) * T * row);
-}
-
-float dot(const float* a, const float* b, int64_t n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
-  float s = 0;
-  for (; i < n; ++i) s += a[i] * b[i];
-  for (float x : acc) s += x;
-  return s;
 }
 
 // stack = [query, key, value, start_pos, attn_mask, dropout_p, is_causal, scale, out]
