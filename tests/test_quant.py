@@ -69,6 +69,7 @@ def test_recipe_shrinks_weights_within_its_accuracy_budget(trained, tmp_path, fa
 def test_onnx_int4_computes_in_int8_and_says_so(trained, tmp_path, fam):
     """int4 MatMulNBits run with int8 activations (accuracy_level 4) when that passes the gates; the manifest's
     `int4_compute` is what the graph's nodes say, and the fp32-compute rewrite changes them and still runs."""
+    import onnx
     import torch
 
     from seqedge.quant.onnx import int4_compute, set_int4_compute
@@ -76,12 +77,12 @@ def test_onnx_int4_computes_in_int8_and_says_so(trained, tmp_path, fam):
 
     m = _export(trained[fam], tmp_path, "onnx", "int4")
     graph = tmp_path / "onnx-int4" / "model.onnx"
-    assert m["int4_compute"] == int4_compute(graph) == "int8" and m["parity"]["passed"]
+    assert m["int4_compute"] == int4_compute(onnx.load(str(graph)).graph) == "int8" and m["parity"]["passed"]
     tokens = torch.randint(0, 256, (1, 12))
     runner = open_artifact(tmp_path / "onnx-int4")
     int8_logits, _ = runner.prefill(tokens, runner.init_state(1))
     set_int4_compute(graph, "fp32")
-    assert int4_compute(graph) == "fp32"
+    assert int4_compute(onnx.load(str(graph)).graph) == "fp32"
     runner = open_artifact(tmp_path / "onnx-int4", check_files=False)
     fp32_logits, _ = runner.prefill(tokens, runner.init_state(1))
     with torch.no_grad():

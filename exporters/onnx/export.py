@@ -25,6 +25,7 @@ from seqedge.exporters.onnx.fusions import fuse_norms, norms_available
 from seqedge.exporters.onnx.lowerings import FLAVOURS, resolve
 from seqedge.exporters.plan import ExportPlan
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
+from seqedge.quant.onnx import int4_compute
 from seqedge.quant.report import apply_onnx, onnx_weights
 from seqedge.quant.report import prepare as prepare_quant
 
@@ -125,19 +126,19 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             "requires": "onnxruntime>=1.31" if any(o.get("flavour") == "fused" for o in ops) else "onnxruntime",
             "warnings": [] if recurrent else fallbacks,
         }
-        manifest = _finish_int4_compute(tmp, model, manifest, plan, quant, weight_bytes, float_matrices)
+        manifest = _finish_int4_compute(tmp, model, manifest, plan, quant, weight_bytes, float_matrices,
+                                        int4_compute(graph.graph))
     return manifest
 
 
 def _finish_int4_compute(tmp: Path, model, manifest: dict, plan: ExportPlan, quant, weight_bytes: int,
-                         float_matrices: list) -> dict:
+                         float_matrices: list, compute: str | None) -> dict:
     """Verify and gate (artifact.finish). An int4 graph computes with int8 activations first; where that fails
     the parity or accuracy gate, its MatMulNBits nodes are switched to fp32 compute and it is checked again."""
     from seqedge.errors import ParityError
-    from seqedge.quant.onnx import int4_compute, set_int4_compute
+    from seqedge.quant.onnx import set_int4_compute
     from seqedge.quant.report import AccuracyError
 
-    compute = int4_compute(tmp / GRAPH)
     if compute is None:
         return finish(tmp, model, manifest, plan, quant, weight_bytes, float_matrices)
     try:

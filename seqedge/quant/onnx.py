@@ -83,12 +83,11 @@ def int4(path: Path, ctx) -> None:
 INT4_COMPUTE = {"int8": 4, "fp32": 0}  # MatMulNBits accuracy_level: what the activations are computed in
 
 
-def int4_compute(path: Path) -> str | None:
-    """The compute of the graph's MatMulNBits nodes ("int8" or "fp32"), None without any."""
-    import onnx
+def int4_compute(graph) -> str | None:
+    """The compute of a loaded graph's MatMulNBits nodes ("int8" or "fp32"), None without any."""
     from onnx import helper
 
-    levels = {helper.get_attribute_value(a) for n in onnx.load(str(path)).graph.node if n.op_type == "MatMulNBits"
+    levels = {helper.get_attribute_value(a) for n in graph.node if n.op_type == "MatMulNBits"
               for a in n.attribute if a.name == "accuracy_level"}
     by_level = {v: k for k, v in INT4_COMPUTE.items()}
     return by_level.get(levels.pop()) if len(levels) == 1 else None
