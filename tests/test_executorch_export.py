@@ -12,13 +12,14 @@ from typer.testing import CliRunner
 from seqedge.cli.app import app
 from seqedge.errors import BadInputError, CorruptFileError, UnsupportedError
 from seqedge.exporters import ExportPlan, export
-from seqedge.exporters.artifact import REQUIRED_KEYS, read_manifest
+from seqedge.exporters.artifact import read_manifest
 from seqedge.exporters.decompositions import Substitute
 from seqedge.exporters.executorch import native_ops
 from seqedge.exporters.executorch.lowerings import LOWERINGS
 from seqedge.models import build_model
 from seqedge.native import RUNNER_FILES
 from seqedge.runtimes import open_artifact
+from seqedge.schema import MANIFEST
 from tests.conftest import FAMILY_NAMES
 from tests.test_onnx_export import OP_CASES, WithMHA
 
@@ -139,10 +140,27 @@ def pte_artifacts(tmp_path_factory):
     return out
 
 
+def test_skipping_inapplicable_xnnpack_passes_changes_nothing(pte_artifacts, tmp_path, monkeypatch):
+    """xnnpack_passes.py skips, per partition, the XNNPACK passes whose ops it lacks: the program is
+    byte-identical to one lowered with every pass run."""
+    from executorch.backends.xnnpack._passes import XNNPACKPassManager
+
+    import seqedge.exporters.executorch.export as et_export
+    from seqedge.exporters.executorch.xnnpack_passes import APPLIES_TO, needed
+
+    everything = XNNPACKPassManager.__new__(XNNPACKPassManager)
+    XNNPACKPassManager.__init__(everything, None)
+    assert len(needed(everything.passes, {"aten.addmm.default"})) == len(everything.passes) - len(APPLIES_TO)
+    monkeypatch.setattr(et_export, "SKIP_INAPPLICABLE_PASSES", False)
+    folder, model = pte_artifacts["gru"]
+    export(model, ExportPlan(out=tmp_path / "all", format="executorch", max_len=128, verify=False))
+    assert (tmp_path / "all" / "model.pte").read_bytes() == (folder / "model.pte").read_bytes()
+
+
 def test_every_family_exports_a_two_method_program(pte_artifacts):
     for fam, (folder, _) in pte_artifacts.items():
         m = read_manifest(folder)
-        assert set(REQUIRED_KEYS) <= set(m) and m["format"] == "executorch" and m["backend"] == "xnnpack", fam
+        assert set(MANIFEST.required) <= set(m) and m["format"] == "executorch" and m["backend"] == "xnnpack", fam
         assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.pte"]
         assert m["parity"]["passed"] and m["parity"]["token_agreement"] == 1.0 and m["parity"]["steps"] == 64
         for method in ("prefill", "decode"):

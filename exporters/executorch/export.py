@@ -13,6 +13,7 @@ many nodes XNNPACK took and which ops it did not, and why. Verified through `exe
 from __future__ import annotations
 
 import collections
+import contextlib
 import time
 import warnings
 
@@ -27,6 +28,7 @@ from seqedge.exporters.executorch import BACKENDS, native_ops
 from seqedge.exporters.executorch.held_state import HeldCacheGraph, held_caches
 from seqedge.exporters.executorch.lowerings import METHODS, lowerings_for
 from seqedge.exporters.executorch.rnn import scan_rnns
+from seqedge.exporters.executorch.xnnpack_passes import relevant_xnnpack_passes
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.lowering import trace
 from seqedge.exporters.plan import ExportPlan
@@ -36,6 +38,7 @@ from seqedge.quant.report import apply_executorch, module_float_matrices, pte_we
 from seqedge.quant.report import prepare as prepare_quant
 
 PROGRAM = "model.pte"
+SKIP_INAPPLICABLE_PASSES = True  # xnnpack_passes.py; the test that it changes nothing turns it off once
 DEFAULT_MAX_PREFILL = 4096
 
 WHY_NOT_DELEGATED = {
@@ -136,7 +139,8 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
                 from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
                 partitioners = [XnnpackPartitioner()]
-            with stage("ExecuTorch lowering", plan.subject, hint):
+            with stage("ExecuTorch lowering", plan.subject, hint), \
+                    (relevant_xnnpack_passes() if SKIP_INAPPLICABLE_PASSES else contextlib.nullcontext()):
                 edge = to_edge_transform_and_lower(programs, partitioner=partitioners,
                                                    compile_config=EdgeCompileConfig(_check_ir_validity=False))
                 delegation = _delegation(edge)
