@@ -19,7 +19,7 @@ MODELS := $(HOME)/.cache/seqedge/models
 SMOLLM2 := $(MODELS)/SmolLM2-135M-Instruct.Q4_1.gguf
 SMOLLM2_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 
-.PHONY: venv demo test lint lock check-latest fetch-smollm2 fetch-tokenizers clean
+.PHONY: venv demo test test-slow lint lock check-latest fetch-smollm2 fetch-tokenizers clean
 
 venv: $(BIN)/seqedge
 
@@ -77,8 +77,13 @@ $(TOKENIZERS_SRC)/CMakeLists.txt:
 	rm -rf $(TOKENIZERS_SRC) && mv build/tokenizers/pytorch_tokenizers-1.0.1 $(TOKENIZERS_SRC)
 	rm -rf build/tokenizers
 
+# The suite (under 20 minutes on 2 cores); the real-model tests (pytest -m slow: minutes each, they need the
+# files make fetch-smollm2 / fetch-tokenizers bring) are `make test-slow`, which CI runs after it when time allows.
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: venv
+	$(BIN)/python -m pytest -q -m slow
 
 lint: venv
 	$(BIN)/ruff check seqedge exporters runtimes tests benchmarks
