@@ -1,8 +1,8 @@
 """Artifact folders, shared by every format: the graph file(s) + `manifest.json`, nothing else.
 
     with artifact_writer(out, force) as tmp:      # temporary folder, renamed into place on success
-        ... write graph files into tmp ...
-        write_manifest(tmp, manifest)             # adds `files` (name -> sha256)
+        ... write graph files into tmp, verify them ...
+        write_manifest(tmp, manifest)             # last: adds `files` (name -> sha256)
     manifest = read_manifest(folder)              # checks every file's sha256
 """
 
@@ -17,10 +17,10 @@ from seqedge.checkpoint import read_json
 from seqedge.diagnostics import stage
 from seqedge.errors import BadPathError, CorruptFileError
 from seqedge.fsutil import atomic_dir, sha256_file
+from seqedge.schema import check_manifest, state_bytes
+from seqedge.untrusted import check_memory, member, regular_file
 
 MANIFEST = "manifest.json"
-REQUIRED_KEYS = ("format", "family", "config", "quant", "ops", "inputs", "outputs", "state", "files", "parity",
-                 "seqedge_version")
 
 artifact_writer = atomic_dir
 
@@ -34,21 +34,35 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_manifest(folder: Path | str, check_files: bool = True) -> dict[str, Any]:
+    """The manifest of an artifact folder, which is untrusted input: its schema is checked before any of it
+    is used; every entry of the folder must be a listed regular file inside it (symlinks leading out, FIFOs,
+    devices and unlisted files are refused); with `check_files`, every file's sha256 is checked too."""
     folder = Path(folder)
-    if not folder.is_dir():
+    if not folder.exists():
         raise BadPathError(f"artifact folder {folder} does not exist", "export one with `seqedge export`")
-    manifest = read_json(folder / MANIFEST, "manifest")
-    missing = [k for k in REQUIRED_KEYS if k not in manifest]
-    if missing:
-        raise CorruptFileError(f"manifest {folder / MANIFEST} lacks {', '.join(missing)}", "re-export the artifact")
-    if check_files:
-        for name, digest in manifest["files"].items():
-            path = folder / name
-            if not path.is_file():
-                raise CorruptFileError(f"artifact file {path} listed in the manifest is missing", "re-export the artifact")
-            if sha256_file(path) != digest:
-                raise CorruptFileError(f"artifact file {path} does not match its sha256 in the manifest",
-                                       "the file was changed or truncated; re-export the artifact")
+    if not folder.is_dir():
+        raise BadPathError(f"artifact {folder} is not a folder", "pass the folder `seqedge export --out` wrote")
+    where = folder / MANIFEST
+    manifest = check_manifest(read_json(where, "manifest"), str(where))
+    listed = manifest["files"]
+    try:
+        present = {p.name for p in folder.iterdir()} - {MANIFEST}
+    except OSError as e:
+        raise BadPathError(f"artifact folder {folder} cannot be listed ({e.strerror})", "check its permissions") from None
+    unlisted = sorted(present - set(listed))
+    if unlisted:
+        raise CorruptFileError(f"artifact folder {folder} holds {unlisted[0]!r}, which its manifest does not list",
+                               "only files the manifest lists (and hashes) may be in an artifact; re-export it")
+    total = 0
+    for name, digest in listed.items():
+        path = member(folder, name, "artifact file")
+        if name not in present:
+            raise CorruptFileError(f"artifact file {path} listed in the manifest is missing", "re-export the artifact")
+        total += regular_file(path, "artifact file").st_size
+        if check_files and sha256_file(path) != digest:
+            raise CorruptFileError(f"artifact file {path} does not match its sha256 in the manifest",
+                                   "the file was changed or truncated; re-export the artifact")
+    check_memory(total + state_bytes(manifest), f"the artifact {folder} (its files and its state at batch 1)")
     return manifest
 
 
@@ -86,7 +100,8 @@ def copy_tokenizer(source: Path | None, folder: Path, manifest: dict[str, Any]):
 def finish(folder: Path, model, manifest: dict[str, Any], plan, quant, weight_bytes: int,
            float_matrices: list) -> dict[str, Any]:
     """Write the manifest with the quantization report; when the plan says to verify, check the artifact
-    against the fp32 `model` (the recipe's tolerance) and measure what quantization cost, gating both."""
+    against the fp32 `model` (the recipe's tolerance) and measure what quantization cost, gating both.
+    manifest.json is written last, after the gates: a folder without it is never taken for an artifact."""
     from seqedge.exporters.verify import verify_artifact
     from seqedge.quant.reference import baseline_model
     from seqedge.quant.report import accuracy_report, gate, size_report
@@ -95,10 +110,9 @@ def finish(folder: Path, model, manifest: dict[str, Any], plan, quant, weight_by
     manifest["quant"] = size_report(model, quant, weight_bytes, float_matrices)
     tokenizer = copy_tokenizer(plan.tokenizer_dir, folder, manifest)
     manifest["tokenizer"] = tokenizer.to_json()
-    manifest = write_manifest(folder, manifest)
     if plan.verify:
         with stage(f"verification in {manifest['format']}'s runtime", plan.subject):
-            runner = open_artifact(folder, threads=plan.threads, check_files=False)
+            runner = open_artifact(folder, threads=plan.threads, manifest=manifest)
             with stage("reference grid for the gates", plan.subject):
                 grid_model = baseline_model(model, quant.recipe.parity.baseline)  # once, for parity and bits/byte
             try:
@@ -108,7 +122,5 @@ def finish(folder: Path, model, manifest: dict[str, Any], plan, quant, weight_by
                     manifest["quant"].update(accuracy_report(model, quant, runner, tokenizer, grid_model))
             finally:
                 runner.close()
-    gate(manifest["quant"], quant)  # may settle the bits/byte limit from the reference grid: written below
-    if plan.verify:
-        manifest = write_manifest(folder, manifest)
-    return manifest
+    gate(manifest["quant"], quant)  # may settle the bits/byte limit from the reference grid
+    return write_manifest(folder, manifest)

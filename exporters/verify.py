@@ -86,7 +86,7 @@ def check_parity(reference, artifact, prompt: list[int], steps: int = 64, tolera
     base_kl = round(sum(base_kls) / len(base_kls), 8) if base is not None else None
     if base_kl is not None and max_mean_kl is not None:
         max_mean_kl = round(max(max_mean_kl, baseline[2] * base_kl), 8)
-    parity = Parity(prefill_diff, max(diffs, default=prefill_diff), agree / max(steps, 1), steps,
+    parity = Parity(prefill_diff, max(diffs, default=prefill_diff), agree / steps if steps else 1.0, steps,
                     [round(d, 8) for d in diffs], tolerance, min_token_agreement, len(prompt),
                     round(sum(kls) / len(kls), 8), round(max(kls), 8), max_mean_kl,
                     baseline[0] if baseline else None, base_kl)

@@ -29,11 +29,12 @@ def adapter_class(name: str):
 
 
 def open_artifact(folder: Path | str, threads: int = 2, runtime: str | None = None, check_files: bool = True,
-                  backend: str | None = None):
+                  backend: str | None = None, manifest: dict | None = None):
     """The adapter for the artifact's format, loaded. `backend` (a device profile's choice: an onnxruntime
     execution provider such as cuda, or an ExecuTorch delegate) defaults to the artifact's own
-    (`target.backend` in the manifest), else the CPU."""
-    manifest = read_manifest(folder, check_files=check_files)
+    (`target.backend` in the manifest), else the CPU. `manifest`: an exporter's own, before it writes it
+    (any other artifact's manifest is read from its folder and checked)."""
+    manifest = manifest if manifest is not None else read_manifest(folder, check_files=check_files)
     name = runtime or VIA_RUNTIME.get(manifest.get("via")) or FORMAT_RUNTIME.get(manifest["format"])
     adapter = adapter_class(name)()
     backend = backend or (manifest.get("target") or {}).get("backend")

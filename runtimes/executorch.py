@@ -34,6 +34,9 @@ def _native_stderr_silenced():
         os.close(saved)
 
 
+SCALAR_TYPES = {"uint8": 0, "int8": 1, "int32": 3, "int64": 4, "float16": 5, "float32": 6, "bool": 11, "bfloat16": 15}
+
+
 class ExecuTorchAdapter(ArtifactRunner):
     name = "executorch"
 
@@ -87,6 +90,24 @@ class ExecuTorchAdapter(ArtifactRunner):
                                        "a kernel may be missing: run `seqedge build-runner` or re-export") from None
         self.program = program
         self.max_prefill = manifest.get("max_prefill_len")
+        self._check_interface(path)
+
+    def _check_interface(self, path: Path) -> None:
+        """The state the manifest describes is what each method takes: count, shapes and dtypes (a manifest is
+        untrusted; a mismatch would otherwise surface as a runtime failure mid-generation)."""
+        for method in ("prefill", "decode"):
+            meta = self.program.metadata(method)
+            if meta.num_inputs() != 1 + len(self.state_names):
+                raise CorruptFileError(f"{path} method {method!r} takes {meta.num_inputs()} inputs, but the manifest "
+                                       f"lists tokens + {len(self.state_names)} state tensors", "re-export the artifact")
+            for i, s in enumerate(self.manifest["state"], start=1):
+                t = meta.input_tensor_meta(i)
+                sizes = list(t.sizes())
+                want = [1 if d == "batch" else d for d in s["shape"]]
+                if sizes != want or SCALAR_TYPES.get(s["dtype"]) != int(t.dtype()):
+                    raise CorruptFileError(f"{path}: state {s['name']} is {sizes} (dtype {int(t.dtype())}) in method "
+                                           f"{method!r} but {s['dtype']} {s['shape']} in the manifest",
+                                           "re-export the artifact")
 
     def prefill(self, tokens: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         T = tokens.shape[1]

@@ -25,6 +25,7 @@ INSTALL = "pip install onnxruntime>=1.31"
 
 ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
              "tensor(int32)": np.int32, "tensor(double)": np.float64}
+ORT_DTYPE_NAMES = {k: np.dtype(v).name for k, v in ORT_TYPES.items()}  # the manifest's (torch's) dtype names
 
 
 class _Buffers:
@@ -94,10 +95,18 @@ class OnnxRuntimeAdapter(ArtifactRunner):
     def _prepare_binding(self, path: Path) -> None:
         """Check the graph has seqedge's stateful interface and set up the state buffers it is bound to."""
         outputs = {o.name: o for o in self.session.get_outputs()}
+        inputs = {i.name: i for i in self.session.get_inputs()}
         expected = ["logits", *(f"new.{n}" for n in self.state_names)]
-        if [o for o in expected if o not in outputs] or "tokens" not in {i.name for i in self.session.get_inputs()}:
-            raise CorruptFileError(f"{path} does not have the inputs/outputs its manifest lists "
-                                   f"(outputs: {', '.join(outputs)})", "re-export the artifact")
+        if [o for o in expected if o not in outputs] or set(inputs) != {"tokens", *self.state_names}:
+            raise CorruptFileError(f"{path} does not have the inputs/outputs its manifest lists (inputs: "
+                                   f"{', '.join(inputs)}; outputs: {', '.join(outputs)})"[:300], "re-export the artifact")
+        for s in self.manifest["state"]:  # the state the adapter allocates is what the graph takes
+            graph = inputs[s["name"]]
+            dims_ok = len(graph.shape) == len(s["shape"]) and all(
+                not isinstance(g, int) or not isinstance(m, int) or g == m for g, m in zip(graph.shape, s["shape"]))
+            if not dims_ok or ORT_DTYPE_NAMES.get(graph.type) != s["dtype"]:
+                raise CorruptFileError(f"{path}: state {s['name']} is {graph.type} {graph.shape} in the graph but "
+                                       f"{s['dtype']} {s['shape']} in the manifest", "re-export the artifact")
         self.logits_dtype = ORT_TYPES.get(outputs["logits"].type, np.float32)
         self.in_place = set(self.manifest.get("in_place_state") or ()) & set(self.state_names)
         self.buffers: dict[int, _Buffers] = {}

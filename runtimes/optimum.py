@@ -16,8 +16,16 @@ from seqedge.runtimes.onnxruntime import OnnxRuntimeAdapter
 class OptimumOnnxAdapter(OnnxRuntimeAdapter):
     name = "onnxruntime-optimum"
 
-    def _prepare_binding(self, path) -> None:  # optimum's graph: its own names, state fed through numpy
-        pass
+    def _prepare_binding(self, path) -> None:
+        """optimum's graph keeps its own names (state fed through numpy); its interface is still checked."""
+        inputs = {i.name for i in self.session.get_inputs()}
+        outputs = set(self.output_names)
+        expected_out = {"logits", *(n.replace("past_key_values.", "present.") for n in self.state_names)}
+        if "input_ids" not in inputs or not set(self.state_names) <= inputs or not expected_out <= outputs:
+            from seqedge.errors import CorruptFileError
+
+            raise CorruptFileError(f"{path} is not the optimum decoder graph its manifest describes (inputs: "
+                                   f"{', '.join(sorted(inputs))})"[:300], "re-export the artifact")
 
     def init_state(self, batch: int = 1) -> dict[str, Tensor]:
         return {s["name"]: torch.zeros([batch if d == "batch" else 0 if isinstance(d, str) else d

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_model
 from seqedge.errors import BadInputError, BadPathError, CorruptFileError, SeqedgeError, UnsupportedError
 from seqedge.fsutil import atomic_dir
 from seqedge.models import SequenceModel, config_from_dict, model_from_config
+from seqedge.untrusted import MAX_JSON_BYTES, read_capped
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -39,11 +40,11 @@ def save_checkpoint(model: SequenceModel, out: Path | str, report: dict[str, Any
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.exists() and not path.is_symlink():
+        raise BadPathError(f"{what} {path} is missing", "point at a folder written by seqedge")
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BadPathError(f"{what} {path} is missing", "point at a folder written by seqedge") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = json.loads(read_capped(path, what, MAX_JSON_BYTES).decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise CorruptFileError(f"{what} {path} is not valid JSON ({e})", "re-create it") from None
     if not isinstance(data, dict):
         raise CorruptFileError(f"{what} {path} is not a JSON object", "re-create it")

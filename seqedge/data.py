@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from seqedge.errors import BadInputError, BadPathError
+from seqedge.untrusted import read_capped_prefix
 
 HELD_OUT_EVERY = 10
 MAX_FILE_BYTES = 2_000_000
@@ -45,15 +46,19 @@ def _is_held_out(rel: str) -> bool:
 
 
 def _text_files(path: Path) -> list[Path]:
+    """Regular files only: a FIFO or a device among the inputs would hang or never end."""
     if path.is_file():
         return [path]
+    if not path.is_dir():
+        raise BadPathError(f"corpus path {path} is not a file or a folder", "pass text files or folders with --data")
     return sorted(p for p in path.rglob("*") if p.is_file())
 
 
 def _read_text_bytes(path: Path) -> bytes | None:
+    """At most MAX_FILE_BYTES of the file, read as that many (not the whole file then cut); None for binaries."""
     try:
-        data = path.read_bytes()[:MAX_FILE_BYTES]
-    except OSError:
+        data = read_capped_prefix(path, MAX_FILE_BYTES)
+    except (OSError, BadPathError):
         return None
     return None if b"\x00" in data[:8192] else data  # skip binaries
 

@@ -61,3 +61,14 @@ class InternalError(SeqedgeError):
         super().__init__(message, hint)
         self.stage = stage
         self.log = log
+
+
+MAX_THREADS = 256
+
+
+def check_range(option: str, value, lo, hi, hint: str = "") -> None:
+    """A numeric option or field within [lo, hi] (and finite): else a BadInputError naming it and the range."""
+    ok = value is not None and not isinstance(value, bool) and lo <= value <= hi and value == value
+    if not ok:
+        raise BadInputError(f"{option} {value!r} is out of range: it must be in [{lo:g}, {hi:g}]",
+                            hint or f"e.g. {option} {lo:g}")

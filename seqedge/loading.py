@@ -6,6 +6,7 @@ A checkpoint folder (config.json) or a user factory gives the PyTorch model; an 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from seqedge.checkpoint import load_model
@@ -21,7 +22,7 @@ def load_runnable(target: Path | str | None, user_model: str | None = None, chec
     if target is None:
         raise BadPathError("no model given", "pass a checkpoint or artifact folder, or --model package.module:factory")
     target = Path(target)
-    if (target / MANIFEST).is_file():
+    if os.path.lexists(target / MANIFEST):  # a manifest that is not a regular file is refused, not skipped
         from seqedge.runtimes import open_artifact
 
         return open_artifact(target, threads=threads)
@@ -74,6 +75,30 @@ def load_exportable(target, user_model, checkpoint, family, preset, seed, max_se
         torch.manual_seed(seed)
         return build_model(family, preset or "tiny").eval()
     return load_model(target, user_model=user_model, checkpoint=checkpoint, max_seq_len=max_seq_len)
+
+
+def load_shape(target, family, preset, max_seq_len=None):
+    """A shape-only model (PyTorch's meta device: no weights read, nothing allocated) for selection and
+    projections, from a preset or a folder's config.json; None for what only a full load can tell (GGUF)."""
+    import torch
+
+    from seqedge.checkpoint import CONFIG, read_json
+    from seqedge.models import FAMILIES, config_from_dict, model_from_config
+
+    if family:
+        cfg = FAMILIES[family].config(preset or "tiny")
+    elif target is not None and Path(target).is_dir():
+        d = read_json(Path(target) / CONFIG, "model config")
+        if "family" not in d and "model_type" in d:
+            from seqedge.ingest.hf import hf_config
+
+            cfg = hf_config(Path(target), d, max_seq_len)
+        else:
+            cfg = config_from_dict(d, where=str(Path(target) / CONFIG))
+    else:
+        return None
+    with torch.device("meta"):
+        return model_from_config(cfg)
 
 
 def tokenizer_source(target: Path | str | None) -> Path | None:

@@ -17,12 +17,14 @@ import functools
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 from seqedge import __version__
 from seqedge.errors import SeqedgeError, UnsupportedError
+from seqedge.fsutil import sha256_file
 
 CACHE = Path(os.environ.get("SEQEDGE_CACHE", Path.home() / ".cache" / "seqedge")) / "native"
 # pytorch-tokenizers 1.0.1's sdist, unpacked by `make fetch-tokenizers` (its wheels carry no C++ sources)
@@ -123,20 +125,52 @@ def _locked(build: Path):
     """One build per folder at a time (two processes sharing the cache wait for each other)."""
     import fcntl
 
-    build.mkdir(parents=True, exist_ok=True)
+    CACHE.mkdir(mode=0o700, parents=True, exist_ok=True)
+    build.mkdir(mode=0o700, parents=True, exist_ok=True)
     with open(build / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
 def kernel_library() -> Path:
-    """Path of libseqedge_kernels.so for this seqedge + ExecuTorch, building it on first use."""
+    """Path of libseqedge_kernels.so for this seqedge + ExecuTorch, building it on first use. The library's
+    sha256 is recorded when it is built (`.sha256` beside it) and checked before it is loaded."""
     build = CACHE / _key()
     lib = build / "libseqedge_kernels.so"
-    if not lib.is_file():
+    if not lib.is_file() or not _digest_file(lib).is_file():
         with _locked(build):
-            if not lib.is_file():
+            if not lib.is_file() or not _digest_file(lib).is_file():
                 build_native(build, targets=("seqedge_kernels",))
+                _digest_file(lib).write_text(sha256_file(lib) + "\n")
+    return lib
+
+
+def _digest_file(lib: Path) -> Path:
+    return lib.with_name(lib.name + ".sha256")
+
+
+def check_private(path: Path) -> None:
+    """Refuse to load code from a folder someone else could have written: every folder from the cache root
+    down to `path` must belong to this user and not be writable by group or others."""
+    root = CACHE.parent
+    for folder in [path.parent, *path.parent.parents]:
+        st = folder.stat()
+        if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise UnsupportedError(f"seqedge's native cache {folder} is writable by others (mode "
+                                   f"{stat.S_IMODE(st.st_mode):o}, owner {st.st_uid}): its libraries are not loaded",
+                                   f"remove it (rm -rf {root}) and let seqedge rebuild it, or chmod go-w it")
+        if folder == root:
+            break
+
+
+def verified_library(lib: Path) -> Path:
+    """`lib`, after checking the cache is private and the file is what this user's build produced."""
+    check_private(lib)
+    digest = _digest_file(lib)
+    recorded = digest.read_text().strip() if digest.is_file() else ""
+    if sha256_file(lib) != recorded:
+        raise UnsupportedError(f"the kernel library {lib} does not match the sha256 recorded when it was built: "
+                               "it is not loaded", f"remove {lib.parent} and let seqedge rebuild it")
     return lib
 
 
@@ -151,6 +185,6 @@ def load_kernels() -> Path:
     if str(lib) not in _loaded:
         import executorch.runtime  # noqa: F401  (the runtime library must be loaded first)
 
-        ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+        ctypes.CDLL(str(verified_library(lib)), mode=ctypes.RTLD_GLOBAL)
         _loaded.add(str(lib))
     return lib

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from seqedge.errors import BadPathError, SeqedgeError, UnknownNameError
+from seqedge.untrusted import read_capped
 
 DTYPES = ("fp32", "fp16", "bf16", "int8", "int4")
 UNIT_KINDS = ("cpu", "gpu", "npu")
@@ -32,6 +33,8 @@ RUNTIME_BACKENDS = {
     "executorch": ("xnnpack", "portable", "vulkan", "mps", "coreml", "qnn"),
     "torch": ("cpu", "cuda"),
 }
+MAX_COUNT = 1 << 20  # cores, counts
+MAX_FIGURE = 1e9  # GB, GB/s, GFLOP/s, GHz: far above any device
 KNOWN_OPS = ("seqedge::selective_scan", "seqedge::attention", "seqedge::causal_conv1d", "lstm", "gru")
 
 
@@ -110,12 +113,12 @@ def _coerce(value: Any, tp: Any, path: str, key: str) -> Any:
             raise _fail(path, key, "true or false", value)
         return value
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise _fail(path, key, "a non-negative integer", value)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNT:
+            raise _fail(path, key, f"an integer in [0, {MAX_COUNT}]", value)
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or value != value:
-            raise _fail(path, key, "a non-negative number", value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_FIGURE:
+            raise _fail(path, key, f"a number in [0, {MAX_FIGURE:g}]", value)
         return float(value)
     if origin is tuple:
         (inner, _) = typing.get_args(tp)
@@ -175,14 +178,17 @@ def _check(obj, path: str, prefix: str) -> None:
             raise _fail(path, key("kind"), f"one of {', '.join(UNIT_KINDS)}", obj.kind)
         if obj.bandwidth_gbs <= 0:
             raise _fail(path, key("bandwidth_gbs"), "a positive number", obj.bandwidth_gbs)
-        for d in obj.peak:
+        for d, v in obj.peak.items():
             if d not in DTYPES:
                 raise _fail(path, key(f"peak.{d}"), f"a dtype from {', '.join(DTYPES)}")
+            if v <= 0:  # a projection divides by it
+                raise _fail(path, key(f"peak.{d}"), "a positive number (GFLOP/s or GOP/s)", v)
         if not obj.runtimes:
             raise _fail(path, key("runtimes"), "a non-empty list of runtime tables")
     if isinstance(obj, Profile):
-        if obj.memory_bandwidth_gbs <= 0:
-            raise _fail(path, "memory_bandwidth_gbs", "a positive number", obj.memory_bandwidth_gbs)
+        for k in ("memory_bandwidth_gbs", "memory_gb"):
+            if getattr(obj, k) <= 0:
+                raise _fail(path, k, "a positive number", getattr(obj, k))
         if not obj.units:
             raise _fail(path, "units", "a non-empty list of compute units")
 
@@ -212,13 +218,14 @@ def load_profile(name_or_path: str | Path) -> Profile:
         source = shipped[text_path]
     elif text_path.endswith(".toml") or "/" in text_path:
         source = Path(text_path)
-        if not source.is_file():
+        if not source.exists():
             raise BadPathError(f"device profile {source} does not exist", "pass a .toml file or a shipped name")
     else:
         raise UnknownNameError(f"unknown device {text_path!r}", f"valid: {', '.join(profile_names())}, or a path "
                                "to your own .toml")
     try:
-        data = tomllib.loads(source.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ProfileError(f"device profile {source} is not valid TOML ({e})", "fix the syntax") from None
+        raw = source.read_bytes() if source in shipped.values() else read_capped(source, "device profile")
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ProfileError(f"device profile {source} is not valid TOML ({str(e)[:120]})", "fix the syntax") from None
     return parse_profile(data, str(source))

@@ -55,9 +55,12 @@ class ModelFacts:
         ops = tuple(o["op"].removeprefix("aten::") for o in manifest["ops"])
         params = manifest.get("parameters") or 0
         if not params:
+            import torch
+
             from seqedge.models import config_from_dict, model_from_config
 
-            params = model_from_config(config_from_dict(manifest["config"])).num_parameters()
+            with torch.device("meta"):  # the shape only
+                params = model_from_config(config_from_dict(manifest["config"], "the manifest's config")).num_parameters()
         return cls(manifest["family"], ops, params, manifest["format"], manifest["quant"]["recipe"])
 
 

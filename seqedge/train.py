@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from seqedge.data import Corpus, load_corpus
-from seqedge.errors import BadInputError
+from seqedge.errors import BadInputError, check_range
 from seqedge.models import DEFAULT_FAMILY, SequenceModel, build_model
 
 
@@ -45,8 +45,12 @@ class TrainPlan:
             raise BadInputError(f"--steps must be positive, got {self.steps}", "e.g. --steps 500")
         if self.minutes is not None and self.minutes <= 0:
             raise BadInputError(f"--minutes must be positive, got {self.minutes}", "e.g. --minutes 3")
-        if self.batch_size <= 0 or self.seq_len <= 1:
-            raise BadInputError("batch size and sequence length must be positive", "use the defaults")
+        if self.steps is not None:
+            check_range("--steps", self.steps, 1, 10**9, "e.g. --steps 500")
+        if self.minutes is not None:
+            check_range("--minutes", self.minutes, 1e-3, 1e6, "e.g. --minutes 3")
+        check_range("--batch-size", self.batch_size, 1, 4096, "e.g. --batch-size 16")
+        check_range("--seq-len", self.seq_len, 2, 1 << 16, "e.g. --seq-len 256")
 
 
 DEFAULT_STEPS = 300

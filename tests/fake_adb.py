@@ -31,8 +31,10 @@ elif args[0] == "push":
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     shutil.copy2(args[1], dest)
     print(f"{args[1]}: 1 file pushed")
+elif args[0] == "shell" and args[1:] == ["uname -m"]:
+    print(os.environ.get("FAKE_ADB_ARCH", os.uname().machine))  # the stand-in device's CPU: this host's
 elif args[0] == "shell":
-    proc = subprocess.run(["bash", "-c", local(args[1])], capture_output=True)
+    proc = subprocess.run(["sh", "-c", local(args[1])], capture_output=True)
     sys.stdout.buffer.write(proc.stdout)
     sys.stderr.buffer.write(proc.stderr)
     sys.exit(proc.returncode)

@@ -22,8 +22,9 @@ from seqedge.bench.run import BenchPlan, bench
 from seqedge.bench.shape import ModelShape, weight_bits
 from seqedge.checkpoint import save_checkpoint
 from seqedge.cli.app import app
-from seqedge.errors import BadInputError, SeqedgeError, UnknownNameError, UnsupportedError
+from seqedge.errors import BadInputError, BadPathError, SeqedgeError, UnknownNameError, UnsupportedError
 from seqedge.exporters import ExportPlan, export
+from seqedge.exporters.artifact import read_manifest
 from seqedge.models import FAMILIES, build_model
 from seqedge.profiles import ProfileError, load_profile
 
@@ -206,7 +207,7 @@ def test_compare_targets_side_by_side(tmp_path):
 
 def test_adb_path_through_a_stand_in_device(native_runner, tmp_path, monkeypatch):
     torch.manual_seed(0)
-    art = tmp_path / "pte"
+    art = tmp_path / "x;touch PWN;#"  # a folder name that is shell syntax: it must never reach a shell as such
     export(build_model("gru", "tiny").eval(), ExportPlan(out=art, format="executorch", max_len=64, verify_steps=4,
                                                           eval_bytes=32))
     root = tmp_path / "device"
@@ -221,6 +222,20 @@ def test_adb_path_through_a_stand_in_device(native_runner, tmp_path, monkeypatch
     assert all(r.value > 0 and r.inputs["transport"] == "adb:emulator-5554" for r in dev)
     calls = (root / "calls.log").read_text()
     assert "push" in calls and "--prompt-file" in calls and (root / "seqedge" / "bin" / "seqedge_runner").is_file()
+    assert not list(tmp_path.rglob("PWN")) and not Path("PWN").exists()
+    pushed = sorted(line.removeprefix("push ").rsplit(" ", 1)[0] for line in calls.splitlines()
+                    if line.startswith("push ") and str(art) in line)
+    assert pushed == sorted(str(art / n) for n in ["manifest.json", *read_manifest(art)["files"]])  # listed only
+    with pytest.raises(BadPathError, match="not an ELF program"):  # --runner must be a program for the device
+        fake = tmp_path / "fake-runner"
+        fake.write_text("#!/bin/sh\necho hi\n")
+        fake.chmod(0o755)
+        bench(BenchPlan([str(art)], device="pixel8", runtime="executorch", prompt_lengths=[8], adb="emulator-5554",
+                        runner=fake, host=False))
+    monkeypatch.setenv("FAKE_ADB_ARCH", "aarch64")  # a phone: the x86-64 runner is refused before it is pushed
+    with pytest.raises(BadPathError, match="built for x86_64, not for the device's aarch64"):
+        bench(BenchPlan([str(art)], device="pixel8", runtime="executorch", prompt_lengths=[8], adb="emulator-5554",
+                        runner=native_runner, host=False))
     with pytest.raises(SeqedgeError, match="no device 'R58N' attached over adb"):
         bench(BenchPlan([str(art)], device="pixel8", runtime="executorch", prompt_lengths=[8], adb="R58N",
                         runner=native_runner, host=False))

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Protocol
 
@@ -34,7 +36,7 @@ class Transport(Protocol):
 
     def push(self, local: Path, remote: str) -> None: ...
 
-    def shell(self, command: str, timeout: float = 600) -> tuple[int, str, str]: ...
+    def shell(self, argv: list[str], timeout: float = 600) -> tuple[int, str, str]: ...
 
 
 class AdbTransport:
@@ -63,54 +65,103 @@ class AdbTransport:
     def push(self, local: Path, remote: str) -> None:
         self._run(["push", str(local), remote])
 
-    def shell(self, command: str, timeout: float = 600) -> tuple[int, str, str]:
-        proc = self._run(["shell", command], check=False, timeout=timeout)
+    def shell(self, argv: list[str], timeout: float = 600) -> tuple[int, str, str]:
+        """Run one program on the device: adb hands the device's shell one string, so every argument is
+        quoted for it (a file name never becomes shell syntax)."""
+        proc = self._run(["shell", " ".join(shlex.quote(str(a)) for a in argv)], check=False, timeout=timeout)
         return proc.returncode, proc.stdout, proc.stderr
 
 
-def runner_files(runner: Path) -> list[Path]:
-    """The runner and the shared libraries built next to it."""
+# `uname -m` on the device -> the ELF machine its programs are built for
+ELF_MACHINES = {"arm64": 183, "aarch64": 183, "armv8l": 40, "armv7l": 40, "i686": 3, "x86_64": 62, "riscv64": 243}
+
+
+def elf_machine(path: Path) -> int | None:
+    """The ELF e_machine of an executable or shared library, None when it is not an ELF file."""
+    with open(path, "rb") as f:
+        head = f.read(20)
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    return int.from_bytes(head[18:20], "little" if head[5] == 1 else "big")
+
+
+def runner_files(runner: Path, machine: int | None = None) -> list[Path]:
+    """The runner and the shared libraries built next to it, each a regular ELF file for `machine`
+    (the device's; any when None)."""
     runner = Path(runner)
     if not runner.is_file():
         raise BadPathError(f"runner {runner} does not exist", "build one with `seqedge build-runner --out DIR` "
                            "(cross-compiled for the device's ABI)")
-    return [runner, *sorted(runner.parent.glob("lib*.so"))]
+    if not os.access(runner, os.X_OK):
+        raise BadPathError(f"runner {runner} is not executable", "pass the seqedge_runner that build-runner wrote")
+    files = [runner, *sorted(p for p in runner.parent.glob("lib*.so") if p.is_file() and not p.is_symlink())]
+    for f in files:
+        got = elf_machine(f)
+        if got is None:
+            raise BadPathError(f"{f} is not an ELF program or library", "pass the seqedge_runner build-runner wrote")
+        if machine is not None and got != machine:
+            names = {v: k for k, v in ELF_MACHINES.items()}
+            raise BadPathError(f"{f} is built for {names.get(got, f'ELF machine {got}')}, not for the device's "
+                               f"{names.get(machine, machine)}", "cross-compile the runner for the device's ABI")
+    return files
+
+
+def device_machine(transport: Transport) -> int | None:
+    rc, out, _ = transport.shell(["uname", "-m"], timeout=60)
+    arch = out.strip()
+    if rc != 0 or arch not in ELF_MACHINES:
+        raise DeviceError(f"cannot tell the CPU architecture of {transport.name} (uname -m: {arch[:40]!r})",
+                          "check the device is attached and runs Linux or Android")
+    return ELF_MACHINES[arch]
+
+
+def remote_name(name: str) -> str:
+    """A folder name safe on any device: the artifact's name with anything but [A-Za-z0-9._-] replaced."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64].lstrip(".") or "artifact"
 
 
 def measure_device(transport: Transport, runner: Path, artifact: Path, target: str, prompts: dict[int, bytes],
                    decode_tokens: int, threads: int | None, inputs: dict) -> list[Record]:
-    """Push, run once per prompt length with --timing, parse the JSON timing line the runner prints."""
-    remote = f"{REMOTE_ROOT}/{Path(artifact).name}"
-    transport.shell(f"mkdir -p {REMOTE_ROOT}/bin {remote}")
-    for f in runner_files(runner):
-        transport.push(f, f"{REMOTE_ROOT}/bin/{f.name}")
-    for f in sorted(Path(artifact).iterdir()):
-        transport.push(f, f"{remote}/{f.name}")
+    """Push the runner and the artifact's manifest-listed files, run once per prompt length with --timing,
+    parse the JSON timing line the runner prints. Every command is an argument list."""
+    from seqedge.exporters.artifact import MANIFEST, read_manifest
+
+    files = runner_files(runner, device_machine(transport))
+    listed = [MANIFEST, *read_manifest(artifact)["files"]]  # only what the manifest lists (and hashes)
+    remote, bin_dir = f"{REMOTE_ROOT}/{remote_name(Path(artifact).name)}", f"{REMOTE_ROOT}/bin"
+    transport.shell(["mkdir", "-p", bin_dir, remote])
+    for f in files:
+        transport.push(f, f"{bin_dir}/{f.name}")
+    for name in listed:
+        transport.push(Path(artifact) / name, f"{remote}/{name}")
     out = []
     for P, text in prompts.items():
-        local = Path(artifact).parent / f".prompt-{P}.txt"
-        local.write_bytes(text)
-        try:
+        with tempfile.TemporaryDirectory(prefix="seqedge-prompt-") as tmp:
+            local = Path(tmp) / f"prompt-{P}.txt"
+            local.write_bytes(text)
             transport.push(local, f"{REMOTE_ROOT}/prompt-{P}.txt")
-        finally:
-            local.unlink()
-        cmd = (f"cd {REMOTE_ROOT}/bin && LD_LIBRARY_PATH=. ./{Path(runner).name} {shlex.quote(remote)} "
-               f"--prompt-file {REMOTE_ROOT}/prompt-{P}.txt --max-new-tokens {decode_tokens + 1} --timing"
-               + (f" --threads {threads}" if threads else ""))
-        rc, stdout, stderr = transport.shell(cmd)
+        argv = ["env", f"LD_LIBRARY_PATH={bin_dir}", f"{bin_dir}/{files[0].name}", remote,
+                "--prompt-file", f"{REMOTE_ROOT}/prompt-{P}.txt", "--max-new-tokens", str(decode_tokens + 1),
+                "--timing", *(["--threads", str(threads)] if threads else [])]
+        rc, stdout, stderr = transport.shell(argv)
         lines = [line for line in stderr.splitlines() + stdout.splitlines() if line.startswith('{"prompt_tokens"')]
         if rc != 0 or not lines:
             raise DeviceError(f"the runner failed on {transport.name} (exit {rc}): "
                               f"{(stderr.strip().splitlines() or ['no output'])[-1][:200]}",
                               "check the runner was built for this device and the artifact's format")
-        t = json.loads(lines[-1])
-        at = {**inputs, "transport": transport.name, "prompt_tokens": t["prompt_tokens"]}
+        try:
+            t = json.loads(lines[-1])
+            at = {**inputs, "transport": transport.name, "prompt_tokens": int(t["prompt_tokens"])}
+            prefill_ms, decode_tok_s, steps = float(t["prefill_ms"]), float(t["decode_tok_s"]), int(t["decode_steps"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise DeviceError(f"the runner on {transport.name} printed an unreadable timing line ({e})",
+                              "rebuild the runner with this seqedge") from None
         how = f"the native runner on {transport.name} (--timing), one run"
-        out.append(Record(target, "measured-device", "prefill_tok_s", round(t["prompt_tokens"] / t["prefill_ms"] * 1e3, 2),
+        out.append(Record(target, "measured-device", "prefill_tok_s", round(at["prompt_tokens"] / prefill_ms * 1e3, 2),
                           "tok/s", at, f"{how}: prompt tokens / prefill time"))
-        out.append(Record(target, "measured-device", "ttft_ms", round(t["prefill_ms"], 3), "ms", at,
+        out.append(Record(target, "measured-device", "ttft_ms", round(prefill_ms, 3), "ms", at,
                           f"{how}: prefill time"))
-        out.append(Record(target, "measured-device", "decode_tok_s", round(t["decode_tok_s"], 2), "tok/s",
-                          {**inputs, "transport": transport.name, "context": t["prompt_tokens"],
-                           "steps": t["decode_steps"]}, f"{how}: decode steps / their total time"))
+        out.append(Record(target, "measured-device", "decode_tok_s", round(decode_tok_s, 2), "tok/s",
+                          {**inputs, "transport": transport.name, "context": at["prompt_tokens"], "steps": steps},
+                          f"{how}: decode steps / their total time"))
     return out

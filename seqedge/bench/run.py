@@ -28,11 +28,14 @@ from seqedge.bench.overheads import runtime_overhead
 from seqedge.bench.records import Record
 from seqedge.bench.roofline import Projection, calibration, hardware, project
 from seqedge.bench.shape import ModelShape, weight_bits
-from seqedge.errors import BadInputError, UnsupportedError
+from seqedge.errors import MAX_THREADS, BadInputError, UnsupportedError, check_range
 from seqedge.profiles import Profile, load_profile
 
 FORMS = ("an artifact folder (manifest.json)", "a checkpoint folder (config.json + weights)",
          "a family/preset such as mamba/small or llama-135m", "a config.json (Hugging Face Llama/Mamba or seqedge)")
+
+
+MAX_LENGTH = 1 << 20  # prompt lengths and decode steps
 
 
 @dataclass
@@ -226,14 +229,17 @@ def bench(plan: BenchPlan, on_step=None) -> BenchResult:
     step = on_step or (lambda _: None)
     if not plan.targets:
         raise BadInputError("no TARGET given", f"TARGET is one of: {'; '.join(FORMS)}")
-    if any(P < 1 for P in plan.prompt_lengths) or plan.decode_tokens < 1:
-        raise BadInputError("--prompt-lengths and --decode-tokens must be positive", "e.g. --prompt-lengths 64,256")
+    for P in plan.prompt_lengths:
+        check_range("--prompt-lengths", P, 1, MAX_LENGTH, "e.g. --prompt-lengths 64,256")
+    check_range("--decode-tokens", plan.decode_tokens, 1, MAX_LENGTH, "e.g. --decode-tokens 128")
+    check_range("--threads", plan.threads, 1, MAX_THREADS, "e.g. --threads 2 (threads used on this machine)")
     if plan.adb and not plan.runner:
         raise BadInputError("--adb needs --runner PATH (seqedge_runner built for the device)",
                             "build it with `seqedge build-runner` for the device's ABI")
-    if plan.threads < 1:
-        raise BadInputError(f"--threads {plan.threads} is not a positive number of threads",
-                            "e.g. --threads 2 (threads used on this machine)")
+    if plan.runner:
+        from seqedge.bench.device import runner_files
+
+        runner_files(plan.runner)  # a regular executable ELF file, before anything runs
     profile = load_profile(plan.device)
     result = BenchResult(profile, plan)
     targets = [resolve(t) for t in plan.targets]

@@ -13,6 +13,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from seqedge.cli.app import app
 from seqedge.diagnostics import stage
 from seqedge.errors import BadInputError
+from seqedge.fsutil import check_output_file
 
 console = Console()
 
@@ -62,6 +63,8 @@ def bench_cmd(
     from seqedge.bench.run import BenchPlan, bench
 
     targets = targets or []
+    for what, path in (("--json", json_out), ("--csv", csv_out), ("--plot", plot_out)):
+        check_output_file(path, what)  # before the benchmark runs, not after
     if len(targets) > 1 and not compare:
         raise BadInputError(f"{len(targets)} TARGETs given without --compare", "add --compare to bench them side "
                             "by side")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -110,8 +111,10 @@ def select_cmd(
 
 def facts_for(target, user_model, checkpoint, family, preset) -> ModelFacts:
     from seqedge.exporters.artifact import MANIFEST, read_manifest
-    from seqedge.loading import load_exportable
+    from seqedge.loading import load_exportable, load_shape
 
-    if target is not None and (Path(target) / MANIFEST).is_file():
+    if target is not None and os.path.lexists(Path(target) / MANIFEST):
         return ModelFacts.of_manifest(read_manifest(target, check_files=False))
-    return ModelFacts.of_model(load_exportable(target, user_model, checkpoint, family, preset, 0))
+    shape = None if user_model else load_shape(target, family, preset)  # a shape is all selection needs
+    return ModelFacts.of_model(shape if shape is not None else load_exportable(target, user_model, checkpoint,
+                                                                                family, preset, 0))

@@ -14,10 +14,11 @@ from rich.table import Table
 from seqedge.cli.app import app
 from seqedge.cli.options import Checkpoint, Force, MaxSeqLen, Seed, UserModel
 from seqedge.diagnostics import stage_clock
-from seqedge.errors import BadInputError, UnsupportedError
+from seqedge.errors import MAX_THREADS, BadInputError, UnsupportedError, check_range
 from seqedge.exporters import FORMATS, ExportPlan, export
 from seqedge.exporters.artifact import read_manifest
 from seqedge.exporters.verify import verify_artifact
+from seqedge.fsutil import check_output_folder
 from seqedge.ingest.hf import has_family
 from seqedge.loading import load_exportable, load_model, model_from_source, model_source, tokenizer_source
 from seqedge.quant import RECIPES
@@ -71,6 +72,14 @@ def export_cmd(
         raise BadInputError("nothing to export", "pass a checkpoint folder, --family F --preset P, or --model")
     if via not in VIAS:
         raise BadInputError(f"unknown --via {via!r}", f"valid: {', '.join(VIAS)}")
+    check_range("--threads", threads, 1, MAX_THREADS)
+    if max_len is not None:
+        check_range("--max-len", max_len, 2, 1 << 20, "e.g. --max-len 1024")
+    if max_seq_len is not None:
+        check_range("--max-seq-len", max_seq_len, 2, 1 << 20, "e.g. --max-seq-len 1024")
+    if max_bpb_increase is not None:
+        check_range("--max-bpb-increase", max_bpb_increase, 0.0, 10.0, "e.g. --max-bpb-increase 0.05")
+    check_output_folder(out, force, inputs=(target, checkpoint, calibration))  # before minutes of work
     if via == "optimum" or (via == "auto" and target is not None and has_family(target) is False):
         return _export_via_optimum(target, via, out, fmt, quant, group_size, max_bpb_increase, device, no_verify,
                                    threads, force)
@@ -149,13 +158,15 @@ def verify_cmd(
     artifact: Annotated[Path, typer.Argument(help="Artifact folder.")],
     against: Annotated[Optional[Path], typer.Option(help="Checkpoint to compare with (default: the manifest's "
                                                    "source).")] = None,
-    steps: Annotated[int, typer.Option(help="Greedy decode steps.")] = 64,
+    steps: Annotated[int, typer.Option(help="Greedy decode steps after the prefill (0: the prefill only).")] = 64,
     threads: Annotated[int, typer.Option(help="Runtime threads.")] = 2,
     user_model: Annotated[Optional[str], typer.Option("--model", help="Your model factory package.module:factory "
                                                       "(an artifact's own record of it is never imported).")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="With --model: its weights.")] = None,
 ) -> None:
     """Re-run the parity check of an artifact against its PyTorch model."""
+    check_range("--steps", steps, 0, 1 << 16, "e.g. --steps 64 (0: the prefill only)")
+    check_range("--threads", threads, 1, MAX_THREADS)
     manifest = read_manifest(artifact)
     if user_model:
         model = load_model(user_model=user_model, checkpoint=checkpoint)

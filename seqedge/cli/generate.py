@@ -11,6 +11,7 @@ import typer
 from seqedge.cli.app import app
 from seqedge.cli.options import Checkpoint, MaxSeqLen, Seed, UserModel
 from seqedge.diagnostics import stage
+from seqedge.errors import MAX_THREADS, check_range
 from seqedge.generate import generate_ids
 from seqedge.loading import load_runnable, tokenizer_source
 from seqedge.tokenizer import load_tokenizer
@@ -34,6 +35,9 @@ def generate_cmd(
 ) -> None:
     """Generate text (greedy by default) and print it: the prompt and its continuation (with --chat, the reply).
     Byte-level models print raw bytes."""
+    check_range("--threads", threads, 1, MAX_THREADS)
+    check_range("--max-new-tokens", max_new_tokens, 0, 1 << 20, "e.g. --max-new-tokens 64")
+    check_range("--temperature", temperature, 0.0, 100.0, "0 is greedy; e.g. --temperature 0.8")
     with stage("generation", str(target or user_model)):
         model = load_runnable(target, user_model=user_model, checkpoint=checkpoint, threads=threads,
                               max_seq_len=max_seq_len)

@@ -14,7 +14,7 @@ from seqedge.checkpoint import save_checkpoint
 from seqedge.cli.app import app
 from seqedge.cli.options import Force, Seed
 from seqedge.data import load_corpus
-from seqedge.errors import BadPathError
+from seqedge.fsutil import check_output_folder
 from seqedge.models import DEFAULT_FAMILY, FAMILIES
 from seqedge.train import TrainPlan, train
 
@@ -40,8 +40,7 @@ def train_cmd(
                      seed=seed, batch_size=batch_size, seq_len=seq_len)
     plan.validate()
     FAMILIES[family].config(preset)  # fail on a bad name before reading the corpus
-    if out.exists() and not force:  # fail before training, not after
-        raise BadPathError(f"output folder {out} already exists", "pass --force to replace it")
+    check_output_folder(out, force, inputs=tuple(plan.data))  # fail before training, not after
     corpus = load_corpus(plan.data)  # corpus errors before the progress bar starts
     console.print(f"corpus: {corpus.describe()}")
     columns = [TextColumn("[bold]train[/] {task.description}"), BarColumn(), MofNCompleteColumn(),

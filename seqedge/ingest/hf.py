@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from seqedge.errors import BadInputError, BadPathError, CorruptFileError, UnsupportedError
+from seqedge.errors import BadInputError, BadPathError, CorruptFileError, SeqedgeError, UnsupportedError
 from seqedge.registry import Registry
 
 DEFAULT_MAX_SEQ_LEN = 2048
@@ -270,10 +270,32 @@ def has_family(folder: Path) -> bool | None:
     return cfg["model_type"] in ARCHITECTURES
 
 
+def hf_config(folder: Path, cfg: dict[str, Any], max_seq_len: int | None = None):
+    """The seqedge family config for an HF folder's config.json (checked like any config)."""
+    from seqedge.models import config_from_dict
+
+    model_type = cfg.get("model_type")
+    arch = ARCHITECTURES.get(model_type) if isinstance(model_type, str) else None
+    if arch is None:
+        names = cfg.get("architectures") or []
+        raise UnsupportedError(f"{folder / 'config.json'}: architecture {model_type!r} "
+                               f"({', '.join(map(str, names))[:200] or 'no architectures field'}) has no seqedge "
+                               f"family", f"seqedge's own families take: {', '.join(ARCHITECTURES.names())}; others "
+                               "export through optimum-onnx: `seqedge export DIR --via optimum` (pip install -e '.[hf]')")
+    try:
+        converted = arch.convert(cfg, max_seq_len, where=str(folder / "config.json"))
+    except SeqedgeError:
+        raise
+    except (TypeError, ValueError, KeyError, ZeroDivisionError, AttributeError, OverflowError) as e:
+        raise CorruptFileError(f"{folder / 'config.json'} is invalid ({type(e).__name__}: {e})"[:300],
+                               "fix the config") from None
+    return config_from_dict(converted, where=str(folder / "config.json"))
+
+
 def load_hf(folder: Path, cfg: dict[str, Any], max_seq_len: int | None = None):
     """The seqedge model for an HF folder whose config.json is `cfg`, with its weights loaded."""
     from seqedge.checkpoint import load_weights
-    from seqedge.models import config_from_dict, model_from_config
+    from seqedge.models import model_from_config
     from seqedge.tokenizer import check_fits, load_tokenizer
 
     model_type = cfg.get("model_type")
@@ -284,7 +306,7 @@ def load_hf(folder: Path, cfg: dict[str, Any], max_seq_len: int | None = None):
                                f"({', '.join(map(str, names)) or 'no architectures field'}) has no seqedge family",
                                f"seqedge's own families take: {', '.join(ARCHITECTURES.names())}; others export "
                                "through optimum-onnx: `seqedge export DIR --via optimum` (pip install -e '.[hf]')")
-    config = config_from_dict(arch.convert(cfg, max_seq_len, where=str(folder / "config.json")))
+    config = hf_config(folder, cfg, max_seq_len)
     model = model_from_config(config)
     sd = {k: v for k, v in read_weights(folder).items() if not k.endswith(arch.drop)}
     tied = getattr(config, "tie_word_embeddings", False)

@@ -10,15 +10,19 @@ and the named shapes (`mamba-130m`, `llama-135m`) for benchmarks with random wei
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from seqedge.errors import UnknownNameError
+import torch
+
+from seqedge.errors import CorruptFileError, UnknownNameError
 from seqedge.models.base import ModelConfig, SequenceModel, State, TensorSpec
 from seqedge.models.mamba import Mamba, MambaConfig
 from seqedge.models.rnn import GRU, LSTM, GRUConfig, LSTMConfig
 from seqedge.models.transformer import Transformer, TransformerConfig
 from seqedge.registry import Registry
+from seqedge.untrusted import check_memory
 
 
 @dataclass(frozen=True)
@@ -65,17 +69,36 @@ DEFAULT_FAMILY = "transformer"
 
 
 def build_model(family: str, preset: str = "tiny", **overrides: Any) -> SequenceModel:
+    return model_from_config(FAMILIES[family].config(preset, **overrides))
+
+
+def config_from_dict(d: dict[str, Any], where: str = "model config") -> ModelConfig:
+    """A family config from untrusted JSON: types and ranges of every field, then the family's own
+    consistency checks (heads divide the width, ...); a bad value is a CorruptFileError naming it."""
+    family = d.get("family", "")
+    if not isinstance(family, str):
+        raise CorruptFileError(f"{where}: family must be a string, got {family!r}"[:200], "fix the config")
     fam = FAMILIES[family]
-    return fam.model_cls(fam.config(preset, **overrides))
-
-
-def config_from_dict(d: dict[str, Any]) -> ModelConfig:
-    fam = FAMILIES[d.get("family", "")]
-    return fam.config_cls.from_dict(d)
+    try:
+        return fam.config_cls.from_dict(d)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError) as e:
+        raise CorruptFileError(f"{where} is invalid ({e})"[:300], "fix the config, or re-create it") from None
 
 
 def model_from_config(cfg: ModelConfig) -> SequenceModel:
-    return FAMILIES[cfg.family].model_cls(cfg)
+    """The model, after its size is known: it is first built on the meta device (no memory), and its weights
+    and batch-1 state are refused beyond the machine's memory (or --max-memory). Under
+    `with torch.device("meta")` only the shape is built."""
+    cls = FAMILIES[cfg.family].model_cls
+    with torch.device("meta"):
+        shape = cls(cfg)
+    if torch.empty(0).device.type == "meta":
+        return shape
+    params = sum(p.numel() for p in {id(p): p for p in shape.parameters()}.values())
+    state = sum(math.prod(s.shape) * torch.empty(0, dtype=getattr(torch, s.dtype)).element_size()
+                for s in shape.state_spec(1))
+    check_memory(4 * params + state, f"a {cfg.family} model of {params:,} parameters (fp32) and its state")
+    return cls(cfg)
 
 
 __all__ = [

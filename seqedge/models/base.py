@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -51,11 +53,46 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """A config from untrusted JSON: every value is checked against its field's type and range first."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names - {"family"})
         if unknown:
-            raise ValueError(f"unknown {cls.family} config keys: {', '.join(unknown)}")
+            raise ValueError(f"unknown {cls.family} config keys: {', '.join(unknown)}"[:200])
+        hints = typing.get_type_hints(cls)
+        for k, v in d.items():
+            if k in names:
+                check_field(k, hints[k], v, zero_ok=k in cls.zero_means_auto)
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    zero_means_auto: ClassVar[tuple[str, ...]] = ()  # int fields where 0 asks for a derived value
+
+
+MAX_CONFIG_INT = 1 << 24  # any one size (vocabulary, width, positions); memory is checked separately
+MAX_LAYERS = 1024  # layer counts (the model is built on the meta device layer by layer before its size is known)
+
+
+def check_field(key: str, tp: Any, value: Any, zero_ok: bool = False) -> None:
+    """One config value against its annotated type: ints in [1, 2**24] (0 where it means "auto"), floats
+    finite and positive, bools, and dict-or-None tables (their keys are the family's to check)."""
+    def bad(expected: str) -> ValueError:
+        return ValueError(f"{key} must be {expected}, got {value!r}"[:160])
+
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+    elif tp is int:
+        lo, hi = (0 if zero_ok else 1), (MAX_LAYERS if "layers" in key else MAX_CONFIG_INT)
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise bad(f"an integer in [{lo}, {hi}]")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e30:
+            raise bad("a positive finite number")
+    elif typing.get_origin(tp) in (typing.Union, types.UnionType) and dict in typing.get_args(tp):
+        if value is not None and not isinstance(value, dict):
+            raise bad("a table or null")
+    elif tp is str:
+        if not isinstance(value, str) or len(value) > 256:
+            raise bad("a string")
 
 
 class SequenceModel(nn.Module):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,7 @@ class MambaConfig(ModelConfig):
     use_bias: bool = False
     use_conv_bias: bool = True
     tie_word_embeddings: bool = True
+    zero_means_auto: ClassVar[tuple[str, ...]] = ("time_step_rank",)
 
     def __post_init__(self):
         if self.time_step_rank <= 0:
