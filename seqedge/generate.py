@@ -34,7 +34,9 @@ def generate_ids(model, prompt: list[int], max_new_tokens: int = 64, temperature
         for i in range(max_new_tokens):
             last = logits[0, -1].float()  # (V,)
             if temperature > 0:
-                nxt = int(torch.multinomial(torch.softmax(last / temperature, -1), 1, generator=gen))
+                # in float64 and shifted by the max: a tiny temperature sharpens towards greedy instead of overflowing
+                scaled = (last.double() - last.max()) / temperature  # (V,) <= 0
+                nxt = int(torch.multinomial(torch.softmax(scaled, -1), 1, generator=gen))
             else:
                 nxt = int(last.argmax())
             if nxt in eos_ids:

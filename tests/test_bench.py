@@ -176,7 +176,10 @@ def test_the_projection_for_this_machine_is_checked_against_a_measurement(family
     assert set(checks) == {(m, n) for m in ("decode_tok_s", "prefill_tok_s") for n in (16, 128)}
     for n in (16, 128):  # decode streams every weight: the calibrated roofline + per-call cost must hold
         c = checks[("decode_tok_s", n)]
-        assert c.measured > 0 and -0.5 <= c.error <= 1.0, (family, c)
+        # the host's bandwidth is a copy figure (bench/bandwidth.py), and a copy also reads every destination line
+        # before writing it: streaming reads run ~1.5x faster than it says, so onnxruntime's decode (bound
+        # buffers, no copies) measures up to ~2.2x the projection here; the bound allows 2.5x
+        assert c.measured > 0 and -0.6 <= c.error <= 1.0, (family, c)
     assert all(line.startswith(("  per-call", "  decode", "  prefill", "  host check", f"{art.name}"))
                for line in res.explain())
     assert sum("host check" in line for line in res.explain()) == 4

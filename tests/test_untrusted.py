@@ -544,8 +544,8 @@ def test_fuzzed_profiles(world):
             body = "\n".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in data.items() if v is not None) \
                 if isinstance(data, dict) else _toml(data)
         path.write_text(body)
-        for cmd in (["devices", "show", path, "--json"],
-                    ["bench", "transformer/tiny", "--device", path, "--no-host", "--prompt-lengths", "16,64"]):
+        for cmd in (["devices", "show", path, "--json"],  # selection projects with every peak and bandwidth
+                    ["select", "--family", "transformer", "--preset", "tiny", "--device", path, "--json"]):
             invoke(cmd, world["sandbox"], world["outside"], "profile TOML")
 
     case()

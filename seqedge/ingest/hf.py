@@ -298,15 +298,8 @@ def load_hf(folder: Path, cfg: dict[str, Any], max_seq_len: int | None = None):
     from seqedge.models import model_from_config
     from seqedge.tokenizer import check_fits, load_tokenizer
 
-    model_type = cfg.get("model_type")
-    arch = ARCHITECTURES.get(model_type) if isinstance(model_type, str) else None
-    if arch is None:
-        names = cfg.get("architectures") or []
-        raise UnsupportedError(f"{folder / 'config.json'}: architecture {model_type!r} "
-                               f"({', '.join(map(str, names)) or 'no architectures field'}) has no seqedge family",
-                               f"seqedge's own families take: {', '.join(ARCHITECTURES.names())}; others export "
-                               "through optimum-onnx: `seqedge export DIR --via optimum` (pip install -e '.[hf]')")
-    config = hf_config(folder, cfg, max_seq_len)
+    config = hf_config(folder, cfg, max_seq_len)  # refuses an architecture without a seqedge family
+    arch = ARCHITECTURES[cfg["model_type"]]
     model = model_from_config(config)
     sd = {k: v for k, v in read_weights(folder).items() if not k.endswith(arch.drop)}
     tied = getattr(config, "tie_word_embeddings", False)
