@@ -112,7 +112,15 @@ def invoke(args: list, sandbox: Path, outside: Path, what: str, allow_writes: tu
 
 @pytest.fixture(scope="module", autouse=True)
 def _report():
-    yield
+    import functools
+
+    import typer.testing
+
+    # CliRunner rebuilds the click command from the typer app on every call (~20 ms); thousands of fuzz cases
+    # share one (the app does not change)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(typer.testing, "_get_command", functools.cache(typer.testing._get_command))
+        yield
     if REPORT:
         Path(REPORT).write_text(json.dumps({k: dict(v) for k, v in OUTCOMES.items()}, indent=2))
 
