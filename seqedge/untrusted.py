@@ -51,14 +51,7 @@ def read_capped(path: Path | str, what: str, limit: int = MAX_JSON_BYTES) -> byt
     if st.st_size > limit:
         raise CorruptFileError(f"{what} {path} is {st.st_size:,} bytes, more than the {limit:,} allowed",
                                "this is not a file seqedge wrote; check it")
-    try:  # O_NONBLOCK: a file swapped for a FIFO after the stat does not hang the open
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-    except OSError as e:
-        raise BadPathError(f"{what} {path} cannot be read ({e.strerror})", "check its permissions") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise BadPathError(f"{what} {path} changed into a special file while opened", "pass a regular file")
-        data = f.read(limit + 1)
+    data = _read_regular(path, what, limit + 1)
     if len(data) > limit:
         raise CorruptFileError(f"{what} {path} grew past the {limit:,} bytes allowed while read", "check it")
     return data
@@ -67,11 +60,19 @@ def read_capped(path: Path | str, what: str, limit: int = MAX_JSON_BYTES) -> byt
 def read_capped_prefix(path: Path | str, limit: int) -> bytes:
     """The first `limit` bytes of a regular file (a corpus file may be larger; only the head is kept)."""
     regular_file(path, "file")
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    return _read_regular(path, "file", limit)
+
+
+def _read_regular(path: Path | str, what: str, n: int) -> bytes:
+    """At most `n` bytes of a file already checked to be regular, re-checked on the open descriptor."""
+    try:  # O_NONBLOCK: a file swapped for a FIFO after the stat does not hang the open
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except OSError as e:
+        raise BadPathError(f"{what} {path} cannot be read ({e.strerror})", "check its permissions") from None
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return b""
-        return f.read(limit)
+            raise BadPathError(f"{what} {path} changed into a special file while opened", "pass a regular file")
+        return f.read(n)
 
 
 def safe_name(name: object, what: str) -> str:
