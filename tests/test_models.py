@@ -133,3 +133,28 @@ def test_hugging_face_parameter_names(family):
     sd = {k: tuple(v.shape) for k, v in _model(family).state_dict().items()}
     for key, shape in HF_KEYS[family].items():
         assert sd.get(key) == shape, f"{key}: {sd.get(key)} != {shape}"
+
+
+@pytest.mark.parametrize("options", [{}, {"qkv_bias": True, "mlp_bias": True}, {"attention_bias": True, "qk_norm": True},
+                                     {"num_key_value_heads": 1}])
+def test_fused_projections_compute_the_same_and_leave_the_model_alone(options):
+    """exporters/projections.py: the exported copy has one qkv and one gate/up matmul per layer, equal logits
+    and state; the caller's model (the parity reference) keeps its HF-named parameters."""
+    from seqedge.exporters.projections import fuse_projections
+
+    model = build_model("transformer", "tiny", **options).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fused = fuse_projections(model)
+    names = {n for n, _ in fused.named_parameters()}
+    assert "model.layers.0.self_attn.qkv_proj.weight" in names and "model.layers.0.mlp.gate_up_proj.weight" in names
+    assert not {n.split(".")[-2] for n in names} & {"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"}
+    assert sum(p.numel() for p in fused.parameters()) == sum(p.numel() for p in model.parameters())
+    assert model.state_dict().keys() == before.keys()
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    tokens = torch.randint(0, model.config.vocab_size, (2, 9))
+    with torch.no_grad():
+        want, want_state = model.prefill(tokens, model.init_state(2))
+        got, got_state = fused.prefill(tokens, fused.init_state(2))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for k in want_state:
+        torch.testing.assert_close(got_state[k], want_state[k], rtol=1e-5, atol=1e-5)

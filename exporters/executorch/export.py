@@ -32,6 +32,7 @@ from seqedge.exporters.executorch.xnnpack_passes import relevant_xnnpack_passes
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.lowering import trace
 from seqedge.exporters.plan import ExportPlan
+from seqedge.exporters.projections import fuse_projections
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
 from seqedge.quant.executorch import QuantizedEmbedding
 from seqedge.quant.report import apply_executorch, module_float_matrices, pte_weight_bytes
@@ -120,7 +121,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
     max_len = plan.max_len or getattr(model, "max_seq_len", None) or DEFAULT_MAX_PREFILL
     if max_len < 2:
         raise BadInputError(f"--max-len must be at least 2, got {max_len}", "e.g. --max-len 1024")
-    scanned = scan_rnns(model)
+    scanned = fuse_projections(scan_rnns(model))
     with stage("ExecuTorch quantization", plan.subject):
         traced = apply_executorch(scanned, quant)
     wrapper = HeldCacheGraph(traced, names, held) if held else StatefulGraph(traced, names)

@@ -24,6 +24,7 @@ from seqedge.exporters.lowering import Lowering, trace
 from seqedge.exporters.onnx.fusions import fuse_norms, norms_available
 from seqedge.exporters.onnx.lowerings import FLAVOURS, resolve
 from seqedge.exporters.plan import ExportPlan
+from seqedge.exporters.projections import fuse_projections
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
 from seqedge.quant.onnx import int4_compute
 from seqedge.quant.report import apply_onnx, onnx_weights
@@ -82,7 +83,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
     quant = prepare_quant(plan, model, "onnx")
     interface = Interface.of(model)
     names = [s.name for s in interface.state]
-    wrapper = StatefulGraph(model, names)
+    wrapper = StatefulGraph(fuse_projections(model), names)
     max_T = getattr(model, "max_seq_len", None) or 1 << 20
     args = example_inputs(model, T=plan.example_len)
     recurrent = _is_recurrent(model)

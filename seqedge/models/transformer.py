@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqedge.models.base import ModelConfig, RMSNorm, SequenceModel, State, TensorSpec
+from seqedge.models.base import ModelConfig, RMSNorm, SequenceModel, State, TensorSpec, fused_linear
 from seqedge.ops import attention
 
 
@@ -107,14 +107,28 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(self.hd, cfg.rms_norm_eps)
             self.k_norm = RMSNorm(self.hd, cfg.rms_norm_eps)
 
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """q (B, T, H*hd), k and v (B, T, Hkv*hd): one matmul once `fuse_projections` joined the three."""
+        if hasattr(self, "qkv_proj"):
+            return self.qkv_proj(x).split(self.qkv_widths, dim=-1)
+        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+
+    def fuse_projections(self) -> None:
+        """For export: q/k/v_proj become one `qkv_proj` (rows concatenated), so the input is read and
+        quantized once per layer. Per-row quantization (int8 channels, int4 groups) gives the same values."""
+        self.qkv_widths = [self.q_proj.out_features, self.k_proj.out_features, self.v_proj.out_features]
+        self.qkv_proj = fused_linear(self.q_proj, self.k_proj, self.v_proj)
+        del self.q_proj, self.k_proj, self.v_proj
+
     def forward(self, x, cos, sin, k_cache=None, v_cache=None, pos=None):
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_head, self.hd)  # (B, T, H, hd)
-        k = self.k_proj(x).view(B, T, self.n_kv, self.hd)  # (B, T, Hkv, hd)
+        q, k, v = self.project(x)
+        q = q.view(B, T, self.n_head, self.hd)  # (B, T, H, hd)
+        k = k.view(B, T, self.n_kv, self.hd)  # (B, T, Hkv, hd)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H or Hkv, T, hd)
-        v = self.v_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, Hkv, T, hd)
+        v = v.view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, Hkv, T, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if k_cache is None:  # training: whole sequence, no cache
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # (B, H, T, hd)
@@ -131,8 +145,17 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
 
+    def fuse_projections(self) -> None:
+        """For export: gate_proj and up_proj become one `gate_up_proj` (see Attention.fuse_projections)."""
+        self.gate_up_proj = fused_linear(self.gate_proj, self.up_proj)
+        del self.gate_proj, self.up_proj
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if hasattr(self, "gate_up_proj"):
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # (B, T, I) each
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)  # (B, T, I) each
+        return self.down_proj(F.silu(gate) * up)
 
 
 class DecoderLayer(nn.Module):

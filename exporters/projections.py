@@ -1,0 +1,39 @@
+"""Parallel projections joined into one matmul before export.
+
+A Llama layer multiplies the same normalised input by q_proj, k_proj and v_proj, and by gate_proj and up_proj:
+five matmuls where two do, and under dynamic int8 activations (ExecuTorch's 8da4w, onnxruntime's int4 with int8
+compute) five quantizations of the same vector. Modules that can join theirs define `fuse_projections()`
+(models/transformer.py); this gives the exporters a model where they have, and leaves the caller's model —
+the parity reference — as it is:
+
+    exported = fuse_projections(model)   # shares every other parameter with `model`
+
+The weights are the rows of the originals stacked, so per-row quantization (int8 channels, int4 groups along
+the input) gives the same values; only the float accumulation order of the matmul changes.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+
+def _structure_copy(module: nn.Module) -> nn.Module:
+    """A copy of the module tree whose submodule dicts are its own but whose tensors are `module`'s."""
+    new = copy.copy(module)
+    new._parameters = dict(module._parameters)
+    new._buffers = dict(module._buffers)
+    new._modules = {name: None if child is None else _structure_copy(child) for name, child in module._modules.items()}
+    return new
+
+
+def fuse_projections(model: nn.Module) -> nn.Module:
+    """`model` with each fusable module's parallel projections joined; `model` itself when it has none."""
+    if not any(hasattr(m, "fuse_projections") for m in model.modules()):
+        return model
+    fused = _structure_copy(model)
+    for module in fused.modules():
+        if hasattr(module, "fuse_projections"):
+            module.fuse_projections()
+    return fused
