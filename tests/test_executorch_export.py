@@ -2,8 +2,11 @@
 artifacts (two methods, parity, state carried, delegation report), the native C++ runner, bad inputs."""
 
 import json
+import os
+import platform
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -102,16 +105,17 @@ class CachedSdpa(torch.nn.Module):
         return torch.ops.seqedge.cached_sdpa(q, k_cache, v_cache, p) * 1.0
 
 
-@pytest.mark.parametrize("heads,kv_heads", [(9, 3), (4, 4), (6, 1)])
-def test_cached_sdpa_kernel_matches_reference(heads, kv_heads, tmp_path):
+@pytest.mark.parametrize("heads,kv_heads,D", [(9, 3, 64), (4, 4, 128), (6, 1, 48)])
+def test_cached_sdpa_kernel_matches_reference(heads, kv_heads, D, tmp_path):
     """seqedge's C++ attention kernel (decode) in a real ExecuTorch program against its reference, at cache
-    fills that split the keys into chunks across threads and that do not, and for several query rows."""
+    fills that split the keys into ranges across threads and that do not, for several query rows, and for
+    the head dims it compiles fixed (64, 128) and any other."""
     from executorch.runtime import Runtime
 
     from seqedge.native import load_kernels
     from seqedge.ops import cached_sdpa_ref
 
-    S, D = 1100, 64
+    S = 1100
     torch.manual_seed(heads)
     k_cache, v_cache = torch.randn(1, S, kv_heads, D), torch.randn(1, S, kv_heads, D)  # (B, S, Hkv, D)
     q = torch.randn(1, 3, heads, D)  # an example of T > 1: the program takes T = 1 .. 8
@@ -125,6 +129,18 @@ def test_cached_sdpa_kernel_matches_reference(heads, kv_heads, tmp_path):
         got = method.execute([q, k_cache, v_cache, torch.tensor([pos])])[0]
         want = cached_sdpa_ref(q, k_cache, v_cache, pos)
         assert (got - want).abs().max().item() < 1e-4, (heads, kv_heads, pos, rows)
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the feature levels are x86-64's")
+@pytest.mark.parametrize("isa", ["baseline", "v3"])
+def test_kernels_match_their_references_at_every_isa_level(isa):
+    """The kernels are compiled per x86-64 feature level and run the CPU's best (vector_math.h); capping the level
+    with SEQEDGE_KERNEL_ISA runs the other builds, which must match the references too (this process has run
+    the best one above)."""
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                        "cached_sdpa_kernel or selective_scan:prefill"], env={**os.environ, "SEQEDGE_KERNEL_ISA": isa},
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0 and "4 passed" in r.stdout, r.stdout[-2000:]
 
 
 @pytest.fixture(scope="module")

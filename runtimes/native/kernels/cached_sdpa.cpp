@@ -5,12 +5,13 @@
 //   query t (absolute position start_pos + t) attends keys [0, start_pos + t], scaled by 1/sqrt(D);
 //   query head h reads kv head h / (Hq / Hkv) (grouped-query attention).
 //
-// Decode reads the whole valid cache once per token, so the work is arranged around reading it once:
-// one work item per (batch, query position, kv head) scores all Hq / Hkv query heads that share that kv
-// head against each key row, then accumulates each value row into all of them; with fewer items than
-// threads the keys are split in chunks whose partial softmaxes are merged (flash-decoding). (ExecuTorch's
-// llama::custom_sdpa, tiled for prefill, took 1.2-1.9 ms per llama-135m layer at T = 1 with 256-1024 cached
-// positions on 2 threads; its flash-attention blocking does not pay at one query row.)
+// Decode reads the whole valid cache once per token, so the work is arranged around streaming it once: a work
+// item is one query position and a range of key positions, and it reads each cache row whole (all kv heads,
+// in order) and scores every query head against it; the ranges split the keys so both threads stream at
+// decode (flash-decoding: each range's partial softmax is merged afterwards). Head dims 64 and 128 are
+// compiled with the dimension fixed. (ExecuTorch's llama::custom_sdpa, tiled for prefill, took 1.2-1.9 ms per
+// llama-135m layer at T = 1 with 256-1024 cached positions on 2 threads; one item per kv head, reading a
+// third of each row per pass, ran compute-bound at ~3 GB/s of cache.)
 //
 // Registered boxed: stack = [q, k_cache, v_cache, start_pos, out].
 
@@ -36,35 +37,53 @@ using executorch::runtime::EValue;
 using executorch::runtime::KernelRuntimeContext;
 using executorch::runtime::Span;
 
-// The G query heads qg (G, D) of one kv head against keys [j0, j1) (row j at k + j * row): unnormalised
-// output o (G, D) = sum_j exp(s_j - m) v_j, with m (G) the largest score and l (G) the sum of exp(s_j - m).
-SEQEDGE_VECTOR_CLONES
-void attend(const float* qg, const float* k, const float* v, int64_t row, int64_t j0, int64_t j1, int64_t G,
-            int64_t D, float scale, float* w, float* o, float* m, float* l) {
-  const int64_t n = j1 - j0;
+// Every query head q (Hkv * G, D) of one position against keys [j0, j1) (row j at k + j * Hkv * D):
+// unnormalised o (Hkv * G, D) = sum_j exp(s_j - m) v_j, m the largest score and l the sum of exp(s_j - m)
+// per head; w is scratch of (Hkv * G) * (j1 - j0) scores.
+template <int64_t FIXED_D>
+SEQEDGE_INLINE void attend_rows(const float* q, const float* k, const float* v, int64_t Hkv, int64_t G,
+                                int64_t any_d, int64_t j0, int64_t j1, float scale, float* w, float* o, float* m,
+                                float* l) {
+  const int64_t D = FIXED_D > 0 ? FIXED_D : any_d;
+  const int64_t n = j1 - j0, H = Hkv * G, row = Hkv * D;
   for (int64_t j = 0; j < n; ++j) {
     const float* kj = k + (j0 + j) * row;
-    for (int64_t g = 0; g < G; ++g) w[g * n + j] = scale * dot(qg + g * D, kj, D);
+    for (int64_t hk = 0; hk < Hkv; ++hk)
+      for (int64_t g = 0; g < G; ++g) w[(hk * G + g) * n + j] = scale * dot(q + (hk * G + g) * D, kj + hk * D, D);
   }
-  for (int64_t g = 0; g < G; ++g) {
-    float* wg = w + g * n;
-    m[g] = *std::max_element(wg, wg + n);
+  for (int64_t h = 0; h < H; ++h) {
+    float* wh = w + h * n;
+    float mh = wh[0];
+    for (int64_t j = 1; j < n; ++j) mh = std::max(mh, wh[j]);
     float total = 0;
-    const float mg = m[g];
-    for (int64_t j = 0; j < n; ++j) wg[j] = exp_nonpositive(wg[j] - mg);
-    for (int64_t j = 0; j < n; ++j) total += wg[j];
-    l[g] = total;
+    for (int64_t j = 0; j < n; ++j) {
+      wh[j] = exp_nonpositive(wh[j] - mh);
+      total += wh[j];
+    }
+    m[h] = mh;
+    l[h] = total;
   }
-  std::fill(o, o + G * D, 0.f);
+  std::fill(o, o + H * D, 0.f);
   for (int64_t j = 0; j < n; ++j) {
     const float* vj = v + (j0 + j) * row;
-    for (int64_t g = 0; g < G; ++g) {
-      const float c = w[g * n + j];
-      float* og = o + g * D;
-      for (int64_t d = 0; d < D; ++d) og[d] += c * vj[d];
+    for (int64_t hk = 0; hk < Hkv; ++hk) {
+      const float* __restrict__ vh = vj + hk * D;
+      for (int64_t g = 0; g < G; ++g) {
+        const float c = w[(hk * G + g) * n + j];
+        float* __restrict__ oh = o + (hk * G + g) * D;
+        for (int64_t d = 0; d < D; ++d) oh[d] += c * vh[d];
+      }
     }
   }
 }
+
+#define SEQEDGE_ATTEND_PARAMS                                                                                \
+  (const float* q, const float* k, const float* v, int64_t Hkv, int64_t G, int64_t D, int64_t j0, int64_t j1, \
+   float scale, float* w, float* o, float* m, float* l)
+#define SEQEDGE_ATTEND_ARGS (q, k, v, Hkv, G, D, j0, j1, scale, w, o, m, l)
+SEQEDGE_ISA_VARIANTS(attend_d64, attend_rows<64>, SEQEDGE_ATTEND_PARAMS, SEQEDGE_ATTEND_ARGS)
+SEQEDGE_ISA_VARIANTS(attend_d128, attend_rows<128>, SEQEDGE_ATTEND_PARAMS, SEQEDGE_ATTEND_ARGS)
+SEQEDGE_ISA_VARIANTS(attend_any, attend_rows<0>, SEQEDGE_ATTEND_PARAMS, SEQEDGE_ATTEND_ARGS)
 
 void cached_sdpa_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
   const Tensor& q = stack[0]->toTensor();
@@ -84,56 +103,62 @@ void cached_sdpa_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
   ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(out, q.sizes()) == Error::Ok, InvalidArgument, );
   const float scale = 1.0f / std::sqrt(float(D));
   const int64_t G = Hq / Hkv;  // query heads per kv head
-  const int64_t row = Hkv * D;  // floats between consecutive positions of one kv head
+  const int64_t row = Hkv * D;  // floats between consecutive cache positions
   const float* pq = q.const_data_ptr<float>();
   const float* pk = k.const_data_ptr<float>();
   const float* pv = v.const_data_ptr<float>();
   float* po = out.mutable_data_ptr<float>();
 
-  // Work: one (batch, query position, kv head) group, its keys split into `chunks` when there are fewer groups
-  // than twice the threads (decode: 3 kv heads on 2 threads), merged afterwards (flash-decoding).
-  const int64_t groups = B * T * Hkv;
+  // Work: one (batch, query position) with its keys split into `chunks` ranges of >= 64 keys when there are
+  // fewer positions than twice the threads (decode), merged afterwards.
+  const int64_t positions = B * T;
   const int64_t threads = std::max<int64_t>(1, executorch::extension::get_thread_count());
-  const int64_t chunks = groups >= 2 * threads ? 1
-      : std::max<int64_t>(1, std::min<int64_t>((2 * threads + groups - 1) / groups, (start + T) / 64));
-  const int64_t part = G * D + 2 * G;  // o (G, D), m (G), l (G) per chunk
-  std::vector<float> parts(groups * chunks * part);
+  const int64_t chunks = positions >= 2 * threads ? 1
+      : std::max<int64_t>(1, std::min<int64_t>((2 * threads + positions - 1) / positions, (start + T) / 64));
+  const int64_t part = Hq * D + 2 * Hq;  // o (Hq, D), m (Hq), l (Hq) per range
+  std::vector<float> parts(positions * chunks * part);
+  auto attend = D == 64 ? select_isa(attend_d64_v4, attend_d64_v3, attend_d64_baseline)
+      : D == 128 ? select_isa(attend_d128_v4, attend_d128_v3, attend_d128_baseline)
+      : select_isa(attend_any_v4, attend_any_v3, attend_any_baseline);
 
-  executorch::extension::parallel_for(0, groups * chunks, 1, [&](int64_t begin, int64_t end) {
+  auto run = [&](int64_t begin, int64_t end) {
     std::vector<float> w;
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t c = item % chunks, grp = item / chunks;
-      const int64_t kv = grp % Hkv, t = (grp / Hkv) % T, b = grp / (Hkv * T);
+      const int64_t c = item % chunks, pos = item / chunks, t = pos % T, b = pos / T;
       const int64_t n = start + t + 1;  // keys this query position sees
       const int64_t j0 = n * c / chunks, j1 = n * (c + 1) / chunks;
       float* o = parts.data() + item * part;
-      float *m = o + G * D, *l = m + G;
+      float *m = o + Hq * D, *l = m + Hq;
       if (j1 <= j0) {
         std::fill(o, o + part, 0.f);
-        std::fill(m, m + G, -INFINITY);
+        std::fill(m, m + Hq, -INFINITY);
         continue;
       }
-      w.resize(G * (j1 - j0));
-      attend(pq + ((b * T + t) * Hq + kv * G) * D, pk + b * S * row + kv * D, pv + b * S * row + kv * D, row, j0,
-             j1, G, D, scale, w.data(), o, m, l);
+      w.resize(Hq * (j1 - j0));
+      attend(pq + (b * T + t) * Hq * D, pk + b * S * row, pv + b * S * row, Hkv, G, D, j0, j1, scale, w.data(), o, m, l);
     }
-  });
+  };
+  if (positions * chunks == 1) {
+    run(0, 1);  // one item: no threadpool round trip
+  } else {
+    executorch::extension::parallel_for(0, positions * chunks, 1, run);
+  }
 
-  for (int64_t grp = 0; grp < groups; ++grp) {
-    const int64_t kv = grp % Hkv, t = (grp / Hkv) % T, b = grp / (Hkv * T);
-    float* og = po + ((b * T + t) * Hq + kv * G) * D;  // (G, D)
-    for (int64_t g = 0; g < G; ++g) {
+  for (int64_t pos = 0; pos < positions; ++pos) {
+    float* out_pos = po + pos * Hq * D;  // (Hq, D)
+    for (int64_t h = 0; h < Hq; ++h) {
       float mx = -INFINITY, total = 0;
-      for (int64_t c = 0; c < chunks; ++c) mx = std::max(mx, parts[(grp * chunks + c) * part + G * D + g]);
-      std::fill(og + g * D, og + (g + 1) * D, 0.f);
+      for (int64_t c = 0; c < chunks; ++c) mx = std::max(mx, parts[(pos * chunks + c) * part + Hq * D + h]);
+      float* oh = out_pos + h * D;
+      std::fill(oh, oh + D, 0.f);
       for (int64_t c = 0; c < chunks; ++c) {
-        const float* o = parts.data() + (grp * chunks + c) * part;
-        if (o[G * D + g] == -INFINITY) continue;  // an empty chunk
-        const float f = std::exp(o[G * D + g] - mx);
-        total += f * o[G * D + G + g];
-        for (int64_t d = 0; d < D; ++d) og[g * D + d] += f * o[g * D + d];
+        const float* o = parts.data() + (pos * chunks + c) * part;
+        if (o[Hq * D + h] == -INFINITY) continue;  // an empty range
+        const float f = std::exp(o[Hq * D + h] - mx);
+        total += f * o[Hq * D + Hq + h];
+        for (int64_t d = 0; d < D; ++d) oh[d] += f * o[h * D + d];
       }
-      for (int64_t d = 0; d < D; ++d) og[g * D + d] /= total;
+      for (int64_t d = 0; d < D; ++d) oh[d] /= total;
     }
   }
 }

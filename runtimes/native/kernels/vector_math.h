@@ -5,22 +5,61 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 
-// The hot loops, compiled for the machine's vector width where the toolchain can dispatch at load time
-// (glibc ifunc); one portable build elsewhere (Android/iOS builds pick their -march themselves).
-#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
-#define SEQEDGE_VECTOR_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+// The hot loops are compiled once per x86-64 feature level (v4: AVX-512, v3: AVX2 + FMA, and the baseline) and
+// picked when a kernel first runs, by CPU features: `select_isa(f_v4, f_v3, f_baseline)`. SEQEDGE_KERNEL_ISA=
+// baseline|v3|v4 caps the level, so the tests run every variant against the references. Elsewhere (arm64:
+// NEON is the baseline) the three are the same build. (GCC's target_clones("arch=skylake-avx512") tests the CPU
+// *model*, so every other model — Ice Lake, Sapphire Rapids, Zen — got the SSE2 build; features it is.)
+#if defined(__x86_64__) && defined(__GNUC__)
+#define SEQEDGE_TARGET_V4 __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,bmi2,f16c")))
+#define SEQEDGE_TARGET_V3 __attribute__((target("avx2,fma,bmi2,f16c")))
 #else
-#define SEQEDGE_VECTOR_CLONES
+#define SEQEDGE_TARGET_V4
+#define SEQEDGE_TARGET_V3
 #endif
 #if defined(__GNUC__)
-#define SEQEDGE_INLINE inline __attribute__((always_inline))  // compiled into each clone, with its vector width
+#define SEQEDGE_INLINE inline __attribute__((always_inline))  // compiled into each variant, with its vector width
 #else
 #define SEQEDGE_INLINE inline
 #endif
 
+// One kernel body, three builds: SEQEDGE_ISA_VARIANTS(name, impl, (params), (args)) defines name_v4, name_v3
+// and name_baseline, each calling the always-inline `impl` compiled for its level; select_isa picks one.
+#define SEQEDGE_ISA_VARIANTS(NAME, IMPL, PARAMS, ARGS) \
+  SEQEDGE_TARGET_V4 void NAME##_v4 PARAMS { IMPL ARGS; } \
+  SEQEDGE_TARGET_V3 void NAME##_v3 PARAMS { IMPL ARGS; } \
+  void NAME##_baseline PARAMS { IMPL ARGS; }
+
 namespace seqedge {
+
+// The feature level the kernels run at: the CPU's best (4, 3 or 0 for the baseline), capped by
+// SEQEDGE_KERNEL_ISA. Read once per process.
+inline int isa_level() {
+  static const int level = [] {
+    int best = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2");
+    const bool v4 = v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                    __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+    best = v4 ? 4 : v3 ? 3 : 0;
+#endif
+    const char* want = std::getenv("SEQEDGE_KERNEL_ISA");
+    if (want == nullptr || *want == 0) return best;
+    const int cap = std::strcmp(want, "v4") == 0 ? 4 : std::strcmp(want, "v3") == 0 ? 3 : 0;
+    return std::min(best, cap);
+  }();
+  return level;
+}
+
+template <class Fn>
+Fn select_isa(Fn v4, Fn v3, Fn baseline) {
+  const int level = isa_level();
+  return level >= 4 ? v4 : level >= 3 ? v3 : baseline;
+}
 
 SEQEDGE_INLINE float dot(const float* a, const float* b, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
