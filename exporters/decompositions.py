@@ -43,9 +43,29 @@ def conv_concat(x, weight, bias, state):
     return causal_conv1d_eager(x, weight, bias, state)
 
 
-def attention_masked(q, k, v, k_cache, v_cache, pos):
-    """attention: masked write into the fixed cache + causal attention over every cache slot."""
-    T, S = q.shape[2], k_cache.shape[2]
+def _rotated(q, k, v, pos, cos, sin, hd: int):
+    """q (Bt, T, H, hd), k and v (Bt, T, Hkv, hd) from the op's flat inputs, q and k rotated to pos..pos+T-1
+    (rope_ref's arithmetic, the table rows gathered once for both)."""
+    Bt, T = q.shape[0], q.shape[1]
+    positions = pos.reshape(-1)[:1] + torch.arange(T, device=q.device)  # (T,)
+    c, s = cos.index_select(0, positions), sin.index_select(0, positions)  # (T, hd/2)
+    c = torch.cat([c, c], dim=-1)[None, :, None, :]  # (1, T, 1, hd)
+    s = torch.cat([s, s], dim=-1)[None, :, None, :]  # (1, T, 1, hd)
+    half = hd // 2
+
+    def rotate(x):  # (Bt, T, h, hd)
+        return x * c + torch.cat([-x[..., half:], x[..., :half]], dim=-1) * s
+
+    q = rotate(q.reshape(Bt, T, q.shape[2] // hd, hd))  # (Bt, T, H, hd)
+    k = rotate(k.reshape(Bt, T, k.shape[2] // hd, hd))  # (Bt, T, Hkv, hd)
+    return q, k, v.reshape(Bt, T, v.shape[2] // hd, hd)
+
+
+def attention_masked(q, k, v, k_cache, v_cache, pos, cos, sin):
+    """attention: RoPE by gathered table rows, masked write into the fixed cache + causal attention over
+    every cache slot."""
+    Bt, T, S, hd = q.shape[0], q.shape[1], k_cache.shape[2], k_cache.shape[3]
+    q, k, v = (x.transpose(1, 2) for x in _rotated(q, k, v, pos, cos, sin, hd))  # (Bt, heads, T, hd)
     idx = torch.arange(S, device=q.device)  # (S,)
     rel = idx - pos  # (S,) offset of each cache slot into the new tokens
     write = ((rel >= 0) & (rel < T))[None, None, :, None]  # (1, 1, S, 1)
@@ -57,7 +77,7 @@ def attention_masked(q, k, v, k_cache, v_cache, pos):
     keys = k_cache.repeat_interleave(rep, dim=1)  # (Bt, H, S, hd)
     vals = v_cache.repeat_interleave(rep, dim=1)  # (Bt, H, S, hd)
     out = F.scaled_dot_product_attention(q, keys, vals, attn_mask=visible)  # (Bt, H, T, hd)
-    return out, k_cache, v_cache
+    return out.transpose(1, 2).reshape(Bt, T, -1), k_cache, v_cache
 
 
 class Substitute(TorchFunctionMode):
@@ -147,27 +167,32 @@ XNNPACK_REWRITES = {
 # --- ExecuTorch's LLM kernels ---------------------------------------------------------------------------
 
 
-def attention_llm_kernels(q, k, v, k_cache, v_cache, pos):
+def attention_llm_kernels(q, k, v, k_cache, v_cache, pos, cos, sin):
     """attention through ExecuTorch's LLM kernels. Here k_cache / v_cache are the program-held buffers in
-    ExecuTorch's (Bt, S, Hkv, hd) layout (executorch/held_state.py), not the op's (Bt, Hkv, S, hd):
-    `llama::update_cache` writes k, v into them in place and `llama::custom_sdpa` attends causally over
-    slots [0, pos + T) with grouped-query heads. The caches are returned as they are (written in place)."""
+    ExecuTorch's (Bt, S, Hkv, hd) layout (executorch/held_state.py), not the op's (Bt, Hkv, S, hd) — the
+    (Bt, T, heads, hd) layout the projections give, so nothing is transposed: RoPE by gathered table rows,
+    `llama::update_cache` writes k, v into the caches in place and `llama::custom_sdpa` attends causally
+    over slots [0, pos + T) with grouped-query heads. The caches are returned as they are (written in place)."""
+    Bt, T = q.shape[0], q.shape[1]
     p = pos.reshape(-1)[0].item()
     torch._check_is_size(p)
     torch._check(p < k_cache.shape[1])
-    torch.ops.llama.update_cache(k.transpose(1, 2), k_cache, p)  # k as (Bt, T, Hkv, hd)
-    torch.ops.llama.update_cache(v.transpose(1, 2), v_cache, p)
-    out = torch.ops.llama.custom_sdpa(q.transpose(1, 2), k_cache, v_cache, p, None, 0.0, True)  # (Bt, T, H, hd)
-    return out.transpose(1, 2), k_cache, v_cache
+    q, k, v = _rotated(q, k, v, pos, cos, sin, k_cache.shape[3])  # (Bt, T, heads, hd)
+    torch.ops.llama.update_cache(k, k_cache, p)
+    torch.ops.llama.update_cache(v, v_cache, p)
+    out = torch.ops.llama.custom_sdpa(q, k_cache, v_cache, p, None, 0.0, True)  # (Bt, T, H, hd)
+    return out.reshape(Bt, T, -1), k_cache, v_cache
 
 
-def attention_cached_sdpa(q, k, v, k_cache, v_cache, pos):
+def attention_cached_sdpa(q, k, v, k_cache, v_cache, pos, cos, sin):
     """attention_llm_kernels with seqedge's own kernel for the attention itself (`seqedge::cached_sdpa`,
-    which reads each cached row once for all the query heads sharing it): the decode method's lowering."""
+    which streams each cached row once for all the query heads): the decode method's lowering."""
+    Bt, T = q.shape[0], q.shape[1]
     p = pos.reshape(-1)[0].item()
     torch._check_is_size(p)
     torch._check(p < k_cache.shape[1])
-    torch.ops.llama.update_cache(k.transpose(1, 2), k_cache, p)  # k as (Bt, T, Hkv, hd)
-    torch.ops.llama.update_cache(v.transpose(1, 2), v_cache, p)
-    out = torch.ops.seqedge.cached_sdpa(q.transpose(1, 2).contiguous(), k_cache, v_cache, p)  # (Bt, T, H, hd)
-    return out.transpose(1, 2), k_cache, v_cache
+    q, k, v = _rotated(q, k, v, pos, cos, sin, k_cache.shape[3])  # (Bt, T, heads, hd)
+    torch.ops.llama.update_cache(k, k_cache, p)
+    torch.ops.llama.update_cache(v, v_cache, p)
+    out = torch.ops.seqedge.cached_sdpa(q.contiguous(), k_cache, v_cache, p)  # (Bt, T, H, hd)
+    return out.reshape(Bt, T, -1), k_cache, v_cache

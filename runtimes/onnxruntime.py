@@ -29,29 +29,40 @@ ORT_DTYPE_NAMES = {k: np.dtype(v).name for k, v in ORT_TYPES.items()}  # the man
 
 
 class _Buffers:
-    """The state buffers of one batch size: `cur` holds the state, `other` receives the next one."""
+    """The state buffers of one batch size, two sets bound to the session once each: a call reads set `cur`
+    and writes set `1 - cur` (a state the graph updates in place is one array in both sets), so a decode step
+    rebinds only its tokens. The state a call returns is the torch views of the set it wrote."""
 
     def __init__(self, adapter: OnnxRuntimeAdapter, batch: int):
         import onnxruntime as ort
 
         init = adapter.init_state(batch)
         make = lambda n: init[n].clone().numpy()  # noqa: E731  a numpy array the OrtValue reads in place
-        self.cur = {n: make(n) for n in adapter.state_names}
-        self.other = {n: (self.cur[n] if n in adapter.in_place else make(n)) for n in adapter.state_names}
-        self.values = {id(a): ort.OrtValue.ortvalue_from_numpy(a) for a in (*self.cur.values(), *self.other.values())}
+        first = {n: make(n) for n in adapter.state_names}
+        second = {n: (first[n] if n in adapter.in_place else make(n)) for n in adapter.state_names}
+        self.sets = (first, second)
+        self.views = tuple({n: torch.from_numpy(a) for n, a in arrays.items()} for arrays in self.sets)
         vocab = adapter.manifest["outputs"][0]["shape"][-1]
         self.logits = np.zeros((batch, 1, vocab), dtype=adapter.logits_dtype)  # (B, 1, V)
-        self.logits_value = ort.OrtValue.ortvalue_from_numpy(self.logits)
+        values = {id(a): ort.OrtValue.ortvalue_from_numpy(a) for arrays in self.sets for a in arrays.values()}
+        logits = ort.OrtValue.ortvalue_from_numpy(self.logits)
+        self.bindings = []
+        for reads, writes in (self.sets, self.sets[::-1]):
+            binding = adapter.session.io_binding()
+            for n in adapter.state_names:
+                binding.bind_ortvalue_input(n, values[id(reads[n])])
+                binding.bind_ortvalue_output(f"new.{n}", values[id(writes[n])])
+            binding.bind_ortvalue_output("logits", logits)
+            self.bindings.append(binding)
+        self.cur = 0
 
     def owns(self, state: dict[str, Tensor]) -> bool:
-        return all(state[n].data_ptr() == a.ctypes.data for n, a in self.cur.items())
+        """`state` is the state the last call returned (its tensors, not copies)."""
+        return all(state.get(n) is t for n, t in self.views[self.cur].items())
 
     def take(self, state: dict[str, Tensor]) -> None:
-        for n, a in self.cur.items():
+        for n, a in self.sets[self.cur].items():
             np.copyto(a, state[n].contiguous().numpy(), casting="same_kind")
-
-    def swap(self) -> None:
-        self.cur, self.other = self.other, self.cur
 
 
 class OnnxRuntimeAdapter(ArtifactRunner):
@@ -118,16 +129,12 @@ class OnnxRuntimeAdapter(ArtifactRunner):
         buf = self.buffers.get(batch) or self.buffers.setdefault(batch, _Buffers(self, batch))
         if not buf.owns(state):
             buf.take(state)
-        binding = self.session.io_binding()
+        binding = buf.bindings[buf.cur]
         binding.bind_ortvalue_input("tokens", ort.OrtValue.ortvalue_from_numpy(
             np.ascontiguousarray(tokens.numpy(), dtype=np.int64)))
-        for n in self.state_names:
-            binding.bind_ortvalue_input(n, buf.values[id(buf.cur[n])])
-            binding.bind_ortvalue_output(f"new.{n}", buf.values[id(buf.other[n])])
-        binding.bind_ortvalue_output("logits", buf.logits_value)
         self.session.run_with_iobinding(binding)
-        buf.swap()
-        return torch.from_numpy(buf.logits.copy()), {n: torch.from_numpy(buf.cur[n]) for n in self.state_names}
+        buf.cur = 1 - buf.cur
+        return torch.from_numpy(buf.logits.copy()), dict(buf.views[buf.cur])
 
     def close(self) -> None:
         self.session, self.buffers = None, {}

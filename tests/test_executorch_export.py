@@ -21,6 +21,7 @@ from seqedge.exporters.executorch import native_ops
 from seqedge.exporters.executorch.lowerings import LOWERINGS
 from seqedge.models import build_model
 from seqedge.native import RUNNER_FILES
+from seqedge.ops.attention.reference import rope_ref
 from seqedge.runtimes import open_artifact
 from seqedge.schema import MANIFEST
 from tests.conftest import FAMILY_NAMES
@@ -42,14 +43,25 @@ class HeldCacheAttention(torch.nn.Module):
     """seqedge::attention with its caches held by the program, as the exporter lowers it (held_state.py);
     the caches come back as copies in the op's layout. (A program's mutable buffers start as zeros.)"""
 
-    def __init__(self, k_cache, v_cache):
+    def __init__(self, k_cache, v_cache, cos, sin):
         super().__init__()
         self.register_buffer("k", torch.zeros_like(k_cache.transpose(1, 2)))  # (Bt, S, Hkv, hd)
         self.register_buffer("v", torch.zeros_like(v_cache.transpose(1, 2)))
+        self.register_buffer("cos", cos)  # (S, hd/2)
+        self.register_buffer("sin", sin)
 
     def forward(self, q, k, v, pos):
-        out, kc, vc = torch.ops.seqedge.attention(q, k, v, self.k, self.v, pos)
+        out, kc, vc = torch.ops.seqedge.attention(q, k, v, self.k, self.v, pos, self.cos, self.sin)
         return out * 1.0, kc.transpose(1, 2) * 1.0, vc.transpose(1, 2) * 1.0
+
+
+def _cache_rows_as_inputs(cache, span, cos, sin, unrotate):
+    """Cache positions `span` (Bt, Hkv, n, hd) as the op's (Bt, n, Hkv*hd) input that writes them: keys
+    rotated back (the op rotates them on the way in), values as they are."""
+    rows = cache[:, :, span].transpose(1, 2)  # (Bt, n, Hkv, hd)
+    if unrotate:
+        rows = rope_ref(rows, cos, -sin, torch.arange(span.start, span.stop))
+    return rows.reshape(rows.shape[0], rows.shape[1], -1).contiguous()
 
 
 def _lower(module, args, dynamic_shapes, path):
@@ -71,7 +83,7 @@ def test_lowering_matches_reference(key, tmp_path):
     lengths = [1] if lw.variant == "decode" else [2, 7, 16]
     held = lw.op == "seqedge::attention"  # its caches are program buffers, seeded from one case
     ex = make(lengths[-1], pos=3) if held else make(lengths[-1])
-    module = HeldCacheAttention(ex[3], ex[4]) if held else OneOp(op)
+    module = HeldCacheAttention(ex[3], ex[4], ex[6], ex[7]) if held else OneOp(op)
     inputs = (lambda a: (*a[:3], a[5])) if held else (lambda a: a)
     T = torch.export.Dim("T", min=2, max=ex[3].shape[2] if held else 64)  # held: T fits in the cache
     shapes = tuple({dyn[i]: T} if i in dyn else None for i in range(len(inputs(ex))))
@@ -83,12 +95,13 @@ def test_lowering_matches_reference(key, tmp_path):
     load_kernels()
     method = Runtime.get().load_program(str(tmp_path / "op.pte")).load_method("forward")
     for T_ in lengths:
-        args = (*make(T_, seed=T_, pos=3)[:3], ex[3], ex[4], ex[5]) if held else make(T_, seed=T_)
+        args = (*make(T_, seed=T_, pos=3)[:3], *ex[3:]) if held else make(T_, seed=T_)
         if held:  # write the 3 cached positions through the program first (one call, or 3 decode steps)
             for p in ([0] if lw.variant == "prefill" else [0, 1, 2]):
                 span = slice(p, 3 if lw.variant == "prefill" else p + 1)
-                q = ex[0][:, :, : span.stop - span.start].contiguous()  # any query: only the cache write matters
-                method.execute([q, ex[3][:, :, span].contiguous(), ex[4][:, :, span].contiguous(), torch.tensor([p])])
+                q = ex[0][:, : span.stop - span.start].contiguous()  # any query: only the cache write matters
+                method.execute([q, _cache_rows_as_inputs(ex[3], span, ex[6], ex[7], True),
+                                _cache_rows_as_inputs(ex[4], span, ex[6], ex[7], False), torch.tensor([p])])
         got, want = method.execute(list(inputs(args))), ref(*args)
         for k, (g, w) in enumerate(zip(got, want)):
             if lw.op == "seqedge::attention" and k > 0:  # cache slots past pos + T are unspecified

@@ -5,6 +5,7 @@ import json
 import shutil
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -48,12 +49,13 @@ OP_CASES = {
     "seqedge::causal_conv1d": (torch.ops.seqedge.causal_conv1d, causal_conv1d_ref, conv_inputs, {0: 2}),
     # batch 1: onnxruntime's GroupQueryAttention takes T > 1 after earlier tokens only at batch 1
     "seqedge::attention": (torch.ops.seqedge.attention, attention_ref, lambda T, seed=0, pos=0: attn_inputs(
-        T, Bt=1, seed=seed, pos=pos), {0: 2, 1: 2, 2: 2}),
+        T, Bt=1, seed=seed, pos=pos), {0: 1, 1: 1, 2: 1}),
 }
 
 
-def _run_op_graph(op_name, flavour, tmp_path, lengths):
-    op, ref, make, dyn = OP_CASES[op_name]
+def _run_op_graph(op_name, flavour, tmp_path, lengths, make=None):
+    op, ref, case_inputs, dyn = OP_CASES[op_name]
+    make = make or case_inputs
     ex = make(5)
     names = [f"x{i}" for i in range(len(ex))]
     path = tmp_path / "op.onnx"
@@ -83,6 +85,17 @@ def _run_op_graph(op_name, flavour, tmp_path, lengths):
 def test_lowering_matches_reference(op_name, flavour, tmp_path):
     assert f"{op_name}:{flavour}" in LOWERINGS
     _run_op_graph(op_name, flavour, tmp_path, lengths=[1, 7, 16])
+
+
+@pytest.mark.parametrize("hd", [16, 64])
+def test_gqa_rotates_inside_the_kernel_at_head_sizes_it_takes(hd, tmp_path):
+    """GroupQueryAttention rotates q/k itself (do_rotary) for head sizes that are multiples of 16 (the op cases
+    above use 8, which the lowering rotates before the kernel); both match the reference."""
+    make = lambda T, seed=0, pos=0: attn_inputs(T, S=40, Bt=1, H=6, Hkv=2, hd=hd, seed=seed, pos=pos)  # noqa: E731
+    _run_op_graph("seqedge::attention", "fused", tmp_path, lengths=[1, 7, 16], make=make)
+    graph = onnx.load(str(tmp_path / "op.onnx"))
+    gqa = next(n for n in graph.graph.node if n.op_type == "GroupQueryAttention")
+    assert {a.name: a.i for a in gqa.attribute}["do_rotary"] == 1
 
 
 @pytest.fixture(scope="module")

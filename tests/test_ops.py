@@ -84,12 +84,31 @@ def test_selective_scan_backward_matches_autograd_of_reference(T):
         assert_close(f"op grad {name}", a.grad, r.grad)
 
 
+def rope_tables(S, hd, theta=10000.0):
+    inv_freq = 1.0 / theta ** (torch.arange(0, hd, 2).float() / hd)  # (hd/2,)
+    freqs = torch.arange(S).float()[:, None] * inv_freq[None, :]  # (S, hd/2)
+    return freqs.cos(), freqs.sin()
+
+
 def attn_inputs(T, S=32, Bt=2, H=4, Hkv=2, hd=8, pos=0, seed=0):
     g = torch.Generator().manual_seed(seed)
-    q = torch.randn(Bt, H, T, hd, generator=g)
-    k, v = torch.randn(Bt, Hkv, T, hd, generator=g), torch.randn(Bt, Hkv, T, hd, generator=g)
+    q = torch.randn(Bt, T, H * hd, generator=g)
+    k, v = torch.randn(Bt, T, Hkv * hd, generator=g), torch.randn(Bt, T, Hkv * hd, generator=g)
     kc, vc = torch.randn(Bt, Hkv, S, hd, generator=g), torch.randn(Bt, Hkv, S, hd, generator=g)
-    return q, k, v, kc, vc, torch.tensor([pos])
+    return (q, k, v, kc, vc, torch.tensor([pos]), *rope_tables(S, hd))
+
+
+def test_rope_in_the_reference_is_a_rotation_by_position():
+    """rope_ref rotates each (x_i, x_{i+hd/2}) pair by position x frequency: norms are kept, position 0 is the
+    identity, and a query and key rotated to positions m and n score as if rotated to m - n and 0."""
+    from seqedge.ops.attention.reference import rope_ref
+
+    cos, sin = rope_tables(64, 8)
+    x, y = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+    at = lambda t, p: rope_ref(t, cos, sin, torch.tensor([p]))  # noqa: E731
+    torch.testing.assert_close(at(x, 0), x)
+    torch.testing.assert_close(at(x, 37).norm(), x.norm())
+    torch.testing.assert_close((at(x, 40) * at(y, 15)).sum(), (at(x, 25) * at(y, 0)).sum(), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("impl", ATTN_IMPLS)
@@ -105,12 +124,12 @@ def test_attention_matches_reference(impl, T, pos):
 
 @pytest.mark.parametrize("impl", ATTN_IMPLS)
 def test_attention_cache_carried_across_calls(impl):
-    q, k, v, kc, vc, _ = attn_inputs(12)
+    q, k, v, kc, vc, _, cos, sin = attn_inputs(12)
     kc, vc = torch.zeros_like(kc), torch.zeros_like(vc)
-    whole, kw, vw = attention_ref(q, k, v, kc, vc, torch.tensor([0]))
-    a, kc1, vc1 = ATTN_IMPLS[impl](q[:, :, :7], k[:, :, :7], v[:, :, :7], kc, vc, torch.tensor([0]))
-    b, kc2, vc2 = ATTN_IMPLS[impl](q[:, :, 7:], k[:, :, 7:], v[:, :, 7:], kc1, vc1, torch.tensor([7]))
-    assert_close(f"{impl} out", torch.cat([a, b], 2), whole, rtol=1e-5)
+    whole, kw, vw = attention_ref(q, k, v, kc, vc, torch.tensor([0]), cos, sin)
+    a, kc1, vc1 = ATTN_IMPLS[impl](q[:, :7], k[:, :7], v[:, :7], kc, vc, torch.tensor([0]), cos, sin)
+    b, kc2, vc2 = ATTN_IMPLS[impl](q[:, 7:], k[:, 7:], v[:, 7:], kc1, vc1, torch.tensor([7]), cos, sin)
+    assert_close(f"{impl} out", torch.cat([a, b], 1), whole, rtol=1e-5)
     assert_close(f"{impl} k_cache", kc2, kw, rtol=1e-5)
 
 

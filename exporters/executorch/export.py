@@ -76,6 +76,12 @@ def _op_name(target) -> str:
     return f"{namespace}.{op.split('.')[0]}"
 
 
+def _why(op: str) -> str:
+    """Why `op` runs outside XNNPACK: its own entry, else the first entry its name contains."""
+    return WHY_NOT_DELEGATED.get(op) or next((w for k, w in WHY_NOT_DELEGATED.items() if k in op),
+                                             SCALAR_OPS.get(op, "no XNNPACK kernel: runs in ExecuTorch's CPU kernels"))
+
+
 def _delegation(program) -> dict:
     """Per-method: delegated node count, the ops left outside XNNPACK (count) and why."""
     stats = {}
@@ -96,9 +102,7 @@ def _delegation(program) -> dict:
             "delegated_nodes": delegated,
             "total_nodes": total,
             "delegated_share": round(delegated / total, 3) if total else 0.0,
-            "not_delegated": [{"op": op, "count": n, "why": next((w for k, w in WHY_NOT_DELEGATED.items() if k in op),
-                                                               SCALAR_OPS.get(op, "no XNNPACK kernel: runs in ExecuTorch's CPU kernels"))}
-                              for op, n in outside.most_common()],
+            "not_delegated": [{"op": op, "count": n, "why": _why(op)} for op, n in outside.most_common()],
         }
     return stats
 

@@ -106,38 +106,51 @@ lowering("seqedge::causal_conv1d", "portable", "decomposition",
 
 
 # ---------------------------------------------------------------------------------------------------
-# seqedge::attention(q, k, v, k_cache, v_cache, pos) -> (out, k_cache, v_cache)
+# seqedge::attention(q, k, v, k_cache, v_cache, pos, cos, sin) -> (out, k_cache, v_cache)
 
 GROUP_QUERY_ATTENTION = ContribUse(
     "GroupQueryAttention",
     inputs=(("query", "float"), ("key", "float"), ("value", "float"), ("past_key", "float"), ("past_value", "float"),
-            ("seqlens_k", "int32"), ("total_sequence_length", "int32")),
-    attributes=(("num_heads", "INT"), ("kv_num_heads", "INT")),
+            ("seqlens_k", "int32"), ("total_sequence_length", "int32"), ("cos_cache", "float"), ("sin_cache", "float")),
+    attributes=(("num_heads", "INT"), ("kv_num_heads", "INT"), ("do_rotary", "INT"), ("rotary_interleaved", "INT")),
     outputs=(("output", "float"), ("present_key", "float"), ("present_value", "float")))
 
 
 @lowering("seqedge::attention", "fused", "translation",
-          "com.microsoft.GroupQueryAttention over the fixed-size cache (past/present share the buffer; "
-          "onnxruntime takes a prefill after earlier tokens at batch 1 only)", uses=(GROUP_QUERY_ATTENTION,))
-def attention_gqa(q: FLOAT, k: FLOAT, v: FLOAT, k_cache: FLOAT, v_cache: FLOAT,
-                  pos: INT64) -> tuple[FLOAT, FLOAT, FLOAT]:
-    H, hd = q.shape[1], q.shape[3]
-    Hkv = k.shape[1]
+          "com.microsoft.GroupQueryAttention rotating q/k itself (do_rotary, the model's RoPE tables) over the "
+          "fixed-size cache (past/present share the buffer; onnxruntime takes a prefill after earlier tokens at "
+          "batch 1 only)", uses=(GROUP_QUERY_ATTENTION,))
+def attention_gqa(q: FLOAT, k: FLOAT, v: FLOAT, k_cache: FLOAT, v_cache: FLOAT, pos: INT64, cos: FLOAT,
+                  sin: FLOAT) -> tuple[FLOAT, FLOAT, FLOAT]:
+    """q/k/v arrive as the projections give them, (Bt, T, heads*hd): GroupQueryAttention's own layout. The
+    kernel rotates only head sizes that are multiples of 16; others are rotated by gathered table rows first."""
+    Hkv, hd = k_cache.shape[1], k_cache.shape[3]
+    H = q.shape[2] // hd
     bt = op.Shape(q, start=0, end=1)
-    t = op.Shape(q, start=2, end=3)
-
-    def pack(x, heads):  # (Bt, h, T, hd) -> (Bt, T, h*hd)
-        return op.Reshape(op.Transpose(x, perm=[0, 2, 1, 3]), op.Concat(bt, t, op.Constant(value_ints=[heads * hd]), axis=0))
-
+    t = op.Shape(q, start=1, end=2)
     total = op.Add(pos, t)  # (1,) tokens valid after this call
     seqlens_k = op.Cast(op.Expand(op.Sub(total, op.Constant(value_ints=[1])), bt), to=6)  # (Bt,) int32
     total_len = op.Cast(op.Squeeze(total, [0]), to=6)  # () int32
+    if hd % 16 == 0:
+        out, k_new, v_new = GROUP_QUERY_ATTENTION(
+            q, k, v, k_cache, v_cache, seqlens_k, total_len, cos, sin,
+            num_heads=H, kv_num_heads=Hkv, do_rotary=1, rotary_interleaved=0)
+        return out, k_new, v_new
+    positions = op.Add(pos, op.Range(op.Constant(value_int=0), op.Squeeze(t, [0]), op.Constant(value_int=1)))  # (T,)
+    c, s = op.Gather(cos, positions, axis=0), op.Gather(sin, positions, axis=0)  # (T, hd/2)
+    c, s = op.Unsqueeze(op.Concat(c, c, axis=-1), [1]), op.Unsqueeze(op.Concat(s, s, axis=-1), [1])  # (T, 1, hd)
+
+    def rotate(x, heads):  # (Bt, T, heads*hd)
+        x4 = op.Reshape(x, op.Concat(bt, t, op.Constant(value_ints=[heads, hd]), axis=0))  # (Bt, T, heads, hd)
+        x1, x2 = op.Split(x4, num_outputs=2, axis=-1)
+        return op.Reshape(op.Add(op.Mul(x4, c), op.Mul(op.Concat(op.Neg(x2), x1, axis=-1), s)), op.Shape(x))
+
     out, k_new, v_new = GROUP_QUERY_ATTENTION(
-        pack(q, H), pack(k, Hkv), pack(v, Hkv), k_cache, v_cache, seqlens_k, total_len,
+        rotate(q, H), rotate(k, Hkv), v, k_cache, v_cache, seqlens_k, total_len, None, None,
         num_heads=H, kv_num_heads=Hkv)
-    out = op.Transpose(op.Reshape(out, op.Concat(bt, t, op.Constant(value_ints=[H, hd]), axis=0)), perm=[0, 2, 1, 3])
     return out, k_new, v_new
 
 
 lowering("seqedge::attention", "portable", "decomposition",
-         "masked write into the fixed cache (Where/Gather) + causal MatMul/Softmax over all positions")(attention_masked)
+         "RoPE by gathered table rows + masked write into the fixed cache (Where/Gather) + causal MatMul/Softmax "
+         "over all positions")(attention_masked)

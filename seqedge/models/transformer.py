@@ -121,20 +121,21 @@ class Attention(nn.Module):
         del self.q_proj, self.k_proj, self.v_proj
 
     def forward(self, x, cos, sin, k_cache=None, v_cache=None, pos=None):
+        """Training (no cache): cos/sin (T, hd) for positions 0..T-1. With a cache: the model's RoPE tables
+        (S, hd/2), which `seqedge::attention` indexes at pos..pos+T-1 itself."""
         B, T, _ = x.shape
-        q, k, v = self.project(x)
-        q = q.view(B, T, self.n_head, self.hd)  # (B, T, H, hd)
-        k = k.view(B, T, self.n_kv, self.hd)  # (B, T, Hkv, hd)
+        q, k, v = self.project(x)  # (B, T, H*hd), (B, T, Hkv*hd) x 2
         if hasattr(self, "q_norm"):
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, H or Hkv, T, hd)
-        v = v.view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, Hkv, T, hd)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            q = self.q_norm(q.view(B, T, self.n_head, self.hd)).reshape(B, T, self.n_head * self.hd)
+            k = self.k_norm(k.view(B, T, self.n_kv, self.hd)).reshape(B, T, self.n_kv * self.hd)
         if k_cache is None:  # training: whole sequence, no cache
+            q = apply_rope(q.view(B, T, self.n_head, self.hd).transpose(1, 2), cos, sin)  # (B, H, T, hd)
+            k = apply_rope(k.view(B, T, self.n_kv, self.hd).transpose(1, 2), cos, sin)  # (B, Hkv, T, hd)
+            v = v.view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, Hkv, T, hd)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # (B, H, T, hd)
+            y = y.transpose(1, 2).reshape(B, T, self.n_head * self.hd)  # (B, T, H*hd)
         else:
-            y, k_cache, v_cache = attention(q, k, v, k_cache, v_cache, pos)  # (B, H, T, hd)
-        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.hd)  # (B, T, H*hd)
+            y, k_cache, v_cache = attention(q, k, v, k_cache, v_cache, pos, cos, sin)  # (B, T, H*hd)
         return self.o_proj(y), k_cache, v_cache
 
 
@@ -191,6 +192,9 @@ class Transformer(SequenceModel):
             self.lm_head.weight = self.model.embed_tokens.weight
         self.apply(_init_weights)
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)  # (hd/2,)
+        freqs = torch.arange(cfg.max_seq_len).float()[:, None] * self.inv_freq[None, :]  # (S, hd/2)
+        self.register_buffer("rope_cos", freqs.cos(), persistent=False)  # (S, hd/2) the cached path's tables
+        self.register_buffer("rope_sin", freqs.sin(), persistent=False)
 
     @property
     def max_seq_len(self) -> int:
@@ -215,12 +219,10 @@ class Transformer(SequenceModel):
     def prefill(self, tokens: Tensor, state: State, last_only: bool = False) -> tuple[Tensor, State]:
         T = tokens.shape[1]
         pos = state["pos"]  # (1,)
-        positions = pos + torch.arange(T, dtype=pos.dtype)  # (T,)
-        cos, sin = rope_cos_sin(positions, self.inv_freq)  # (T, hd)
         x = self.model.embed_tokens(tokens)  # (B, T, C)
         new: State = {}
         for i, layer in enumerate(self.model.layers):
-            x, new[f"k.{i}"], new[f"v.{i}"] = layer(x, cos, sin, state[f"k.{i}"], state[f"v.{i}"], pos)
+            x, new[f"k.{i}"], new[f"v.{i}"] = layer(x, self.rope_cos, self.rope_sin, state[f"k.{i}"], state[f"v.{i}"], pos)
         new["pos"] = pos + T
         if last_only:
             x = x[:, -1:]  # (B, 1, C)

@@ -6,7 +6,8 @@
     report.update(accuracy_report(model, ctx, runner, tokenizer))     # artifact running: bpb, agreement
     gate(report, ctx)                           # --strict, --max-bpb-increase
 
-The report: `recipe`, `group_size`, `weight_bytes_fp32` (the model's parameters in fp32),
+The report: `recipe`, `group_size`, `weight_bytes_fp32` (the model's parameters and float tables such as
+RoPE's in fp32),
 `weight_bytes` (the weights as stored in the artifact), `bits_per_weight`, `skipped` ({layer, reason}
 for every weight matrix left in float, read back from the artifact), and accuracy against the fp32
 PyTorch model on held-out bytes: `bpb_fp32`, `bpb`, `bpb_increase` (relative), `top1_agreement`
@@ -230,7 +231,8 @@ def size_report(model, ctx: QuantContext, weight_bytes: int,
                 float_matrices: list[tuple[str, tuple[int, ...]]]) -> dict[str, Any]:
     params = list({id(p): p for p in model.parameters()}.values())
     pshapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    fp32_bytes = sum(p.numel() * 4 for p in params)
+    tables = [b for b in model.buffers() if b.is_floating_point()]  # stored beside the weights (RoPE tables)
+    fp32_bytes = sum(t.numel() * 4 for t in (*params, *tables))
     n = sum(p.numel() for p in params)
     return {
         "recipe": ctx.recipe.name,
