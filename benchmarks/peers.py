@@ -484,13 +484,33 @@ def table(cells: list[Cell], sizes: dict, prompts: list[int], depths: list[int])
 REFERENCE_PEER = "llama.cpp Q4_0"  # the issue's targets are ratios to it
 
 
+def read_bandwidth_gbs(threads: int, gib: float = 1.0) -> float:
+    """Streaming-read bandwidth of this machine now: the best of 5 sums over a buffer far larger than the caches,
+    on `threads` threads (a copy also writes, and reads each destination line first, so it understates reads)."""
+    import time
+
+    import torch
+
+    torch.set_num_threads(threads)
+    buf = torch.ones(int(gib * (1 << 30)) // 4)
+    buf.sum()  # pages touched
+    best = min(_timed(time.perf_counter, buf.sum) for _ in range(5))
+    return buf.numel() * 4 / best / 1e9
+
+
+def _timed(clock, fn) -> float:
+    t = clock()
+    fn()
+    return clock() - t
+
+
 def targets(cells: list[Cell], sizes: dict, prompts: list[int], depths: list[int], bandwidth_gbs: float) -> str:
     """Each seqedge row as a ratio to llama.cpp Q4_0 in the same run (medians, equal depth / prompt), and its
-    decode as a share of the weight-streaming limit: tokens/s x MB streamed per token / measured copy bandwidth
+    decode as a share of the weight-streaming limit: tokens/s x MB streamed per token / measured read bandwidth
     (MB = the artifact's weights, the embedding table counted whole: an upper bound on bytes read per token)."""
     cols = [("decode", d) for d in depths] + [("prefill", P) for P in prompts]
     lines = [f"\nratios to {REFERENCE_PEER} (same run, medians); streaming = decode tok/s x MB / {bandwidth_gbs:.1f} GB/s "
-             "(measured copy bandwidth)"]
+             "(measured read bandwidth)"]
     for shape in dict.fromkeys(c.shape for c in cells):
         med: dict = {}
         for c in cells:
@@ -537,9 +557,7 @@ def main() -> None:
                 print(f"round {r} {shape:11s} {name:28s} decode {res['decode']}  prefill {res['prefill']}  load {load:.2f}",
                       flush=True)
     print(table(cells, sizes, a.prompts, a.depths))
-    from seqedge.host import host_profile
-
-    bandwidth = host_profile().memory_bandwidth_gbs
+    bandwidth = read_bandwidth_gbs(a.threads)
     print(targets(cells, sizes, a.prompts, a.depths, bandwidth))
     if a.json:
         a.json.write_text(json.dumps({"threads": a.threads, "decode_tokens": a.decode, "bandwidth_gbs": bandwidth,
