@@ -137,13 +137,12 @@ class SequenceModel(nn.Module):
 def fused_linear(*linears: nn.Linear) -> nn.Linear:
     """One Linear computing `linears` side by side (their rows stacked): y = cat([l(x) for l in linears], -1)."""
     out = sum(lin.out_features for lin in linears)
-    bias = [lin.bias for lin in linears]
-    fused = nn.Linear(linears[0].in_features, out, bias=bias[0] is not None,
-                      device=linears[0].weight.device, dtype=linears[0].weight.dtype)
+    has_bias = linears[0].bias is not None
+    fused = nn.Linear(linears[0].in_features, out, bias=has_bias, device="meta")  # no initialisation to overwrite
     with torch.no_grad():
-        fused.weight.copy_(torch.cat([lin.weight for lin in linears]))  # (out, in)
-        if fused.bias is not None:
-            fused.bias.copy_(torch.cat(bias))  # (out,)
+        fused.weight = nn.Parameter(torch.cat([lin.weight for lin in linears]))  # (out, in)
+        if has_bias:
+            fused.bias = nn.Parameter(torch.cat([lin.bias for lin in linears]))  # (out,)
     return fused
 
 
