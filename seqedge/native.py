@@ -1,13 +1,18 @@
-"""Build seqedge's native code (runtimes/native) with cmake against the installed ExecuTorch wheel.
+"""Build seqedge's native code (runtimes/native) with cmake against an ExecuTorch wheel.
 
-    lib = kernel_library()          # libseqedge_kernels.so, built once and cached
-    runner = build_runner(out_dir)  # kernels + the seqedge_runner program (seqedge build-runner), cached
+    lib = kernel_library()                                    # libseqedge_kernels.so for this process, cached
+    runner = build_runner(out_dir)                            # seqedge_runner + libraries (seqedge build-runner)
+    runner = build_runner(out_dir, target="aarch64-linux-gnu")  # the same, cross-compiled for arm64 Linux
 
-Needs cmake >= 3.28 (the `cmake` package from PyPI is a dependency) and a C++17 compiler; a missing one
-is a clear error naming the tool. Nothing is downloaded: the runner tokenizes real models (tokenizer.json)
-when pytorch-tokenizers' C++ source is in the cache (`make fetch-tokenizers`) or SEQEDGE_TOKENIZERS_SOURCE
-names it; without it the runner runs byte-level models only and says so for the others. Builds live in
-the cache, keyed by seqedge, ExecuTorch and the native sources, so a second build only relinks.
+A runner is a bundle: the program, seqedge's kernel libraries, the engine's JNI bridge where a JDK is here,
+and the ExecuTorch libraries they need, all loading from their own folder ($ORIGIN). Targets are data
+(TARGETS): the host builds against the installed executorch wheel; a cross target against that target's
+executorch wheel (`pip download`ed once into the cache, or --executorch-wheel), with the toolchain file
+runtimes/native/toolchains ships; every library of the wheel is checked to be built for the target before
+anything is configured. Needs cmake >= 3.28 (a dependency) and the target's C++17 compiler; a missing one is
+an error naming the install command. The runner tokenizes real models (tokenizer.json) when pytorch-tokenizers'
+C++ source is in the cache (`make fetch-tokenizers`) or SEQEDGE_TOKENIZERS_SOURCE names it. Builds live in the
+cache, keyed by seqedge, ExecuTorch, the target and the native sources, so a second build only relinks.
 """
 
 from __future__ import annotations
@@ -20,11 +25,16 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from seqedge import __version__
-from seqedge.errors import SeqedgeError, UnsupportedError
+from seqedge.errors import BadPathError, SeqedgeError, UnsupportedError
 from seqedge.fsutil import sha256_file
+from seqedge.registry import Registry
 
 CACHE = Path(os.environ.get("SEQEDGE_CACHE", Path.home() / ".cache" / "seqedge")) / "native"
 # pytorch-tokenizers 1.0.1's sdist, unpacked by `make fetch-tokenizers` (its wheels carry no C++ sources)
@@ -50,10 +60,146 @@ def _tool(name: str, hint: str) -> str:
     return found
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where a runner bundle runs. A cross target names its compiler, its toolchain file, the pip platform of
+    its ExecuTorch wheel, its ELF machine and how this machine runs its programs (an emulator)."""
+
+    name: str
+    elf_machine: int  # e_machine of its programs (62 x86-64, 183 aarch64)
+    compiler: str  # the C++ compiler cmake uses
+    install: str  # the command that installs the compiler
+    toolchain: str | None = None  # runtimes/native/toolchains/<file>; None: this machine
+    wheel_platform: str | None = None  # pip --platform of ExecuTorch's wheel; None: the installed one
+    emulator: tuple[str, ...] = ()  # prefix that runs its programs on this machine (qemu-user)
+    sysroot: str | None = None  # the target's libc, for the emulator (-L)
+
+
+TARGETS: Registry[Target] = Registry("runner target")
+TARGETS.add("host", Target("host", {"x86_64": 62, "aarch64": 183}.get(os.uname().machine, 0), "c++",
+                           "apt-get install g++"))
+# Pinning the emulated CPU keeps XNNPACK's kernel choice (and so the bits) fixed: `-cpu max` picks other kernels.
+TARGETS.add("aarch64-linux-gnu", Target(
+    "aarch64-linux-gnu", 183, "aarch64-linux-gnu-g++",
+    "apt-get install g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user",
+    toolchain="aarch64-linux-gnu.cmake", wheel_platform="manylinux_2_28_aarch64",
+    emulator=("qemu-aarch64", "-cpu", "cortex-a53", "-L", "/usr/aarch64-linux-gnu"), sysroot="/usr/aarch64-linux-gnu"))
+
+
 def executorch_root() -> Path:
     import executorch
 
     return Path(list(executorch.__path__)[0])
+
+
+def executorch_version() -> str:
+    import executorch.version
+
+    return executorch.version.__version__.split("+")[0]
+
+
+def target_executorch(target: Target, wheel: Path | None = None, say: Callable[[str], None] = print) -> Path:
+    """The ExecuTorch package root (lib/, include/, share/cmake) to build `target` against: the installed one
+    for the host; for a cross target, `wheel` or the cached download of this ExecuTorch version for its
+    platform, unpacked once. Every library in it must be built for the target."""
+    if target.wheel_platform is None and wheel is None:
+        root = executorch_root()
+    else:
+        if wheel is None:
+            wheel = _download_wheel(target, say)
+        wheel = Path(wheel)
+        if not zipfile.is_zipfile(wheel):
+            raise BadPathError(f"{wheel} is not a wheel (zip) file", "pass the executorch .whl for the target")
+        root = _unpacked(wheel)
+    libs = sorted((root / "lib").glob("lib*.so")) if (root / "lib").is_dir() else []
+    if not libs or not (root / "lib" / "cmake" / "executorch" / "executorch-config.cmake").is_file():
+        raise BadPathError(f"{root} has no ExecuTorch libraries and CMake package (lib/, lib/cmake/executorch)",
+                           "pass an executorch wheel from PyPI (1.5 or newer ships them)")
+    for lib in libs:
+        got = _elf_machine(lib)
+        if got != target.elf_machine:
+            raise BadPathError(f"{lib} is built for {_machine_name(got)}, not for {target.name}",
+                               f"pass the executorch wheel for {target.wheel_platform or 'this machine'}")
+    return root
+
+
+def _download_wheel(target: Target, say: Callable[[str], None]) -> Path:
+    version = executorch_version()
+    folder = CACHE / "wheels" / f"executorch-{version}-{target.wheel_platform}"
+    found = sorted(folder.glob("executorch-*.whl")) if folder.is_dir() else []
+    if found:
+        return found[0]
+    say(f"downloading ExecuTorch {version}'s {target.wheel_platform} wheel with pip (once; cached in {folder})")
+    folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".download-") as tmp:
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "-q", f"executorch=={version}", "--no-deps",
+                               "--only-binary=:all:", "--platform", target.wheel_platform, "--python-version",
+                               f"{sys.version_info.major}.{sys.version_info.minor}", "-d", tmp],
+                              capture_output=True, text=True)
+        got = sorted(Path(tmp).glob("executorch-*.whl"))
+        if proc.returncode != 0 or not got:
+            raise UnsupportedError(f"pip could not download executorch=={version} for {target.wheel_platform}: "
+                                   f"{(proc.stderr.strip().splitlines() or ['no wheel'])[-1][:160]}",
+                                   "download it elsewhere and pass --executorch-wheel PATH")
+        folder.mkdir(mode=0o700, exist_ok=True)
+        os.replace(got[0], folder / got[0].name)
+    return folder / got[0].name
+
+
+def _unpacked(wheel: Path) -> Path:
+    """The wheel's executorch/{lib,include,share} unpacked into the cache (once per wheel content). Only
+    members under those folders, with plain relative names, are extracted."""
+    root = CACHE / "wheels" / f"{wheel.stem}-{sha256_file(wheel)[:12]}"
+    if (root / ".complete").is_file():
+        return root / "executorch"
+    root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root.parent, prefix=".unpack-") as tmp, zipfile.ZipFile(wheel) as z:
+        for info in z.infolist():
+            parts = Path(info.filename).parts
+            if (len(parts) < 2 or parts[0] != "executorch" or parts[1] not in ("lib", "include", "share")
+                    or info.filename.startswith("/") or ".." in parts):
+                continue
+            z.extract(info, tmp)
+        (Path(tmp) / ".complete").touch()
+        shutil.rmtree(root, ignore_errors=True)
+        os.replace(tmp, root)
+        Path(tmp).mkdir()  # TemporaryDirectory removes its own name on exit
+    return root / "executorch"
+
+
+def _elf_machine(path: Path) -> int | None:
+    from seqedge.bench.device import elf_machine
+
+    return elf_machine(path)
+
+
+def _machine_name(machine: int | None) -> str:
+    return {62: "x86-64", 183: "aarch64", 40: "32-bit Arm", 3: "x86"}.get(machine, f"ELF machine {machine}")
+
+
+def elf_needed(path: Path) -> list[str]:
+    """DT_NEEDED of a 64-bit little-endian ELF file (the libraries it asks the loader for)."""
+    import struct
+
+    data = Path(path).read_bytes()
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return []
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    out = []
+    for _name, kind, _flags, _addr, offset, size, link, *_ in sections:
+        if kind != 6:  # SHT_DYNAMIC
+            continue
+        strtab = sections[link][4]
+        for i in range(0, size, 16):
+            tag, val = struct.unpack_from("<qQ", data, offset + i)
+            if tag == 0:
+                break
+            if tag == 1:  # DT_NEEDED
+                end = data.index(b"\0", strtab + val)
+                out.append(data[strtab + val:end].decode())
+    return out
 
 
 def tokenizers_source() -> Path | None:
@@ -62,13 +208,23 @@ def tokenizers_source() -> Path | None:
     return path if (path / "CMakeLists.txt").is_file() else None
 
 
-def build_native(build_dir: Path, targets: tuple[str, ...] = (), options: tuple[str, ...] = ()) -> Path:
+def build_native(build_dir: Path, targets: tuple[str, ...] = (), options: tuple[str, ...] = (),
+                 target: Target | None = None, executorch: Path | None = None) -> Path:
+    target = target or TARGETS["host"]
     cmake = _tool("cmake", "pip install 'cmake>=3.28'")
-    compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
-    if not compiler:
-        raise UnsupportedError("no C++ compiler found (c++, g++ or clang++)", "install one: apt-get install g++")
-    args = [cmake, "-S", str(_source_dir()), "-B", str(build_dir), f"-DCMAKE_PREFIX_PATH={executorch_root()}",
-            f"-DCMAKE_CXX_COMPILER={compiler}", "-DCMAKE_BUILD_TYPE=Release", *options]
+    if target.toolchain is None:
+        compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+        if not compiler:
+            raise UnsupportedError("no C++ compiler found (c++, g++ or clang++)", f"install one: {target.install}")
+        where = [f"-DCMAKE_CXX_COMPILER={compiler}"]
+    else:
+        if not shutil.which(target.compiler):
+            raise UnsupportedError(f"{target.compiler} is not installed, and building for {target.name} needs it",
+                                   target.install)
+        where = [f"-DCMAKE_TOOLCHAIN_FILE={_source_dir() / 'toolchains' / target.toolchain}"]
+    root = executorch or executorch_root()
+    args = [cmake, "-S", str(_source_dir()), "-B", str(build_dir), f"-Dexecutorch_DIR={root / 'lib' / 'cmake' / 'executorch'}",
+            *where, "-DCMAKE_BUILD_TYPE=Release", *options]
     ninja = shutil.which("ninja", path=str(Path(sys.executable).parent))
     if ninja:
         args += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
@@ -81,28 +237,55 @@ def build_native(build_dir: Path, targets: tuple[str, ...] = (), options: tuple[
     return build_dir
 
 
-RUNNER_FILES = ("seqedge_runner", "libseqedge_kernels.so", "libseqedge_llm_kernels.so")
+# What build_runner writes (and the ExecuTorch libraries they need, found from their DT_NEEDED entries)
+RUNNER_FILES = ("seqedge_runner", "libseqedge.so", "libseqedge_kernels.so", "libseqedge_llm_kernels.so")
+JNI_LIBRARY = "libseqedge_jni.so"
 
 
-def build_runner(out: Path, tokenizers: bool | None = None) -> Path:
-    """Build the runner and its kernel libraries into `out` (the runner finds the libraries next to it).
+def build_runner(out: Path, tokenizers: bool | None = None, target: str = "host", executorch_wheel: Path | None = None,
+                 say: Callable[[str], None] = print) -> Path:
+    """Build the runner bundle into `out`: seqedge_runner, seqedge's kernel libraries, libseqedge_jni.so where a
+    JDK is here (host), and the ExecuTorch libraries they load, all found through $ORIGIN.
     tokenizers: True needs the C++ tokenizer, False leaves it out, None takes it when its source is here
     (the first build with it compiles re2/abseil/sentencepiece/PCRE2: minutes; later ones are cached)."""
+    spec = TARGETS[target]
     source = tokenizers_source() if tokenizers is not False else None
     if tokenizers and source is None:
         raise UnsupportedError(f"the runner's C++ tokenizer needs pytorch-tokenizers' source, which is not in "
                                f"{TOKENIZERS_SOURCE}", FETCH_TOKENIZERS)
-    # one build folder per seqedge + ExecuTorch + source location (ninja rebuilds what changed, and cmake
-    # refuses a build folder configured from another source tree), so a change to the runner does not
+    et = target_executorch(spec, executorch_wheel, say)
+    # one build folder per seqedge + ExecuTorch + target + source location (ninja rebuilds what changed, and
+    # cmake refuses a build folder configured from another source tree), so a change to the runner does not
     # recompile the tokenizer's dependencies
-    where = hashlib.sha256(f"{_source_dir()}|{source or ''}".encode()).hexdigest()[:8]
-    build = CACHE / f"{_key(sources=False)}-runner{'-tok' if source else ''}-{where}"
+    where = hashlib.sha256(f"{_source_dir()}|{source or ''}|{et}".encode()).hexdigest()[:8]
+    build = CACHE / f"{_key(sources=False)}-runner-{spec.name}{'-tok' if source else ''}-{where}"
     with _locked(build):
-        build_native(build, options=(f"-DSEQEDGE_TOKENIZERS_SOURCE={source or ''}",))
+        build_native(build, options=(f"-DSEQEDGE_TOKENIZERS_SOURCE={source or ''}", "-DSEQEDGE_BUNDLE=ON"),
+                     target=spec, executorch=et)
+        files = [build / name for name in RUNNER_FILES] + ([build / JNI_LIBRARY] if (build / JNI_LIBRARY).is_file() else [])
+        for f in files:
+            if _elf_machine(f) != spec.elf_machine:
+                raise BuildError(f"{f} came out built for {_machine_name(_elf_machine(f))}, not {spec.name}",
+                                 "check the compiler the toolchain file names")
+        files += _needed_from(files, et / "lib")
         out.mkdir(parents=True, exist_ok=True)
-        for name in RUNNER_FILES:
-            shutil.copy2(build / name, out / name)
+        for f in files:
+            tmp = out / f".{f.name}.tmp"
+            shutil.copy2(f, tmp)
+            os.replace(tmp, out / f.name)
     return out / RUNNER_FILES[0]
+
+
+def _needed_from(files: list[Path], lib_dir: Path) -> list[Path]:
+    """The libraries in lib_dir that `files` load, directly or through each other."""
+    found: dict[str, Path] = {}
+    todo = list(files)
+    while todo:
+        for name in elf_needed(todo.pop()):
+            if name not in found and (lib_dir / name).is_file():
+                found[name] = lib_dir / name
+                todo.append(lib_dir / name)
+    return sorted(found.values())
 
 
 @functools.cache

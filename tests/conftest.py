@@ -32,11 +32,62 @@ def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def trained(corpus):
+    """Tiny models trained briefly: their predictions are peaked enough for accuracy to mean something."""
+    from seqedge.train import TrainPlan, train
+
+    out = {}
+    for fam in ("transformer", "mamba", "lstm"):
+        plan = TrainPlan(family=fam, preset="tiny", steps=60, batch_size=8, seq_len=64, eval_windows=4)
+        out[fam] = train(plan, corpus=corpus)[0].eval()
+    return out
+
+
+class TrainedExports:
+    """The trained tiny models exported once per (family, format, recipe) for every test that needs one."""
+
+    def __init__(self, trained, root: Path):
+        self.trained, self.root, self.done = trained, root, {}
+
+    def get(self, fam: str, fmt: str, recipe: str) -> tuple[Path, dict]:
+        from seqedge.exporters import ExportPlan, export
+
+        key = (fam, fmt, recipe)
+        if key not in self.done:
+            out = self.root / f"{fam}-{fmt}-{recipe}"
+            self.done[key] = (out, export(self.trained[fam], ExportPlan(out=out, format=fmt, quant=recipe, max_len=128,
+                                                                        verify_steps=32, eval_bytes=256)))
+        return self.done[key]
+
+
+@pytest.fixture(scope="session")
+def trained_exports(trained, tmp_path_factory) -> TrainedExports:
+    return TrainedExports(trained, tmp_path_factory.mktemp("trained-exports"))
+
+
+@pytest.fixture(scope="session")
+def pte_artifacts(tmp_path_factory):
+    """Every family's tiny preset (seeded random weights) as an fp32 ExecuTorch artifact, with its model."""
+    from seqedge.exporters import ExportPlan, export
+
+    root = tmp_path_factory.mktemp("pte")
+    out = {}
+    for fam in FAMILY_NAMES:
+        torch.manual_seed(0)
+        model = build_model(fam, "tiny").eval()
+        export(model, ExportPlan(out=root / fam, format="executorch", max_len=128, verify_steps=64,
+                                 source={"kind": "preset", "family": fam, "preset": "tiny", "seed": 0}))
+        out[fam] = (root / fam, model)
+    return out
+
+
+@pytest.fixture(scope="session")
 def native_runner(tmp_path_factory) -> Path:
-    """seqedge_runner and its kernel libraries, built once with cmake (seqedge build-runner)."""
+    """seqedge_runner and its libraries, built once with cmake (seqedge build-runner); byte-level models only
+    (the C++ tokenizer's first build takes minutes: test_native_tokenizer.py, a slow test, builds that one)."""
     from seqedge.native import build_runner
 
-    return build_runner(tmp_path_factory.mktemp("runner"))
+    return build_runner(tmp_path_factory.mktemp("runner"), tokenizers=False)
 
 
 TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

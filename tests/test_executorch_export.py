@@ -156,19 +156,6 @@ def test_kernels_match_their_references_at_every_isa_level(isa):
     assert r.returncode == 0 and "4 passed" in r.stdout, r.stdout[-2000:]
 
 
-@pytest.fixture(scope="module")
-def pte_artifacts(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pte")
-    out = {}
-    for fam in FAMILY_NAMES:
-        torch.manual_seed(0)
-        model = build_model(fam, "tiny").eval()
-        export(model, ExportPlan(out=root / fam, format="executorch", max_len=128, verify_steps=64,
-                                 source={"kind": "preset", "family": fam, "preset": "tiny", "seed": 0}))
-        out[fam] = (root / fam, model)
-    return out
-
-
 def test_skipping_inapplicable_xnnpack_passes_changes_nothing(pte_artifacts, tmp_path, monkeypatch):
     """xnnpack_passes.py skips, per partition, the XNNPACK passes whose ops it lacks: the program is
     byte-identical to one lowered with every pass run."""
@@ -215,9 +202,10 @@ def test_pte_runs_any_length_with_state_carried(pte_artifacts, fam):
 
 
 def test_build_runner_command(tmp_path):
-    r = CliRunner().invoke(app, ["build-runner", "--out", str(tmp_path / "bin")])
+    r = CliRunner().invoke(app, ["build-runner", "--out", str(tmp_path / "bin"), "--no-tokenizers"])
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in (tmp_path / "bin").iterdir()) == sorted(RUNNER_FILES)
+    names = {p.name for p in (tmp_path / "bin").iterdir()}
+    assert set(RUNNER_FILES) <= names and "libexecutorch.so" in names  # a bundle: ExecuTorch's libraries beside it
 
 
 def test_native_runner_matches_seqedge_generate(pte_artifacts, native_runner):

@@ -21,7 +21,7 @@ def test_wheel_contains_mapped_packages(tmp_path):
         assert f"seqedge/device_profiles/{device}.toml" in names, device
     native = ROOT / "runtimes" / "native"  # seqedge build-runner compiles these from the installed package
     for f in native.rglob("*"):
-        if f.suffix in (".cpp", ".h", ".txt"):
+        if f.is_file() and f.suffix in (".cpp", ".h", ".txt", ".cmake", ".kt", ".mm", ".m", ".swift"):
             assert f"seqedge/runtimes/native/{f.relative_to(native).as_posix()}" in names, f
     top_level = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top_level == {"seqedge"}, top_level

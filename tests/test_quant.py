@@ -13,7 +13,6 @@ from seqedge.exporters import ExportPlan, export
 from seqedge.exporters.artifact import read_manifest
 from seqedge.quant import RECIPES
 from seqedge.quant.report import AccuracyError
-from seqedge.train import TrainPlan, train
 
 # (format, recipe) pairs each format implements, and what each recipe must reach on a trained tiny model
 MATRIX = [(f, "onnx", r) for f in ("transformer", "mamba") for r in ("fp16", "int8", "int4", "int8-static")] + [
@@ -23,24 +22,14 @@ REPORT_KEYS = {"recipe", "weight_bytes_fp32", "weight_bytes", "bits_per_weight",
                "bpb_increase", "top1_agreement"}
 
 
-@pytest.fixture(scope="module")
-def trained(corpus):
-    """Tiny models trained briefly: their predictions are peaked enough for accuracy to mean something."""
-    out = {}
-    for fam in ("transformer", "mamba", "lstm"):
-        plan = TrainPlan(family=fam, preset="tiny", steps=60, batch_size=8, seq_len=64, eval_windows=4)
-        out[fam] = train(plan, corpus=corpus)[0].eval()
-    return out
-
-
 def _export(model, tmp_path, fmt, recipe, **kw):
     return export(model, ExportPlan(out=tmp_path / f"{fmt}-{recipe}", format=fmt, quant=recipe, max_len=128,
                                     verify_steps=32, eval_bytes=256, **kw))
 
 
 @pytest.mark.parametrize("fam,fmt,recipe", MATRIX)
-def test_recipe_shrinks_weights_within_its_accuracy_budget(trained, tmp_path, fam, fmt, recipe):
-    m = _export(trained[fam], tmp_path, fmt, recipe)
+def test_recipe_shrinks_weights_within_its_accuracy_budget(trained_exports, fam, fmt, recipe):
+    folder, m = trained_exports.get(fam, fmt, recipe)
     q = m["quant"]
     assert REPORT_KEYS <= set(q) and q["recipe"] == recipe
     assert q["weight_bytes"] < MAX_SIZE_RATIO[recipe] * q["weight_bytes_fp32"], q
@@ -50,7 +39,7 @@ def test_recipe_shrinks_weights_within_its_accuracy_budget(trained, tmp_path, fa
     parity = m["parity"]
     assert parity["passed"] and parity["min_token_agreement"] == RECIPES[recipe].parity.min_token_agreement
     assert parity["rule"] == RECIPES[recipe].parity.note
-    assert read_manifest(tmp_path / f"{fmt}-{recipe}")["quant"] == q  # on disk as returned
+    assert read_manifest(folder)["quant"] == q  # on disk as returned
     rule = RECIPES[recipe].parity
     if rule.baseline:  # int4 is judged against llama.cpp's Q4_0 grid on the same weights and tokens
         assert parity["baseline"] == rule.baseline and parity["baseline_mean_kl"] > 0
@@ -62,7 +51,7 @@ def test_recipe_shrinks_weights_within_its_accuracy_budget(trained, tmp_path, fa
         assert any("A_log" in s["layer"] and "on purpose" in s["reason"] for s in q["skipped"]), q["skipped"]
     if fmt == "executorch":  # the embedding table is quantized too (ExecuTorch's quantized embedding kernels)
         assert not any("embed" in s["layer"] for s in q["skipped"]) and read_manifest(
-            tmp_path / f"{fmt}-{recipe}")["quantized_kernels"]
+            folder)["quantized_kernels"]
 
 
 @pytest.mark.parametrize("fam", ["transformer", "mamba"])
