@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """A stand-in `adb` for tests: the device is a folder on this host ($FAKE_ADB_ROOT stands for
 /data/local/tmp), attached serials are $FAKE_ADB_SERIALS. `push` copies, `shell` runs the command with
-bash in that world, `get-state` answers like adb. Every call is appended to $FAKE_ADB_ROOT/calls.log."""
+sh in that world, `get-state` answers like adb. Every call is appended to $FAKE_ADB_ROOT/calls.log.
+An arm64 device: $FAKE_ADB_ARCH=aarch64 is what `uname -m` answers, and $FAKE_ADB_EMULATOR (a command prefix,
+`qemu-aarch64 -cpu cortex-a53 -L /usr/aarch64-linux-gnu`) runs each program the shell starts that is an
+ELF file, so the aarch64 runner really runs."""
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -34,7 +38,19 @@ elif args[0] == "push":
 elif args[0] == "shell" and args[1:] == ["uname -m"]:
     print(os.environ.get("FAKE_ADB_ARCH", os.uname().machine))  # the stand-in device's CPU: this host's
 elif args[0] == "shell":
-    proc = subprocess.run(["sh", "-c", local(args[1])], capture_output=True)
+    command = local(args[1])
+    emulator = os.environ.get("FAKE_ADB_EMULATOR")
+    if emulator:  # `env VAR=... PROGRAM ARGS` or `PROGRAM ARGS`: put the emulator in front of an ELF program
+        argv = shlex.split(command)
+        i = 1 if argv[:1] == ["env"] else 0
+        while i < len(argv) and argv[0] == "env" and "=" in argv[i]:
+            i += 1
+        if i < len(argv) and os.path.isfile(argv[i]) and open(argv[i], "rb").read(4) == b"\x7fELF":
+            # qemu-user takes the library path from the environment it is given: pass it through -E
+            env = [a for a in argv[1:i]] if argv[0] == "env" else []
+            prefix = shlex.split(emulator) + [x for e in env for x in ("-E", e)]
+            command = shlex.join(prefix + argv[i:])
+    proc = subprocess.run(["sh", "-c", command], capture_output=True)
     sys.stdout.buffer.write(proc.stdout)
     sys.stderr.buffer.write(proc.stderr)
     sys.exit(proc.returncode)

@@ -6,6 +6,7 @@ cache (`make fetch-tokenizers`); the first build compiles the tokenizer's depend
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,3 +87,47 @@ def test_byte_only_runner_refuses_a_tokenizer_artifact(artifact, tmp_path):
     proc = subprocess.run([str(plain), str(artifact), "--prompt", "x"], capture_output=True, text=True)
     assert proc.returncode == 2 and "built without tokenizer support" in proc.stderr, proc.stderr
     shutil.rmtree(tmp_path / "plain")
+
+
+# arm64 (the runner bundle cross-compiled with the tokenizer, run under qemu) and the Kotlin wrapper over the
+# JNI bridge: a real tokenizer.json artifact gives the same ids and text there as the x86-64 runner.
+from test_apps import ARM, kotlinc, need, scores  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def arm_runner(tmp_path_factory):
+    need(shutil.which(ARM.compiler) is not None and shutil.which(ARM.emulator[0]) is not None,
+         f"the aarch64 cross toolchain or qemu ({ARM.install})")
+    return build_runner(tmp_path_factory.mktemp("arm-tok"), tokenizers=True, target=ARM.name)
+
+
+def test_arm64_runner_tokenizes_and_generates_like_the_x86_one(runner, arm_runner, artifact, tmp_path):
+    for text in TEXTS:
+        assert (subprocess.run([*ARM.emulator, str(arm_runner), str(artifact), "--prompt", text, "--encode"],
+                               capture_output=True, check=True).stdout == native(runner, artifact, "--prompt", text, "--encode"))
+    for args in (["--prompt", PROMPT], ["--chat", "--prompt", "What is 2+2?"]):
+        arm = subprocess.run([*ARM.emulator, str(arm_runner), str(artifact), *args, "--max-new-tokens", "24"],
+                             capture_output=True, check=True).stdout
+        assert arm == native(runner, artifact, *args, "--max-new-tokens", "24")
+    a, b = scores(runner, artifact, tmp_path / "x86.f32", False), scores(arm_runner, artifact, tmp_path / "arm.f32", True)
+    assert a.shape[0] >= 8 and abs(a - b).max() <= 1e-5
+
+
+def test_kotlin_wrapper_generates_with_the_tokenizer(runner, artifact, tmp_path):
+    from seqedge.apps import PackagePlan, package
+
+    compiler, java = kotlinc(), shutil.which("java")
+    need(compiler is not None and java is not None and (runner.parent / "libseqedge_jni.so").is_file(),
+         "kotlinc (npm install -g kotlin-compiler) or a JDK")
+    package(PackagePlan(artifact=artifact, target="android", out=tmp_path / "pkg"), say=lambda _: None)
+    kt = sorted((tmp_path / "pkg/seqedge/src/main/kotlin/dev/seqedge").glob("*.kt"))
+    jar = tmp_path / "app.jar"
+    subprocess.run([compiler, *map(str, kt), str(Path(__file__).with_name("kotlin") / "Main.kt"), "-d", str(jar),
+                    "-nowarn"], check=True, capture_output=True, timeout=600)
+    stdlib = Path(compiler).resolve().parents[1] / "lib" / "kotlin-stdlib.jar"
+    for text in (PROMPT, TEXTS[1]):
+        proc = subprocess.run([java, f"-Djava.library.path={runner.parent}", "-cp", f"{jar}:{stdlib}", "MainKt",
+                               str(artifact), text, "24"], capture_output=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-800:]
+        assert proc.stdout == native(runner, artifact, "--prompt", text, "--max-new-tokens", "24")
+        assert b"streamed-equals-result: true" in proc.stderr

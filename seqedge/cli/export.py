@@ -238,22 +238,3 @@ def choose_runtime(device: str, model):
         raise UnsupportedError(f"no runtime on {device} can run this model ({reasons})",
                                f"see `seqedge select --device {device}`")
     return sel.best
-
-
-@app.command("build-runner")
-def build_runner_cmd(
-    out: Annotated[Path, typer.Option("--out", help="Folder for seqedge_runner and its kernel libraries.")],
-    tokenizers: Annotated[bool | None, typer.Option(
-        "--tokenizers/--no-tokenizers", help="Link the C++ HF tokenizer (real models' tokenizer.json); default: "
-        "when its source is present (make fetch-tokenizers).", show_default=False)] = None,
-) -> None:
-    """Build the native runner (C++, ExecuTorch Module API) and seqedge's kernel libraries with cmake."""
-    from seqedge.native import FETCH_TOKENIZERS, build_runner, tokenizers_source
-
-    with_tok = tokenizers if tokenizers is not None else tokenizers_source() is not None
-    with console.status("building runtimes/native with cmake…" + (" (first build with the tokenizer: minutes)"
-                                                                    if with_tok else "")):
-        runner = build_runner(out, tokenizers=tokenizers)
-    console.print(f"built {runner}: seqedge_runner ARTIFACT --prompt TEXT [--chat] --max-new-tokens N")
-    if not with_tok:
-        console.print(f"byte-level models only (no C++ tokenizer); for models with a tokenizer.json: {FETCH_TOKENIZERS}")

@@ -1,0 +1,45 @@
+"""The pieces every app target shares: the plan, the target record, the registry, the artifact copy."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from seqedge.apps.facts import AppFacts
+from seqedge.registry import Registry
+
+
+@dataclass
+class PackagePlan:
+    artifact: Path
+    target: str  # a name in APP_TARGETS
+    out: Path
+    force: bool = False
+    executorch_wheel: Path | None = None  # linux-arm64: the target's ExecuTorch wheel (else downloaded, cached)
+    tokenizers: bool | None = None  # linux-arm64: link the C++ tokenizer (None: when the artifact needs it)
+
+
+@dataclass(frozen=True)
+class AppTarget:
+    name: str
+    summary: str
+    write: Callable[[AppFacts, PackagePlan, Path, Callable[[str], None]], None]  # (facts, plan, folder, say)
+
+
+APP_TARGETS: Registry[AppTarget] = Registry("app target")
+
+
+def native_sources() -> Path:
+    """runtimes/native as installed (seqedge.runtimes package data)."""
+    from seqedge.native import _source_dir
+
+    return _source_dir()
+
+
+def copy_artifact(facts: AppFacts, dest: Path) -> None:
+    """The artifact's manifest and listed files (already hash-checked by AppFacts.of), nothing else."""
+    dest.mkdir(parents=True)
+    for name in facts.files:
+        shutil.copy2(facts.folder / name, dest / name)
