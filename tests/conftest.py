@@ -49,14 +49,17 @@ class TrainedExports:
     def __init__(self, trained, root: Path):
         self.trained, self.root, self.done = trained, root, {}
 
-    def get(self, fam: str, fmt: str, recipe: str) -> tuple[Path, dict]:
+    def get(self, fam: str, fmt: str, recipe: str, verify: bool = True) -> tuple[Path, dict]:
+        """verify=False: the program only (no parity or accuracy report), unless a verified one is here."""
         from seqedge.exporters import ExportPlan, export
 
-        key = (fam, fmt, recipe)
+        key = (fam, fmt, recipe, verify)
+        if not verify and (fam, fmt, recipe, True) in self.done:
+            return self.done[(fam, fmt, recipe, True)]
         if key not in self.done:
-            out = self.root / f"{fam}-{fmt}-{recipe}"
+            out = self.root / f"{fam}-{fmt}-{recipe}{'' if verify else '-unverified'}"
             self.done[key] = (out, export(self.trained[fam], ExportPlan(out=out, format=fmt, quant=recipe, max_len=128,
-                                                                        verify_steps=32, eval_bytes=256)))
+                                                                        verify=verify, verify_steps=32, eval_bytes=256)))
         return self.done[key]
 
 

@@ -66,7 +66,8 @@ def artifacts(pte_artifacts, trained_exports) -> dict[str, Path]:
     """A Transformer, a Mamba and an LSTM as ExecuTorch programs: fp32 (seeded random weights) and int4 (trained
     briefly, so greedy text is varied)."""
     out = {f"{fam}-fp32": pte_artifacts[fam][0] for fam in ("transformer", "mamba", "lstm")}
-    out.update({f"{fam}-int4": trained_exports.get(fam, "executorch", "int4")[0] for fam in ("transformer", "mamba", "lstm")})
+    out["transformer-int4"] = trained_exports.get("transformer", "executorch", "int4")[0]  # test_quant's too
+    out.update({f"{fam}-int4": trained_exports.get(fam, "executorch", "int4", verify=False)[0] for fam in ("mamba", "lstm")})
     return out
 
 
@@ -109,8 +110,8 @@ def test_arm64_runner_under_qemu_matches_the_x86_runner(arm_runner, native_runne
     assert a.shape == b.shape and a.shape[0] >= 32
     diff = np.abs(a - b).max(axis=1)
     assert (a.argmax(1) == b.argmax(1)).all()
-    print(name, "max |x86 - arm64| per step:", np.array2string(diff, precision=7, max_line_width=200),
-          "logit range", float(a.max() - a.min()))
+    print(f"{name}: {len(diff)} steps, max |x86 - arm64| {diff.max():.2e}, steps within 1e-5: "
+          f"{int((diff <= 1e-5).sum())}, logit range {float(a.max() - a.min()):.2f}")  # for the closing note (-s)
     if name.endswith("fp32"):
         assert diff.max() <= 1e-5, diff.max()
     else:

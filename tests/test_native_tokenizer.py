@@ -19,6 +19,7 @@ from conftest import train_tokenizer  # noqa: E402
 from seqedge.checkpoint import load_checkpoint  # noqa: E402
 from seqedge.cli.app import app  # noqa: E402
 from seqedge.exporters import ExportPlan, export  # noqa: E402
+from seqedge.exporters.artifact import read_manifest  # noqa: E402
 from seqedge.generate import generate_ids  # noqa: E402
 from seqedge.native import FETCH_TOKENIZERS, build_runner, tokenizers_source  # noqa: E402
 from seqedge.runtimes import open_artifact  # noqa: E402
@@ -131,3 +132,28 @@ def test_kotlin_wrapper_generates_with_the_tokenizer(runner, artifact, tmp_path)
         assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-800:]
         assert proc.stdout == native(runner, artifact, "--prompt", text, "--max-new-tokens", "24")
         assert b"streamed-equals-result: true" in proc.stderr
+
+
+SMOLLM2 = Path.home() / ".cache" / "seqedge" / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.mark.skipif(not SMOLLM2.is_file(), reason=f"{SMOLLM2} not present (make fetch-smollm2)")
+def test_arm64_runner_with_a_real_models_tokenizer(runner, arm_runner, tmp_path):
+    """SmolLM2-135M's own tokenizer (49152 tokens, its chat template and EOS, rebuilt from its GGUF) on a small
+    random Llama of that vocabulary: the arm64 runner under qemu encodes and generates what the x86 one does."""
+    from seqedge.ingest.gguf import tokenizer_folder
+
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+    transformers.AutoModelForCausalLM.from_config(cfg).eval().save_pretrained(tmp_path / "hf")
+    export(load_checkpoint(tmp_path / "hf", max_seq_len=128),
+           ExportPlan(out=tmp_path / "art", format="executorch", verify=False, tokenizer_dir=tokenizer_folder(SMOLLM2)))
+    art = tmp_path / "art"
+    assert read_manifest(art)["tokenizer"]["kind"] == "hf"
+    for args in (["--prompt", TEXTS[1], "--encode"], ["--chat", "--prompt", "What is the capital of France?", "--encode"],
+                 ["--prompt", PROMPT, "--max-new-tokens", "16"], ["--chat", "--prompt", "Hi!", "--max-new-tokens", "16"]):
+        arm = subprocess.run([*ARM.emulator, str(arm_runner), str(art), *args], capture_output=True, check=True).stdout
+        assert arm == native(runner, art, *args), args
+    ids = native(runner, art, "--prompt", TEXTS[1], "--encode").split()
+    assert [int(i) for i in ids] == load_tokenizer(art).encode(TEXTS[1])

@@ -62,7 +62,7 @@ def int8(path: Path, ctx) -> None:
     tied = fold_transposes(path)
     tmp = path.with_suffix(".q.onnx")
     quantize_dynamic(str(path), str(tmp), op_types_to_quantize=["MatMul", "Gather", "LSTM"], per_channel=True,
-                     weight_type=QuantType.QInt8, extra_options={"EnableSubgraph": True})
+                     reduce_range=True, weight_type=QuantType.QInt8, extra_options={"EnableSubgraph": True})
     tmp.replace(path)
     share_tied(path, tied, bits=8)
 
@@ -121,8 +121,8 @@ def int8_static(path: Path, ctx) -> None:
     fold_transposes(path)
     tmp = path.with_suffix(".q.onnx")
     quantize_static(str(path), str(tmp), Reader(_calibration_feeds(path, ctx)), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8, extra_options={"EnableSubgraph": True})
+                    op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, reduce_range=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, extra_options={"EnableSubgraph": True})
     tmp.replace(path)
 
 
