@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from seqedge import __version__
+from seqedge.bench.device import ELF_MACHINES, elf_machine
 from seqedge.errors import BadPathError, SeqedgeError, UnsupportedError
 from seqedge.fsutil import sha256_file
 from seqedge.registry import Registry
@@ -71,19 +72,18 @@ class Target:
     install: str  # the command that installs the compiler
     toolchain: str | None = None  # runtimes/native/toolchains/<file>; None: this machine
     wheel_platform: str | None = None  # pip --platform of ExecuTorch's wheel; None: the installed one
-    emulator: tuple[str, ...] = ()  # prefix that runs its programs on this machine (qemu-user)
-    sysroot: str | None = None  # the target's libc, for the emulator (-L)
+    emulator: tuple[str, ...] = ()  # prefix that runs its programs on this machine (qemu-user, with its -L sysroot)
 
 
 TARGETS: Registry[Target] = Registry("runner target")
-TARGETS.add("host", Target("host", {"x86_64": 62, "aarch64": 183}.get(os.uname().machine, 0), "c++",
+TARGETS.add("host", Target("host", ELF_MACHINES.get(os.uname().machine, 0), "c++",
                            "apt-get install g++"))
 # Pinning the emulated CPU keeps XNNPACK's kernel choice (and so the bits) fixed: `-cpu max` picks other kernels.
 TARGETS.add("aarch64-linux-gnu", Target(
     "aarch64-linux-gnu", 183, "aarch64-linux-gnu-g++",
     "apt-get install g++-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user",
     toolchain="aarch64-linux-gnu.cmake", wheel_platform="manylinux_2_28_aarch64",
-    emulator=("qemu-aarch64", "-cpu", "cortex-a53", "-L", "/usr/aarch64-linux-gnu"), sysroot="/usr/aarch64-linux-gnu"))
+    emulator=("qemu-aarch64", "-cpu", "cortex-a53", "-L", "/usr/aarch64-linux-gnu")))
 
 
 def executorch_root() -> Path:
@@ -116,7 +116,7 @@ def target_executorch(target: Target, wheel: Path | None = None, say: Callable[[
         raise BadPathError(f"{root} has no ExecuTorch libraries and CMake package (lib/, lib/cmake/executorch)",
                            "pass an executorch wheel from PyPI (1.5 or newer ships them)")
     for lib in libs:
-        got = _elf_machine(lib)
+        got = elf_machine(lib)
         if got != target.elf_machine:
             raise BadPathError(f"{lib} is built for {_machine_name(got)}, not for {target.name}",
                                f"pass the executorch wheel for {target.wheel_platform or 'this machine'}")
@@ -165,12 +165,6 @@ def _unpacked(wheel: Path) -> Path:
         os.replace(tmp, root)
         Path(tmp).mkdir()  # TemporaryDirectory removes its own name on exit
     return root / "executorch"
-
-
-def _elf_machine(path: Path) -> int | None:
-    from seqedge.bench.device import elf_machine
-
-    return elf_machine(path)
 
 
 def _machine_name(machine: int | None) -> str:
@@ -264,8 +258,8 @@ def build_runner(out: Path, tokenizers: bool | None = None, target: str = "host"
                      target=spec, executorch=et)
         files = [build / name for name in RUNNER_FILES] + ([build / JNI_LIBRARY] if (build / JNI_LIBRARY).is_file() else [])
         for f in files:
-            if _elf_machine(f) != spec.elf_machine:
-                raise BuildError(f"{f} came out built for {_machine_name(_elf_machine(f))}, not {spec.name}",
+            if (got := elf_machine(f)) != spec.elf_machine:
+                raise BuildError(f"{f} came out built for {_machine_name(got)}, not {spec.name}",
                                  "check the compiler the toolchain file names")
         files += _needed_from(files, et / "lib")
         out.mkdir(parents=True, exist_ok=True)

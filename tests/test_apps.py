@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from seqedge.apps import PackagePlan, package
 from seqedge.apps.facts import AppFacts, kotlin_string, swift_string
+from seqedge.bench.device import elf_machine
 from seqedge.bench.run import BenchPlan, bench
 from seqedge.cli.app import app
 from seqedge.errors import BadPathError, SeqedgeError, UnknownNameError, UnsupportedError
@@ -89,9 +90,7 @@ def test_the_bundle_is_arm64_and_loads_from_its_own_folder(arm_runner, native_ru
         names = {p.name for p in bundle.iterdir()}
         assert {"seqedge_runner", "libseqedge.so", "libseqedge_kernels.so", "libexecutorch.so"} <= names
         for f in bundle.iterdir():
-            with open(f, "rb") as fh:
-                head = fh.read(20)
-            assert int.from_bytes(head[18:20], "little") == machine, f
+            assert elf_machine(f) == machine, f
             for lib in elf_needed(f):  # everything not from the C/C++ runtime is in the bundle
                 assert lib in names or lib.startswith(("libc.so", "libm.so", "libstdc++", "libgcc_s", "ld-linux",
                                                        "libpthread", "libdl")), (f.name, lib)

@@ -19,14 +19,11 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from seqedge.apps.base import AppTarget, native_sources
+from seqedge.apps.base import AppTarget, copy_engine_sources, native_sources
 from seqedge.apps.facts import AppFacts, kotlin_string
 
 KOTLIN = Path("seqedge/src/main/kotlin/dev/seqedge")
 CPP = Path("seqedge/src/main/cpp")
-# ExecuTorch's AAR registers its LLM ops (llama::update_cache/custom_sdpa) itself: the package compiles only
-# seqedge's own kernels (a kernel registered twice aborts at load)
-KERNELS = ("selective_scan.cpp", "cached_sdpa.cpp", "vector_math.h")
 
 
 def model_info_kt(f: AppFacts) -> str:
@@ -171,19 +168,13 @@ def readme(f: AppFacts) -> str:
 
 
 def write(facts: AppFacts, plan, out: Path, say: Callable[[str], None]) -> None:
-    from seqedge.native import executorch_root
-
     src = native_sources()
     (out / KOTLIN).mkdir(parents=True)
     shutil.copy2(src / "bindings" / "android" / "SeqedgeModel.kt", out / KOTLIN / "SeqedgeModel.kt")
     (out / KOTLIN / "ModelInfo.kt").write_text(model_info_kt(facts))
-    for sub, names in (("engine", ("seqedge_engine.h", "seqedge_engine.cpp")), ("kernels", KERNELS),
-                       ("bindings", ())):
-        (out / CPP / sub).mkdir(parents=True)
-        for name in names:
-            shutil.copy2(src / sub / name, out / CPP / sub / name)
+    copy_engine_sources(out / CPP)
+    (out / CPP / "bindings").mkdir()
     shutil.copy2(src / "bindings" / "android" / "seqedge_jni.cpp", out / CPP / "bindings" / "seqedge_jni.cpp")
-    shutil.copytree(executorch_root() / "include", out / CPP / "executorch" / "include")
     (out / CPP / "CMakeLists.txt").write_text(cmake_lists(facts))
     (out / "seqedge" / "build.gradle.kts").write_text(gradle_module(facts))
     (out / "gradle-snippet.gradle.kts").write_text(SNIPPET)

@@ -38,6 +38,23 @@ def native_sources() -> Path:
     return _source_dir()
 
 
+# seqedge's own kernels: the packages' ExecuTorch (Android AAR, Swift PM kernels_llm) registers the llama:: ops
+# itself, and a kernel registered twice aborts at load, so kernels/llm_attention.cpp stays out
+KERNELS = ("selective_scan.cpp", "cached_sdpa.cpp", "vector_math.h")
+
+
+def copy_engine_sources(dest: Path) -> None:
+    """engine/ and kernels/ from runtimes/native, and ExecuTorch's headers (executorch/include) of this version."""
+    from seqedge.native import executorch_root
+
+    src = native_sources()
+    for sub, names in (("engine", ("seqedge_engine.h", "seqedge_engine.cpp")), ("kernels", KERNELS)):
+        (dest / sub).mkdir(parents=True)
+        for name in names:
+            shutil.copy2(src / sub / name, dest / sub / name)
+    shutil.copytree(executorch_root() / "include", dest / "executorch" / "include")
+
+
 def copy_artifact(facts: AppFacts, dest: Path) -> None:
     """The artifact's manifest and listed files (already hash-checked by AppFacts.of), nothing else."""
     dest.mkdir(parents=True)

@@ -18,12 +18,11 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from seqedge.apps.base import AppTarget, native_sources
+from seqedge.apps.base import AppTarget, copy_engine_sources, native_sources
 from seqedge.apps.facts import AppFacts, swift_string
 
 BRIDGE = Path("Seqedge/Sources/SeqedgeBridge")
 SWIFT = Path("Seqedge/Sources/Seqedge")
-KERNELS = ("selective_scan.cpp", "cached_sdpa.cpp", "vector_math.h")  # ExecuTorch's kernels_llm has the llama:: ops
 
 
 def model_info_swift(f: AppFacts) -> str:
@@ -130,8 +129,6 @@ def readme(f: AppFacts) -> str:
 
 
 def write(facts: AppFacts, plan, out: Path, say: Callable[[str], None]) -> None:
-    from seqedge.native import executorch_root
-
     src = native_sources()
     (out / SWIFT).mkdir(parents=True)
     shutil.copy2(src / "bindings" / "ios" / "SeqedgeModel.swift", out / SWIFT / "SeqedgeModel.swift")
@@ -139,11 +136,7 @@ def write(facts: AppFacts, plan, out: Path, say: Callable[[str], None]) -> None:
     (out / BRIDGE / "include").mkdir(parents=True)
     shutil.copy2(src / "bindings" / "ios" / "SeqedgeBridge.h", out / BRIDGE / "include" / "SeqedgeBridge.h")
     shutil.copy2(src / "bindings" / "ios" / "SeqedgeBridge.mm", out / BRIDGE / "SeqedgeBridge.mm")
-    for sub, names in (("engine", ("seqedge_engine.h", "seqedge_engine.cpp")), ("kernels", KERNELS)):
-        (out / BRIDGE / sub).mkdir()
-        for name in names:
-            shutil.copy2(src / sub / name, out / BRIDGE / sub / name)
-    shutil.copytree(executorch_root() / "include", out / BRIDGE / "executorch" / "include")
+    copy_engine_sources(out / BRIDGE)
     (out / "Seqedge" / "Package.swift").write_text(package_swift(facts))
     (out / "README.md").write_text(readme(facts))
 
