@@ -91,6 +91,7 @@ class ExecuTorchAdapter(ArtifactRunner):
         self.program = program
         self.max_prefill = manifest.get("max_prefill_len")
         self._check_interface(path)
+        self.torch_moves_data_only()
 
     def _check_interface(self, path: Path) -> None:
         """The state the manifest describes is what each method takes: count, shapes and dtypes (a manifest is
@@ -120,6 +121,7 @@ class ExecuTorchAdapter(ArtifactRunner):
 
     def close(self) -> None:
         self.methods, self.program = {}, None
+        self.restore_torch_threads()
 
 
 def _set_threads(threads: int) -> None:

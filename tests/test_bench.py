@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -206,6 +207,45 @@ def test_compare_targets_side_by_side(tmp_path):
     assert r.exit_code == 0, r.output
     assert "mamba/mamba-130m" in r.output and "transformer/llama-135m" in r.output
     assert (tmp_path / "c.png").stat().st_size > 10_000
+
+
+def test_native_runner_is_timed_here_beside_the_python_runtime(native_runner, pte_artifacts):
+    """--runner without --adb: the runner an app embeds, timed on this host at the same prompt tokens as the
+    Python runtime, each figure paired with the Python one."""
+    art = pte_artifacts["mamba"][0]
+    before = set(Path(tempfile.gettempdir()).glob("seqedge-runner-*"))
+    res = bench(BenchPlan([str(art)], device="host", prompt_lengths=[8, 32], decode_tokens=8, runner=native_runner))
+    runner = [r for r in res.records if r.kind == "measured-device"]
+    assert {(r.metric, r.inputs.get("prompt_tokens", r.inputs.get("context"))) for r in runner} >= {
+        ("prefill_tok_s", 8), ("prefill_tok_s", 32), ("decode_tok_s", 8), ("decode_tok_s", 32)}
+    assert all(r.value > 0 and r.inputs["transport"] == "this host" for r in runner)
+    checks = res.targets[0].runner_checks
+    assert {(c.metric, c.at) for c in checks} == {(m, n) for m in ("prefill_tok_s", "decode_tok_s") for n in (8, 32)}
+    python = {(r.metric, r.inputs.get("prompt_tokens", r.inputs.get("context"))): r.value for r in res.records
+              if r.kind == "measured-host"}
+    assert all(c.python == python[(c.metric, c.at)] and c.runner > 0 for c in checks)
+    assert set(Path(tempfile.gettempdir()).glob("seqedge-runner-*")) == before  # its copies are removed
+    r = CliRunner().invoke(app, ["bench", str(art), "--device", "host", "--prompt-lengths", "8", "--decode-tokens",
+                                 "4", "--runner", str(native_runner)])
+    assert r.exit_code == 0 and "native runner vs the Python runtime" in r.output, r.output
+
+
+def test_prompts_hold_the_same_number_of_tokens_for_the_runner(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    from seqedge.bench.device import prompts_of_tokens
+    from seqedge.data import held_out_prompt
+    from seqedge.tokenizer import load_tokenizer
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator([held_out_prompt(20_000).decode()], trainers.BpeTrainer(
+        vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.save(str(tmp_path / "tokenizer.json"))
+    prompts = prompts_of_tokens(tmp_path, [1, 16, 200])
+    counts = {P: len(load_tokenizer(tmp_path).encode(text.decode())) for P, text in prompts.items()}
+    assert all(P - 1 <= n <= P for P, n in counts.items()) and len(prompts[200]) > 200  # BPE: more bytes than tokens
+    assert prompts_of_tokens(Path(tmp_path / "none"), [5, 40]) == {5: held_out_prompt(5), 40: held_out_prompt(40)}
 
 
 def test_adb_path_through_a_stand_in_device(native_runner, tmp_path, monkeypatch):

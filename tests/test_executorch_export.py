@@ -189,7 +189,9 @@ def test_every_family_exports_a_two_method_program(pte_artifacts):
 @pytest.mark.parametrize("fam", FAMILY_NAMES)
 def test_pte_runs_any_length_with_state_carried(pte_artifacts, fam):
     folder, model = pte_artifacts[fam]
+    threads = torch.get_num_threads()
     runner = open_artifact(folder)
+    assert torch.get_num_threads() == 1  # torch only moves data while ExecuTorch computes (runtimes/base.py)
     tokens = torch.randint(0, 256, (1, 60))
     with torch.no_grad():
         s_ref, s_art = model.init_state(1), runner.init_state(1)
@@ -199,6 +201,8 @@ def test_pte_runs_any_length_with_state_carried(pte_artifacts, fam):
             assert (ref - got).abs().max().item() < 1e-3
     with pytest.raises(BadInputError, match="exceeds the program's maximum 128"):
         runner.prefill(torch.zeros(1, 129, dtype=torch.long), runner.init_state(1))
+    runner.close()
+    assert torch.get_num_threads() == threads
 
 
 def test_build_runner_command(tmp_path):

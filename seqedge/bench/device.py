@@ -1,8 +1,12 @@
-"""Timing an artifact on an attached device (kind `measured-device`): push the artifact and a runner
+"""Timing an artifact with the native runner (kind `measured-device`): push the artifact and a runner
 built for the device, run it with `--timing` over the transport, parse its timings.
 
     transport = AdbTransport("SERIAL")          # the only transport-specific code: push, shell
     records = measure_device(transport, runner=Path("seqedge_runner"), artifact=Path("art"), ...)
+
+`LocalTransport` is the same two calls on this machine (a private temporary folder, a child process):
+`seqedge bench ART --runner DIR/seqedge_runner` without `--adb` times the runner an app would embed beside
+the Python runtime, in the same run.
 
 The transport is one small interface so that tests drive `AdbTransport` itself against a stand-in `adb`
 executable (tests/fake_adb.py) that really runs the runner on this host. The runner is seqedge's native
@@ -33,6 +37,8 @@ class DeviceError(SeqedgeError):
 
 class Transport(Protocol):
     name: str
+    root: str  # the folder everything is pushed under
+
 
     def push(self, local: Path, remote: str) -> None: ...
 
@@ -46,6 +52,7 @@ class AdbTransport:
         self.serial = serial
         self.adb = os.environ.get("SEQEDGE_ADB") or shutil.which("adb")
         self.name = f"adb:{serial}"
+        self.root = REMOTE_ROOT
         if not self.adb:
             raise UnsupportedError("adb is not installed (needed for --adb)",
                                    "install Android platform-tools (e.g. apt-get install adb) or drop --adb")
@@ -70,6 +77,26 @@ class AdbTransport:
         quoted for it (a file name never becomes shell syntax)."""
         proc = self._run(["shell", " ".join(shlex.quote(str(a)) for a in argv)], check=False, timeout=timeout)
         return proc.returncode, proc.stdout, proc.stderr
+
+
+class LocalTransport:
+    """This machine as the device: pushes are copies into a private temporary folder (removed by `close`),
+    programs run as child processes with an argument list."""
+
+    name = "this host"
+
+    def __init__(self):
+        self.root = tempfile.mkdtemp(prefix="seqedge-runner-")
+
+    def push(self, local: Path, remote: str) -> None:
+        shutil.copy2(local, remote)
+
+    def shell(self, argv: list[str], timeout: float = 600) -> tuple[int, str, str]:
+        proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, errors="replace", timeout=timeout)
+        return proc.returncode, proc.stdout, proc.stderr
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 # `uname -m` on the device -> the ELF machine its programs are built for
@@ -120,6 +147,29 @@ def remote_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:64].lstrip(".") or "artifact"
 
 
+def prompts_of_tokens(artifact: Path, lengths: list[int]) -> dict[int, bytes]:
+    """For each length P, the longest held-out text prefix the artifact's tokenizer encodes in at most P tokens
+    (P bytes for a byte-level artifact): the runner then prefills as many tokens as the Python runtime, which is
+    handed P token ids directly."""
+    from seqedge.data import held_out_prompt
+    from seqedge.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(artifact)
+    text = held_out_prompt(8 * max(lengths) + 64)  # a BPE token is rarely longer than 8 bytes of prose or code
+
+    def count(n: int) -> int:
+        return len(tok.encode(text[:n].decode("utf-8", "ignore")))
+
+    out = {}
+    for P in lengths:
+        lo, hi = 0, len(text)
+        while lo < hi:  # the largest prefix of at most P tokens (the count grows with the prefix)
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if count(mid) <= P else (lo, mid - 1)
+        out[P] = text[: max(lo, 1)]  # a prompt is never empty (with a BOS token, 1 byte may be 2 tokens)
+    return out
+
+
 def measure_device(transport: Transport, runner: Path, artifact: Path, target: str, prompts: dict[int, bytes],
                    decode_tokens: int, threads: int | None, inputs: dict) -> list[Record]:
     """Push the runner and the artifact's manifest-listed files, run once per prompt length with --timing,
@@ -128,7 +178,8 @@ def measure_device(transport: Transport, runner: Path, artifact: Path, target: s
 
     files = runner_files(runner, device_machine(transport))
     listed = [MANIFEST, *read_manifest(artifact)["files"]]  # only what the manifest lists (and hashes)
-    remote, bin_dir = f"{REMOTE_ROOT}/{remote_name(Path(artifact).name)}", f"{REMOTE_ROOT}/bin"
+    root = transport.root
+    remote, bin_dir = f"{root}/{remote_name(Path(artifact).name)}", f"{root}/bin"
     transport.shell(["mkdir", "-p", bin_dir, remote])
     for f in files:
         transport.push(f, f"{bin_dir}/{f.name}")
@@ -139,9 +190,9 @@ def measure_device(transport: Transport, runner: Path, artifact: Path, target: s
         with tempfile.TemporaryDirectory(prefix="seqedge-prompt-") as tmp:
             local = Path(tmp) / f"prompt-{P}.txt"
             local.write_bytes(text)
-            transport.push(local, f"{REMOTE_ROOT}/prompt-{P}.txt")
+            transport.push(local, f"{root}/prompt-{P}.txt")
         argv = ["env", f"LD_LIBRARY_PATH={bin_dir}", f"{bin_dir}/{files[0].name}", remote,
-                "--prompt-file", f"{REMOTE_ROOT}/prompt-{P}.txt", "--max-new-tokens", str(decode_tokens + 1),
+                "--prompt-file", f"{root}/prompt-{P}.txt", "--max-new-tokens", str(decode_tokens + 1),
                 "--timing", *(["--threads", str(threads)] if threads else [])]
         rc, stdout, stderr = transport.shell(argv)
         lines = [line for line in stderr.splitlines() + stdout.splitlines() if line.startswith('{"prompt_tokens"')]

@@ -124,6 +124,21 @@ class Check:
         return self.projected / self.measured - 1
 
 
+@dataclass(frozen=True)
+class RunnerCheck:
+    """--runner on this host: the native runner (what an app embeds) next to the Python runtime, same figure."""
+
+    metric: str
+    at: int
+    python: float
+    runner: float
+    busy: str | None
+
+    @property
+    def difference(self) -> float:
+        return self.runner / self.python - 1
+
+
 @dataclass
 class TargetResult:
     target: Target
@@ -133,6 +148,7 @@ class TargetResult:
     projections: list[Projection] = field(default_factory=list)
     overhead: Any = None  # bench.overheads.Overhead: the runtime's per-call cost on the device
     checks: list[Check] = field(default_factory=list)  # --device host: projected vs measured
+    runner_checks: list[RunnerCheck] = field(default_factory=list)  # --runner here: native runner vs Python
 
 
 @dataclass
@@ -301,8 +317,10 @@ def bench(plan: BenchPlan, on_step=None) -> BenchResult:
                 step(f"{target.name}: llama.cpp on the same shape")
                 result.records += peer_records(target.name, target.shape, plan.prompt_lengths, plan.prompt_lengths,
                                                plan.decode_tokens, plan.threads)
-            if plan.adb:
+            if plan.adb or plan.runner:
                 result.records += _measure_device(plan, artifact, target, cand, text, base, step)
+                if not plan.adb:
+                    tr.runner_checks = _runner_checks(result.records, target.name)
             result.targets.append(tr)
     return result
 
@@ -346,14 +364,33 @@ def _checks(records: list[Record], target: str) -> list:
 
 def _measure_device(plan: BenchPlan, artifact: Path | None, target: Target, cand, text: bytes, base: dict,
                     step) -> list[Record]:
-    from seqedge.bench.device import AdbTransport, measure_device
+    """The native runner over adb (--adb), or on this machine (--runner alone)."""
+    from seqedge.bench.device import AdbTransport, LocalTransport, measure_device, prompts_of_tokens
 
     if artifact is None or (target.manifest or {}).get("format") != "executorch":
-        raise UnsupportedError(f"--adb runs ExecuTorch artifacts with the native runner; {target.name} is "
-                               f"{(target.manifest or {}).get('format', 'not an artifact')}",
+        raise UnsupportedError(f"--adb and --runner run ExecuTorch artifacts with the native runner; {target.name} "
+                               f"is {(target.manifest or {}).get('format', 'not an artifact')}",
                                "export it with --format executorch (or pick a device whose selection is executorch)")
-    step(f"{target.name}: pushing to {plan.adb}")
-    transport = AdbTransport(plan.adb)
-    prompts = {P: text[:P] for P in plan.prompt_lengths}
-    return measure_device(transport, plan.runner, artifact, target.name, prompts, plan.decode_tokens, plan.threads,
-                          base)
+    step(f"{target.name}: pushing to {plan.adb}" if plan.adb else f"{target.name}: the native runner on this host")
+    transport = AdbTransport(plan.adb) if plan.adb else LocalTransport()
+    try:
+        prompts = prompts_of_tokens(artifact, plan.prompt_lengths)
+        return measure_device(transport, plan.runner, artifact, target.name, prompts, plan.decode_tokens,
+                              plan.threads, base)
+    finally:
+        getattr(transport, "close", lambda: None)()
+
+
+def _runner_checks(records: list[Record], target: str) -> list[RunnerCheck]:
+    """--runner on this host: the native runner's figure against the Python runtime's at the same prompt length
+    or context (same prompt tokens: prompts_of_tokens)."""
+    key = {"prefill_tok_s": "prompt_tokens", "decode_tok_s": "context"}
+    python = {(r.metric, r.inputs.get(key[r.metric])): r for r in records
+              if r.target == target and r.kind == "measured-host" and r.metric in key}
+    out = []
+    for r in records:
+        if r.target == target and r.kind == "measured-device" and r.metric in key:
+            p = python.get((r.metric, r.inputs.get(key[r.metric])))
+            if p is not None:
+                out.append(RunnerCheck(r.metric, r.inputs.get(key[r.metric]), p.value, r.value, p.inputs.get("busy")))
+    return out

@@ -49,8 +49,9 @@ def bench_cmd(
     plot_out: Annotated[Optional[Path], typer.Option("--plot", help="Draw decode ms/token and prefill tok/s "
                                                      "against length (PNG).")] = None,
     adb: Annotated[Optional[str], typer.Option("--adb", help="Also measure on this adb device serial.")] = None,
-    runner: Annotated[Optional[Path], typer.Option("--runner", help="With --adb: seqedge_runner built for the "
-                                                   "device.")] = None,
+    runner: Annotated[Optional[Path], typer.Option("--runner", help="seqedge_runner (build-runner): with --adb, "
+                                                   "built for the device; alone, timed on this host beside the "
+                                                   "Python runtime.")] = None,
     compare: Annotated[bool, typer.Option("--compare", help="Bench several TARGETs side by side.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="Print the terms of every projection and the "
                                           "calibration error on the published points.")] = False,
@@ -80,7 +81,8 @@ def bench_cmd(
                          for t in result.targets))
     console.print(table(result.records, title))
     console.print("[dim]measured-host: timed on this machine in a child process · projected: calibrated roofline "
-                  "for the device, not a measurement · measured-device: timed on the device over adb · "
+                  "for the device, not a measurement · measured-device: timed by the native runner (on the device over "
+                  "adb, or here with --runner alone) · "
                   "measured-peer: a peer timed on this machine in the same run[/]")
     for line in busy_notes(result.records):
         console.print(f"[yellow]{line}[/]")
@@ -90,6 +92,12 @@ def bench_cmd(
             for c in t.checks:
                 console.print(f"  {c.metric:<14} at {c.at:>5}: projected {c.projected:>9,.1f}  measured "
                               f"{c.measured:>9,.1f}  error {c.error:+.1%}" + (f"  (busy: {c.busy})" if c.busy else ""),
+                              markup=False)
+        if t.runner_checks:
+            console.print(f"native runner vs the Python runtime for {t.target.name} (same prompt tokens, this host):")
+            for c in t.runner_checks:
+                console.print(f"  {c.metric:<14} at {c.at:>5}: Python {c.python:>9,.1f}  runner {c.runner:>9,.1f}  "
+                              f"difference {c.difference:+.1%}" + (f"  (busy: {c.busy})" if c.busy else ""),
                               markup=False)
     if explain:
         from seqedge.bench.roofline import calibration, calibration_errors
