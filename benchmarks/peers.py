@@ -19,7 +19,8 @@ vocabulary (49,152, not 50,280). Every system reads that folder:
   interpreter and installs nothing.
 - Hugging Face transformers eager fp32, in optimum's venv.
 - seqedge: `seqedge export FOLDER --format onnx|executorch --quant int4`, timed by `seqedge bench ART
-  --device host` (a child process per artifact).
+  --device host` (a child process per artifact); with `--runner R`, the ExecuTorch artifacts also through the
+  native runner (`seqedge bench ART --runner R --no-host`).
 Decode at depth d: tokens/s of D steps after d tokens of context (seqedge: after a d-token prompt; depth
 0 is a 1-token prompt). Prefill: tokens/s over a P-token prompt from an empty cache. Every system runs in its
 own process; rounds interleave the systems; the table holds medians and the load range. Weight MB is what
@@ -415,6 +416,23 @@ def seqedge_bench(art: Path, threads: int, prompts: list[int], depths: list[int]
     return {"prefill": {P: pre[P] for P in prompts}, "decode": {d: dec[max(1, d)] for d in depths}, "weights_mb": size}
 
 
+def seqedge_runner_bench(art: Path, runner: Path, threads: int, prompts: list[int], depths: list[int],
+                         decode: int) -> dict:
+    """The native runner (what an app embeds) on the same artifact: `seqedge bench --runner R --no-host`; its
+    prompts hold the requested number of tokens (at most: a 1-token prompt is BOS + 1 byte's token here)."""
+    lengths = sorted(set(prompts) | {max(1, d) for d in depths})
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        run([seqedge_cli(), "bench", str(art), "--device", "host", "--threads", str(threads), "--prompt-lengths",
+             ",".join(map(str, lengths)), "--decode-tokens", str(decode), "--runner", str(runner), "--no-host",
+             "--json", f.name])
+        records = json.loads(Path(f.name).read_text())["records"]
+    dev = [r for r in records if r["kind"] == "measured-device"]
+    pre = dict(zip(lengths, [r["value"] for r in dev if r["metric"] == "prefill_tok_s"]))  # in the order asked
+    dec = dict(zip(lengths, [r["value"] for r in dev if r["metric"] == "decode_tok_s"]))
+    return {"prefill": {P: pre[P] for P in prompts}, "decode": {d: dec[max(1, d)] for d in depths},
+            "weights_mb": folder_mb(art)}
+
+
 def venv_timing(py: Path, script: str, folder: Path, threads: int, prompts: list[int], depths: list[int],
                 decode: int, weights_mb: float) -> dict:
     proc = run([str(py), "-c", script, str(folder), str(threads), json.dumps(prompts), json.dumps(depths), str(decode)])
@@ -452,6 +470,9 @@ def systems_for(shape: str, a) -> dict:
         for quant in a.quants:
             art = seqedge_artifact(folder, fmt, quant, max_len)
             out[f"seqedge {fmt} {quant}"] = lambda art=art: seqedge_bench(art, a.threads, a.prompts, a.depths, a.decode)
+            if a.runner and fmt == "executorch":
+                out[f"seqedge runner {fmt} {quant}"] = lambda art=art: seqedge_runner_bench(
+                    art, a.runner, a.threads, a.prompts, a.depths, a.decode)
     return out
 
 
@@ -538,6 +559,8 @@ def main() -> None:
     ap.add_argument("--formats", default="onnx,executorch")
     ap.add_argument("--quants", default="int4")
     ap.add_argument("--systems", default="genai,et-llm,hf", help="peers besides llama.cpp (genai, et-llm, hf)")
+    ap.add_argument("--runner", type=Path, help="seqedge_runner (seqedge build-runner): also time the native "
+                    "runner on seqedge's ExecuTorch artifacts")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     a.prompts, a.depths = [int(x) for x in a.prompts.split(",")], [int(x) for x in a.depths.split(",")]

@@ -55,7 +55,7 @@ def bench_cmd(
     compare: Annotated[bool, typer.Option("--compare", help="Bench several TARGETs side by side.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="Print the terms of every projection and the "
                                           "calibration error on the published points.")] = False,
-    no_host: Annotated[bool, typer.Option("--no-host", help="Skip measuring on this machine.")] = False,
+    no_host: Annotated[bool, typer.Option("--no-host", help="Skip measuring through the Python runtime on this machine.")] = False,
     peers: Annotated[bool, typer.Option("--peers", help="Also time llama.cpp (F16/Q8_0/Q4_0) on the same shape in "
                                         "this run (built by benchmarks/peers.py).")] = False,
 ) -> None:
