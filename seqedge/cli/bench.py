@@ -87,18 +87,10 @@ def bench_cmd(
     for line in busy_notes(result.records):
         console.print(f"[yellow]{line}[/]")
     for t in result.targets:
-        if t.checks:
-            console.print(f"host check for {t.target.name} (projection for this machine vs the measurement):")
-            for c in t.checks:
-                console.print(f"  {c.metric:<14} at {c.at:>5}: projected {c.projected:>9,.1f}  measured "
-                              f"{c.measured:>9,.1f}  error {c.error:+.1%}" + (f"  (busy: {c.busy})" if c.busy else ""),
-                              markup=False)
-        if t.runner_checks:
-            console.print(f"native runner vs the Python runtime for {t.target.name} (same prompt tokens, this host):")
-            for c in t.runner_checks:
-                console.print(f"  {c.metric:<14} at {c.at:>5}: Python {c.python:>9,.1f}  runner {c.runner:>9,.1f}  "
-                              f"difference {c.difference:+.1%}" + (f"  (busy: {c.busy})" if c.busy else ""),
-                              markup=False)
+        _pairs(f"host check for {t.target.name} (projection for this machine vs the measurement):",
+               [(c, ("projected", c.projected), ("measured", c.measured), ("error", c.error)) for c in t.checks])
+        _pairs(f"native runner vs the Python runtime for {t.target.name} (same prompt tokens, this host):",
+               [(c, ("Python", c.python), ("runner", c.runner), ("difference", c.difference)) for c in t.runner_checks])
     if explain:
         from seqedge.bench.roofline import calibration, calibration_errors
 
@@ -124,3 +116,12 @@ def bench_cmd(
     for label, path in (("json", json_out), ("csv", csv_out), ("plot", plot_out)):
         if path:
             console.print(f"wrote {label}: {path}")
+
+
+def _pairs(title: str, rows: list) -> None:
+    """One figure two ways per line: (check, (label, value), (label, value), (label, relative difference))."""
+    if rows:
+        console.print(title)
+    for c, (la, a), (lb, b), (ld, d) in rows:
+        console.print(f"  {c.metric:<14} at {c.at:>5}: {la} {a:>9,.1f}  {lb} {b:>9,.1f}  {ld} {d:+.1%}"
+                      + (f"  (busy: {c.busy})" if c.busy else ""), markup=False)
