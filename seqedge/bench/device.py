@@ -39,10 +39,11 @@ class Transport(Protocol):
     name: str
     root: str  # the folder everything is pushed under
 
-
     def push(self, local: Path, remote: str) -> None: ...
 
     def shell(self, argv: list[str], timeout: float = 600) -> tuple[int, str, str]: ...
+
+    def close(self) -> None: ...
 
 
 class AdbTransport:
@@ -77,6 +78,9 @@ class AdbTransport:
         quoted for it (a file name never becomes shell syntax)."""
         proc = self._run(["shell", " ".join(shlex.quote(str(a)) for a in argv)], check=False, timeout=timeout)
         return proc.returncode, proc.stdout, proc.stderr
+
+    def close(self) -> None:
+        """Nothing to release: what was pushed stays on the device under REMOTE_ROOT for the next run."""
 
 
 class LocalTransport:

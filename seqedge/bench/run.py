@@ -350,16 +350,18 @@ def _provenance(p: Projection, cal, overhead, profile: Profile) -> str:
             f"{overhead.provenance}")
 
 
-def _checks(records: list[Record], target: str) -> list:
+def _same_figures(records: list[Record], target: str, kind: str, against: str) -> list[tuple[Record, Record]]:
+    """Each decode/prefill figure of `kind` with the `against` figure of the same metric at the same length."""
+    other = {(r.metric, r.at): r for r in records if r.target == target and r.kind == against}
+    return [(r, other[(r.metric, r.at)]) for r in records
+            if r.target == target and r.kind == kind and r.metric in ("decode_tok_s", "prefill_tok_s")
+            and (r.metric, r.at) in other]
+
+
+def _checks(records: list[Record], target: str) -> list[Check]:
     """--device host: each projected decode/prefill figure next to the measured one at the same length."""
-    measured = {(r.metric, r.at): r for r in records if r.target == target and r.kind == "measured-host"}
-    out = []
-    for r in records:
-        if r.target == target and r.kind == "projected" and r.metric in ("decode_tok_s", "prefill_tok_s"):
-            m = measured.get((r.metric, r.at))
-            if m is not None:
-                out.append(Check(r.metric, r.at, r.value, m.value, m.inputs.get("busy")))
-    return out
+    return [Check(r.metric, r.at, r.value, m.value, m.inputs.get("busy"))
+            for r, m in _same_figures(records, target, "projected", "measured-host")]
 
 
 def _measure_device(plan: BenchPlan, artifact: Path | None, target: Target, cand, text: bytes, base: dict,
@@ -378,19 +380,11 @@ def _measure_device(plan: BenchPlan, artifact: Path | None, target: Target, cand
         return measure_device(transport, plan.runner, artifact, target.name, prompts, plan.decode_tokens,
                               plan.threads, base)
     finally:
-        getattr(transport, "close", lambda: None)()
+        transport.close()
 
 
 def _runner_checks(records: list[Record], target: str) -> list[RunnerCheck]:
     """--runner on this host: the native runner's figure against the Python runtime's at the same prompt length
     or context (same prompt tokens: prompts_of_tokens)."""
-    key = {"prefill_tok_s": "prompt_tokens", "decode_tok_s": "context"}
-    python = {(r.metric, r.inputs.get(key[r.metric])): r for r in records
-              if r.target == target and r.kind == "measured-host" and r.metric in key}
-    out = []
-    for r in records:
-        if r.target == target and r.kind == "measured-device" and r.metric in key:
-            p = python.get((r.metric, r.inputs.get(key[r.metric])))
-            if p is not None:
-                out.append(RunnerCheck(r.metric, r.inputs.get(key[r.metric]), p.value, r.value, p.inputs.get("busy")))
-    return out
+    return [RunnerCheck(r.metric, r.at, p.value, r.value, p.inputs.get("busy"))
+            for r, p in _same_figures(records, target, "measured-device", "measured-host")]

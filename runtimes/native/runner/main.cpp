@@ -10,11 +10,12 @@
 // its two methods), stopping at the model's end-of-sequence ids, and prints prompt + continuation to
 // stdout (with --chat: the prompt goes through the chat template the exporter pre-rendered around it, and
 // only the reply is printed). Byte-level models read bytes; a model with a tokenizer.json is tokenized in
-// C++ by pytorch-tokenizers' HF tokenizer (built in with -DSEQEDGE_TOKENIZERS_SOURCE). With --timing, a warm-up prefill
-// and two decode steps run first (the first call of each method packs its weights: `cold_prefill_ms`), then
-// the sequence starts over and one JSON line of the timed run's figures goes to stderr. With --score-file, the prompt's tokens go in one decode step at a
-// time and the logits of every step are written to PATH (steps × vocab float32, little-endian): the same
-// numbers on every build of the runner (x86-64, arm64 under emulation) are what the cross-build tests compare.
+// C++ by pytorch-tokenizers' HF tokenizer (built in with -DSEQEDGE_TOKENIZERS_SOURCE). With --timing, a
+// warm-up prefill and two decode steps run first (the first call of each method packs its weights:
+// `cold_prefill_ms`), then the sequence starts over and one JSON line of the timed run's figures goes to
+// stderr. With --score-file, the prompt's tokens go in one decode step at a time and the logits of every
+// step are written to PATH (steps × vocab float32, little-endian): the same numbers on every build of the
+// runner (x86-64, arm64 under emulation) are what the cross-build tests compare.
 // The work is seqedge::Engine (engine/seqedge_engine.h), the class an Android (JNI), iOS or embedded-Linux app
 // calls; seqedge's custom-op kernels are linked in (libseqedge_kernels, libseqedge_llm_kernels).
 
