@@ -6,13 +6,15 @@ from torch import nn
 
 from seqedge.errors import UnsupportedError
 from seqedge.models.base import RMSNorm
+from seqedge.models.s4 import S4D
 
 # leaf layers with parameters that both exporters take
-EXPORTABLE_LAYERS = (nn.Linear, nn.Embedding, nn.Conv1d, nn.LSTM, nn.GRU, nn.LayerNorm, nn.RMSNorm, RMSNorm)
+EXPORTABLE_LAYERS = (nn.Linear, nn.Embedding, nn.Conv1d, nn.RNN, nn.LSTM, nn.GRU, nn.LayerNorm, nn.RMSNorm, RMSNorm,
+                     S4D)
 
 UNSUPPORTED_HINTS = {
     nn.MultiheadAttention: "use seqedge.ops.attention with an explicit KV cache",
-    nn.RNN: "use nn.LSTM or nn.GRU",
+    nn.RNNCell: "use nn.RNN (one layer), which seqedge exports with its state explicit",
     nn.LSTMCell: "use nn.LSTM (one layer), which seqedge exports with its state explicit",
     nn.GRUCell: "use nn.GRU (one layer), which seqedge exports with its state explicit",
 }

@@ -25,6 +25,8 @@ FAMILY_OPS = {
     "mamba": ("seqedge::selective_scan", "seqedge::causal_conv1d"),
     "lstm": ("lstm",),
     "gru": ("gru",),
+    "rnn": ("rnn",),
+    "s4": ("seqedge::selective_scan",),
 }
 BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "int8": 8, "int4": 4}
 # onnxruntime execution provider names for profile backends

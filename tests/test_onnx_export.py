@@ -104,7 +104,7 @@ def artifacts(tmp_path_factory):
     root = tmp_path_factory.mktemp("onnx")
     out = {}
     for fam in FAMILY_NAMES:
-        for flavour in (FLAVOURS if fam in ("mamba", "transformer") else ("fused",)):
+        for flavour in (FLAVOURS if fam in ("mamba", "transformer", "s4") else ("fused",)):
             torch.manual_seed(0)
             model = build_model(fam, "tiny").eval()
             ckpt = save_checkpoint(model, root / f"ck-{fam}-{flavour}")
@@ -126,7 +126,8 @@ def test_every_family_and_flavour_exports_with_parity(artifacts):
 
 
 @pytest.mark.parametrize("fam,flavour", [("mamba", "fused"), ("mamba", "portable"), ("transformer", "fused"),
-                                         ("transformer", "portable"), ("lstm", "fused"), ("gru", "fused")])
+                                         ("transformer", "portable"), ("lstm", "fused"), ("gru", "fused"),
+                                         ("rnn", "fused"), ("s4", "fused"), ("s4", "portable")])
 def test_artifact_runs_any_length_with_state_carried(artifacts, fam, flavour):
     folder, model, _ = artifacts[(fam, flavour)]
     runner = open_artifact(folder)
@@ -194,7 +195,8 @@ def test_fused_artifacts_use_the_contrib_kernels(artifacts):
         assert "ReduceMean" not in kinds[(fam, "fused")] and "ReduceMean" in kinds[(fam, "portable")]
     assert all(not any(o.startswith("com.microsoft") for o in [n.domain for n in onnx.load(str(f / "model.onnx")).graph.node])
                for (fam, fl), (f, _, _) in artifacts.items() if fl == "portable")
-    assert "LSTM" in kinds[("lstm", "fused")] and "GRU" in kinds[("gru", "fused")]
+    assert "LSTM" in kinds[("lstm", "fused")] and "GRU" in kinds[("gru", "fused")] and "RNN" in kinds[("rnn", "fused")]
+    assert "LinearAttention" in kinds[("s4", "fused")] and "Scan" in kinds[("s4", "portable")]
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)

@@ -172,7 +172,8 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             "native_kernels": native,
             "llm_kernels": ["llama::update_cache.out", "llama::custom_sdpa.out"] if held else [],
             "quantized_kernels": any(isinstance(m, QuantizedEmbedding) for m in traced.modules()),
-            "held_state": [{**s.to_json(), "layout": "(batch, seq, kv_heads, head_dim)"} for s in held],
+            "held_state": [{**s.to_json(), "shape": [s.shape[0], s.shape[2], s.shape[1], s.shape[3]],
+                            "layout": "(batch, seq, kv_heads, head_dim)"} for s in held],  # as HeldCacheGraph holds it
             "held_state_note": "attention KV caches live in the program, shared by prefill and decode: one sequence "
                                "per loaded program; pos = 0 starts a new one" if held else None,
             "requires": "executorch==1.5.1" + (" + libseqedge_kernels (seqedge build-runner)" if native else ""),

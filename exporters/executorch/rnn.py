@@ -1,10 +1,10 @@
-"""LSTM / GRU layers written for ExecuTorch: the input projection for all steps as one matmul, then
+"""RNN / LSTM / GRU layers written for ExecuTorch: the input projection for all steps as one matmul, then
 the recurrence as a `scan` over time, for decode (T = 1) too: unrolling the one step would hand XNNPACK a
 partition whose output is its own input (the state's reshape round trip), which it refuses.
 
-ExecuTorch unrolls `nn.LSTM` over time (minutes to lower, fixed length); these layers keep dynamic T and
+ExecuTorch unrolls `nn.RNN`/`nn.LSTM` over time (minutes to lower, fixed length); these layers keep dynamic T and
 reuse the original parameters (same names, same gate order as PyTorch: LSTM i, f, g, o; GRU r, z, n).
-`scan_rnns(model)` returns a copy of the model with every nn.LSTM / nn.GRU swapped.
+`scan_rnns(model)` returns a copy of the model with every nn.RNN / nn.LSTM / nn.GRU swapped.
 """
 
 from __future__ import annotations
@@ -23,6 +23,21 @@ class _ScanRNN(nn.Module):
         super().__init__()
         self.weight_ih_l0, self.weight_hh_l0 = rnn.weight_ih_l0, rnn.weight_hh_l0
         self.bias_ih_l0, self.bias_hh_l0 = rnn.bias_ih_l0, rnn.bias_hh_l0
+
+
+class ScanElman(_ScanRNN):
+    def __init__(self, rnn: nn.RNN):
+        super().__init__(rnn)
+        self.act = torch.tanh if rnn.nonlinearity == "tanh" else torch.relu
+
+    def cell(self, h, gx_t):
+        h = self.act(gx_t + h @ self.weight_hh_l0.T)  # (B, H)
+        return h, h.clone()
+
+    def forward(self, x: Tensor, h0: Tensor):
+        gx = x @ self.weight_ih_l0.T + (self.bias_ih_l0 + self.bias_hh_l0)  # (B, T, H)
+        h, y = scan(self.cell, h0[0], gx, dim=1)  # y (B, T, H)
+        return y, h[None]
 
 
 class ScanLSTM(_ScanRNN):
@@ -54,11 +69,11 @@ class ScanGRU(_ScanRNN):
         return y, h[None]
 
 
-SWAPS = {nn.LSTM: ScanLSTM, nn.GRU: ScanGRU}
+SWAPS = {nn.RNN: ScanElman, nn.LSTM: ScanLSTM, nn.GRU: ScanGRU}
 
 
 def scan_rnns(model: nn.Module) -> nn.Module:
-    """A copy of `model` whose single-layer, batch-first nn.LSTM / nn.GRU modules are scan layers."""
+    """A copy of `model` whose single-layer, batch-first nn.RNN / nn.LSTM / nn.GRU modules are scan layers."""
     if not any(type(m) in SWAPS for m in model.modules()):
         return model
     model = copy.deepcopy(model)

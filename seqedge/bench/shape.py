@@ -71,7 +71,7 @@ class ModelShape:
     kv_heads: int = 0
     head_dim: int = 0
     state_numel: int = 0  # recurrent state elements (Mamba conv + SSM, RNN h/c)
-    scan_flops: int = 0  # per token, outside matmuls (Mamba's recurrence)
+    scan_flops: int = 0  # per token, outside matmuls (Mamba's and S4D's recurrence)
     max_seq_len: int | None = None
 
     @classmethod
@@ -110,10 +110,8 @@ class ModelShape:
         if cfg.family == "transformer":
             kw = dict(heads=cfg.num_attention_heads, kv_heads=cfg.num_key_value_heads, head_dim=cfg.head_dim,
                       max_seq_len=cfg.max_seq_len)
-        if cfg.family == "mamba":  # exp, two FMAs and the C dot per state element, per layer
-            kw = dict(scan_flops=6 * layers * cfg.intermediate_size * cfg.state_size)
         return cls(cfg.family, emb + head + mat + other, emb, head, mat, other, tied, layers, cfg.vocab_size,
-                   state_numel=state, **kw)
+                   state_numel=state, scan_flops=model.recurrence_flops(), **kw)
 
     # --- per token -----------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The model zoo: families registered by name, each with named presets.
 
     model = build_model("mamba", "small")
-    FAMILIES.names()            # ['transformer', 'mamba', 'lstm', 'gru']
+    FAMILIES.names()            # ['transformer', 'mamba', 'lstm', 'gru', 'rnn', ...]
     FAMILIES["mamba"].presets   # {'tiny': {...}, 'small': {...}, 'mamba-130m': {...}}
 
 `tiny` presets are for tests (a few hundred thousand parameters), `small` for the demo (2-5 M),
@@ -19,7 +19,8 @@ import torch
 from seqedge.errors import CorruptFileError, UnknownNameError
 from seqedge.models.base import ModelConfig, SequenceModel, State, TensorSpec
 from seqedge.models.mamba import Mamba, MambaConfig
-from seqedge.models.rnn import GRU, LSTM, GRUConfig, LSTMConfig
+from seqedge.models.rnn import GRU, LSTM, ElmanConfig, ElmanRNN, GRUConfig, LSTMConfig
+from seqedge.models.s4 import S4, S4Config
 from seqedge.models.transformer import Transformer, TransformerConfig
 from seqedge.registry import Registry
 from seqedge.untrusted import check_memory
@@ -47,6 +48,10 @@ FAMILIES.add("transformer", Family("transformer", TransformerConfig, Transformer
                  intermediate_size=192, max_seq_len=512),
     "small": dict(hidden_size=192, num_hidden_layers=6, num_attention_heads=6, num_key_value_heads=2,
                   intermediate_size=512, max_seq_len=1024),
+    "tiny-mqa": dict(hidden_size=64, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=1,
+                     intermediate_size=192, max_seq_len=512),
+    "small-mqa": dict(hidden_size=192, num_hidden_layers=6, num_attention_heads=6, num_key_value_heads=1,
+                      intermediate_size=512, max_seq_len=1024),
     "llama-135m": dict(vocab_size=49152, hidden_size=576, num_hidden_layers=30, num_attention_heads=9,
                        num_key_value_heads=3, intermediate_size=1536, max_seq_len=2048, rope_theta=100000.0,
                        tie_word_embeddings=True),
@@ -55,6 +60,8 @@ FAMILIES.add("mamba", Family("mamba", MambaConfig, Mamba, {
     "tiny": dict(hidden_size=96, state_size=8, num_hidden_layers=4),
     "small": dict(hidden_size=256, state_size=16, num_hidden_layers=6),
     "mamba-130m": dict(vocab_size=50280, hidden_size=768, state_size=16, num_hidden_layers=24, expand=2),
+    # MambaByte-353M (Wang et al. 2024, "MambaByte: Token-free Selective State Space Model"): bytes in, no tokenizer
+    "mambabyte-353m": dict(vocab_size=256, hidden_size=1024, state_size=16, num_hidden_layers=53, expand=2),
 }))
 FAMILIES.add("lstm", Family("lstm", LSTMConfig, LSTM, {
     "tiny": dict(embed_size=64, hidden_size=160, num_layers=2),
@@ -63,6 +70,15 @@ FAMILIES.add("lstm", Family("lstm", LSTMConfig, LSTM, {
 FAMILIES.add("gru", Family("gru", GRUConfig, GRU, {
     "tiny": dict(embed_size=64, hidden_size=192, num_layers=2),
     "small": dict(embed_size=128, hidden_size=512, num_layers=2),
+}))
+FAMILIES.add("rnn", Family("rnn", ElmanConfig, ElmanRNN, {
+    "tiny": dict(embed_size=64, hidden_size=256, num_layers=2),
+    "small": dict(embed_size=128, hidden_size=768, num_layers=2),
+    "tiny-relu": dict(embed_size=64, hidden_size=256, num_layers=2, nonlinearity="relu"),
+}))
+FAMILIES.add("s4", Family("s4", S4Config, S4, {
+    "tiny": dict(hidden_size=96, state_size=16, num_hidden_layers=4),
+    "small": dict(hidden_size=384, state_size=64, num_hidden_layers=8),
 }))
 
 DEFAULT_FAMILY = "transformer"

@@ -119,6 +119,10 @@ class SequenceModel(nn.Module):
         logits, _ = self.prefill(tokens, self.init_state(tokens.shape[0]))
         return logits
 
+    def recurrence_flops(self) -> int:
+        """FLOPs per token outside matmuls spent on a state-space recurrence (projections count them)."""
+        return 0
+
     @property
     def max_seq_len(self) -> int | None:
         """Longest total sequence (prompt + generated) the state can hold; None when unbounded."""

@@ -110,6 +110,10 @@ class Mamba(SequenceModel):
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.backbone.embeddings.weight
 
+    def recurrence_flops(self) -> int:  # exp, two FMAs and the C dot per state element, per layer
+        c = self.config
+        return 6 * c.num_hidden_layers * c.intermediate_size * c.state_size
+
     def state_spec(self, batch: int | str = "batch") -> list[TensorSpec]:
         c = self.config
         specs = []

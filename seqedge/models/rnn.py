@@ -1,7 +1,7 @@
-"""Stacked streaming LSTM / GRU language models.
+"""Stacked streaming recurrent language models: Elman RNN (tanh or ReLU), LSTM and GRU.
 
-Each layer is its own single-layer `nn.LSTM`/`nn.GRU` (`layers.{i}`), so every layer's state is a
-named tensor (`h.{i}`, and `c.{i}` for LSTM) and exporters emit one native ONNX LSTM/GRU per layer.
+Each layer is its own single-layer `nn.RNN`/`nn.LSTM`/`nn.GRU` (`layers.{i}`), so every layer's state is a
+named tensor (`h.{i}`, and `c.{i}` for LSTM) and exporters emit one native ONNX RNN/LSTM/GRU per layer.
 """
 
 from __future__ import annotations
@@ -23,6 +23,16 @@ class RNNConfig(ModelConfig):
 
 
 @dataclass
+class ElmanConfig(RNNConfig):
+    family = "rnn"
+    nonlinearity: str = "tanh"  # nn.RNN's: "tanh" or "relu"
+
+    def __post_init__(self):
+        if self.nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {self.nonlinearity!r}"[:160])
+
+
+@dataclass
 class LSTMConfig(RNNConfig):
     family = "lstm"
 
@@ -41,11 +51,15 @@ class _RNNLM(SequenceModel):
         self.config = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_size)
         sizes = [cfg.embed_size] + [cfg.hidden_size] * cfg.num_layers
-        self.layers = nn.ModuleList(self.cell(sizes[i], sizes[i + 1], batch_first=True) for i in range(cfg.num_layers))
+        self.layers = nn.ModuleList(self.cell(sizes[i], sizes[i + 1], batch_first=True, **self.cell_options(cfg))
+                                    for i in range(cfg.num_layers))
         self.proj = nn.Linear(cfg.hidden_size, cfg.embed_size, bias=False)
         self.lm_head = nn.Linear(cfg.embed_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.embed.weight
+
+    def cell_options(self, cfg: RNNConfig) -> dict:
+        return {}
 
     def state_spec(self, batch: int | str = "batch") -> list[TensorSpec]:
         shape = (batch, self.config.hidden_size)
@@ -63,6 +77,19 @@ class _RNNLM(SequenceModel):
 
     def _run_layer(self, layer, x, states):
         raise NotImplementedError
+
+
+class ElmanRNN(_RNNLM):
+    cell = nn.RNN
+    state_names = ("h",)
+
+    def cell_options(self, cfg: ElmanConfig) -> dict:
+        return {"nonlinearity": cfg.nonlinearity}
+
+    def _run_layer(self, layer, x, states):
+        (h,) = states  # (B, H)
+        y, h = layer(x, h[None])  # y (B, T, H); h (1, B, H)
+        return y, (h[0],)
 
 
 class LSTM(_RNNLM):
@@ -85,4 +112,4 @@ class GRU(_RNNLM):
         return y, (h[0],)
 
 
-__all__ = ["GRU", "LSTM", "GRUConfig", "LSTMConfig"]
+__all__ = ["GRU", "LSTM", "ElmanConfig", "ElmanRNN", "GRUConfig", "LSTMConfig"]

@@ -175,7 +175,7 @@ def why_float(name: str, shape: tuple[int, ...], ctx: QuantContext) -> str:
     """The reason a weight matrix stayed float under this recipe and format."""
     if ctx.recipe.name == "fp16":
         return "kept float32: the op that uses it has no float16 kernel in onnxruntime's CPU provider"
-    if re.search(r"A_log|(^|\.)D$|dt_proj\.bias", name):
+    if re.search(r"A_log|log_A_real|log_dt|\.s4\.[BC]$|(^|\.)D$|dt_proj\.bias", name):
         return "SSM parameter kept in float on purpose (exp(Δ·A) decay and skip term are precision-sensitive)"
     if "conv" in name:
         return "depthwise causal convolution: not a MatMul/Linear, kept float"
@@ -184,7 +184,7 @@ def why_float(name: str, shape: tuple[int, ...], ctx: QuantContext) -> str:
     if ctx.group_size and len(shape) == 2 and min(shape) % ctx.group_size and max(shape) % ctx.group_size:
         return f"input width {min(shape)} is not a multiple of group size {ctx.group_size}"
     if re.search(r"weight_hh|weight_ih|\bW\b|\bR\b|lstm|gru|rnn|layers\.\d+\.(weight|bias)", name, re.I):
-        return "recurrent (LSTM/GRU) weights inside the native RNN / scan op: not quantized by this recipe"
+        return "recurrent (RNN/LSTM/GRU) weights inside the native RNN / scan op: not quantized by this recipe"
     return f"not quantized by the {ctx.format} {ctx.recipe.name} quantizer (op not supported there)"
 
 
