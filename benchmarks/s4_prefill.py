@@ -45,9 +45,9 @@ def main() -> None:
     for T in (int(t) for t in args.lengths.split(",")):
         u, state = torch.randn(1, T, H), torch.randn(1, H, N)
         with torch.no_grad():
-            scan = best_of(lambda u=u, state=state: layer(u, state), args.rounds)
+            scan = best_of(lambda u=u, state=state: layer.scan(u, state), args.rounds)
             conv = best_of(lambda u=u, state=state: s4d_convolution(layer, u, state), args.rounds)
-            diff = (layer(u, state)[0] - s4d_convolution(layer, u, state)[0]).abs().max().item()
+            diff = (layer.scan(u, state)[0] - s4d_convolution(layer, u, state)[0]).abs().max().item()
         print(f"{T:>6} {scan * 1e3:>9.2f} {conv * 1e3:>9.2f} {T / scan:>11.0f} {T / conv:>11.0f} {diff:>11.2e}")
     print(f"load after: {os.getloadavg()[0]:.2f}")
 

@@ -10,9 +10,10 @@ bytes of text. Per layer (parameter names as the state-spaces `S4D` module):
 Prefill and decode go through `seqedge::selective_scan` with the parameters broadcast: the H·N (channel,
 state) pairs are H·N scan channels of state size 1 with B = C = 1, the input scaled by B̄ and the output
 contracted with C here. `s4d_convolution` is the other classic prefill — the layer as one causal
-convolution with the kernel K[h, l] = Σ_n C Δ·B̄ exp(Δ·A·l), by FFT — which training uses (faster in eager
-PyTorch; no exporter takes an FFT); `benchmarks/s4_prefill.py` measures the two. State per layer: `ssm.{i}`
-(B, H, N).
+convolution with the kernel K[h, l] = Σ_n C Δ·B̄ exp(Δ·A·l), by FFT — which eager PyTorch runs for T > 1
+(training, the reference in parity checks; faster there, and no exporter takes an FFT), so an artifact's
+parity check compares two independent forms; `benchmarks/s4_prefill.py` measures the two. State per layer:
+`ssm.{i}` (B, H, N).
 """
 
 from __future__ import annotations
@@ -64,8 +65,12 @@ class S4D(nn.Module):
         return dt, A, self.B * torch.expm1(dtA) / dtA
 
     def forward(self, u: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-        if self.training and u.shape[1] > 1:  # the FFT form trains faster (benchmarks/s4_prefill.py); same values
-            return s4d_convolution(self, u, state)
+        if u.shape[1] > 1 and not torch.compiler.is_exporting():  # eager prefill and training: the FFT form
+            return s4d_convolution(self, u, state)  # (faster in PyTorch: benchmarks/s4_prefill.py; same values)
+        return self.scan(u, state)
+
+    def scan(self, u: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """The layer through `seqedge::selective_scan`: what exporters see and decode runs."""
         Bt, T, H = u.shape
         N = self.B.shape[1]
         dt, A, Bbar = self.discrete()
@@ -90,8 +95,8 @@ def s4d_convolution(layer: S4D, u: Tensor, state: Tensor) -> tuple[Tensor, Tenso
     n = 2 * T
     y = torch.fft.irfft(torch.fft.rfft(u.transpose(1, 2), n) * torch.fft.rfft(kernel, n), n)[..., :T]  # (Bt, H, T)
     decay = powers * torch.exp(dtA)[..., None]  # (H, N, T): exp(Δ·A·(t+1)), how the carried state fades
-    y = y.transpose(1, 2) + torch.einsum("bhn,hn,hnt->bth", state, layer.C, decay) + layer.D * u  # (Bt, T, H)
-    new = torch.einsum("bth,hn,hnt->bhn", u, dt[:, None] * Bbar, powers.flip(-1)) + state * decay[..., -1]  # (Bt, H, N)
+    y = y.transpose(1, 2) + torch.einsum("bhn,hnt->bth", state * layer.C, decay) + layer.D * u  # (Bt, T, H)
+    new = torch.einsum("bth,hnt->bhn", u, powers.flip(-1)) * (dt[:, None] * Bbar) + state * decay[..., -1]  # (Bt, H, N)
     return y, new
 
 
