@@ -78,7 +78,8 @@ $(TOKENIZERS_SRC)/CMakeLists.txt:
 	rm -rf build/tokenizers
 
 # The suite (under 20 minutes on 2 cores); the real-model tests (pytest -m slow: minutes each, they need the
-# files make fetch-smollm2 / fetch-tokenizers bring) are `make test-slow`, which CI runs after it when time allows.
+# files make fetch-smollm2 / fetch-tokenizers bring) and the arm64 bundle's tests under qemu (ExecuTorch
+# cross-compiled) are `make test-slow`, which CI runs after it when time allows.
 test: venv
 	$(BIN)/python -m pytest -q -m "not slow"
 

@@ -55,6 +55,11 @@ def need(ok: bool, what: str):
         pytest.skip(f"{what} is not installed")
 
 
+# What needs the arm64 bundle (ExecuTorch cross-compiled: 5-8 minutes on a fresh 2-core machine) runs with the
+# slow tests (`make test-slow`, which .ci/run runs after the suite), keeping `make test` within its budget.
+ARM64 = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def arm_runner(tmp_path_factory) -> Path:
     need(shutil.which(ARM.compiler) is not None and shutil.which(ARM.emulator[0]) is not None,
@@ -85,6 +90,7 @@ def scores(runner: Path, artifact: Path, out: Path, emulate: bool) -> np.ndarray
     return np.fromfile(out, dtype="<f4").reshape(-1, vocab)
 
 
+@ARM64
 def test_the_bundle_is_arm64_and_loads_from_its_own_folder(arm_runner, native_runner):
     for bundle, machine in ((arm_runner.parent, ARM.elf_machine), (native_runner.parent, TARGETS["host"].elf_machine)):
         names = {p.name for p in bundle.iterdir()}
@@ -98,6 +104,7 @@ def test_the_bundle_is_arm64_and_loads_from_its_own_folder(arm_runner, native_ru
             assert str(Path.home()) not in dyn and "/tmp" not in dyn, (f.name, dyn)  # no build-machine paths
 
 
+@ARM64
 @pytest.mark.parametrize("name", ["transformer-fp32", "mamba-fp32", "lstm-fp32",
                                   "transformer-int4", "mamba-int4", "lstm-int4"])
 def test_arm64_runner_under_qemu_matches_the_x86_runner(arm_runner, native_runner, artifacts, tmp_path, name):
@@ -120,7 +127,7 @@ def test_arm64_runner_under_qemu_matches_the_x86_runner(arm_runner, native_runne
         assert diff.max() <= 0.02 * (a.max() - a.min()), diff
 
 
-@pytest.mark.parametrize("target", ["android", "ios", "linux-arm64"])
+@pytest.mark.parametrize("target", ["android", "ios", pytest.param("linux-arm64", marks=ARM64)])
 def test_package_is_generated_from_the_manifest(artifacts, request, tmp_path, target):
     arm_runner = request.getfixturevalue("arm_runner") if target == "linux-arm64" else None
     art = artifacts["mamba-int4"]
@@ -187,6 +194,7 @@ def test_kotlin_wrapper_and_jni_bridge_run_on_the_jvm(artifacts, native_runner, 
     assert proc.returncode != 0 and b"not the artifact this code was generated for" in proc.stderr
 
 
+@ARM64
 def test_bench_adb_drives_the_arm64_bundle_under_qemu(artifacts, arm_runner, native_runner, tmp_path, monkeypatch):
     root = tmp_path / "device"
     root.mkdir()
