@@ -214,7 +214,7 @@ def test_build_runner_command(tmp_path):
 
 def test_native_runner_matches_seqedge_generate(pte_artifacts, native_runner):
     cli = CliRunner()
-    for fam in ("mamba", "transformer", "lstm"):
+    for fam in FAMILY_NAMES:
         folder = pte_artifacts[fam][0]
         native = subprocess.run([str(native_runner), str(folder), "--prompt", "def main(",
                                  "--max-new-tokens", "48"], capture_output=True, check=True)
