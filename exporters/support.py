@@ -6,11 +6,12 @@ from torch import nn
 
 from seqedge.errors import UnsupportedError
 from seqedge.models.base import RMSNorm
+from seqedge.models.mamba2 import GatedRMSNorm
 from seqedge.models.s4 import S4D
 
 # leaf layers with parameters that both exporters take
 EXPORTABLE_LAYERS = (nn.Linear, nn.Embedding, nn.Conv1d, nn.RNN, nn.LSTM, nn.GRU, nn.LayerNorm, nn.RMSNorm, RMSNorm,
-                     S4D)
+                     GatedRMSNorm, S4D)
 
 UNSUPPORTED_HINTS = {
     nn.MultiheadAttention: "use seqedge.ops.attention with an explicit KV cache",

@@ -59,6 +59,8 @@ VARIANTS = [
     ("transformer", "tiny-mqa", "onnx", "fused"),
     ("transformer", "tiny-mqa", "onnx", "portable"),
     ("transformer", "tiny-mqa", "executorch", "fused"),
+    ("mamba2", "tiny-groups", "onnx", "fused"),
+    ("mamba2", "tiny-groups", "executorch", "fused"),
     ("rnn", "tiny-relu", "onnx", "fused"),
     ("rnn", "tiny-relu", "executorch", "fused"),
 ]

@@ -104,7 +104,7 @@ def artifacts(tmp_path_factory):
     root = tmp_path_factory.mktemp("onnx")
     out = {}
     for fam in FAMILY_NAMES:
-        for flavour in (FLAVOURS if fam in ("mamba", "transformer", "s4") else ("fused",)):
+        for flavour in (FLAVOURS if fam in ("mamba", "mamba2", "transformer", "s4") else ("fused",)):
             torch.manual_seed(0)
             model = build_model(fam, "tiny").eval()
             ckpt = save_checkpoint(model, root / f"ck-{fam}-{flavour}")
@@ -127,7 +127,8 @@ def test_every_family_and_flavour_exports_with_parity(artifacts):
 
 @pytest.mark.parametrize("fam,flavour", [("mamba", "fused"), ("mamba", "portable"), ("transformer", "fused"),
                                          ("transformer", "portable"), ("lstm", "fused"), ("gru", "fused"),
-                                         ("rnn", "fused"), ("s4", "fused"), ("s4", "portable")])
+                                         ("rnn", "fused"), ("s4", "fused"), ("s4", "portable"), ("mamba2", "fused"),
+                                         ("mamba2", "portable")])
 def test_artifact_runs_any_length_with_state_carried(artifacts, fam, flavour):
     folder, model, _ = artifacts[(fam, flavour)]
     runner = open_artifact(folder)
@@ -197,6 +198,7 @@ def test_fused_artifacts_use_the_contrib_kernels(artifacts):
                for (fam, fl), (f, _, _) in artifacts.items() if fl == "portable")
     assert "LSTM" in kinds[("lstm", "fused")] and "GRU" in kinds[("gru", "fused")] and "RNN" in kinds[("rnn", "fused")]
     assert "LinearAttention" in kinds[("s4", "fused")] and "Scan" in kinds[("s4", "portable")]
+    assert {"LinearAttention", "CausalConvWithState"} <= kinds[("mamba2", "fused")] and "Scan" in kinds[("mamba2", "portable")]
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)

@@ -36,7 +36,7 @@ def weight_bits(recipe: str, group: int | None = 32) -> float:
     raise BadInputError(f"no weight size known for recipe {recipe!r}", "use fp32, fp16, int8 or int4")
 
 
-HF_MODEL_TYPES = {"llama": "transformer", "mamba": "mamba"}
+HF_MODEL_TYPES = {"llama": "transformer", "mamba": "mamba", "mamba2": "mamba2"}
 
 
 def seqedge_config(config: dict[str, Any]) -> dict[str, Any]:

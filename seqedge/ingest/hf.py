@@ -3,7 +3,7 @@
 No transformers needed: the config is read as JSON and mapped by an architecture registry keyed by
 `model_type`; the weights are read with safetensors (one file or shards listed in
 `model.safetensors.index.json`) or from `pytorch_model.bin` (+ shards) with `torch.load(weights_only=True)`,
-and load into seqedge's families as they are (seqedge's Transformer and Mamba carry HF's parameter names).
+and load into seqedge's families as they are (seqedge's Transformer, Mamba and Mamba-2 carry HF's parameter names).
 
 Every config field either maps to a seqedge config field, is known not to change the inference math
 (initialisation, dropout, cache flags, token ids, bookkeeping), or is refused by name — a field seqedge
@@ -190,6 +190,31 @@ def _mamba(f: Fields, max_seq_len: int | None) -> dict[str, Any]:
                 tie_word_embeddings=f.get("tie_word_embeddings", True, bool))
 
 
+def _mamba2(f: Fields, max_seq_len: int | None) -> dict[str, Any]:
+    hidden = f.get("hidden_size", kind=int, lo=1)
+    expand = f.get("expand", 2, int, lo=1)
+    head_dim = f.get("head_dim", 64, int, lo=1)
+    heads = f.get("num_heads", (expand * hidden) // head_dim, int, lo=1)
+    if heads * head_dim != expand * hidden:
+        raise f.refuse("num_heads", f"× head_dim ({head_dim}) is not expand × hidden_size ({expand * hidden})")
+    limit = f.cfg.get("time_step_limit", [0.0, math.inf])
+    f.used.add("time_step_limit")
+    if list(limit) != [0.0, math.inf]:  # a finite clamp of Δ changes the recurrence; seqedge's kernels do not clamp
+        raise f.refuse("time_step_limit", "is not supported (supported: [0.0, Infinity], no clamp)")
+    f.expect("hidden_act", ("silu",), "silu")
+    f.expect("rms_norm", (True,), True)
+    # initialisation of Δ and the residual projections, implementation choices (the chunk length of HF's SSD
+    # form: the same math; fp32 residual: seqedge computes in fp32); time_step_rank is not used by Mamba-2
+    f.ignore("time_step_min", "time_step_max", "time_step_floor", "rescale_prenorm_residual", "residual_in_fp32",
+             "chunk_size", "time_step_rank")
+    return dict(family="mamba2", vocab_size=f.get("vocab_size", kind=int, lo=1), hidden_size=hidden,
+                state_size=f.get("state_size", 128, int, lo=1), num_hidden_layers=f.get("num_hidden_layers", kind=int, lo=1),
+                expand=expand, head_dim=head_dim, n_groups=f.get("n_groups", 1, int, lo=1),
+                conv_kernel=f.get("conv_kernel", 4, int, lo=1), layer_norm_epsilon=f.get("layer_norm_epsilon", 1e-5, float, lo=0),
+                use_bias=f.get("use_bias", False, bool), use_conv_bias=f.get("use_conv_bias", True, bool),
+                tie_word_embeddings=f.get("tie_word_embeddings", True, bool))
+
+
 @dataclass(frozen=True)
 class Architecture:
     model_type: str
@@ -213,6 +238,7 @@ ARCHITECTURES.add("qwen2", Architecture("qwen2", "transformer", "Qwen2ForCausalL
 ARCHITECTURES.add("qwen3", Architecture("qwen3", "transformer", "Qwen3ForCausalLM",
                                         lambda f, n: _transformer(f, n, qk_norm=True, window_flag="use_sliding_window")))
 ARCHITECTURES.add("mamba", Architecture("mamba", "mamba", "MambaForCausalLM", _mamba))
+ARCHITECTURES.add("mamba2", Architecture("mamba2", "mamba2", "Mamba2ForCausalLM", _mamba2))
 
 
 # --- weights -----------------------------------------------------------------------------------------

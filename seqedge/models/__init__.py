@@ -19,6 +19,7 @@ import torch
 from seqedge.errors import CorruptFileError, UnknownNameError
 from seqedge.models.base import ModelConfig, SequenceModel, State, TensorSpec
 from seqedge.models.mamba import Mamba, MambaConfig
+from seqedge.models.mamba2 import Mamba2, Mamba2Config
 from seqedge.models.rnn import GRU, LSTM, ElmanConfig, ElmanRNN, GRUConfig, LSTMConfig
 from seqedge.models.s4 import S4, S4Config
 from seqedge.models.transformer import Transformer, TransformerConfig
@@ -75,6 +76,14 @@ FAMILIES.add("rnn", Family("rnn", ElmanConfig, ElmanRNN, {
     "tiny": dict(embed_size=64, hidden_size=256, num_layers=2),
     "small": dict(embed_size=128, hidden_size=768, num_layers=2),
     "tiny-relu": dict(embed_size=64, hidden_size=256, num_layers=2, nonlinearity="relu"),
+}))
+FAMILIES.add("mamba2", Family("mamba2", Mamba2Config, Mamba2, {
+    "tiny": dict(hidden_size=96, state_size=16, num_hidden_layers=4, head_dim=16),
+    "tiny-groups": dict(hidden_size=96, state_size=16, num_hidden_layers=4, head_dim=16, n_groups=2),
+    "small": dict(hidden_size=256, state_size=32, num_hidden_layers=6, head_dim=32),
+    # HF state-spaces/mamba2-130m's config.json
+    "mamba2-130m": dict(vocab_size=50288, hidden_size=768, state_size=128, num_hidden_layers=24, expand=2,
+                        head_dim=64, n_groups=1),
 }))
 FAMILIES.add("s4", Family("s4", S4Config, S4, {
     "tiny": dict(hidden_size=96, state_size=16, num_hidden_layers=4),

@@ -1,0 +1,174 @@
+"""Mamba-2 language model: multi-head SSM with a scalar decay per head, B/C shared by `n_groups` groups of
+heads, one causal convolution over x‖B‖C, and a gated RMSNorm before the output projection.
+
+Parameter names and shapes match Hugging Face `Mamba2ForCausalLM` (`backbone.layers.{i}.mixer.in_proj.weight`,
+`...mixer.conv1d.weight`, `...mixer.dt_bias`, `...mixer.A_log` (heads,), `...mixer.D` (heads,),
+`...mixer.norm.weight`, `...mixer.out_proj.weight`), so HF checkpoints load as they are. Per head h and step t
+(x_t: the head's P = head_dim channels; B_t, C_t: its group's N = state_size vectors):
+
+    H_t = exp(Δ_t,h · A_h) · H_{t-1} + Δ_t,h · x_t ⊗ B_t        (P, N) per head
+    y_t = H_t · C_t + D_h · x_t
+
+which is Mamba-1's recurrence with Δ and A broadcast over a head's channels and B, C shared by a group's
+channels: each group is one `seqedge::selective_scan` (channels = its heads × head_dim), so Mamba-2 takes
+that op's kernels and lowerings (the C++ scan in ExecuTorch, LinearAttention or an ONNX Scan), linear in T.
+State per layer: `conv.{i}` (B, conv_dim, K - 1), `ssm.{i}` (B, heads × head_dim, N).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from seqedge.models.base import ModelConfig, RMSNorm, SequenceModel, State, TensorSpec
+from seqedge.ops import causal_conv1d, selective_scan
+
+
+@dataclass
+class Mamba2Config(ModelConfig):
+    family = "mamba2"
+    vocab_size: int = 256
+    hidden_size: int = 96
+    state_size: int = 16
+    num_hidden_layers: int = 4
+    expand: int = 2
+    head_dim: int = 16
+    n_groups: int = 1
+    conv_kernel: int = 4
+    layer_norm_epsilon: float = 1e-5
+    use_bias: bool = False
+    use_conv_bias: bool = True
+    time_step_min: float = 1e-3
+    time_step_max: float = 1e-1
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self):
+        if self.intermediate_size % self.head_dim:
+            raise ValueError(f"expand × hidden_size ({self.intermediate_size}) is not a multiple of head_dim "
+                             f"({self.head_dim})")
+        if self.num_heads % self.n_groups:
+            raise ValueError(f"the {self.num_heads} heads do not split into n_groups ({self.n_groups}) equal groups")
+
+    @property
+    def intermediate_size(self) -> int:
+        return self.expand * self.hidden_size
+
+    @property
+    def num_heads(self) -> int:
+        return self.intermediate_size // self.head_dim
+
+    @property
+    def conv_dim(self) -> int:
+        return self.intermediate_size + 2 * self.n_groups * self.state_size
+
+
+class GatedRMSNorm(nn.Module):
+    """HF's MambaRMSNormGated: RMSNorm of y · silu(z) over the whole inner width, in float32."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, y: Tensor, z: Tensor) -> Tensor:
+        g = y.float() * F.silu(z.float())  # (B, T, D)
+        return self.weight * F.rms_norm(g, (g.shape[-1],), eps=self.eps).to(y.dtype)
+
+
+class Mamba2Mixer(nn.Module):
+    def __init__(self, cfg: Mamba2Config):
+        super().__init__()
+        self.cfg = cfg
+        D, H, K = cfg.intermediate_size, cfg.num_heads, cfg.conv_kernel
+        self.in_proj = nn.Linear(cfg.hidden_size, D + cfg.conv_dim + H, bias=cfg.use_bias)  # z ‖ xBC ‖ dt
+        self.conv1d = nn.Conv1d(cfg.conv_dim, cfg.conv_dim, K, groups=cfg.conv_dim, bias=cfg.use_conv_bias)
+        dt = torch.exp(torch.rand(H) * (math.log(cfg.time_step_max) - math.log(cfg.time_step_min))
+                       + math.log(cfg.time_step_min)).clamp_min(1e-4)
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # (H,): softplus(dt_bias) = dt
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, H + 1, dtype=torch.float32)))  # (H,)
+        self.D = nn.Parameter(torch.ones(H))
+        self.norm = GatedRMSNorm(D, cfg.layer_norm_epsilon)
+        self.out_proj = nn.Linear(D, cfg.hidden_size, bias=cfg.use_bias)
+
+    def forward(self, x: Tensor, conv_state: Tensor, ssm_state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        c = self.cfg
+        Bt, T, _ = x.shape
+        D, H, P, N, G = c.intermediate_size, c.num_heads, c.head_dim, c.state_size, c.n_groups
+        z, xbc, dt = self.in_proj(x).split([D, c.conv_dim, H], dim=-1)  # (B, T, D), (B, T, conv_dim), (B, T, H)
+        bias = self.conv1d.bias if self.conv1d.bias is not None else self.conv1d.weight.new_zeros(c.conv_dim)
+        xbc, conv_state = causal_conv1d(xbc.transpose(1, 2), self.conv1d.weight, bias, conv_state)  # (B, conv_dim, T)
+        u, Bm, Cm = xbc.transpose(1, 2).split([D, G * N, G * N], dim=-1)  # (B, T, D), (B, T, G*N) x 2
+        delta = F.softplus(dt + self.dt_bias)[..., None].expand(Bt, T, H, P).reshape(Bt, T, D)  # (B, T, D)
+        A = (-torch.exp(self.A_log.float()))[:, None, None].expand(H, P, N).reshape(D, N)  # (D, N)
+        skip = self.D[:, None].expand(H, P).reshape(D)  # (D,)
+        w = D // G  # channels per group
+        ys, states = [], []
+        for g in range(G):  # one scan per group of heads sharing B and C
+            ch, bc = slice(g * w, (g + 1) * w), slice(g * N, (g + 1) * N)
+            y, s = selective_scan(u[..., ch], delta[..., ch], A[ch], Bm[..., bc], Cm[..., bc], skip[ch],
+                                  ssm_state[:, ch])  # (B, T, w), (B, w, N)
+            ys.append(y)
+            states.append(s)
+        y = ys[0] if G == 1 else torch.cat(ys, dim=-1)  # (B, T, D)
+        ssm_state = states[0] if G == 1 else torch.cat(states, dim=1)  # (B, D, N)
+        return self.out_proj(self.norm(y, z)), conv_state, ssm_state
+
+
+class Mamba2Block(nn.Module):
+    def __init__(self, cfg: Mamba2Config):
+        super().__init__()
+        self.norm = RMSNorm(cfg.hidden_size, cfg.layer_norm_epsilon)
+        self.mixer = Mamba2Mixer(cfg)
+
+    def forward(self, x, conv_state, ssm_state):
+        y, conv_state, ssm_state = self.mixer(self.norm(x), conv_state, ssm_state)
+        return x + y, conv_state, ssm_state
+
+
+class Mamba2Backbone(nn.Module):
+    def __init__(self, cfg: Mamba2Config):
+        super().__init__()
+        self.embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(Mamba2Block(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm_f = RMSNorm(cfg.hidden_size, cfg.layer_norm_epsilon)
+
+
+class Mamba2(SequenceModel):
+    def __init__(self, cfg: Mamba2Config):
+        super().__init__()
+        self.config = cfg
+        self.backbone = Mamba2Backbone(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        nn.init.normal_(self.backbone.embeddings.weight, std=0.02)
+        for layer in self.backbone.layers:  # GPT-2 style rescale of the residual projections (HF's init)
+            layer.mixer.out_proj.weight.data /= math.sqrt(cfg.num_hidden_layers)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.backbone.embeddings.weight
+
+    def recurrence_flops(self) -> int:  # exp, two FMAs and the C dot per state element, per layer
+        c = self.config
+        return 6 * c.num_hidden_layers * c.intermediate_size * c.state_size
+
+    def state_spec(self, batch: int | str = "batch") -> list[TensorSpec]:
+        c = self.config
+        specs = []
+        for i in range(c.num_hidden_layers):
+            specs.append(TensorSpec(f"conv.{i}", "float32", (batch, c.conv_dim, c.conv_kernel - 1)))
+            specs.append(TensorSpec(f"ssm.{i}", "float32", (batch, c.intermediate_size, c.state_size)))
+        return specs
+
+    def prefill(self, tokens: Tensor, state: State, last_only: bool = False) -> tuple[Tensor, State]:
+        x = self.backbone.embeddings(tokens)  # (B, T, C)
+        new: State = {}
+        for i, layer in enumerate(self.backbone.layers):
+            x, new[f"conv.{i}"], new[f"ssm.{i}"] = layer(x, state[f"conv.{i}"], state[f"ssm.{i}"])
+        if last_only:
+            x = x[:, -1:]  # (B, 1, C)
+        return self.lm_head(self.backbone.norm_f(x)), new  # (B, T or 1, V)
+
+
+__all__ = ["Mamba2", "Mamba2Config"]
