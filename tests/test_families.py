@@ -12,6 +12,7 @@ from seqedge.errors import CorruptFileError
 from seqedge.exporters import ExportPlan, export
 from seqedge.models import FAMILIES, build_model, config_from_dict
 from seqedge.models.s4 import s4d_convolution
+from seqedge.models.transformer import moe_ref
 from seqedge.runtimes import open_artifact
 
 
@@ -54,11 +55,44 @@ def test_family_configs_refuse_bad_values(config, needle):
         config_from_dict(config)
 
 
+def test_moe_dense_masked_form_equals_the_per_token_reference():
+    """Every expert weighted by its routing weight (zero when not chosen) equals running each token's k chosen
+    experts only, with and without renormalised weights, and no token's output mixes more than k experts."""
+    torch.manual_seed(0)
+    for renormalise in (True, False):
+        model = build_model("transformer", "tiny-moe", norm_topk_prob=renormalise).eval()
+        moe = model.model.layers[1].block_sparse_moe
+        x = torch.randn(2, 7, 64)
+        with torch.no_grad():
+            assert (moe(x) - moe_ref(moe, x)).abs().max().item() <= 1e-6
+            weights, chosen = moe.routing(x)
+        assert chosen.shape == (2, 7, 2) and (chosen[..., 0] != chosen[..., 1]).all()
+        assert torch.allclose(weights.sum(-1), torch.ones(2, 7)) == renormalise
+
+
+def test_moe_projection_reads_the_chosen_experts_like_a_dense_model_of_that_width():
+    """OLMoE-1B-7B (64 experts of width 1024, 8 chosen): a decoded token reads what a dense model whose
+    feed-forward is 8 × 1024 wide reads (plus the router), not the 6.9 B parameters' worth."""
+    moe_cfg = FAMILIES["transformer"].presets["olmoe-1b-7b"]
+    moe = ModelShape.of_config({"family": "transformer", **moe_cfg})
+    dense_cfg = {k: v for k, v in moe_cfg.items() if k not in ("num_local_experts", "num_experts_per_tok",
+                                                                "norm_topk_prob")}
+    dense = ModelShape.of_config({"family": "transformer", **dense_cfg, "intermediate_size": 8 * 1024})
+    router = 16 * 2048 * 64
+    assert 6.5e9 < moe.parameters < 7.2e9 and moe.parameters - moe.experts_inactive == dense.parameters + router
+    for bits in (4.5, 8.0, 32.0):
+        assert moe.decode_bytes(bits, context=512) == pytest.approx(dense.decode_bytes(bits, context=512)
+                                                                    + router * bits / 8)
+    assert moe.decode_flops(512) == pytest.approx(dense.decode_flops(512) + 2 * router)
+
+
 # (family, preset) variants x (format, ops): each must export with 64-step parity and the structure it promises
 VARIANTS = [
     ("transformer", "tiny-mqa", "onnx", "fused"),
     ("transformer", "tiny-mqa", "onnx", "portable"),
     ("transformer", "tiny-mqa", "executorch", "fused"),
+    ("transformer", "tiny-moe", "onnx", "fused"),
+    ("transformer", "tiny-moe", "executorch", "fused"),
     ("mamba2", "tiny-groups", "onnx", "fused"),
     ("mamba2", "tiny-groups", "executorch", "fused"),
     ("rnn", "tiny-relu", "onnx", "fused"),
@@ -72,10 +106,11 @@ def test_variant_presets_export_with_parity(family, preset, fmt, ops, tmp_path):
     model = build_model(family, preset).eval()
     m = export(model, ExportPlan(out=tmp_path / "a", format=fmt, ops=ops, max_len=64, verify_steps=64))
     assert m["parity"]["passed"] and m["parity"]["steps"] == 64 and m["parity"]["token_agreement"] == 1.0
-    if family == "transformer":  # one KV head in every layer's cache, passed in (ONNX) or held by the program
+    if family == "transformer":  # the config's KV heads (MQA: one) in every layer's cache, passed in or held
         caches = [s for s in m["state"] + m.get("held_state", []) if s["name"].startswith(("k.", "v."))]
         heads = [s["shape"][2] if "layout" in s else s["shape"][1] for s in caches]  # held: (batch, seq, kv_heads, hd)
-        assert len(caches) == 2 * model.config.num_hidden_layers and set(heads) == {1}, caches
+        assert len(caches) == 2 * model.config.num_hidden_layers, caches
+        assert set(heads) == {model.config.num_key_value_heads} and (preset != "tiny-mqa" or heads[0] == 1), caches
     runner = open_artifact(tmp_path / "a")
     state = runner.init_state(1)
     tokens = torch.randint(0, 256, (1, 20))
@@ -88,7 +123,8 @@ def test_variant_presets_export_with_parity(family, preset, fmt, ops, tmp_path):
         nodes = onnx.load(str(tmp_path / "a" / "model.onnx")).graph.node
         if (family, ops) == ("transformer", "fused"):
             gqa = [n for n in nodes if n.op_type == "GroupQueryAttention"]
-            assert gqa and all({a.name: a.i for a in n.attribute}["kv_num_heads"] == 1 for n in gqa)
+            kv = {{a.name: a.i for a in n.attribute}["kv_num_heads"] for n in gqa}
+            assert gqa and kv == {model.config.num_key_value_heads}, kv
         if family == "rnn":
             acts = [list(a.strings) for n in nodes if n.op_type == "RNN" for a in n.attribute if a.name == "activations"]
             assert acts and all(a == [b"Relu"] for a in acts), acts

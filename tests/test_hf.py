@@ -32,6 +32,7 @@ ARCHS = {
     "mistral": lambda: transformers.MistralConfig(**SMALL, sliding_window=4096),
     "qwen2": lambda: transformers.Qwen2Config(**SMALL, tie_word_embeddings=True),
     "qwen3": lambda: transformers.Qwen3Config(**SMALL, head_dim=24),
+    "mixtral": lambda: transformers.MixtralConfig(**SMALL, num_local_experts=4, num_experts_per_tok=2),
     "mamba": lambda: transformers.MambaConfig(vocab_size=VOCAB, hidden_size=64, state_size=8, num_hidden_layers=2),
     "mamba2": lambda: transformers.Mamba2Config(vocab_size=VOCAB, hidden_size=64, state_size=8, num_hidden_layers=2,
                                                 expand=2, head_dim=16, num_heads=8, n_groups=2, chunk_size=16),
@@ -118,7 +119,7 @@ def test_transformers5_rope_parameters_and_legacy_buffers(tmp_path):
 # one test_logits_and_greedy_tokens_match_transformers checks for every architecture. SEQEDGE_FULL_MATRIX=1
 # runs every architecture in both formats (~7 min on 2 cores).
 EXPORTED = ([(a, f) for f in ("onnx", "executorch") for a in ARCHS] if os.environ.get("SEQEDGE_FULL_MATRIX") else
-            [("llama3-rope-tied", "onnx"), ("qwen3", "onnx"), ("mamba", "onnx"), ("mamba2", "onnx"),
+            [("llama3-rope-tied", "onnx"), ("qwen3", "onnx"), ("mixtral", "onnx"), ("mamba", "onnx"), ("mamba2", "onnx"),
              ("qwen3", "executorch"), ("mamba", "executorch")])
 
 

@@ -72,6 +72,7 @@ class ModelShape:
     head_dim: int = 0
     state_numel: int = 0  # recurrent state elements (Mamba conv + SSM, RNN h/c)
     scan_flops: int = 0  # per token, outside matmuls (Mamba's and S4D's recurrence)
+    experts_inactive: int = 0  # MoE: expert weights a token's router did not choose ((E - k) / E of them)
     max_seq_len: int | None = None
 
     @classmethod
@@ -103,6 +104,12 @@ class ModelShape:
                     mat += n
                 else:
                     other += n
+        inactive = 0
+        for module in model.modules():  # a mixture of experts reads k of its E experts per token
+            experts, k = getattr(module, "experts", None), getattr(module, "top_k", 0)
+            if isinstance(experts, nn.ModuleList) and k:
+                per_expert = sum(p.numel() for p in experts[0].parameters())
+                inactive += (len(experts) - k) * per_expert
         tied = bool(getattr(cfg, "tie_word_embeddings", False)) and head == 0
         layers = getattr(cfg, "num_hidden_layers", getattr(cfg, "num_layers", 0))
         state = sum(math.prod(s.shape) for s in model.state_spec(1) if s.name != "pos" and not s.name.startswith(("k.", "v.")))
@@ -111,7 +118,7 @@ class ModelShape:
             kw = dict(heads=cfg.num_attention_heads, kv_heads=cfg.num_key_value_heads, head_dim=cfg.head_dim,
                       max_seq_len=cfg.max_seq_len)
         return cls(cfg.family, emb + head + mat + other, emb, head, mat, other, tied, layers, cfg.vocab_size,
-                   state_numel=state, scan_flops=model.recurrence_flops(), **kw)
+                   state_numel=state, scan_flops=model.recurrence_flops(), experts_inactive=inactive, **kw)
 
     # --- per token -----------------------------------------------------------------------------------
 
@@ -129,23 +136,24 @@ class ModelShape:
         return 2.0 * self.layers * self.kv_heads * self.head_dim * context * dtype_bytes
 
     def decode_bytes(self, bits: float, context: int = 0, head_bits: float | None = None, state_bytes: int = 4) -> float:
-        """Bytes read per decode token: every streamed weight once (the embedding: one row), the KV cache
-        up to `context`, the recurrent state read and written."""
+        """Bytes read per decode token: every streamed weight once (the embedding: one row; of a mixture of
+        experts, the k chosen experts — what a top-k kernel reads), the KV cache up to `context`, the
+        recurrent state read and written."""
         hb = bits if head_bits is None else head_bits
-        streamed = self.matmul * bits / 8 + self.head_params * hb / 8 + self.other * 4
+        streamed = (self.matmul - self.experts_inactive) * bits / 8 + self.head_params * hb / 8 + self.other * 4
         row = self.embedding // max(1, self.vocab) * 4
         return streamed + row + self.kv_bytes(context, state_bytes) + 2 * self.state_numel * state_bytes
 
     def decode_flops(self, context: int = 0) -> float:
         attn = 4.0 * self.layers * self.heads * self.head_dim * context
-        return 2.0 * (self.matmul + self.head_params) + attn + self.scan_flops
+        return 2.0 * (self.matmul - self.experts_inactive + self.head_params) + attn + self.scan_flops
 
     def prefill_flops(self, tokens: int, context: int = 0, all_logits: bool = False) -> float:
         """FLOPs to prefill `tokens` after `context`: matmuls per token, causal attention, the head for the
         last token only unless `all_logits`."""
         attn = 4.0 * self.layers * self.heads * self.head_dim * (tokens * context + tokens * (tokens + 1) / 2)
         head = 2.0 * self.head_params * (tokens if all_logits else 1)
-        return 2.0 * self.matmul * tokens + head + attn + self.scan_flops * tokens
+        return 2.0 * (self.matmul - self.experts_inactive) * tokens + head + attn + self.scan_flops * tokens
 
     def prefill_bytes(self, bits: float, tokens: int, context: int = 0, head_bits: float | None = None) -> float:
         """Every streamed weight once for the whole prompt, the KV cache written and read, the state."""

@@ -166,6 +166,17 @@ def _transformer(f: Fields, max_seq_len: int | None, *, qkv_bias: bool = False, 
     return cfg
 
 
+def _mixtral(f: Fields, max_seq_len: int | None) -> dict[str, Any]:
+    cfg = _transformer(f, max_seq_len)
+    experts = f.get("num_local_experts", kind=int, lo=1)
+    top_k = f.get("num_experts_per_tok", 2, int, lo=1)
+    if top_k > experts:
+        raise CorruptFileError(f"{f.where}: num_experts_per_tok {top_k} exceeds num_local_experts {experts}",
+                               "fix config.json")
+    f.ignore("output_router_logits", "router_aux_loss_coef", "router_jitter_noise")  # training only
+    return {**cfg, "num_local_experts": experts, "num_experts_per_tok": top_k}
+
+
 def _mamba(f: Fields, max_seq_len: int | None) -> dict[str, Any]:
     hidden = f.get("hidden_size", kind=int, lo=1)
     expand = f.get("expand", 2, int, lo=1)
@@ -237,6 +248,7 @@ ARCHITECTURES.add("qwen2", Architecture("qwen2", "transformer", "Qwen2ForCausalL
                                         lambda f, n: _transformer(f, n, qkv_bias=True, window_flag="use_sliding_window")))
 ARCHITECTURES.add("qwen3", Architecture("qwen3", "transformer", "Qwen3ForCausalLM",
                                         lambda f, n: _transformer(f, n, qk_norm=True, window_flag="use_sliding_window")))
+ARCHITECTURES.add("mixtral", Architecture("mixtral", "transformer", "MixtralForCausalLM", _mixtral))
 ARCHITECTURES.add("mamba", Architecture("mamba", "mamba", "MambaForCausalLM", _mamba))
 ARCHITECTURES.add("mamba2", Architecture("mamba2", "mamba2", "Mamba2ForCausalLM", _mamba2))
 

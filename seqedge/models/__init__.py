@@ -53,6 +53,15 @@ FAMILIES.add("transformer", Family("transformer", TransformerConfig, Transformer
                      intermediate_size=192, max_seq_len=512),
     "small-mqa": dict(hidden_size=192, num_hidden_layers=6, num_attention_heads=6, num_key_value_heads=1,
                       intermediate_size=512, max_seq_len=1024),
+    "tiny-moe": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                     intermediate_size=96, max_seq_len=512, num_local_experts=4, num_experts_per_tok=2),
+    "small-moe": dict(hidden_size=192, num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=2,
+                      intermediate_size=224, max_seq_len=1024, num_local_experts=8, num_experts_per_tok=2),
+    # OLMoE-1B-7B (allenai/OLMoE-1B-7B-0924's config; its q/k norms are over the whole projection, not per head —
+    # the same parameter count): 64 experts, 8 active
+    "olmoe-1b-7b": dict(vocab_size=50304, hidden_size=2048, num_hidden_layers=16, num_attention_heads=16,
+                        num_key_value_heads=16, intermediate_size=1024, max_seq_len=4096, num_local_experts=64,
+                        num_experts_per_tok=8, norm_topk_prob=False),
     "llama-135m": dict(vocab_size=49152, hidden_size=576, num_hidden_layers=30, num_attention_heads=9,
                        num_key_value_heads=3, intermediate_size=1536, max_seq_len=2048, rope_theta=100000.0,
                        tie_word_embeddings=True),

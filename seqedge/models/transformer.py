@@ -1,7 +1,9 @@
-"""Llama-style decoder: RMSNorm, RoPE, grouped-query attention, SwiGLU.
+"""Llama-style decoder: RMSNorm, RoPE, grouped-query attention, SwiGLU — or a mixture of SwiGLU experts.
 
 Parameter names and shapes match Hugging Face `LlamaForCausalLM` (`model.embed_tokens.weight`,
-`model.layers.{i}.self_attn.q_proj.weight`, ..., `lm_head.weight`), so an HF state dict loads as is.
+`model.layers.{i}.self_attn.q_proj.weight`, ..., `lm_head.weight`), so an HF state dict loads as is. With
+`num_local_experts` > 0 each layer's feed-forward is Mixtral's sparse MoE block under its HF names
+(`model.layers.{i}.block_sparse_moe.gate.weight`, `...experts.{e}.w1/w2/w3.weight`).
 Attention with the KV cache is one `seqedge::attention` op per layer; the cache is a fixed-size
 state tensor of `max_seq_len` positions plus a `pos` counter.
 """
@@ -39,7 +41,10 @@ class TransformerConfig(ModelConfig):
     mlp_bias: bool = False
     qk_norm: bool = False  # RMSNorm over head_dim on q and k before RoPE (Qwen3)
     rope_scaling: dict | None = None  # {"rope_type": "linear"|"llama3", "factor": ..., ...}
-    zero_means_auto: ClassVar[tuple[str, ...]] = ("head_dim",)
+    num_local_experts: int = 0  # 0: one dense SwiGLU per layer; E > 0: a mixture of E SwiGLU experts (Mixtral)
+    num_experts_per_tok: int = 2  # k experts chosen per token by the router
+    norm_topk_prob: bool = True  # renormalise the k chosen routing weights to sum to 1 (Mixtral; OLMoE does not)
+    zero_means_auto: ClassVar[tuple[str, ...]] = ("head_dim", "num_local_experts")
 
     def __post_init__(self):
         if self.head_dim <= 0:
@@ -52,6 +57,9 @@ class TransformerConfig(ModelConfig):
             raise ValueError("head_dim must be even (RoPE rotates pairs)")
         if self.rope_scaling is not None:
             rope_inv_freq(self)  # validates the scaling dict
+        if self.num_local_experts and not 1 <= self.num_experts_per_tok <= self.num_local_experts:
+            raise ValueError(f"num_experts_per_tok ({self.num_experts_per_tok}) must be in [1, num_local_experts "
+                             f"({self.num_local_experts})]")
 
 
 ROPE_SCALINGS = ("default", "linear", "llama3")
@@ -159,18 +167,76 @@ class MLP(nn.Module):
         return self.down_proj(F.silu(gate) * up)
 
 
+class Expert(nn.Module):
+    """One SwiGLU expert under Mixtral's names: w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.w1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.w2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        self.w3 = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class SparseMoE(nn.Module):
+    """Mixtral's MoE feed-forward: a router picks k of E experts per token (softmax, top-k, renormalised) and
+    sums their outputs by those weights. Computed in the dense masked form — every expert on every token,
+    unchosen ones weighted 0 — which has no data-dependent control flow, so both exporters take it as it is;
+    it reads all E experts' weights per token (a top-k kernel would read k). `moe_ref` is the per-token loop
+    over the chosen experts it must equal."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        self.top_k, self.renormalise = cfg.num_experts_per_tok, cfg.norm_topk_prob
+        self.gate = nn.Linear(cfg.hidden_size, cfg.num_local_experts, bias=False)
+        self.experts = nn.ModuleList(Expert(cfg) for _ in range(cfg.num_local_experts))
+
+    def routing(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The k chosen experts' weights and indices, each (B, T, k)."""
+        probs = F.softmax(self.gate(x).float(), dim=-1)  # (B, T, E)
+        weights, chosen = probs.topk(self.top_k, dim=-1)  # (B, T, k)
+        if self.renormalise:
+            weights = weights / weights.sum(-1, keepdim=True)
+        return weights.to(x.dtype), chosen
+
+    def forward(self, x: Tensor) -> Tensor:
+        weights, chosen = self.routing(x)  # (B, T, k)
+        dense = torch.zeros(*x.shape[:-1], len(self.experts), dtype=x.dtype).scatter(-1, chosen, weights)  # (B, T, E)
+        out = dense[..., :1] * self.experts[0](x)  # (B, T, C)
+        for e in range(1, len(self.experts)):
+            out = out + dense[..., e : e + 1] * self.experts[e](x)
+        return out
+
+
+def moe_ref(moe: SparseMoE, x: Tensor) -> Tensor:
+    """Reference MoE: for each token, run only its k chosen experts and sum their outputs by weight."""
+    weights, chosen = moe.routing(x)  # (B, T, k)
+    out = torch.zeros_like(x)  # (B, T, C)
+    for b in range(x.shape[0]):
+        for t in range(x.shape[1]):
+            for w, e in zip(weights[b, t].tolist(), chosen[b, t].tolist()):
+                out[b, t] += w * moe.experts[e](x[b, t])
+    return out
+
+
 class DecoderLayer(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
         self.self_attn = Attention(cfg)
-        self.mlp = MLP(cfg)
+        if cfg.num_local_experts:
+            self.block_sparse_moe = SparseMoE(cfg)
+        else:
+            self.mlp = MLP(cfg)
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
     def forward(self, x, cos, sin, k_cache=None, v_cache=None, pos=None):
         a, k_cache, v_cache = self.self_attn(self.input_layernorm(x), cos, sin, k_cache, v_cache, pos)
         x = x + a  # (B, T, C)
-        x = x + self.mlp(self.post_attention_layernorm(x))  # (B, T, C)
+        ffn = self.block_sparse_moe if hasattr(self, "block_sparse_moe") else self.mlp
+        x = x + ffn(self.post_attention_layernorm(x))  # (B, T, C)
         return x, k_cache, v_cache
 
 
