@@ -44,6 +44,10 @@ class MambaConfig(ModelConfig):
     def intermediate_size(self) -> int:
         return self.expand * self.hidden_size
 
+    @property
+    def conv_dim(self) -> int:  # channels the causal convolution runs over (Mamba-2 adds B and C)
+        return self.intermediate_size
+
 
 class MambaMixer(nn.Module):
     def __init__(self, cfg: MambaConfig):
@@ -79,10 +83,12 @@ class MambaMixer(nn.Module):
 
 
 class MambaBlock(nn.Module):
-    def __init__(self, cfg: MambaConfig):
+    """Pre-norm residual block around a mixer (Mamba-1's here; Mamba-2 passes its own)."""
+
+    def __init__(self, cfg: MambaConfig, mixer: type[nn.Module] = MambaMixer):
         super().__init__()
         self.norm = RMSNorm(cfg.hidden_size, cfg.layer_norm_epsilon)
-        self.mixer = MambaMixer(cfg)
+        self.mixer = mixer(cfg)
 
     def forward(self, x, conv_state, ssm_state):
         y, conv_state, ssm_state = self.mixer(self.norm(x), conv_state, ssm_state)
@@ -90,18 +96,20 @@ class MambaBlock(nn.Module):
 
 
 class MambaBackbone(nn.Module):
-    def __init__(self, cfg: MambaConfig):
+    def __init__(self, cfg: MambaConfig, mixer: type[nn.Module] = MambaMixer):
         super().__init__()
         self.embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(MambaBlock(cfg) for _ in range(cfg.num_hidden_layers))
+        self.layers = nn.ModuleList(MambaBlock(cfg, mixer) for _ in range(cfg.num_hidden_layers))
         self.norm_f = RMSNorm(cfg.hidden_size, cfg.layer_norm_epsilon)
 
 
 class Mamba(SequenceModel):
+    mixer: type[nn.Module] = MambaMixer
+
     def __init__(self, cfg: MambaConfig):
         super().__init__()
         self.config = cfg
-        self.backbone = MambaBackbone(cfg)
+        self.backbone = MambaBackbone(cfg, self.mixer)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         nn.init.normal_(self.backbone.embeddings.weight, std=0.02)
         for layer in self.backbone.layers:  # GPT-2 style rescale of the residual projections
@@ -118,7 +126,7 @@ class Mamba(SequenceModel):
         c = self.config
         specs = []
         for i in range(c.num_hidden_layers):
-            specs.append(TensorSpec(f"conv.{i}", "float32", (batch, c.intermediate_size, c.conv_kernel - 1)))
+            specs.append(TensorSpec(f"conv.{i}", "float32", (batch, c.conv_dim, c.conv_kernel - 1)))
             specs.append(TensorSpec(f"ssm.{i}", "float32", (batch, c.intermediate_size, c.state_size)))
         return specs
 

@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seqedge.models.base import ModelConfig, RMSNorm, SequenceModel, State, TensorSpec
+from seqedge.models.base import ModelConfig
+from seqedge.models.mamba import Mamba
 from seqedge.ops import causal_conv1d, selective_scan
 
 
@@ -118,57 +119,10 @@ class Mamba2Mixer(nn.Module):
         return self.out_proj(self.norm(y, z)), conv_state, ssm_state
 
 
-class Mamba2Block(nn.Module):
-    def __init__(self, cfg: Mamba2Config):
-        super().__init__()
-        self.norm = RMSNorm(cfg.hidden_size, cfg.layer_norm_epsilon)
-        self.mixer = Mamba2Mixer(cfg)
+class Mamba2(Mamba):
+    """Mamba's backbone, head, state and prefill around the Mamba-2 mixer (same HF names above the mixer)."""
 
-    def forward(self, x, conv_state, ssm_state):
-        y, conv_state, ssm_state = self.mixer(self.norm(x), conv_state, ssm_state)
-        return x + y, conv_state, ssm_state
-
-
-class Mamba2Backbone(nn.Module):
-    def __init__(self, cfg: Mamba2Config):
-        super().__init__()
-        self.embeddings = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList(Mamba2Block(cfg) for _ in range(cfg.num_hidden_layers))
-        self.norm_f = RMSNorm(cfg.hidden_size, cfg.layer_norm_epsilon)
-
-
-class Mamba2(SequenceModel):
-    def __init__(self, cfg: Mamba2Config):
-        super().__init__()
-        self.config = cfg
-        self.backbone = Mamba2Backbone(cfg)
-        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
-        nn.init.normal_(self.backbone.embeddings.weight, std=0.02)
-        for layer in self.backbone.layers:  # GPT-2 style rescale of the residual projections (HF's init)
-            layer.mixer.out_proj.weight.data /= math.sqrt(cfg.num_hidden_layers)
-        if cfg.tie_word_embeddings:
-            self.lm_head.weight = self.backbone.embeddings.weight
-
-    def recurrence_flops(self) -> int:  # exp, two FMAs and the C dot per state element, per layer
-        c = self.config
-        return 6 * c.num_hidden_layers * c.intermediate_size * c.state_size
-
-    def state_spec(self, batch: int | str = "batch") -> list[TensorSpec]:
-        c = self.config
-        specs = []
-        for i in range(c.num_hidden_layers):
-            specs.append(TensorSpec(f"conv.{i}", "float32", (batch, c.conv_dim, c.conv_kernel - 1)))
-            specs.append(TensorSpec(f"ssm.{i}", "float32", (batch, c.intermediate_size, c.state_size)))
-        return specs
-
-    def prefill(self, tokens: Tensor, state: State, last_only: bool = False) -> tuple[Tensor, State]:
-        x = self.backbone.embeddings(tokens)  # (B, T, C)
-        new: State = {}
-        for i, layer in enumerate(self.backbone.layers):
-            x, new[f"conv.{i}"], new[f"ssm.{i}"] = layer(x, state[f"conv.{i}"], state[f"ssm.{i}"])
-        if last_only:
-            x = x[:, -1:]  # (B, 1, C)
-        return self.lm_head(self.backbone.norm_f(x)), new  # (B, T or 1, V)
+    mixer = Mamba2Mixer
 
 
 __all__ = ["Mamba2", "Mamba2Config"]
