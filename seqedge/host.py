@@ -2,7 +2,8 @@
 
 Cores from the scheduler's affinity, ISA flags from the OS (/proc/cpuinfo), memory from /proc/meminfo,
 and a measured copy bandwidth, cached in ~/.cache/seqedge/host.json (keyed by CPU model and core
-count; delete the file to re-measure). Peak compute is an ESTIMATE from the vector width the flags show.
+count; delete the file to re-measure) — only when no other process used half a core or more while it was
+measured (bench/measure.py:busy), so a calibration taken on a busy machine is not kept for later runs. Peak compute is an ESTIMATE from the vector width the flags show.
 """
 
 from __future__ import annotations
@@ -59,8 +60,13 @@ def _measured_bandwidth(key: str, threads: int) -> float:
     except (OSError, ValueError, KeyError):
         pass
     from seqedge.bench.bandwidth import copy_bandwidth_gbs
+    from seqedge.bench.child import MachineState
+    from seqedge.bench.measure import busy
 
-    bw = round(copy_bandwidth_gbs(threads=threads), 2)
+    with MachineState() as state:
+        bw = round(copy_bandwidth_gbs(threads=threads), 2)
+    if busy(state.to_json(), threads):  # a figure taken while other processes ran is used once, never kept
+        return bw
     try:
         CACHE.parent.mkdir(parents=True, exist_ok=True)
         tmp = CACHE.with_suffix(".tmp")

@@ -214,3 +214,21 @@ def test_onnxruntime_adapter_takes_the_provider_from_the_backend(tmp_path):
     assert open_artifact(tmp_path / "a").provider == "CPUExecutionProvider"
     with pytest.raises(UnsupportedError, match="CUDAExecutionProvider .*not in this onnxruntime build"):
         open_artifact(tmp_path / "a", backend="cuda")
+
+
+def test_a_bandwidth_measured_while_busy_is_used_but_not_kept(tmp_path, monkeypatch):
+    """The host profile's copy bandwidth is cached for later runs only when nothing else ran beside it: with
+    both cores burnt by other processes, the figure is returned and no cache file is written."""
+    import subprocess
+    import sys
+
+    import seqedge.host
+
+    monkeypatch.setattr(seqedge.host, "CACHE", tmp_path / "host.json")
+    burn = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        bw = seqedge.host._measured_bandwidth("test-cpu|2", threads=2)
+    finally:
+        for b in burn:
+            b.kill()
+    assert bw > 0 and not (tmp_path / "host.json").exists()
