@@ -87,8 +87,7 @@ FAMILIES.add("rnn", Family("rnn", ElmanConfig, ElmanRNN, {
     "tiny-relu": dict(embed_size=64, hidden_size=256, num_layers=2, nonlinearity="relu"),
 }))
 FAMILIES.add("mamba2", Family("mamba2", Mamba2Config, Mamba2, {
-    "tiny": dict(hidden_size=96, state_size=16, num_hidden_layers=4, head_dim=16),
-    "tiny-groups": dict(hidden_size=96, state_size=16, num_hidden_layers=4, head_dim=16, n_groups=2),
+    "tiny": dict(hidden_size=96, state_size=16, num_hidden_layers=4, head_dim=16, n_groups=2),  # the general case
     "small": dict(hidden_size=256, state_size=32, num_hidden_layers=6, head_dim=32),
     # HF state-spaces/mamba2-130m's config.json
     "mamba2-130m": dict(vocab_size=50288, hidden_size=768, state_size=128, num_hidden_layers=24, expand=2,
