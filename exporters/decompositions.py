@@ -26,7 +26,8 @@ def scan_over_time(u, delta, A, B, C, D, state):
         h = a_t * h + b_t  # (Bt, D, N)
         return h, (h * c_t[:, None, :]).sum(-1)  # (Bt, D)
 
-    h, y = scan(step, state, (a, b, C), dim=1)  # y stacked along time: (Bt, T, D)
+    init = state.clone(memory_format=torch.contiguous_format)  # a slice of a larger state (Mamba-2's groups) has
+    h, y = scan(step, init, (a, b, C), dim=1)  # its parent's strides; the carry must match them. y: (Bt, T, D)
     return y + D * u, h
 
 
