@@ -3,7 +3,8 @@
 Cores from the scheduler's affinity, ISA flags from the OS (/proc/cpuinfo), memory from /proc/meminfo,
 and a measured copy bandwidth, cached in ~/.cache/seqedge/host.json (keyed by CPU model and core
 count; delete the file to re-measure) — only when no other process used half a core or more while it was
-measured (bench/measure.py:busy), so a calibration taken on a busy machine is not kept for later runs. Peak compute is an ESTIMATE from the vector width the flags show.
+measured (bench/measure.py:busy), so a calibration taken on a busy machine is not kept for later runs.
+Peak compute is an ESTIMATE from the vector width the flags show.
 """
 
 from __future__ import annotations

@@ -76,7 +76,10 @@ class _RNNLM(SequenceModel):
         return self.lm_head(self.proj(x)), new  # (B, T or 1, V)
 
     def _run_layer(self, layer, x, states):
-        raise NotImplementedError
+        """One layer over x; the cells whose state is h alone (RNN, GRU) run here, LSTM adds c."""
+        (h,) = states  # (B, H)
+        y, h = layer(x, h[None])  # y (B, T, H); h (1, B, H)
+        return y, (h[0],)
 
 
 class ElmanRNN(_RNNLM):
@@ -85,11 +88,6 @@ class ElmanRNN(_RNNLM):
 
     def cell_options(self, cfg: ElmanConfig) -> dict:
         return {"nonlinearity": cfg.nonlinearity}
-
-    def _run_layer(self, layer, x, states):
-        (h,) = states  # (B, H)
-        y, h = layer(x, h[None])  # y (B, T, H); h (1, B, H)
-        return y, (h[0],)
 
 
 class LSTM(_RNNLM):
@@ -105,11 +103,6 @@ class LSTM(_RNNLM):
 class GRU(_RNNLM):
     cell = nn.GRU
     state_names = ("h",)
-
-    def _run_layer(self, layer, x, states):
-        (h,) = states  # (B, H)
-        y, h = layer(x, h[None])  # y (B, T, H); h (1, B, H)
-        return y, (h[0],)
 
 
 __all__ = ["GRU", "LSTM", "ElmanConfig", "ElmanRNN", "GRUConfig", "LSTMConfig"]
