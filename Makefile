@@ -8,7 +8,7 @@ LOCK := requirements.lock
 # other requirement can pull a CUDA build of torch.
 TORCH := torch==2.13.0
 # What the lock and .venv hold: the dev tools and the `hf` extra (transformers is what the parity tests compare with)
-EXTRAS := dev,hf
+EXTRAS := dev,hf,sweep
 # Throw-away environments for `make lock` and `make check-latest` (ignored by git).
 LOCK_VENV := build/lock-venv
 LATEST_VENV := build/latest-venv

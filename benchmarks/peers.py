@@ -200,7 +200,6 @@ def llama_cpp() -> Path:
     tar = root / "sdist.tar.gz"
     if not tar.is_file():
         urllib.request.urlretrieve(url, tar)
-    import hashlib
 
     if hashlib.sha256(tar.read_bytes()).hexdigest() != sha:
         tar.unlink()
@@ -377,24 +376,13 @@ def seqedge_cli() -> str:
     return shutil.which("seqedge", path=str(Path(sys.executable).parent)) or "seqedge"
 
 
-def seqedge_source_digest() -> str:
-    """sha256 of the installed seqedge's Python and C++ sources: an artifact exported by other code is stale."""
-    import importlib.util
-
-    digest = hashlib.sha256()
-    for pkg in ("seqedge", "seqedge.exporters", "seqedge.runtimes"):
-        root = Path(importlib.util.find_spec(pkg).origin).parent
-        for f in sorted(root.rglob("*")):
-            if f.suffix in (".py", ".cpp", ".h", ".txt") and "__pycache__" not in f.parts:
-                digest.update(f"{f.relative_to(root)}\0".encode() + f.read_bytes())
-    return digest.hexdigest()[:10]
-
-
 def seqedge_artifact(folder: Path, fmt: str, quant: str, max_len: int) -> Path:
     """The export of `folder` by this seqedge (the folder name carries its source digest and max_len; older
     exports of the same model/format/recipe are removed)."""
+    from seqedge.fsutil import source_digest
+
     stem = f"{folder.name}.seqedge-{fmt}-{quant}"
-    out = PEERS / "models" / f"{stem}-{max_len}-{seqedge_source_digest()}"
+    out = PEERS / "models" / f"{stem}-{max_len}-{source_digest()}"
     if not (out / "manifest.json").is_file():
         for old in (PEERS / "models").glob(f"{stem}*"):
             shutil.rmtree(old, ignore_errors=True)

@@ -122,6 +122,19 @@ def cache_dir(kind: str) -> Path:
     return folder
 
 
+def source_digest() -> str:
+    """sha256 of the installed seqedge's Python and C++ sources: what it exported before a change is stale."""
+    import importlib.util
+
+    digest = hashlib.sha256()
+    for pkg in ("seqedge", "seqedge.exporters", "seqedge.runtimes"):
+        root = Path(importlib.util.find_spec(pkg).origin).parent
+        for f in sorted(root.rglob("*")):
+            if f.suffix in (".py", ".cpp", ".h", ".txt") and "__pycache__" not in f.parts:
+                digest.update(f"{f.relative_to(root)}\0".encode() + f.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def sha256_file(path: Path | str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

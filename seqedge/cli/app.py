@@ -91,7 +91,7 @@ def _options(
 
 def _register() -> None:
     # each module adds its commands to `app`
-    from seqedge.cli import apps, bench, devices, export, generate, train  # noqa: F401
+    from seqedge.cli import apps, bench, devices, export, generate, sweep, train  # noqa: F401
 
 
 _register()
