@@ -81,7 +81,7 @@ $(TOKENIZERS_SRC)/CMakeLists.txt:
 # files make fetch-smollm2 / fetch-tokenizers bring) and the arm64 bundle's tests under qemu (ExecuTorch
 # cross-compiled) are `make test-slow`, which CI runs after it when time allows.
 test: venv
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15
 
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow

@@ -31,6 +31,48 @@ def scan_over_time(u, delta, A, B, C, D, state):
     return y + D * u, h
 
 
+def _ssd_as_selective_scans(x, dt, A, B, C, D, state, scan_fn):
+    """ssd_scan as one selective scan per group of heads (channels = the group's heads × head_dim, Δ and A
+    broadcast over a head's channels, B/C shared by the group): Mamba-2 in Mamba-1's terms."""
+    Bt, T, H, P = x.shape
+    G, N = B.shape[2], B.shape[3]
+    w = H // G  # heads per group
+    ys, states = [], []
+    for g in range(G):
+        hs = slice(g * w, (g + 1) * w)
+        u = x[:, :, hs].reshape(Bt, T, w * P)  # (Bt, T, w*P)
+        delta = dt[:, :, hs, None].expand(Bt, T, w, P).reshape(Bt, T, w * P)  # (Bt, T, w*P)
+        a = A[hs, None, None].expand(w, P, N).reshape(w * P, N)  # (w*P, N)
+        skip = D[hs, None].expand(w, P).reshape(w * P)  # (w*P,)
+        y, s = scan_fn(u, delta, a, B[:, :, g], C[:, :, g], skip, state[:, hs].reshape(Bt, w * P, N))
+        ys.append(y.reshape(Bt, T, w, P))
+        states.append(s.reshape(Bt, w, P, N))
+    return torch.cat(ys, dim=2), torch.cat(states, dim=1)
+
+
+def ssd_over_time(x, dt, A, B, C, D, state):
+    """ssd_scan as a `scan` over time per group of heads (any T; standard ONNX ops)."""
+    return _ssd_as_selective_scans(x, dt, A, B, C, D, state, scan_over_time)
+
+
+def ssd_selective_scan_kernel(x, dt, A, B, C, D, state):
+    """ssd_scan as seqedge::selective_scan per group of heads (ExecuTorch: the C++ scan kernel)."""
+    return _ssd_as_selective_scans(x, dt, A, B, C, D, state, torch.ops.seqedge.selective_scan)
+
+
+def ssd_single_step(x, dt, A, B, C, D, state):
+    """ssd_scan for T = 1 (decode): elementwise ops and one matmul per head, no control flow."""
+    Bt, _, H, P = x.shape
+    G, N = B.shape[2], B.shape[3]
+    x1, dt1 = x.reshape(Bt, H, P), dt.reshape(Bt, H)  # (Bt, H, P), (Bt, H)
+    b = B.reshape(Bt, G, 1, N).expand(Bt, G, H // G, N).reshape(Bt, H, 1, N)  # (Bt, H, 1, N)
+    c = C.reshape(Bt, G, 1, N).expand(Bt, G, H // G, N).reshape(Bt, H, N, 1)  # (Bt, H, N, 1)
+    decay = torch.exp(dt1 * A).reshape(Bt, H, 1, 1)  # (Bt, H, 1, 1)
+    s = decay * state + (dt1[..., None] * x1).unsqueeze(-1) * b  # (Bt, H, P, N)
+    y = (s @ c).reshape(Bt, H, P) + D[:, None] * x1  # (Bt, H, P)
+    return y.reshape(Bt, 1, H, P), s
+
+
 def scan_single_step(u, delta, A, B, C, D, state):
     """selective_scan for T = 1 (decode): plain elementwise ops, no control flow."""
     a = torch.exp(delta[:, 0, :, None] * A)  # (Bt, D, N)

@@ -35,7 +35,8 @@ RUNTIME_BACKENDS = {
 }
 MAX_COUNT = 1 << 20  # cores, counts
 MAX_FIGURE = 1e9  # GB, GB/s, GFLOP/s, GHz: far above any device
-KNOWN_OPS = ("seqedge::selective_scan", "seqedge::attention", "seqedge::causal_conv1d", "rnn", "lstm", "gru")
+KNOWN_OPS = ("seqedge::selective_scan", "seqedge::ssd_scan", "seqedge::attention", "seqedge::causal_conv1d", "rnn", "lstm",
+             "gru")
 
 
 class ProfileError(SeqedgeError):

@@ -26,7 +26,7 @@ FAMILY_OPS = {
     "lstm": ("lstm",),
     "gru": ("gru",),
     "rnn": ("rnn",),
-    "mamba2": ("seqedge::selective_scan", "seqedge::causal_conv1d"),
+    "mamba2": ("seqedge::ssd_scan", "seqedge::causal_conv1d"),
     "s4": ("seqedge::selective_scan",),
 }
 BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "int8": 8, "int4": 4}

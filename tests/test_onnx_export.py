@@ -20,11 +20,11 @@ from seqedge.exporters.onnx.export import export_graph
 from seqedge.exporters.onnx.lowerings import FLAVOURS, LOWERINGS
 from seqedge.generate import generate
 from seqedge.models import build_model
-from seqedge.ops import attention_ref, causal_conv1d_ref, selective_scan_ref
+from seqedge.ops import attention_ref, causal_conv1d_ref, selective_scan_ref, ssd_scan_ref
 from seqedge.runtimes import open_artifact
 from seqedge.schema import MANIFEST
 from tests.conftest import FAMILY_NAMES
-from tests.test_ops import attn_inputs, scan_inputs
+from tests.test_ops import attn_inputs, scan_inputs, ssd_inputs
 
 TOL = 1e-4  # fp32 max abs diff of one op in onnxruntime vs the reference
 
@@ -46,6 +46,7 @@ def conv_inputs(T, Bt=2, D=12, K=4, seed=0):
 
 OP_CASES = {
     "seqedge::selective_scan": (torch.ops.seqedge.selective_scan, selective_scan_ref, scan_inputs, {0: 1, 1: 1, 3: 1, 4: 1}),
+    "seqedge::ssd_scan": (torch.ops.seqedge.ssd_scan, ssd_scan_ref, ssd_inputs, {0: 1, 1: 1, 3: 1, 4: 1}),
     "seqedge::causal_conv1d": (torch.ops.seqedge.causal_conv1d, causal_conv1d_ref, conv_inputs, {0: 2}),
     # batch 1: onnxruntime's GroupQueryAttention takes T > 1 after earlier tokens only at batch 1
     "seqedge::attention": (torch.ops.seqedge.attention, attention_ref, lambda T, seed=0, pos=0: attn_inputs(

@@ -12,6 +12,9 @@ from seqedge.ops import (
     selective_scan,
     selective_scan_chunked,
     selective_scan_ref,
+    ssd_scan,
+    ssd_scan_chunked,
+    ssd_scan_ref,
 )
 from seqedge.ops.selective_scan.sequential import scan_backward, scan_forward
 
@@ -84,6 +87,66 @@ def test_selective_scan_backward_matches_autograd_of_reference(T):
         assert_close(f"op grad {name}", a.grad, r.grad)
 
 
+def ssd_inputs(T, Bt=2, H=6, P=4, G=2, N=8, seed=0, dt_scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(Bt, T, H, P, generator=g)
+    dt = F.softplus(torch.randn(Bt, T, H, generator=g)) * dt_scale
+    A = -torch.exp(torch.randn(H, generator=g))
+    B, C = torch.randn(Bt, T, G, N, generator=g), torch.randn(Bt, T, G, N, generator=g)
+    return x, dt, A, B, C, torch.randn(H, generator=g), torch.randn(Bt, H, P, N, generator=g)
+
+
+SSD_IMPLS = {"op": ssd_scan, "chunked": ssd_scan_chunked,
+             "chunked-8": lambda *a: ssd_scan_chunked(*a, chunk=8)}  # several chunks, a partial last one
+
+
+@pytest.mark.parametrize("impl", SSD_IMPLS)
+@pytest.mark.parametrize("T", [*LENGTHS, 70, 130])
+def test_ssd_scan_matches_reference(impl, T):
+    args = ssd_inputs(T)
+    y, s = SSD_IMPLS[impl](*args)
+    y_ref, s_ref = ssd_scan_ref(*args)
+    assert y.shape == y_ref.shape and s.shape == s_ref.shape
+    assert_close(f"{impl} y", y, y_ref)
+    assert_close(f"{impl} state", s, s_ref)
+
+
+@pytest.mark.parametrize("impl", SSD_IMPLS)
+def test_ssd_scan_state_carried_and_large_steps(impl):
+    x, dt, A, B, C, D, state = ssd_inputs(40, dt_scale=40.0)  # Δ·A down to about -1000 per step
+    y_ref, s_ref = ssd_scan_ref(x, dt, A, B, C, D, state)
+    cut = 13
+    y1, s1 = SSD_IMPLS[impl](x[:, :cut], dt[:, :cut], A, B[:, :cut], C[:, :cut], D, state)
+    y2, s2 = SSD_IMPLS[impl](x[:, cut:], dt[:, cut:], A, B[:, cut:], C[:, cut:], D, s1)
+    assert torch.isfinite(y1).all() and torch.isfinite(y2).all()
+    assert_close(f"{impl} y", torch.cat([y1, y2], 1), y_ref)
+    assert_close(f"{impl} state", s2, s_ref)
+
+
+def test_ssd_scan_is_mamba1s_scan_per_group_of_heads():
+    """The identity the portable ONNX lowering and the ExecuTorch kernel path rest on."""
+    from seqedge.exporters.decompositions import _ssd_as_selective_scans
+
+    args = ssd_inputs(9)
+    y, s = _ssd_as_selective_scans(*args, scan_fn=selective_scan_ref)
+    y_ref, s_ref = ssd_scan_ref(*args)
+    assert_close("y", y, y_ref)
+    assert_close("state", s, s_ref)
+
+
+@pytest.mark.parametrize("T", [1, 9, 70])
+def test_ssd_scan_backward_matches_autograd_of_reference(T):
+    args = ssd_inputs(T, seed=3)
+    ref_in = [a.clone().requires_grad_() for a in args]
+    y, s = ssd_scan_ref(*ref_in)
+    gy, gs = torch.randn_like(y), torch.randn_like(s)
+    torch.autograd.backward((y, s), (gy, gs))
+    op_in = [a.clone().requires_grad_() for a in args]
+    torch.autograd.backward(ssd_scan(*op_in), (gy, gs))
+    for name, a, r in zip(["x", "dt", "A", "B", "C", "D", "state"], op_in, ref_in):
+        assert_close(f"op grad {name}", a.grad, r.grad)
+
+
 def rope_tables(S, hd, theta=10000.0):
     inv_freq = 1.0 / theta ** (torch.arange(0, hd, 2).float() / hd)  # (hd/2,)
     freqs = torch.arange(S).float()[:, None] * inv_freq[None, :]  # (S, hd/2)
@@ -141,3 +204,11 @@ def test_ops_are_single_nodes_under_export():
     ep = torch.export.export(Block(), scan_inputs(5))
     targets = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
     assert targets.count("seqedge.selective_scan.default") == 1, targets
+
+    class SSD(torch.nn.Module):
+        def forward(self, *args):
+            return ssd_scan(*args)
+
+    ep = torch.export.export(SSD(), ssd_inputs(5))
+    targets = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
+    assert targets.count("seqedge.ssd_scan.default") == 1, targets

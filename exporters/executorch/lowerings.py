@@ -20,6 +20,8 @@ from seqedge.exporters.decompositions import (
     attention_llm_kernels,
     conv_tail_slice,
     scan_single_step_bmm,
+    ssd_selective_scan_kernel,
+    ssd_single_step,
 )
 from seqedge.exporters.lowering import Lowering, LoweringRegistry
 
@@ -38,6 +40,12 @@ register("seqedge::selective_scan", "prefill", "native",
          "seqedge C++ kernel seqedge::selective_scan.out (runtimes/native/kernels), linear in T")
 register("seqedge::selective_scan", "decode", "decomposition",
          "one recurrence step as elementwise ops and a bmm (delegated to XNNPACK)", scan_single_step_bmm)
+register("seqedge::ssd_scan", "prefill", "decomposition",
+         "seqedge::selective_scan per group of heads (the C++ scan kernel, linear in T); the chunked SSD form does "
+         "not export with a dynamic T here (torch.export cannot prove its chunk reshape divides)",
+         ssd_selective_scan_kernel, uses=("seqedge::selective_scan.out",))
+register("seqedge::ssd_scan", "decode", "decomposition",
+         "one recurrence step as elementwise ops and a matmul per head (delegated to XNNPACK)", ssd_single_step)
 for _method in METHODS:
     register("seqedge::causal_conv1d", _method, "decomposition", "cat + depthwise conv1d + x·sigmoid(x) + slice",
              conv_tail_slice)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from onnxscript import FLOAT, INT64
 from onnxscript import opset20 as op
 
-from seqedge.exporters.decompositions import attention_masked, conv_concat, scan_over_time
+from seqedge.exporters.decompositions import attention_masked, conv_concat, scan_over_time, ssd_over_time
 from seqedge.exporters.lowering import Lowering, LoweringRegistry
 from seqedge.exporters.onnx.contrib import ContribUse, ort_version
 
@@ -81,6 +81,36 @@ def scan_linear_attention(u: FLOAT, delta: FLOAT, A: FLOAT, B: FLOAT, C: FLOAT, 
 
 
 lowering("seqedge::selective_scan", "portable", "decomposition", "ONNX Scan over time (standard ops)")(scan_over_time)
+
+
+# ---------------------------------------------------------------------------------------------------
+# seqedge::ssd_scan(x, dt, A, B, C, D, state) -> (y, state)
+
+
+@lowering("seqedge::ssd_scan", "fused", "translation",
+          "com.microsoft.LinearAttention(update_rule=gated, heads, d_k=state_size, d_v=head_dim, one decay per "
+          "head)", uses=(LINEAR_ATTENTION,))
+def ssd_linear_attention(x: FLOAT, dt: FLOAT, A: FLOAT, B: FLOAT, C: FLOAT, D: FLOAT,
+                         state: FLOAT) -> tuple[FLOAT, FLOAT]:
+    """One linear-attention head per Mamba-2 head: key = its group's B, query = its group's C, value = Δ·x,
+    a scalar log-decay Δ·A per head, scale 1; the state is the kernel's (d_k, d_v) = (N, P) transposed."""
+    H, P, G, N = x.shape[2], x.shape[3], B.shape[2], B.shape[3]
+    bt = op.Shape(x, start=0, end=1)
+    t = op.Shape(x, start=1, end=2)
+    per_head = op.Concat(bt, t, op.Constant(value_ints=[G, H // G, N]), axis=0)  # (Bt, T, G, H/G, N)
+    packed_k = op.Concat(bt, t, op.Constant(value_ints=[H * N]), axis=0)  # (Bt, T, H*N)
+    key = op.Reshape(op.Expand(op.Unsqueeze(B, [3]), per_head), packed_k)  # (Bt, T, H*N)
+    query = op.Reshape(op.Expand(op.Unsqueeze(C, [3]), per_head), packed_k)  # (Bt, T, H*N)
+    value = op.Reshape(op.Mul(op.Unsqueeze(dt, [3]), x), op.Concat(bt, t, op.Constant(value_ints=[H * P]), axis=0))
+    decay = op.Mul(dt, A)  # (Bt, T, H): one log-decay per head
+    y, s = LINEAR_ATTENTION(query, key, value, op.Transpose(state, perm=[0, 1, 3, 2]), decay,
+                            q_num_heads=H, kv_num_heads=H, update_rule="gated", scale=1.0)
+    y = op.Reshape(y, op.Shape(x))  # (Bt, T, H, P)
+    return op.Add(y, op.Mul(x, op.Unsqueeze(D, [1]))), op.Transpose(s, perm=[0, 1, 3, 2])
+
+
+lowering("seqedge::ssd_scan", "portable", "decomposition",
+         "ONNX Scan over time per group of heads (standard ops)")(ssd_over_time)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -9,10 +9,9 @@ Parameter names and shapes match Hugging Face `Mamba2ForCausalLM` (`backbone.lay
     H_t = exp(Δ_t,h · A_h) · H_{t-1} + Δ_t,h · x_t ⊗ B_t        (P, N) per head
     y_t = H_t · C_t + D_h · x_t
 
-which is Mamba-1's recurrence with Δ and A broadcast over a head's channels and B, C shared by a group's
-channels: each group is one `seqedge::selective_scan` (channels = its heads × head_dim), so Mamba-2 takes
-that op's kernels and lowerings (the C++ scan in ExecuTorch, LinearAttention or an ONNX Scan), linear in T.
-State per layer: `conv.{i}` (B, conv_dim, K - 1), `ssm.{i}` (B, heads × head_dim, N).
+— one `seqedge::ssd_scan` per layer (seqedge/ops/ssd_scan: the sequential reference, the chunked SSD form
+that eager PyTorch runs, and a lowering per exporter). State per layer: `conv.{i}` (B, conv_dim, K - 1),
+`ssm.{i}` (B, heads × head_dim, N), the head-major flattening of the op's (B, heads, head_dim, N).
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from torch import Tensor, nn
 
 from seqedge.models.base import ModelConfig
 from seqedge.models.mamba import Mamba
-from seqedge.ops import causal_conv1d, selective_scan
+from seqedge.ops import causal_conv1d, ssd_scan
 
 
 @dataclass
@@ -103,19 +102,10 @@ class Mamba2Mixer(nn.Module):
         bias = self.conv1d.bias if self.conv1d.bias is not None else self.conv1d.weight.new_zeros(c.conv_dim)
         xbc, conv_state = causal_conv1d(xbc.transpose(1, 2), self.conv1d.weight, bias, conv_state)  # (B, conv_dim, T)
         u, Bm, Cm = xbc.transpose(1, 2).split([D, G * N, G * N], dim=-1)  # (B, T, D), (B, T, G*N) x 2
-        delta = F.softplus(dt + self.dt_bias)[..., None].expand(Bt, T, H, P).reshape(Bt, T, D)  # (B, T, D)
-        A = (-torch.exp(self.A_log.float()))[:, None, None].expand(H, P, N).reshape(D, N)  # (D, N)
-        skip = self.D[:, None].expand(H, P).reshape(D)  # (D,)
-        w = D // G  # channels per group
-        ys, states = [], []
-        for g in range(G):  # one scan per group of heads sharing B and C
-            ch, bc = slice(g * w, (g + 1) * w), slice(g * N, (g + 1) * N)
-            y, s = selective_scan(u[..., ch], delta[..., ch], A[ch], Bm[..., bc], Cm[..., bc], skip[ch],
-                                  ssm_state[:, ch])  # (B, T, w), (B, w, N)
-            ys.append(y)
-            states.append(s)
-        y = ys[0] if G == 1 else torch.cat(ys, dim=-1)  # (B, T, D)
-        ssm_state = states[0] if G == 1 else torch.cat(states, dim=1)  # (B, D, N)
+        y, ssm_state = ssd_scan(u.reshape(Bt, T, H, P), F.softplus(dt + self.dt_bias), -torch.exp(self.A_log.float()),
+                                Bm.reshape(Bt, T, G, N), Cm.reshape(Bt, T, G, N), self.D,
+                                ssm_state.reshape(Bt, H, P, N))  # (B, T, H, P), (B, H, P, N)
+        y, ssm_state = y.reshape(Bt, T, D), ssm_state.reshape(Bt, D, N)
         return self.out_proj(self.norm(y, z)), conv_state, ssm_state
 
 

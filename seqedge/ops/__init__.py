@@ -7,8 +7,9 @@ fast eager implementation. Lowerings live with the exporters, keyed by op name.
 from seqedge.ops.attention import attention, attention_ref, attention_sdpa, cached_sdpa, cached_sdpa_ref
 from seqedge.ops.causal_conv1d import causal_conv1d, causal_conv1d_eager, causal_conv1d_ref
 from seqedge.ops.selective_scan import selective_scan, selective_scan_chunked, selective_scan_ref
+from seqedge.ops.ssd_scan import ssd_scan, ssd_scan_chunked, ssd_scan_ref
 
-OP_NAMES = ("seqedge::selective_scan", "seqedge::attention", "seqedge::causal_conv1d")  # what models call
+OP_NAMES = ("seqedge::selective_scan", "seqedge::ssd_scan", "seqedge::attention", "seqedge::causal_conv1d")  # what models call
 # `seqedge::cached_sdpa` is not a model op: ExecuTorch's decode lowering of attention emits it (its C++ kernel)
 
 __all__ = [
@@ -24,4 +25,7 @@ __all__ = [
     "selective_scan",
     "selective_scan_chunked",
     "selective_scan_ref",
+    "ssd_scan",
+    "ssd_scan_chunked",
+    "ssd_scan_ref",
 ]

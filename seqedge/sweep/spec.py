@@ -165,6 +165,11 @@ def load_sweep(path: Path | str) -> Sweep:
         raise BadInputError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}", f"valid: {', '.join(sorted(KEYS))}")
     base = path.resolve().parent
     targets = [_target(t, base, where) for t in _list(d, "targets", str, where)]
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise BadInputError(f"{where}: two targets are named {twice!r} (records are keyed by the folder's name)",
+                            "rename one of the folders")
     recipes = [_recipe(r, where) for r in _list(d, "recipes", (str, dict), where, ["fp32"])]
     formats = _list(d, "formats", str, where, ["onnx"])
     for f in formats:
