@@ -23,10 +23,10 @@ ATTN_IMPLS = {"op": attention, "sdpa": attention_sdpa}
 LENGTHS = [1, 7, 16, 33]
 
 
-def scan_inputs(T, Bt=2, D=24, N=8, seed=0, delta_scale=1.0):
+def scan_inputs(T, Bt=2, D=24, N=8, seed=0, step_scale=1.0):
     g = torch.Generator().manual_seed(seed)
     u = torch.randn(Bt, T, D, generator=g)
-    delta = F.softplus(torch.randn(Bt, T, D, generator=g)) * delta_scale
+    delta = F.softplus(torch.randn(Bt, T, D, generator=g)) * step_scale
     A = -torch.exp(torch.randn(D, N, generator=g))
     B, C = torch.randn(Bt, T, N, generator=g), torch.randn(Bt, T, N, generator=g)
     D_ = torch.randn(D, generator=g)
@@ -38,37 +38,6 @@ def assert_close(name, got, want, rtol=1e-4):
     scale = max(1.0, want.abs().max().item())
     diff = (got - want).abs().max().item()
     assert diff <= rtol * scale, f"{name}: max abs diff {diff:.3g} > {rtol * scale:.3g}"
-
-
-@pytest.mark.parametrize("impl", SCAN_IMPLS)
-@pytest.mark.parametrize("T", LENGTHS)
-def test_selective_scan_matches_reference(impl, T):
-    args = scan_inputs(T)
-    y, s = SCAN_IMPLS[impl](*args)
-    y_ref, s_ref = selective_scan_ref(*args)
-    assert y.shape == y_ref.shape and s.shape == s_ref.shape
-    assert_close(f"{impl} y", y, y_ref)
-    assert_close(f"{impl} state", s, s_ref)
-
-
-@pytest.mark.parametrize("impl", SCAN_IMPLS)
-def test_selective_scan_state_carried_across_calls(impl):
-    u, delta, A, B, C, D, state = scan_inputs(20)
-    y_ref, s_ref = selective_scan_ref(u, delta, A, B, C, D, state)
-    cut = 13
-    y1, s1 = SCAN_IMPLS[impl](u[:, :cut], delta[:, :cut], A, B[:, :cut], C[:, :cut], D, state)
-    y2, s2 = SCAN_IMPLS[impl](u[:, cut:], delta[:, cut:], A, B[:, cut:], C[:, cut:], D, s1)
-    assert_close(f"{impl} y", torch.cat([y1, y2], 1), y_ref)
-    assert_close(f"{impl} state", s2, s_ref)
-
-
-@pytest.mark.parametrize("impl", SCAN_IMPLS)
-def test_selective_scan_large_steps_do_not_overflow(impl):
-    args = scan_inputs(40, delta_scale=40.0)  # Δ·A down to about -1000 per step
-    y, s = SCAN_IMPLS[impl](*args)
-    y_ref, s_ref = selective_scan_ref(*args)
-    assert torch.isfinite(y).all()
-    assert_close(f"{impl} y", y, y_ref)
 
 
 @pytest.mark.parametrize("T", [1, 9])
@@ -87,10 +56,10 @@ def test_selective_scan_backward_matches_autograd_of_reference(T):
         assert_close(f"op grad {name}", a.grad, r.grad)
 
 
-def ssd_inputs(T, Bt=2, H=6, P=4, G=2, N=8, seed=0, dt_scale=1.0):
+def ssd_inputs(T, Bt=2, H=6, P=4, G=2, N=8, seed=0, step_scale=1.0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(Bt, T, H, P, generator=g)
-    dt = F.softplus(torch.randn(Bt, T, H, generator=g)) * dt_scale
+    dt = F.softplus(torch.randn(Bt, T, H, generator=g)) * step_scale
     A = -torch.exp(torch.randn(H, generator=g))
     B, C = torch.randn(Bt, T, G, N, generator=g), torch.randn(Bt, T, G, N, generator=g)
     return x, dt, A, B, C, torch.randn(H, generator=g), torch.randn(Bt, H, P, N, generator=g)
@@ -100,27 +69,35 @@ SSD_IMPLS = {"op": ssd_scan, "chunked": ssd_scan_chunked,
              "chunked-8": lambda *a: ssd_scan_chunked(*a, chunk=8)}  # several chunks, a partial last one
 
 
-@pytest.mark.parametrize("impl", SSD_IMPLS)
+SCANS = {"selective_scan": (SCAN_IMPLS, selective_scan_ref, scan_inputs),
+         "ssd_scan": (SSD_IMPLS, ssd_scan_ref, ssd_inputs)}
+SCAN_CASES = [(op, impl) for op, (impls, _, _) in SCANS.items() for impl in impls]
+
+
+@pytest.mark.parametrize("op,impl", SCAN_CASES)
 @pytest.mark.parametrize("T", [*LENGTHS, 70, 130])
-def test_ssd_scan_matches_reference(impl, T):
-    args = ssd_inputs(T)
-    y, s = SSD_IMPLS[impl](*args)
-    y_ref, s_ref = ssd_scan_ref(*args)
+def test_scan_matches_reference(op, impl, T):
+    impls, ref, inputs = SCANS[op]
+    args = inputs(T)
+    y, s = impls[impl](*args)
+    y_ref, s_ref = ref(*args)
     assert y.shape == y_ref.shape and s.shape == s_ref.shape
-    assert_close(f"{impl} y", y, y_ref)
-    assert_close(f"{impl} state", s, s_ref)
+    assert_close(f"{op} {impl} y", y, y_ref)
+    assert_close(f"{op} {impl} state", s, s_ref)
 
 
-@pytest.mark.parametrize("impl", SSD_IMPLS)
-def test_ssd_scan_state_carried_and_large_steps(impl):
-    x, dt, A, B, C, D, state = ssd_inputs(40, dt_scale=40.0)  # Δ·A down to about -1000 per step
-    y_ref, s_ref = ssd_scan_ref(x, dt, A, B, C, D, state)
+@pytest.mark.parametrize("op,impl", SCAN_CASES)
+@pytest.mark.parametrize("step_scale", [1.0, 40.0])  # 40: Δ·A down to about -1000 per step
+def test_scan_state_carried_across_calls(op, impl, step_scale):
+    impls, ref, inputs = SCANS[op]
+    x, delta, A, B, C, D, state = inputs(40, step_scale=step_scale)
+    y_ref, s_ref = ref(x, delta, A, B, C, D, state)
     cut = 13
-    y1, s1 = SSD_IMPLS[impl](x[:, :cut], dt[:, :cut], A, B[:, :cut], C[:, :cut], D, state)
-    y2, s2 = SSD_IMPLS[impl](x[:, cut:], dt[:, cut:], A, B[:, cut:], C[:, cut:], D, s1)
+    y1, s1 = impls[impl](x[:, :cut], delta[:, :cut], A, B[:, :cut], C[:, :cut], D, state)
+    y2, s2 = impls[impl](x[:, cut:], delta[:, cut:], A, B[:, cut:], C[:, cut:], D, s1)
     assert torch.isfinite(y1).all() and torch.isfinite(y2).all()
-    assert_close(f"{impl} y", torch.cat([y1, y2], 1), y_ref)
-    assert_close(f"{impl} state", s2, s_ref)
+    assert_close(f"{op} {impl} y", torch.cat([y1, y2], 1), y_ref)
+    assert_close(f"{op} {impl} state", s2, s_ref)
 
 
 def test_ssd_scan_is_mamba1s_scan_per_group_of_heads():
