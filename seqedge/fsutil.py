@@ -122,14 +122,23 @@ def cache_dir(kind: str) -> Path:
     return folder
 
 
+# seqedge's own packages that do not change what an export or a measurement produces (the command line, the
+# sweep driver, the app packagers): left out of source_digest, so a change there keeps cached artifacts valid
+NOT_IN_ARTIFACTS = ("cli", "sweep", "apps")
+
+
 def source_digest() -> str:
-    """sha256 of the installed seqedge's Python and C++ sources: what it exported before a change is stale."""
+    """sha256 of the installed seqedge's Python and C++ sources that make an artifact or a figure (all but
+    NOT_IN_ARTIFACTS): what it exported before a change is stale."""
     import importlib.util
 
     digest = hashlib.sha256()
     for pkg in ("seqedge", "seqedge.exporters", "seqedge.runtimes"):
         root = Path(importlib.util.find_spec(pkg).origin).parent
         for f in sorted(root.rglob("*")):
+            rel = f.relative_to(root).parts
+            if pkg == "seqedge" and rel[0] in NOT_IN_ARTIFACTS:
+                continue
             if f.suffix in (".py", ".cpp", ".h", ".txt") and "__pycache__" not in f.parts:
                 digest.update(f"{f.relative_to(root)}\0".encode() + f.read_bytes())
     return digest.hexdigest()[:10]

@@ -164,7 +164,6 @@ def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.tight_layout()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
@@ -188,18 +187,26 @@ def plots(sweep: Sweep, result, folder: Path) -> list[Path]:
                 series.setdefault((r["metric"], label), []).append((n, r["value"]))
         if not series:
             continue
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        # colour: the target; line style: the format; marker: the recipe — one legend below both panels
+        targets = sorted({label.split(" · ")[0] for _, label in series})
+        formats = sorted({label.split(" · ")[2] for _, label in series})
+        recipes = sorted({label.split(" · ")[1] for _, label in series})
+        rows = -(-len(series) // 2 // 3)
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.2 + 0.2 * rows))
         for (metric, label), pts in sorted(series.items()):
+            target, recipe, fmt_ = label.split(" · ")
             ax = axes[0] if metric == "decode_tok_s" else axes[1]
             xs, ys = zip(*sorted(pts))
-            ax.plot(xs, ys, "--" if kind == "projected" else "-", marker="o", label=label)
+            ax.plot(xs, ys, ("-", "--", ":", "-.")[formats.index(fmt_) % 4], marker="osD^v<>"[recipes.index(recipe) % 7],
+                    color=f"C{targets.index(target) % 10}", label=label if metric == "decode_tok_s" else None)
         for ax, what in zip(axes, ("decode tok/s vs context", "prefill tok/s vs prompt length")):
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_title(f"{device}: {what} ({kind})", fontsize=9)
             ax.set_xlabel("tokens")
             ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=6)
+        fig.legend(loc="lower center", ncol=3, fontsize=6, frameon=False)
+        fig.tight_layout(rect=(0, 0.2 * rows / (4.2 + 0.2 * rows) + 0.02, 1, 1))
         path = folder / f"{device}.png"
         _save(fig, path)
         written.append(path)
@@ -219,6 +226,7 @@ def plots(sweep: Sweep, result, folder: Path) -> list[Path]:
         ax.set_title("size vs accuracy per recipe", fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
+        fig.tight_layout()
         path = folder / "size_vs_accuracy.png"
         _save(fig, path)
         written.append(path)
