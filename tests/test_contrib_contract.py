@@ -69,8 +69,8 @@ def test_resolve_falls_back_per_op_with_a_warning():
     without_conv = {k: v for k, v in ort_schemas().items() if k != "CausalConvWithState"}
     chosen, warnings = resolve("fused", without_conv)
     by_op = {lw.op: lw.variant for lw in chosen}
-    assert by_op == {"seqedge::selective_scan": "fused", "seqedge::causal_conv1d": "portable",
-                     "seqedge::attention": "fused"}
+    assert by_op == {"seqedge::selective_scan": "fused", "seqedge::ssd_scan": "fused",
+                     "seqedge::causal_conv1d": "portable", "seqedge::attention": "fused"}
     assert len(warnings) == 1 and warnings[0].startswith("seqedge::causal_conv1d:")
     assert "CausalConvWithState is not registered" in warnings[0] and ort_version() in warnings[0]
 
