@@ -61,12 +61,12 @@ def sweep_cmd(
 
 
 def _print_summary(result, out: Path) -> None:
-    from seqedge.sweep.results import DIGITS, fmt, summary_rows
+    from seqedge.sweep.results import DIGITS, fmt
 
     table = Table(title=f"sweep {result.sweep.name}: best per device", title_justify="left")
     for col in ("device", "target", "selected", "decode tok/s", "fastest here", "decode tok/s", "MB", "bits/byte"):
         table.add_column(col, overflow="fold")
-    rows = summary_rows(result.sweep, result)
+    rows = result.summary
     for r in rows:
         table.add_row(*(fmt(r.get(k), DIGITS.get(k, 1)) for k in ("device", "target", "choice", "choice_decode_tok_s",
                                                                   "fastest", "fastest_decode_tok_s",

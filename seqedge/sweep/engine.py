@@ -23,6 +23,7 @@ killed (state.json still says running); without it such a folder is refused.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -37,7 +38,7 @@ from typing import Any
 from seqedge.errors import BadInputError, BadPathError, SeqedgeError
 from seqedge.fsutil import atomic_dir, atomic_write_bytes
 from seqedge.sweep.spec import Sweep
-from seqedge.sweep.tasks import Task, plan_tasks, run_task
+from seqedge.sweep.tasks import Task, pack, plan_tasks, run_task, unpack
 
 RAY_INSTALL = 'pip install "seqedge[sweep]"  (or: pip install "ray>=2.60,<2.61")'
 STATES = ("planned", "queued", "running", "done", "cached", "failed", "skipped")  # what on_event reports
@@ -59,6 +60,7 @@ class SweepResult:
     outcomes: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> outcome
     ran: list[str] = field(default_factory=list)  # keys run by this invocation
     cached: list[str] = field(default_factory=list)  # keys whose outcome an earlier run left in the folder
+    summary: list[dict[str, Any]] = field(default_factory=list)  # results.summary_rows, once the sweep is written
     seconds: float = 0.0
 
     def status(self, key: str) -> str:
@@ -180,20 +182,9 @@ def _done(out: Path, task: Task) -> dict | None:
 def _store_artifact(out: Path, key: str, files: dict[str, bytes]) -> None:
     """The exported files, written whole under OUT/artifacts/KEY and checked as any artifact is."""
     from seqedge.exporters.artifact import read_manifest
-    from seqedge.untrusted import member
 
     with atomic_dir(out / "artifacts" / key, force=True) as tmp:
-        for name, data in files.items():
-            path = member(tmp, name, "artifact file")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-        read_manifest(tmp)  # every file listed, hashed, inside the folder
-
-
-def _load_artifact(out: Path, key: str) -> dict[str, bytes]:
-    from seqedge.sweep.tasks import pack
-
-    return pack(out / "artifacts" / key)
+        read_manifest(unpack(files, tmp))  # every file listed, hashed, inside the folder
 
 
 def run_sweep(sweep: Sweep, out: Path, ray_address: str | None = None, resume: bool = False,
@@ -233,13 +224,15 @@ def run_sweep(sweep: Sweep, out: Path, ray_address: str | None = None, resume: b
         pending: dict[Any, tuple[Task, Any]] = {}  # object ref -> (task, the artifact's object ref)
 
         def submit(task: Task, files_ref=None) -> None:
+            """files_ref: a function giving the object ref of the parent's artifact (read and put on first use, so
+            a sweep whose children are all cached never loads its artifacts)."""
             cached = _done(out, task)
             if cached is not None:
                 result.outcomes[task.key] = cached
                 result.cached.append(task.key)
                 event(task, "cached", "")
                 if task.kind == "export":
-                    ref = ray.put(_load_artifact(out, task.key))
+                    ref = functools.cache(lambda key=task.key: ray.put(pack(out / "artifacts" / key)))
                     for child in children.get(task.key, []):
                         submit(child, ref)
                 return
@@ -251,7 +244,8 @@ def run_sweep(sweep: Sweep, out: Path, ray_address: str | None = None, resume: b
                 _finish(task, outcome)
                 return
             config = Path(task.target.path).read_bytes() if task.target.kind == "config" else None
-            ref = remote.options(**res, max_retries=0, name=task.label[:100]).remote(task, files_ref, config, monitor)
+            ref = remote.options(**res, max_retries=0, name=task.label[:100]).remote(
+                task, files_ref() if files_ref else None, config, monitor)
             pending[ref] = (task, files_ref)
             event(task, "queued", "")
 
@@ -288,7 +282,7 @@ def run_sweep(sweep: Sweep, out: Path, ray_address: str | None = None, resume: b
                 _finish(task, outcome)
                 if task.kind == "export":
                     if outcome["status"] == "done":
-                        ref_files = ray.put(files)
+                        ref_files = functools.cache(lambda files=files: ray.put(files))
                         for child in children.get(task.key, []):
                             submit(child, ref_files)
                     else:
@@ -298,7 +292,7 @@ def run_sweep(sweep: Sweep, out: Path, ray_address: str | None = None, resume: b
         if started_ray:
             ray.shutdown()
     result.seconds = time.perf_counter() - t0
-    write_results(sweep, result)
+    result.summary = write_results(sweep, result)["summary"]
     runs.append({"finished": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": round(result.seconds, 1),
                  "tasks": len(tasks), "ran": len(result.ran), "cached": len(result.cached),
                  "failed": len(result.failures)})

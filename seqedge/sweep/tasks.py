@@ -59,15 +59,11 @@ def target_digest(t: SweepTarget, seed: int) -> str:
     """The target's content: every file of a folder (names and bytes), a config's bytes, or preset + seed."""
     if t.kind == "preset":
         return digest("preset", t.family, t.preset, seed)
-    h = hashlib.sha256()
+    from seqedge.fsutil import sha256_file
+
     path = Path(t.path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        h.update(f"{f.relative_to(path) if path.is_dir() else f.name}\0".encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()[:20]
+    return digest("files", [(str(f.relative_to(path)) if path.is_dir() else f.name, sha256_file(f)) for f in files])
 
 
 def profile_digest(device: str) -> str:
@@ -132,11 +128,11 @@ def run_task(task: Task, files: dict[str, bytes] | None = None, config: bytes | 
     return out
 
 
-def _unpack(files: dict[str, bytes], folder: Path) -> Path:
-    """An artifact's files into `folder`, each name checked to stay inside it."""
+def unpack(files: dict[str, bytes], folder: Path) -> Path:
+    """An artifact's files (as `pack` gives them) into `folder`, each name checked to stay inside it."""
     from seqedge.untrusted import member
 
-    folder.mkdir()
+    folder.mkdir(exist_ok=True)
     for name, data in files.items():
         path = member(folder, name, "artifact file")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -197,7 +193,7 @@ def _bench(task: Task, files, config, **plan) -> list[dict]:
     o = task.options
     with tempfile.TemporaryDirectory(prefix="seqedge-sweep-") as tmp:
         if files is not None:
-            target = str(_unpack(files, Path(tmp) / task.parent))
+            target = str(unpack(files, Path(tmp) / task.parent))
             extra = {}
         else:  # a config.json alone: projected for this recipe and format's runtime
             target = str(Path(tmp) / "config.json")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from seqedge.ops.registration import register_scan
 from seqedge.ops.selective_scan.chunked import selective_scan_chunked
 from seqedge.ops.selective_scan.sequential import scan_backward, scan_forward
 
@@ -25,17 +26,4 @@ def selective_scan(
     return scan_forward(u, delta, A, B, C, D, state)
 
 
-@selective_scan.register_fake
-def _(u, delta, A, B, C, D, state):
-    return torch.empty_like(u), torch.empty_like(state)
-
-
-def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
-
-
-def _backward(ctx, grad_y, grad_state):
-    return scan_backward(*ctx.saved_tensors, grad_y, grad_state)
-
-
-selective_scan.register_autograd(_backward, setup_context=_setup_context)
+register_scan(selective_scan, lambda inputs, grad_y, grad_state: scan_backward(*inputs, grad_y, grad_state))

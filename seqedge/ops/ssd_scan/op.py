@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from seqedge.ops.registration import register_scan
 from seqedge.ops.ssd_scan.chunked import ssd_scan_chunked
 from seqedge.ops.ssd_scan.reference import ssd_scan_ref
 
@@ -23,21 +24,11 @@ def ssd_scan(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
     return ssd_scan_chunked(x, dt, A, B, C, D, state)
 
 
-@ssd_scan.register_fake
-def _(x, dt, A, B, C, D, state):
-    return torch.empty_like(x), torch.empty_like(state)
-
-
-def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(*inputs)
-
-
-def _backward(ctx, grad_y, grad_state):
-    inputs = ctx.saved_tensors
+def _backward(inputs, grad_y, grad_state):
     _, vjp = torch.func.vjp(ssd_scan_chunked, *inputs)
     grad_y = grad_y if grad_y is not None else torch.zeros_like(inputs[0])
     grad_state = grad_state if grad_state is not None else torch.zeros_like(inputs[-1])
     return vjp((grad_y, grad_state))
 
 
-ssd_scan.register_autograd(_backward, setup_context=_setup_context)
+register_scan(ssd_scan, _backward)
