@@ -20,6 +20,7 @@ from torch import Tensor
 
 from seqedge.errors import CorruptFileError, UnsupportedError
 from seqedge.runtimes.base import ArtifactRunner
+from seqedge.runtimes.ort_kernels import register_for
 
 INSTALL = "pip install onnxruntime>=1.31"
 
@@ -94,6 +95,7 @@ class OnnxRuntimeAdapter(ArtifactRunner):
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         path = Path(artifact) / manifest["graphs"]["prefill"]
+        register_for(opts, manifest.get("opset"))  # seqedge's own kernels, when the graph uses them
         try:
             providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
             self.session = ort.InferenceSession(str(path), opts, providers=providers)

@@ -1,6 +1,7 @@
 """Build seqedge's native code (runtimes/native) with cmake against an ExecuTorch wheel.
 
     lib = kernel_library()                                    # libseqedge_kernels.so for this process, cached
+    lib = kernel_library("seqedge_ort_kernels")               # the onnxruntime custom ops (runtimes/ort_kernels.py)
     runner = build_runner(out_dir)                            # seqedge_runner + libraries (seqedge build-runner)
     runner = build_runner(out_dir, target="aarch64-linux-gnu")  # the same, cross-compiled for arm64 Linux
 
@@ -309,15 +310,16 @@ def _locked(build: Path):
         yield
 
 
-def kernel_library() -> Path:
-    """Path of libseqedge_kernels.so for this seqedge + ExecuTorch, building it on first use. The library's
-    sha256 is recorded when it is built (`.sha256` beside it) and checked before it is loaded."""
+def kernel_library(target: str = "seqedge_kernels") -> Path:
+    """Path of lib<target>.so for this seqedge + ExecuTorch, building it on first use: seqedge_kernels (the
+    ExecuTorch kernels) or seqedge_ort_kernels (the onnxruntime custom ops). The library's sha256 is recorded
+    when it is built (`.sha256` beside it) and checked before it is loaded."""
     build = CACHE / _key()
-    lib = build / "libseqedge_kernels.so"
+    lib = build / f"lib{target}.so"
     if not lib.is_file() or not _digest_file(lib).is_file():
         with _locked(build):
             if not lib.is_file() or not _digest_file(lib).is_file():
-                build_native(build, targets=("seqedge_kernels",))
+                build_native(build, targets=(target,))
                 _digest_file(lib).write_text(sha256_file(lib) + "\n")
     return lib
 

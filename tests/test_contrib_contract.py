@@ -14,18 +14,18 @@ import pytest
 import torch
 
 from seqedge.exporters import ExportPlan, export
-from seqedge.exporters.onnx import contrib
+from seqedge.exporters.onnx import contrib, kernels
 from seqedge.exporters.onnx.contrib import ort_schemas, ort_version
 from seqedge.exporters.onnx.lowerings import CAUSAL_CONV, LINEAR_ATTENTION, LOWERINGS, resolve
 from seqedge.models import build_model
 
-FUSED = LOWERINGS.for_variant("fused")
+FUSED = LOWERINGS.for_variant("fused") + LOWERINGS.for_variant("contrib")
 
 
 def test_every_fused_lowering_states_its_contract():
     for lw in FUSED:
         if lw.kind == "translation":
-            assert lw.uses, f"{lw.op}: fused translation without a ContribUse contract"
+            assert lw.uses, f"{lw.op}: fused translation without a contract (ContribUse or SEQEDGE_KERNELS)"
 
 
 @pytest.mark.parametrize("use", [u for lw in FUSED for u in lw.uses], ids=lambda u: u.op)
@@ -58,7 +58,7 @@ def test_required_attribute_left_unset_is_named():
 
 def test_nodes_have_exactly_the_outputs_the_lowering_reads(tmp_path):
     """The emitted node asks for the contract's outputs only, whatever onnxruntime declares beyond them."""
-    export(build_model("mamba", "tiny").eval(), ExportPlan(out=tmp_path / "a", verify=False))
+    export(build_model("mamba2", "tiny").eval(), ExportPlan(out=tmp_path / "a", verify=False))
     graph = onnx.load(str(tmp_path / "a" / "model.onnx"))
     nodes = {n.op_type: n for n in graph.graph.node if n.domain == "com.microsoft"}
     for use in (CAUSAL_CONV, LINEAR_ATTENTION):
@@ -76,15 +76,29 @@ def test_resolve_falls_back_per_op_with_a_warning():
 
 
 def test_export_with_a_broken_contract_falls_back_and_records_it(tmp_path, monkeypatch):
-    """An onnxruntime whose LinearAttention lost an output: the export still succeeds (portable scan, real
-    onnxruntime parity) and the manifest says what happened."""
+    """An onnxruntime whose LinearAttention lost an output: the export still succeeds (portable Mamba-2 scan,
+    real onnxruntime parity) and the manifest says what happened."""
     schemas = {k: v for k, v in ort_schemas().items() if k != "LinearAttention"}  # the registry view seqedge reads
     monkeypatch.setattr(contrib, "ort_schemas", lambda: schemas)
     torch.manual_seed(0)
-    manifest = export(build_model("mamba", "tiny").eval(), ExportPlan(out=tmp_path / "a", verify_steps=8))
+    manifest = export(build_model("mamba2", "tiny").eval(), ExportPlan(out=tmp_path / "a", verify_steps=8))
     flavours = {o["op"]: o["flavour"] for o in manifest["ops"]}
-    assert flavours == {"seqedge::selective_scan": "portable", "seqedge::causal_conv1d": "fused"}
+    assert flavours == {"seqedge::ssd_scan": "portable", "seqedge::causal_conv1d": "fused"}
     assert len(manifest["warnings"]) == 1 and "LinearAttention" in manifest["warnings"][0]
     assert manifest["parity"]["passed"]
     on_disk = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert on_disk["warnings"] == manifest["warnings"]
+
+
+@pytest.mark.parametrize("linear_attention", [True, False])
+def test_without_seqedge_kernels_the_scan_takes_the_next_lowering(monkeypatch, linear_attention):
+    """A machine that cannot build seqedge's onnxruntime kernels (no compiler): the Mamba-1 scan takes
+    onnxruntime's LinearAttention, or the portable Scan when that contract fails too — each said once."""
+    monkeypatch.setattr(kernels, "problems", lambda: ["seqedge's onnxruntime kernels are not available here (no c++)"])
+    schemas = ort_schemas() if linear_attention else {k: v for k, v in ort_schemas().items() if k != "LinearAttention"}
+    chosen, warnings = resolve("fused", schemas)
+    scan = next(lw for lw in chosen if lw.op == "seqedge::selective_scan")
+    assert scan.variant == ("contrib" if linear_attention else "portable")
+    mine = [w for w in warnings if w.startswith("seqedge::selective_scan:")]
+    assert len(mine) == 1 and "no c++" in mine[0] and f"used the {scan.variant} lowering" in mine[0]
+    assert ("LinearAttention is not registered" in mine[0]) == (not linear_attention)

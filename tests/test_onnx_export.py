@@ -17,11 +17,12 @@ from seqedge.errors import BadPathError, CorruptFileError, ParityError, Unsuppor
 from seqedge.exporters import ExportPlan, export
 from seqedge.exporters.artifact import read_manifest
 from seqedge.exporters.onnx.export import export_graph
-from seqedge.exporters.onnx.lowerings import FLAVOURS, LOWERINGS
+from seqedge.exporters.onnx.lowerings import FALLBACKS, FLAVOURS, LOWERINGS
 from seqedge.generate import generate
 from seqedge.models import build_model
 from seqedge.ops import attention_ref, causal_conv1d_ref, selective_scan_ref, ssd_scan_ref
 from seqedge.runtimes import open_artifact
+from seqedge.runtimes.ort_kernels import options_for
 from seqedge.schema import MANIFEST
 from tests.conftest import FAMILY_NAMES
 from tests.test_ops import attn_inputs, scan_inputs, ssd_inputs
@@ -65,7 +66,7 @@ def _run_op_graph(op_name, flavour, tmp_path, lengths, make=None):
     used = export_graph(OneOp(op), (torch.zeros(1, 5, dtype=torch.long), *ex), ["tokens", *names],
                         [f"y{i}" for i in range(3)][: len(ref(*ex))], path, LOWERINGS.for_variant(flavour), shapes)
     assert [(lw.op, lw.variant) for lw in used] == [(op_name, flavour)]
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(path), options_for(path), providers=["CPUExecutionProvider"])
     for T_ in lengths:
         args = make(T_, seed=T_)
         if op_name == "seqedge::attention":  # the new tokens start after 3 cached ones
@@ -81,11 +82,13 @@ def _run_op_graph(op_name, flavour, tmp_path, lengths, make=None):
             assert diff <= TOL * max(1.0, np.abs(w).max()), f"{op_name}/{flavour} T={T_} output {k}: {diff}"
 
 
-@pytest.mark.parametrize("flavour", FLAVOURS)
-@pytest.mark.parametrize("op_name", list(OP_CASES))
-def test_lowering_matches_reference(op_name, flavour, tmp_path):
-    assert f"{op_name}:{flavour}" in LOWERINGS
-    _run_op_graph(op_name, flavour, tmp_path, lengths=[1, 7, 16])
+@pytest.mark.parametrize("op_name,variant", [(op, v) for op in OP_CASES for v in (*FLAVOURS, *FALLBACKS)
+                                             if f"{op}:{v}" in LOWERINGS])
+def test_lowering_matches_reference(op_name, variant, tmp_path):
+    """Every ONNX lowering of every op (the fallbacks a fused lowering can give way to included) in a real
+    onnxruntime session against the op's reference; every op has a fused and a portable one."""
+    assert {f"{op_name}:{f}" for f in FLAVOURS} <= set(LOWERINGS)
+    _run_op_graph(op_name, variant, tmp_path, lengths=[1, 7, 16])
 
 
 @pytest.mark.parametrize("hd", [16, 64])
@@ -158,7 +161,8 @@ def test_bound_state_buffers_match_fresh_inputs(artifacts, fam, flavour):
     manifest = read_manifest(folder)
     shared = {n for n in runner.state_names if n.startswith(("k.", "v."))} if (fam, flavour) == ("transformer", "fused") else set()
     assert set(manifest["in_place_state"]) == shared
-    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(folder / "model.onnx"), options_for(folder / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
     names = runner.state_names
     tokens = torch.randint(0, 256, (1, 30))
 
@@ -183,11 +187,15 @@ def test_bound_state_buffers_match_fresh_inputs(artifacts, fam, flavour):
     assert all(np.isfinite(t.float().numpy()).all() for t in state.values())
 
 
-def test_fused_artifacts_use_the_contrib_kernels(artifacts):
+def test_fused_artifacts_use_the_fast_kernels(artifacts):
     import onnx
 
     kinds = {k: {n.op_type for n in onnx.load(str(f / "model.onnx")).graph.node} for k, (f, _, _) in artifacts.items()}
-    assert {"LinearAttention", "CausalConvWithState"} <= kinds[("mamba", "fused")]
+    assert {"SelectiveScan", "CausalConvWithState"} <= kinds[("mamba", "fused")]
+    assert "LinearAttention" not in kinds[("mamba", "fused")]
+    mamba = read_manifest(artifacts[("mamba", "fused")][0])
+    assert mamba["opset"]["seqedge"] == 1 and "libseqedge_ort_kernels" in mamba["requires"]
+    assert "seqedge" not in read_manifest(artifacts[("transformer", "fused")][0])["opset"]
     assert "Scan" in kinds[("mamba", "portable")] and "LinearAttention" not in kinds[("mamba", "portable")]
     assert "GroupQueryAttention" in kinds[("transformer", "fused")]
     for fam in ("mamba", "transformer"):  # RMSNorm (+ the residual add) as onnxruntime's norm kernels, said so
@@ -195,10 +203,10 @@ def test_fused_artifacts_use_the_contrib_kernels(artifacts):
         assert {"SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"} <= kinds[(fam, "fused")]
         assert fused["fusions"]["rms_norm"] >= 1 and not portable["fusions"], fused["fusions"]
         assert "ReduceMean" not in kinds[(fam, "fused")] and "ReduceMean" in kinds[(fam, "portable")]
-    assert all(not any(o.startswith("com.microsoft") for o in [n.domain for n in onnx.load(str(f / "model.onnx")).graph.node])
+    assert all(not any(d in ("com.microsoft", "seqedge") for d in [n.domain for n in onnx.load(str(f / "model.onnx")).graph.node])
                for (fam, fl), (f, _, _) in artifacts.items() if fl == "portable")
     assert "LSTM" in kinds[("lstm", "fused")] and "GRU" in kinds[("gru", "fused")] and "RNN" in kinds[("rnn", "fused")]
-    assert "LinearAttention" in kinds[("s4", "fused")] and "Scan" in kinds[("s4", "portable")]
+    assert "SelectiveScan" in kinds[("s4", "fused")] and "Scan" in kinds[("s4", "portable")]
     assert {"LinearAttention", "CausalConvWithState"} <= kinds[("mamba2", "fused")] and "Scan" in kinds[("mamba2", "portable")]
 
 

@@ -29,6 +29,7 @@ from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
 from seqedge.quant.onnx import int4_compute
 from seqedge.quant.report import apply_onnx, onnx_weights
 from seqedge.quant.report import prepare as prepare_quant
+from seqedge.runtimes.ort_kernels import needed as needs_seqedge_kernels
 
 GRAPH = "model.onnx"
 OPSET = 20
@@ -124,12 +125,21 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             "in_place_state": shared_buffer_state(graph.graph),
             "fusions": {k: v for k, v in fusions.items() if v},
             "export_seconds": round(export_seconds, 2),
-            "requires": "onnxruntime>=1.31" if any(o.get("flavour") == "fused" for o in ops) else "onnxruntime",
+            "requires": _requires(graph, ops),
             "warnings": [] if recurrent else fallbacks,
         }
         manifest = _finish_int4_compute(tmp, model, manifest, plan, quant, weight_bytes, float_matrices,
                                         int4_compute(graph.graph))
     return manifest
+
+
+def _requires(graph, ops: list[dict]) -> str:
+    """What runs the graph: onnxruntime (>= 1.31 for the contrib kernels), plus seqedge's own kernel library
+    when a node is in its domain (the seqedge runtime registers it; runtimes/ort_kernels.py)."""
+    ort = "onnxruntime>=1.31" if any(o.get("flavour") in ("fused", "contrib") for o in ops) else "onnxruntime"
+    if needs_seqedge_kernels({d.domain for d in graph.opset_import}):
+        return f"{ort} with seqedge's kernel library (libseqedge_ort_kernels; seqedge registers it)"
+    return ort
 
 
 def _finish_int4_compute(tmp: Path, model, manifest: dict, plan: ExportPlan, quant, weight_bytes: int,

@@ -4,14 +4,18 @@ A lowering is either a `translation` (an onnxscript function that emits ONNX nod
 to the exporter's custom_translation_table) or a `decomposition` (a torch function of export-friendly
 ops that replaces the op before translation). Flavours:
 
-- `fused`: onnxruntime's contrib kernels (onnxruntime >= 1.31, CPU): LinearAttention for the scan,
-  CausalConvWithState for Mamba's convolution, GroupQueryAttention for cached attention.
+- `fused`: the fastest kernels onnxruntime can run: seqedge's own (`seqedge.SelectiveScan`, the same C++
+  source as the ExecuTorch kernel, in libseqedge_ort_kernels that the runtime registers — kernels.py) for the
+  Mamba-1 scan, and onnxruntime's contrib kernels (onnxruntime >= 1.31, CPU): CausalConvWithState for
+  Mamba's convolution, LinearAttention for the Mamba-2 and S4 scans, GroupQueryAttention for cached attention.
 - `portable`: standard ONNX ops only; node count independent of sequence length (the scan is an
   ONNX `Scan` over time, never an unrolled loop).
 
-A fused lowering states what it needs of its contrib op (`ContribUse`); `resolve("fused")` checks each
-against the installed onnxruntime and takes the portable lowering for an op whose contract fails, with
-a warning the manifest records — a new onnxruntime release never breaks an export.
+A fused lowering states what it needs of the runtime (`ContribUse` for a contrib op, `SEQEDGE_KERNELS` for
+seqedge's library); `resolve("fused")` checks each and, for an op whose needs fail, takes the next lowering
+of FALLBACKS (`contrib`: the contrib-op form of an op seqedge has its own kernel for, then `portable`), with
+a warning the manifest records — a new onnxruntime release or a machine without a compiler never breaks
+an export.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from onnxscript import opset20 as op
 from seqedge.exporters.decompositions import attention_masked, conv_concat, scan_over_time, ssd_over_time
 from seqedge.exporters.lowering import Lowering, LoweringRegistry
 from seqedge.exporters.onnx.contrib import ContribUse, ort_version
+from seqedge.exporters.onnx.kernels import SELECTIVE_SCAN, SEQEDGE_KERNELS
 
 FLAVOURS = ("fused", "portable")
+FALLBACKS = ("contrib", "portable")  # what replaces a fused lowering whose needs fail, in order
 
 
 LOWERINGS = LoweringRegistry("ONNX lowering")
@@ -43,10 +49,17 @@ def resolve(flavour: str, schemas: dict | None = None) -> tuple[list[Lowering], 
     chosen, warnings = [], []
     for lw in LOWERINGS.for_variant(flavour):
         problems = [p for use in lw.uses for p in use.problems(schemas)]
+        for fallback in FALLBACKS if problems else ():
+            if f"{lw.op}:{fallback}" not in LOWERINGS:
+                continue
+            lw = LOWERINGS[f"{lw.op}:{fallback}"]
+            failed = [p for use in lw.uses for p in use.problems(schemas)]
+            if not failed:
+                break
+            problems += failed
         if problems:
-            lw = LOWERINGS[f"{lw.op}:portable"]
             warnings.append(f"{lw.op}: the fused lowering does not fit onnxruntime {ort_version()} "
-                            f"({'; '.join(problems)}); used the portable lowering ({lw.summary})")
+                            f"({'; '.join(problems)}); used the {lw.variant} lowering ({lw.summary})")
         chosen.append(lw)
     return chosen, warnings
 
@@ -62,6 +75,15 @@ LINEAR_ATTENTION = ContribUse(
 
 
 @lowering("seqedge::selective_scan", "fused", "translation",
+          "seqedge.SelectiveScan (seqedge's C++ scan in libseqedge_ort_kernels, the ExecuTorch kernel's source)",
+          uses=(SEQEDGE_KERNELS,))
+def scan_seqedge_kernel(u: FLOAT, delta: FLOAT, A: FLOAT, B: FLOAT, C: FLOAT, D: FLOAT,
+                        state: FLOAT) -> tuple[FLOAT, FLOAT]:
+    y, new_state = SELECTIVE_SCAN(u, delta, A, B, C, D, state)
+    return y, new_state
+
+
+@lowering("seqedge::selective_scan", "contrib", "translation",
           "com.microsoft.LinearAttention(update_rule=gated, heads=d_inner, d_k=d_state, d_v=1)", uses=(LINEAR_ATTENTION,))
 def scan_linear_attention(u: FLOAT, delta: FLOAT, A: FLOAT, B: FLOAT, C: FLOAT, D: FLOAT,
                           state: FLOAT) -> tuple[FLOAT, FLOAT]:

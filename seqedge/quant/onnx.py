@@ -20,7 +20,9 @@ quantized weight (`share_tied`). What stays float is found by reading the quanti
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import types
 from pathlib import Path
 
 import numpy as np
@@ -120,10 +122,38 @@ def int8_static(path: Path, ctx) -> None:
     _quiet()
     fold_transposes(path)
     tmp = path.with_suffix(".q.onnx")
-    quantize_static(str(path), str(tmp), Reader(_calibration_feeds(path, ctx)), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, reduce_range=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, extra_options={"EnableSubgraph": True})
+    with _calibrator_sessions_for(path):
+        quantize_static(str(path), str(tmp), Reader(_calibration_feeds(path, ctx)), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, reduce_range=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        extra_options={"EnableSubgraph": True})
     tmp.replace(path)
+
+
+@contextlib.contextmanager
+def _calibrator_sessions_for(path: Path):
+    """onnxruntime's calibrator opens its own session on the graph (calibrate.py: `onnxruntime.SessionOptions()`)
+    with no way to register a custom-op library: while it runs, its module sees an onnxruntime whose
+    SessionOptions come with seqedge's kernels when `path` uses them."""
+    from onnxruntime.quantization import calibrate
+
+    from seqedge.runtimes.ort_kernels import graph_domains, register_for
+
+    domains = graph_domains(path)
+    real = calibrate.onnxruntime
+    view = types.SimpleNamespace(**{k: getattr(real, k) for k in dir(real) if not k.startswith("__")})
+
+    def session_options():
+        opts = real.SessionOptions()
+        register_for(opts, domains)
+        return opts
+
+    view.SessionOptions = session_options
+    calibrate.onnxruntime = view
+    try:
+        yield
+    finally:
+        calibrate.onnxruntime = real
 
 
 def _calibration_feeds(path: Path, ctx, chunk: int = 64) -> list[dict[str, np.ndarray]]:
@@ -131,7 +161,9 @@ def _calibration_feeds(path: Path, ctx, chunk: int = 64) -> list[dict[str, np.nd
     so activation ranges are seen at real positions of real text."""
     import onnxruntime as ort
 
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    from seqedge.runtimes.ort_kernels import options_for
+
+    sess = ort.InferenceSession(str(path), options_for(path), providers=["CPUExecutionProvider"])
     state = {name: t.numpy() for name, t in ctx.init_state.items()}
     names = list(state)
     feeds = []

@@ -1,0 +1,37 @@
+"""onnxscript handles for seqedge's own onnxruntime ops (domain `seqedge`, runtimes/ort_kernels.py), and
+what a lowering that emits them needs: the library, built for this machine.
+
+Each op's schema is declared here (inputs, outputs, float32) — the C++ kernel checks the same at run time.
+"""
+
+from __future__ import annotations
+
+from onnx.defs import OpSchema
+from onnxscript.values import Op, Opset
+
+from seqedge.runtimes.ort_kernels import DOMAIN, problems
+
+SEQEDGE = Opset(DOMAIN, 1)
+
+
+class KernelsUse:
+    """What a lowering onto seqedge's kernels needs: the library builds and verifies here."""
+
+    op = "seqedge kernels"
+
+    def problems(self, schemas=None) -> list[str]:  # `schemas` (onnxruntime's contrib registry) does not apply
+        return problems()
+
+
+SEQEDGE_KERNELS = KernelsUse()
+
+
+def _op(name: str, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> Op:
+    param = lambda n: OpSchema.FormalParameter(n, "T", "")  # noqa: E731
+    schema = OpSchema(name, DOMAIN, 1, inputs=[param(i) for i in inputs], outputs=[param(o) for o in outputs],
+                      type_constraints=[("T", ["tensor(float)"], "")])
+    return Op(SEQEDGE, name, schema)
+
+
+# y (Bt, T, D), state_out (Bt, D, N) = SelectiveScan(u, delta (Bt, T, D), A (D, N), B, C (Bt, T, N), D (D), state)
+SELECTIVE_SCAN = _op("SelectiveScan", ("u", "delta", "A", "B", "C", "D", "state"), ("y", "state_out"))

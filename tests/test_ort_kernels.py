@@ -1,0 +1,111 @@
+"""seqedge's onnxruntime kernel library (libseqedge_ort_kernels, runtimes/ort_kernels.py) in real sessions:
+seqedge.SelectiveScan against selective_scan_ref at every x86-64 feature level and thread count, and the
+kernel's own checks of what an untrusted graph feeds it. Every onnxruntime API slot the library declares
+(ort_abi.h) is exercised here: registration, inputs, shapes, outputs, the thread pool and error statuses."""
+
+import os
+import platform
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from seqedge.ops import selective_scan_ref
+from seqedge.runtimes.ort_kernels import DOMAIN, graph_domains, library, options_for, register_for
+
+NAMES = ("u", "delta", "A", "B", "C", "D", "state")
+RANKS = {"u": 3, "delta": 3, "A": 2, "B": 3, "C": 3, "D": 1, "state": 3}
+
+
+def scan_graph(path, ranks=RANKS):
+    """One SelectiveScan node, every dimension symbolic (so onnxruntime checks nothing and the kernel must)."""
+    node = helper.make_node("SelectiveScan", list(NAMES), ["y", "state_out"], domain=DOMAIN)
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [f"{n}{i}" for i in range(ranks[n])]) for n in NAMES]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "state_out")]
+    model = helper.make_model(helper.make_graph([node], "scan", inputs, outputs),
+                              opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid(DOMAIN, 1)])
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def operands(Bt, T, D, N, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"u": torch.randn(Bt, T, D, generator=g), "delta": torch.rand(Bt, T, D, generator=g) * 0.5 + 1e-3,
+            "A": -torch.rand(D, N, generator=g) * 4, "B": torch.randn(Bt, T, N, generator=g),
+            "C": torch.randn(Bt, T, N, generator=g), "D": torch.randn(D, generator=g),
+            "state": torch.randn(Bt, D, N, generator=g)}
+
+
+def session(path, threads=2):
+    opts = options_for(path)
+    opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("Bt,T,D,N", [(1, 1, 16, 16), (2, 37, 40, 16), (1, 300, 33, 4), (3, 5, 7, 64), (2, 3, 1, 1)])
+def test_selective_scan_matches_its_reference(tmp_path, Bt, T, D, N, threads):
+    """Channel counts that are and are not multiples of the kernel's 16-lane blocks, one step, long T, a
+    large state, one channel of one state; the state comes back as the reference carries it."""
+    sess = session(scan_graph(tmp_path / "scan.onnx"), threads)
+    x = operands(Bt, T, D, N, seed=T + D)
+    y, h = sess.run(None, {n: x[n].numpy() for n in NAMES})
+    y_ref, h_ref = selective_scan_ref(*(x[n] for n in NAMES))
+    assert y.shape == (Bt, T, D) and h.shape == (Bt, D, N)
+    assert np.abs(y - y_ref.numpy()).max() <= 1e-4 * max(1.0, y_ref.abs().max().item())
+    assert np.abs(h - h_ref.numpy()).max() <= 1e-4 * max(1.0, h_ref.abs().max().item())
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the feature levels are x86-64's")
+@pytest.mark.parametrize("isa", ["baseline", "v3"])
+def test_every_isa_level_matches_the_reference(isa):
+    """The scan is built per x86-64 feature level and runs the CPU's best; SEQEDGE_KERNEL_ISA caps it, so the
+    other builds run (in a fresh process: the level is read once) and must match too."""
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                        "matches_its_reference"], env={**os.environ, "SEQEDGE_KERNEL_ISA": isa},
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "10 passed" in r.stdout, r.stdout[-2000:]
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda x: {**x, "B": torch.zeros(2, 9, 17)}, "B and C must be (Bt, T, N)"),
+    (lambda x: {**x, "C": torch.zeros(2, 8, 16)}, "B and C must be (Bt, T, N)"),
+    (lambda x: {**x, "delta": torch.zeros(2, 9, 41)}, "delta must have u's shape"),
+    (lambda x: {**x, "A": torch.zeros(39, 16)}, "A must be (D, N) and D (D)"),
+    (lambda x: {**x, "D": torch.zeros(41)}, "A must be (D, N) and D (D)"),
+    (lambda x: {**x, "state": torch.zeros(1, 40, 16)}, "state must be (Bt, D, N)"),
+    (lambda x: {**x, "A": torch.zeros(40, 300), "B": torch.zeros(2, 9, 300), "C": torch.zeros(2, 9, 300),
+                "state": torch.zeros(2, 40, 300)}, "d_state is over 256"),
+])
+def test_shapes_an_untrusted_graph_feeds_are_refused(tmp_path, change, needle):
+    """Every operand's shape is checked before any data is read: an error status naming the op, no crash."""
+    sess = session(scan_graph(tmp_path / "scan.onnx"))
+    x = change(operands(2, 9, 40, 16))
+    with pytest.raises(Exception) as e:
+        sess.run(None, {n: x[n].numpy() for n in NAMES})
+    assert f"seqedge.SelectiveScan: {needle}" in str(e.value)
+
+
+def test_a_wrong_rank_is_refused(tmp_path):
+    sess = session(scan_graph(tmp_path / "scan.onnx", {**RANKS, "u": 2}))
+    x = operands(2, 9, 40, 16)
+    with pytest.raises(Exception, match="seqedge.SelectiveScan: u, delta, B, C and state must be 3-D"):
+        sess.run(None, {**{n: x[n].numpy() for n in NAMES}, "u": x["u"][0].numpy()})
+
+
+def test_the_library_is_registered_only_for_graphs_in_its_domain(tmp_path):
+    """A graph names seqedge's domain to get the library; nothing in it can name another file. Without the
+    library onnxruntime refuses the graph (the kernel is not built into onnxruntime)."""
+    path = scan_graph(tmp_path / "scan.onnx")
+    assert DOMAIN in graph_domains(path)
+    with pytest.raises(Exception, match="SelectiveScan"):
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    register_for(opts, {"ai.onnx", "com.microsoft"})  # no seqedge domain: nothing registered
+    with pytest.raises(Exception, match="SelectiveScan"):
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    assert library().name == "libseqedge_ort_kernels.so" and library().with_suffix(".so.sha256").is_file()
