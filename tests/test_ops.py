@@ -16,9 +16,12 @@ from seqedge.ops import (
     ssd_scan_chunked,
     ssd_scan_ref,
 )
+from seqedge.ops.selective_scan.native import scan_native
 from seqedge.ops.selective_scan.sequential import scan_backward, scan_forward
 
-SCAN_IMPLS = {"op": selective_scan, "sequential": scan_forward, "chunked": selective_scan_chunked}
+# "native": seqedge's C++ scan through ctypes (what the op runs on float32 CPU tensors); it must apply here
+SCAN_IMPLS = {"op": selective_scan, "sequential": scan_forward, "chunked": selective_scan_chunked,
+              "native": scan_native}
 ATTN_IMPLS = {"op": attention, "sdpa": attention_sdpa}
 LENGTHS = [1, 7, 16, 33]
 
