@@ -25,9 +25,19 @@ from seqedge.ops.attention.reference import rope_ref
 from seqedge.runtimes import open_artifact
 from seqedge.schema import MANIFEST
 from tests.conftest import FAMILY_NAMES
+from seqedge.ops import CELLS, rnn_scan_ref
 from tests.test_onnx_export import OP_CASES, WithMHA
 
 TOL = 1e-4
+
+
+def rnn_inputs(T, Bt=2, H=40, cell=CELLS["lstm"], seed=0):
+    """Operands of seqedge::rnn_scan."""
+    g = torch.Generator().manual_seed(seed)
+    G = {0: 1, 1: 1, 2: 4, 3: 3}[cell]
+    return (torch.randn(Bt, T, G * H, generator=g), torch.randn(G * H, H, generator=g) / H ** 0.5,
+            torch.randn(G * H, generator=g) * 0.1, torch.randn(Bt, H, generator=g), torch.randn(Bt, H, generator=g), cell)
+
 
 
 class OneOp(torch.nn.Module):
@@ -110,6 +120,27 @@ def test_lowering_matches_reference(key, tmp_path):
             assert diff <= TOL * max(1.0, w.abs().max().item()), f"{key} T={T_} output {k}: {diff}"
 
 
+@pytest.mark.parametrize("cell", sorted(CELLS.values()))
+def test_rnn_scan_kernel_matches_reference(cell, tmp_path):
+    """seqedge::rnn_scan.out for every cell (Elman tanh/ReLU, LSTM, GRU), one step and many, against the
+    reference; H = 200 splits its units over the threadpool."""
+    from executorch.runtime import Runtime
+
+    from seqedge.native import load_kernels
+
+    make = lambda T, seed=0: rnn_inputs(T, H=200, cell=cell, seed=seed)[:5]  # noqa: E731  the cell is a constant
+    T = torch.export.Dim("T", min=2, max=64)
+    op = OneOp(lambda *a: torch.ops.seqedge.rnn_scan(*a, cell))
+    for name, lengths, shapes in (("decode", (1,), None), ("prefill", (2, 9, 33), {"args": ({1: T}, *[None] * 4)})):
+        _lower(op, make(lengths[-1]), shapes, tmp_path / f"{name}.pte")
+        load_kernels()
+        method = Runtime.get().load_program(str(tmp_path / f"{name}.pte")).load_method("forward")
+        for T_ in lengths:
+            args = make(T_, seed=T_)
+            for k, (g, w) in enumerate(zip(method.execute(list(args)), rnn_scan_ref(*args, cell))):
+                assert (g - w).abs().max().item() <= TOL * max(1.0, w.abs().max().item()), (cell, T_, k)
+
+
 class CachedSdpa(torch.nn.Module):
     def forward(self, q, k_cache, v_cache, pos):
         p = pos.reshape(-1)[0].item()
@@ -151,9 +182,9 @@ def test_kernels_match_their_references_at_every_isa_level(isa):
     with SEQEDGE_KERNEL_ISA runs the other builds, which must match the references too (this process has run
     the best one above)."""
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
-                        "cached_sdpa_kernel or selective_scan:prefill"], env={**os.environ, "SEQEDGE_KERNEL_ISA": isa},
-                       capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0 and "4 passed" in r.stdout, r.stdout[-2000:]
+                        "cached_sdpa_kernel or selective_scan:prefill or rnn_scan"], env={**os.environ,
+                        "SEQEDGE_KERNEL_ISA": isa}, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0 and "8 passed" in r.stdout, r.stdout[-2000:]
 
 
 def test_skipping_inapplicable_xnnpack_passes_changes_nothing(pte_artifacts, tmp_path, monkeypatch):

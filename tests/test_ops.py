@@ -183,3 +183,28 @@ def test_ops_are_single_nodes_under_export():
     ep = torch.export.export(SSD(), ssd_inputs(5))
     targets = [str(n.target) for n in ep.graph.nodes if n.op == "call_function"]
     assert targets.count("seqedge.ssd_scan.default") == 1, targets
+
+
+@pytest.mark.parametrize("kind", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+def test_rnn_scan_reference_is_torchs_cell(kind):
+    """seqedge::rnn_scan (the op ExecuTorch's recurrent layers run) against nn.RNN / nn.LSTM / nn.GRU
+    themselves, with the state carried across two calls."""
+    from seqedge.ops import CELLS, rnn_scan
+
+    torch.manual_seed(0)
+    H, E = 12, 7
+    layer = {"lstm": lambda: torch.nn.LSTM(E, H, batch_first=True), "gru": lambda: torch.nn.GRU(E, H, batch_first=True)
+             }.get(kind, lambda: torch.nn.RNN(E, H, nonlinearity=kind.split("_")[1], batch_first=True))()
+    x = torch.randn(2, 9, E)
+    h0, c0 = torch.randn(1, 2, H), torch.randn(1, 2, H)
+    with torch.no_grad():
+        want, want_state = layer(x, (h0, c0) if kind == "lstm" else h0)
+        h, c, ys = h0[0], c0[0], []
+        for part in (x[:, :4], x[:, 4:]):
+            gx = part @ layer.weight_ih_l0.T + layer.bias_ih_l0
+            y, h, c = rnn_scan(gx, layer.weight_hh_l0, layer.bias_hh_l0, h, c, CELLS[kind])  # the op: its reference
+            ys.append(y)
+    assert_close(f"{kind} y", torch.cat(ys, 1), want)
+    assert_close(f"{kind} h", h, (want_state[0] if kind == "lstm" else want_state)[0])
+    if kind == "lstm":
+        assert_close("lstm c", c, want_state[1][0])

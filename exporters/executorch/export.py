@@ -6,7 +6,7 @@
 with recurrent state and `pos` carried explicitly, and attention KV caches held by the program as
 mutable buffers shared by both methods (held_state.py; batch 1, one sequence per loaded program).
 Lowered for XNNPACK (default) or the portable kernels; seqedge's ops lowered per method
-(lowerings.py); LSTM/GRU swapped for scan layers (rnn.py). The manifest records, per method, how
+(lowerings.py); RNN/LSTM/GRU swapped for layers over seqedge::rnn_scan (rnn.py). The manifest records, per method, how
 many nodes XNNPACK took and which ops it did not, and why. Verified through `executorch.runtime`.
 """
 
@@ -45,6 +45,7 @@ DEFAULT_MAX_PREFILL = 4096
 WHY_NOT_DELEGATED = {
     "scan": "control flow (a scan over time) runs in the ExecuTorch interpreter",
     "seqedge.selective_scan": "seqedge C++ kernel (runtimes/native), not an XNNPACK op",
+    "seqedge.rnn_scan": "seqedge C++ kernel (the recurrent cell over time, runtimes/native), not an XNNPACK op",
     "seqedge.cached_sdpa": "seqedge C++ kernel (attention over the held KV cache), not an XNNPACK op",
     "aten.embedding": "a table lookup: XNNPACK has no gather kernel",
     "aten.sym_size": "shape arithmetic for the dynamic length",
@@ -154,15 +155,17 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
                     emit_mutable_buffer_names=True))
         (tmp / PROGRAM).write_bytes(program.buffer)
         export_seconds = time.perf_counter() - t0
+        recurrent = sorted({type(m).__name__.lower() for m in model.modules() if isinstance(m, nn.RNNBase)})
         native = sorted({native_ops.NATIVE_OPS[lw.op] for m in METHODS for lw in used[m] if lw.kind == "native"}
-                        | {k for m in METHODS for lw in used[m] for k in lw.uses})  # kernels a decomposition emits
+                        | {k for m in METHODS for lw in used[m] for k in lw.uses}  # kernels a decomposition emits
+                        | ({native_ops.NATIVE_OPS["seqedge::rnn_scan"]} if recurrent else set()))  # rnn.py's layers
         manifest = {
             **base_manifest(model, plan, interface),
             "format": "executorch",
             "ops": [{"op": lw.op, "method": m, "lowering": lw.summary, "kind": lw.kind} for m in METHODS for lw in used[m]]
-                   + [{"op": f"aten::{kind}", "method": "both", "lowering": "scan layers (one input matmul + a scan "
-                       "over time, in both methods)", "kind": "decomposition"}
-                      for kind in sorted({type(m).__name__.lower() for m in model.modules() if isinstance(m, nn.RNNBase)})],
+                   + [{"op": f"aten::{kind}", "method": "both", "lowering": "the input projection as one matmul, "
+                       "then seqedge::rnn_scan, seqedge's C++ kernel of the cell over time (both methods)",
+                       "kind": "native"} for kind in recurrent],
             "backend": plan.backend,
             "graphs": {"prefill": f"{PROGRAM}#prefill", "decode": f"{PROGRAM}#decode"},
             "graph_note": "one program, two methods over shared weights: prefill (2 <= T <= max_prefill_len) and "

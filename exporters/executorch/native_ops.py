@@ -11,7 +11,8 @@ import torch
 
 import seqedge.ops  # noqa: F401  (defines the functional ops)
 
-NATIVE_OPS = {"seqedge::selective_scan": "seqedge::selective_scan.out", "seqedge::cached_sdpa": "seqedge::cached_sdpa.out"}
+NATIVE_OPS = {"seqedge::selective_scan": "seqedge::selective_scan.out", "seqedge::cached_sdpa": "seqedge::cached_sdpa.out",
+              "seqedge::rnn_scan": "seqedge::rnn_scan.out"}
 
 _lib = torch.library.Library("seqedge", "FRAGMENT")
 _lib.define("selective_scan.out(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor D, Tensor state, *, "
@@ -37,6 +38,20 @@ def _cached_sdpa_out(q, k_cache, v_cache, start_pos, *, out):
 
 
 _lib.impl("cached_sdpa.out", _cached_sdpa_out, "CompositeExplicitAutograd")
+
+
+_lib.define("rnn_scan.out(Tensor gx, Tensor w_hh, Tensor b_hh, Tensor h0, Tensor c0, SymInt cell, *, Tensor(a!) y, "
+            "Tensor(b!) h_out, Tensor(c!) c_out) -> (Tensor(a!), Tensor(b!), Tensor(c!))")
+
+
+def _rnn_scan_out(gx, w_hh, b_hh, h0, c0, cell, *, y, h_out, c_out):
+    y_, h_, c_ = torch.ops.seqedge.rnn_scan.default(gx, w_hh, b_hh, h0, c0, cell)
+    for dst, src in ((y, y_), (h_out, h_), (c_out, c_)):
+        dst.resize_(src.shape).copy_(src)
+    return y, h_out, c_out
+
+
+_lib.impl("rnn_scan.out", _rnn_scan_out, "CompositeExplicitAutograd")
 
 
 def llm_kernels() -> None:

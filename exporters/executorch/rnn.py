@@ -1,10 +1,12 @@
-"""RNN / LSTM / GRU layers written for ExecuTorch: the input projection for all steps as one matmul, then
-the recurrence as a `scan` over time, for decode (T = 1) too: unrolling the one step would hand XNNPACK a
-partition whose output is its own input (the state's reshape round trip), which it refuses.
+"""RNN / LSTM / GRU layers written for ExecuTorch: the input projection for all steps as one matmul (XNNPACK),
+then the recurrence as one `seqedge::rnn_scan` node (seqedge's C++ kernel, runtimes/native/kernels/rnn_scan.cpp),
+in both methods.
 
-ExecuTorch unrolls `nn.RNN`/`nn.LSTM` over time (minutes to lower, fixed length); these layers keep dynamic T and
-reuse the original parameters (same names, same gate order as PyTorch: LSTM i, f, g, o; GRU r, z, n).
-`scan_rnns(model)` returns a copy of the model with every nn.RNN / nn.LSTM / nn.GRU swapped.
+ExecuTorch unrolls `nn.RNN`/`nn.LSTM` over time (minutes to lower, fixed length); a `scan` higher-order op
+keeps T dynamic but runs the cell op by op in the interpreter (LSTM decode 6-8x slower than onnxruntime's
+native LSTM). These layers keep dynamic T and reuse the original parameters (same names, same gate order as
+PyTorch: LSTM i, f, g, o; GRU r, z, n). `scan_rnns(model)` returns a copy of the model with every nn.RNN /
+nn.LSTM / nn.GRU swapped.
 """
 
 from __future__ import annotations
@@ -12,60 +14,51 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
-from torch._higher_order_ops.scan import scan
+
+import seqedge.ops  # noqa: F401  (defines seqedge::rnn_scan)
+from seqedge.ops.rnn_scan import CELLS
 
 
 class _ScanRNN(nn.Module):
     """Holds the original layer's parameters under their own names."""
+
+    cell: int
 
     def __init__(self, rnn: nn.RNNBase):
         super().__init__()
         self.weight_ih_l0, self.weight_hh_l0 = rnn.weight_ih_l0, rnn.weight_hh_l0
         self.bias_ih_l0, self.bias_hh_l0 = rnn.bias_ih_l0, rnn.bias_hh_l0
 
+    def recur(self, x: Tensor, h0: Tensor, c0: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        gx = F.linear(x, self.weight_ih_l0, self.bias_ih_l0)  # (B, T, G·H): a linear XNNPACK takes
+        return torch.ops.seqedge.rnn_scan(gx, self.weight_hh_l0, self.bias_hh_l0, h0, c0, self.cell)
+
 
 class ScanElman(_ScanRNN):
     def __init__(self, rnn: nn.RNN):
         super().__init__(rnn)
-        self.act = torch.tanh if rnn.nonlinearity == "tanh" else torch.relu
-
-    def cell(self, h, gx_t):
-        h = self.act(gx_t + h @ self.weight_hh_l0.T)  # (B, H)
-        return h, h.clone()
+        self.cell = CELLS["rnn_tanh" if rnn.nonlinearity == "tanh" else "rnn_relu"]
 
     def forward(self, x: Tensor, h0: Tensor):
-        gx = x @ self.weight_ih_l0.T + (self.bias_ih_l0 + self.bias_hh_l0)  # (B, T, H)
-        h, y = scan(self.cell, h0[0], gx, dim=1)  # y (B, T, H)
+        y, h, _ = self.recur(x, h0[0], torch.zeros_like(h0[0]))  # y (B, T, H)
         return y, h[None]
 
 
 class ScanLSTM(_ScanRNN):
-    def cell(self, hc, gx_t):
-        h, c = hc  # (B, H) each
-        i, f, g, o = (gx_t + h @ self.weight_hh_l0.T).chunk(4, dim=-1)  # (B, H) each
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return (h, c), h.clone()
+    cell = CELLS["lstm"]
 
     def forward(self, x: Tensor, hc: tuple[Tensor, Tensor]):
-        gx = x @ self.weight_ih_l0.T + (self.bias_ih_l0 + self.bias_hh_l0)  # (B, T, 4H)
-        (h, c), y = scan(self.cell, (hc[0][0], hc[1][0]), gx, dim=1)  # y (B, T, H)
+        y, h, c = self.recur(x, hc[0][0], hc[1][0])  # y (B, T, H)
         return y, (h[None], c[None])
 
 
 class ScanGRU(_ScanRNN):
-    def cell(self, h, gx_t):
-        xr, xz, xn = gx_t.chunk(3, dim=-1)  # (B, H) each
-        hr, hz, hn = (h @ self.weight_hh_l0.T + self.bias_hh_l0).chunk(3, dim=-1)
-        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
-        n = torch.tanh(xn + r * hn)
-        h = (1 - z) * n + z * h  # (B, H)
-        return h, h.clone()
+    cell = CELLS["gru"]
 
     def forward(self, x: Tensor, h0: Tensor):
-        gx = x @ self.weight_ih_l0.T + self.bias_ih_l0  # (B, T, 3H)
-        h, y = scan(self.cell, h0[0], gx, dim=1)  # y (B, T, H)
+        y, h, _ = self.recur(x, h0[0], torch.zeros_like(h0[0]))  # y (B, T, H)
         return y, h[None]
 
 
