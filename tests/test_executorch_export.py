@@ -21,11 +21,11 @@ from seqedge.exporters.executorch import native_ops
 from seqedge.exporters.executorch.lowerings import LOWERINGS
 from seqedge.models import build_model
 from seqedge.native import RUNNER_FILES
+from seqedge.ops import CELLS, rnn_scan_ref
 from seqedge.ops.attention.reference import rope_ref
 from seqedge.runtimes import open_artifact
 from seqedge.schema import MANIFEST
 from tests.conftest import FAMILY_NAMES
-from seqedge.ops import CELLS, rnn_scan_ref
 from tests.test_onnx_export import OP_CASES, WithMHA
 
 TOL = 1e-4
