@@ -147,16 +147,6 @@ class Substitute(TorchFunctionMode):
 # such ops off the data path (masks are built from `pos` alone) or replace them with matmuls.
 
 
-def scan_single_step_bmm(u, delta, A, B, C, D, state):
-    """selective_scan for T = 1 with views and a bmm instead of select and sum."""
-    Bt, _, Dm = u.shape
-    u1, d1 = u.reshape(Bt, Dm), delta.reshape(Bt, Dm)  # (Bt, D)
-    a = torch.exp(d1.unsqueeze(-1) * A)  # (Bt, D, N)
-    h = a * state + (d1 * u1).unsqueeze(-1) * B.reshape(Bt, 1, -1)  # (Bt, D, N)
-    y = torch.bmm(h, C.reshape(Bt, -1, 1)).reshape(Bt, 1, Dm) + D * u  # (Bt, 1, D)
-    return y, h
-
-
 def conv_tail_slice(x, weight, bias, state):
     """causal_conv1d with the new state sliced from the end (a static start) and SiLU as x·sigmoid(x)."""
     K = weight.shape[-1]
