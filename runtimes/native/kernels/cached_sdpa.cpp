@@ -15,9 +15,7 @@
 //
 // Registered boxed: stack = [q, k_cache, v_cache, start_pos, out].
 
-#include <executorch/runtime/kernel/kernel_includes.h>
-#include <executorch/runtime/kernel/operator_registry.h>
-#include <executorch/runtime/kernel/thread_parallel_interface.h>
+#include "et_kernel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -29,13 +27,6 @@
 
 namespace seqedge {
 namespace {
-
-using executorch::aten::ScalarType;
-using executorch::aten::Tensor;
-using executorch::runtime::Error;
-using executorch::runtime::EValue;
-using executorch::runtime::KernelRuntimeContext;
-using executorch::runtime::Span;
 
 // Every query head q (Hkv * G, D) of one position against keys [j0, j1) (row j at k + j * Hkv * D):
 // unnormalised o (Hkv * G, D) = sum_j exp(s_j - m) v_j, m the largest score and l the sum of exp(s_j - m)

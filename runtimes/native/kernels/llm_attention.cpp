@@ -12,9 +12,7 @@
 //       query t attends keys [0, start_pos + t] (causal) or [0, start_pos + T); Hq / Hkv query heads share a
 //       kv head (grouped-query attention); out (B, T, Hq, D).
 
-#include <executorch/runtime/kernel/kernel_includes.h>
-#include <executorch/runtime/kernel/operator_registry.h>
-#include <executorch/runtime/kernel/thread_parallel_interface.h>
+#include "et_kernel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -26,13 +24,6 @@
 
 namespace seqedge {
 namespace {
-
-using executorch::aten::ScalarType;
-using executorch::aten::Tensor;
-using executorch::runtime::Error;
-using executorch::runtime::EValue;
-using executorch::runtime::KernelRuntimeContext;
-using executorch::runtime::Span;
 
 // stack = [value, cache, start_pos, out]
 void update_cache_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {

@@ -12,9 +12,7 @@
 //
 // Registered boxed (three outputs): stack = [gx, w_hh, b_hh, h0, c0, cell, y, h_out, c_out].
 
-#include <executorch/runtime/kernel/kernel_includes.h>
-#include <executorch/runtime/kernel/operator_registry.h>
-#include <executorch/runtime/kernel/thread_parallel_interface.h>
+#include "et_kernel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -25,12 +23,6 @@
 
 namespace seqedge {
 namespace {
-
-using executorch::aten::Tensor;
-using executorch::runtime::Error;
-using executorch::runtime::EValue;
-using executorch::runtime::KernelRuntimeContext;
-using executorch::runtime::Span;
 
 struct Step {
   const float *gx, *w, *b, *h;  // gx: this step's row (G*H) for batch row b; h: h_{t-1} (H)

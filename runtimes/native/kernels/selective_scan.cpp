@@ -4,20 +4,13 @@
 //
 // Registered boxed (two outputs): stack = [u, delta, A, B, C, D, state, y, state_out].
 
-#include <executorch/runtime/kernel/kernel_includes.h>
-#include <executorch/runtime/kernel/operator_registry.h>
-#include <executorch/runtime/kernel/thread_parallel_interface.h>
+#include "et_kernel.h"
 
 #include "selective_scan_core.h"
 
 namespace seqedge {
 namespace {
 
-using executorch::aten::Tensor;
-using executorch::runtime::Error;
-using executorch::runtime::EValue;
-using executorch::runtime::KernelRuntimeContext;
-using executorch::runtime::Span;
 using scan_core::Scan;
 
 void selective_scan_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
