@@ -310,17 +310,30 @@ def _locked(build: Path):
         yield
 
 
+# The kernel libraries, built together into one folder per seqedge + ExecuTorch + kernel sources: ExecuTorch's
+# (seqedge_kernels), onnxruntime's custom ops (seqedge_ort_kernels) and eager PyTorch's (seqedge_eager_kernels).
+# Together, so a folder is configured by cmake once: another checkout of the same sources shares the folder,
+# and cmake refuses to configure a folder again from a different source path.
+KERNEL_TARGETS = ("seqedge_kernels", "seqedge_ort_kernels", "seqedge_eager_kernels")
+
+
 def kernel_library(target: str = "seqedge_kernels") -> Path:
-    """Path of lib<target>.so for this seqedge + ExecuTorch, building it on first use: seqedge_kernels (the
-    ExecuTorch kernels) or seqedge_ort_kernels (the onnxruntime custom ops). The library's sha256 is recorded
-    when it is built (`.sha256` beside it) and checked before it is loaded."""
+    """Path of lib<target>.so (one of KERNEL_TARGETS) for this seqedge + ExecuTorch, building the kernel
+    libraries on first use. Each library's sha256 is recorded when it is built (`.sha256` beside it) and
+    checked before it is loaded."""
     build = CACHE / _key()
+    libs = [build / f"lib{t}.so" for t in KERNEL_TARGETS]
     lib = build / f"lib{target}.so"
-    if not lib.is_file() or not _digest_file(lib).is_file():
+    done = lambda: all(p.is_file() and _digest_file(p).is_file() for p in libs)  # noqa: E731
+    if not done():
         with _locked(build):
-            if not lib.is_file() or not _digest_file(lib).is_file():
-                build_native(build, targets=(target,))
-                _digest_file(lib).write_text(sha256_file(lib) + "\n")
+            if not done():
+                if (build / "CMakeCache.txt").is_file():  # configured from another source path: start afresh
+                    shutil.rmtree(build / "CMakeFiles", ignore_errors=True)
+                    (build / "CMakeCache.txt").unlink()
+                build_native(build, targets=KERNEL_TARGETS)
+                for p in libs:
+                    _digest_file(p).write_text(sha256_file(p) + "\n")
     return lib
 
 
