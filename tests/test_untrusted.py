@@ -392,8 +392,11 @@ def _wait_for(pattern_dir: Path, prefix: str, timeout: float = 120) -> Path:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
 def test_a_signal_removes_the_temporary_folder(tmp_path, sig):
+    # the child starts with every signal at its default: a suite started in the background (`cmd &` in a script)
+    # hands its children SIGINT ignored, and a command that ignores Ctrl-C rightly finishes its work
     proc = subprocess.Popen([sys.executable, "-m", "seqedge", "export", "--family", "mamba", "--preset", "tiny",
-                             "--out", str(tmp_path / "art")], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--out", str(tmp_path / "art")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
     _wait_for(tmp_path, ".art.tmp-")
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
