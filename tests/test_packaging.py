@@ -19,6 +19,10 @@ def test_wheel_contains_mapped_packages(tmp_path):
         assert path in names, path
     for device in ("pixel8", "galaxy-s24", "iphone15pro", "raspberry-pi5", "jetson-orin-nano", "rtx4090"):
         assert f"seqedge/device_profiles/{device}.toml" in names, device
+    for top, name in ((ROOT / "seqedge", "seqedge"), (ROOT / "exporters", "seqedge/exporters"),
+                      (ROOT / "runtimes", "seqedge/runtimes")):  # every package folder (the package list is explicit)
+        for init in top.rglob("__init__.py"):
+            assert f"{name}/{init.relative_to(top).as_posix()}" in names, init
     native = ROOT / "runtimes" / "native"  # seqedge build-runner compiles these from the installed package
     for f in native.rglob("*"):
         if f.is_file() and f.suffix in (".cpp", ".h", ".txt", ".cmake", ".kt", ".mm", ".m", ".swift"):
