@@ -111,6 +111,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
                 apply_onnx(tmp / GRAPH, quant)
         export_seconds = time.perf_counter() - t0
         graph = onnx.load(str(tmp / GRAPH), load_external_data=False)
+        opset = {d.domain or "ai.onnx": d.version for d in graph.opset_import}
         weight_bytes, float_matrices = onnx_weights(tmp / GRAPH)
         manifest = {
             **base_manifest(model, plan, interface),
@@ -120,12 +121,12 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             "graphs": {"prefill": GRAPH, "decode": GRAPH},
             "graph_note": "one graph with dynamic T serves prefill (T >= 1) and decode (T = 1); logits are for "
                           "the last position",
-            "opset": {d.domain or "ai.onnx": d.version for d in graph.opset_import},
+            "opset": opset,
             "node_count": len(graph.graph.node),
             "in_place_state": shared_buffer_state(graph.graph),
             "fusions": {k: v for k, v in fusions.items() if v},
             "export_seconds": round(export_seconds, 2),
-            "requires": _requires(graph, ops),
+            "requires": _requires(opset, ops),
             "warnings": [] if recurrent else fallbacks,
         }
         manifest = _finish_int4_compute(tmp, model, manifest, plan, quant, weight_bytes, float_matrices,
@@ -133,11 +134,11 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
     return manifest
 
 
-def _requires(graph, ops: list[dict]) -> str:
+def _requires(opset: dict[str, int], ops: list[dict]) -> str:
     """What runs the graph: onnxruntime (>= 1.31 for the contrib kernels), plus seqedge's own kernel library
     when a node is in its domain (the seqedge runtime registers it; runtimes/ort_kernels.py)."""
     ort = "onnxruntime>=1.31" if any(o.get("flavour") in ("fused", "contrib") for o in ops) else "onnxruntime"
-    if needs_seqedge_kernels({d.domain for d in graph.opset_import}):
+    if needs_seqedge_kernels(opset):
         return f"{ort} with seqedge's kernel library (libseqedge_ort_kernels; seqedge registers it)"
     return ort
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seqedge.runtimes.ort_kernels import graph_domains, register_for
+
 
 def _quiet():
     logging.getLogger("onnxruntime").setLevel(logging.ERROR)
@@ -122,8 +124,9 @@ def int8_static(path: Path, ctx) -> None:
     _quiet()
     fold_transposes(path)
     tmp = path.with_suffix(".q.onnx")
-    with _calibrator_sessions_for(path):
-        quantize_static(str(path), str(tmp), Reader(_calibration_feeds(path, ctx)), quant_format=QuantFormat.QDQ,
+    domains = graph_domains(path)  # the graph's op domains: seqedge's kernels are registered when it uses them
+    with _calibrator_sessions_for(domains):
+        quantize_static(str(path), str(tmp), Reader(_calibration_feeds(path, ctx, domains)), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, reduce_range=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         extra_options={"EnableSubgraph": True})
@@ -131,15 +134,12 @@ def int8_static(path: Path, ctx) -> None:
 
 
 @contextlib.contextmanager
-def _calibrator_sessions_for(path: Path):
+def _calibrator_sessions_for(domains: set[str]):
     """onnxruntime's calibrator opens its own session on the graph (calibrate.py: `onnxruntime.SessionOptions()`)
     with no way to register a custom-op library: while it runs, its module sees an onnxruntime whose
-    SessionOptions come with seqedge's kernels when `path` uses them."""
+    SessionOptions come with seqedge's kernels when the graph's `domains` include theirs."""
     from onnxruntime.quantization import calibrate
 
-    from seqedge.runtimes.ort_kernels import graph_domains, register_for
-
-    domains = graph_domains(path)
     real = calibrate.onnxruntime
     view = types.SimpleNamespace(**{k: getattr(real, k) for k in dir(real) if not k.startswith("__")})
 
@@ -156,14 +156,14 @@ def _calibrator_sessions_for(path: Path):
         calibrate.onnxruntime = real
 
 
-def _calibration_feeds(path: Path, ctx, chunk: int = 64) -> list[dict[str, np.ndarray]]:
+def _calibration_feeds(path: Path, ctx, domains: set[str], chunk: int = 64) -> list[dict[str, np.ndarray]]:
     """Feeds for the graph over the calibration bytes: chunks of `chunk` tokens with the state carried,
     so activation ranges are seen at real positions of real text."""
     import onnxruntime as ort
 
-    from seqedge.runtimes.ort_kernels import options_for
-
-    sess = ort.InferenceSession(str(path), options_for(path), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    register_for(opts, domains)
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     state = {name: t.numpy() for name, t in ctx.init_state.items()}
     names = list(state)
     feeds = []

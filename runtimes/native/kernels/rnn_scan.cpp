@@ -103,14 +103,13 @@ void rnn_scan_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
     for (int64_t t = 0; t < T; ++t) {
       const Step s{gxp + (r * T + t) * G * H, w.const_data_ptr<float>(), b.const_data_ptr<float>(), h, c,
                    h_next, c_next, yp + (r * T + t) * H, H, cell};
-      if (cell != 2) std::copy(c, c + H, c_next);  // carried unchanged
       if (H <= grain) {
         units(s, 0, H);
       } else {
         executorch::extension::parallel_for(0, H, grain, [&](int64_t j0, int64_t j1) { units(s, j0, j1); });
       }
       std::swap(h, h_next);
-      std::swap(c, c_next);
+      if (cell == 2) std::swap(c, c_next);  // the other cells carry c through unchanged
     }
     std::copy(h, h + H, h_out.mutable_data_ptr<float>() + r * H);
     std::copy(c, c + H, c_out.mutable_data_ptr<float>() + r * H);

@@ -40,10 +40,6 @@ def _library():
     return f
 
 
-def available() -> bool:
-    return _library() is not None
-
-
 def scan_native(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
                 state: Tensor) -> tuple[Tensor, Tensor] | None:
     operands = (u, delta, A, B, C, D, state)
