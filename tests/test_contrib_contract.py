@@ -70,7 +70,7 @@ def test_resolve_falls_back_per_op_with_a_warning():
     chosen, warnings = resolve("fused", without_conv)
     by_op = {lw.op: lw.variant for lw in chosen}
     assert by_op == {"seqedge::selective_scan": "fused", "seqedge::ssd_scan": "fused",
-                     "seqedge::causal_conv1d": "portable", "seqedge::attention": "fused"}
+                     "seqedge::causal_conv1d": "portable", "seqedge::attention": "fused", "seqedge::moe_ffn": "fused"}
     assert len(warnings) == 1 and warnings[0].startswith("seqedge::causal_conv1d:")
     assert "CausalConvWithState is not registered" in warnings[0] and ort_version() in warnings[0]
 

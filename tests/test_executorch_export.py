@@ -21,12 +21,14 @@ from seqedge.exporters.executorch import native_ops
 from seqedge.exporters.executorch.lowerings import LOWERINGS
 from seqedge.models import build_model
 from seqedge.native import RUNNER_FILES
-from seqedge.ops import CELLS, rnn_scan_ref
+from seqedge.ops import CELLS, moe_ffn_q_ref, moe_ffn_ref, rnn_scan_ref
 from seqedge.ops.attention.reference import rope_ref
+from seqedge.ops.moe_ffn import quantize_experts
 from seqedge.runtimes import open_artifact
 from seqedge.schema import MANIFEST
 from tests.conftest import FAMILY_NAMES
 from tests.test_onnx_export import OP_CASES, WithMHA
+from tests.test_ops import moe_inputs
 
 TOL = 1e-4
 
@@ -139,6 +141,47 @@ def test_rnn_scan_kernel_matches_reference(cell, tmp_path):
             args = make(T_, seed=T_)
             for k, (g, w) in enumerate(zip(method.execute(list(args)), rnn_scan_ref(*args, cell))):
                 assert (g - w).abs().max().item() <= TOL * max(1.0, w.abs().max().item()), (cell, T_, k)
+
+
+@pytest.mark.parametrize("bits", [0, 8, 4])
+@pytest.mark.parametrize("renormalise", [True, False])
+def test_moe_kernel_matches_reference(bits, renormalise, tmp_path, capfd):
+    """seqedge::moe_ffn.out (float experts, bits 0) and moe_ffn_q.out (int8 per row, int4 in blocks of 32) against
+    the references: one token (its rows split over the threadpool) and 2 x 9 tokens (split by token)."""
+    from executorch.runtime import Runtime
+
+    from seqedge.native import load_kernels
+
+    def make(T, Bt=1, seed=0):
+        x, logits, w13, w2 = moe_inputs(T, Bt=Bt, C=128, inner=96, E=8, seed=seed)
+        if not bits:
+            return x, logits, w13, w2
+        block = 32 if bits == 4 else None
+        return (x, logits, *quantize_experts(w13, bits, block or 128), *quantize_experts(w2, bits, block or 96))
+
+    if bits:
+        op = OneOp(lambda *a: (torch.ops.seqedge.moe_ffn_q(*a, 3, renormalise, bits),))
+        ref = lambda *a: moe_ffn_q_ref(*a, 3, renormalise, bits)  # noqa: E731
+    else:
+        op = OneOp(lambda *a: (torch.ops.seqedge.moe_ffn(*a, 3, renormalise),))
+        ref = lambda *a: moe_ffn_ref(*a, 3, renormalise)  # noqa: E731
+    T = torch.export.Dim("T", min=1, max=64)
+    rest = [None] * (len(make(1)) - 2)
+    if bits == 4:  # the number of scale blocks left dynamic, so that a program cannot check it: the kernel must
+        rest[1] = {2: torch.export.Dim("blocks", min=1, max=16)}
+    _lower(op, make(4, Bt=2), {"args": ({1: T}, {1: T}, *rest)}, tmp_path / "moe.pte")
+    load_kernels()
+    method = Runtime.get().load_program(str(tmp_path / "moe.pte")).load_method("forward")
+    for T_, Bt in ((1, 1), (9, 2)):
+        args = make(T_, Bt, seed=T_)
+        got, want = method.execute(list(args))[0], ref(*args)
+        assert (got - want).abs().max().item() <= TOL * max(1.0, want.abs().max().item()), (T_, Bt)
+    if bits == 4:  # scales that do not divide the codes' rows into blocks are refused by the kernel, not read past
+        bad = list(make(1))
+        bad[3] = torch.ones(*bad[3].shape[:2], 3)  # 3 blocks of a 128-wide row
+        with pytest.raises(RuntimeError):
+            method.execute(bad)
+        assert "moe_ffn_q: the blocks must divide the row" in capfd.readouterr().err
 
 
 class CachedSdpa(torch.nn.Module):

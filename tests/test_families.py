@@ -93,6 +93,7 @@ VARIANTS = [
     ("transformer", "tiny-mqa", "onnx", "portable"),
     ("transformer", "tiny-mqa", "executorch", "fused"),
     ("transformer", "tiny-moe", "onnx", "fused"),
+    ("transformer", "tiny-moe", "onnx", "portable"),
     ("transformer", "tiny-moe", "executorch", "fused"),
     ("rnn", "tiny-relu", "onnx", "fused"),
 ]
@@ -117,6 +118,12 @@ def test_variant_presets_export_with_parity(family, preset, fmt, ops, tmp_path):
         got, _ = runner.prefill(tokens, state)
     assert (ref - got).abs().max().item() < 1e-3
     runner.close()
+    if preset == "tiny-moe":  # one top-k node per layer reads the chosen experts: onnxruntime's MoE, seqedge's kernel
+        if fmt == "executorch":
+            assert "seqedge::moe_ffn.out" in m["native_kernels"], m["native_kernels"]
+        else:
+            kinds = [n.op_type for n in onnx.load(str(tmp_path / "a" / "model.onnx")).graph.node if "MoE" in n.op_type]
+            assert kinds == (["MoE"] * model.config.num_hidden_layers if ops == "fused" else []), kinds
     if fmt == "onnx":
         nodes = onnx.load(str(tmp_path / "a" / "model.onnx")).graph.node
         if (family, ops) == ("transformer", "fused"):
@@ -126,6 +133,22 @@ def test_variant_presets_export_with_parity(family, preset, fmt, ops, tmp_path):
         if family == "rnn":
             acts = [list(a.strings) for n in nodes if n.op_type == "RNN" for a in n.attribute if a.name == "activations"]
             assert acts and all(a == [b"Relu"] for a in acts), acts
+
+
+@pytest.mark.parametrize("quant", ["int8", "int4"])
+def test_moe_onnx_quantizes_the_experts_into_qmoe(quant, tmp_path):
+    """int8/int4 ONNX exports of a mixture store the experts as QMoE codes (no expert weight left float), pass
+    their gates, and come out smaller than the float-expert graph would."""
+    torch.manual_seed(0)
+    model = build_model("transformer", "tiny-moe").eval()
+    m = export(model, ExportPlan(out=tmp_path / "a", format="onnx", quant=quant, max_len=64, verify_steps=16))
+    nodes = onnx.load(str(tmp_path / "a" / "model.onnx")).graph.node
+    qmoe = [n for n in nodes if n.op_type == "QMoE"]
+    assert len(qmoe) == model.config.num_hidden_layers and not [n for n in nodes if n.op_type == "MoE"]
+    assert {a.i for n in qmoe for a in n.attribute if a.name == "expert_weight_bits"} == {int(quant[3:])}
+    assert not [s for s in m["quant"]["skipped"] if "experts" in s["layer"]], m["quant"]["skipped"]
+    experts = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
+    assert m["parity"]["passed"] and m["quant"]["weight_bytes"] < m["quant"]["weight_bytes_fp32"] - 3 * experts
 
 
 def test_mambabyte_shape_is_the_papers_353m_byte_model():

@@ -20,12 +20,13 @@ from seqedge.exporters.onnx.export import export_graph
 from seqedge.exporters.onnx.lowerings import FALLBACKS, FLAVOURS, LOWERINGS
 from seqedge.generate import generate
 from seqedge.models import build_model
-from seqedge.ops import attention_ref, causal_conv1d_ref, selective_scan_ref, ssd_scan_ref
+from seqedge.ops import attention_ref, causal_conv1d_ref, moe_ffn_q_ref, moe_ffn_ref, selective_scan_ref, ssd_scan_ref
+from seqedge.ops.moe_ffn import quantize_experts
 from seqedge.runtimes import open_artifact
 from seqedge.runtimes.ort_kernels import options_for
 from seqedge.schema import MANIFEST
 from tests.conftest import FAMILY_NAMES
-from tests.test_ops import attn_inputs, scan_inputs, ssd_inputs
+from tests.test_ops import attn_inputs, moe_inputs, scan_inputs, ssd_inputs
 
 TOL = 1e-4  # fp32 max abs diff of one op in onnxruntime vs the reference
 
@@ -45,6 +46,12 @@ def conv_inputs(T, Bt=2, D=12, K=4, seed=0):
             torch.randn(Bt, D, K - 1, generator=g))
 
 
+def moe_q_inputs(T, seed=0, bits=4, block=16):
+    """Operands of seqedge::moe_ffn_q: moe_inputs with the experts as block codes."""
+    x, logits, w13, w2 = moe_inputs(T, seed=seed)
+    return (x, logits, *quantize_experts(w13, bits, block), *quantize_experts(w2, bits, block))
+
+
 OP_CASES = {
     "seqedge::selective_scan": (torch.ops.seqedge.selective_scan, selective_scan_ref, scan_inputs, {0: 1, 1: 1, 3: 1, 4: 1}),
     "seqedge::ssd_scan": (torch.ops.seqedge.ssd_scan, ssd_scan_ref, ssd_inputs, {0: 1, 1: 1, 3: 1, 4: 1}),
@@ -52,6 +59,12 @@ OP_CASES = {
     # batch 1: onnxruntime's GroupQueryAttention takes T > 1 after earlier tokens only at batch 1
     "seqedge::attention": (torch.ops.seqedge.attention, attention_ref, lambda T, seed=0, pos=0: attn_inputs(
         T, Bt=1, seed=seed, pos=pos), {0: 1, 1: 1, 2: 1}),
+    # top 2 of 6 experts, renormalised; moe_ffn_q (4-bit codes) only exists in ExecuTorch programs (ONNX quantizes
+    # the graph's MoE node afterwards: test_moe_quantized_to_qmoe_matches_reference)
+    "seqedge::moe_ffn": (lambda *a: (torch.ops.seqedge.moe_ffn(*a, 2, True),), lambda *a: (moe_ffn_ref(*a, 2, True),),
+                         moe_inputs, {0: 1, 1: 1}),
+    "seqedge::moe_ffn_q": (lambda *a: (torch.ops.seqedge.moe_ffn_q(*a, 2, True, 4),),
+                           lambda *a: (moe_ffn_q_ref(*a, 2, True, 4),), moe_q_inputs, {0: 1, 1: 1}),
 }
 
 
@@ -89,6 +102,52 @@ def test_lowering_matches_reference(op_name, variant, tmp_path):
     onnxruntime session against the op's reference; every op has a fused and a portable one."""
     assert {f"{op_name}:{f}" for f in FLAVOURS} <= set(LOWERINGS)
     _run_op_graph(op_name, variant, tmp_path, lengths=[1, 7, 16])
+
+
+class ExpertsAsWeights(torch.nn.Module):
+    """seqedge::moe_ffn with its experts as graph initializers, as an exported model has them."""
+
+    def __init__(self, w13, w2, top_k, renormalise):
+        super().__init__()
+        self.register_buffer("w13", w13)
+        self.register_buffer("w2", w2)
+        self.top_k, self.renormalise = top_k, renormalise
+
+    def forward(self, tokens, x, logits):
+        return torch.ops.seqedge.moe_ffn(x, logits, self.w13, self.w2, self.top_k, self.renormalise) * 1.0
+
+
+@pytest.mark.parametrize("bits,block", [(4, 16), (4, 32), (8, None)])
+@pytest.mark.parametrize("renormalise", [True, False])
+def test_moe_quantized_to_qmoe_matches_reference(bits, block, renormalise, tmp_path):
+    """The fused lowering's com.microsoft.MoE with and without renormalised routing (Mixtral / OLMoE), and the
+    QMoE the int4/int8 recipes turn it into (quant/onnx.py), in real sessions against the references on the
+    same codes — per row for int8, blocks for int4; a block that does not divide I (32 of 48) leaves it float."""
+    from seqedge.quant.onnx import quantize_experts as to_qmoe
+
+    x, logits, w13, w2 = moe_inputs(5, Bt=1)
+    path = tmp_path / "moe.onnx"
+    T = torch.export.Dim("T", min=1, max=64)
+    export_graph(ExpertsAsWeights(w13, w2, 3, renormalise), (torch.zeros(1, 5, dtype=torch.long), x, logits),
+                 ["tokens", "x", "logits"], ["y"], path, LOWERINGS.for_variant("fused"),
+                 {"tokens": {1: T}, "x": {1: T}, "logits": {1: T}})
+
+    def check(ref):
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for T_ in (1, 7):
+            x, logits, _, _ = moe_inputs(T_, Bt=1, seed=T_)
+            feeds = {"tokens": np.zeros((1, T_), np.int64), "x": x.numpy(), "logits": logits.numpy()}
+            got = sess.run(None, {i.name: feeds[i.name] for i in sess.get_inputs()})[0]
+            want = ref(x, logits).numpy()
+            assert np.abs(got - want).max() <= TOL * max(1.0, np.abs(want).max()), (T_, np.abs(got - want).max())
+
+    check(lambda x, logits: moe_ffn_ref(x, logits, w13, w2, 3, renormalise))
+    to_qmoe(path, bits, block)
+    kinds = [n.op_type for n in onnx.load(str(path)).graph.node if "MoE" in n.op_type]
+    assert kinds == (["MoE"] if block == 32 else ["QMoE"]), kinds
+    if block != 32:
+        codes = [quantize_experts(w, bits, block or w.shape[2]) for w in (w13, w2)]
+        check(lambda x, logits: moe_ffn_q_ref(x, logits, *codes[0], *codes[1], 3, renormalise, bits))
 
 
 @pytest.mark.parametrize("hd", [16, 64])

@@ -208,3 +208,55 @@ def test_rnn_scan_reference_is_torchs_cell(kind):
     assert_close(f"{kind} h", h, (want_state[0] if kind == "lstm" else want_state)[0])
     if kind == "lstm":
         assert_close("lstm c", c, want_state[1][0])
+
+
+def moe_inputs(T, Bt=2, C=64, inner=48, E=6, seed=0):
+    """Operands of seqedge::moe_ffn: x, router logits, w13 (E, 2·inner, C), w2 (E, C, inner)."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(Bt, T, C, generator=g), torch.randn(Bt, T, E, generator=g) * 2,
+            torch.randn(E, 2 * inner, C, generator=g) / C ** 0.5, torch.randn(E, C, inner, generator=g) / inner ** 0.5)
+
+
+@pytest.mark.parametrize("renormalise", [True, False])
+@pytest.mark.parametrize("T", [1, 7])
+def test_moe_ffn_op_and_packed_model_match_the_per_token_reference(renormalise, T):
+    """The op (its dense masked form) against the per-token loop over the chosen experts, and a model's
+    SparseMoE packed for export (PackedExperts, the op) against the same block in its training form."""
+    from seqedge.exporters.projections import fuse_projections
+    from seqedge.models import build_model
+    from seqedge.models.transformer import moe_ref
+    from seqedge.ops import moe_ffn, moe_ffn_ref
+
+    x, logits, w13, w2 = moe_inputs(T)
+    for k in (1, 2, 6):
+        assert_close(f"moe_ffn k={k}", moe_ffn(x, logits, w13, w2, k, renormalise),
+                     moe_ffn_ref(x, logits, w13, w2, k, renormalise), rtol=1e-5)
+    torch.manual_seed(0)
+    model = build_model("transformer", "tiny-moe", norm_topk_prob=renormalise).eval()
+    packed = fuse_projections(model).model.layers[0].block_sparse_moe
+    assert type(packed.experts).__name__ == "PackedExperts" and type(model.model.layers[0].block_sparse_moe.experts
+                                                                     ).__name__ == "ModuleList"
+    x = torch.randn(1, T, model.config.hidden_size)
+    with torch.no_grad():
+        assert_close("packed", packed(x), moe_ref(model.model.layers[0].block_sparse_moe, x), rtol=1e-5)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("block", [16, 64])
+def test_expert_codes_round_trip_within_half_a_step(bits, block):
+    """quantize_experts -> dequantize_experts: each weight within half its block's step, the packed layout
+    onnxruntime's QMoE reads (two 4-bit codes a byte, the even one low), and moe_ffn_q is moe_ffn on them."""
+    from seqedge.ops import moe_ffn, moe_ffn_q
+    from seqedge.ops.moe_ffn import dequantize_experts, quantize_experts
+
+    x, logits, w13, w2 = moe_inputs(3)
+    codes, scales = quantize_experts(w13, bits, block)
+    assert codes.dtype == torch.uint8 and codes.shape == (6, 96, 64 * bits // 8) and scales.shape == (6, 96, 64 // block)
+    back = dequantize_experts(codes, scales, bits, block)
+    step = scales.repeat_interleave(block, dim=-1)
+    assert ((back - w13).abs() <= step / 2 + 1e-7).all()
+    if bits == 4:
+        assert (codes[..., 0] & 0xF).tolist() == (torch.round(w13[..., 0] / scales[..., 0]) + 8).int().tolist()
+    c2, s2 = quantize_experts(w2, bits, 16)
+    assert_close("moe_ffn_q", moe_ffn_q(x, logits, codes, scales, c2, s2, 2, True, bits),
+                 moe_ffn(x, logits, back, dequantize_experts(c2, s2, bits, 16), 2, True), rtol=1e-5)

@@ -46,6 +46,7 @@ WHY_NOT_DELEGATED = {
     "scan": "control flow (a scan over time) runs in the ExecuTorch interpreter",
     "seqedge.selective_scan": "seqedge C++ kernel (runtimes/native), not an XNNPACK op",
     "seqedge.rnn_scan": "seqedge C++ kernel (the recurrent cell over time, runtimes/native), not an XNNPACK op",
+    "seqedge.moe_ffn": "seqedge C++ kernel (the chosen experts of a mixture, runtimes/native), not an XNNPACK op",
     "seqedge.cached_sdpa": "seqedge C++ kernel (attention over the held KV cache), not an XNNPACK op",
     "aten.embedding": "a table lookup: XNNPACK has no gather kernel",
     "aten.sym_size": "shape arithmetic for the dynamic length",

@@ -50,6 +50,11 @@ register("seqedge::ssd_scan", "decode", "decomposition",
 for _method in METHODS:
     register("seqedge::causal_conv1d", _method, "decomposition", "cat + depthwise conv1d + x·sigmoid(x) + slice",
              conv_tail_slice)
+for _method in METHODS:
+    register("seqedge::moe_ffn", _method, "native",
+             "seqedge C++ kernel seqedge::moe_ffn.out: per token only the k chosen experts' rows are read")
+    register("seqedge::moe_ffn_q", _method, "native",
+             "seqedge C++ kernel seqedge::moe_ffn_q.out: the k chosen experts' int8/int4 block codes, read per token")
 register("seqedge::attention", "prefill", "decomposition",
          "llama::update_cache in place into program-held caches (shared by both methods) + "
          "llama::custom_sdpa over [0, pos + T) (ExecuTorch's LLM kernels)", attention_llm_kernels)

@@ -12,7 +12,8 @@ import torch
 import seqedge.ops  # noqa: F401  (defines the functional ops)
 
 NATIVE_OPS = {"seqedge::selective_scan": "seqedge::selective_scan.out", "seqedge::cached_sdpa": "seqedge::cached_sdpa.out",
-              "seqedge::rnn_scan": "seqedge::rnn_scan.out"}
+              "seqedge::rnn_scan": "seqedge::rnn_scan.out", "seqedge::moe_ffn": "seqedge::moe_ffn.out",
+              "seqedge::moe_ffn_q": "seqedge::moe_ffn_q.out"}
 
 _lib = torch.library.Library("seqedge", "FRAGMENT")
 _lib.define("selective_scan.out(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor D, Tensor state, *, "
@@ -52,6 +53,31 @@ def _rnn_scan_out(gx, w_hh, b_hh, h0, c0, cell, *, y, h_out, c_out):
 
 
 _lib.impl("rnn_scan.out", _rnn_scan_out, "CompositeExplicitAutograd")
+
+
+_lib.define("moe_ffn.out(Tensor x, Tensor logits, Tensor w13, Tensor w2, SymInt top_k, bool renormalise, *, "
+            "Tensor(a!) out) -> Tensor(a!)")
+
+
+def _moe_ffn_out(x, logits, w13, w2, top_k, renormalise, *, out):
+    out.resize_(x.shape).copy_(torch.ops.seqedge.moe_ffn.default(x, logits, w13, w2, top_k, renormalise))
+    return out
+
+
+_lib.impl("moe_ffn.out", _moe_ffn_out, "CompositeExplicitAutograd")
+
+_lib.define("moe_ffn_q.out(Tensor x, Tensor logits, Tensor w13_codes, Tensor w13_scales, Tensor w2_codes, "
+            "Tensor w2_scales, SymInt top_k, bool renormalise, SymInt bits, *, Tensor(a!) out) -> Tensor(a!)")
+
+
+def _moe_ffn_q_out(x, logits, w13_codes, w13_scales, w2_codes, w2_scales, top_k, renormalise, bits, *, out):
+    y = torch.ops.seqedge.moe_ffn_q.default(x, logits, w13_codes, w13_scales, w2_codes, w2_scales, top_k, renormalise,
+                                            bits)
+    out.resize_(x.shape).copy_(y)
+    return out
+
+
+_lib.impl("moe_ffn_q.out", _moe_ffn_q_out, "CompositeExplicitAutograd")
 
 
 def llm_kernels() -> None:

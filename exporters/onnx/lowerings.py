@@ -7,7 +7,8 @@ ops that replaces the op before translation). Flavours:
 - `fused`: the fastest kernels onnxruntime can run: seqedge's own (`seqedge.SelectiveScan`, the same C++
   source as the ExecuTorch kernel, in libseqedge_ort_kernels that the runtime registers — kernels.py) for the
   Mamba-1 scan, and onnxruntime's contrib kernels (onnxruntime >= 1.31, CPU): CausalConvWithState for
-  Mamba's convolution, LinearAttention for the Mamba-2 and S4 scans, GroupQueryAttention for cached attention.
+  Mamba's convolution, LinearAttention for the Mamba-2 and S4 scans, GroupQueryAttention for cached attention,
+  MoE for a mixture of experts (top-k: only the chosen experts run; QMoE once quantized, quant/onnx.py).
 - `portable`: standard ONNX ops only; node count independent of sequence length (the scan is an
   ONNX `Scan` over time, never an unrolled loop).
 
@@ -27,6 +28,7 @@ from seqedge.exporters.decompositions import attention_masked, conv_concat, scan
 from seqedge.exporters.lowering import Lowering, LoweringRegistry
 from seqedge.exporters.onnx.contrib import ContribUse, ort_version
 from seqedge.exporters.onnx.kernels import SELECTIVE_SCAN, SEQEDGE_KERNELS
+from seqedge.ops.moe_ffn import moe_ffn_dense
 
 FLAVOURS = ("fused", "portable")
 FALLBACKS = ("contrib", "portable")  # what replaces a fused lowering whose needs fail, in order
@@ -155,6 +157,36 @@ def conv_with_state(x: FLOAT, weight: FLOAT, bias: FLOAT, state: FLOAT) -> tuple
 
 lowering("seqedge::causal_conv1d", "portable", "decomposition",
          "Concat + depthwise Conv + Sigmoid/Mul + Slice")(conv_concat)
+
+
+# ---------------------------------------------------------------------------------------------------
+# seqedge::moe_ffn(x, logits, w13, w2, top_k, renormalise) -> y
+
+MOE = ContribUse(
+    "MoE",
+    inputs=(("input", "float"), ("router_probs", "float"), ("fc1_experts_weights", "float"),
+            ("fc1_experts_bias", "float"), ("fc2_experts_weights", "float")),
+    attributes=(("k", "INT"), ("activation_type", "STRING"), ("swiglu_fusion", "INT"),
+                ("normalize_routing_weights", "INT"), ("activation_alpha", "FLOAT"), ("activation_beta", "FLOAT")),
+    outputs=(("output", "float"),))
+
+
+@lowering("seqedge::moe_ffn", "fused", "translation",
+          "com.microsoft.MoE(activation_type=swiglu, swiglu_fusion=1): softmax routing, top-k, only the chosen "
+          "experts run (QMoE with int8/int4 block weights once quantized)", uses=(MOE,))
+def moe_contrib(x: FLOAT, logits: FLOAT, w13: FLOAT, w2: FLOAT, top_k: int, renormalise: bool) -> FLOAT:
+    """The router's logits are MoE's `router_probs` (it applies the softmax); w13's interleaved gate/up rows are
+    its fused-SwiGLU fc1 (onnxruntime's CPU kernel takes only that layout); silu(g)·u is swiglu with alpha 1,
+    beta 0 and no clamp. x may be (Bt, T, C) (rows are tokens); the logits must be (Bt·T, E)."""
+    E = w13.shape[0]
+    y = MOE(x, op.Reshape(logits, op.Constant(value_ints=[-1, E])), w13, None, w2, k=top_k, activation_type="swiglu", swiglu_fusion=1,
+            normalize_routing_weights=int(renormalise), activation_alpha=1.0, activation_beta=0.0)
+    return y
+
+
+lowering("seqedge::moe_ffn", "portable", "decomposition",
+         "the dense masked form (every expert on every token, unchosen ones weighted 0: Einsum, TopK, "
+         "ScatterElements)")(moe_ffn_dense)
 
 
 # ---------------------------------------------------------------------------------------------------

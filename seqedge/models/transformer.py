@@ -20,6 +20,8 @@ from torch import Tensor, nn
 
 from seqedge.models.base import ModelConfig, RMSNorm, SequenceModel, State, TensorSpec, fused_linear
 from seqedge.ops import attention
+from seqedge.ops.moe_ffn.reference import quantize_experts
+from seqedge.ops.moe_ffn.reference import routing as moe_routing
 
 
 @dataclass
@@ -180,12 +182,44 @@ class Expert(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
+class PackedExperts(nn.Module):
+    """A SparseMoE's experts as the exporters take them: one `seqedge::moe_ffn` over stacked weights, so an
+    artifact reads only the k chosen experts per token (onnxruntime's MoE, seqedge's ExecuTorch kernel).
+
+        w13 (E, 2I, C): w1 and w3 rows interleaved;  w2 (E, C, I)
+
+    `quantize(bits, block13, block2)` stores them as the op's block codes (`seqedge::moe_ffn_q`, ops/moe_ffn)."""
+
+    def __init__(self, experts: nn.ModuleList):
+        super().__init__()
+        w1 = torch.stack([e.w1.weight.detach() for e in experts])  # (E, I, C)
+        w3 = torch.stack([e.w3.weight.detach() for e in experts])  # (E, I, C)
+        E, inner, C = w1.shape
+        self.w13 = nn.Parameter(torch.stack([w1, w3], dim=2).reshape(E, 2 * inner, C), requires_grad=False)
+        self.w2 = nn.Parameter(torch.stack([e.w2.weight.detach() for e in experts]), requires_grad=False)  # (E, C, I)
+        self.bits = 0
+
+    def quantize(self, bits: int, block13: int, block2: int) -> None:
+        for name, block in (("w13", block13), ("w2", block2)):
+            codes, scales = quantize_experts(getattr(self, name), bits, block)
+            delattr(self, name)
+            self.register_buffer(f"{name}_codes", codes)
+            self.register_buffer(f"{name}_scales", scales)
+        self.bits = bits
+
+    def forward(self, x: Tensor, logits: Tensor, top_k: int, renormalise: bool) -> Tensor:
+        if self.bits:
+            return torch.ops.seqedge.moe_ffn_q(x, logits, self.w13_codes, self.w13_scales, self.w2_codes,
+                                               self.w2_scales, top_k, renormalise, self.bits)
+        return torch.ops.seqedge.moe_ffn(x, logits, self.w13, self.w2, top_k, renormalise)
+
+
 class SparseMoE(nn.Module):
     """Mixtral's MoE feed-forward: a router picks k of E experts per token (softmax, top-k, renormalised) and
-    sums their outputs by those weights. Computed in the dense masked form — every expert on every token,
-    unchosen ones weighted 0 — which has no data-dependent control flow, so both exporters take it as it is;
-    it reads all E experts' weights per token (a top-k kernel would read k). `moe_ref` is the per-token loop
-    over the chosen experts it must equal."""
+    sums their outputs by those weights. Trained in the dense masked form — every expert on every token,
+    unchosen ones weighted 0 (no data-dependent control flow, differentiable). Exported packed
+    (`fuse_projections`: PackedExperts, one `seqedge::moe_ffn` node that reads only the chosen experts).
+    `moe_ref` is the per-token loop over the chosen experts both must equal."""
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
@@ -195,13 +229,15 @@ class SparseMoE(nn.Module):
 
     def routing(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The k chosen experts' weights and indices, each (B, T, k)."""
-        probs = F.softmax(self.gate(x).float(), dim=-1)  # (B, T, E)
-        weights, chosen = probs.topk(self.top_k, dim=-1)  # (B, T, k)
-        if self.renormalise:
-            weights = weights / weights.sum(-1, keepdim=True)
+        weights, chosen = moe_routing(self.gate(x), self.top_k, self.renormalise)  # (B, T, k)
         return weights.to(x.dtype), chosen
 
+    def fuse_projections(self) -> None:
+        self.experts = PackedExperts(self.experts)
+
     def forward(self, x: Tensor) -> Tensor:
+        if isinstance(self.experts, PackedExperts):
+            return self.experts(x, self.gate(x), self.top_k, self.renormalise)  # (B, T, C)
         weights, chosen = self.routing(x)  # (B, T, k)
         dense = torch.zeros(*x.shape[:-1], len(self.experts), dtype=x.dtype).scatter(-1, chosen, weights)  # (B, T, E)
         out = dense[..., :1] * self.experts[0](x)  # (B, T, C)

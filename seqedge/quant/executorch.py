@@ -5,8 +5,10 @@ backend is built for). Each function quantizes a copy of the model before it is 
     int4   Int8DynamicActivationIntxWeightConfig(int4 weights, PerGroup(G)): "8da4w"; the output head
            8da8w, as llama.cpp keeps it at 8 bits in its Q4_0 files
 
-Both take `nn.Linear` layers (the projections, the MLP, the output head); XNNPACK then runs them with
-8-bit dynamic activations. The head gets 8-bit weights under int4 because it dominates what 4 bits cost
+Both take `nn.Linear` layers (the projections, the MLP, the output head, a mixture's router); XNNPACK then runs
+them with 8-bit dynamic activations. A mixture's packed experts (models/transformer.py PackedExperts) become
+block codes for seqedge's MoE kernel (`seqedge::moe_ffn_q`: int8 per row, int4 in the recipe's groups; float
+activations), so decode still reads only the chosen experts. The head gets 8-bit weights under int4 because it dominates what 4 bits cost
 a real model: on SmolLM2-135M, 8da4w everywhere moves the next-token distributions by 0.39 nats (mean
 KL), 8da4w with an 8-bit head by 0.26 (the eager torchao model on held-out prose), for 14 MB more. The embedding table becomes `QuantizedEmbedding` (ExecuTorch's
 `quantized_decomposed::embedding_byte` / `embedding_4bit` kernels: int8 per row, or int4 in the same
@@ -109,11 +111,24 @@ def _quantize_embeddings(model: nn.Module, bits: int, group: int | None) -> None
                 setattr(module, child_name, QuantizedEmbedding(child.weight, bits, group))
 
 
+def quantize_experts(model: nn.Module, bits: int, group: int | None) -> None:
+    """Every packed mixture of experts to `bits`-bit block codes: per row (group None) or in groups of `group`
+    along the input where it divides both widths (else the experts stay float, and the report says so)."""
+    for module in model.modules():
+        if hasattr(module, "quantize") and hasattr(module, "w13"):
+            width, inner = module.w13.shape[2], module.w2.shape[2]
+            if group is None:
+                module.quantize(bits, width, inner)
+            elif width % group == 0 and inner % group == 0:
+                module.quantize(bits, group, group)
+
+
 def int8(model: nn.Module, ctx) -> nn.Module:
     from torchao.quantization.granularity import PerAxis
 
     model = _quantize(model, torch.int8, PerAxis(0), None)
     _quantize_embeddings(model, 8, None)
+    quantize_experts(model, 8, None)
     return model
 
 
@@ -122,6 +137,7 @@ def int4(model: nn.Module, ctx) -> nn.Module:
 
     model = _quantize(model, torch.int4, PerGroup(ctx.group_size), ctx.group_size, head=(torch.int8, PerAxis(0)))
     _quantize_embeddings(model, 4, ctx.group_size)
+    quantize_experts(model, 4, ctx.group_size)
     return model
 
 

@@ -13,6 +13,10 @@ temp folder, so a failure leaves nothing behind):
     int8-static  quantize_static (QDQ, per channel) with activation ranges from calibration text run
                  through the fp32 graph with the state carried, chunk by chunk
 
+A mixture of experts (`com.microsoft.MoE`, exporters/onnx/lowerings.py) becomes `QMoE` under int8 (per row)
+and int4 (blocks of the group size, the MatMulNBits compute): the same codes seqedge's ExecuTorch kernel
+reads (ops/moe_ffn). int8-static leaves it float (QDQ has no MoE form).
+
 A tied embedding/output head is quantized once (int8, int4): the embedding lookup reads the head's
 quantized weight (`share_tied`). What stays float is found by reading the quantized graph back
 (report.py), not assumed.
@@ -69,6 +73,7 @@ def int8(path: Path, ctx) -> None:
                      reduce_range=True, weight_type=QuantType.QInt8, extra_options={"EnableSubgraph": True})
     tmp.replace(path)
     share_tied(path, tied, bits=8)
+    quantize_experts(path, bits=8, block=None)
 
 
 def int4(path: Path, ctx) -> None:
@@ -82,6 +87,7 @@ def int4(path: Path, ctx) -> None:
     q.process()
     onnx.save(q.model.model, str(path))
     share_tied(path, tied, bits=4)
+    quantize_experts(path, bits=4, block=ctx.group_size, accuracy_level=INT4_COMPUTE["int8"])
 
 
 INT4_COMPUTE = {"int8": 4, "fp32": 0}  # MatMulNBits accuracy_level: what the activations are computed in
@@ -98,17 +104,81 @@ def int4_compute(graph) -> str | None:
 
 
 def set_int4_compute(path: Path, compute: str) -> None:
-    """Rewrite every MatMulNBits node to compute in `compute` (the weights stay as they are)."""
+    """Rewrite every MatMulNBits (and QMoE) node to compute in `compute` (the weights stay as they are)."""
     import onnx
     from onnx import helper
 
     model = onnx.load(str(path))
     for node in model.graph.node:
-        if node.op_type == "MatMulNBits":
+        if node.op_type in ("MatMulNBits", "QMoE"):
             kept = [a for a in node.attribute if a.name != "accuracy_level"]
             del node.attribute[:]
             node.attribute.extend([*kept, helper.make_attribute("accuracy_level", INT4_COMPUTE[compute])])
     onnx.save(model, str(path))
+
+
+def quantize_experts(path: Path, bits: int, block: int | None, accuracy_level: int = 0) -> None:
+    """Every `com.microsoft.MoE` node to `QMoE` with `bits`-bit expert weights: per row (block None) or in
+    blocks of `block` along the input — where onnxruntime takes that block (a power of two >= 16 dividing
+    both widths); otherwise the node stays float and the report lists its weights."""
+    import onnx
+    import torch
+    from onnx import helper, numpy_helper
+
+    from seqedge.ops.moe_ffn import quantize_experts as codes_of
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    changed = False
+    for node in list(graph.node):
+        if node.op_type != "MoE" or node.domain != "com.microsoft" or not {node.input[2], node.input[4]} <= set(inits):
+            continue
+        w13, w2 = (numpy_helper.to_array(inits[node.input[i]]) for i in (2, 4))  # (E, 2I, C), (E, C, I)
+        C, inner = w13.shape[2], w2.shape[2]
+        if block is not None and not (block >= 16 and block & (block - 1) == 0 and C % block == 0 and inner % block == 0):
+            continue
+        quantized = []
+        for name, w in ((node.input[2], w13), (node.input[4], w2)):
+            codes, scales = codes_of(torch.from_numpy(w.copy()), bits, block or w.shape[2])
+            scales = scales.numpy() if block else scales.numpy()[..., 0]  # per row: (E, N)
+            graph.initializer.extend([numpy_helper.from_array(codes.numpy(), f"{name}_Q{bits}"),
+                                      numpy_helper.from_array(scales, f"{name}_Q{bits}_scales")])
+            quantized += [f"{name}_Q{bits}", f"{name}_Q{bits}_scales"]
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attrs.update(expert_weight_bits=bits, accuracy_level=accuracy_level, **({"block_size": block} if block else {}))
+        out = node.output[0]
+        renormalised = attrs.get("normalize_routing_weights", 0) == 1
+        qmoe = helper.make_node(
+            "QMoE", [node.input[0], node.input[1], quantized[0], quantized[1], "", quantized[2], quantized[3]],
+            [out if renormalised else f"{out}_renormalised"], name=node.name, domain="com.microsoft", **attrs)
+        _replace(graph, node, qmoe, *([] if renormalised else _undo_renormalisation(graph, node, attrs["k"], C)))
+        changed = True
+    if changed:
+        _drop_unused_initializers(graph)
+        onnx.save(model, str(path))
+
+
+def _undo_renormalisation(graph, node, k: int, C: int) -> list:
+    """onnxruntime 1.32's CPU QMoE renormalises the k chosen routing weights even at
+    normalize_routing_weights=0 (its float MoE does not; measured against the reference): for a model that
+    does not renormalise (OLMoE), scale each token's output back by the sum of its k chosen probabilities."""
+    from onnx import helper, numpy_helper
+
+    x, logits, out = node.input[0], node.input[1], node.output[0]
+    p = f"{node.name}_unnorm"
+    graph.initializer.extend([numpy_helper.from_array(np.array([k], np.int64), f"{p}_k"),
+                              numpy_helper.from_array(np.array([-1], np.int64), f"{p}_last"),
+                              numpy_helper.from_array(np.array([-1, C], np.int64), f"{p}_rows")])
+    return [
+        helper.make_node("Softmax", [logits], [f"{p}_probs"], axis=-1),  # (tokens, E)
+        helper.make_node("TopK", [f"{p}_probs", f"{p}_k"], [f"{p}_top", f"{p}_idx"], axis=-1),  # (tokens, k)
+        helper.make_node("ReduceSum", [f"{p}_top", f"{p}_last"], [f"{p}_sum"], keepdims=1),  # (tokens, 1)
+        helper.make_node("Reshape", [f"{out}_renormalised", f"{p}_rows"], [f"{p}_y"]),  # (tokens, C)
+        helper.make_node("Mul", [f"{p}_y", f"{p}_sum"], [f"{p}_scaled"]),
+        helper.make_node("Shape", [x], [f"{p}_shape"]),
+        helper.make_node("Reshape", [f"{p}_scaled", f"{p}_shape"], [out]),  # like x
+    ]
 
 
 def int8_static(path: Path, ctx) -> None:

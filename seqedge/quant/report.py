@@ -179,6 +179,11 @@ def why_float(name: str, shape: tuple[int, ...], ctx: QuantContext) -> str:
         return "SSM parameter kept in float on purpose (exp(Δ·A) decay and skip term are precision-sensitive)"
     if "conv" in name:
         return "depthwise causal convolution: not a MatMul/Linear, kept float"
+    if re.search(r"experts\.w(13|2)$", name):
+        if ctx.recipe.name in ("int8", "int4"):
+            return (f"mixture-of-experts weights: the expert widths are not multiples of the group size "
+                    f"{ctx.group_size} (int4 expert blocks must divide both)")
+        return f"mixture-of-experts weights: the {ctx.recipe.name} recipe has no top-k expert form (int8/int4 have)"
     if "embed" in name or name.endswith("wte.weight"):
         return "embedding table: the quantizer did not take this lookup"
     if ctx.group_size and len(shape) == 2 and min(shape) % ctx.group_size and max(shape) % ctx.group_size:
