@@ -21,17 +21,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import decode_rate, finish_report, loadavg, threads
 from seqedge.bench.shape import ModelShape
 from seqedge.exporters import ExportPlan, export
 from seqedge.models import FAMILIES, build_model
 from seqedge.models.transformer import SparseMoE
 from seqedge.runtimes import open_artifact
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import decode_rate, finish_report, loadavg, threads  # noqa: E402
 
 BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4.5}
 
