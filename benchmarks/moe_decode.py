@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -88,7 +89,7 @@ def main() -> None:
                 folders[fmt, name] = out
                 shape = ModelShape.of_model(model)
                 if name == "moe-masked":
-                    shape.experts_inactive = 0  # it reads every expert
+                    shape = dataclasses.replace(shape, experts_inactive=0)  # it reads every expert
                 results["rows"].append({"format": fmt, "model": name, "weight_bytes": m["quant"]["weight_bytes"],
                                         "projected_bytes_per_token": round(shape.decode_bytes(BITS[args.quant], 16)),
                                         "export_seconds": m["export_seconds"], "tok_s": []})
