@@ -1,7 +1,7 @@
 """Mixture of experts at decode: what a top-k artifact reads per token, measured against dense models.
 
     .venv/bin/python benchmarks/moe_decode.py [--preset small-moe] [--set hidden_size=512 ...]
-        [--formats onnx,executorch] [--quant int4] [--rounds 3] [--json out.json]
+        [--formats onnx,executorch] [--quant int4] [--models moe,dense-active] [--rounds 3] [--json out.json]
 
 Exports, from the same random weights, in the same run:
   moe          the mixture as seqedge exports it (one top-k node per layer: onnxruntime MoE/QMoE, seqedge's
@@ -66,6 +66,7 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], help="config overrides, e.g. hidden_size=512")
     ap.add_argument("--formats", default="onnx,executorch")
     ap.add_argument("--quant", default="int4")
+    ap.add_argument("--models", default="moe,moe-masked,dense-total,dense-active")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--json", type=Path)
@@ -74,6 +75,8 @@ def main() -> None:
     torch.manual_seed(0)
     models = {}
     for name, cfg in configs(args.preset, overrides).items():
+        if name not in args.models.split(","):
+            continue
         torch.manual_seed(0)
         models[name] = build_model("transformer", args.preset, **cfg).eval()
     results = {"preset": args.preset, "overrides": overrides, "quant": args.quant, "threads": threads(),

@@ -20,9 +20,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "vector_math.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 namespace seqedge {
 namespace {
@@ -59,56 +64,148 @@ struct Operand {
   }
 };
 
-SEQEDGE_INLINE float dot_u8(const uint8_t* c, const float* x, int64_t n) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) acc[j] += static_cast<float>(c[i + j]) * x[i + j];
-  float s = 0;
-  for (; i < n; ++i) s += static_cast<float>(c[i]) * x[i];
-  for (float a : acc) s += a;
-  return s;
+// 8 lanes in GCC/Clang vector types: AVX2 registers in the v3/v4 builds, SSE or NEON pairs otherwise.
+typedef uint8_t u8x8 __attribute__((vector_size(8)));
+typedef uint16_t u16x8 __attribute__((vector_size(16)));
+typedef int32_t i32x8 __attribute__((vector_size(32)));
+typedef float f32x8 __attribute__((vector_size(32)));
+
+SEQEDGE_INLINE f32x8 load8(const float* p) {
+  f32x8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
 }
 
-SEQEDGE_INLINE float dot_u4(const uint8_t* c, const float* even, const float* odd, int64_t bytes) {
-  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t i = 0;
-  for (; i + 8 <= bytes; i += 8)
-    for (int j = 0; j < 8; ++j)
-      acc[j] += static_cast<float>(c[i + j] & 15) * even[i + j] + static_cast<float>(c[i + j] >> 4) * odd[i + j];
-  float s = 0;
-  for (; i < bytes; ++i) s += static_cast<float>(c[i] & 15) * even[i] + static_cast<float>(c[i] >> 4) * odd[i];
-  for (float a : acc) s += a;
-  return s;
+// Eight codes widened to 32-bit lanes (through 16 bits: GCC turns a direct u8 -> i32 vector conversion into
+// byte-by-byte scalar code). The AVX2 builds use row_dot_avx2 below instead.
+SEQEDGE_INLINE i32x8 codes8(const uint8_t* c) {
+  u8x8 b;
+  std::memcpy(&b, c, sizeof b);
+  return __builtin_convertvector(__builtin_convertvector(b, u16x8), i32x8);
 }
 
-// Row `row` (of E·N) of `w` times the operand.
+// One block's codes times the operand, in 8 lanes: 8-bit codes against x, or 4-bit pairs (low nibble = even
+// element) against x's even and odd elements. `bytes` is a multiple of 8.
+SEQEDGE_INLINE f32x8 block_u8(const uint8_t* c, const float* x, int64_t bytes) {
+  f32x8 part = {};
+  for (int64_t i = 0; i < bytes; i += 8) part += __builtin_convertvector(codes8(c + i), f32x8) * load8(x + i);
+  return part;
+}
+
+SEQEDGE_INLINE f32x8 block_u4(const uint8_t* c, const float* even, const float* odd, int64_t bytes) {
+  f32x8 part = {};
+  for (int64_t i = 0; i < bytes; i += 8) {
+    const i32x8 w = codes8(c + i);
+    part += __builtin_convertvector(w & 15, f32x8) * load8(even + i) + __builtin_convertvector(w >> 4, f32x8) * load8(odd + i);
+  }
+  return part;
+}
+
+// Row `row` (of E·N) of `w` times the operand: per block, scale · (codes · x - zero · sum x); the lanes stay
+// apart across blocks and are summed once per row. Blocks whose bytes are not a multiple of 8 finish in scalars.
 SEQEDGE_INLINE float row_dot(const Weights& w, int64_t row, const Operand& v) {
   if (w.bits == 0) return dot(w.f + row * w.K, v.x, w.K);
-  const int64_t nb = w.K / w.block, bytes = w.block * w.bits / 8;
+  const int64_t nb = w.K / w.block, bytes = w.block * w.bits / 8, body = bytes & ~int64_t{7};
   const uint8_t* c = w.codes + row * (w.K * w.bits / 8);
   const float* s = w.scales + row * nb;
-  const float zero = static_cast<float>(1 << (w.bits - 1));
-  float acc = 0.f;
+  f32x8 acc = {};
+  float zero_part = 0.f, tail = 0.f;
   for (int64_t b = 0; b < nb; ++b) {
-    const float raw = w.bits == 8 ? dot_u8(c + b * bytes, v.x + b * w.block, bytes)
-                                  : dot_u4(c + b * bytes, v.even.data() + b * bytes, v.odd.data() + b * bytes, bytes);
-    acc += s[b] * (raw - zero * v.block_sum[b]);
+    const uint8_t* cb = c + b * bytes;
+    if (w.bits == 8) {
+      const float* xb = v.x + b * w.block;
+      acc += s[b] * block_u8(cb, xb, body);
+      for (int64_t i = body; i < bytes; ++i) tail += s[b] * static_cast<float>(cb[i]) * xb[i];
+    } else {
+      const float *ev = v.even.data() + b * bytes, *od = v.odd.data() + b * bytes;
+      acc += s[b] * block_u4(cb, ev, od, body);
+      for (int64_t i = body; i < bytes; ++i)
+        tail += s[b] * (static_cast<float>(cb[i] & 15) * ev[i] + static_cast<float>(cb[i] >> 4) * od[i]);
+    }
+    zero_part += s[b] * v.block_sum[b];
   }
-  return acc;
+  float total = tail - static_cast<float>(1 << (w.bits - 1)) * zero_part;
+  for (int j = 0; j < 8; ++j) total += acc[j];
+  return total;
 }
 
 // Rows [r0, r1) of a stage over the k chosen experts (N rows each): out[r] = row r % N of expert
 // chosen[r / N] times operand ops[(r / N) * step] (step 0: one operand for all).
-SEQEDGE_INLINE void rows(const Weights& w, const int64_t* chosen, const Operand* ops, int64_t step, float* out,
-                         int64_t r0, int64_t r1) {
-  for (int64_t r = r0; r < r1; ++r) out[r] = row_dot(w, chosen[r / w.N] * w.N + r % w.N, ops[(r / w.N) * step]);
+#if defined(__x86_64__) && defined(__GNUC__)
+// row_dot with AVX2 intrinsics: one vpmovzxbd per eight codes.
+SEQEDGE_TARGET_V3 float row_dot_avx2(const Weights& w, int64_t row, const Operand& v) {
+  if (w.bits == 0) return dot(w.f + row * w.K, v.x, w.K);
+  const int64_t nb = w.K / w.block, bytes = w.block * w.bits / 8, body = bytes & ~int64_t{7};
+  const uint8_t* c = w.codes + row * (w.K * w.bits / 8);
+  const float* s = w.scales + row * nb;
+  const __m256i low4 = _mm256_set1_epi32(15);
+  __m256 acc = _mm256_setzero_ps();
+  float zero_part = 0.f, tail = 0.f;
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* cb = c + b * bytes;
+    __m256 part = _mm256_setzero_ps();
+    if (w.bits == 8) {
+      const float* xb = v.x + b * w.block;
+      __m256 part2 = _mm256_setzero_ps();
+      int64_t i = 0;
+      for (; i + 16 <= body; i += 16) {
+        const __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(cb + i)));
+        const __m256i q2 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(cb + i + 8)));
+        part = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_loadu_ps(xb + i), part);
+        part2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q2), _mm256_loadu_ps(xb + i + 8), part2);
+      }
+      for (; i < body; i += 8) {
+        const __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(cb + i)));
+        part = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_loadu_ps(xb + i), part);
+      }
+      part = _mm256_add_ps(part, part2);
+      for (int64_t i = body; i < bytes; ++i) tail += s[b] * static_cast<float>(cb[i]) * xb[i];
+    } else {
+      const float *ev = v.even.data() + b * bytes, *od = v.odd.data() + b * bytes;
+      __m256 part_odd = _mm256_setzero_ps();  // two chains: an FMA waits for the one before it in its chain
+      if (bytes == 16) {  // blocks of 32 (the default group): one load, no loop
+        const __m128i q16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(cb));
+        const __m256i q = _mm256_cvtepu8_epi32(q16), q2 = _mm256_cvtepu8_epi32(_mm_srli_si128(q16, 8));
+        part = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(q, low4)), _mm256_loadu_ps(ev));
+        part_odd = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(q, 4)), _mm256_loadu_ps(od));
+        part = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(q2, low4)), _mm256_loadu_ps(ev + 8), part);
+        part_odd = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(q2, 4)), _mm256_loadu_ps(od + 8), part_odd);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(s[b]), _mm256_add_ps(part, part_odd), acc);
+        zero_part += s[b] * v.block_sum[b];
+        continue;
+      }
+      for (int64_t i = 0; i < body; i += 8) {
+        const __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(cb + i)));
+        part = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(q, low4)), _mm256_loadu_ps(ev + i), part);
+        part_odd = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(q, 4)), _mm256_loadu_ps(od + i), part_odd);
+      }
+      part = _mm256_add_ps(part, part_odd);
+      for (int64_t i = body; i < bytes; ++i)
+        tail += s[b] * (static_cast<float>(cb[i] & 15) * ev[i] + static_cast<float>(cb[i] >> 4) * od[i]);
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(s[b]), part, acc);
+    zero_part += s[b] * v.block_sum[b];
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  float total = tail - static_cast<float>(1 << (w.bits - 1)) * zero_part;
+  for (float l : lanes) total += l;
+  return total;
 }
+#define SEQEDGE_ROW_DOT_AVX2 row_dot_avx2
+#else
+#define SEQEDGE_ROW_DOT_AVX2 row_dot
+#endif
 
-SEQEDGE_ISA_VARIANTS(rows, rows,
-                     (const Weights& w, const int64_t* chosen, const Operand* ops, int64_t step, float* out, int64_t r0,
-                      int64_t r1),
-                     (w, chosen, ops, step, out, r0, r1))
+// Rows [r0, r1) of a stage over the k chosen experts (N rows each): out[r] = row r % N of expert
+// chosen[r / N] times operand ops[(r / N) * step] (step 0: one operand for all).
+#define SEQEDGE_ROWS(ROW_DOT)                                                                 \
+  for (int64_t r = r0; r < r1; ++r) out[r] = ROW_DOT(w, chosen[r / w.N] * w.N + r % w.N, ops[(r / w.N) * step]);
+#define SEQEDGE_ROWS_PARAMS \
+  const Weights &w, const int64_t *chosen, const Operand *ops, int64_t step, float *out, int64_t r0, int64_t r1
+SEQEDGE_TARGET_V4 void rows_v4(SEQEDGE_ROWS_PARAMS) { SEQEDGE_ROWS(SEQEDGE_ROW_DOT_AVX2) }
+SEQEDGE_TARGET_V3 void rows_v3(SEQEDGE_ROWS_PARAMS) { SEQEDGE_ROWS(SEQEDGE_ROW_DOT_AVX2) }
+void rows_baseline(SEQEDGE_ROWS_PARAMS) { SEQEDGE_ROWS(row_dot) }
 
 struct Moe {
   const float *x, *logits;
