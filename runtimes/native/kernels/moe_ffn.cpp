@@ -129,8 +129,6 @@ SEQEDGE_INLINE float row_dot(const Weights& w, int64_t row, const Operand& v) {
   return total;
 }
 
-// Rows [r0, r1) of a stage over the k chosen experts (N rows each): out[r] = row r % N of expert
-// chosen[r / N] times operand ops[(r / N) * step] (step 0: one operand for all).
 #if defined(__x86_64__) && defined(__GNUC__)
 // row_dot with AVX2 intrinsics: one vpmovzxbd per eight codes.
 SEQEDGE_TARGET_V3 float row_dot_avx2(const Weights& w, int64_t row, const Operand& v) {
@@ -192,20 +190,73 @@ SEQEDGE_TARGET_V3 float row_dot_avx2(const Weights& w, int64_t row, const Operan
   for (float l : lanes) total += l;
   return total;
 }
-#define SEQEDGE_ROW_DOT_AVX2 row_dot_avx2
-#else
-#define SEQEDGE_ROW_DOT_AVX2 row_dot
+
+SEQEDGE_TARGET_V3 inline float hsum(__m256 v) {
+  const __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 h = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+}
+
+// Four consecutive rows of 4-bit codes in blocks of 32 (the int4 recipe's default group) against one operand:
+// its 32 values are loaded once per block for the four rows, and the rows' FMA chains run side by side.
+SEQEDGE_TARGET_V3 void four_rows_q4_32(const Weights& w, int64_t row, const Operand& v, float* out) {
+  const int64_t nb = w.K / 32, row_bytes = w.K / 2;
+  const uint8_t* c = w.codes + row * row_bytes;
+  const float* s = w.scales + row * nb;
+  const __m256i low4 = _mm256_set1_epi32(15);
+  __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int64_t b = 0; b < nb; ++b) {
+    const float *ev = v.even.data() + b * 16, *od = v.odd.data() + b * 16;
+    const __m256 e0 = _mm256_loadu_ps(ev), e1 = _mm256_loadu_ps(ev + 8);
+    const __m256 o0 = _mm256_loadu_ps(od), o1 = _mm256_loadu_ps(od + 8);
+    for (int r = 0; r < 4; ++r) {
+      const __m128i q16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c + r * row_bytes + b * 16));
+      const __m256i q = _mm256_cvtepu8_epi32(q16), q2 = _mm256_cvtepu8_epi32(_mm_srli_si128(q16, 8));
+      __m256 p = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(q, low4)), e0);
+      __m256 p2 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(q, 4)), o0);
+      p = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(q2, low4)), e1, p);
+      p2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(q2, 4)), o1, p2);
+      acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(s[r * nb + b]), _mm256_add_ps(p, p2), acc[r]);
+    }
+  }
+  for (int r = 0; r < 4; ++r) {
+    float zero_part = 0.f;
+    for (int64_t b = 0; b < nb; ++b) zero_part += s[r * nb + b] * v.block_sum[b];
+    out[r] = hsum(acc[r]) - 8.f * zero_part;
+  }
+}
+
+// The rows of one stage, four at a time where they share an expert and the layout allows.
+SEQEDGE_TARGET_V3 void rows_avx2(const Weights& w, const int64_t* chosen, const Operand* ops, int64_t step, float* out,
+                                 int64_t r0, int64_t r1) {
+  const bool fours = w.bits == 4 && w.block == 32;
+  for (int64_t r = r0; r < r1;) {
+    const int64_t j = r / w.N, n = r % w.N, row = chosen[j] * w.N + n;
+    if (fours && r + 4 <= r1 && n + 4 <= w.N) {
+      four_rows_q4_32(w, row, ops[j * step], out + r);
+      r += 4;
+    } else {
+      out[r] = row_dot_avx2(w, row, ops[j * step]);
+      r += 1;
+    }
+  }
+}
 #endif
 
 // Rows [r0, r1) of a stage over the k chosen experts (N rows each): out[r] = row r % N of expert
 // chosen[r / N] times operand ops[(r / N) * step] (step 0: one operand for all).
-#define SEQEDGE_ROWS(ROW_DOT)                                                                 \
-  for (int64_t r = r0; r < r1; ++r) out[r] = ROW_DOT(w, chosen[r / w.N] * w.N + r % w.N, ops[(r / w.N) * step]);
 #define SEQEDGE_ROWS_PARAMS \
   const Weights &w, const int64_t *chosen, const Operand *ops, int64_t step, float *out, int64_t r0, int64_t r1
-SEQEDGE_TARGET_V4 void rows_v4(SEQEDGE_ROWS_PARAMS) { SEQEDGE_ROWS(SEQEDGE_ROW_DOT_AVX2) }
-SEQEDGE_TARGET_V3 void rows_v3(SEQEDGE_ROWS_PARAMS) { SEQEDGE_ROWS(SEQEDGE_ROW_DOT_AVX2) }
-void rows_baseline(SEQEDGE_ROWS_PARAMS) { SEQEDGE_ROWS(row_dot) }
+void rows_baseline(SEQEDGE_ROWS_PARAMS) {
+  for (int64_t r = r0; r < r1; ++r) out[r] = row_dot(w, chosen[r / w.N] * w.N + r % w.N, ops[(r / w.N) * step]);
+}
+#if defined(__x86_64__) && defined(__GNUC__)
+SEQEDGE_TARGET_V4 void rows_v4(SEQEDGE_ROWS_PARAMS) { rows_avx2(w, chosen, ops, step, out, r0, r1); }
+SEQEDGE_TARGET_V3 void rows_v3(SEQEDGE_ROWS_PARAMS) { rows_avx2(w, chosen, ops, step, out, r0, r1); }
+#else
+void rows_v4(SEQEDGE_ROWS_PARAMS) { rows_baseline(w, chosen, ops, step, out, r0, r1); }
+void rows_v3(SEQEDGE_ROWS_PARAMS) { rows_baseline(w, chosen, ops, step, out, r0, r1); }
+#endif
 
 struct Moe {
   const float *x, *logits;
