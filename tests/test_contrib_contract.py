@@ -58,9 +58,12 @@ def test_required_attribute_left_unset_is_named():
 
 def test_nodes_have_exactly_the_outputs_the_lowering_reads(tmp_path):
     """The emitted node asks for the contract's outputs only, whatever onnxruntime declares beyond them."""
+    from tests.test_onnx_export import _run_op_graph
+
     export(build_model("mamba2", "tiny").eval(), ExportPlan(out=tmp_path / "a", verify=False))
-    graph = onnx.load(str(tmp_path / "a" / "model.onnx"))
-    nodes = {n.op_type: n for n in graph.graph.node if n.domain == "com.microsoft"}
+    _run_op_graph("seqedge::ssd_scan", "contrib", tmp_path, lengths=[3])  # LinearAttention: the contrib form
+    nodes = {n.op_type: n for path in (tmp_path / "a" / "model.onnx", tmp_path / "op.onnx")
+             for n in onnx.load(str(path)).graph.node if n.domain == "com.microsoft"}
     for use in (CAUSAL_CONV, LINEAR_ATTENTION):
         assert len(nodes[use.op].output) == len(use.outputs), nodes[use.op]
 
@@ -76,15 +79,16 @@ def test_resolve_falls_back_per_op_with_a_warning():
 
 
 def test_export_with_a_broken_contract_falls_back_and_records_it(tmp_path, monkeypatch):
-    """An onnxruntime whose LinearAttention lost an output: the export still succeeds (portable Mamba-2 scan,
+    """An onnxruntime without CausalConvWithState: the export still succeeds (portable Mamba-2 convolution,
     real onnxruntime parity) and the manifest says what happened."""
-    schemas = {k: v for k, v in ort_schemas().items() if k != "LinearAttention"}  # the registry view seqedge reads
+    schemas = {k: v for k, v in ort_schemas().items() if k != "CausalConvWithState"}  # the registry view seqedge reads
     monkeypatch.setattr(contrib, "ort_schemas", lambda: schemas)
     torch.manual_seed(0)
     manifest = export(build_model("mamba2", "tiny").eval(), ExportPlan(out=tmp_path / "a", verify_steps=8))
     flavours = {o["op"]: o["flavour"] for o in manifest["ops"]}
-    assert flavours == {"seqedge::ssd_scan": "portable", "seqedge::causal_conv1d": "fused"}
-    assert len(manifest["warnings"]) == 1 and "LinearAttention" in manifest["warnings"][0]
+    assert flavours == {"seqedge::ssd_scan": "fused", "seqedge::selective_scan": "fused",
+                        "seqedge::causal_conv1d": "portable"}
+    assert len(manifest["warnings"]) == 1 and "CausalConvWithState" in manifest["warnings"][0]
     assert manifest["parity"]["passed"]
     on_disk = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert on_disk["warnings"] == manifest["warnings"]

@@ -6,8 +6,8 @@ ops that replaces the op before translation). Flavours:
 
 - `fused`: the fastest kernels onnxruntime can run: seqedge's own (`seqedge.SelectiveScan`, the same C++
   source as the ExecuTorch kernel, in libseqedge_ort_kernels that the runtime registers — kernels.py) for the
-  Mamba-1 scan, and onnxruntime's contrib kernels (onnxruntime >= 1.31, CPU): CausalConvWithState for
-  Mamba's convolution, LinearAttention for the Mamba-2 and S4 scans, GroupQueryAttention for cached attention,
+  Mamba-1 scan and the Mamba-2 scan (one per group of heads), and onnxruntime's contrib kernels (onnxruntime
+  >= 1.31, CPU): CausalConvWithState for Mamba's convolution, GroupQueryAttention for cached attention,
   MoE for a mixture of experts (top-k: only the chosen experts run; QMoE once quantized, quant/onnx.py).
 - `portable`: standard ONNX ops only; node count independent of sequence length (the scan is an
   ONNX `Scan` over time, never an unrolled loop).
@@ -24,7 +24,13 @@ from __future__ import annotations
 from onnxscript import FLOAT, INT64
 from onnxscript import opset20 as op
 
-from seqedge.exporters.decompositions import attention_masked, conv_concat, scan_over_time, ssd_over_time
+from seqedge.exporters.decompositions import (
+    attention_masked,
+    conv_concat,
+    scan_over_time,
+    ssd_over_time,
+    ssd_selective_scan_kernel,
+)
 from seqedge.exporters.lowering import Lowering, LoweringRegistry
 from seqedge.exporters.onnx.contrib import ContribUse, ort_version
 from seqedge.exporters.onnx.kernels import SELECTIVE_SCAN, SEQEDGE_KERNELS
@@ -111,7 +117,12 @@ lowering("seqedge::selective_scan", "portable", "decomposition", "ONNX Scan over
 # seqedge::ssd_scan(x, dt, A, B, C, D, state) -> (y, state)
 
 
-@lowering("seqedge::ssd_scan", "fused", "translation",
+lowering("seqedge::ssd_scan", "fused", "decomposition",
+         "seqedge.SelectiveScan per group of heads (Δ and A broadcast over a head's channels: seqedge's C++ scan, "
+         "linear in T)", uses=(SEQEDGE_KERNELS,))(ssd_selective_scan_kernel)
+
+
+@lowering("seqedge::ssd_scan", "contrib", "translation",
           "com.microsoft.LinearAttention(update_rule=gated, heads, d_k=state_size, d_v=head_dim, one decay per "
           "head)", uses=(LINEAR_ATTENTION,))
 def ssd_linear_attention(x: FLOAT, dt: FLOAT, A: FLOAT, B: FLOAT, C: FLOAT, D: FLOAT,
