@@ -33,6 +33,8 @@ ARCHS = {
     "qwen2": lambda: transformers.Qwen2Config(**SMALL, tie_word_embeddings=True),
     "qwen3": lambda: transformers.Qwen3Config(**SMALL, head_dim=24),
     "mixtral": lambda: transformers.MixtralConfig(**SMALL, num_local_experts=4, num_experts_per_tok=2),
+    "qwen3_moe": lambda: transformers.Qwen3MoeConfig(**SMALL, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=48,
+                                                     norm_topk_prob=False),
     "mamba": lambda: transformers.MambaConfig(vocab_size=VOCAB, hidden_size=64, state_size=8, num_hidden_layers=2),
     "mamba2": lambda: transformers.Mamba2Config(vocab_size=VOCAB, hidden_size=64, state_size=8, num_hidden_layers=2,
                                                 expand=2, head_dim=16, num_heads=8, n_groups=2, chunk_size=16),
@@ -119,8 +121,8 @@ def test_transformers5_rope_parameters_and_legacy_buffers(tmp_path):
 # one test_logits_and_greedy_tokens_match_transformers checks for every architecture. SEQEDGE_FULL_MATRIX=1
 # runs every architecture in both formats (~7 min on 2 cores).
 EXPORTED = ([(a, f) for f in ("onnx", "executorch") for a in ARCHS] if os.environ.get("SEQEDGE_FULL_MATRIX") else
-            [("llama3-rope-tied", "onnx"), ("qwen3", "onnx"), ("mixtral", "onnx"), ("mamba", "onnx"), ("mamba2", "onnx"),
-             ("qwen3", "executorch"), ("mamba", "executorch")])
+            [("llama3-rope-tied", "onnx"), ("qwen3", "onnx"), ("mixtral", "onnx"), ("qwen3_moe", "onnx"), ("mamba", "onnx"),
+             ("mamba2", "onnx"), ("qwen3", "executorch"), ("qwen3_moe", "executorch"), ("mamba", "executorch")])
 
 
 @pytest.mark.parametrize("arch,fmt", EXPORTED)
@@ -162,6 +164,13 @@ def test_config_fields_seqedge_cannot_honour_are_refused_by_name(tmp_path, edit,
     with pytest.raises(error, match=None) as e:
         load_checkpoint(_refusal(tmp_path, edit))
     assert needle in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("field, value", [("mlp_only_layers", [0]), ("decoder_sparse_step", 2)])
+def test_qwen3_moe_with_dense_layers_among_the_mixtures_is_refused(tmp_path, field, value):
+    with pytest.raises(UnsupportedError) as e:
+        load_checkpoint(_refusal(tmp_path, lambda c, f: c.update({field: value}), arch="qwen3_moe"))
+    assert f"field {field}={json.dumps(value)}" in str(e.value), str(e.value)
 
 
 def test_sliding_window_shorter_than_the_cache_is_refused(tmp_path):

@@ -177,6 +177,25 @@ def _mixtral(f: Fields, max_seq_len: int | None) -> dict[str, Any]:
     return {**cfg, "num_local_experts": experts, "num_experts_per_tok": top_k}
 
 
+def _qwen3_moe(f: Fields, max_seq_len: int | None) -> dict[str, Any]:
+    """Qwen3-MoE: Qwen3 attention (q/k norms per head) and a routed mixture in every layer — no shared expert
+    (Qwen2-MoE's is not modelled); softmax routing, top-k, renormalised when norm_topk_prob."""
+    cfg = _transformer(f, max_seq_len, qk_norm=True, window_flag="use_sliding_window")
+    experts = f.get("num_experts", kind=int, lo=1)
+    top_k = f.get("num_experts_per_tok", 8, int, lo=1)
+    if top_k > experts:
+        raise CorruptFileError(f"{f.where}: num_experts_per_tok {top_k} exceeds num_experts {experts}", "fix config.json")
+    if f.get("decoder_sparse_step", 1, int, lo=1) != 1:
+        raise f.refuse("decoder_sparse_step", "puts dense feed-forwards between the mixtures; seqedge's layers "
+                       "are all one kind (supported: 1)")
+    if f.get("mlp_only_layers", [], list):
+        raise f.refuse("mlp_only_layers", "makes some layers dense; seqedge's layers are all one kind (supported: [])")
+    f.ignore("output_router_logits", "router_aux_loss_coef")  # training only
+    # intermediate_size is the width of the dense feed-forward no layer has here; the experts are moe_intermediate_size
+    return {**cfg, "intermediate_size": f.get("moe_intermediate_size", kind=int, lo=1), "num_local_experts": experts,
+            "num_experts_per_tok": top_k, "norm_topk_prob": f.get("norm_topk_prob", False, bool)}
+
+
 def _mamba(f: Fields, max_seq_len: int | None) -> dict[str, Any]:
     hidden = f.get("hidden_size", kind=int, lo=1)
     expand = f.get("expand", 2, int, lo=1)
@@ -233,6 +252,7 @@ class Architecture:
     hf_class: str  # the transformers class whose weights and math this matches
     read: Callable[[Fields, int | None], dict[str, Any]]
     drop: tuple[str, ...] = (".rotary_emb.inv_freq",)  # derived buffers older checkpoints saved
+    rename: tuple[tuple[str, str], ...] = ()  # (HF name part, seqedge's) where the HF names differ from the family's
 
     def convert(self, cfg: dict[str, Any], max_seq_len: int | None = None, where: str = "config.json") -> dict:
         f = Fields(cfg, where)
@@ -249,6 +269,10 @@ ARCHITECTURES.add("qwen2", Architecture("qwen2", "transformer", "Qwen2ForCausalL
 ARCHITECTURES.add("qwen3", Architecture("qwen3", "transformer", "Qwen3ForCausalLM",
                                         lambda f, n: _transformer(f, n, qk_norm=True, window_flag="use_sliding_window")))
 ARCHITECTURES.add("mixtral", Architecture("mixtral", "transformer", "MixtralForCausalLM", _mixtral))
+ARCHITECTURES.add("qwen3_moe", Architecture(
+    "qwen3_moe", "transformer", "Qwen3MoeForCausalLM", _qwen3_moe,
+    rename=((".mlp.gate.", ".block_sparse_moe.gate."), (".mlp.experts.", ".block_sparse_moe.experts."),
+            (".gate_proj.", ".w1."), (".up_proj.", ".w3."), (".down_proj.", ".w2."))))
 ARCHITECTURES.add("mamba", Architecture("mamba", "mamba", "MambaForCausalLM", _mamba))
 ARCHITECTURES.add("mamba2", Architecture("mamba2", "mamba2", "Mamba2ForCausalLM", _mamba2))
 
@@ -330,6 +354,12 @@ def hf_config(folder: Path, cfg: dict[str, Any], max_seq_len: int | None = None)
     return config_from_dict(converted, where=str(folder / "config.json"))
 
 
+def _renamed(key: str, rename: tuple[tuple[str, str], ...]) -> str:
+    for hf, ours in rename:
+        key = key.replace(hf, ours)
+    return key
+
+
 def load_hf(folder: Path, cfg: dict[str, Any], max_seq_len: int | None = None):
     """The seqedge model for an HF folder whose config.json is `cfg`, with its weights loaded."""
     from seqedge.checkpoint import load_weights
@@ -339,7 +369,7 @@ def load_hf(folder: Path, cfg: dict[str, Any], max_seq_len: int | None = None):
     config = hf_config(folder, cfg, max_seq_len)  # refuses an architecture without a seqedge family
     arch = ARCHITECTURES[cfg["model_type"]]
     model = model_from_config(config)
-    sd = {k: v for k, v in read_weights(folder).items() if not k.endswith(arch.drop)}
+    sd = {_renamed(k, arch.rename): v for k, v in read_weights(folder).items() if not k.endswith(arch.drop)}
     tied = getattr(config, "tie_word_embeddings", False)
     head = sd.pop("lm_head.weight", None) if tied else None
     if head is not None:  # some tied checkpoints store the head too: it must be the embedding
