@@ -33,6 +33,8 @@ ARCHS = {
     "qwen2": lambda: transformers.Qwen2Config(**SMALL, tie_word_embeddings=True),
     "qwen3": lambda: transformers.Qwen3Config(**SMALL, head_dim=24),
     "mixtral": lambda: transformers.MixtralConfig(**SMALL, num_local_experts=4, num_experts_per_tok=2),
+    "qwen2_moe": lambda: transformers.Qwen2MoeConfig(**SMALL, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=48,
+                                                     shared_expert_intermediate_size=80, norm_topk_prob=True),
     "qwen3_moe": lambda: transformers.Qwen3MoeConfig(**SMALL, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=48,
                                                      norm_topk_prob=False),
     "mamba": lambda: transformers.MambaConfig(vocab_size=VOCAB, hidden_size=64, state_size=8, num_hidden_layers=2),
@@ -121,7 +123,7 @@ def test_transformers5_rope_parameters_and_legacy_buffers(tmp_path):
 # one test_logits_and_greedy_tokens_match_transformers checks for every architecture. SEQEDGE_FULL_MATRIX=1
 # runs every architecture in both formats (~7 min on 2 cores).
 EXPORTED = ([(a, f) for f in ("onnx", "executorch") for a in ARCHS] if os.environ.get("SEQEDGE_FULL_MATRIX") else
-            [("llama3-rope-tied", "onnx"), ("qwen3", "onnx"), ("mixtral", "onnx"), ("qwen3_moe", "onnx"), ("mamba", "onnx"),
+            [("llama3-rope-tied", "onnx"), ("qwen3", "onnx"), ("mixtral", "onnx"), ("qwen2_moe", "onnx"), ("qwen3_moe", "onnx"), ("mamba", "onnx"),
              ("mamba2", "onnx"), ("qwen3", "executorch"), ("qwen3_moe", "executorch"), ("mamba", "executorch")])
 
 

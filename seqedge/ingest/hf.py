@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,10 +178,10 @@ def _mixtral(f: Fields, max_seq_len: int | None) -> dict[str, Any]:
     return {**cfg, "num_local_experts": experts, "num_experts_per_tok": top_k}
 
 
-def _qwen3_moe(f: Fields, max_seq_len: int | None) -> dict[str, Any]:
-    """Qwen3-MoE: Qwen3 attention (q/k norms per head) and a routed mixture in every layer — no shared expert
-    (Qwen2-MoE's is not modelled); softmax routing, top-k, renormalised when norm_topk_prob."""
-    cfg = _transformer(f, max_seq_len, qk_norm=True, window_flag="use_sliding_window")
+def _qwen_moe(f: Fields, max_seq_len: int | None, *, shared: bool, **attention) -> dict[str, Any]:
+    """Qwen-MoE: Qwen2 (q/k/v bias) or Qwen3 (q/k norms per head) attention and a routed mixture in every layer
+    (softmax routing, top-k, renormalised when norm_topk_prob), with Qwen2-MoE's sigmoid-gated shared expert."""
+    cfg = _transformer(f, max_seq_len, window_flag="use_sliding_window", **attention)
     experts = f.get("num_experts", kind=int, lo=1)
     top_k = f.get("num_experts_per_tok", 8, int, lo=1)
     if top_k > experts:
@@ -193,7 +194,9 @@ def _qwen3_moe(f: Fields, max_seq_len: int | None) -> dict[str, Any]:
     f.ignore("output_router_logits", "router_aux_loss_coef")  # training only
     # intermediate_size is the width of the dense feed-forward no layer has here; the experts are moe_intermediate_size
     return {**cfg, "intermediate_size": f.get("moe_intermediate_size", kind=int, lo=1), "num_local_experts": experts,
-            "num_experts_per_tok": top_k, "norm_topk_prob": f.get("norm_topk_prob", False, bool)}
+            "num_experts_per_tok": top_k, "norm_topk_prob": f.get("norm_topk_prob", False, bool),
+            **({"shared_expert_intermediate_size": f.get("shared_expert_intermediate_size", kind=int, lo=1)}
+               if shared else {})}
 
 
 def _mamba(f: Fields, max_seq_len: int | None) -> dict[str, Any]:
@@ -252,7 +255,7 @@ class Architecture:
     hf_class: str  # the transformers class whose weights and math this matches
     read: Callable[[Fields, int | None], dict[str, Any]]
     drop: tuple[str, ...] = (".rotary_emb.inv_freq",)  # derived buffers older checkpoints saved
-    rename: tuple[tuple[str, str], ...] = ()  # (HF name part, seqedge's) where the HF names differ from the family's
+    rename: tuple[tuple[str, str], ...] = ()  # (regex over an HF name, seqedge's) where the names differ
 
     def convert(self, cfg: dict[str, Any], max_seq_len: int | None = None, where: str = "config.json") -> dict:
         f = Fields(cfg, where)
@@ -269,10 +272,17 @@ ARCHITECTURES.add("qwen2", Architecture("qwen2", "transformer", "Qwen2ForCausalL
 ARCHITECTURES.add("qwen3", Architecture("qwen3", "transformer", "Qwen3ForCausalLM",
                                         lambda f, n: _transformer(f, n, qk_norm=True, window_flag="use_sliding_window")))
 ARCHITECTURES.add("mixtral", Architecture("mixtral", "transformer", "MixtralForCausalLM", _mixtral))
+# Qwen-MoE's mixture under Mixtral's names: mlp.gate / mlp.experts.{e}.gate_proj, up_proj, down_proj -> w1, w3, w2
+QWEN_MOE_NAMES = ((r"\.mlp\.experts\.(\d+)\.gate_proj\.", r".block_sparse_moe.experts.\1.w1."),
+                  (r"\.mlp\.experts\.(\d+)\.up_proj\.", r".block_sparse_moe.experts.\1.w3."),
+                  (r"\.mlp\.experts\.(\d+)\.down_proj\.", r".block_sparse_moe.experts.\1.w2."),
+                  (r"\.mlp\.(gate|shared_expert|shared_expert_gate)\.", r".block_sparse_moe.\1."))
+ARCHITECTURES.add("qwen2_moe", Architecture(
+    "qwen2_moe", "transformer", "Qwen2MoeForCausalLM", lambda f, n: _qwen_moe(f, n, shared=True, qkv_bias=f.get("qkv_bias", True, bool)),
+    rename=QWEN_MOE_NAMES))
 ARCHITECTURES.add("qwen3_moe", Architecture(
-    "qwen3_moe", "transformer", "Qwen3MoeForCausalLM", _qwen3_moe,
-    rename=((".mlp.gate.", ".block_sparse_moe.gate."), (".mlp.experts.", ".block_sparse_moe.experts."),
-            (".gate_proj.", ".w1."), (".up_proj.", ".w3."), (".down_proj.", ".w2."))))
+    "qwen3_moe", "transformer", "Qwen3MoeForCausalLM", lambda f, n: _qwen_moe(f, n, shared=False, qk_norm=True),
+    rename=QWEN_MOE_NAMES))
 ARCHITECTURES.add("mamba", Architecture("mamba", "mamba", "MambaForCausalLM", _mamba))
 ARCHITECTURES.add("mamba2", Architecture("mamba2", "mamba2", "Mamba2ForCausalLM", _mamba2))
 
@@ -356,7 +366,7 @@ def hf_config(folder: Path, cfg: dict[str, Any], max_seq_len: int | None = None)
 
 def _renamed(key: str, rename: tuple[tuple[str, str], ...]) -> str:
     for hf, ours in rename:
-        key = key.replace(hf, ours)
+        key = re.sub(hf, ours, key)
     return key
 
 

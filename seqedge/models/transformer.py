@@ -3,7 +3,8 @@
 Parameter names and shapes match Hugging Face `LlamaForCausalLM` (`model.embed_tokens.weight`,
 `model.layers.{i}.self_attn.q_proj.weight`, ..., `lm_head.weight`), so an HF state dict loads as is. With
 `num_local_experts` > 0 each layer's feed-forward is Mixtral's sparse MoE block under its HF names
-(`model.layers.{i}.block_sparse_moe.gate.weight`, `...experts.{e}.w1/w2/w3.weight`).
+(`model.layers.{i}.block_sparse_moe.gate.weight`, `...experts.{e}.w1/w2/w3.weight`), optionally with Qwen2-MoE's
+sigmoid-gated shared expert (`...shared_expert.{gate,up,down}_proj`, `...shared_expert_gate`).
 Attention with the KV cache is one `seqedge::attention` op per layer; the cache is a fixed-size
 state tensor of `max_seq_len` positions plus a `pos` counter.
 """
@@ -46,7 +47,8 @@ class TransformerConfig(ModelConfig):
     num_local_experts: int = 0  # 0: one dense SwiGLU per layer; E > 0: a mixture of E SwiGLU experts (Mixtral)
     num_experts_per_tok: int = 2  # k experts chosen per token by the router
     norm_topk_prob: bool = True  # renormalise the k chosen routing weights to sum to 1 (Mixtral; OLMoE does not)
-    zero_means_auto: ClassVar[tuple[str, ...]] = ("head_dim", "num_local_experts")
+    shared_expert_intermediate_size: int = 0  # > 0: a SwiGLU every token also runs, sigmoid-gated (Qwen2-MoE)
+    zero_means_auto: ClassVar[tuple[str, ...]] = ("head_dim", "num_local_experts", "shared_expert_intermediate_size")  # 0 allowed
 
     def __post_init__(self):
         if self.head_dim <= 0:
@@ -59,6 +61,8 @@ class TransformerConfig(ModelConfig):
             raise ValueError("head_dim must be even (RoPE rotates pairs)")
         if self.rope_scaling is not None:
             rope_inv_freq(self)  # validates the scaling dict
+        if self.shared_expert_intermediate_size and not self.num_local_experts:
+            raise ValueError("shared_expert_intermediate_size needs num_local_experts (a shared expert of a mixture)")
         if self.num_local_experts and not 1 <= self.num_experts_per_tok <= self.num_local_experts:
             raise ValueError(f"num_experts_per_tok ({self.num_experts_per_tok}) must be in [1, num_local_experts "
                              f"({self.num_local_experts})]")
@@ -150,11 +154,12 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: TransformerConfig):
+    def __init__(self, cfg: TransformerConfig, width: int | None = None):
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=cfg.mlp_bias)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias)
+        width = width or cfg.intermediate_size
+        self.gate_proj = nn.Linear(cfg.hidden_size, width, bias=cfg.mlp_bias)
+        self.up_proj = nn.Linear(cfg.hidden_size, width, bias=cfg.mlp_bias)
+        self.down_proj = nn.Linear(width, cfg.hidden_size, bias=cfg.mlp_bias)
 
     def fuse_projections(self) -> None:
         """For export: gate_proj and up_proj become one `gate_up_proj` (see Attention.fuse_projections)."""
@@ -226,6 +231,9 @@ class SparseMoE(nn.Module):
         self.top_k, self.renormalise = cfg.num_experts_per_tok, cfg.norm_topk_prob
         self.gate = nn.Linear(cfg.hidden_size, cfg.num_local_experts, bias=False)
         self.experts = nn.ModuleList(Expert(cfg) for _ in range(cfg.num_local_experts))
+        if cfg.shared_expert_intermediate_size:  # Qwen2-MoE: every token, scaled by sigmoid(shared_expert_gate x)
+            self.shared_expert = MLP(cfg, cfg.shared_expert_intermediate_size)
+            self.shared_expert_gate = nn.Linear(cfg.hidden_size, 1, bias=False)
 
     def routing(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The k chosen experts' weights and indices, each (B, T, k)."""
@@ -235,26 +243,33 @@ class SparseMoE(nn.Module):
     def fuse_projections(self) -> None:
         self.experts = PackedExperts(self.experts)
 
+    def shared(self, x: Tensor) -> Tensor | float:
+        """The shared expert's sigmoid-gated output (B, T, C); 0 without one."""
+        if not hasattr(self, "shared_expert"):
+            return 0.0
+        return torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
+
     def forward(self, x: Tensor) -> Tensor:
         if isinstance(self.experts, PackedExperts):
-            return self.experts(x, self.gate(x), self.top_k, self.renormalise)  # (B, T, C)
+            return self.experts(x, self.gate(x), self.top_k, self.renormalise) + self.shared(x)  # (B, T, C)
         weights, chosen = self.routing(x)  # (B, T, k)
         dense = torch.zeros(*x.shape[:-1], len(self.experts), dtype=x.dtype).scatter(-1, chosen, weights)  # (B, T, E)
         out = dense[..., :1] * self.experts[0](x)  # (B, T, C)
         for e in range(1, len(self.experts)):
             out = out + dense[..., e : e + 1] * self.experts[e](x)
-        return out
+        return out + self.shared(x)
 
 
 def moe_ref(moe: SparseMoE, x: Tensor) -> Tensor:
-    """Reference MoE: for each token, run only its k chosen experts and sum their outputs by weight."""
+    """Reference MoE: for each token, run only its k chosen experts and sum their outputs by weight (plus the
+    shared expert's gated output, where there is one)."""
     weights, chosen = moe.routing(x)  # (B, T, k)
     out = torch.zeros_like(x)  # (B, T, C)
     for b in range(x.shape[0]):
         for t in range(x.shape[1]):
             for w, e in zip(weights[b, t].tolist(), chosen[b, t].tolist()):
                 out[b, t] += w * moe.experts[e](x[b, t])
-    return out
+    return out + moe.shared(x)
 
 
 class DecoderLayer(nn.Module):
