@@ -114,8 +114,10 @@ def _quantize_embeddings(model: nn.Module, bits: int, group: int | None) -> None
 def quantize_experts(model: nn.Module, bits: int, group: int | None) -> None:
     """Every packed mixture of experts to `bits`-bit block codes: per row (group None) or in groups of `group`
     along the input where it divides both widths (else the experts stay float, and the report says so)."""
+    from seqedge.models.transformer import PackedExperts
+
     for module in model.modules():
-        if hasattr(module, "quantize") and hasattr(module, "w13"):
+        if isinstance(module, PackedExperts) and not module.bits:
             width, inner = module.w13.shape[2], module.w2.shape[2]
             if group is None:
                 module.quantize(bits, width, inner)

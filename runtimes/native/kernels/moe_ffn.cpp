@@ -131,6 +131,12 @@ SEQEDGE_INLINE float row_dot(const Weights& w, int64_t row, const Operand& v) {
 
 #if defined(__x86_64__) && defined(__GNUC__)
 // row_dot with AVX2 intrinsics: one vpmovzxbd per eight codes.
+SEQEDGE_TARGET_V3 inline float hsum(__m256 v) {
+  const __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  const __m128 h = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+}
+
 SEQEDGE_TARGET_V3 float row_dot_avx2(const Weights& w, int64_t row, const Operand& v) {
   if (w.bits == 0) return dot(w.f + row * w.K, v.x, w.K);
   const int64_t nb = w.K / w.block, bytes = w.block * w.bits / 8, body = bytes & ~int64_t{7};
@@ -144,57 +150,25 @@ SEQEDGE_TARGET_V3 float row_dot_avx2(const Weights& w, int64_t row, const Operan
     __m256 part = _mm256_setzero_ps();
     if (w.bits == 8) {
       const float* xb = v.x + b * w.block;
-      __m256 part2 = _mm256_setzero_ps();
-      int64_t i = 0;
-      for (; i + 16 <= body; i += 16) {
-        const __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(cb + i)));
-        const __m256i q2 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(cb + i + 8)));
-        part = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_loadu_ps(xb + i), part);
-        part2 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q2), _mm256_loadu_ps(xb + i + 8), part2);
-      }
-      for (; i < body; i += 8) {
+      for (int64_t i = 0; i < body; i += 8) {
         const __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(cb + i)));
         part = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), _mm256_loadu_ps(xb + i), part);
       }
-      part = _mm256_add_ps(part, part2);
       for (int64_t i = body; i < bytes; ++i) tail += s[b] * static_cast<float>(cb[i]) * xb[i];
     } else {
       const float *ev = v.even.data() + b * bytes, *od = v.odd.data() + b * bytes;
-      __m256 part_odd = _mm256_setzero_ps();  // two chains: an FMA waits for the one before it in its chain
-      if (bytes == 16) {  // blocks of 32 (the default group): one load, no loop
-        const __m128i q16 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(cb));
-        const __m256i q = _mm256_cvtepu8_epi32(q16), q2 = _mm256_cvtepu8_epi32(_mm_srli_si128(q16, 8));
-        part = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(q, low4)), _mm256_loadu_ps(ev));
-        part_odd = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(q, 4)), _mm256_loadu_ps(od));
-        part = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(q2, low4)), _mm256_loadu_ps(ev + 8), part);
-        part_odd = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(q2, 4)), _mm256_loadu_ps(od + 8), part_odd);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(s[b]), _mm256_add_ps(part, part_odd), acc);
-        zero_part += s[b] * v.block_sum[b];
-        continue;
-      }
       for (int64_t i = 0; i < body; i += 8) {
         const __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(cb + i)));
         part = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_and_si256(q, low4)), _mm256_loadu_ps(ev + i), part);
-        part_odd = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(q, 4)), _mm256_loadu_ps(od + i), part_odd);
+        part = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(q, 4)), _mm256_loadu_ps(od + i), part);
       }
-      part = _mm256_add_ps(part, part_odd);
       for (int64_t i = body; i < bytes; ++i)
         tail += s[b] * (static_cast<float>(cb[i] & 15) * ev[i] + static_cast<float>(cb[i] >> 4) * od[i]);
     }
     acc = _mm256_fmadd_ps(_mm256_set1_ps(s[b]), part, acc);
     zero_part += s[b] * v.block_sum[b];
   }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, acc);
-  float total = tail - static_cast<float>(1 << (w.bits - 1)) * zero_part;
-  for (float l : lanes) total += l;
-  return total;
-}
-
-SEQEDGE_TARGET_V3 inline float hsum(__m256 v) {
-  const __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 h = _mm_add_ps(q, _mm_movehl_ps(q, q));
-  return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+  return hsum(acc) + tail - static_cast<float>(1 << (w.bits - 1)) * zero_part;
 }
 
 // Four consecutive rows of 4-bit codes in blocks of 32 (the int4 recipe's default group) against one operand:
