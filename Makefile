@@ -7,8 +7,9 @@ LOCK := requirements.lock
 # torch is pinned and installed first (every machine holds a CPU wheel of exactly this version), so no
 # other requirement can pull a CUDA build of torch.
 TORCH := torch==2.13.0
-# What the lock and .venv hold: the dev tools and the `hf` extra (transformers is what the parity tests compare with)
-EXTRAS := dev,hf,sweep
+# What the lock and .venv hold: the dev tools, the `hf` extra (transformers is what the parity tests compare with),
+# `sweep` (ray) and `qnn` (onnxruntime-qnn: the HTP tests compile and run on its x86-64 emulator)
+EXTRAS := dev,hf,sweep,qnn
 # Throw-away environments for `make lock` and `make check-latest` (ignored by git).
 LOCK_VENV := build/lock-venv
 LATEST_VENV := build/latest-venv

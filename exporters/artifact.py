@@ -98,7 +98,7 @@ def copy_tokenizer(source: Path | None, folder: Path, manifest: dict[str, Any]):
 
 
 def finish(folder: Path, model, manifest: dict[str, Any], plan, quant, weight_bytes: int,
-           float_matrices: list) -> dict[str, Any]:
+           float_matrices: list, backend: str | None = None) -> dict[str, Any]:
     """Write the manifest with the quantization report; when the plan says to verify, check the artifact
     against the fp32 `model` (the recipe's tolerance) and measure what quantization cost, gating both.
     manifest.json is written last, after the gates: a folder without it is never taken for an artifact."""
@@ -112,7 +112,7 @@ def finish(folder: Path, model, manifest: dict[str, Any], plan, quant, weight_by
     manifest["tokenizer"] = tokenizer.to_json()
     if plan.verify:
         with stage(f"verification in {manifest['format']}'s runtime", plan.subject):
-            runner = open_artifact(folder, threads=plan.threads, manifest=manifest)
+            runner = open_artifact(folder, threads=plan.threads, manifest=manifest, backend=backend)
             with stage("reference grid for the gates", plan.subject):
                 grid_model = baseline_model(model, quant.recipe.parity.baseline)  # once, for parity and bits/byte
             try:

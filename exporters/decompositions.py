@@ -81,6 +81,24 @@ def scan_single_step(u, delta, A, B, C, D, state):
     return y[:, None], h
 
 
+def scan_unrolled(u, delta, A, B, C, D, state):
+    """selective_scan for a static T, the recurrence written out step by step: elementwise ops and one
+    matmul per step, no control flow (graphs for NPU compilers, which take no Scan/Loop). T = 1 is
+    scan_single_step."""
+    a = torch.exp(delta[..., None] * A)  # (Bt, T, D, N)
+    b = (delta * u)[..., None] * B[:, :, None, :]  # (Bt, T, D, N)
+    h, ys = state, []
+    for t in range(u.shape[1]):
+        h = a[:, t] * h + b[:, t]  # (Bt, D, N)
+        ys.append(h @ C[:, t, :, None])  # (Bt, D, 1)
+    return torch.cat(ys, dim=2).transpose(1, 2) + D * u, h  # (Bt, T, D), (Bt, D, N)
+
+
+def ssd_unrolled(x, dt, A, B, C, D, state):
+    """ssd_scan for a static T: the unrolled selective scan per group of heads."""
+    return _ssd_as_selective_scans(x, dt, A, B, C, D, state, scan_unrolled)
+
+
 def conv_concat(x, weight, bias, state):
     """causal_conv1d as Concat + depthwise Conv + SiLU + Slice."""
     return causal_conv1d_eager(x, weight, bias, state)
@@ -91,6 +109,7 @@ def _rotated(q, k, v, pos, cos, sin, hd: int):
     (rope_ref's arithmetic, the table rows gathered once for both)."""
     Bt, T = q.shape[0], q.shape[1]
     positions = pos.reshape(-1)[:1] + torch.arange(T, device=q.device)  # (T,)
+    positions = positions.clamp(max=cos.shape[0] - 1)  # a static chunk's padding may run past the table
     c, s = cos.index_select(0, positions), sin.index_select(0, positions)  # (T, hd/2)
     c = torch.cat([c, c], dim=-1)[None, :, None, :]  # (1, T, 1, hd)
     s = torch.cat([s, s], dim=-1)[None, :, None, :]  # (1, T, 1, hd)
@@ -120,6 +139,30 @@ def attention_masked(q, k, v, k_cache, v_cache, pos, cos, sin):
     keys = k_cache.repeat_interleave(rep, dim=1)  # (Bt, H, S, hd)
     vals = v_cache.repeat_interleave(rep, dim=1)  # (Bt, H, S, hd)
     out = F.scaled_dot_product_attention(q, keys, vals, attn_mask=visible)  # (Bt, H, T, hd)
+    return out.transpose(1, 2).reshape(Bt, T, -1), k_cache, v_cache
+
+
+MASKED = -100.0  # the additive score of a hidden slot in attention_blended: exp(-100) is 0 in float32
+
+
+def attention_blended(q, k, v, k_cache, v_cache, pos, cos, sin):
+    """attention as attention_masked in arithmetic only, for quantized NPU graphs: the cache write is a blend
+    (cache·(1−m) + new·m, m a 0/1 float mask) and hidden slots get MASKED added to their scores — no Where
+    and no −inf, which QDQ cannot quantize (a Where keeps its float state input; −inf has no scale)."""
+    Bt, T, S, hd = q.shape[0], q.shape[1], k_cache.shape[2], k_cache.shape[3]
+    q, k, v = (x.transpose(1, 2) for x in _rotated(q, k, v, pos, cos, sin, hd))  # (Bt, heads, T, hd)
+    idx = torch.arange(S, device=q.device)  # (S,)
+    rel = idx - pos  # (S,) offset of each cache slot into the new tokens
+    write = ((rel >= 0) & (rel < T)).to(q.dtype)[None, None, :, None]  # (1, 1, S, 1)
+    src = rel.clamp(0, T - 1)  # (S,)
+    k_cache = k_cache * (1 - write) + k.index_select(2, src) * write  # (Bt, Hkv, S, hd)
+    v_cache = v_cache * (1 - write) + v.index_select(2, src) * write  # (Bt, Hkv, S, hd)
+    visible = (idx[None, :] <= (pos + torch.arange(T, device=q.device))[:, None]).to(q.dtype)  # (T, S)
+    rep = q.shape[1] // k.shape[1]
+    keys = k_cache.repeat_interleave(rep, dim=1)  # (Bt, H, S, hd)
+    vals = v_cache.repeat_interleave(rep, dim=1)  # (Bt, H, S, hd)
+    scores = q @ keys.transpose(2, 3) * hd**-0.5 + (1 - visible) * MASKED  # (Bt, H, T, S)
+    out = torch.softmax(scores, dim=-1) @ vals  # (Bt, H, T, hd)
     return out.transpose(1, 2).reshape(Bt, T, -1), k_cache, v_cache
 
 

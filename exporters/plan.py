@@ -26,6 +26,8 @@ class ExportPlan:
     prompt_bytes: int = 64
     threads: int = 2
     example_len: int = 5  # T of the example input traced with a dynamic length
+    static_chunk: int | None = None  # ONNX: static-shape graphs for NPUs, prefill chunks of this many tokens
+    qnn: dict[str, int] | None = None  # static ONNX: {"htp_arch", "soc_model"} to compile the HTP context for
     source: dict[str, Any] = field(default_factory=dict)  # how to rebuild the PyTorch reference
     target: dict[str, Any] | None = None  # the device profile's selection this export follows
     tokenizer_dir: Path | None = None  # a folder with tokenizer.json (+ configs) to ship with the artifact

@@ -23,7 +23,7 @@ from typing import Any
 from seqedge.errors import BadPathError, SeqedgeError, UnknownNameError
 from seqedge.untrusted import read_capped
 
-DTYPES = ("fp32", "fp16", "bf16", "int8", "int4")
+DTYPES = ("fp32", "fp16", "bf16", "int16", "int8", "int4")
 UNIT_KINDS = ("cpu", "gpu", "npu")
 # runtime -> the artifact format it runs; the only runtimes a profile may name
 RUNTIME_FORMATS = {"onnxruntime": "onnx", "executorch": "executorch", "torch": "checkpoint"}
@@ -53,6 +53,10 @@ class RuntimeOption:
     ops: tuple[str, ...] = KNOWN_OPS  # seqedge ops (and RNN kinds) it can run
     efficiency: float = 0.6  # estimated share of peak bandwidth/compute reached
     note: str = ""
+    # Qualcomm HTP (backend qnn): the SoC a context binary is compiled for (onnxruntime-qnn's provider
+    # options of the same names; 0: not given)
+    htp_arch: int = 0
+    soc_model: int = 0
 
 
 @dataclass(frozen=True)

@@ -214,6 +214,7 @@ MANIFEST = Obj(
         "node_count": Int(0, 1 << 30),
         "program_bytes": Int(0, 1 << 50),
         "export_seconds": Num(0),
+        "static": Obj({"chunk": Int(1, 1 << 16), "batch": Int(1, 1)}),
     },
 )
 

@@ -6,8 +6,9 @@
 
 A candidate is a (compute unit, runtime option) of the profile that seqedge can serve: the format has
 an exporter, the runtime has an adapter, the quantization recipe exists and the unit runs that dtype,
-every op of the model is supported there, and its shape constraints fit (seqedge exports a dynamic
-length, so static-shape-only units are rejected). On the host, the runtime must also be importable and
+every op of the model is supported there, and its shape constraints fit: a static-shape-only unit (an
+NPU) is served by seqedge's static ONNX artifacts (fixed prefill chunks + a decode step, quantized in the
+encodings the unit takes: exporters/onnx/static.py) where the family has them. On the host, the runtime must also be importable and
 have the execution provider. Candidates are ranked by a projected decode rate: a memory-bound
 roofline (unit bandwidth x the option's efficiency / weight bytes per token).
 """
@@ -29,7 +30,14 @@ FAMILY_OPS = {
     "mamba2": ("seqedge::ssd_scan", "seqedge::causal_conv1d"),
     "s4": ("seqedge::selective_scan",),
 }
-BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "int8": 8, "int4": 4}
+BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "int8": 8, "int4": 4, "w8a16": 8, "w8a8": 8}
+# families whose models take a padded prefill chunk (`prefill_padded`), so static-shape artifacts
+STATIC_FAMILIES = ("transformer", "mamba")
+# recipes for static-shape units, best first, with the activation dtype each needs of the unit
+STATIC_RECIPES = {"w8a16": "int16", "w8a8": "int8"}
+STATIC_CHUNK = 128  # prefill chunk of a static artifact unless the user says otherwise
+# NPU backends seqedge builds static artifacts for (and can check: onnxruntime-qnn emulates the HTP on x86-64)
+STATIC_BACKENDS = ("qnn",)
 # onnxruntime execution provider names for profile backends
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
                  "coreml": "CoreMLExecutionProvider", "qnn": "QNNExecutionProvider", "nnapi": "NnapiExecutionProvider",
@@ -45,7 +53,7 @@ class ModelFacts:
     parameters: int
     format: str | None = None  # set for an existing artifact
     quant: str | None = None  # set for an existing artifact
-    dynamic_shapes: bool = True
+    dynamic_shapes: bool = True  # False: a static-shape artifact
 
     @classmethod
     def of_model(cls, model) -> ModelFacts:
@@ -64,7 +72,8 @@ class ModelFacts:
 
             with torch.device("meta"):  # the shape only
                 params = model_from_config(config_from_dict(manifest["config"], "the manifest's config")).num_parameters()
-        return cls(manifest["family"], ops, params, manifest["format"], manifest["quant"]["recipe"])
+        return cls(manifest["family"], ops, params, manifest["format"], manifest["quant"]["recipe"],
+                   dynamic_shapes=not manifest.get("static"))
 
 
 # onnxruntime backends with the com.microsoft kernels seqedge's fused lowerings use
@@ -81,10 +90,14 @@ class Candidate:
     threads: int
     score: float  # projected decode tokens/s
     reason: str
+    static_chunk: int | None = None  # a static-shape artifact with prefill chunks of this length
+    soc: dict[str, int] | None = None  # Qualcomm HTP: {"htp_arch", "soc_model"} to compile its context for
 
     @property
     def ops_flavour(self) -> str:
         """ONNX lowering flavour for this backend: fused where the contrib kernels exist."""
+        if self.static_chunk:
+            return "static"
         return "fused" if self.backend in ORT_FUSED_BACKENDS else "portable"
 
     def to_json(self) -> dict[str, Any]:
@@ -173,10 +186,10 @@ def _check(option: RuntimeOption, unit: ComputeUnit, facts: ModelFacts, on_host:
     missing = [op for op in facts.ops if op not in option.ops]
     if missing:
         return f"has no kernel for {', '.join(missing)} (supports {', '.join(option.ops)})", ""
-    if option.static_shapes and facts.dynamic_shapes:
-        acts = "/".join(option.activation_dtypes)
-        return (f"needs static shapes and {acts} activations; seqedge artifacts have a dynamic length"
-                + (f" and are {facts.quant}" if facts.quant else "")), ""
+    if option.static_shapes:
+        return _check_static(option, unit, facts, on_host)
+    if not facts.dynamic_shapes:
+        return "runs dynamic-shape graphs; this artifact is static-shape (for NPUs)", ""
     if facts.quant:
         quant = facts.quant
         if quant.split("-")[0] not in option.dtypes:
@@ -191,6 +204,33 @@ def _check(option: RuntimeOption, unit: ComputeUnit, facts: ModelFacts, on_host:
         if not ok:
             return f"unavailable on this machine: {why}", ""
     return None, quant
+
+
+def _check_static(option: RuntimeOption, unit: ComputeUnit, facts: ModelFacts, on_host: bool) -> tuple[str | None, str]:
+    """A static-shape unit: seqedge's static ONNX artifacts, in a recipe whose activations the unit takes."""
+    acts = "/".join(option.activation_dtypes)
+    if option.runtime != "onnxruntime" or option.backend not in STATIC_BACKENDS:
+        return (f"needs static shapes and {acts} activations; seqedge builds static-shape artifacts for onnxruntime's "
+                f"{'/'.join(STATIC_BACKENDS)} only (not {option.runtime}/{option.backend})"), ""
+    if facts.family not in STATIC_FAMILIES:
+        return (f"needs static shapes; seqedge's static artifacts cover {', '.join(STATIC_FAMILIES)}, not "
+                f"{facts.family}"), ""
+    if facts.dynamic_shapes and facts.format:
+        return "needs static shapes; this artifact has a dynamic length (re-export with --static-chunk)", ""
+    recipes = [r for r, act in STATIC_RECIPES.items() if act in option.activation_dtypes and "int8" in option.dtypes]
+    if facts.quant:
+        if facts.quant not in recipes:
+            return f"takes {'/'.join(recipes) or 'no seqedge recipe'} static artifacts; this one is {facts.quant}", ""
+        recipes = [facts.quant]
+    if not recipes:
+        return f"needs {acts} activations; seqedge's static recipes are {', '.join(STATIC_RECIPES)}", ""
+    if option.backend == "qnn" and not option.htp_arch:
+        return "the profile names no htp_arch/soc_model to compile the HTP context binary for", ""
+    if on_host:
+        ok, why = host_availability(option.runtime, option.backend)
+        if not ok:
+            return f"unavailable on this machine: {why}", ""
+    return None, recipes[0]
 
 
 def _cpu_view(profile: Profile) -> list[tuple[ComputeUnit, int, float]]:
@@ -218,10 +258,13 @@ def select(profile: Profile, facts: ModelFacts) -> Selection:
             tok_s = bandwidth * 1e9 * option.efficiency / max(weight_bytes, 1)
             score = tok_s * (1 - 0.01 * rank)  # the profile's order breaks near-ties
             where = f"{label} ({threads} threads)" if threads else label
+            static = STATIC_CHUNK if option.static_shapes else None
             selection.candidates.append(Candidate(
                 label, option.runtime, option.backend, RUNTIME_FORMATS[option.runtime], quant, threads, round(score, 1),
                 f"{where} via {option.runtime}/{option.backend}, {quant}: ~{tok_s:,.0f} tok/s projected decode "
                 f"(memory-bound: {bandwidth:g} GB/s x {option.efficiency:g} / {weight_bytes / 1e6:,.1f} MB per token)"
-                + (f"; {option.note}" if option.note else "")))
+                + (f"; static shapes: prefill chunks of {static} tokens + a decode step" if static else "")
+                + (f"; {option.note}" if option.note else ""),
+                static, {"htp_arch": option.htp_arch, "soc_model": option.soc_model} if option.htp_arch else None))
     selection.candidates.sort(key=lambda c: -c.score)
     return selection

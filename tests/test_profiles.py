@@ -13,7 +13,7 @@ from seqedge.cli.app import app
 from seqedge.errors import UnknownNameError, UnsupportedError
 from seqedge.models import build_model
 from seqedge.profiles import RUNTIME_FORMATS, ProfileError, load_profile, parse_profile, profile_names
-from seqedge.select import FAMILY_OPS, ModelFacts, host_availability, select
+from seqedge.select import FAMILY_OPS, STATIC_BACKENDS, STATIC_FAMILIES, STATIC_RECIPES, ModelFacts, host_availability, select
 from tests.conftest import FAMILY_NAMES
 
 SHIPPED = ["galaxy-s24", "iphone15pro", "jetson-orin-nano", "pixel8", "raspberry-pi5", "rtx4090"]
@@ -153,7 +153,12 @@ def test_selection_never_picks_what_cannot_run(device, family):
     for c in sel.candidates:
         opt = options[(c.unit, c.runtime, c.backend)]
         assert (c.format in FORMATS or c.format == "checkpoint") and c.runtime in RUNTIMES
-        assert set(FAMILY_OPS[family]) <= set(opt.ops) and not opt.static_shapes and c.quant in opt.dtypes
+        assert set(FAMILY_OPS[family]) <= set(opt.ops)
+        if opt.static_shapes:  # a static artifact, in a recipe whose weights and activations the unit takes
+            assert c.static_chunk and c.backend in STATIC_BACKENDS and family in STATIC_FAMILIES and c.format == "onnx"
+            assert "int8" in opt.dtypes and STATIC_RECIPES[c.quant] in opt.activation_dtypes
+        else:
+            assert c.quant in opt.dtypes and not c.static_chunk
         if device == "host":
             assert host_availability(c.runtime, c.backend)[0]
     assert {(c.unit, c.runtime, c.backend) for c in sel.candidates}.isdisjoint(
@@ -171,7 +176,24 @@ def test_delegates_seqedge_does_not_lower_for_are_rejected_with_reason():
 def test_npu_rejection_explains_itself():
     sel = select(load_profile("galaxy-s24"), ModelFacts("transformer", ("seqedge::attention",), 10**6, "onnx", "int4"))
     npu = [r for r in sel.rejected if r.unit == "npu" and r.runtime == "onnxruntime"]
-    assert npu and "static shapes" in npu[0].reason and "dynamic length" in npu[0].reason and "int4" in npu[0].reason
+    assert npu and "static shapes" in npu[0].reason and "dynamic length" in npu[0].reason and "--static-chunk" in npu[0].reason
+
+
+@pytest.mark.parametrize("family", ["transformer", "mamba"])
+def test_the_htp_is_a_candidate_for_static_families(family):
+    sel = select(load_profile("galaxy-s24"), ModelFacts.of_model(build_model(family, "tiny")))
+    npu = [c for c in sel.candidates if c.unit == "npu"]
+    assert [(c.runtime, c.backend, c.quant, c.ops_flavour) for c in npu] == [("onnxruntime", "qnn", "w8a16", "static")]
+    assert npu[0].soc == {"htp_arch": 75, "soc_model": 57} and "static shapes" in npu[0].reason
+    assert sel.best.unit == "cpu"  # 8-bit weights on the NPU project slower than int4 on the CPU: ranked, not hidden
+    executorch_qnn = [r for r in sel.rejected if r.unit == "npu" and r.runtime == "executorch"]
+    assert executorch_qnn and "xnnpack/portable only, not qnn" in executorch_qnn[0].reason
+
+
+def test_static_artifacts_are_refused_for_families_without_padded_chunks():
+    sel = select(load_profile("galaxy-s24"), ModelFacts.of_model(build_model("lstm", "tiny")))
+    npu = [r for r in sel.rejected if r.unit == "npu" and r.runtime == "onnxruntime"]
+    assert npu and "transformer, mamba, not lstm" in npu[0].reason
 
 
 def test_host_reports_missing_execution_providers():

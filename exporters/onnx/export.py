@@ -76,6 +76,10 @@ def _export_torchscript(wrapper, args, names, path: Path, subject: str | None) -
 
 
 def export(model: nn.Module, plan: ExportPlan) -> dict:
+    if plan.static_chunk:
+        from seqedge.exporters.onnx.static import export_static
+
+        return export_static(model, plan)
     if plan.ops not in FLAVOURS:
         raise BadInputError(f"unknown --ops {plan.ops!r}", f"valid: {', '.join(FLAVOURS)}")
     lowerings, fallbacks = resolve(plan.ops)

@@ -11,6 +11,10 @@ ops that replaces the op before translation). Flavours:
   MoE for a mixture of experts (top-k: only the chosen experts run; QMoE once quantized, quant/onnx.py).
 - `portable`: standard ONNX ops only; node count independent of sequence length (the scan is an
   ONNX `Scan` over time, never an unrolled loop).
+- `static`: the graphs of static-shape artifacts for NPUs (exporters/onnx/static.py): `portable`, except
+  that the scans are written out step by step over the chunk's fixed T (no Scan: NPU compilers take no
+  control flow) and attention is arithmetic only (no Where / -inf, which QDQ leaves float). Not a `--ops`
+  choice: `--static-chunk` selects it.
 
 A fused lowering states what it needs of the runtime (`ContribUse` for a contrib op, `SEQEDGE_KERNELS` for
 seqedge's library); `resolve("fused")` checks each and, for an op whose needs fail, takes the next lowering
@@ -25,11 +29,14 @@ from onnxscript import FLOAT, INT64
 from onnxscript import opset20 as op
 
 from seqedge.exporters.decompositions import (
+    attention_blended,
     attention_masked,
     conv_concat,
     scan_over_time,
+    scan_unrolled,
     ssd_over_time,
     ssd_selective_scan_kernel,
+    ssd_unrolled,
 )
 from seqedge.exporters.lowering import Lowering, LoweringRegistry
 from seqedge.exporters.onnx.contrib import ContribUse, ort_version
@@ -49,6 +56,13 @@ def lowering(op_name: str, flavour: str, kind: str, summary: str, uses: tuple[Co
         return fn
 
     return deco
+
+
+def static_lowerings() -> list[Lowering]:
+    """The `static` flavour: each op's `static` lowering where it has one, else its `portable` one."""
+    chosen = {lw.op: lw for lw in LOWERINGS.for_variant("portable")}
+    chosen.update({lw.op: lw for lw in LOWERINGS.for_variant("static")})
+    return list(chosen.values())
 
 
 def resolve(flavour: str, schemas: dict | None = None) -> tuple[list[Lowering], list[str]]:
@@ -111,6 +125,8 @@ def scan_linear_attention(u: FLOAT, delta: FLOAT, A: FLOAT, B: FLOAT, C: FLOAT, 
 
 
 lowering("seqedge::selective_scan", "portable", "decomposition", "ONNX Scan over time (standard ops)")(scan_over_time)
+lowering("seqedge::selective_scan", "static", "decomposition",
+         "unrolled over the chunk's fixed T: Exp/Mul/Add and one MatMul per step")(scan_unrolled)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -146,6 +162,8 @@ def ssd_linear_attention(x: FLOAT, dt: FLOAT, A: FLOAT, B: FLOAT, C: FLOAT, D: F
 
 lowering("seqedge::ssd_scan", "portable", "decomposition",
          "ONNX Scan over time per group of heads (standard ops)")(ssd_over_time)
+lowering("seqedge::ssd_scan", "static", "decomposition",
+         "unrolled over the chunk's fixed T per group of heads")(ssd_unrolled)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -249,3 +267,6 @@ def attention_gqa(q: FLOAT, k: FLOAT, v: FLOAT, k_cache: FLOAT, v_cache: FLOAT, 
 lowering("seqedge::attention", "portable", "decomposition",
          "RoPE by gathered table rows + masked write into the fixed cache (Where/Gather) + causal MatMul/Softmax "
          "over all positions")(attention_masked)
+lowering("seqedge::attention", "static", "decomposition",
+         "the portable form in arithmetic only (blended cache write, additive -100 mask: no Where, no -inf) for "
+         "quantized NPU graphs")(attention_blended)

@@ -41,6 +41,11 @@ def export_cmd(
     device: Annotated[Optional[str], typer.Option("--device", help="Device profile (name, `host` or .toml): "
                                                   "format/quant/lowerings follow its top runtime choice unless "
                                                   "given explicitly.")] = None,
+    unit: Annotated[Optional[str], typer.Option("--unit", help="With --device: take the best option on this compute "
+                                                "unit (cpu, gpu, npu) instead of the best overall.")] = None,
+    static_chunk: Annotated[Optional[int], typer.Option("--static-chunk", help="ONNX: static-shape graphs for NPUs "
+                                                        "(prefill chunks of this many tokens + a decode step; "
+                                                        "--device with an NPU sets 128).")] = None,
     quant: Annotated[Optional[str], typer.Option("--quant", help=f"Quantization recipe: {', '.join(RECIPES.names())} "
                                                  "(default fp32, or what --device selects).")] = None,
     group_size: Annotated[Optional[int], typer.Option("--group-size", help="int4 group size: 32 (default), 64 "
@@ -79,6 +84,10 @@ def export_cmd(
         check_range("--max-seq-len", max_seq_len, 2, 1 << 20, "e.g. --max-seq-len 1024")
     if max_bpb_increase is not None:
         check_range("--max-bpb-increase", max_bpb_increase, 0.0, 10.0, "e.g. --max-bpb-increase 0.05")
+    if static_chunk is not None:
+        check_range("--static-chunk", static_chunk, 2, 4096, "e.g. --static-chunk 128")
+    if unit is not None and not device:
+        raise BadInputError("--unit picks among a device's options", "pass --device too (e.g. --device galaxy-s24 --unit npu)")
     check_output_folder(out, force, inputs=(target, checkpoint, calibration))  # before minutes of work
     if via == "optimum" or (via == "auto" and target is not None and has_family(target) is False):
         return _export_via_optimum(target, via, out, fmt, quant, group_size, max_bpb_increase, device, no_verify,
@@ -86,19 +95,26 @@ def export_cmd(
     t0 = time.perf_counter()
     model = load_exportable(target, user_model, checkpoint, family, preset, seed, max_seq_len)
     loaded = time.perf_counter() - t0
-    target_info = None
+    target_info, soc = None, None
     if device:
-        choice = choose_runtime(device, model)
-        fmt, ops, quant = fmt or choice.format, ops or choice.ops_flavour, quant or choice.quant
+        choice = choose_runtime(device, model, unit)
+        fmt, quant = fmt or choice.format, quant or choice.quant
+        if choice.static_chunk:
+            static_chunk, soc = static_chunk or choice.static_chunk, choice.soc
+        else:
+            ops = ops or choice.ops_flavour
         target_info = {"device": device, **choice.to_json()}
         console.print(f"[bold]{device}[/]: {choice.reason}")
     fmt, ops, quant = fmt or "onnx", ops or "fused", quant or "fp32"
+    if static_chunk and fmt != "onnx":
+        raise BadInputError(f"--static-chunk makes ONNX graphs, not {fmt}", "pass --format onnx")
     FORMATS[fmt]
     plan = ExportPlan(out=out, format=fmt, ops=ops, backend=backend, max_len=max_len, force=force, quant=quant,
                       group_size=group_size, calibration=calibration, strict=strict, max_bpb_increase=max_bpb_increase,
                       verify=not no_verify, threads=threads,
                       source=model_source(target, user_model, checkpoint, family, preset, seed, max_seq_len),
-                      target=target_info, tokenizer_dir=tokenizer_source(target))
+                      target=target_info, tokenizer_dir=tokenizer_source(target), static_chunk=static_chunk,
+                      qnn=soc)
     with console.status(f"exporting to {fmt} ({quant}) and verifying…"), stage_clock() as stages:
         manifest = export(model, plan)
     _report(out, manifest)
@@ -115,7 +131,22 @@ def _print_stages(stages: list[dict], total: float) -> None:
     console.print(table)
 
 
+def _report_htp(qnn: dict) -> None:
+    for graph, g in qnn["graphs"].items():
+        cpu = "; ".join(f"{c['count']} {c['op']} ({c['why']})" for c in g["cpu"]) or "none"
+        size = sum(g["context_binaries"].values()) / 1e6
+        console.print(f"HTP (htp_arch {qnn['htp_arch']}, soc_model {qnn['soc_model']}) {graph}: {g['htp_nodes']} nodes "
+                      f"on the HTP, on the CPU: {cpu} · context binary {size:.2f} MB")
+    if "emulator" in qnn:
+        e = qnn["emulator"]
+        console.print(f"on the HTP emulator: mean KL {e['parity']['mean_kl']:.2e} nats, bits/byte {e['bpb_htp']} "
+                      f"(CPU-QDQ {e['bpb_cpu_qdq']}, fp32 {e['bpb_fp32']}; {e['eval_tokens']} tokens) · max |Δ| "
+                      f"HTP vs CPU-QDQ {e['max_abs_diff_htp_vs_cpu_qdq']:.2e}")
+
+
 def _report(out: Path, manifest: dict) -> None:
+    if "qnn" in manifest:
+        _report_htp(manifest["qnn"])
     parity, q = manifest["parity"], manifest["quant"]
     size = f"{manifest['node_count']} nodes" if "node_count" in manifest else f"{manifest['program_bytes'] / 1e6:.1f} MB"
     console.print(f"[bold green]exported[/] {out} · {size} · {manifest['export_seconds']} s")
@@ -228,13 +259,16 @@ def inspect_cmd(
     console.print(table)
 
 
-def choose_runtime(device: str, model):
+def choose_runtime(device: str, model, unit: str | None = None):
     from seqedge.profiles import load_profile
     from seqedge.select import ModelFacts, select
 
     sel = select(load_profile(device), ModelFacts.of_model(model))
-    if sel.best is None:
-        reasons = "; ".join(f"{r.unit} {r.runtime}/{r.backend}: {r.reason}" for r in sel.rejected[:4])
-        raise UnsupportedError(f"no runtime on {device} can run this model ({reasons})",
+    candidates = [c for c in sel.candidates if unit is None or c.unit == unit]
+    if not candidates:
+        rejected = [r for r in sel.rejected if unit is None or r.unit == unit]
+        reasons = "; ".join(f"{r.unit} {r.runtime}/{r.backend}: {r.reason}" for r in rejected[:4])
+        where = f"the {unit} of {device}" if unit else device
+        raise UnsupportedError(f"no runtime on {where} can run this model ({reasons or 'no such unit'})",
                                f"see `seqedge select --device {device}`")
-    return sel.best
+    return candidates[0]

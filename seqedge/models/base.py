@@ -115,6 +115,13 @@ class SequenceModel(nn.Module):
     def step(self, token: Tensor, state: State) -> tuple[Tensor, State]:
         return self.prefill(token, state)
 
+    def prefill_padded(self, tokens: Tensor, length: Tensor, state: State) -> tuple[Tensor, State]:
+        """A fixed-length prefill chunk (what static-shape NPU graphs take): tokens (B, T) of which the first
+        `length` ((1,) int64, 1 <= length <= T) are real and the rest padding. Returns the logits (B, 1, V)
+        at position length - 1 and the state after the `length` real tokens, as `prefill` of them would;
+        the padding changes nothing. Families that can say so implement it; None here."""
+        raise NotImplementedError
+
     def forward(self, tokens: Tensor) -> Tensor:
         logits, _ = self.prefill(tokens, self.init_state(tokens.shape[0]))
         return logits

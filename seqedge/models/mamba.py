@@ -67,19 +67,30 @@ class MambaMixer(nn.Module):
         with torch.no_grad():
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
-    def forward(self, x: Tensor, conv_state: Tensor, ssm_state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor, conv_state: Tensor, ssm_state: Tensor,
+                length: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """`length` ((1,) int64): only the first `length` of the T steps are real (a padded chunk): the
+        convolution's state is the window ending there and Δ = 0 on the padding, which leaves the scan's
+        state unchanged (exp(0·A) = 1, Δ·u·B = 0)."""
+        T = x.shape[1]
         xz = self.in_proj(x)  # (B, T, 2D)
         u, z = xz.chunk(2, dim=-1)  # (B, T, D) each
         bias = self.conv1d.bias if self.conv1d.bias is not None else self.conv1d.weight.new_zeros(self.d_inner)
-        u, conv_state = causal_conv1d(u.transpose(1, 2), self.conv1d.weight, bias, conv_state)  # (B, D, T)
+        window = u.transpose(1, 2)  # (B, D, T)
+        u, new_conv = causal_conv1d(window, self.conv1d.weight, bias, conv_state)  # (B, D, T)
+        if length is not None:
+            window = torch.cat([conv_state, window], dim=2)  # (B, D, K-1+T)
+            new_conv = window.index_select(2, length + torch.arange(self.d_conv - 1))  # (B, D, K-1)
         u = u.transpose(1, 2)  # (B, T, D)
         dbc = self.x_proj(u)  # (B, T, R + 2N)
         dt, Bm, Cm = dbc.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.softplus(self.dt_proj(dt))  # (B, T, D)
+        if length is not None:
+            delta = delta * (torch.arange(T) < length).to(delta.dtype)[None, :, None]  # (B, T, D)
         A = -torch.exp(self.A_log.float())  # (D, N)
         y, ssm_state = selective_scan(u, delta, A, Bm, Cm, self.D, ssm_state)  # (B, T, D), (B, D, N)
         y = y * F.silu(z)  # (B, T, D)
-        return self.out_proj(y), conv_state, ssm_state
+        return self.out_proj(y), new_conv, ssm_state
 
 
 class MambaBlock(nn.Module):
@@ -90,8 +101,9 @@ class MambaBlock(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.layer_norm_epsilon)
         self.mixer = mixer(cfg)
 
-    def forward(self, x, conv_state, ssm_state):
-        y, conv_state, ssm_state = self.mixer(self.norm(x), conv_state, ssm_state)
+    def forward(self, x, conv_state, ssm_state, length=None):
+        extra = () if length is None else (length,)  # only mixers that take padded chunks are given one
+        y, conv_state, ssm_state = self.mixer(self.norm(x), conv_state, ssm_state, *extra)
         return x + y, conv_state, ssm_state
 
 
@@ -138,3 +150,13 @@ class Mamba(SequenceModel):
         if last_only:
             x = x[:, -1:]  # (B, 1, C)
         return self.lm_head(self.backbone.norm_f(x)), new  # (B, T or 1, V)
+
+    def prefill_padded(self, tokens: Tensor, length: Tensor, state: State) -> tuple[Tensor, State]:
+        if self.mixer is not MambaMixer:
+            raise NotImplementedError
+        x = self.backbone.embeddings(tokens)  # (B, T, C)
+        new: State = {}
+        for i, layer in enumerate(self.backbone.layers):
+            x, new[f"conv.{i}"], new[f"ssm.{i}"] = layer(x, state[f"conv.{i}"], state[f"ssm.{i}"], length)
+        x = x.index_select(1, length - 1)  # (B, 1, C)
+        return self.lm_head(self.backbone.norm_f(x)), new  # (B, 1, V)

@@ -345,6 +345,18 @@ class Transformer(SequenceModel):
             x = x[:, -1:]  # (B, 1, C)
         return self.lm_head(self.model.norm(x)), new  # (B, T or 1, V)
 
+    def prefill_padded(self, tokens: Tensor, length: Tensor, state: State) -> tuple[Tensor, State]:
+        """Causal attention never lets a real token see the padding after it; the padding's keys land in
+        cache slots from pos + length on, which are unread until real tokens overwrite them."""
+        pos = state["pos"]  # (1,)
+        x = self.model.embed_tokens(tokens)  # (B, T, C)
+        new: State = {}
+        for i, layer in enumerate(self.model.layers):
+            x, new[f"k.{i}"], new[f"v.{i}"] = layer(x, self.rope_cos, self.rope_sin, state[f"k.{i}"], state[f"v.{i}"], pos)
+        new["pos"] = pos + length
+        x = x.index_select(1, length - 1)  # (B, 1, C)
+        return self.lm_head(self.model.norm(x)), new  # (B, 1, V)
+
 
 def _init_weights(m: nn.Module) -> None:
     if isinstance(m, (nn.Linear, nn.Embedding)):

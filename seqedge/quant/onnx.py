@@ -12,6 +12,9 @@ temp folder, so a failure leaves nothing behind):
                  fails with them, then in fp32 (level 0; `set_int4_compute`, onnx/export.py)
     int8-static  quantize_static (QDQ, per channel) with activation ranges from calibration text run
                  through the fp32 graph with the state carried, chunk by chunk
+    w8a16, w8a8  QDQ in the encodings Qualcomm's HTP takes (onnxruntime's QNN quantization config: int8
+                 symmetric weights per tensor — QNN has no per-channel MatMul —, uint16 / uint8 asymmetric
+                 activations, 16-bit Sigmoid scales fixed as QNN requires), calibrated the same way
 
 A mixture of experts (`com.microsoft.MoE`, exporters/onnx/lowerings.py) becomes `QMoE` under int8 (per row)
 and int4 (blocks of the group size, the MatMulNBits compute): the same codes seqedge's ExecuTorch kernel
@@ -201,6 +204,32 @@ def int8_static(path: Path, ctx) -> None:
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         extra_options={"EnableSubgraph": True})
     tmp.replace(path)
+
+
+def qnn_qdq(path: Path, ctx, feeds: list[dict[str, np.ndarray]] | None = None) -> None:
+    """The QNN HTP recipes (w8a16, w8a8). `feeds`: calibration inputs for a graph whose inputs are not the
+    dynamic interface (a static artifact's chunk and step graphs, exporters/onnx/static.py)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize
+    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, feeds):
+            self.it = iter(feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    _quiet()
+    activations = {"w8a16": QuantType.QUInt16, "w8a8": QuantType.QUInt8}[ctx.recipe.name]
+    domains = graph_domains(path)
+    if feeds is None:
+        feeds = _calibration_feeds(path, ctx, domains)
+    pre, tmp = path.with_suffix(".pre.onnx"), path.with_suffix(".q.onnx")
+    source = pre if qnn_preprocess_model(str(path), str(pre)) else path
+    config = get_qnn_qdq_config(str(source), Reader(feeds), activation_type=activations, weight_type=QuantType.QInt8)
+    quantize(str(source), str(tmp), config)
+    tmp.replace(path)
+    pre.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -393,4 +422,5 @@ def _drop_unused_initializers(graph) -> None:
     graph.initializer.extend(keep)
 
 
-IMPLEMENTS = {"fp32": None, "fp16": fp16, "int8": int8, "int4": int4, "int8-static": int8_static}
+IMPLEMENTS = {"fp32": None, "fp16": fp16, "int8": int8, "int4": int4, "int8-static": int8_static,
+              "w8a16": qnn_qdq, "w8a8": qnn_qdq}

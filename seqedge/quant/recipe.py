@@ -96,3 +96,15 @@ RECIPES.add("int8-static", Recipe(
     Parity(None, None, "int8-static: mean KL(fp32 ‖ artifact) <= 0.05 nats per token; logit differences and "
            "greedy agreement reported", 0.05), 0.02,
     calibrated=True))
+RECIPES.add("w8a16", Recipe(
+    "w8a16", 8, "int8 symmetric weights per tensor and uint16 activations with static scales calibrated on "
+    "sample text (QDQ in the encodings Qualcomm's HTP takes)",
+    Parity(None, None, "w8a16: mean KL(fp32 ‖ artifact) <= 0.05 nats per token; logit differences and greedy "
+           "agreement reported", 0.05), 0.03,
+    calibrated=True))
+RECIPES.add("w8a8", Recipe(
+    "w8a8", 8, "int8 symmetric weights per tensor and uint8 activations with static scales calibrated on "
+    "sample text (QDQ in the encodings Qualcomm's HTP takes; coarser than w8a16)",
+    Parity(None, None, "w8a8: mean KL(fp32 ‖ artifact) <= 0.2 nats per token; logit differences and greedy "
+           "agreement reported", 0.2), 0.1,
+    calibrated=True))
