@@ -116,3 +116,19 @@ def compile_context(path: Path, out: Path, htp_arch: int, soc_model: int) -> lis
                                        "ep.context_embed_mode": "0"})
     ort.InferenceSession(str(path), opts)
     return sorted(set(out.parent.iterdir()) - before)
+
+
+def run_context_once(context: Path, htp_arch: int, soc_model: int) -> str | None:
+    """Load a compiled context model on the HTP backend and run it once on zero inputs: None when it ran to
+    finite logits, else why not (the first line of the error)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(str(context), htp_session_options(2, soc_options(htp_arch, soc_model)))
+        feed = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape],
+                                 np.int64 if "int64" in i.type else np.float32) for i in session.get_inputs()}
+        out = session.run(None, feed)[0]
+    except Exception as e:  # onnxruntime's own error types
+        return str(e).strip().splitlines()[0][:300]
+    return None if np.isfinite(out).all() else "non-finite logits"

@@ -13,7 +13,15 @@ from seqedge.cli.app import app
 from seqedge.errors import UnknownNameError, UnsupportedError
 from seqedge.models import build_model
 from seqedge.profiles import RUNTIME_FORMATS, ProfileError, load_profile, parse_profile, profile_names
-from seqedge.select import FAMILY_OPS, STATIC_BACKENDS, STATIC_FAMILIES, STATIC_RECIPES, ModelFacts, host_availability, select
+from seqedge.select import (
+    FAMILY_OPS,
+    STATIC_BACKENDS,
+    STATIC_FAMILIES,
+    STATIC_RECIPES,
+    ModelFacts,
+    host_availability,
+    select,
+)
 from tests.conftest import FAMILY_NAMES
 
 SHIPPED = ["galaxy-s24", "iphone15pro", "jetson-orin-nano", "pixel8", "raspberry-pi5", "rtx4090"]

@@ -229,5 +229,7 @@ def compile_for_htp(folder: Path, soc: dict, threads: int) -> dict:
             "cpu": [{"op": op, "why": why, "count": n} for (op, why), n in Counter(placed["cpu"]).most_common()],
             "context_model": context.name,
             "context_binaries": {p.name: p.stat().st_size for p in written if p.suffix == ".bin"},
+            # the compiled context loaded back and run once on the emulator (a phone loads it so)
+            "context_run_on_emulator": qnn.run_context_once(context, soc["htp_arch"], soc["soc_model"]) or "ran",
         }
     return report
