@@ -109,7 +109,9 @@ def _rotated(q, k, v, pos, cos, sin, hd: int):
     (rope_ref's arithmetic, the table rows gathered once for both)."""
     Bt, T = q.shape[0], q.shape[1]
     positions = pos.reshape(-1)[:1] + torch.arange(T, device=q.device)  # (T,)
-    positions = positions.clamp(max=cos.shape[0] - 1)  # a static chunk's padding may run past the table
+    # a static chunk's padding may run past the table (minimum, not clamp: Core ML's converter turns an
+    # integer clamp into float, and gather then refuses the indices)
+    positions = torch.minimum(positions, positions.new_tensor(cos.shape[0] - 1))
     c, s = cos.index_select(0, positions), sin.index_select(0, positions)  # (T, hd/2)
     c = torch.cat([c, c], dim=-1)[None, :, None, :]  # (1, T, 1, hd)
     s = torch.cat([s, s], dim=-1)[None, :, None, :]  # (1, T, 1, hd)
@@ -154,7 +156,9 @@ def attention_blended(q, k, v, k_cache, v_cache, pos, cos, sin):
     idx = torch.arange(S, device=q.device)  # (S,)
     rel = idx - pos  # (S,) offset of each cache slot into the new tokens
     write = ((rel >= 0) & (rel < T)).to(q.dtype)[None, None, :, None]  # (1, 1, S, 1)
-    src = rel.clamp(0, T - 1)  # (S,)
+    # the source row of each written slot; at T = 1 always row 0 (a clamp to [0, 0] becomes QNN's ReluMinMax
+    # with an empty range, which the HTP refuses at run time)
+    src = torch.zeros_like(rel) if T == 1 else torch.minimum(torch.maximum(rel, rel.new_tensor(0)), rel.new_tensor(T - 1))  # (S,)
     k_cache = k_cache * (1 - write) + k.index_select(2, src) * write  # (Bt, Hkv, S, hd)
     v_cache = v_cache * (1 - write) + v.index_select(2, src) * write  # (Bt, Hkv, S, hd)
     visible = (idx[None, :] <= (pos + torch.arange(T, device=q.device))[:, None]).to(q.dtype)  # (T, S)

@@ -54,6 +54,7 @@ class StaticOnnxAdapter(ArtifactRunner):
                     soc = manifest.get("qnn") or {}
                     session = ort.InferenceSession(str(path), htp_session_options(
                         threads, soc_options(soc.get("htp_arch"), soc.get("soc_model"))))
+                    session.disable_fallback()  # an HTP that fails a run must say so, not rerun on the CPU
                 else:
                     opts = ort.SessionOptions()
                     opts.intra_op_num_threads, opts.log_severity_level = threads, 3

@@ -6,7 +6,8 @@ emulates it on this machine —, which nodes it took, and context binaries compi
     compile_context("prefill.onnx", out, htp_arch=75, soc_model=57)   # EPContext model + *_qnn.bin
 
 onnxruntime-qnn is a plugin execution provider for onnxruntime >= 1.24.2 (`seqedge[qnn]`), imported
-lazily. Its HTP takes only static shapes: a graph with a dynamic dimension gets no node on the HTP
+lazily. onnxruntime reruns a session whose HTP run failed on the CPU alone unless told not to
+(`disable_fallback`): every HTP session here is told. Its HTP takes only static shapes: a graph with a dynamic dimension gets no node on the HTP
 (onnxruntime runs it all on the CPU without an error), so `coverage` is how a caller knows.
 """
 
@@ -126,6 +127,7 @@ def run_context_once(context: Path, htp_arch: int, soc_model: int) -> str | None
 
     try:
         session = ort.InferenceSession(str(context), htp_session_options(2, soc_options(htp_arch, soc_model)))
+        session.disable_fallback()
         feed = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape],
                                  np.int64 if "int64" in i.type else np.float32) for i in session.get_inputs()}
         out = session.run(None, feed)[0]

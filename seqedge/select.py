@@ -38,6 +38,12 @@ STATIC_RECIPES = {"w8a16": "int16", "w8a8": "int8"}
 STATIC_CHUNK = 128  # prefill chunk of a static artifact unless the user says otherwise
 # NPU backends seqedge builds static artifacts for (and can check: onnxruntime-qnn emulates the HTP on x86-64)
 STATIC_BACKENDS = ("qnn",)
+# ExecuTorch delegates seqedge does not lower to, and what stands in the way
+NOT_LOWERED = {
+    "coreml": "its static graphs do lower whole to Core ML on Linux (benchmarks/coreml_lowering.py), but a Core ML "
+              "program runs on macOS/iOS only, so seqedge cannot verify it here and does not ship it",
+    "qnn": "ExecuTorch's QNN backend needs Qualcomm's QNN SDK to build; the HTP is served through onnxruntime-qnn",
+}
 # onnxruntime execution provider names for profile backends
 ORT_PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
                  "coreml": "CoreMLExecutionProvider", "qnn": "QNNExecutionProvider", "nnapi": "NnapiExecutionProvider",
@@ -182,7 +188,8 @@ def _check(option: RuntimeOption, unit: ComputeUnit, facts: ModelFacts, on_host:
         from seqedge.exporters.executorch import BACKENDS
 
         if option.backend not in BACKENDS:
-            return f"seqedge lowers ExecuTorch programs for {'/'.join(BACKENDS)} only, not {option.backend}", ""
+            return (f"seqedge lowers ExecuTorch programs for {'/'.join(BACKENDS)} only, not {option.backend}"
+                    + (f" ({NOT_LOWERED[option.backend]})" if option.backend in NOT_LOWERED else "")), ""
     missing = [op for op in facts.ops if op not in option.ops]
     if missing:
         return f"has no kernel for {', '.join(missing)} (supports {', '.join(option.ops)})", ""

@@ -151,7 +151,7 @@ def test_context_binaries_are_compiled_for_the_soc(htp_artifacts, family):
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in contexts[0].attribute}
         assert attrs["embed_mode"] == 0 and attrs["ep_cache_context"].decode() == binary  # beside it, by name
     ran = {graph: g["context_run_on_emulator"] for graph, g in manifest["qnn"]["graphs"].items()}
-    assert ran["prefill.onnx"] == "ran", ran  # (the transformer's decode context fails on the emulator: noted)
+    assert set(ran.values()) == {"ran"}, ran
 
 
 @pytest.mark.parametrize("family", STATIC)
@@ -197,3 +197,32 @@ def test_export_for_the_npu_of_a_profile(tmp_path):
     err = bad.stderr.strip().splitlines()
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(err) == 2 and "--quant w8a16" in err[1]
     assert not (tmp_path / "bad").exists()
+
+
+def test_rmsnorm_divides_instead_of_multiplying_by_a_reciprocal(fp32_artifacts, tmp_path):
+    """Qualcomm's HTP computes a 16-bit quantized Reciprocal wrongly (static.py: divide_instead_of_reciprocal);
+    the static graphs hold none, and the rewrite leaves the fp32 graph's outputs as they were."""
+    import onnxruntime as ort
+
+    from seqedge.exporters.onnx.static import divide_instead_of_reciprocal
+
+    for folder in fp32_artifacts.values():
+        for graph in ("prefill.onnx", "decode.onnx"):
+            assert "Reciprocal" not in {n.op_type for n in onnx.load(str(folder / graph)).graph.node}
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Mul", ["x", "x"], ["sq"]), helper.make_node("ReduceMean", ["sq"], ["m"], axes=[-1]),
+             helper.make_node("Sqrt", ["m"], ["s"]), helper.make_node("Reciprocal", ["s"], ["r"]),
+             helper.make_node("Mul", ["x", "r"], ["y"]), helper.make_node("Mul", ["r", "w"], ["z"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "z")],
+                              [numpy_helper.from_array(np.full((2, 1), 3.0, np.float32), "w")])
+    path = tmp_path / "norm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
+    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert divide_instead_of_reciprocal(path) == 1
+    assert [n.op_type for n in onnx.load(str(path)).graph.node] == ["Mul", "ReduceMean", "Sqrt", "Div", "Div"]
+    after = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(a, b, rtol=1e-6)

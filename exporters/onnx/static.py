@@ -87,6 +87,39 @@ def static_interface(model: nn.Module, chunk: int) -> Interface:
     return Interface(inputs, outputs, state)
 
 
+def divide_instead_of_reciprocal(path: Path) -> int:
+    """Mul(x, Reciprocal(s)) -> Div(x, s) (RMSNorm's x * rsqrt(v) exports as Sqrt, Reciprocal, Mul). Qualcomm's HTP
+    computes a 16-bit quantized Reciprocal wrongly: on onnxruntime-qnn 2.7's emulator an RMSNorm of 0.03-scale
+    inputs came out 2.44 off in values up to 2.53 (CPU-QDQ of the same graph: exact), Div(x, Sqrt(v)) 0.0007
+    off — and a trained small transformer's logits 6 off. Returns the Reciprocals replaced."""
+    from collections import defaultdict
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    users = defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            users[name].append(node)
+    outputs = {o.name for o in graph.output}
+    replaced = []
+    for node in graph.node:
+        out = node.output[0] if node.op_type == "Reciprocal" else None
+        if out is None or out in outputs or not users[out] or any(u.op_type != "Mul" or list(u.input).count(out) != 1
+                                                                   for u in users[out]):
+            continue
+        for mul in users[out]:
+            x = mul.input[1] if mul.input[0] == out else mul.input[0]
+            mul.op_type = "Div"
+            del mul.input[:]
+            mul.input.extend([x, node.input[0]])
+        replaced.append(node)
+    for node in replaced:
+        graph.node.remove(node)
+    if replaced:
+        onnx.save(model, str(path))
+    return len(replaced)
+
+
 def calibration_feeds(prefill: Path, decode: Path, ctx, chunk: int, steps: int = 128) -> tuple[list, list]:
     """Calibration inputs for both graphs: the calibration text as padded chunks (the last one short) with
     the state carried, then `steps` single tokens through the decode graph from where the chunks ended."""
@@ -145,6 +178,8 @@ def export_static(model: nn.Module, plan: ExportPlan) -> dict:
                                 plan.users_code)
             used += export_graph(Step(fused, names), (tokens[:, :1], *state), ["tokens", *names], outputs,
                                  tmp / DECODE, lowerings, None, plan.subject, plan.users_code)
+        for graph in (PREFILL, DECODE):
+            divide_instead_of_reciprocal(tmp / graph)
         with stage("ONNX quantization", plan.subject):
             if quant.recipe.name in QNN_RECIPES:
                 with stage("calibration feeds for both graphs", plan.subject):
