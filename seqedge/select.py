@@ -35,6 +35,7 @@ BITS = {"fp32": 32, "fp16": 16, "bf16": 16, "int8": 8, "int4": 4, "w8a16": 8, "w
 STATIC_FAMILIES = ("transformer", "mamba")
 # recipes for static-shape units, best first, with the activation dtype each needs of the unit
 STATIC_RECIPES = {"w8a16": "int16", "w8a8": "int8"}
+WEIGHT_DTYPE = {"w8a16": "int8", "w8a8": "int8"}  # the weights of recipes named by more than their weights
 STATIC_CHUNK = 128  # prefill chunk of a static artifact unless the user says otherwise
 # NPU backends seqedge builds static artifacts for (and can check: onnxruntime-qnn emulates the HTP on x86-64)
 STATIC_BACKENDS = ("qnn",)
@@ -195,11 +196,11 @@ def _check(option: RuntimeOption, unit: ComputeUnit, facts: ModelFacts, on_host:
         return f"has no kernel for {', '.join(missing)} (supports {', '.join(option.ops)})", ""
     if option.static_shapes:
         return _check_static(option, unit, facts, on_host)
-    if not facts.dynamic_shapes:
-        return "runs dynamic-shape graphs; this artifact is static-shape (for NPUs)", ""
+    if not facts.dynamic_shapes and (option.runtime, option.backend) != ("onnxruntime", "cpu"):
+        return "runs dynamic-shape graphs; this artifact is static-shape (for NPUs; onnxruntime's CPU runs it too)", ""
     if facts.quant:
         quant = facts.quant
-        if quant.split("-")[0] not in option.dtypes:
+        if WEIGHT_DTYPE.get(quant, quant.split("-")[0]) not in option.dtypes:
             return f"runs {'/'.join(option.dtypes)} weights; the artifact is {quant}", ""
     else:
         fitting = [r for r in _recipes(fmt) if r.split("-")[0] in option.dtypes and _computes(unit, r)]

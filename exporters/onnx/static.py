@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from seqedge.diagnostics import stage
-from seqedge.errors import UnsupportedError
+from seqedge.errors import ParityError, UnsupportedError
 from seqedge.exporters.artifact import artifact_writer, base_manifest, finish, write_manifest
 from seqedge.exporters.interface import Interface
 from seqedge.exporters.onnx.export import export_graph
@@ -218,12 +218,13 @@ def export_static(model: nn.Module, plan: ExportPlan) -> dict:
     return manifest
 
 
-def check_on_htp(folder: Path, model: nn.Module, manifest: dict, plan: ExportPlan, eval_tokens: int = 256) -> dict:
+def check_on_htp(folder: Path, model: nn.Module, manifest: dict, plan: ExportPlan) -> dict:
     """The graphs on onnxruntime-qnn's HTP (emulated on x86-64) against the fp32 model under the recipe's
     rule — the export fails if they do not pass —, their bits/byte beside the CPU-QDQ run's (finish measured
     that one), and how far the HTP's logits are from the CPU provider's on the same QDQ graphs: a gap there
     is the emulator's or the HTP's, not quantization's. The emulator is slow (tens of ms a step), so its
-    bits/byte use the first `eval_tokens` held-out tokens, and the CPU-QDQ form is measured on the same ones."""
+    bits/byte use the first 256 held-out tokens at most (the plan's eval_bytes), and the CPU-QDQ form is
+    measured again on the same ones."""
     from seqedge.data import held_out_tokens
     from seqedge.exporters.verify import verify_artifact
     from seqedge.quant.report import accuracy
@@ -234,8 +235,12 @@ def check_on_htp(folder: Path, model: nn.Module, manifest: dict, plan: ExportPla
     htp = open_artifact(folder, threads=plan.threads, manifest=manifest, backend="qnn")
     cpu = open_artifact(folder, threads=plan.threads, manifest=manifest, backend="cpu")
     try:
-        parity = verify_artifact(folder, model, plan.verify_steps, plan.prompt_bytes, runner=htp, shown_as=plan.out)
-        ids = held_out_tokens(tokenizer, eval_tokens)
+        try:
+            parity = verify_artifact(folder, model, plan.verify_steps, plan.prompt_bytes, runner=htp, shown_as=plan.out)
+        except ParityError as e:  # the CPU-QDQ form passed (finish): this is the HTP's own gap
+            raise ParityError(f"on the HTP emulator (onnxruntime-qnn, the CPU-QDQ form passed): {e.message}", e.failures,
+                              "try --quant w8a16 (16-bit activations), or export for the CPU") from None
+        ids = held_out_tokens(tokenizer, min(256, plan.eval_bytes))
         on_htp, on_cpu = accuracy(model, htp, ids, tokenizer), accuracy(model, cpu, ids, tokenizer)
         prompt = torch.tensor([ids[:plan.prompt_bytes]])
         gap = (htp.prefill(prompt, htp.init_state(1))[0] - cpu.prefill(prompt, cpu.init_state(1))[0]).abs().max()

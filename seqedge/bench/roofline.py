@@ -40,9 +40,13 @@ PUBLISHED_RUNTIMES = {"executorch-xnnpack": "cpu", "llama.cpp-cpu (Ollama)": "cp
 # the arithmetic a runtime class does for a weight format (CPU kernels widen bf16 to fp32; 4/8-bit CPU
 # kernels quantize activations to int8; GPUs dequantize to fp16; NPUs run int8 natively, else fp16)
 COMPUTE_DTYPE = {
-    "cpu": {"fp32": "fp32", "bf16": "fp32", "fp16": "fp16", "int8": "int8", "int4": "int8", "q": "int8"},
-    "gpu": {"fp32": "fp32", "bf16": "fp16", "fp16": "fp16", "int8": "fp16", "int4": "fp16", "q": "fp16"},
-    "npu": {"fp32": "fp16", "bf16": "fp16", "fp16": "fp16", "int8": "int8", "int4": "fp16", "q": "fp16"},
+    "cpu": {"fp32": "fp32", "bf16": "fp32", "fp16": "fp16", "int8": "int8", "int4": "int8", "q": "int8",
+            "w8a16": "fp32", "w8a8": "int8"},
+    "gpu": {"fp32": "fp32", "bf16": "fp16", "fp16": "fp16", "int8": "fp16", "int4": "fp16", "q": "fp16",
+            "w8a16": "fp16", "w8a8": "fp16"},
+    # the QNN recipes: 16-bit activations run at about the fp16 rate on the HTP (no published int16 figure)
+    "npu": {"fp32": "fp16", "bf16": "fp16", "fp16": "fp16", "int8": "int8", "int4": "fp16", "q": "fp16",
+            "w8a16": "fp16", "w8a8": "int8"},
 }
 
 MIN_POINTS = 3  # fewer published points than this for a class and phase: the projection is uncalibrated

@@ -29,7 +29,7 @@ def weight_bits(recipe: str, group: int | None = 32) -> float:
         return 32.0
     if base in ("fp16", "bf16"):
         return 16.0
-    if base == "int8":
+    if base in ("int8", "w8a16", "w8a8"):  # (the QNN recipes: int8 weights, one scale per tensor)
         return 8.0
     if base == "int4":
         return 4.0 + 32.0 / (group or 32)
