@@ -19,7 +19,7 @@ from torch import Tensor
 
 from seqedge.errors import CorruptFileError, UnsupportedError
 from seqedge.runtimes.base import ArtifactRunner
-from seqedge.runtimes.onnxruntime import INSTALL
+from seqedge.runtimes.onnxruntime import OnnxRuntimeAdapter
 
 BACKENDS = ("cpu", "qnn")
 
@@ -27,13 +27,7 @@ BACKENDS = ("cpu", "qnn")
 class StaticOnnxAdapter(ArtifactRunner):
     name = "onnxruntime-static"
 
-    @classmethod
-    def available(cls) -> tuple[bool, str]:
-        try:
-            import onnxruntime
-        except ImportError:
-            return False, f"onnxruntime is not installed ({INSTALL})"
-        return True, f"onnxruntime {onnxruntime.__version__}"
+    available = OnnxRuntimeAdapter.available
 
     def load(self, artifact: Path, threads: int = 2, manifest: dict[str, Any] | None = None,
              backend: str = "cpu") -> None:

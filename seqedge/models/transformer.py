@@ -333,14 +333,18 @@ class Transformer(SequenceModel):
             x, _, _ = layer(x, cos, sin)
         return self.lm_head(self.model.norm(x))  # (B, T, V)
 
-    def prefill(self, tokens: Tensor, state: State, last_only: bool = False) -> tuple[Tensor, State]:
-        T = tokens.shape[1]
-        pos = state["pos"]  # (1,)
+    def _cached_layers(self, tokens: Tensor, state: State) -> tuple[Tensor, State]:
+        """The layers over `tokens` from position state["pos"] on: hidden states (B, T, C) and the new caches."""
         x = self.model.embed_tokens(tokens)  # (B, T, C)
         new: State = {}
         for i, layer in enumerate(self.model.layers):
-            x, new[f"k.{i}"], new[f"v.{i}"] = layer(x, self.rope_cos, self.rope_sin, state[f"k.{i}"], state[f"v.{i}"], pos)
-        new["pos"] = pos + T
+            x, new[f"k.{i}"], new[f"v.{i}"] = layer(x, self.rope_cos, self.rope_sin, state[f"k.{i}"], state[f"v.{i}"],
+                                                    state["pos"])
+        return x, new
+
+    def prefill(self, tokens: Tensor, state: State, last_only: bool = False) -> tuple[Tensor, State]:
+        x, new = self._cached_layers(tokens, state)
+        new["pos"] = state["pos"] + tokens.shape[1]
         if last_only:
             x = x[:, -1:]  # (B, 1, C)
         return self.lm_head(self.model.norm(x)), new  # (B, T or 1, V)
@@ -348,12 +352,8 @@ class Transformer(SequenceModel):
     def prefill_padded(self, tokens: Tensor, length: Tensor, state: State) -> tuple[Tensor, State]:
         """Causal attention never lets a real token see the padding after it; the padding's keys land in
         cache slots from pos + length on, which are unread until real tokens overwrite them."""
-        pos = state["pos"]  # (1,)
-        x = self.model.embed_tokens(tokens)  # (B, T, C)
-        new: State = {}
-        for i, layer in enumerate(self.model.layers):
-            x, new[f"k.{i}"], new[f"v.{i}"] = layer(x, self.rope_cos, self.rope_sin, state[f"k.{i}"], state[f"v.{i}"], pos)
-        new["pos"] = pos + length
+        x, new = self._cached_layers(tokens, state)
+        new["pos"] = state["pos"] + length
         x = x.index_select(1, length - 1)  # (B, 1, C)
         return self.lm_head(self.model.norm(x)), new  # (B, 1, V)
 

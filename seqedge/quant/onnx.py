@@ -184,22 +184,29 @@ def _undo_renormalisation(graph, node, k: int, C: int) -> list:
     ]
 
 
-def int8_static(path: Path, ctx) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+def _reader(feeds: list[dict[str, np.ndarray]]):
+    """onnxruntime's calibration reader over prepared feeds."""
+    from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
-        def __init__(self, feeds):
+        def __init__(self):
             self.it = iter(feeds)
 
         def get_next(self):
             return next(self.it, None)
+
+    return Reader()
+
+
+def int8_static(path: Path, ctx) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     _quiet()
     fold_transposes(path)
     tmp = path.with_suffix(".q.onnx")
     domains = graph_domains(path)  # the graph's op domains: seqedge's kernels are registered when it uses them
     with _calibrator_sessions_for(domains):
-        quantize_static(str(path), str(tmp), Reader(_calibration_feeds(path, ctx, domains)), quant_format=QuantFormat.QDQ,
+        quantize_static(str(path), str(tmp), _reader(_calibration_feeds(path, ctx, domains)), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=["MatMul", "Gemm"], per_channel=True, reduce_range=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         extra_options={"EnableSubgraph": True})
@@ -209,15 +216,8 @@ def int8_static(path: Path, ctx) -> None:
 def qnn_qdq(path: Path, ctx, feeds: list[dict[str, np.ndarray]] | None = None) -> None:
     """The QNN HTP recipes (w8a16, w8a8). `feeds`: calibration inputs for a graph whose inputs are not the
     dynamic interface (a static artifact's chunk and step graphs, exporters/onnx/static.py)."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize
+    from onnxruntime.quantization import QuantType, quantize
     from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
-
-    class Reader(CalibrationDataReader):
-        def __init__(self, feeds):
-            self.it = iter(feeds)
-
-        def get_next(self):
-            return next(self.it, None)
 
     _quiet()
     activations = {"w8a16": QuantType.QUInt16, "w8a8": QuantType.QUInt8}[ctx.recipe.name]
@@ -226,7 +226,7 @@ def qnn_qdq(path: Path, ctx, feeds: list[dict[str, np.ndarray]] | None = None) -
         feeds = _calibration_feeds(path, ctx, domains)
     pre, tmp = path.with_suffix(".pre.onnx"), path.with_suffix(".q.onnx")
     source = pre if qnn_preprocess_model(str(path), str(pre)) else path
-    config = get_qnn_qdq_config(str(source), Reader(feeds), activation_type=activations, weight_type=QuantType.QInt8)
+    config = get_qnn_qdq_config(str(source), _reader(feeds), activation_type=activations, weight_type=QuantType.QInt8)
     quantize(str(source), str(tmp), config)
     tmp.replace(path)
     pre.unlink(missing_ok=True)
