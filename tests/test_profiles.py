@@ -265,6 +265,6 @@ def test_a_bandwidth_measured_while_busy_is_used_but_not_kept(tmp_path, monkeypa
 
 
 def test_the_neural_engine_is_rejected_with_what_stands_in_the_way():
-    sel = select(load_profile("iphone15pro"), ModelFacts.of_model(build_model("mamba", "tiny")))
+    sel = select(load_profile("iphone15pro"), ModelFacts.of_model(build_model("transformer", "tiny")))
     coreml = {r.runtime: r.reason for r in sel.rejected if r.unit == "npu"}
     assert "macOS/iOS only" in coreml["executorch"] and "onnxruntime's qnn only" in coreml["onnxruntime"]
