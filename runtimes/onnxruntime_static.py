@@ -36,7 +36,7 @@ class StaticOnnxAdapter(ArtifactRunner):
         if backend not in BACKENDS:
             raise UnsupportedError(f"static artifacts run on the {'/'.join(BACKENDS)} backends, not {backend!r}",
                                    "pass --backend cpu, or qnn with onnxruntime-qnn installed")
-        self.manifest, self.backend = manifest, backend
+        self.manifest = manifest
         self.chunk = manifest["static"]["chunk"]
         self.sessions = {}
         for entry in ("prefill", "decode"):

@@ -78,9 +78,9 @@ def check_static(model: nn.Module, chunk: int) -> None:
 
 
 def static_interface(model: nn.Module, chunk: int) -> Interface:
-    state = [TensorSpec(s.name, s.dtype, tuple(1 if d == "batch" else d for d in s.shape))
-             for s in Interface.of(model).state]
-    vocab = Interface.of(model).outputs[0].shape[-1]
+    dynamic = Interface.of(model)  # (one probe call of the model)
+    state = [TensorSpec(s.name, s.dtype, tuple(1 if d == "batch" else d for d in s.shape)) for s in dynamic.state]
+    vocab = dynamic.outputs[0].shape[-1]
     inputs = [TensorSpec("tokens", "int64", (1, chunk)), TensorSpec("length", "int64", (1,)), *state]
     outputs = [TensorSpec("logits", "float32", (1, 1, vocab)), *(TensorSpec(f"new.{s.name}", s.dtype, s.shape)
                                                                   for s in state)]
@@ -189,6 +189,7 @@ def export_static(model: nn.Module, plan: ExportPlan) -> dict:
             else:
                 for graph in (PREFILL, DECODE):
                     apply_onnx(tmp / graph, quant)
+        prefill = onnx.load(str(tmp / PREFILL), load_external_data=False)
         ops = {lw.op: {"op": lw.op, "lowering": lw.summary, "kind": lw.kind, "flavour": lw.variant} for lw in used}
         manifest = {
             **base_manifest(model, plan, interface),
@@ -199,9 +200,8 @@ def export_static(model: nn.Module, plan: ExportPlan) -> dict:
             "graph_note": f"static shapes for NPUs: {PREFILL} takes a chunk of {chunk} tokens (padded; `length` "
                           f"real), {DECODE} one token; batch 1; logits are for the last real position",
             "static": {"chunk": chunk, "batch": 1},
-            "opset": {d.domain or "ai.onnx": d.version
-                      for d in onnx.load(str(tmp / PREFILL), load_external_data=False).opset_import},
-            "node_count": len(onnx.load(str(tmp / PREFILL), load_external_data=False).graph.node),
+            "opset": {d.domain or "ai.onnx": d.version for d in prefill.opset_import},
+            "node_count": len(prefill.graph.node),
             "requires": "onnxruntime (any execution provider: standard ops, static shapes)",
         }
         if plan.qnn:

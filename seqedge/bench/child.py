@@ -110,9 +110,9 @@ def run(request: dict) -> dict:
     # accelerator (a static NPU artifact's target is the HTP, whose x86-64 emulator says nothing of its speed)
     from seqedge.exporters.artifact import read_manifest
 
-    static = bool(read_manifest(request["artifact"], check_files=False).get("static"))
-    runner = open_artifact(request["artifact"], threads=request["threads"], check_files=False,
-                           **({"backend": "cpu"} if static else {}))
+    manifest = read_manifest(request["artifact"], check_files=False)  # read once, handed to the adapter
+    runner = open_artifact(request["artifact"], threads=request["threads"], manifest=manifest,
+                           **({"backend": "cpu"} if manifest.get("static") else {}))
     loaded = _rss_mb()
     prompt = torch.tensor([list(bytes.fromhex(request["text_hex"]))], dtype=torch.long)  # (1, max length)
     out: dict = {"runtime": runner.name, "pid": os.getpid(), "prefill": [], "decode": []}
