@@ -60,35 +60,38 @@ def test_nodes_have_exactly_the_outputs_the_lowering_reads(tmp_path):
     """The emitted node asks for the contract's outputs only, whatever onnxruntime declares beyond them."""
     from tests.test_onnx_export import _run_op_graph
 
-    export(build_model("mamba2", "tiny").eval(), ExportPlan(out=tmp_path / "a", verify=False))
-    _run_op_graph("seqedge::ssd_scan", "contrib", tmp_path, lengths=[3])  # LinearAttention: the contrib form
-    nodes = {n.op_type: n for path in (tmp_path / "a" / "model.onnx", tmp_path / "op.onnx")
-             for n in onnx.load(str(path)).graph.node if n.domain == "com.microsoft"}
+    nodes = {}
+    for op in ("seqedge::ssd_scan", "seqedge::causal_conv1d"):  # LinearAttention, CausalConvWithState: contrib forms
+        _run_op_graph(op, "contrib", tmp_path, lengths=[3])
+        nodes.update({n.op_type: n for n in onnx.load(str(tmp_path / "op.onnx")).graph.node if n.domain == "com.microsoft"})
     for use in (CAUSAL_CONV, LINEAR_ATTENTION):
         assert len(nodes[use.op].output) == len(use.outputs), nodes[use.op]
 
 
 def test_resolve_falls_back_per_op_with_a_warning():
-    without_conv = {k: v for k, v in ort_schemas().items() if k != "CausalConvWithState"}
-    chosen, warnings = resolve("fused", without_conv)
+    without_moe = {k: v for k, v in ort_schemas().items() if k != "MoE"}
+    chosen, warnings = resolve("fused", without_moe)
     by_op = {lw.op: lw.variant for lw in chosen}
     assert by_op == {"seqedge::selective_scan": "fused", "seqedge::ssd_scan": "fused",
-                     "seqedge::causal_conv1d": "portable", "seqedge::attention": "fused", "seqedge::moe_ffn": "fused"}
-    assert len(warnings) == 1 and warnings[0].startswith("seqedge::causal_conv1d:")
-    assert "CausalConvWithState is not registered" in warnings[0] and ort_version() in warnings[0]
+                     "seqedge::causal_conv1d": "fused", "seqedge::attention": "fused", "seqedge::moe_ffn": "portable"}
+    assert len(warnings) == 1 and warnings[0].startswith("seqedge::moe_ffn:")
+    assert "MoE is not registered" in warnings[0] and ort_version() in warnings[0]
 
 
 def test_export_with_a_broken_contract_falls_back_and_records_it(tmp_path, monkeypatch):
-    """An onnxruntime without CausalConvWithState: the export still succeeds (portable Mamba-2 convolution,
-    real onnxruntime parity) and the manifest says what happened."""
+    """A machine without seqedge's kernels and an onnxruntime without CausalConvWithState: the Mamba-2 export
+    still succeeds (its scan on LinearAttention, its convolution portable; real onnxruntime parity) and the
+    manifest says what happened, once per op."""
     schemas = {k: v for k, v in ort_schemas().items() if k != "CausalConvWithState"}  # the registry view seqedge reads
     monkeypatch.setattr(contrib, "ort_schemas", lambda: schemas)
+    monkeypatch.setattr(kernels, "problems", lambda: ["seqedge's onnxruntime kernels are not available here (no c++)"])
     torch.manual_seed(0)
     manifest = export(build_model("mamba2", "tiny").eval(), ExportPlan(out=tmp_path / "a", verify_steps=8))
     flavours = {o["op"]: o["flavour"] for o in manifest["ops"]}
-    assert flavours == {"seqedge::ssd_scan": "fused", "seqedge::selective_scan": "fused",
-                        "seqedge::causal_conv1d": "portable"}
-    assert len(manifest["warnings"]) == 1 and "CausalConvWithState" in manifest["warnings"][0]
+    assert flavours == {"seqedge::ssd_scan": "contrib", "seqedge::causal_conv1d": "portable"}
+    conv = [w for w in manifest["warnings"] if w.startswith("seqedge::causal_conv1d:")]
+    assert len(conv) == 1 and "CausalConvWithState" in conv[0] and "no c++" in conv[0]
+    assert "seqedge" not in manifest["opset"]
     assert manifest["parity"]["passed"]
     on_disk = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert on_disk["warnings"] == manifest["warnings"]

@@ -250,9 +250,15 @@ def test_fused_artifacts_use_the_fast_kernels(artifacts):
     import onnx
 
     kinds = {k: {n.op_type for n in onnx.load(str(f / "model.onnx")).graph.node} for k, (f, _, _) in artifacts.items()}
-    assert {"SelectiveScan", "CausalConvWithState"} <= kinds[("mamba", "fused")]
-    assert "LinearAttention" not in kinds[("mamba", "fused")]
+    # Mamba's block: the scan with its softplus step and silu(z) gate as one MambaScan (fusions.py), the
+    # convolution channels last with no transposes around it — none of the elementwise nodes left
+    assert {"MambaScan", "CausalConv1d"} <= kinds[("mamba", "fused")]
+    assert not {"SelectiveScan", "Softplus", "Sigmoid", "Where", "LinearAttention", "CausalConvWithState"} & kinds[
+        ("mamba", "fused")]
     mamba = read_manifest(artifacts[("mamba", "fused")][0])
+    nodes = [n.op_type for n in onnx.load(str(artifacts[("mamba", "fused")][0] / "model.onnx")).graph.node]
+    assert nodes.count("Transpose") < mamba["config"]["num_hidden_layers"]  # none per layer (the tied head's may remain)
+    assert mamba["fusions"]["mamba_scan"] == mamba["config"]["num_hidden_layers"], mamba["fusions"]
     assert mamba["opset"]["seqedge"] == 1 and "libseqedge_ort_kernels" in mamba["requires"]
     assert "seqedge" not in read_manifest(artifacts[("transformer", "fused")][0])["opset"]
     assert "Scan" in kinds[("mamba", "portable")] and "LinearAttention" not in kinds[("mamba", "portable")]
@@ -266,7 +272,7 @@ def test_fused_artifacts_use_the_fast_kernels(artifacts):
                for (fam, fl), (f, _, _) in artifacts.items() if fl == "portable")
     assert "LSTM" in kinds[("lstm", "fused")] and "GRU" in kinds[("gru", "fused")] and "RNN" in kinds[("rnn", "fused")]
     assert "SelectiveScan" in kinds[("s4", "fused")] and "Scan" in kinds[("s4", "portable")]
-    assert {"SelectiveScan", "CausalConvWithState"} <= kinds[("mamba2", "fused")] and "Scan" in kinds[("mamba2", "portable")]
+    assert {"SelectiveScan", "CausalConv1d"} <= kinds[("mamba2", "fused")] and "Scan" in kinds[("mamba2", "portable")]
     assert "LinearAttention" not in kinds[("mamba2", "fused")]  # its contrib form, where seqedge's kernels are missing
 
 

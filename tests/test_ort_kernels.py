@@ -1,6 +1,6 @@
 """seqedge's onnxruntime kernel library (libseqedge_ort_kernels, runtimes/ort_kernels.py) in real sessions:
-seqedge.SelectiveScan against selective_scan_ref at every x86-64 feature level and thread count, and the
-kernel's own checks of what an untrusted graph feeds it. Every onnxruntime API slot the library declares
+each op (SelectiveScan, MambaScan, CausalConv1d) against its reference at every x86-64 feature level and
+thread count, and the kernels' own checks of what an untrusted graph feeds them. Every onnxruntime API slot the library declares
 (ort_abi.h) is exercised here: registration, inputs, shapes, outputs, the thread pool and error statuses."""
 
 import os
@@ -14,17 +14,19 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from seqedge.ops import selective_scan_ref
+from seqedge.ops import causal_conv1d_ref, mamba_scan_ref, selective_scan_ref
 from seqedge.runtimes.ort_kernels import DOMAIN, graph_domains, library, options_for, register_for
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "state")
-RANKS = {"u": 3, "delta": 3, "A": 2, "B": 3, "C": 3, "D": 1, "state": 3}
+RANKS = {"u": 3, "delta": 3, "A": 2, "B": 3, "C": 3, "D": 1, "state": 3, "z": 3, "x": 3, "weight": 3, "bias": 1}
+OPS = {"SelectiveScan": NAMES, "MambaScan": (*NAMES, "z"), "CausalConv1d": ("x", "weight", "bias", "state")}
 
 
-def scan_graph(path, ranks=RANKS):
-    """One SelectiveScan node, every dimension symbolic (so onnxruntime checks nothing and the kernel must)."""
-    node = helper.make_node("SelectiveScan", list(NAMES), ["y", "state_out"], domain=DOMAIN)
-    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [f"{n}{i}" for i in range(ranks[n])]) for n in NAMES]
+def scan_graph(path, ranks=RANKS, op="SelectiveScan"):
+    """One node of `op`, every dimension symbolic (so onnxruntime checks nothing and the kernel must)."""
+    names = OPS[op]
+    node = helper.make_node(op, list(names), ["y", "state_out"], domain=DOMAIN)
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [f"{n}{i}" for i in range(ranks[n])]) for n in names]
     outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "state_out")]
     model = helper.make_model(helper.make_graph([node], "scan", inputs, outputs),
                               opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid(DOMAIN, 1)])
@@ -60,6 +62,47 @@ def test_selective_scan_matches_its_reference(tmp_path, Bt, T, D, N, threads):
     assert np.abs(h - h_ref.numpy()).max() <= 1e-4 * max(1.0, h_ref.abs().max().item())
 
 
+def mamba_operands(Bt, T, D, N, seed=0):
+    """MambaScan's operands: delta before its softplus (both signs, and past torch's threshold of 20), z both signs."""
+    x = operands(Bt, T, D, N, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    return {**x, "delta": torch.randn(Bt, T, D, generator=g) * 4 - 2 + (torch.rand(Bt, T, D, generator=g) > 0.95) * 22,
+            "z": torch.randn(Bt, T, D, generator=g) * 3}
+
+
+def conv_operands(Bt, T, D, K, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"x": torch.randn(Bt, T, D, generator=g) * 2, "weight": torch.randn(D, 1, K, generator=g),
+            "bias": torch.randn(D, generator=g), "state": torch.randn(Bt, D, K - 1, generator=g)}
+
+
+def conv_ref_channels_last(x, weight, bias, state):
+    y, s = causal_conv1d_ref(x.transpose(1, 2), weight, bias, state)  # the reference is channels first
+    return y.transpose(1, 2), s
+
+
+FUSED_CASES = {  # op: (operands(Bt, T, D, size, seed), reference)
+    "MambaScan": (mamba_operands, mamba_scan_ref),
+    "CausalConv1d": (conv_operands, conv_ref_channels_last),
+}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("Bt,T,D,size", [(1, 1, 16, 16), (2, 37, 40, 4), (1, 300, 33, 4), (3, 2, 7, 3), (2, 3, 1, 1)])
+@pytest.mark.parametrize("op", FUSED_CASES)
+def test_mamba_block_op_matches_its_reference(tmp_path, op, Bt, T, D, size, threads):
+    """The ops Mamba's block fuses into: MambaScan (softplus step, silu(z) gate; size = N) and the channels-last
+    CausalConv1d (size = K; T shorter than the window included): partial 16-lane blocks, one step, long T."""
+    make, reference = FUSED_CASES[op]
+    sess = session(scan_graph(tmp_path / "op.onnx", op=op), threads)
+    x = make(Bt, T, D, size, seed=T + D)
+    y, h = sess.run(None, {n: x[n].numpy() for n in OPS[op]})
+    y_ref, h_ref = reference(*(x[n] for n in OPS[op]))
+    assert y.shape == tuple(y_ref.shape) and h.shape == tuple(h_ref.shape)
+    for got, want in ((y, y_ref.numpy()), (h, h_ref.numpy())):  # h is empty for a width-1 convolution
+        assert np.abs(got - want).max(initial=0) <= 1e-4 * max(1.0, np.abs(want).max(initial=0))
+
+
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the feature levels are x86-64's")
 @pytest.mark.parametrize("isa", ["baseline", "v3"])
 def test_every_isa_level_matches_the_reference(isa):
@@ -68,7 +111,7 @@ def test_every_isa_level_matches_the_reference(isa):
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
                         "matches_its_reference"], env={**os.environ, "SEQEDGE_KERNEL_ISA": isa},
                        capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0 and "10 passed" in r.stdout, r.stdout[-2000:]
+    assert r.returncode == 0 and "30 passed" in r.stdout, r.stdout[-2000:]
 
 
 @pytest.mark.parametrize("change, needle", [
@@ -88,6 +131,23 @@ def test_shapes_an_untrusted_graph_feeds_are_refused(tmp_path, change, needle):
     with pytest.raises(Exception) as e:
         sess.run(None, {n: x[n].numpy() for n in NAMES})
     assert f"seqedge.SelectiveScan: {needle}" in str(e.value)
+
+
+@pytest.mark.parametrize("op, change, needle", [
+    ("MambaScan", lambda x: {**x, "z": torch.zeros(2, 9, 39)}, "z must have u's shape (Bt, T, D)"),
+    ("MambaScan", lambda x: {**x, "B": torch.zeros(2, 8, 16)}, "B and C must be (Bt, T, N)"),
+    ("CausalConv1d", lambda x: {**x, "weight": torch.zeros(40, 2, 4)}, "weight must be (D, 1, K) and bias (D)"),
+    ("CausalConv1d", lambda x: {**x, "bias": torch.zeros(41)}, "weight must be (D, 1, K) and bias (D)"),
+    ("CausalConv1d", lambda x: {**x, "state": torch.zeros(2, 40, 4)}, "state must be (Bt, D, K-1)"),
+    ("CausalConv1d", lambda x: {**x, "weight": torch.zeros(40, 1, 65), "state": torch.zeros(2, 40, 64)},
+     "the kernel width K must be 1 to 64"),
+])
+def test_shapes_the_fused_ops_are_fed_are_checked(tmp_path, op, change, needle):
+    sess = session(scan_graph(tmp_path / "op.onnx", op=op))
+    x = change(FUSED_CASES[op][0](2, 9, 40, 16 if op == "MambaScan" else 4))
+    with pytest.raises(Exception) as e:
+        sess.run(None, {n: x[n].numpy() for n in OPS[op]})
+    assert f"seqedge.{op}: {needle}" in str(e.value)
 
 
 def test_a_wrong_rank_is_refused(tmp_path):

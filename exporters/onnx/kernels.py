@@ -35,3 +35,8 @@ def _op(name: str, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> Op:
 
 # y (Bt, T, D), state_out (Bt, D, N) = SelectiveScan(u, delta (Bt, T, D), A (D, N), B, C (Bt, T, N), D (D), state)
 SELECTIVE_SCAN = _op("SelectiveScan", ("u", "delta", "A", "B", "C", "D", "state"), ("y", "state_out"))
+# the same with Mamba's block around it: step softplus(delta), output gated by silu(z) (Bt, T, D) — mamba_scan_ref
+MAMBA_SCAN = _op("MambaScan", ("u", "delta", "A", "B", "C", "D", "state", "z"), ("y", "state_out"))
+# y (Bt, T, D), state_out (Bt, D, K-1) = CausalConv1d(x (Bt, T, D), weight (D, 1, K), bias (D), state): Mamba's
+# convolution + SiLU, channels last (causal_conv1d_ref on the transposed x and y)
+CAUSAL_CONV1D = _op("CausalConv1d", ("x", "weight", "bias", "state"), ("y", "state_out"))

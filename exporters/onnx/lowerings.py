@@ -6,8 +6,8 @@ ops that replaces the op before translation). Flavours:
 
 - `fused`: the fastest kernels onnxruntime can run: seqedge's own (`seqedge.SelectiveScan`, the same C++
   source as the ExecuTorch kernel, in libseqedge_ort_kernels that the runtime registers — kernels.py) for the
-  Mamba-1 scan and the Mamba-2 scan (one per group of heads), and onnxruntime's contrib kernels (onnxruntime
-  >= 1.31, CPU): CausalConvWithState for Mamba's convolution, GroupQueryAttention for cached attention,
+  Mamba-1 scan and the Mamba-2 scan (one per group of heads) and Mamba's convolution (`seqedge.CausalConv1d`),
+  and onnxruntime's contrib kernels (onnxruntime >= 1.31, CPU): GroupQueryAttention for cached attention,
   MoE for a mixture of experts (top-k: only the chosen experts run; QMoE once quantized, quant/onnx.py).
 - `portable`: standard ONNX ops only; node count independent of sequence length (the scan is an
   ONNX `Scan` over time, never an unrolled loop).
@@ -40,7 +40,7 @@ from seqedge.exporters.decompositions import (
 )
 from seqedge.exporters.lowering import Lowering, LoweringRegistry
 from seqedge.exporters.onnx.contrib import ContribUse, ort_version
-from seqedge.exporters.onnx.kernels import SELECTIVE_SCAN, SEQEDGE_KERNELS
+from seqedge.exporters.onnx.kernels import CAUSAL_CONV1D, SELECTIVE_SCAN, SEQEDGE_KERNELS
 from seqedge.ops.moe_ffn import moe_ffn_dense
 
 FLAVOURS = ("fused", "portable")
@@ -177,7 +177,16 @@ CAUSAL_CONV = ContribUse(
     outputs=(("output", "float"), ("present_state", "float")))
 
 
-@lowering("seqedge::causal_conv1d", "fused", "translation", "com.microsoft.CausalConvWithState(activation=silu)",
+@lowering("seqedge::causal_conv1d", "fused", "translation",
+          "seqedge.CausalConv1d (seqedge's C++ convolution + SiLU, channels last: the transposes on either side "
+          "cancel the model's)", uses=(SEQEDGE_KERNELS,))
+def conv_seqedge_kernel(x: FLOAT, weight: FLOAT, bias: FLOAT, state: FLOAT) -> tuple[FLOAT, FLOAT]:
+    """The op takes x channels first (Bt, D, T), as the model transposed it; the kernel wants it channels last."""
+    y, new_state = CAUSAL_CONV1D(op.Transpose(x, perm=[0, 2, 1]), weight, bias, state)  # (Bt, T, D)
+    return op.Transpose(y, perm=[0, 2, 1]), new_state
+
+
+@lowering("seqedge::causal_conv1d", "contrib", "translation", "com.microsoft.CausalConvWithState(activation=silu)",
           uses=(CAUSAL_CONV,))
 def conv_with_state(x: FLOAT, weight: FLOAT, bias: FLOAT, state: FLOAT) -> tuple[FLOAT, FLOAT]:
     y, new_state = CAUSAL_CONV(x, weight, bias, state, activation="silu")

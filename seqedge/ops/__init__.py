@@ -8,7 +8,7 @@ from seqedge.ops.attention import attention, attention_ref, attention_sdpa, cach
 from seqedge.ops.causal_conv1d import causal_conv1d, causal_conv1d_eager, causal_conv1d_ref
 from seqedge.ops.moe_ffn import moe_ffn, moe_ffn_dense, moe_ffn_q, moe_ffn_q_ref, moe_ffn_ref
 from seqedge.ops.rnn_scan import CELLS, rnn_scan, rnn_scan_ref
-from seqedge.ops.selective_scan import selective_scan, selective_scan_chunked, selective_scan_ref
+from seqedge.ops.selective_scan import mamba_scan_ref, selective_scan, selective_scan_chunked, selective_scan_ref
 from seqedge.ops.ssd_scan import ssd_scan, ssd_scan_chunked, ssd_scan_ref
 
 OP_NAMES = ("seqedge::selective_scan", "seqedge::ssd_scan", "seqedge::attention", "seqedge::causal_conv1d",
@@ -28,6 +28,7 @@ __all__ = [
     "causal_conv1d",
     "causal_conv1d_eager",
     "causal_conv1d_ref",
+    "mamba_scan_ref",
     "moe_ffn",
     "moe_ffn_dense",
     "moe_ffn_q",

@@ -10,7 +10,13 @@
 // registers, so every operation — exp(delta * A) included — runs across 16 channels at once (one AVX-512
 // register, two AVX2, four NEON) with no horizontal sums; a runtime splits the blocks over its threads
 // (`scan_items` of them, `scan_item` runs one). The cost is linear in T and nothing of size (T, D, N) is
-// materialised. Compiled per x86-64 feature level (vector_math.h).
+// materialised. A single step (T = 1: decode) walks each channel's N states instead, contiguous in the
+// (Bt, D, N) layout, so the block does not gather and scatter its state across channels.
+// Compiled per x86-64 feature level (vector_math.h).
+//
+// Mamba's block around the scan can come in too (seqedge.MambaScan, mamba's selective_scan_fn with
+// delta_softplus and z): delta_softplus takes softplus(delta) as the step, and z (Bt, T, D) gates the output,
+// y_t * silu(z_t) (reference: seqedge/ops/selective_scan/reference.py mamba_scan_ref).
 #pragma once
 
 #include <algorithm>
@@ -29,7 +35,39 @@ struct Scan {
   const float *u, *delta, *A, *B, *C, *Dv, *state;
   float *y, *state_out;
   int64_t Bt, T, Dm, N;
+  const float* z = nullptr;     // (Bt, T, D): y_t * silu(z_t) when given
+  bool delta_softplus = false;  // the step is softplus(delta)
 };
+
+// Lane-wide steps shared by the scan and the single step, each a loop over all kLanes lanes (so it vectorises;
+// the options are tested outside the loops): lanes past nd read 0 and are not stored.
+SEQEDGE_INLINE void load_lanes(const float* src, int64_t i, int64_t nd, float* out) {
+  if (nd == kLanes) {
+    std::memcpy(out, src + i, sizeof(float) * kLanes);
+    return;
+  }
+  for (int64_t c = 0; c < kLanes; ++c) out[c] = c < nd ? src[i + c] : 0.f;
+}
+
+// The step sizes of the lanes at index i: delta, or softplus(delta).
+SEQEDGE_INLINE void load_step_sizes(const Scan& s, int64_t i, int64_t nd, float* dt) {
+  load_lanes(s.delta, i, nd, dt);
+  if (s.delta_softplus) apply16(dt, [](Floats8 v) { return softplus8(v); });
+}
+
+// Store the lanes' outputs at index i, gated by silu(z) when z is given.
+SEQEDGE_INLINE void store_outputs(const Scan& s, int64_t i, int64_t nd, float* y) {
+  if (s.z) {
+    float z[kLanes];
+    load_lanes(s.z, i, nd, z);
+    apply16(z, [](Floats8 v) { return silu8(v); });
+    for (int64_t c = 0; c < kLanes; ++c) y[c] *= z[c];
+  }
+  if (nd == kLanes)
+    std::memcpy(s.y + i, y, sizeof(float) * kLanes);
+  else
+    for (int64_t c = 0; c < nd; ++c) s.y[i + c] = y[c];
+}
 
 // Channels [d0, d0 + nd), nd <= kLanes, of batch row b; lanes past nd compute zeros and are not stored.
 SEQEDGE_INLINE void scan_block(const Scan& s, int64_t b, int64_t d0, int64_t nd) {
@@ -49,9 +87,9 @@ SEQEDGE_INLINE void scan_block(const Scan& s, int64_t b, int64_t d0, int64_t nd)
     const float* Bt_ = s.B + (b * s.T + t) * N;
     const float* Ct_ = s.C + (b * s.T + t) * N;
     float dt[kLanes], u[kLanes], du[kLanes], acc[kLanes];
+    load_step_sizes(s, i, nd, dt);
+    load_lanes(s.u, i, nd, u);
     for (int64_t c = 0; c < kLanes; ++c) {
-      dt[c] = c < nd ? s.delta[i + c] : 0.f;
-      u[c] = c < nd ? s.u[i + c] : 0.f;
       du[c] = dt[c] * u[c];
       acc[c] = 0.f;
     }
@@ -62,13 +100,36 @@ SEQEDGE_INLINE void scan_block(const Scan& s, int64_t b, int64_t d0, int64_t nd)
         acc[c] += cn * h[n][c];
       }
     }
-    for (int64_t c = 0; c < nd; ++c) s.y[i + c] = acc[c] + Dl[c] * u[c];
+    for (int64_t c = 0; c < kLanes; ++c) acc[c] += Dl[c] * u[c];
+    store_outputs(s, i, nd, acc);
   }
   for (int64_t n = 0; n < N; ++n)
     for (int64_t c = 0; c < nd; ++c) s.state_out[(b * Dm + d0 + c) * N + n] = h[n][c];
 }
 
+// One time step (T = 1) of channels [d0, d0 + nd): each channel's N states are contiguous, so the loop over
+// them is the vector loop and the state is read and written in place of a transpose.
+SEQEDGE_INLINE void step_block(const Scan& s, int64_t b, int64_t d0, int64_t nd) {
+  const int64_t N = s.N, i0 = b * s.Dm + d0;
+  const float* Bn = s.B + b * N;
+  const float* Cn = s.C + b * N;
+  float dt[kLanes], u[kLanes], y[kLanes] = {}, h[kMaxState];
+  load_step_sizes(s, i0, nd, dt);
+  load_lanes(s.u, i0, nd, u);
+  for (int64_t c = 0; c < nd; ++c) {
+    const int64_t i = i0 + c;
+    const float du = dt[c] * u[c];
+    const float* A = s.A + (d0 + c) * N;
+    const float* h0 = s.state + i * N;
+    for (int64_t n = 0; n < N; ++n) h[n] = exp_nonpositive(dt[c] * A[n]) * h0[n] + du * Bn[n];
+    for (int64_t n = 0; n < N; ++n) s.state_out[i * N + n] = h[n];  // may alias state: read above
+    y[c] = dot(Cn, h, N) + s.Dv[d0 + c] * u[c];
+  }
+  store_outputs(s, i0, nd, y);
+}
+
 SEQEDGE_ISA_VARIANTS(scan_block, scan_block, (const Scan& s, int64_t b, int64_t d0, int64_t nd), (s, b, d0, nd))
+SEQEDGE_ISA_VARIANTS(step_block, step_block, (const Scan& s, int64_t b, int64_t d0, int64_t nd), (s, b, d0, nd))
 
 // Why the operands' shapes do not fit one scan (nullptr when they do): u, delta (Bt, T, D); A (D, N);
 // B, C (Bt, T, N); D (D); state (Bt, D, N). Each runtime checks this before touching any data — the
@@ -102,9 +163,10 @@ inline int64_t scan_items(const Scan& s) { return s.Bt * ((s.Dm + kLanes - 1) / 
 // the buffer): a block reads its channels' state fully before writing it, and blocks are disjoint.
 inline void scan_item(const Scan& s, int64_t item) {
   static const auto block = select_isa(scan_block_v4, scan_block_v3, scan_block_baseline);
+  static const auto step = select_isa(step_block_v4, step_block_v3, step_block_baseline);
   const int64_t blocks = (s.Dm + kLanes - 1) / kLanes;
   const int64_t b = item / blocks, d0 = (item % blocks) * kLanes;
-  block(s, b, d0, std::min<int64_t>(kLanes, s.Dm - d0));
+  (s.T == 1 ? step : block)(s, b, d0, std::min<int64_t>(kLanes, s.Dm - d0));
 }
 
 }  // namespace

@@ -93,4 +93,72 @@ SEQEDGE_INLINE float exp_nonpositive(float x) {
   return x < -87.0f ? 0.0f : p * scale;
 }
 
+// 8 floats as one GCC vector (one AVX2 register; two SSE/NEON), for the functions below, which the loop
+// vectoriser leaves scalar inside a kernel's fully unrolled 16-lane loops (wider generic vectors are lowered
+// to scalar selects on AVX2). apply16 applies one to 16 lanes as two halves.
+typedef float Floats8 __attribute__((vector_size(32)));
+typedef int32_t Ints8 __attribute__((vector_size(32)));
+
+SEQEDGE_INLINE Floats8 load8(const float* p) {
+  Floats8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+SEQEDGE_INLINE void store8(float* p, Floats8 v) { std::memcpy(p, &v, sizeof v); }
+template <class Fn>
+SEQEDGE_INLINE void apply16(float* x, Fn fn) {
+  store8(x, fn(load8(x)));
+  store8(x + 8, fn(load8(x + 8)));
+}
+
+// exp_nonpositive over 8 lanes: n = round(t) as trunc(t - 1/2) (t <= 0; no add-and-subtract rounding trick,
+// which reassociation would fold away).
+SEQEDGE_INLINE Floats8 exp_nonpositive8(Floats8 x) {
+  const Floats8 zero = {}, low = zero - 87.0f;
+  const Floats8 t = (x < low ? low : x) * 1.44269504088896341f;
+  const Ints8 ni = __builtin_convertvector(t - 0.5f, Ints8);
+  const Floats8 f = t - __builtin_convertvector(ni, Floats8);
+  Floats8 p = zero + 1.535336188319500e-4f;
+  p = p * f + 1.339887440266574e-3f;
+  p = p * f + 9.618437357674640e-3f;
+  p = p * f + 5.550332471162809e-2f;
+  p = p * f + 2.402264791363012e-1f;
+  p = p * f + 6.931472028550421e-1f;
+  p = p * f + 1.0f;
+  const Ints8 bits = (ni + 127) << 23;
+  Floats8 scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return x < low ? zero : p * scale;
+}
+
+// log(1 + e) for e in [0, 1]: 2·atanh(s) with s = e / (2 + e) in [0, 1/3], by its odd series to s^17
+// (truncation < 4e-10 at s = 1/3); exact to float rounding for tiny e, where log1p(e) = e.
+SEQEDGE_INLINE Floats8 log1p_unit8(Floats8 e) {
+  const Floats8 s = e / (2.0f + e), s2 = s * s;
+  Floats8 p = s2 * (1.0f / 17) + 1.0f / 15;
+  p = p * s2 + 1.0f / 13;
+  p = p * s2 + 1.0f / 11;
+  p = p * s2 + 1.0f / 9;
+  p = p * s2 + 1.0f / 7;
+  p = p * s2 + 1.0f / 5;
+  p = p * s2 + 1.0f / 3;
+  p = p * s2 + 1.0f;
+  return 2.0f * s * p;
+}
+
+// softplus(x) = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|)), as torch computes it (above 20 torch returns
+// x; here log1p(exp(-20)) = 2e-9 is below x's rounding there, so the two agree).
+SEQEDGE_INLINE Floats8 softplus8(Floats8 x) {
+  const Floats8 zero = {};
+  const Floats8 a = x < zero ? -x : x;
+  return (x > zero ? x : zero) + log1p_unit8(exp_nonpositive8(-a));
+}
+
+// silu(x) = x · sigmoid(x), with exp only of non-positive arguments (no overflow for either sign).
+SEQEDGE_INLINE Floats8 silu8(Floats8 x) {
+  const Floats8 zero = {}, one = zero + 1.0f;
+  const Floats8 e = exp_nonpositive8(x < zero ? x : -x);
+  return x * (x < zero ? e : one) / (one + e);
+}
+
 }  // namespace seqedge

@@ -1,7 +1,8 @@
 """`seqedge::causal_conv1d` — Mamba's stateful causal depthwise conv + SiLU as one op (shapes: reference.py).
 
-Eager: concatenate the carried inputs and run one grouped conv1d. ONNX lowers it to
-`com.microsoft.CausalConvWithState` (fused) or Concat + Conv + Slice (portable).
+Eager: concatenate the carried inputs and run one grouped conv1d. ONNX lowers it to seqedge's own
+`seqedge.CausalConv1d` (fused; `com.microsoft.CausalConvWithState` where seqedge's kernels cannot be built) or
+Concat + Conv + Slice (portable).
 """
 
 from __future__ import annotations

@@ -35,3 +35,13 @@ def selective_scan_ref(
         ys.append(y)
     y = torch.stack(ys, dim=1)  # (Bt, T, D)
     return y.to(u.dtype), h.to(state.dtype)
+
+
+def mamba_scan_ref(
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, state: Tensor, z: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The scan as Mamba's block uses it (mamba's selective_scan_fn with delta_softplus=True and z): the step is
+    softplus(delta) and the output is gated, y · silu(z) with z (Bt, T, D). What onnxruntime's
+    `seqedge.MambaScan` computes (the ONNX fusion of exporters/onnx/fusions.py puts it in place)."""
+    y, h = selective_scan_ref(u, torch.nn.functional.softplus(delta), A, B, C, D, state)  # (Bt, T, D), (Bt, D, N)
+    return y * torch.nn.functional.silu(z), h
