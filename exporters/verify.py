@@ -1,8 +1,11 @@
 """Parity of an exported artifact against the PyTorch model: prefill, then N greedy decode steps.
 
-Both sides get the same tokens (the reference's greedy choices), so each step's logits are comparable;
-`token_agreement` is the share of steps where the artifact's own greedy choice equals the reference's.
-The state is carried through the artifact from the prefill on, so a state bug shows up within steps.
+Both sides see the same tokens: the artifact walks its own greedy choices through its decode path, one step
+at a time with the state carried from the prefill on (so a state bug shows up within steps), and the PyTorch
+reference then reads the whole walk in one forward (every position's logits), so each step's logits are
+comparable; `token_agreement` is the share of steps where the two greedy choices agree. The model's own step
+is checked against its prefill on the first SELF_CHECK_STEPS steps (a user's module whose step and prefill
+disagree would decode differently from the artifact, which is traced from prefill).
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ def _kl(ref: torch.Tensor, art: torch.Tensor) -> float:
     return max(0.0, (p.exp() * (p - q)).sum().item())
 
 
+SELF_CHECK_STEPS = 4  # decode steps on which the model's own step is checked against its prefill
+
+
 def check_parity(reference, artifact, prompt: list[int], steps: int = 64, tolerance: float = FP32_TOLERANCE,
                  min_token_agreement: float | None = 1.0, max_mean_kl: float | None = None,
                  baseline: tuple[str, torch.nn.Module, float] | None = None) -> Parity:
@@ -64,25 +70,32 @@ def check_parity(reference, artifact, prompt: list[int], steps: int = 64, tolera
     tokens = torch.tensor([list(prompt)], dtype=torch.long)  # (1, P)
     base = baseline[1] if baseline else None
     with torch.no_grad():
-        ref_logits, ref_state = reference.prefill(tokens, reference.init_state(1), last_only=True)
+        # the artifact walks its greedy tokens step by step (its decode path is what is checked); the reference
+        # (and the baseline) then read every position of the same tokens in one forward each
         art_logits, art_state = artifact.prefill(tokens, artifact.init_state(1))
-        if base is not None:
-            base_logits, base_state = base.prefill(tokens, base.init_state(1), last_only=True)
-            base_kls = [_kl(ref_logits[0, -1], base_logits[0, -1])]
-        prefill_diff = (ref_logits[:, -1] - art_logits[:, -1]).abs().max().item()
-        kls = [_kl(ref_logits[0, -1], art_logits[0, -1])]
-        diffs, agree = [], 0
+        art_rows, walked = [art_logits[0, -1]], []
         for _ in range(steps):
-            nxt = ref_logits[0, -1].argmax()
-            agree += int(art_logits[0, -1].argmax() == nxt)
-            token = nxt.view(1, 1)
-            ref_logits, ref_state = reference.step(token, ref_state)
-            art_logits, art_state = artifact.step(token, art_state)
-            diffs.append((ref_logits[:, -1] - art_logits[:, -1]).abs().max().item())
-            kls.append(_kl(ref_logits[0, -1], art_logits[0, -1]))
-            if base is not None:
-                base_logits, base_state = base.step(token, base_state)
-                base_kls.append(_kl(ref_logits[0, -1], base_logits[0, -1]))
+            walked.append(art_rows[-1].argmax().item())
+            art_logits, art_state = artifact.step(torch.tensor([[walked[-1]]]), art_state)
+            art_rows.append(art_logits[0, -1])
+        path = torch.cat([tokens, torch.tensor([walked], dtype=torch.long)], dim=1)  # (1, P + steps)
+        last = slice(tokens.shape[1] - 1, None)  # the prompt's last position and each step's
+        ref_rows = reference.prefill(path, reference.init_state(1))[0][0, last]  # (steps + 1, V)
+        art_rows = torch.stack(art_rows)  # (steps + 1, V)
+        # the model's own step must give what its prefill gives (the artifact is traced from prefill): checked
+        # on the walk's first steps
+        own = []
+        _, ref_state = reference.prefill(tokens, reference.init_state(1), last_only=True)
+        for i in range(min(steps, SELF_CHECK_STEPS)):
+            ref_logits, ref_state = reference.step(path[:, tokens.shape[1] + i : tokens.shape[1] + i + 1], ref_state)
+            own.append((ref_logits[0, -1] - ref_rows[i + 1]).abs().max().item())
+        if base is not None:
+            base_rows = base.prefill(path, base.init_state(1))[0][0, last]
+            base_kls = [_kl(r, b) for r, b in zip(ref_rows, base_rows)]
+        prefill_diff = (ref_rows[0] - art_rows[0]).abs().max().item()
+        kls = [_kl(r, a) for r, a in zip(ref_rows, art_rows)]
+        diffs = [(r - a).abs().max().item() for r, a in zip(ref_rows[1:], art_rows[1:])]
+        agree = int((ref_rows[:-1].argmax(-1) == art_rows[:-1].argmax(-1)).sum().item()) if steps else 0
     base_kl = round(sum(base_kls) / len(base_kls), 8) if base is not None else None
     if base_kl is not None and max_mean_kl is not None:
         max_mean_kl = round(max(max_mean_kl, baseline[2] * base_kl), 8)
@@ -90,6 +103,10 @@ def check_parity(reference, artifact, prompt: list[int], steps: int = 64, tolera
                     [round(d, 8) for d in diffs], tolerance, min_token_agreement, len(prompt),
                     round(sum(kls) / len(kls), 8), round(max(kls), 8), max_mean_kl,
                     baseline[0] if baseline else None, base_kl)
+    for i, d in enumerate(own):
+        if d > FP32_TOLERANCE:
+            parity.failures.append(f"decode step {i} logits: the model's own step differs from its prefill by "
+                                   f"{d:.3g} (> {FP32_TOLERANCE:g}); the artifact follows its prefill")
     if prefill_diff > tolerance:
         parity.failures.append(f"prefill logits: max abs diff {prefill_diff:.3g} > {tolerance:g}")
     for i, d in enumerate(diffs):

@@ -63,3 +63,13 @@ class ArtifactRunner:
 
     def step(self, token: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         return self.prefill(token, state)
+
+    def logits_each(self, tokens: Tensor) -> Tensor:
+        """The logits after every token of `tokens` (1, T) from an empty state, (T, V): the artifact's entries
+        return the last position's only, so it steps token by token with the state carried (a runtime that
+        can do better says so)."""
+        state, rows = self.init_state(1), []
+        for t in range(tokens.shape[1]):
+            logits, state = self.step(tokens[:, t : t + 1], state)
+            rows.append(logits[0, -1])
+        return torch.stack(rows)  # (T, V)

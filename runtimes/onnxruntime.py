@@ -90,11 +90,11 @@ class OnnxRuntimeAdapter(ArtifactRunner):
                                    f"build", f"available: {', '.join(ort.get_available_providers())}; install the "
                                    "onnxruntime package built for it (e.g. onnxruntime-gpu for CUDA)")
         self.provider = provider
-        opts = ort.SessionOptions()
+        opts = self.options = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        path = Path(artifact) / manifest["graphs"]["prefill"]
+        path = self.path = Path(artifact) / manifest["graphs"]["prefill"]
         register_for(opts, manifest.get("opset"))  # seqedge's own kernels, when the graph uses them
         try:
             providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
@@ -138,5 +138,59 @@ class OnnxRuntimeAdapter(ArtifactRunner):
         buf.cur = 1 - buf.cur
         return torch.from_numpy(buf.logits.copy()), dict(buf.views[buf.cur])
 
+    def logits_each(self, tokens: Tensor) -> Tensor:
+        """Every position's logits in chunks of EVAL_CHUNK tokens: a second session on the graph with its
+        last-position Slice taken out (`every_position_graph`; the same weights and kernels, as prefill runs
+        them), the state carried between chunks. Stepped token by token where the graph has no such Slice."""
+        import onnxruntime as ort
+
+        graph = every_position_graph(self.path)
+        if graph is None:
+            return super().logits_each(tokens)
+        session = ort.InferenceSession(graph, self.options, providers=self.session.get_providers())
+        names = [o.name for o in session.get_outputs()]
+        state = {n: t.numpy() for n, t in self.init_state(1).items()}
+        rows = []
+        for start in range(0, tokens.shape[1], EVAL_CHUNK):
+            chunk = np.ascontiguousarray(tokens[:, start:start + EVAL_CHUNK].numpy(), dtype=np.int64)
+            out = dict(zip(names, session.run(None, {"tokens": chunk, **state})))
+            rows.append(torch.from_numpy(out["logits"][0]))  # (chunk, V)
+            state = {n: out[f"new.{n}"] for n in self.state_names}
+        return torch.cat(rows)  # (T, V)
+
     def close(self) -> None:
         self.session, self.buffers = None, {}
+
+
+EVAL_CHUNK = 256  # tokens per call when every position's logits are read (a (256, V) logits buffer)
+
+
+def every_position_graph(path: Path) -> bytes | None:
+    """The graph at `path` returning the logits of every position: the models pick the last position with one
+    Slice (starts -1, axis 1) before the head, which is taken out. None when there is not exactly one, or the
+    weights live outside the file."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path), load_external_data=False)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        return None
+    consts = {t.name: t for t in model.graph.initializer}
+    consts.update({n.output[0]: a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute
+                   if a.name == "value"})
+    value = lambda name: numpy_helper.to_array(consts[name]).tolist() if name in consts else None  # noqa: E731
+    last = [n for n in model.graph.node if n.op_type == "Slice" and len(n.input) >= 4
+            and value(n.input[1]) == [-1] and value(n.input[3]) == [1]]
+    outputs = {o.name for o in model.graph.output}
+    if len(last) != 1 or last[0].output[0] in outputs:
+        return None
+    cut = last[0]
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            if name == cut.output[0]:
+                node.input[i] = cut.input[0]
+    model.graph.node.remove(cut)
+    logits = next(o for o in model.graph.output if o.name == "logits")
+    if len(logits.type.tensor_type.shape.dim) == 3:
+        logits.type.tensor_type.shape.dim[1].dim_param = "positions"  # no longer 1
+    return model.SerializeToString()

@@ -206,6 +206,22 @@ def test_artifact_runs_any_length_with_state_carried(artifacts, fam, flavour):
         assert (s_ref[name].float() - s_art[name].float()).abs().max().item() < 1e-3, name
 
 
+def test_every_position_logits_equal_stepping(artifacts):
+    """The accuracy report reads every position's logits in chunks, from a copy of the graph without its
+    last-position Slice: the logits stepping token by token gives, the state carried across chunks, for every
+    family and flavour (the recurrent nets' TorchScript graphs too)."""
+    from seqedge.runtimes.base import ArtifactRunner
+    from seqedge.runtimes.onnxruntime import EVAL_CHUNK, every_position_graph
+
+    tokens = torch.randint(0, 256, (1, EVAL_CHUNK + 40))  # two chunks
+    for (fam, flavour), (folder, _, _) in artifacts.items():
+        runner = open_artifact(folder)
+        assert every_position_graph(folder / "model.onnx") is not None, (fam, flavour)
+        got, stepped = runner.logits_each(tokens), ArtifactRunner.logits_each(runner, tokens)
+        assert got.shape == stepped.shape == (tokens.shape[1], 256)
+        assert (got - stepped).abs().max().item() < 1e-4 * max(1.0, stepped.abs().max().item()), (fam, flavour)
+
+
 @pytest.mark.parametrize("fam,flavour", [("mamba", "fused"), ("mamba", "portable"), ("transformer", "fused"),
                                          ("transformer", "portable"), ("lstm", "fused")])
 def test_bound_state_buffers_match_fresh_inputs(artifacts, fam, flavour):

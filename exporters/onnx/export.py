@@ -21,7 +21,7 @@ from seqedge.errors import BadInputError
 from seqedge.exporters.artifact import artifact_writer, base_manifest, finish
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.lowering import Lowering, trace
-from seqedge.exporters.onnx.fusions import fuse_mamba_scan, fuse_norms, norms_available
+from seqedge.exporters.onnx.fusions import fuse
 from seqedge.exporters.onnx.lowerings import FLAVOURS, resolve
 from seqedge.exporters.plan import ExportPlan
 from seqedge.exporters.projections import fuse_projections
@@ -110,8 +110,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             fusions = {}
             if not recurrent and plan.ops == "fused":
                 with stage("ONNX fusions", plan.subject):
-                    fusions = {**(fuse_norms(tmp / GRAPH) if norms_available() else {}),
-                               **fuse_mamba_scan(tmp / GRAPH)}
+                    fusions = fuse(tmp / GRAPH)
             with stage("ONNX quantization", plan.subject):
                 apply_onnx(tmp / GRAPH, quant)
         export_seconds = time.perf_counter() - t0

@@ -7,15 +7,14 @@ arithmetic. onnxscript's onnxruntime fusion rules turn them into one `Simplified
 first norm) or one `SkipSimplifiedLayerNormalization` (residual add + norm) per norm. Its pattern wants the
 mean over axis -1; the exporter names the last axis by its positive index, so that is rewritten first.
 
-    counts = fuse_norms(path)      # rewrites the fp32 graph file in place; {"rms_norm": n, "skip_rms_norm": m}
+    counts = fuse(path)   # rewrites the fp32 graph file in place (loaded and saved once for every fusion):
+                          # {"rms_norm": n, "skip_rms_norm": m, "mamba_scan": k}
 
 Mamba's block computes Δ = softplus(dt) (the exporter writes Softplus, Greater and Where: torch's threshold) and
 gates the scan's output by silu(z) (Sigmoid, Mul, Mul): five elementwise nodes per layer, whose dispatch costs
 more than their arithmetic at T = 1 and whose Softplus is scalar in onnxruntime (12 % of a mamba-130m prefill).
 Where a `seqedge.SelectiveScan` sits between exactly those patterns it becomes one `seqedge.MambaScan` (the
-softplus and the gate inside the kernel, mamba_scan_ref):
-
-    counts = fuse_mamba_scan(path)  # {"mamba_scan": n}
+softplus and the gate inside the kernel, mamba_scan_ref).
 
 Run on the float graph before quantization (the fusions need the tensor types, which MatMulNBits hides).
 """
@@ -53,19 +52,28 @@ def _mean_over_last_axis_as_minus_one(model) -> None:
         model.graph.register_initializer(last)
 
 
-def fuse_norms(path: Path) -> dict[str, int]:
+def fuse(path: Path) -> dict[str, int]:
+    """Every fusion on the graph file at `path` (the norms where this onnxruntime has their kernels)."""
     import onnx_ir as ir
+
+    model = ir.load(str(path))
+    counts = {}
+    if norms_available():
+        model, counts = fuse_norms(model)
+    counts["mamba_scan"] = fuse_mamba_scan(model)
+    if any(counts.values()):
+        ir.save(model, str(path))
+    return counts
+
+
+def fuse_norms(model):
     from onnxscript.rewriter.ort_fusions._core import _pre_optimize
     from onnxscript.rewriter.ort_fusions.rms_normalization import fuse_rms_normalization
     from onnxscript.rewriter.ort_fusions.skip_normalization import fuse_skip_rms_normalization
 
-    model = ir.load(str(path))
     _mean_over_last_axis_as_minus_one(model)
     model = _pre_optimize(model)
-    counts = {"rms_norm": fuse_rms_normalization(model), "skip_rms_norm": fuse_skip_rms_normalization(model)}
-    if any(counts.values()):
-        ir.save(model, str(path))
-    return counts
+    return model, {"rms_norm": fuse_rms_normalization(model), "skip_rms_norm": fuse_skip_rms_normalization(model)}
 
 
 SOFTPLUS_THRESHOLD = 20.0  # torch's: softplus(x) = x above it (Greater's constant in the exported pattern)
@@ -105,13 +113,12 @@ def _gate(y):
     return None
 
 
-def fuse_mamba_scan(path: Path) -> dict[str, int]:
+def fuse_mamba_scan(model) -> int:
     import onnx_ir as ir
     from onnx_ir.passes.common import RemoveUnusedNodesPass
 
     from seqedge.runtimes.ort_kernels import DOMAIN
 
-    model = ir.load(str(path))
     fused = 0
     for scan in [n for n in model.graph if n.domain == DOMAIN and n.op_type == "SelectiveScan"]:
         x, gate = _softplus_input(scan.inputs[1]), _gate(scan.outputs[0])
@@ -130,6 +137,5 @@ def fuse_mamba_scan(path: Path) -> dict[str, int]:
                 old.name, new.name = f"{name}_unused", name
         fused += 1
     if fused:
-        model = RemoveUnusedNodesPass()(model).model
-        ir.save(model, str(path))
-    return {"mamba_scan": fused}
+        RemoveUnusedNodesPass()(model)  # in place
+    return fused

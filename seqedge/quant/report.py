@@ -203,8 +203,8 @@ def _bits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def accuracy(model, runner, ids: list[int], tokenizer, baseline: tuple[str, torch.nn.Module] | None = None
              ) -> dict[str, float]:
     """bits/byte of the fp32 model and of the artifact on the held-out tokens `ids`, and their top-1
-    agreement. The artifact is stepped one token at a time with its state carried (every position's logits,
-    from the real runtime). Bits are per byte of the predicted text, so vocabularies compare. `baseline`:
+    agreement. Every position's logits come from the real runtime (`runner.logits_each`: in chunks where the
+    runtime can return them all, else one token at a time with the state carried). Bits are per byte of the predicted text, so vocabularies compare. `baseline`:
     (grid name, the fp32 model on that grid: quant/reference.py), evaluated on the same tokens."""
     tokens = torch.tensor([ids], dtype=torch.long)  # (1, N)
     base = {}
@@ -214,12 +214,7 @@ def accuracy(model, runner, ids: list[int], tokenizer, baseline: tuple[str, torc
         base = {"baseline": baseline[0], "bpb_baseline": _bits(base_logits, tokens[0, 1:]).sum().item()}
     with torch.no_grad():
         ref = model.forward(tokens)[0, :-1]  # (N-1, V)
-        state = runner.init_state(1)
-        got = []
-        for t in range(tokens.shape[1] - 1):
-            logits, state = runner.step(tokens[:, t : t + 1], state)
-            got.append(logits[0, -1])
-        got = torch.stack(got)  # (N-1, V)
+        got = runner.logits_each(tokens[:, :-1])  # (N-1, V)
     targets = tokens[0, 1:]
     n_bytes = max(1, len(tokenizer.decode_bytes(targets.tolist())))
     bits_fp32, bits = _bits(ref, targets).sum().item(), _bits(got, targets).sum().item()
