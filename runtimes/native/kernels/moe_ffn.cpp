@@ -64,39 +64,32 @@ struct Operand {
   }
 };
 
-// 8 lanes in GCC/Clang vector types: AVX2 registers in the v3/v4 builds, SSE or NEON pairs otherwise.
+// 8 lanes in GCC/Clang vector types (Floats8, Ints8 and load8: vector_math.h): AVX2 registers in the v3/v4
+// builds, SSE or NEON pairs otherwise.
 typedef uint8_t u8x8 __attribute__((vector_size(8)));
 typedef uint16_t u16x8 __attribute__((vector_size(16)));
-typedef int32_t i32x8 __attribute__((vector_size(32)));
-typedef float f32x8 __attribute__((vector_size(32)));
-
-SEQEDGE_INLINE f32x8 load8(const float* p) {
-  f32x8 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
 
 // Eight codes widened to 32-bit lanes (through 16 bits: GCC turns a direct u8 -> i32 vector conversion into
 // byte-by-byte scalar code). The AVX2 builds use row_dot_avx2 below instead.
-SEQEDGE_INLINE i32x8 codes8(const uint8_t* c) {
+SEQEDGE_INLINE Ints8 codes8(const uint8_t* c) {
   u8x8 b;
   std::memcpy(&b, c, sizeof b);
-  return __builtin_convertvector(__builtin_convertvector(b, u16x8), i32x8);
+  return __builtin_convertvector(__builtin_convertvector(b, u16x8), Ints8);
 }
 
 // One block's codes times the operand, in 8 lanes: 8-bit codes against x, or 4-bit pairs (low nibble = even
 // element) against x's even and odd elements. `bytes` is a multiple of 8.
-SEQEDGE_INLINE f32x8 block_u8(const uint8_t* c, const float* x, int64_t bytes) {
-  f32x8 part = {};
-  for (int64_t i = 0; i < bytes; i += 8) part += __builtin_convertvector(codes8(c + i), f32x8) * load8(x + i);
+SEQEDGE_INLINE Floats8 block_u8(const uint8_t* c, const float* x, int64_t bytes) {
+  Floats8 part = {};
+  for (int64_t i = 0; i < bytes; i += 8) part += __builtin_convertvector(codes8(c + i), Floats8) * load8(x + i);
   return part;
 }
 
-SEQEDGE_INLINE f32x8 block_u4(const uint8_t* c, const float* even, const float* odd, int64_t bytes) {
-  f32x8 part = {};
+SEQEDGE_INLINE Floats8 block_u4(const uint8_t* c, const float* even, const float* odd, int64_t bytes) {
+  Floats8 part = {};
   for (int64_t i = 0; i < bytes; i += 8) {
-    const i32x8 w = codes8(c + i);
-    part += __builtin_convertvector(w & 15, f32x8) * load8(even + i) + __builtin_convertvector(w >> 4, f32x8) * load8(odd + i);
+    const Ints8 w = codes8(c + i);
+    part += __builtin_convertvector(w & 15, Floats8) * load8(even + i) + __builtin_convertvector(w >> 4, Floats8) * load8(odd + i);
   }
   return part;
 }
@@ -108,7 +101,7 @@ SEQEDGE_INLINE float row_dot(const Weights& w, int64_t row, const Operand& v) {
   const int64_t nb = w.K / w.block, bytes = w.block * w.bits / 8, body = bytes & ~int64_t{7};
   const uint8_t* c = w.codes + row * (w.K * w.bits / 8);
   const float* s = w.scales + row * nb;
-  f32x8 acc = {};
+  Floats8 acc = {};
   float zero_part = 0.f, tail = 0.f;
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* cb = c + b * bytes;

@@ -72,6 +72,17 @@ SEQEDGE_INLINE float dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
+// 2^f for |f| <= 1/2 by a degree-6 polynomial (relative error < 2e-7), for a float or a GCC vector of them.
+template <class T>
+SEQEDGE_INLINE T exp2_fraction(T f) {
+  T p = f * 1.535336188319500e-4f + 1.339887440266574e-3f;
+  p = p * f + 9.618437357674640e-3f;
+  p = p * f + 5.550332471162809e-2f;
+  p = p * f + 2.402264791363012e-1f;
+  p = p * f + 6.931472028550421e-1f;
+  return p * f + 1.0f;
+}
+
 // exp(x) for x <= 0 (softmax after subtracting the row maximum), in arithmetic the compiler vectorises
 // (std::exp is a scalar libm call, which keeps the softmax loop scalar).
 // 2^(x / ln 2) = 2^n * 2^f with n = round(x / ln 2), |f| <= 1/2; 2^f by a degree-6 polynomial (relative
@@ -79,14 +90,7 @@ SEQEDGE_INLINE float dot(const float* a, const float* b, int64_t n) {
 SEQEDGE_INLINE float exp_nonpositive(float x) {
   const float t = std::max(x, -87.0f) * 1.44269504088896341f;
   const float n = std::nearbyint(t);
-  const float f = t - n;
-  float p = 1.535336188319500e-4f;
-  p = p * f + 1.339887440266574e-3f;
-  p = p * f + 9.618437357674640e-3f;
-  p = p * f + 5.550332471162809e-2f;
-  p = p * f + 2.402264791363012e-1f;
-  p = p * f + 6.931472028550421e-1f;
-  p = p * f + 1.0f;
+  const float p = exp2_fraction(t - n);
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
@@ -117,14 +121,7 @@ SEQEDGE_INLINE Floats8 exp_nonpositive8(Floats8 x) {
   const Floats8 zero = {}, low = zero - 87.0f;
   const Floats8 t = (x < low ? low : x) * 1.44269504088896341f;
   const Ints8 ni = __builtin_convertvector(t - 0.5f, Ints8);
-  const Floats8 f = t - __builtin_convertvector(ni, Floats8);
-  Floats8 p = zero + 1.535336188319500e-4f;
-  p = p * f + 1.339887440266574e-3f;
-  p = p * f + 9.618437357674640e-3f;
-  p = p * f + 5.550332471162809e-2f;
-  p = p * f + 2.402264791363012e-1f;
-  p = p * f + 6.931472028550421e-1f;
-  p = p * f + 1.0f;
+  const Floats8 p = exp2_fraction(t - __builtin_convertvector(ni, Floats8));
   const Ints8 bits = (ni + 127) << 23;
   Floats8 scale;
   std::memcpy(&scale, &bits, sizeof scale);
