@@ -1,7 +1,9 @@
 """Quantization recipes for ONNX artifacts, with onnxruntime's own quantization tools.
 
 Each function rewrites the exported fp32 graph file in place (the artifact folder is still the export's
-temp folder, so a failure leaves nothing behind):
+temp folder, so a failure leaves nothing behind), loading it once and saving it once: the rewrites around
+onnxruntime's quantizers (transposes folded, a tied head shared, experts to QMoE) work on the loaded graph (a
+130M-parameter fp32 graph is 0.5 GB; each extra save of it cost seconds of the export):
 
     fp16         weight matrices stored as float16 (+ a Cast each, folded at load): half the size
     int8         quantize_dynamic: MatMul (per output channel), Gather (the embedding) and LSTM to int8,
@@ -67,16 +69,20 @@ def fp16(path: Path, ctx) -> None:
 
 
 def int8(path: Path, ctx) -> None:
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     _quiet()
-    tied = fold_transposes(path)
+    model = onnx.load(str(path))
+    tied = fold_transposes(model)
     tmp = path.with_suffix(".q.onnx")
-    quantize_dynamic(str(path), str(tmp), op_types_to_quantize=["MatMul", "Gather", "LSTM"], per_channel=True,
+    quantize_dynamic(model, str(tmp), op_types_to_quantize=["MatMul", "Gather", "LSTM"], per_channel=True,
                      reduce_range=True, weight_type=QuantType.QInt8, extra_options={"EnableSubgraph": True})
-    tmp.replace(path)
-    share_tied(path, tied, bits=8)
-    quantize_experts(path, bits=8, block=None)
+    model = onnx.load(str(tmp))  # the int8 graph: a quarter of the float one
+    share_tied(model, tied, bits=8)
+    quantize_experts(model, bits=8, block=None)
+    onnx.save(model, str(path))
+    tmp.unlink()
 
 
 def int4(path: Path, ctx) -> None:
@@ -84,13 +90,15 @@ def int4(path: Path, ctx) -> None:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     _quiet()
-    tied = fold_transposes(path)
-    q = MatMulNBitsQuantizer(onnx.load(str(path)), bits=4, block_size=ctx.group_size, is_symmetric=True,
+    model = onnx.load(str(path))
+    tied = fold_transposes(model)
+    q = MatMulNBitsQuantizer(model, bits=4, block_size=ctx.group_size, is_symmetric=True,
                              accuracy_level=INT4_COMPUTE["int8"], op_types_to_quantize=("MatMul", "Gather"))
     q.process()
-    onnx.save(q.model.model, str(path))
-    share_tied(path, tied, bits=4)
-    quantize_experts(path, bits=4, block=ctx.group_size, accuracy_level=INT4_COMPUTE["int8"])
+    model = q.model.model
+    share_tied(model, tied, bits=4)
+    quantize_experts(model, bits=4, block=ctx.group_size, accuracy_level=INT4_COMPUTE["int8"])
+    onnx.save(model, str(path))
 
 
 INT4_COMPUTE = {"int8": 4, "fp32": 0}  # MatMulNBits accuracy_level: what the activations are computed in
@@ -120,17 +128,15 @@ def set_int4_compute(path: Path, compute: str) -> None:
     onnx.save(model, str(path))
 
 
-def quantize_experts(path: Path, bits: int, block: int | None, accuracy_level: int = 0) -> None:
-    """Every `com.microsoft.MoE` node to `QMoE` with `bits`-bit expert weights: per row (block None) or in
-    blocks of `block` along the input — where onnxruntime takes that block (a power of two >= 16 dividing
-    both widths); otherwise the node stays float and the report lists its weights."""
-    import onnx
+def quantize_experts(model, bits: int, block: int | None, accuracy_level: int = 0) -> None:
+    """Every `com.microsoft.MoE` node of the loaded graph `model` to `QMoE` with `bits`-bit expert weights: per
+    row (block None) or in blocks of `block` along the input — where onnxruntime takes that block (a power of
+    two >= 16 dividing both widths); otherwise the node stays float and the report lists its weights."""
     import torch
     from onnx import helper, numpy_helper
 
     from seqedge.ops.moe_ffn import quantize_experts as codes_of
 
-    model = onnx.load(str(path))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     changed = False
@@ -159,7 +165,6 @@ def quantize_experts(path: Path, bits: int, block: int | None, accuracy_level: i
         changed = True
     if changed:
         _drop_unused_initializers(graph)
-        onnx.save(model, str(path))
 
 
 def _undo_renormalisation(graph, node, k: int, C: int) -> list:
@@ -199,10 +204,13 @@ def _reader(feeds: list[dict[str, np.ndarray]]):
 
 
 def int8_static(path: Path, ctx) -> None:
+    import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     _quiet()
-    fold_transposes(path)
+    model = onnx.load(str(path))
+    fold_transposes(model)
+    onnx.save(model, str(path))  # the calibration sessions read the file
     tmp = path.with_suffix(".q.onnx")
     domains = graph_domains(path)  # the graph's op domains: seqedge's kernels are registered when it uses them
     with _calibrator_sessions_for(domains):
@@ -275,14 +283,13 @@ def _calibration_feeds(path: Path, ctx, domains: set[str], chunk: int = 64) -> l
     return feeds
 
 
-def fold_transposes(path: Path) -> list[tuple[str, str]]:
-    """Replace `Transpose(initializer)` with the transposed initializer, so a tied output head becomes a
-    plain MatMul weight the quantizers can take (the dynamo exporter leaves that Transpose in the graph).
-    Returns the tied pairs found: (embedding table read by a Gather, the head's transposed weight)."""
-    import onnx
+def fold_transposes(model) -> list[tuple[str, str]]:
+    """Replace `Transpose(initializer)` in the loaded graph `model` with the transposed initializer, so a tied
+    output head becomes a plain MatMul weight the quantizers can take (the dynamo exporter leaves that
+    Transpose in the graph). Returns the tied pairs found: (embedding table read by a Gather, the head's
+    transposed weight)."""
     from onnx import numpy_helper
 
-    model = onnx.load(str(path))
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     gathered = {n.input[0] for n in graph.node if n.op_type == "Gather"}
@@ -300,7 +307,6 @@ def fold_transposes(path: Path) -> list[tuple[str, str]]:
     if len(keep) != len(graph.node):
         del graph.node[:]
         graph.node.extend(keep)
-        onnx.save(model, str(path))
     return tied
 
 
@@ -310,15 +316,12 @@ def fold_transposes(path: Path) -> list[tuple[str, str]]:
 # weight instead; the values are the same (per-row groups of W = per-column groups of W^T).
 
 
-def share_tied(path: Path, tied: list[tuple[str, str]], bits: int) -> None:
-    import onnx
-
-    model = onnx.load(str(path))
+def share_tied(model, tied: list[tuple[str, str]], bits: int) -> None:
+    """The loaded quantized graph `model` with each tied pair's embedding reading the head's weights."""
     changed = any(_share_int4(model.graph, table, head) if bits == 4 else _share_int8(model.graph, table, head)
                   for table, head in tied)
     if changed:
         _drop_unused_initializers(model.graph)
-        onnx.save(model, str(path))
 
 
 def _share_int4(graph, table: str, head: str) -> bool:
