@@ -209,8 +209,10 @@ def int8_static(path: Path, ctx) -> None:
 
     _quiet()
     model = onnx.load(str(path))
+    nodes = len(model.graph.node)
     fold_transposes(model)
-    onnx.save(model, str(path))  # the calibration sessions read the file
+    if len(model.graph.node) != nodes:  # a Transpose was folded: the calibration sessions read the file
+        onnx.save(model, str(path))
     tmp = path.with_suffix(".q.onnx")
     domains = graph_domains(path)  # the graph's op domains: seqedge's kernels are registered when it uses them
     with _calibrator_sessions_for(domains):
