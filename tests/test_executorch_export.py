@@ -231,8 +231,9 @@ def test_kernels_match_their_references_at_every_isa_level(isa):
 
 
 def test_skipping_inapplicable_xnnpack_passes_changes_nothing(pte_artifacts, tmp_path, monkeypatch):
-    """xnnpack_passes.py skips, per partition, the XNNPACK passes whose ops it lacks: the program is
-    byte-identical to one lowered with every pass run."""
+    """xnnpack_passes.py skips, per partition, the XNNPACK passes whose ops it lacks, partitioner.py the second
+    decomposition, provenance.py the copies of node provenance: the program is byte-identical to one lowered
+    with every pass run, decomposed twice and every provenance chain copied."""
     from executorch.backends.xnnpack._passes import XNNPACKPassManager
 
     import seqedge.exporters.executorch.export as et_export
@@ -245,6 +246,33 @@ def test_skipping_inapplicable_xnnpack_passes_changes_nothing(pte_artifacts, tmp
     folder, model = pte_artifacts["gru"]
     export(model, ExportPlan(out=tmp_path / "all", format="executorch", max_len=128, verify=False))
     assert (tmp_path / "all" / "model.pte").read_bytes() == (folder / "model.pte").read_bytes()
+
+
+class ComputedWeight(torch.nn.Module):
+    """Two linears: one over a parameter, which XNNPACK takes, one over a weight computed from an input, which it
+    refuses."""
+
+    def __init__(self, computed: bool):
+        super().__init__()
+        self.w, self.computed = torch.nn.Parameter(torch.randn(8, 8)), computed
+
+    def forward(self, x, w):
+        y = torch.nn.functional.linear(x, self.w)
+        return y + torch.nn.functional.linear(x, w * 2) if self.computed else y
+
+
+@pytest.mark.parametrize("computed", [False, True])
+def test_prechecked_partitioner_drops_the_check_only_when_every_node_passes_it(computed):
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    from seqedge.exporters.executorch.partitioner import PrecheckedXnnpackPartitioner, kept_nodes
+
+    program = torch.export.export(ComputedWeight(computed), (torch.randn(2, 8), torch.randn(8, 8))).run_decompositions({})
+    ops, check = XnnpackPartitioner().ops_to_not_decompose(program)
+    verdicts = [check(n) for n in kept_nodes(program, set(ops))]
+    assert verdicts == ([True, False] if computed else [True])
+    kept, prechecked = PrecheckedXnnpackPartitioner().ops_to_not_decompose(program)
+    assert (prechecked is None) == all(verdicts) and set(kept) <= set(ops)
 
 
 def test_every_family_exports_a_two_method_program(pte_artifacts):

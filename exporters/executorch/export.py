@@ -33,13 +33,16 @@ from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.lowering import trace
 from seqedge.exporters.plan import ExportPlan
 from seqedge.exporters.projections import fuse_projections
+from seqedge.exporters.provenance import shared_provenance
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
 from seqedge.quant.executorch import QuantizedEmbedding
 from seqedge.quant.report import apply_executorch, module_float_matrices, pte_weight_bytes
 from seqedge.quant.report import prepare as prepare_quant
 
 PROGRAM = "model.pte"
-SKIP_INAPPLICABLE_PASSES = True  # xnnpack_passes.py; the test that it changes nothing turns it off once
+# xnnpack_passes.py, partitioner.py and seqedge.exporters.provenance: work the lowering skips because it cannot
+# change the program; the test that the program is byte-identical without them turns this off once
+SKIP_INAPPLICABLE_PASSES = True
 DEFAULT_MAX_PREFILL = 4096
 
 WHY_NOT_DELEGATED = {
@@ -135,7 +138,8 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
 
     with artifact_writer(plan.out, force=plan.force) as tmp:
         t0 = time.perf_counter()
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), \
+                (shared_provenance() if SKIP_INAPPLICABLE_PASSES else contextlib.nullcontext()):
             warnings.simplefilter("ignore")
             programs, used = {}, {}
             for method in METHODS:
@@ -145,7 +149,9 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             if plan.backend == "xnnpack":
                 from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
-                partitioners = [XnnpackPartitioner()]
+                from seqedge.exporters.executorch.partitioner import PrecheckedXnnpackPartitioner
+
+                partitioners = [PrecheckedXnnpackPartitioner() if SKIP_INAPPLICABLE_PASSES else XnnpackPartitioner()]
             with stage("ExecuTorch lowering", plan.subject, hint), \
                     (relevant_xnnpack_passes() if SKIP_INAPPLICABLE_PASSES else contextlib.nullcontext()):
                 edge = to_edge_transform_and_lower(programs, partitioner=partitioners,
