@@ -27,20 +27,20 @@ from seqedge.exporters.decompositions import XNNPACK_REWRITES
 from seqedge.exporters.executorch import BACKENDS, native_ops
 from seqedge.exporters.executorch.held_state import HeldCacheGraph, held_caches
 from seqedge.exporters.executorch.lowerings import METHODS, lowerings_for
+from seqedge.exporters.executorch.provenance import shared_provenance
 from seqedge.exporters.executorch.rnn import scan_rnns
 from seqedge.exporters.executorch.xnnpack_passes import relevant_xnnpack_passes
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.lowering import trace
 from seqedge.exporters.plan import ExportPlan
 from seqedge.exporters.projections import fuse_projections
-from seqedge.exporters.provenance import shared_provenance
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
 from seqedge.quant.executorch import QuantizedEmbedding
 from seqedge.quant.report import apply_executorch, module_float_matrices, pte_weight_bytes
 from seqedge.quant.report import prepare as prepare_quant
 
 PROGRAM = "model.pte"
-# xnnpack_passes.py, partitioner.py and seqedge.exporters.provenance: work the lowering skips because it cannot
+# xnnpack_passes.py, partitioner.py and provenance.py: work the lowering skips because it cannot
 # change the program; the test that the program is byte-identical without them turns this off once
 SKIP_INAPPLICABLE_PASSES = True
 DEFAULT_MAX_PREFILL = 4096

@@ -25,7 +25,6 @@ from seqedge.exporters.onnx.fusions import fuse
 from seqedge.exporters.onnx.lowerings import FLAVOURS, resolve
 from seqedge.exporters.plan import ExportPlan
 from seqedge.exporters.projections import fuse_projections
-from seqedge.exporters.provenance import shared_provenance
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
 from seqedge.quant.onnx import int4_compute
 from seqedge.quant.report import apply_onnx, onnx_weights
@@ -45,9 +44,9 @@ def export_graph(module, args, input_names, output_names, path: Path, lowerings:
     """torch.export `module` with `lowerings` and write ONNX to `path`; returns the lowerings used."""
     translate = {lw.target: lw.fn for lw in lowerings if lw.kind == "translation"}
     hint = "try --ops portable" if any(lw.variant == "fused" for lw in lowerings) else ""
-    with stage("torch.export", subject, hint, users_code), shared_provenance():
+    with stage("torch.export", subject, hint, users_code):
         ep, used = trace(module, args, dynamic_shapes, lowerings)
-    with stage("ONNX conversion", subject, hint), shared_provenance():
+    with stage("ONNX conversion", subject, hint):
         program = torch.onnx.export(ep, (), dynamo=True, custom_translation_table=translate, opset_version=OPSET,
                                     input_names=input_names, output_names=output_names, optimize=True, verbose=False)
         program.save(str(path))
