@@ -232,8 +232,9 @@ def test_kernels_match_their_references_at_every_isa_level(isa):
 
 def test_skipping_inapplicable_xnnpack_passes_changes_nothing(pte_artifacts, tmp_path, monkeypatch):
     """xnnpack_passes.py skips, per partition, the XNNPACK passes whose ops it lacks, partitioner.py the second
-    decomposition, provenance.py the copies of node provenance: the program is byte-identical to one lowered
-    with every pass run, decomposed twice and every provenance chain copied."""
+    decomposition, provenance.py the copies of node provenance, edge_passes.py re-traces once per run of
+    node-by-node edge passes: the program is byte-identical to one lowered with every pass run on its own,
+    decomposed twice and every provenance chain copied."""
     from executorch.backends.xnnpack._passes import XNNPACKPassManager
 
     import seqedge.exporters.executorch.export as et_export
@@ -246,6 +247,33 @@ def test_skipping_inapplicable_xnnpack_passes_changes_nothing(pte_artifacts, tmp
     folder, model = pte_artifacts["gru"]
     export(model, ExportPlan(out=tmp_path / "all", format="executorch", max_len=128, verify=False))
     assert (tmp_path / "all" / "model.pte").read_bytes() == (folder / "model.pte").read_bytes()
+
+
+def test_edge_passes_are_fused_only_where_each_works_node_by_node():
+    """ExecuTorch's own ATen-to-edge pass list (the installed version): every pass edge_passes.py names is still
+    node-local there (an upgrade that changes one fails here, before any program changes), each run of adjacent
+    ones becomes one pass whose method order is the run's, and every other pass stays, the same object, in place."""
+    from executorch.exir import EdgeCompileConfig
+    from executorch.exir.program import _program
+
+    from seqedge.exporters.executorch.edge_passes import NODE_LOCAL, fuse, node_local
+
+    pre, _ = _program._get_aten_to_edge_passes(EdgeCompileConfig())
+    listed = [*pre, _program.OpReplacePass(), _program.MemoryFormatOpsPass()]
+    inner = [getattr(p, "__wrapped__", p) for p in listed]
+    assert {type(p).__name__ for p in inner if node_local(p)} == set(NODE_LOCAL)
+    fused = fuse(listed)
+    assert len(fused) < len(listed)
+    order = []
+    for p in fused:
+        if p in listed:
+            order.append(type(getattr(p, "__wrapped__", p)))
+        else:  # a chain: its classes in method-resolution order, then ExportPass
+            chain = [c for c in type(p).__mro__[1:] if c.__name__ in NODE_LOCAL]
+            assert len(chain) > 1 and all(node_local(c()) for c in chain)
+            order += chain
+    assert order == [type(p) for p in inner]
+    assert all(p in fused for p, q in zip(listed, inner) if not node_local(q))
 
 
 class ComputedWeight(torch.nn.Module):

@@ -25,6 +25,7 @@ from seqedge.errors import BadInputError
 from seqedge.exporters.artifact import artifact_writer, base_manifest, finish
 from seqedge.exporters.decompositions import XNNPACK_REWRITES
 from seqedge.exporters.executorch import BACKENDS, native_ops
+from seqedge.exporters.executorch.edge_passes import fused_edge_passes
 from seqedge.exporters.executorch.held_state import HeldCacheGraph, held_caches
 from seqedge.exporters.executorch.lowerings import METHODS, lowerings_for
 from seqedge.exporters.executorch.provenance import shared_provenance
@@ -153,7 +154,8 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
 
                 partitioners = [PrecheckedXnnpackPartitioner() if SKIP_INAPPLICABLE_PASSES else XnnpackPartitioner()]
             with stage("ExecuTorch lowering", plan.subject, hint), \
-                    (relevant_xnnpack_passes() if SKIP_INAPPLICABLE_PASSES else contextlib.nullcontext()):
+                    (relevant_xnnpack_passes() if SKIP_INAPPLICABLE_PASSES else contextlib.nullcontext()), \
+                    (fused_edge_passes() if SKIP_INAPPLICABLE_PASSES else contextlib.nullcontext()):
                 edge = to_edge_transform_and_lower(programs, partitioner=partitioners,
                                                    compile_config=EdgeCompileConfig(_check_ir_validity=False))
                 delegation = _delegation(edge)
