@@ -64,6 +64,11 @@ WHY_NOT_DELEGATED = {
 SCALAR_OPS = dict.fromkeys(("ge", "le", "lt", "gt", "eq", "add", "sub", "mul"), "scalar arithmetic on shapes or pos")
 
 
+def _shortcut(context):
+    """`context()`, one of the lowering shortcuts SKIP_INAPPLICABLE_PASSES names, or nothing while they are off."""
+    return context() if SKIP_INAPPLICABLE_PASSES else contextlib.nullcontext()
+
+
 def _trace(wrapper, model, names, method: str, max_len: int):
     init = model.init_state(1)
     args = (example_inputs(model, T=1 if method == "decode" else 5)[0], *(init[n] for n in names))
@@ -139,8 +144,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
 
     with artifact_writer(plan.out, force=plan.force) as tmp:
         t0 = time.perf_counter()
-        with torch.no_grad(), warnings.catch_warnings(), \
-                (shared_provenance() if SKIP_INAPPLICABLE_PASSES else contextlib.nullcontext()):
+        with torch.no_grad(), warnings.catch_warnings(), _shortcut(shared_provenance):
             warnings.simplefilter("ignore")
             programs, used = {}, {}
             for method in METHODS:
@@ -154,8 +158,8 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
 
                 partitioners = [PrecheckedXnnpackPartitioner() if SKIP_INAPPLICABLE_PASSES else XnnpackPartitioner()]
             with stage("ExecuTorch lowering", plan.subject, hint), \
-                    (relevant_xnnpack_passes() if SKIP_INAPPLICABLE_PASSES else contextlib.nullcontext()), \
-                    (fused_edge_passes() if SKIP_INAPPLICABLE_PASSES else contextlib.nullcontext()):
+                    _shortcut(relevant_xnnpack_passes), \
+                    _shortcut(fused_edge_passes):
                 edge = to_edge_transform_and_lower(programs, partitioner=partitioners,
                                                    compile_config=EdgeCompileConfig(_check_ir_validity=False))
                 delegation = _delegation(edge)
