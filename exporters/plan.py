@@ -14,6 +14,7 @@ class ExportPlan:
     ops: str = "fused"  # ONNX lowering flavour: fused | portable
     backend: str = "xnnpack"  # ExecuTorch: xnnpack | portable
     max_len: int | None = None  # ExecuTorch: longest prefill (default: the model's max_seq_len, else 4096)
+    jobs: int | None = None  # ExecuTorch: processes lowering XNNPACK partitions (default: the cores, at most 8)
     quant: str = "fp32"  # a seqedge.quant recipe
     group_size: int | None = None  # group-wise recipes (int4): 32 / 64 / 128
     calibration: Path | None = None  # int8-static: sample text (default: the held-out corpus)

@@ -233,8 +233,10 @@ def test_kernels_match_their_references_at_every_isa_level(isa):
 def test_skipping_inapplicable_xnnpack_passes_changes_nothing(pte_artifacts, tmp_path, monkeypatch):
     """xnnpack_passes.py skips, per partition, the XNNPACK passes whose ops it lacks, partitioner.py the second
     decomposition, provenance.py the copies of node provenance, edge_passes.py re-traces once per run of
-    node-by-node edge passes: the program is byte-identical to one lowered with every pass run on its own,
-    decomposed twice and every provenance chain copied."""
+    node-by-node edge passes, parallel_preprocess.py lowers the partitions in forked workers (six here, three
+    per process), deferred_recompile.py generates a method's code once after its partitions are cut: the program
+    is byte-identical to one lowered in one process with every pass run on its own, decomposed twice, every
+    provenance chain copied and the code regenerated at every cut."""
     from executorch.backends.xnnpack._passes import XNNPACKPassManager
 
     import seqedge.exporters.executorch.export as et_export
@@ -247,6 +249,36 @@ def test_skipping_inapplicable_xnnpack_passes_changes_nothing(pte_artifacts, tmp
     folder, model = pte_artifacts["gru"]
     export(model, ExportPlan(out=tmp_path / "all", format="executorch", max_len=128, verify=False))
     assert (tmp_path / "all" / "model.pte").read_bytes() == (folder / "model.pte").read_bytes()
+
+
+def test_partitions_lowered_in_forked_workers_come_back_in_order_and_a_failed_share_runs_here():
+    """parallel_preprocess.py's dealer with real forks: every job's own result, computed by all the workers (this
+    process among them), the workers reaped; a job that fails in a worker is run again here, and an error here is
+    raised with its own message."""
+    from seqedge.exporters.executorch.parallel_preprocess import preprocess_all
+
+    here = os.getpid()
+    jobs = [("prefill", i) for i in range(5)] + [("decode", 0)]
+    got = preprocess_all(lambda job: (job, os.getpid()), jobs, workers=3)
+    assert {job: result[0] for job, result in got.items()} == {job: job for job in jobs}
+    workers = {pid for _, pid in got.values()}
+    assert len(workers) == 3 and got[jobs[0]][1] == here
+    for pid in workers - {here}:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # exited and reaped
+
+    def only_here(job):
+        if os.getpid() != here:
+            raise RuntimeError("a worker's failure")
+        return job
+
+    assert preprocess_all(only_here, jobs, workers=3) == {job: job for job in jobs}
+
+    def broken(job):
+        raise ValueError(f"partition {job} does not lower")
+
+    with pytest.raises(ValueError, match="partition .* does not lower"):
+        preprocess_all(broken, jobs, workers=3)
 
 
 def test_edge_passes_are_fused_only_where_each_works_node_by_node():

@@ -575,6 +575,7 @@ OPTIONS = [  # (command before the option, option, command after): valid values 
     (["train", "--out", "CK"], "--seq-len", []),
     (["export", "CK", "--out", "CK"], "--max-len", []),
     (["export", "CK", "--out", "CK"], "--threads", []),
+    (["export", "CK", "--out", "CK"], "--jobs", []),
     (["export", "CK", "--out", "CK"], "--max-bpb-increase", []),
     (["export", "CK", "--out", "CK"], "--max-seq-len", []),
     (["verify", "ART", "--steps", "1"], "--threads", []),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import time
 import warnings
 
@@ -25,9 +26,11 @@ from seqedge.errors import BadInputError
 from seqedge.exporters.artifact import artifact_writer, base_manifest, finish
 from seqedge.exporters.decompositions import XNNPACK_REWRITES
 from seqedge.exporters.executorch import BACKENDS, native_ops
+from seqedge.exporters.executorch.deferred_recompile import deferred_recompile
 from seqedge.exporters.executorch.edge_passes import fused_edge_passes
 from seqedge.exporters.executorch.held_state import HeldCacheGraph, held_caches
 from seqedge.exporters.executorch.lowerings import METHODS, lowerings_for
+from seqedge.exporters.executorch.parallel_preprocess import parallel_preprocess
 from seqedge.exporters.executorch.provenance import shared_provenance
 from seqedge.exporters.executorch.rnn import scan_rnns
 from seqedge.exporters.executorch.xnnpack_passes import relevant_xnnpack_passes
@@ -159,7 +162,9 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
                 partitioners = [PrecheckedXnnpackPartitioner() if SKIP_INAPPLICABLE_PASSES else XnnpackPartitioner()]
             with stage("ExecuTorch lowering", plan.subject, hint), \
                     _shortcut(relevant_xnnpack_passes), \
-                    _shortcut(fused_edge_passes):
+                    _shortcut(fused_edge_passes), \
+                    _shortcut(functools.partial(parallel_preprocess, plan.jobs)), \
+                    _shortcut(deferred_recompile):
                 edge = to_edge_transform_and_lower(programs, partitioner=partitioners,
                                                    compile_config=EdgeCompileConfig(_check_ir_validity=False))
                 delegation = _delegation(edge)

@@ -67,6 +67,9 @@ def export_cmd(
                                      "a family for the architecture, else optimum).")] = "auto",
     no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip the parity check (not recommended).")] = False,
     threads: Annotated[int, typer.Option(help="Threads for the verification run.")] = 2,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", help="ExecuTorch: processes that lower the XNNPACK "
+                                                "partitions in parallel (default: this machine's cores, at most "
+                                                "8; 1: all in this process).")] = None,
     seed: Seed = 0,
     force: Force = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Print what each stage of the export cost "
@@ -78,6 +81,8 @@ def export_cmd(
     if via not in VIAS:
         raise BadInputError(f"unknown --via {via!r}", f"valid: {', '.join(VIAS)}")
     check_range("--threads", threads, 1, MAX_THREADS)
+    if jobs is not None:
+        check_range("--jobs", jobs, 1, MAX_THREADS, "e.g. --jobs 2")
     if max_len is not None:
         check_range("--max-len", max_len, 2, 1 << 20, "e.g. --max-len 1024")
     if max_seq_len is not None:
@@ -111,7 +116,7 @@ def export_cmd(
     FORMATS[fmt]
     plan = ExportPlan(out=out, format=fmt, ops=ops, backend=backend, max_len=max_len, force=force, quant=quant,
                       group_size=group_size, calibration=calibration, strict=strict, max_bpb_increase=max_bpb_increase,
-                      verify=not no_verify, threads=threads,
+                      verify=not no_verify, threads=threads, jobs=jobs,
                       source=model_source(target, user_model, checkpoint, family, preset, seed, max_seq_len),
                       target=target_info, tokenizer_dir=tokenizer_source(target), static_chunk=static_chunk,
                       qnn=soc)
