@@ -43,6 +43,7 @@ def log_named_in(hint: str):
     ("onnx", "ONNX conversion"),
     ("onnx", "verification in onnx's runtime"),
     ("executorch", "ExecuTorch lowering"),
+    ("executorch", "partitioning and delegation"),  # one of the lowering's own stages (lowering_stages.py)
 ])
 def test_internal_failure_is_one_line_exit_3_and_leaves_nothing(tmp_path, fmt, stage_name):
     out = tmp_path / "art"

@@ -29,8 +29,9 @@ from seqedge.exporters.executorch import BACKENDS, native_ops
 from seqedge.exporters.executorch.deferred_recompile import deferred_recompile
 from seqedge.exporters.executorch.edge_passes import fused_edge_passes
 from seqedge.exporters.executorch.held_state import HeldCacheGraph, held_caches
+from seqedge.exporters.executorch.lowering_stages import lowering_stages
 from seqedge.exporters.executorch.lowerings import METHODS, lowerings_for
-from seqedge.exporters.executorch.parallel_preprocess import parallel_preprocess
+from seqedge.exporters.executorch.parallel_preprocess import parallel_preprocess, processes
 from seqedge.exporters.executorch.provenance import shared_provenance
 from seqedge.exporters.executorch.rnn import scan_rnns
 from seqedge.exporters.executorch.xnnpack_passes import relevant_xnnpack_passes
@@ -160,17 +161,20 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
                 from seqedge.exporters.executorch.partitioner import PrecheckedXnnpackPartitioner
 
                 partitioners = [PrecheckedXnnpackPartitioner() if SKIP_INAPPLICABLE_PASSES else XnnpackPartitioner()]
+            jobs = processes(plan.jobs) if SKIP_INAPPLICABLE_PASSES else 1
             with stage("ExecuTorch lowering", plan.subject, hint), \
+                    lowering_stages(plan.subject, hint, jobs), \
                     _shortcut(relevant_xnnpack_passes), \
                     _shortcut(fused_edge_passes), \
-                    _shortcut(functools.partial(parallel_preprocess, plan.jobs)), \
+                    _shortcut(functools.partial(parallel_preprocess, jobs)), \
                     _shortcut(deferred_recompile):
                 edge = to_edge_transform_and_lower(programs, partitioner=partitioners,
                                                    compile_config=EdgeCompileConfig(_check_ir_validity=False))
                 delegation = _delegation(edge)
-                program = edge.to_executorch(ExecutorchBackendConfig(
-                    memory_planning_pass=MemoryPlanningPass(share_mutable_buffers=True),
-                    emit_mutable_buffer_names=True))
+                with stage("program emission (memory planning, serialisation)", plan.subject, hint):
+                    program = edge.to_executorch(ExecutorchBackendConfig(
+                        memory_planning_pass=MemoryPlanningPass(share_mutable_buffers=True),
+                        emit_mutable_buffer_names=True))
         (tmp / PROGRAM).write_bytes(program.buffer)
         export_seconds = time.perf_counter() - t0
         recurrent = sorted({type(m).__name__.lower() for m in model.modules() if isinstance(m, nn.RNNBase)})

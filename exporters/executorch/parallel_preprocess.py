@@ -36,6 +36,11 @@ def default_jobs() -> int:
     return max(1, min(cores, MAX_JOBS))
 
 
+def processes(jobs: int | None) -> int:
+    """How many processes `parallel_preprocess(jobs)` lowers with: `jobs`, else default_jobs(); 1 without os.fork."""
+    return (jobs or default_jobs()) if hasattr(os, "fork") else 1
+
+
 def _worker(write_fd: int, run, work: list) -> None:
     """In a forked child: run `work`, write the pickled results to `write_fd`, exit without returning (the parent's
     `finally` blocks, atexit handlers and open artifact folders are not the child's to run)."""
@@ -105,8 +110,8 @@ def parallel_preprocess(jobs: int | None = None) -> Iterator[None]:
     """While active, XNNPACK's partitions are preprocessed by `jobs` processes (default_jobs() when None)."""
     from executorch.backends.xnnpack.xnnpack_preprocess import XnnpackBackend
 
-    workers = jobs or default_jobs()
-    if workers < 2 or not hasattr(os, "fork"):
+    workers = processes(jobs)
+    if workers < 2:
         yield
         return
     had_own = "preprocess_multimethod" in XnnpackBackend.__dict__
