@@ -438,6 +438,13 @@ def folder_mb(folder: Path) -> float:
 
 def systems_for(shape: str, a) -> dict:
     folder = random_weights(shape)
+    positions = json.loads((folder / "config.json").read_text()).get("max_position_embeddings")
+    if positions:  # a prompt longer than the model's positions is left out for every system of this shape
+        fits = [p for p in a.prompts if p + a.decode + 8 <= positions]
+        if fits != a.prompts:
+            print(f"{shape}: prompts over its {positions} positions left out: "
+                  f"{', '.join(str(p) for p in a.prompts if p not in fits)}", flush=True)
+        a = argparse.Namespace(**{**vars(a), "prompts": fits})
     max_len = max(a.prompts + a.depths) + a.decode + 8
     out = {}
     for q, gguf in ggufs(folder).items():

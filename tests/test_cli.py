@@ -106,6 +106,15 @@ def test_generate_bad_config(tiny_checkpoints, tmp_path):
     assert_one_clear_error(run("generate", ck), "unknown model family 'wavenet'")
 
 
+def test_executorch_prefill_longer_than_the_kv_cache_is_refused_before_tracing(tmp_path):
+    positions = build_model("transformer", "tiny").max_seq_len
+    r = run("export", "--family", "transformer", "--preset", "tiny", "--format", "executorch",
+            "--max-len", positions + 1, "--out", tmp_path / "art")
+    assert_one_clear_error(r, f"--max-len {positions + 1} is longer than the model's {positions} positions",
+                           f"--max-len {positions} or less")
+    assert not (tmp_path / "art").exists()
+
+
 def test_debug_env_shows_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("SEQEDGE_DEBUG", "1")
     r = run("generate", tmp_path / "nothing")

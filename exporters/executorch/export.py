@@ -137,9 +137,13 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
         native_ops.llm_kernels()
         interface = interface.without_state({s.name for s in held})
     names = [s.name for s in interface.state]
-    max_len = plan.max_len or getattr(model, "max_seq_len", None) or DEFAULT_MAX_PREFILL
+    positions = getattr(model, "max_seq_len", None)  # a KV cache and RoPE tables of this many positions
+    max_len = plan.max_len or positions or DEFAULT_MAX_PREFILL
     if max_len < 2:
         raise BadInputError(f"--max-len must be at least 2, got {max_len}", "e.g. --max-len 1024")
+    if positions and max_len > positions:
+        raise BadInputError(f"--max-len {max_len} is longer than the model's {positions} positions (its KV cache)",
+                            f"pass --max-len {positions} or less, or a larger --max-seq-len where the model allows it")
     scanned = fuse_projections(scan_rnns(model))
     with stage("ExecuTorch quantization", plan.subject):
         traced = apply_executorch(scanned, quant)
