@@ -45,8 +45,9 @@ from seqedge.quant.report import apply_executorch, module_float_matrices, pte_we
 from seqedge.quant.report import prepare as prepare_quant
 
 PROGRAM = "model.pte"
-# xnnpack_passes.py, partitioner.py and provenance.py: work the lowering skips because it cannot
-# change the program; the test that the program is byte-identical without them turns this off once
+# xnnpack_passes.py, partitioner.py, provenance.py, edge_passes.py, deferred_recompile.py: work the lowering
+# skips because it cannot change the program; parallel_preprocess.py: the partitions lowered by several processes.
+# The test that the program is byte-identical without them turns this off once
 SKIP_INAPPLICABLE_PASSES = True
 DEFAULT_MAX_PREFILL = 4096
 
