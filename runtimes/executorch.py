@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from seqedge.errors import BadInputError, CorruptFileError, UnsupportedError
+from seqedge.errors import CorruptFileError, UnsupportedError
 from seqedge.runtimes.base import ArtifactRunner
 
 INSTALL = "pip install executorch==1.5.1"
@@ -90,6 +90,7 @@ class ExecuTorchAdapter(ArtifactRunner):
                                        "a kernel may be missing: run `seqedge build-runner` or re-export") from None
         self.program = program
         self.max_prefill = manifest.get("max_prefill_len")
+        self.prefill_chunk = manifest.get("prefill_chunk")  # longer prompts run in pieces of this many tokens
         self._check_interface(path)
         self.torch_moves_data_only()
 
@@ -112,12 +113,13 @@ class ExecuTorchAdapter(ArtifactRunner):
 
     def prefill(self, tokens: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         T = tokens.shape[1]
-        if self.max_prefill and T > self.max_prefill:
-            raise BadInputError(f"prefill of {T} tokens exceeds the program's maximum {self.max_prefill}",
-                                "re-export with a larger --max-len, or prefill in chunks")
-        method = self.methods["decode" if T == 1 else "prefill"]
-        outs = method.execute([tokens.to(torch.long).contiguous(), *(state[n].contiguous() for n in self.state_names)])
-        return outs[0], dict(zip(self.state_names, outs[1:]))
+        chunk = min(self.prefill_chunk or T, self.max_prefill or T)  # beyond the program's longest, or its chunk
+        for start in range(0, T, chunk):
+            piece = tokens[:, start:start + chunk]
+            method = self.methods["decode" if piece.shape[1] == 1 else "prefill"]
+            outs = method.execute([piece.to(torch.long).contiguous(), *(state[n].contiguous() for n in self.state_names)])
+            logits, state = outs[0], dict(zip(self.state_names, outs[1:]))
+        return logits, state
 
     def close(self) -> None:
         self.methods, self.program = {}, None

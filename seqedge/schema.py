@@ -199,6 +199,7 @@ MANIFEST = Obj(
         "graphs": Obj({"prefill": Str(max_len=300)}, {"decode": Str(max_len=300)}),
         "max_seq_len": Nullable(Int(1, MAX_DIM)),
         "max_prefill_len": Nullable(Int(1, MAX_DIM)),
+        "prefill_chunk": Nullable(Int(2, MAX_DIM)),
         "native_kernels": ListOf(Str(choices=NATIVE_KERNELS)),
         "llm_kernels": ListOf(Str(max_len=128)),
         "quantized_kernels": Bool(),

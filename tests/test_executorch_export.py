@@ -361,10 +361,47 @@ def test_pte_runs_any_length_with_state_carried(pte_artifacts, fam):
             ref, s_ref = model.prefill(chunk, s_ref, last_only=True)
             got, s_art = runner.prefill(chunk, s_art)
             assert (ref - got).abs().max().item() < 1e-3
-    with pytest.raises(BadInputError, match="exceeds the program's maximum 128"):
-        runner.prefill(torch.zeros(1, 129, dtype=torch.long), runner.init_state(1))
+        long = torch.randint(0, 256, (1, 129))  # beyond the program's longest prefill (128): 128 + 1 through decode
+        ref, _ = model.prefill(long, model.init_state(1), last_only=True)
+        got, _ = runner.prefill(long, runner.init_state(1))
+        assert (ref - got).abs().max().item() < 1e-3
     runner.close()
     assert torch.get_num_threads() == threads
+
+
+class NotedMethod:
+    """A loaded ExecuTorch method (the real one) whose calls are noted: (method, tokens)."""
+
+    def __init__(self, name, method, calls):
+        self.name, self.method, self.calls = name, method, calls
+
+    def execute(self, args):
+        self.calls.append((self.name, args[0].shape[1]))
+        return self.method.execute(args)
+
+
+def test_prefill_in_chunks_is_the_same_sequence(pte_artifacts, tmp_path):
+    """A manifest's prefill_chunk: the runtime runs a long prompt in pieces (the last of one token through decode)
+    with the state carried; logits and state are the model's, as in one call. The exporter asks for it on models
+    without attention only (its KV cache is held by the program)."""
+    folder, model = pte_artifacts["mamba"]
+    assert read_manifest(folder)["prefill_chunk"] >= 2 and read_manifest(pte_artifacts["transformer"][0])["prefill_chunk"] is None
+    chunked = tmp_path / "chunked"
+    shutil.copytree(folder, chunked)
+    manifest = json.loads((chunked / "manifest.json").read_text())
+    (chunked / "manifest.json").write_text(json.dumps({**manifest, "prefill_chunk": 16}))
+    tokens = torch.randint(0, 256, (1, 49))  # 16 + 16 + 16 + 1
+    whole, pieces = open_artifact(folder), open_artifact(chunked)
+    calls = []
+    pieces.methods = {name: NotedMethod(name, method, calls) for name, method in pieces.methods.items()}
+    with torch.no_grad():
+        ref, s_ref = model.prefill(tokens, model.init_state(1), last_only=True)
+    for runner in (whole, pieces):
+        got, state = runner.prefill(tokens, runner.init_state(1))
+        assert (ref - got).abs().max().item() < 1e-3
+        assert all((s_ref[n] - state[n]).abs().max().item() < 1e-3 for n in runner.state_names)
+        runner.close()
+    assert calls == [("prefill", 16)] * 3 + [("decode", 1)]
 
 
 def test_build_runner_command(tmp_path):

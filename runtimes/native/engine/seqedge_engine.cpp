@@ -166,6 +166,7 @@ struct StateTensor {
 struct Engine::Impl {
   std::string folder, program;
   long max_prefill = 1L << 30;
+  long prefill_chunk = 1L << 30;  // the manifest's prefill_chunk: longer prompts run in pieces of this many tokens
   std::unique_ptr<Codec> codec;
   std::unique_ptr<Module> module;
   std::vector<StateTensor> state;
@@ -213,6 +214,7 @@ Engine::Engine(const std::string& artifact, int threads) : impl_(std::make_uniqu
       m.program[0] == '.')
     throw Error(artifact + "/manifest.json names an invalid program file '" + m.program + "'");
   m.max_prefill = std::max(1L, json_int(manifest, "max_prefill_len", 1L << 30));
+  m.prefill_chunk = std::max(2L, json_int(manifest, "prefill_chunk", 1L << 30));
   m.codec = make_codec(artifact, manifest);
 #ifdef SEQEDGE_HAVE_THREADPOOL
   if (threads > 0) executorch::extension::threadpool::get_threadpool()->_unsafe_reset_threadpool(threads);
@@ -270,8 +272,8 @@ const std::string& Engine::program_file() const { return impl_->program; }
 int64_t Engine::prefill(const std::vector<int64_t>& ids) {
   if (ids.empty()) throw Error("prefill needs at least one token");
   int64_t next = 0;
-  const size_t chunk_len = size_t(impl_->max_prefill);
-  for (size_t start = 0; start < ids.size(); start += chunk_len) {  // chunk prompts beyond the program's longest
+  const size_t chunk_len = size_t(std::min(impl_->max_prefill, impl_->prefill_chunk));
+  for (size_t start = 0; start < ids.size(); start += chunk_len) {  // beyond the program's longest, or its chunk
     std::vector<int64_t> chunk(ids.begin() + start, ids.begin() + std::min(ids.size(), start + chunk_len));
     next = impl_->run(chunk.size() == 1 ? "decode" : "prefill", std::move(chunk));
   }
