@@ -15,7 +15,8 @@ fails or dies sends nothing; its partitions are run here afterwards, so a real e
         edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])
 
 `jobs` is `seqedge export --jobs` (ExportPlan.jobs); by default the cores this process may run on, at most
-MAX_JOBS. 1, or no `os.fork` (Windows), runs everything here as ExecuTorch does.
+MAX_JOBS. 1, or no `os.fork` (Windows), runs everything here as ExecuTorch does — the choice for a program that
+exports from one of several threads (a server): forking a multi-threaded process copies only the calling thread.
 """
 
 from __future__ import annotations
