@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from seqedge.errors import CorruptFileError, UnsupportedError
+from seqedge.errors import BadInputError, CorruptFileError, UnsupportedError
 from seqedge.runtimes.base import ArtifactRunner
 
 INSTALL = "pip install executorch==1.5.1"
@@ -113,11 +113,14 @@ class ExecuTorchAdapter(ArtifactRunner):
 
     def prefill(self, tokens: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         T = tokens.shape[1]
+        if T == 0:
+            raise BadInputError("prefill needs at least one token", "pass a non-empty prompt")
+        tokens = tokens.to(torch.long)
         chunk = min(self.prefill_chunk or T, self.max_prefill or T)  # beyond the program's longest, or its chunk
         for start in range(0, T, chunk):
             piece = tokens[:, start:start + chunk]
             method = self.methods["decode" if piece.shape[1] == 1 else "prefill"]
-            outs = method.execute([piece.to(torch.long).contiguous(), *(state[n].contiguous() for n in self.state_names)])
+            outs = method.execute([piece.contiguous(), *(state[n].contiguous() for n in self.state_names)])
             logits, state = outs[0], dict(zip(self.state_names, outs[1:]))
         return logits, state
 

@@ -273,6 +273,7 @@ def test_partitions_lowered_in_forked_workers_come_back_in_order_and_a_failed_sh
         return job
 
     assert preprocess_all(only_here, jobs, workers=3) == {job: job for job in jobs}
+    assert preprocess_all(only_here, [], workers=3) == {}  # a method XNNPACK took nothing from
 
     def broken(job):
         raise ValueError(f"partition {job} does not lower")
@@ -365,6 +366,8 @@ def test_pte_runs_any_length_with_state_carried(pte_artifacts, fam):
         ref, _ = model.prefill(long, model.init_state(1), last_only=True)
         got, _ = runner.prefill(long, runner.init_state(1))
         assert (ref - got).abs().max().item() < 1e-3
+    with pytest.raises(BadInputError, match="at least one token"):
+        runner.prefill(torch.zeros(1, 0, dtype=torch.long), runner.init_state(1))
     runner.close()
     assert torch.get_num_threads() == threads
 

@@ -71,6 +71,8 @@ def _read_all(fd: int) -> bytes:
 
 def preprocess_all(run, jobs: list, workers: int) -> dict:
     """{job: run(job)} for every job, the jobs dealt round-robin over `workers` processes (this one included)."""
+    if not jobs:
+        return {}
     workers = min(workers, len(jobs))
     children = []  # (pid, read end, its jobs)
     gc.freeze()  # the child's garbage collector then leaves the parent's objects (and their pages) alone
