@@ -1,11 +1,15 @@
-"""Parity of an exported artifact against the PyTorch model: prefill, then N greedy decode steps.
+"""Parity of an exported artifact against the PyTorch model: prefill, then N decode steps.
 
-Both sides see the same tokens: the artifact walks its own greedy choices through its decode path, one step
-at a time with the state carried from the prefill on (so a state bug shows up within steps), and the PyTorch
-reference then reads the whole walk in one forward (every position's logits), so each step's logits are
-comparable; `token_agreement` is the share of steps where the two greedy choices agree. The model's own step
-is checked against its prefill on the first SELF_CHECK_STEPS steps (a user's module whose step and prefill
-disagree would decode differently from the artifact, which is traced from prefill).
+Both sides see the same tokens: the artifact reads a prompt of held-out text, then is fed the text's next
+tokens through its decode path, one step at a time with the state carried from the prefill on (so a state bug
+shows up within steps), and the PyTorch reference then reads the whole text in one forward (every position's
+logits), so each step's logits are comparable; `token_agreement` is the share of steps where the two greedy
+choices agree. The path is the text, not the artifact's own greedy choices: every artifact of a model is
+measured on the same positions, so the KL of two recipes (or group sizes), and of the reference grid the
+quantized gate compares with, are comparable and do not depend on where one artifact's greedy walk wandered
+(a 4-bit SmolLM2 walked into a loop on which llama.cpp's grid moved 0.19 nats where another walk gave 0.34).
+The model's own step is checked against its prefill on the first SELF_CHECK_STEPS steps (a user's module whose
+step and prefill disagree would decode differently from the artifact, which is traced from prefill).
 """
 
 from __future__ import annotations
@@ -64,18 +68,21 @@ SELF_CHECK_STEPS = 4  # decode steps on which the model's own step is checked ag
 
 def check_parity(reference, artifact, prompt: list[int], steps: int = 64, tolerance: float = FP32_TOLERANCE,
                  min_token_agreement: float | None = 1.0, max_mean_kl: float | None = None,
-                 baseline: tuple[str, torch.nn.Module, float] | None = None) -> Parity:
-    """`baseline`: (grid name, the reference model on that grid, factor): it walks the same tokens, and the KL
-    gate becomes max(max_mean_kl, factor x its mean KL)."""
+                 baseline: tuple[str, torch.nn.Module, float] | None = None,
+                 continuation: list[int] | None = None) -> Parity:
+    """`continuation`: the tokens fed after the prompt, one per step (the text's own; missing ones are the
+    artifact's greedy choices). `baseline`: (grid name, the reference model on that grid, factor): it reads
+    the same tokens, and the KL gate becomes max(max_mean_kl, factor x its mean KL)."""
     tokens = torch.tensor([list(prompt)], dtype=torch.long)  # (1, P)
+    fed = list(continuation or [])[:steps]
     base = baseline[1] if baseline else None
     with torch.no_grad():
-        # the artifact walks its greedy tokens step by step (its decode path is what is checked); the reference
-        # (and the baseline) then read every position of the same tokens in one forward each
+        # the artifact steps through the tokens one at a time (its decode path is what is checked); the
+        # reference (and the baseline) then read every position of the same tokens in one forward each
         art_logits, art_state = artifact.prefill(tokens, artifact.init_state(1))
         art_rows, walked = [art_logits[0, -1]], []
-        for _ in range(steps):
-            walked.append(art_rows[-1].argmax().item())
+        for i in range(steps):
+            walked.append(fed[i] if i < len(fed) else art_rows[-1].argmax().item())
             art_logits, art_state = artifact.step(torch.tensor([[walked[-1]]]), art_state)
             art_rows.append(art_logits[0, -1])
         path = torch.cat([tokens, torch.tensor([walked], dtype=torch.long)], dim=1)  # (1, P + steps)
@@ -149,7 +156,8 @@ def verify_artifact(folder, model, steps: int = 64, prompt_bytes: int = 64, thre
                                     f"use --steps {cache // 2} or fewer")
             prompt_bytes = max(1, min(prompt_bytes, cache - steps))
         try:
-            prompt = held_out_tokens(load_tokenizer(folder), prompt_bytes)  # the artifact's tokenizer: real text
+            text = held_out_tokens(load_tokenizer(folder), prompt_bytes + steps)  # the artifact's tokenizer: real text
+            prompt, continuation = text[:prompt_bytes], text[prompt_bytes:]
             from seqedge.quant.reference import baseline_model
 
             grid_model = grid_model if grid_model is not None else baseline_model(model, rule.baseline)
@@ -157,7 +165,7 @@ def verify_artifact(folder, model, steps: int = 64, prompt_bytes: int = 64, thre
             parity = check_parity(model, runner, prompt, steps=steps,
                                   tolerance=rule.tolerance if rule.tolerance is not None else float("inf"),
                                   min_token_agreement=rule.min_token_agreement, max_mean_kl=rule.max_mean_kl,
-                                  baseline=baseline)
+                                  baseline=baseline, continuation=continuation)
         finally:
             if own:
                 runner.close()
