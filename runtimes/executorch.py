@@ -70,6 +70,10 @@ class ExecuTorchAdapter(ArtifactRunner):
             from seqedge.native import load_kernels
 
             load_kernels()
+        if manifest.get("llm_kernels"):  # the wheel's custom_sdpa calls MKL from the pool's threads
+            from seqedge.exporters.executorch.native_ops import one_blas_thread_per_pool_thread
+
+            one_blas_thread_per_pool_thread()
         path = Path(artifact) / manifest["graphs"]["prefill"].split("#")[0]
         try:
             with _native_stderr_silenced():

@@ -143,6 +143,31 @@ def test_rnn_scan_kernel_matches_reference(cell, tmp_path):
                 assert (g - w).abs().max().item() <= TOL * max(1.0, w.abs().max().item()), (cell, T_, k)
 
 
+def test_every_pool_thread_asks_openmp_for_one_thread():
+    """The wheel's custom_sdpa calls libtorch's MKL from ExecuTorch's pool threads: after the runtime's setting,
+    each pool thread (reached exactly once, the caller included) has one OpenMP thread."""
+    import ctypes
+    import glob
+    import threading
+
+    from seqedge.native import load_kernels
+    from seqedge.runtimes.executorch import _set_threads
+
+    gomp = glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp*.so*"))
+    if not gomp:
+        pytest.skip("this torch build has no GNU OpenMP")
+    omp = ctypes.CDLL(gomp[0])
+    _set_threads(2)
+    assert native_ops.one_blas_thread_per_pool_thread() == 2
+    seen = []
+    record = ctypes.CFUNCTYPE(None, ctypes.c_int)(lambda _: seen.append((threading.get_native_id(),
+                                                                         omp.omp_get_max_threads())))
+    run = ctypes.CDLL(str(load_kernels())).seqedge_on_each_pool_thread
+    run.argtypes, run.restype = [ctypes.c_void_p, ctypes.c_int], ctypes.c_int64
+    assert run(ctypes.cast(record, ctypes.c_void_p), 0) == 2
+    assert len({tid for tid, _ in seen}) == len(seen) == 2 and all(n == 1 for _, n in seen), seen
+
+
 @pytest.mark.parametrize("bits", [0, 8, 4])
 @pytest.mark.parametrize("renormalise", [True, False])
 def test_moe_kernel_matches_reference(bits, renormalise, tmp_path, capfd):

@@ -84,3 +84,37 @@ def llm_kernels() -> None:
     """Register ExecuTorch's LLM ops (`llama::update_cache`, `llama::custom_sdpa`) with torch; their
     runtime kernels come with the executorch wheel (pybindings) and with seqedge's runner."""
     import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+
+
+def one_blas_thread_per_pool_thread() -> int:
+    """Make every thread of ExecuTorch's threadpool ask OpenMP (and MKL) for one thread, as torch's own threads
+    are while an artifact runs (runtimes/base.py). The wheel's `llama::custom_sdpa` multiplies through
+    libtorch's MKL from the pool's workers, where the thread count is still the process default: each gemm
+    opened an OpenMP team that spun beside the pool (llama-135m int4 prefill, T = 256, 2 cores: ~480 tok/s, and
+    ~1,100-1,300 so). The setting is per thread, so seqedge's kernel library runs it on each pool thread
+    (kernels/pool_threads.cpp). Returns the threads reached; 0 where there is nothing to set (no kernel library,
+    no OpenMP in torch)."""
+    import ctypes
+    from pathlib import Path
+
+    import torch
+
+    from seqedge.errors import SeqedgeError
+    from seqedge.native import load_kernels
+
+    try:
+        pool = ctypes.CDLL(str(load_kernels()))
+    except SeqedgeError:  # no compiler here: nothing to run it with (the programs still run, slower)
+        return 0
+    setters = []
+    # MKL's C entry point (its lower-case names are the Fortran ones, which take a pointer)
+    for pattern, symbol in (("libgomp*.so*", "omp_set_num_threads"), ("libtorch_cpu.*", "MKL_Set_Num_Threads_Local")):
+        for path in sorted((Path(torch.__file__).parent / "lib").glob(pattern)):
+            try:
+                setters.append(getattr(ctypes.CDLL(str(path)), symbol))
+                break
+            except (OSError, AttributeError):  # not this build's threading library, or no MKL in it
+                continue
+    run = pool.seqedge_on_each_pool_thread
+    run.argtypes, run.restype = [ctypes.c_void_p, ctypes.c_int], ctypes.c_int64
+    return min((run(ctypes.cast(f, ctypes.c_void_p), 1) for f in setters), default=0)
