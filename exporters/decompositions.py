@@ -247,26 +247,14 @@ XNNPACK_REWRITES = {
 # --- ExecuTorch's LLM kernels ---------------------------------------------------------------------------
 
 
-def attention_llm_kernels(q, k, v, k_cache, v_cache, pos, cos, sin):
-    """attention through ExecuTorch's LLM kernels. Here k_cache / v_cache are the program-held buffers in
+def attention_cached_sdpa(q, k, v, k_cache, v_cache, pos, cos, sin):
+    """attention over KV caches the program holds. Here k_cache / v_cache are the program-held buffers in
     ExecuTorch's (Bt, S, Hkv, hd) layout (executorch/held_state.py), not the op's (Bt, Hkv, S, hd) — the
     (Bt, T, heads, hd) layout the projections give, so nothing is transposed: RoPE by gathered table rows,
-    `llama::update_cache` writes k, v into the caches in place and `llama::custom_sdpa` attends causally
-    over slots [0, pos + T) with grouped-query heads. The caches are returned as they are (written in place)."""
-    Bt, T = q.shape[0], q.shape[1]
-    p = pos.reshape(-1)[0].item()
-    torch._check_is_size(p)
-    torch._check(p < k_cache.shape[1])
-    q, k, v = _rotated(q, k, v, pos, cos, sin, k_cache.shape[3])  # (Bt, T, heads, hd)
-    torch.ops.llama.update_cache(k, k_cache, p)
-    torch.ops.llama.update_cache(v, v_cache, p)
-    out = torch.ops.llama.custom_sdpa(q, k_cache, v_cache, p, None, 0.0, True)  # (Bt, T, H, hd)
-    return out.reshape(Bt, T, -1), k_cache, v_cache
-
-
-def attention_cached_sdpa(q, k, v, k_cache, v_cache, pos, cos, sin):
-    """attention_llm_kernels with seqedge's own kernel for the attention itself (`seqedge::cached_sdpa`,
-    which streams each cached row once for all the query heads): the decode method's lowering."""
+    `llama::update_cache` (ExecuTorch's LLM kernel) writes k, v into the caches in place and seqedge's
+    `seqedge::cached_sdpa` attends causally over slots [0, pos + T) with grouped-query heads (a prompt in tiles
+    of positions, a decode step streaming each cached row once for all the query heads). The caches are
+    returned as they are (written in place)."""
     Bt, T = q.shape[0], q.shape[1]
     p = pos.reshape(-1)[0].item()
     torch._check_is_size(p)

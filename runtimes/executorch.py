@@ -70,7 +70,8 @@ class ExecuTorchAdapter(ArtifactRunner):
             from seqedge.native import load_kernels
 
             load_kernels()
-        if manifest.get("llm_kernels"):  # the wheel's custom_sdpa calls MKL from the pool's threads
+        if "llama::custom_sdpa.out" in (manifest.get("llm_kernels") or ()):  # programs exported before seqedge's
+            # tiles attended prompts with the wheel's custom_sdpa, which calls MKL from the pool's threads
             from seqedge.exporters.executorch.native_ops import one_blas_thread_per_pool_thread
 
             one_blas_thread_per_pool_thread()

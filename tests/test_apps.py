@@ -178,6 +178,21 @@ def test_string_literals_never_become_code():
     assert swift == '"a\\"b\\\\c${x}\\u{a}\\u{e9}\\u{1f600}"'
 
 
+@pytest.mark.parametrize("target", ["android", "ios"])
+def test_packaged_sources_include_only_what_they_carry(artifacts, target, tmp_path):
+    """The C++ a package hands the app's build: every quoted #include names a file the package carries (the
+    kernels' shared headers included), or ExecuTorch's headers it also carries."""
+    pkg = tmp_path / "pkg"
+    package(PackagePlan(artifact=artifacts["transformer-int4"], target=target, out=pkg), say=lambda _: None)
+    carried = {p.name for p in pkg.rglob("*") if p.is_file()}
+    sources = [p for p in pkg.rglob("*") if p.suffix in (".cpp", ".h", ".mm") and "executorch" not in p.parts]
+    assert any(p.name == "cached_sdpa.cpp" for p in sources)
+    missing = {(p.name, inc) for p in sources
+               for inc in re.findall(r'^#include "([^"]+)"', p.read_text(errors="replace"), re.M)
+               if Path(inc).name not in carried}
+    assert not missing, missing
+
+
 def test_kotlin_wrapper_and_jni_bridge_run_on_the_jvm(artifacts, native_runner, tmp_path):
     compiler, java = kotlinc(), shutil.which("java")
     need(compiler is not None and java is not None, "kotlinc (npm install -g kotlin-compiler) or a JDK")

@@ -206,7 +206,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             "prefill_chunk": None if held else PREFILL_CHUNK,
             "delegation": delegation,
             "native_kernels": native,
-            "llm_kernels": ["llama::update_cache.out", "llama::custom_sdpa.out"] if held else [],
+            "llm_kernels": ["llama::update_cache.out"] if held else [],
             "quantized_kernels": any(isinstance(m, QuantizedEmbedding) for m in traced.modules()),
             "held_state": [{**s.to_json(), "shape": [s.shape[0], s.shape[2], s.shape[1], s.shape[3]],
                             "layout": "(batch, seq, kv_heads, head_dim)"} for s in held],  # as HeldCacheGraph holds it

@@ -4,13 +4,13 @@ Carrying a KV cache explicitly costs a copy of the whole cache in and out of eve
 94 MB per token at a 2048-slot cache, more than the weights' share of the step at short contexts). So
 the caches become the program's mutable buffers, exported with `share_mutable_buffers=True`: both
 methods read and write the same memory, `llama::update_cache` writes the new keys/values in place and
-`llama::custom_sdpa` reads the valid prefix. Only `pos` (and any recurrent state) stays explicit.
+`seqedge::cached_sdpa` reads the valid prefix. Only `pos` (and any recurrent state) stays explicit.
 
 The contract this gives: one sequence per loaded program (a runner that loads the program twice gets
 two sequences). Starting over is `pos = 0`, with no need to clear the caches: attention reads slots
 [0, pos + T) only, and those are always written first. Held caches use ExecuTorch's (Bt, S, Hkv, hd)
 layout; the model hands them to `seqedge::attention` untouched, and the ExecuTorch lowering of that op
-(decompositions.attention_llm_kernels) expects that layout.
+(decompositions.attention_cached_sdpa) expects that layout.
 """
 
 from __future__ import annotations

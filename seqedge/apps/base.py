@@ -39,8 +39,9 @@ def native_sources() -> Path:
 
 
 # seqedge's own kernels: the packages' ExecuTorch (Android AAR, Swift PM kernels_llm) registers the llama:: ops
-# itself, and a kernel registered twice aborts at load, so kernels/llm_attention.cpp stays out
-KERNELS = ("selective_scan.cpp", "cached_sdpa.cpp", "vector_math.h")
+# itself, and a kernel registered twice aborts at load, so kernels/llm_attention.cpp stays out. Every header of
+# kernels/ goes with them (what they include).
+KERNELS = ("selective_scan.cpp", "cached_sdpa.cpp")
 
 
 def copy_engine_sources(dest: Path) -> None:
@@ -48,7 +49,8 @@ def copy_engine_sources(dest: Path) -> None:
     from seqedge.native import executorch_root
 
     src = native_sources()
-    for sub, names in (("engine", ("seqedge_engine.h", "seqedge_engine.cpp")), ("kernels", KERNELS)):
+    headers = tuple(sorted(p.name for p in (src / "kernels").glob("*.h")))
+    for sub, names in (("engine", ("seqedge_engine.h", "seqedge_engine.cpp")), ("kernels", KERNELS + headers)):
         (dest / sub).mkdir(parents=True)
         for name in names:
             shutil.copy2(src / sub / name, dest / sub / name)

@@ -13,6 +13,9 @@
 // llama-135m layer at T = 1 with 256-1024 cached positions on 2 threads; one item per kv head, reading a
 // third of each row per pass, ran compute-bound at ~3 GB/s of cache.)
 //
+// A call with a position for every thread (a prompt: the prefill method's lowering too) goes through the tiles
+// of attention_tile.h instead, the keys read once per tile of positions.
+//
 // Registered boxed: stack = [q, k_cache, v_cache, start_pos, out].
 
 #include "et_kernel.h"
@@ -23,6 +26,7 @@
 #include <cstring>
 #include <vector>
 
+#include "attention_tile.h"
 #include "vector_math.h"
 
 namespace seqedge {
@@ -100,10 +104,18 @@ void cached_sdpa_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
   const float* pv = v.const_data_ptr<float>();
   float* po = out.mutable_data_ptr<float>();
 
-  // Work: one (batch, query position) with its keys split into `chunks` ranges of >= 64 keys when there are
-  // fewer positions than twice the threads (decode), merged afterwards.
+  // A prompt (positions for every thread): in tiles of positions x the query heads sharing a kv head, each key
+  // and value block read once for the tile (attention_tile.h, also the runner's llama::custom_sdpa).
   const int64_t positions = B * T;
   const int64_t threads = std::max<int64_t>(1, executorch::extension::get_thread_count());
+  if (positions >= 2 * threads && D <= tile_core::kMaxHeadDim) {
+    tile_core::attend_all(tile_core::Sdpa{q.const_data_ptr<float>(), k.const_data_ptr<float>(),
+                                          v.const_data_ptr<float>(), out.mutable_data_ptr<float>(), T, Hq, D, S, Hkv,
+                                          start, true, 1.0f / std::sqrt(float(D))}, B);
+    return;
+  }
+  // Decode: one (batch, query position) with its keys split into `chunks` ranges of >= 64 keys when there are
+  // fewer positions than twice the threads, merged afterwards.
   const int64_t chunks = positions >= 2 * threads ? 1
       : std::max<int64_t>(1, std::min<int64_t>((2 * threads + positions - 1) / positions, (start + T) / 64));
   const int64_t part = Hq * D + 2 * Hq;  // o (Hq, D), m (Hq), l (Hq) per range
