@@ -6,7 +6,8 @@ else, so its peak memory is the runtime's (plus Python and torch), never an expo
 REQUEST: {"artifact", "threads", "prompt_lengths", "contexts", "decode_tokens", "repeats", "text_hex"}.
 Every measurement carries the machine's state around it: the 1-minute load average before and after, the
 CPU clock (mean of /proc/cpuinfo "cpu MHz"), and `others_busy_cores`, the CPU time other processes used
-during it (busy jiffies from /proc/stat minus this process's own CPU time, per wall second). A failure the
+during it (busy jiffies from /proc/stat minus this process's own CPU time, per wall second, over at least
+MIN_WINDOW seconds). A failure the
 user caused prints {"error", "hint"} and exits 2.
 """
 
@@ -51,6 +52,12 @@ def _own_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
+# /proc/stat counts in clock ticks (10 ms): over a tiny model's 64 decode steps (~30 ms) two busy cores beside
+# the measurement read as 0.0 in one CI run. A shorter measurement is followed by a wait (this process idle)
+# until the window is this long, so other processes' time is counted over enough ticks.
+MIN_WINDOW = 0.5
+
+
 class MachineState:
     """The machine around one measurement: `with MachineState() as m: ...; m.to_json()`."""
 
@@ -61,6 +68,9 @@ class MachineState:
 
     def __exit__(self, *exc):
         wall = time.perf_counter() - self.t0
+        if wall < MIN_WINDOW:  # the machine around it, over a window /proc/stat's ticks can count
+            time.sleep(MIN_WINDOW - wall)
+            wall = time.perf_counter() - self.t0
         busy1, own1 = _busy_seconds(), _own_seconds()
         self.others = None
         if self.busy0 is not None and busy1 is not None and wall > 0:
