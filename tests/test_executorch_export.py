@@ -150,7 +150,6 @@ def test_every_pool_thread_asks_openmp_for_one_thread():
     import glob
     import threading
 
-    from seqedge.native import load_kernels
     from seqedge.runtimes.executorch import _set_threads
 
     gomp = glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp*.so*"))
@@ -162,9 +161,7 @@ def test_every_pool_thread_asks_openmp_for_one_thread():
     seen = []
     record = ctypes.CFUNCTYPE(None, ctypes.c_int)(lambda _: seen.append((threading.get_native_id(),
                                                                          omp.omp_get_max_threads())))
-    run = ctypes.CDLL(str(load_kernels())).seqedge_on_each_pool_thread
-    run.argtypes, run.restype = [ctypes.c_void_p, ctypes.c_int], ctypes.c_int64
-    assert run(ctypes.cast(record, ctypes.c_void_p), 0) == 2
+    assert native_ops.on_each_pool_thread(record, 0) == 2
     assert len({tid for tid, _ in seen}) == len(seen) == 2 and all(n == 1 for _, n in seen), seen
 
 

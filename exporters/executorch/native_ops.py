@@ -103,7 +103,7 @@ def one_blas_thread_per_pool_thread() -> int:
     from seqedge.native import load_kernels
 
     try:
-        pool = ctypes.CDLL(str(load_kernels()))
+        load_kernels()
     except SeqedgeError:  # no compiler here: nothing to run it with (the programs still run, slower)
         return 0
     setters = []
@@ -115,6 +115,16 @@ def one_blas_thread_per_pool_thread() -> int:
                 break
             except (OSError, AttributeError):  # not this build's threading library, or no MKL in it
                 continue
-    run = pool.seqedge_on_each_pool_thread
+    return min((on_each_pool_thread(f, 1) for f in setters), default=0)
+
+
+def on_each_pool_thread(fn, arg: int) -> int:
+    """Call the C function `fn(int)` (a ctypes function) once on every thread of ExecuTorch's threadpool, this one
+    included (kernels/pool_threads.cpp); returns the threads reached."""
+    import ctypes
+
+    from seqedge.native import load_kernels
+
+    run = ctypes.CDLL(str(load_kernels())).seqedge_on_each_pool_thread
     run.argtypes, run.restype = [ctypes.c_void_p, ctypes.c_int], ctypes.c_int64
-    return min((run(ctypes.cast(f, ctypes.c_void_p), 1) for f in setters), default=0)
+    return run(ctypes.cast(fn, ctypes.c_void_p), arg)

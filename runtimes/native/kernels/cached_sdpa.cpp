@@ -109,9 +109,7 @@ void cached_sdpa_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
   const int64_t positions = B * T;
   const int64_t threads = std::max<int64_t>(1, executorch::extension::get_thread_count());
   if (positions >= 2 * threads && D <= tile_core::kMaxHeadDim) {
-    tile_core::attend_all(tile_core::Sdpa{q.const_data_ptr<float>(), k.const_data_ptr<float>(),
-                                          v.const_data_ptr<float>(), out.mutable_data_ptr<float>(), T, Hq, D, S, Hkv,
-                                          start, true, 1.0f / std::sqrt(float(D))}, B);
+    tile_core::attend_all(tile_core::Sdpa{pq, pk, pv, po, T, Hq, D, S, Hkv, start, true, scale}, B);
     return;
   }
   // Decode: one (batch, query position) with its keys split into `chunks` ranges of >= 64 keys when there are

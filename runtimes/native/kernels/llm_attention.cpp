@@ -15,14 +15,11 @@
 
 #include "et_kernel.h"
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <vector>
 
 #include "attention_tile.h"
-#include "vector_math.h"
 
 namespace seqedge {
 namespace {
