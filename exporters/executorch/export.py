@@ -31,6 +31,7 @@ from seqedge.exporters.executorch.edge_passes import fused_edge_passes
 from seqedge.exporters.executorch.held_state import HeldCacheGraph, held_caches
 from seqedge.exporters.executorch.lowering_stages import lowering_stages
 from seqedge.exporters.executorch.lowerings import METHODS, lowerings_for
+from seqedge.exporters.executorch.merge_check import merge_check
 from seqedge.exporters.executorch.one_decomposition import one_decomposition
 from seqedge.exporters.executorch.parallel_preprocess import parallel_preprocess, processes
 from seqedge.exporters.executorch.provenance import shared_provenance
@@ -46,9 +47,9 @@ from seqedge.quant.report import apply_executorch, module_float_matrices, pte_we
 from seqedge.quant.report import prepare as prepare_quant
 
 PROGRAM = "model.pte"
-# xnnpack_passes.py, partitioner.py, provenance.py, edge_passes.py, one_decomposition.py, deferred_recompile.py: work
-# the lowering skips because it cannot change the program; parallel_preprocess.py: the partitions lowered by several
-# processes. The test that the program is byte-identical without them turns this off once
+# xnnpack_passes.py, partitioner.py, provenance.py, edge_passes.py, one_decomposition.py, merge_check.py,
+# deferred_recompile.py: work the lowering skips because it cannot change the program; parallel_preprocess.py: the
+# partitions lowered by several processes. The test that the program is byte-identical without them turns this off once
 SKIP_INAPPLICABLE_PASSES = True
 DEFAULT_MAX_PREFILL = 4096
 # A model without attention prefills long prompts in pieces of this many tokens, the state carried (the manifest's
@@ -178,6 +179,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
                     _shortcut(relevant_xnnpack_passes), \
                     _shortcut(fused_edge_passes), \
                     _shortcut(one_decomposition), \
+                    _shortcut(merge_check), \
                     _shortcut(functools.partial(parallel_preprocess, jobs)), \
                     _shortcut(deferred_recompile):
                 edge = to_edge_transform_and_lower(programs, partitioner=partitioners,
