@@ -306,17 +306,16 @@ def test_partitions_lowered_in_forked_workers_come_back_in_order_and_a_failed_sh
 
 
 def test_edge_passes_are_fused_only_where_each_works_node_by_node():
-    """ExecuTorch's own ATen-to-edge pass list (the installed version), after edge_passes.py's restatement of
-    torch.export's view-to-copy pass: every pass edge_passes.py names is still node-local there (an upgrade that
-    changes one fails here, before any program changes), each run of adjacent ones becomes one pass whose method
-    order is the run's, and every other pass stays, the same object, in place."""
+    """ExecuTorch's own ATen-to-edge pass list (the installed version): every pass edge_passes.py names is still
+    node-local there (an upgrade that changes one fails here, before any program changes), each run of adjacent
+    ones becomes one pass whose method order is the run's, and every other pass stays, the same object, in place."""
     from executorch.exir import EdgeCompileConfig
     from executorch.exir.program import _program
 
-    from seqedge.exporters.executorch.edge_passes import NODE_LOCAL, fuse, node_local, view_copy_pass
+    from seqedge.exporters.executorch.edge_passes import NODE_LOCAL, fuse, node_local
 
     pre, _ = _program._get_aten_to_edge_passes(EdgeCompileConfig())
-    listed = [view_copy_pass(), *pre, _program.OpReplacePass(), _program.MemoryFormatOpsPass()]
+    listed = [*pre, _program.OpReplacePass(), _program.MemoryFormatOpsPass()]
     inner = [getattr(p, "__wrapped__", p) for p in listed]
     assert {type(p).__name__ for p in inner if node_local(p)} == set(NODE_LOCAL)
     fused = fuse(listed)

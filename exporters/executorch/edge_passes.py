@@ -1,10 +1,9 @@
 """ExecuTorch's ATen-to-edge passes with each run of adjacent node-by-node passes done in one re-trace.
 
 `to_edge_transform_and_lower` turns a method's ATen graph into the edge dialect with a list of passes
-(exir/program/_program.py: `_generate_edge_program`). Eight of them only override `call_operator` — torch.export's
-view-to-copy pass, which runs first (`view_copy_pass` restates it on ExecuTorch's pass base), and seven of
-ExecuTorch's `ExportPass`es — each rewrites one node at a time (views to `_copy` ops, transpose to t_copy, views to
-view_copy, scalars to tensors, SymInts to tensors, mixed dtypes, ATen to edge ops, memory formats to dim orders) — and each re-traces the whole
+(exir/program/_program.py: `_generate_edge_program`). Seven of them are `ExportPass`es that only override
+`call_operator` — each rewrites one node at a time (transpose to t_copy, views to view_copy, scalars to tensors,
+SymInts to tensors, mixed dtypes, ATen to edge ops, memory formats to dim orders) — and each re-traces the whole
 method with fake tensors, one of the lowering's costliest steps with a dynamic length. A class that inherits from
 adjacent ones in order runs them as one chain per node: each pass's `super().call_operator` hands its result to
 the next pass instead of the tracer, so one re-trace does what the run did, node for node. Passes that look at
@@ -28,7 +27,7 @@ from torch.fx.passes.infra.pass_base import PassBase, PassResult
 
 # The passes known to work node by node (read in executorch 1.5.1): each overrides `call_operator` only, and
 # ScalarToTensorPass also `call`, to report whether it changed something (nothing reads that here)
-NODE_LOCAL = ("ReplaceViewOpsWithViewCopyOps", "NormalizeTransposePass", "ReplaceBrokenOpsWithFunctionalOpsPass", "ScalarToTensorPass", "SymToTensorPass",
+NODE_LOCAL = ("NormalizeTransposePass", "ReplaceBrokenOpsWithFunctionalOpsPass", "ScalarToTensorPass", "SymToTensorPass",
               "RemoveMixedTypeOperators", "OpReplacePass", "MemoryFormatOpsPass")
 
 
@@ -70,28 +69,6 @@ def fuse(passes: list) -> list:
     return out
 
 
-def view_copy_pass():
-    """torch.export's `ReplaceViewOpsWithViewCopyOpsPass` (views to their `_copy` ops, node by node) as one of
-    ExecuTorch's `ExportPass`es, so that it joins the fused run instead of re-tracing the method on its own (torch's
-    pass derives from torch's own, older pass base, which cannot chain with ExecuTorch's)."""
-    from executorch.exir.pass_base import ExportPass
-    from torch._export.passes.replace_view_ops_with_view_copy_ops_pass import (
-        _NON_FUNCTIONAL_OPS_TO_FUNCTIONAL_OPS,
-        get_view_copy_of_view_op,
-    )
-    from torch._ops import HigherOrderOperator
-
-    class ReplaceViewOpsWithViewCopyOps(ExportPass):
-        def call_operator(self, op, args, kwargs, meta):  # torch's call_operator, the same three cases
-            if op in _NON_FUNCTIONAL_OPS_TO_FUNCTIONAL_OPS:
-                op = _NON_FUNCTIONAL_OPS_TO_FUNCTIONAL_OPS[op]
-            elif not isinstance(op, HigherOrderOperator):
-                op = get_view_copy_of_view_op(op._schema) or op
-            return super().call_operator(op, args, kwargs, meta)
-
-    return ReplaceViewOpsWithViewCopyOps()
-
-
 class _Done(PassBase):
     """Stands in for a pass `_generate_edge_program` appends after the others when a fused run has done it."""
 
@@ -101,24 +78,20 @@ class _Done(PassBase):
 
 @contextlib.contextmanager
 def fused_edge_passes() -> Iterator[None]:
-    """While active, the edge-dialect conversion runs `fuse`d passes: the view-to-copy pass `_generate_edge_program`
-    runs first, the list ExecuTorch builds, and the ATen-to-edge and memory-format passes it appends to it, with
-    their adjacent node-by-node runs chained."""
+    """While active, the edge-dialect conversion runs `fuse`d passes: the list ExecuTorch builds, plus the
+    ATen-to-edge and memory-format passes it appends to it, with their adjacent node-by-node runs chained."""
     from executorch.exir.program import _program
 
-    names = "_get_aten_to_edge_passes", "ReplaceViewOpsWithViewCopyOpsPass", "OpReplacePass", "MemoryFormatOpsPass"
-    original = {name: getattr(_program, name) for name in names}
+    original = _program._get_aten_to_edge_passes, _program.OpReplacePass, _program.MemoryFormatOpsPass
 
     def aten_to_edge_passes(config):
-        pre, post = original["_get_aten_to_edge_passes"](config)
-        tail = [original["OpReplacePass"]()] + ([] if config._skip_dim_order else [original["MemoryFormatOpsPass"]()])
-        return fuse([view_copy_pass(), *pre, *tail]), post
+        pre, post = original[0](config)
+        tail = [original[1]()] + ([] if config._skip_dim_order else [original[2]()])
+        return fuse([*pre, *tail]), post
 
-    _program._get_aten_to_edge_passes = aten_to_edge_passes
-    for name in names[1:]:
-        setattr(_program, name, _Done)
+    _program._get_aten_to_edge_passes, _program.OpReplacePass, _program.MemoryFormatOpsPass = \
+        aten_to_edge_passes, _Done, _Done
     try:
         yield
     finally:
-        for name, value in original.items():
-            setattr(_program, name, value)
+        _program._get_aten_to_edge_passes, _program.OpReplacePass, _program.MemoryFormatOpsPass = original
