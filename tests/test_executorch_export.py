@@ -254,11 +254,13 @@ def test_kernels_match_their_references_at_every_isa_level(isa):
 
 def test_skipping_inapplicable_xnnpack_passes_changes_nothing(pte_artifacts, tmp_path, monkeypatch):
     """xnnpack_passes.py skips, per partition, the XNNPACK passes whose ops it lacks, partitioner.py the second
-    decomposition, one_decomposition.py the functionalising one before it, provenance.py the copies of node
-    provenance, edge_passes.py re-traces once per run of node-by-node edge passes, parallel_preprocess.py lowers
-    the partitions in forked workers (six here, three per process), deferred_recompile.py generates a method's
-    code once after its partitions are cut: the program is byte-identical to one lowered in one process with every
-    pass run on its own, functionalised and then decomposed twice, every provenance chain copied and the code
+    decomposition, one_decomposition.py the functionalising one before it, merge_check.py XNNPACK's merge loop
+    over downstream nodes, delegate_outputs.py the re-runs of each delegate on fake tensors, provenance.py the
+    copies of node provenance, edge_passes.py re-traces once per run of node-by-node edge passes,
+    parallel_preprocess.py lowers the partitions in forked workers (six here, three per process),
+    deferred_recompile.py sorts a method in place and generates its code once after its partitions are cut: the
+    program is byte-identical to one lowered in one process with every pass run on its own, functionalised and then
+    decomposed twice, every provenance chain copied, every delegate re-run and the graph copied and its code
     regenerated at every cut."""
     from executorch.backends.xnnpack._passes import XNNPACKPassManager
 

@@ -27,6 +27,7 @@ from seqedge.exporters.artifact import artifact_writer, base_manifest, finish
 from seqedge.exporters.decompositions import XNNPACK_REWRITES
 from seqedge.exporters.executorch import BACKENDS, native_ops
 from seqedge.exporters.executorch.deferred_recompile import deferred_recompile
+from seqedge.exporters.executorch.delegate_outputs import known_delegate_outputs
 from seqedge.exporters.executorch.edge_passes import fused_edge_passes
 from seqedge.exporters.executorch.held_state import HeldCacheGraph, held_caches
 from seqedge.exporters.executorch.lowering_stages import lowering_stages
@@ -48,7 +49,7 @@ from seqedge.quant.report import prepare as prepare_quant
 
 PROGRAM = "model.pte"
 # xnnpack_passes.py, partitioner.py, provenance.py, edge_passes.py, one_decomposition.py, merge_check.py,
-# deferred_recompile.py: work the lowering skips because it cannot change the program; parallel_preprocess.py: the
+# delegate_outputs.py, deferred_recompile.py: work the lowering skips because it cannot change the program; parallel_preprocess.py: the
 # partitions lowered by several processes. The test that the program is byte-identical without them turns this off once
 SKIP_INAPPLICABLE_PASSES = True
 DEFAULT_MAX_PREFILL = 4096
@@ -180,6 +181,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
                     _shortcut(fused_edge_passes), \
                     _shortcut(one_decomposition), \
                     _shortcut(merge_check), \
+                    _shortcut(known_delegate_outputs), \
                     _shortcut(functools.partial(parallel_preprocess, jobs)), \
                     _shortcut(deferred_recompile):
                 edge = to_edge_transform_and_lower(programs, partitioner=partitioners,
