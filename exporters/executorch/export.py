@@ -49,8 +49,9 @@ from seqedge.quant.report import prepare as prepare_quant
 
 PROGRAM = "model.pte"
 # xnnpack_passes.py, partitioner.py, provenance.py, edge_passes.py, one_decomposition.py, merge_check.py,
-# delegate_outputs.py, deferred_recompile.py: work the lowering skips because it cannot change the program; parallel_preprocess.py: the
-# partitions lowered by several processes. The test that the program is byte-identical without them turns this off once
+# delegate_outputs.py, deferred_recompile.py: work the lowering skips because it cannot change the program;
+# parallel_preprocess.py: the partitions lowered by several processes. The test that the program is byte-identical
+# without them turns this off once
 SKIP_INAPPLICABLE_PASSES = True
 DEFAULT_MAX_PREFILL = 4096
 # A model without attention prefills long prompts in pieces of this many tokens, the state carried (the manifest's

@@ -6,11 +6,14 @@ then, with the ops the partitioner keeps whole taken out of the default table, `
 re-traces the whole method with fake tensors; with a dynamic length that is the lowering's costliest step
 (mamba-130m int4: 7.7 + 8.3 s for prefill, 4.6 + 4.6 s for decode). `run_decompositions(table)` functionalises as
 well, so the first call only matters for what the partitioner is asked in between — which ops to keep, and whether
-a per-node check comes with them. Within `one_decomposition()`, a method with one partitioner that answers without a
-check (XNNPACK through `PrecheckedXnnpackPartitioner`) is decomposed once, with ExecuTorch's table, right after the
-partitioner's pre-decomposition transform; ExecuTorch's own `run_decompositions({})` is then a no-op on it, and its
-`run_decompositions(table)` finds nothing left to decompose. Any other method goes ExecuTorch's way. The program is
-byte-identical (tests/test_executorch_export.py).
+a per-node check comes with them. Within `one_decomposition()`, a method with one partitioner is decomposed once,
+with the table of the ops that partitioner keeps, right after its pre-decomposition transform. Before
+functionalising, torchao's int4/int8 weights are still tensor subclasses that XNNPACK's per-node check rejects, so
+the partitioner is asked again on the decomposed program — the question ExecuTorch asks next. When it keeps the
+same ops without a check (XNNPACK through `PrecheckedXnnpackPartitioner`), the program is marked: ExecuTorch's own
+`run_decompositions({})` is a no-op on it and its `run_decompositions(table)` finds nothing left to decompose.
+Otherwise the undecomposed program goes ExecuTorch's way (one re-trace wasted). The program is byte-identical
+(tests/test_executorch_export.py).
 
     with one_decomposition():
         edge = to_edge_transform_and_lower(programs, partitioner=[PrecheckedXnnpackPartitioner()])
@@ -26,7 +29,8 @@ DECOMPOSED = "_seqedge_decomposed"  # set on a program this module decomposed: f
 
 @contextlib.contextmanager
 def one_decomposition() -> Iterator[None]:
-    """While active, a method with one check-free partitioner is decomposed in one `run_decompositions`."""
+    """While active, a method whose one partitioner answers without a check is decomposed in one
+    `run_decompositions`."""
     from executorch.exir.program import _program
     from torch.export import ExportedProgram
 
