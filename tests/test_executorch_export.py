@@ -276,6 +276,46 @@ def test_skipping_inapplicable_xnnpack_passes_changes_nothing(pte_artifacts, tmp
     assert (tmp_path / "all" / "model.pte").read_bytes() == (folder / "model.pte").read_bytes()
 
 
+def _edge_program(module):
+    from executorch.exir import to_edge
+
+    return to_edge(torch.export.export(module, (torch.randn(2, 4),))).exported_program()
+
+
+class _WithConstant(torch.nn.Module):
+    def forward(self, x):
+        return x + torch.ones(4) * 2  # a node without inputs, and one over it: constant folding's work
+
+
+@pytest.mark.parametrize("module,edited", [(torch.nn.Linear(4, 3), True), (torch.nn.ReLU(), False)])
+def test_xnnpack_pass_retraces_only_after_an_edit(module, edited):
+    """xnnpack_passes.py: ConvertToLinearPass turns a Linear's addmm back into a linear and re-traces the graph; in a
+    graph without one, its edit finds nothing and the graph comes back as it went in, not re-traced."""
+    from executorch.backends.xnnpack._passes.convert_to_linear import ConvertToLinearPass
+
+    from seqedge.exporters.executorch.xnnpack_passes import relevant_xnnpack_passes, retrace_only_if_edited
+
+    program = _edge_program(module)
+    with relevant_xnnpack_passes():
+        after = retrace_only_if_edited(ConvertToLinearPass)()(program.graph_module).graph_module
+    assert (after is not program.graph_module) == edited
+    assert any("aten.linear" in str(n.target) for n in after.graph.nodes) == edited
+
+
+@pytest.mark.parametrize("module", [torch.nn.ReLU(), torch.nn.Linear(4, 3), _WithConstant()])
+def test_constant_folding_is_skipped_only_where_nothing_folds(module):
+    """xnnpack_passes.may_fold is true exactly where ExecuTorch's ConstPropPass changes the graph."""
+    from executorch.exir.passes.const_prop_pass import ConstPropPass
+
+    from seqedge.exporters.executorch.xnnpack_passes import may_fold
+
+    program = _edge_program(module)
+    before = [(n.op, str(n.target)) for n in program.graph.nodes]
+    foldable = may_fold(program.graph)
+    after = ConstPropPass()(program.graph_module).graph_module
+    assert foldable == (before != [(n.op, str(n.target)) for n in after.graph.nodes])
+
+
 def test_partitions_lowered_in_forked_workers_come_back_in_order_and_a_failed_share_runs_here():
     """parallel_preprocess.py's dealer with real forks: every job's own result, computed by all the workers (this
     process among them), the workers reaped; a job that fails in a worker is run again here, and an error here is
