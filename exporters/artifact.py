@@ -98,10 +98,11 @@ def copy_tokenizer(source: Path | None, folder: Path, manifest: dict[str, Any]):
 
 
 def finish(folder: Path, model, manifest: dict[str, Any], plan, quant, weight_bytes: int,
-           float_matrices: list, backend: str | None = None) -> dict[str, Any]:
+           float_matrices: list, backend: str | None = None, ahead=None) -> dict[str, Any]:
     """Write the manifest with the quantization report; when the plan says to verify, check the artifact
     against the fp32 `model` (the recipe's tolerance) and measure what quantization cost, gating both.
-    manifest.json is written last, after the gates: a folder without it is never taken for an artifact."""
+    manifest.json is written last, after the gates: a folder without it is never taken for an artifact.
+    `ahead`: the accuracy references computed while the export ran (ahead_references.py)."""
     from seqedge.exporters.verify import verify_artifact
     from seqedge.quant.reference import baseline_model
     from seqedge.quant.report import accuracy_report, gate, size_report
@@ -119,7 +120,7 @@ def finish(folder: Path, model, manifest: dict[str, Any], plan, quant, weight_by
                 manifest["parity"] = verify_artifact(folder, model, plan.verify_steps, plan.prompt_bytes, runner=runner,
                                                      shown_as=plan.out, grid_model=grid_model)
                 with stage("accuracy on held-out text", plan.subject):
-                    manifest["quant"].update(accuracy_report(model, quant, runner, tokenizer, grid_model))
+                    manifest["quant"].update(accuracy_report(model, quant, runner, tokenizer, grid_model, ahead))
             finally:
                 runner.close()
     gate(manifest["quant"], quant)  # may settle the bits/byte limit from the reference grid

@@ -1,9 +1,12 @@
 """Quantization recipes × formats on trained tiny models: real quantized ONNX graphs and ExecuTorch
 programs, their size and accuracy report, the gates (--strict, --max-bpb-increase) and bad inputs."""
 
+import dataclasses
 import json
+import os
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from seqedge.checkpoint import save_checkpoint
@@ -142,3 +145,38 @@ def test_cli_quant_export_and_messages(trained, tmp_path):
                          "int8-static", "--out", str(tmp_path / "c")])
     assert r.exit_code == 2 and "formats that do int8-static: onnx" in r.output
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+class _Broken(torch.nn.Module):
+    def forward(self, tokens):
+        raise RuntimeError("a forward that fails in the worker")
+
+
+@pytest.mark.parametrize("fam", ["transformer", "mamba"])
+def test_references_computed_ahead_by_a_worker_are_the_ones_computed_here(trained, tmp_path, fam):
+    """exporters/ahead_references.py: a forked worker computes `accuracy_references` (fp32 and Q4_0-grid bits, the
+    fp32 top-1) on the tokens accuracy_report reads. They match those computed here, are refused for other tokens,
+    and a worker that fails gives none; without verification no worker is forked."""
+    from seqedge.exporters.ahead_references import ahead_references
+    from seqedge.quant.reference import baseline_model
+    from seqedge.quant.report import accuracy_references, eval_ids, prepare
+    from seqedge.tokenizer import load_tokenizer
+
+    model = trained[fam]
+    plan = ExportPlan(out=tmp_path / "x", format="executorch", quant="int4", eval_bytes=256, jobs=2)
+    quant = prepare(plan, model, "executorch")
+    ids = eval_ids(quant, load_tokenizer(None), getattr(model, "max_seq_len", None))
+    grid = quant.recipe.parity.baseline
+    here = accuracy_references(model, ids, (grid, baseline_model(model, grid)))
+    with ahead_references(model, plan, quant) as ahead:
+        assert ahead.pid is not None and ahead.pid != os.getpid()
+        got = ahead.get(ids)
+    assert got["ids"] == ids and got["baseline"] == grid and torch.equal(got["top1"], here["top1"])
+    assert got["bits_fp32"] == pytest.approx(here["bits_fp32"], rel=1e-5)
+    assert got["bits_baseline"] == pytest.approx(here["bits_baseline"], rel=1e-5) != got["bits_fp32"]
+    with ahead_references(model, plan, quant) as ahead:
+        assert ahead.get(ids[:-1]) is None
+    with ahead_references(_Broken(), plan, quant) as ahead:
+        assert ahead.pid is not None and ahead.get(ids) is None
+    with ahead_references(model, dataclasses.replace(plan, verify=False), quant) as ahead:
+        assert ahead.pid is None and ahead.get(ids) is None

@@ -23,6 +23,7 @@ from torch import nn
 
 from seqedge.diagnostics import stage
 from seqedge.errors import BadInputError
+from seqedge.exporters.ahead_references import ahead_references
 from seqedge.exporters.artifact import artifact_writer, base_manifest, finish
 from seqedge.exporters.decompositions import XNNPACK_REWRITES
 from seqedge.exporters.executorch import BACKENDS, native_ops
@@ -160,7 +161,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
     wrapper = HeldCacheGraph(traced, names, held) if held else StatefulGraph(traced, names)
     hint = "try --backend portable" if plan.backend == "xnnpack" else ""
 
-    with artifact_writer(plan.out, force=plan.force) as tmp:
+    with artifact_writer(plan.out, force=plan.force) as tmp, ahead_references(model, plan, quant) as ahead:
         t0 = time.perf_counter()
         with torch.no_grad(), warnings.catch_warnings(), _shortcut(shared_provenance):
             warnings.simplefilter("ignore")
@@ -224,7 +225,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             "program_bytes": len(program.buffer),
         }
         manifest = finish(tmp, model, manifest, plan, quant, pte_weight_bytes(program.buffer),
-                          module_float_matrices(traced))
+                          module_float_matrices(traced), ahead=ahead)
     return manifest
 
 

@@ -42,7 +42,7 @@ def processes(jobs: int | None) -> int:
     return (jobs or default_jobs()) if hasattr(os, "fork") else 1
 
 
-def _worker(write_fd: int, run, work: list) -> None:
+def worker(write_fd: int, run, work: list) -> None:
     """In a forked child: run `work`, write the pickled results to `write_fd`, exit without returning (the parent's
     `finally` blocks, atexit handlers and open artifact folders are not the child's to run)."""
     code = 1
@@ -62,7 +62,7 @@ def _worker(write_fd: int, run, work: list) -> None:
         os._exit(code)
 
 
-def _read_all(fd: int) -> bytes:
+def read_all(fd: int) -> bytes:
     chunks = []
     while chunk := os.read(fd, 1 << 20):
         chunks.append(chunk)
@@ -82,7 +82,7 @@ def preprocess_all(run, jobs: list, workers: int) -> dict:
             pid = os.fork()
             if pid == 0:
                 os.close(read_fd)
-                _worker(write_fd, run, jobs[w::workers])
+                worker(write_fd, run, jobs[w::workers])
             os.close(write_fd)
             children.append((pid, read_fd, jobs[w::workers]))
     finally:
@@ -92,7 +92,7 @@ def preprocess_all(run, jobs: list, workers: int) -> dict:
         for job in jobs[0::workers]:
             results[job] = run(job)
         for pid, read_fd, mine in children:
-            data = _read_all(read_fd)
+            data = read_all(read_fd)
             _, status = os.waitpid(pid, 0)
             if os.waitstatus_to_exitcode(status) == 0:
                 results.update(zip(mine, pickle.loads(data)))  # noqa: S301  our own child's results

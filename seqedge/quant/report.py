@@ -200,31 +200,46 @@ def _bits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none") / math.log(2)
 
 
-def accuracy(model, runner, ids: list[int], tokenizer, baseline: tuple[str, torch.nn.Module] | None = None
-             ) -> dict[str, float]:
+def accuracy_references(model, ids: list[int], baseline: tuple[str, torch.nn.Module] | None = None) -> dict[str, Any]:
+    """The torch side of `accuracy` on the held-out tokens `ids`: the fp32 model's bits over ids[1:] (summed) and its
+    top-1 at each position, and the baseline's bits (summed). `baseline`: (grid name, the fp32 model on that grid:
+    quant/reference.py). Each model reads every position in one forward."""
+    tokens = torch.tensor([ids], dtype=torch.long)  # (1, N)
+    targets = tokens[0, 1:]
+    refs: dict[str, Any] = {"ids": list(ids)}
+    with torch.no_grad():
+        if baseline is not None:
+            refs["baseline"] = baseline[0]
+            refs["bits_baseline"] = _bits(baseline[1].forward(tokens)[0, :-1], targets).sum().item()
+        ref = model.forward(tokens)[0, :-1]  # (N-1, V)
+    refs["bits_fp32"] = _bits(ref, targets).sum().item()
+    refs["top1"] = ref.argmax(-1)  # (N-1,)
+    return refs
+
+
+def accuracy(model, runner, ids: list[int], tokenizer, baseline: tuple[str, torch.nn.Module] | None = None,
+             refs: dict[str, Any] | None = None) -> dict[str, float]:
     """bits/byte of the fp32 model and of the artifact on the held-out tokens `ids`, and their top-1
     agreement. Every position's logits come from the real runtime (`runner.logits_each`: in chunks where the
-    runtime can return them all, else one token at a time with the state carried). Bits are per byte of the predicted text, so vocabularies compare. `baseline`:
-    (grid name, the fp32 model on that grid: quant/reference.py), evaluated on the same tokens."""
+    runtime can return them all, else one token at a time with the state carried). Bits are per byte of the
+    predicted text, so vocabularies compare. `baseline`: (grid name, the fp32 model on that grid:
+    quant/reference.py), evaluated on the same tokens. `refs`: `accuracy_references(model, ids, baseline)` when
+    they were computed already (exporters/ahead_references.py)."""
+    refs = refs if refs is not None else accuracy_references(model, ids, baseline)
     tokens = torch.tensor([ids], dtype=torch.long)  # (1, N)
-    base = {}
-    if baseline is not None:
-        with torch.no_grad():
-            base_logits = baseline[1].forward(tokens)[0, :-1]  # (N-1, V)
-        base = {"baseline": baseline[0], "bpb_baseline": _bits(base_logits, tokens[0, 1:]).sum().item()}
     with torch.no_grad():
-        ref = model.forward(tokens)[0, :-1]  # (N-1, V)
         got = runner.logits_each(tokens[:, :-1])  # (N-1, V)
     targets = tokens[0, 1:]
     n_bytes = max(1, len(tokenizer.decode_bytes(targets.tolist())))
-    bits_fp32, bits = _bits(ref, targets).sum().item(), _bits(got, targets).sum().item()
-    bpb_fp32, bpb = bits_fp32 / n_bytes, bits / n_bytes
-    if base:
-        base["bpb_baseline"] = round(base["bpb_baseline"] / n_bytes, 4)
-        base["bpb_increase_baseline"] = round((base["bpb_baseline"] - bpb_fp32) / bpb_fp32, 5)
+    bpb_fp32, bpb = refs["bits_fp32"] / n_bytes, _bits(got, targets).sum().item() / n_bytes
+    base = {}
+    if "bits_baseline" in refs:
+        bpb_baseline = refs["bits_baseline"] / n_bytes
+        base = {"baseline": refs["baseline"], "bpb_baseline": round(bpb_baseline, 4),
+                "bpb_increase_baseline": round((round(bpb_baseline, 4) - bpb_fp32) / bpb_fp32, 5)}
     return {"bpb_fp32": round(bpb_fp32, 4), "bpb": round(bpb, 4),
             "bpb_increase": round((bpb - bpb_fp32) / bpb_fp32, 5),
-            "top1_agreement": round((ref.argmax(-1) == got.argmax(-1)).float().mean().item(), 4), **base}
+            "top1_agreement": round((refs["top1"] == got.argmax(-1)).float().mean().item(), 4), **base}
 
 
 def size_report(model, ctx: QuantContext, weight_bytes: int,
@@ -252,17 +267,27 @@ def size_report(model, ctx: QuantContext, weight_bytes: int,
     }
 
 
-def accuracy_report(model, ctx: QuantContext, runner, tokenizer, grid_model=None) -> dict[str, Any]:
-    """`grid_model`: the recipe's baseline model when the caller already built it (quant/reference.py)."""
+def eval_ids(ctx: QuantContext, tokenizer, max_seq_len: int | None) -> list[int]:
+    """The held-out tokens `accuracy_report` reads: ctx.eval_bytes of them, within a KV cache of max_seq_len."""
     from seqedge.data import held_out_tokens
+
+    return held_out_tokens(tokenizer, min(ctx.eval_bytes, (max_seq_len or ctx.eval_bytes + 1) - 1))
+
+
+def accuracy_report(model, ctx: QuantContext, runner, tokenizer, grid_model=None, ahead=None) -> dict[str, Any]:
+    """`grid_model`: the recipe's baseline model when the caller already built it (quant/reference.py); `ahead`: the
+    torch references computed while the export lowered (exporters/ahead_references.py), used if they read the same
+    tokens."""
     from seqedge.quant.reference import baseline_model
 
-    limit = min(ctx.eval_bytes, (runner.max_seq_len or ctx.eval_bytes + 1) - 1)  # tokens, within the cache
-    ids = held_out_tokens(tokenizer, limit)
-    grid = ctx.recipe.parity.baseline
-    grid_model = grid_model if grid_model is not None else baseline_model(model, grid)
-    baseline = (grid, grid_model) if grid_model is not None else None
-    return {**accuracy(model, runner, ids, tokenizer, baseline), "eval_tokens": len(ids),
+    ids = eval_ids(ctx, tokenizer, runner.max_seq_len)
+    refs = ahead.get(ids) if ahead is not None else None
+    baseline = None
+    if refs is None:
+        grid = ctx.recipe.parity.baseline
+        grid_model = grid_model if grid_model is not None else baseline_model(model, grid)
+        baseline = (grid, grid_model) if grid_model is not None else None
+    return {**accuracy(model, runner, ids, tokenizer, baseline, refs), "eval_tokens": len(ids),
             "eval_bytes": len(tokenizer.decode_bytes(ids)),
             "accuracy": "held-out code" if tokenizer.kind == "bytes" else "English prose (Python's pydoc topics)"}
 
