@@ -8,15 +8,15 @@ import torch
 gguf = pytest.importorskip("gguf")
 
 from seqedge.models import build_model  # noqa: E402
-from seqedge.quant.reference import on_grid, q4_0  # noqa: E402
+from seqedge.quant.reference import ROWS, on_grid, q4_0  # noqa: E402
 
 
 @pytest.mark.parametrize("scale", [1e-3, 0.05, 3.0])
 def test_q4_0_equals_llama_cpp(scale):
     torch.manual_seed(0)
-    w = torch.randn(48, 256) * scale
-    w[3, :32] = 0.0  # an all-zero block
-    w[5, 40] = 50 * scale  # one outlier owns its block's scale
+    w = torch.randn(ROWS + 48, 256) * scale  # more rows than q4_0 rounds at a time
+    w[3, :32] = w[ROWS + 3, 64:96] = 0.0  # an all-zero block
+    w[5, 40] = w[ROWS + 5, 200] = 50 * scale  # one outlier owns its block's scale
     want = gguf.dequantize(gguf.quantize(w.numpy(), gguf.GGMLQuantizationType.Q4_0), gguf.GGMLQuantizationType.Q4_0)
     got = q4_0(w).numpy()
     assert np.array_equal(got, want.reshape(got.shape))

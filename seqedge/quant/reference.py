@@ -22,15 +22,21 @@ from torch import nn
 BLOCK = 32
 
 
+ROWS = 512  # rows rounded at a time: the temporaries stay in cache (mamba-130m's grid 2.5x faster than whole)
+
+
 def q4_0(w: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
     """`w` (N, K), K a multiple of `block`, rounded onto llama.cpp's Q4_0 grid (returned as float)."""
     n, k = w.shape
-    x = w.detach().float().reshape(n, k // block, block)  # (N, K/B, B)
-    m = x.gather(-1, x.abs().argmax(-1, keepdim=True))  # (N, K/B, 1) signed element of largest magnitude
-    d = m / -8
-    inv = torch.where(d != 0, 1.0 / d, torch.zeros_like(d))
-    q = (x * inv + 8.5).trunc().clamp(max=15)  # ggml: MIN(15, (int8_t)(x * id + 8.5f))
-    return ((q - 8) * d.half().float()).reshape(n, k).to(w.dtype)  # the block's scale is stored as fp16
+    out = torch.empty(n, k, dtype=w.dtype)
+    for r in range(0, n, ROWS):
+        x = w[r:r + ROWS].detach().float().reshape(-1, k // block, block)  # (R, K/B, B)
+        m = x.gather(-1, x.abs().argmax(-1, keepdim=True))  # (R, K/B, 1) signed element of largest magnitude
+        d = m / -8
+        inv = torch.where(d != 0, 1.0 / d, torch.zeros_like(d))
+        q = x.mul(inv).add_(8.5).trunc_().clamp_(max=15)  # ggml: MIN(15, (int8_t)(x * id + 8.5f))
+        out[r:r + ROWS] = q.sub_(8).mul_(d.half().float()).reshape(-1, k)  # the block's scale is stored as fp16
+    return out
 
 
 GRIDS = {"q4_0": q4_0}
