@@ -88,10 +88,12 @@ def ahead_references(model, plan, quant) -> Iterator[AheadReferences]:
             if pid == 0:
                 os.close(read_fd)
                 worker(write_fd, lambda _: compute(model, quant, plan.tokenizer_dir), [None])
+            ahead = AheadReferences(pid, read_fd)
+        except OSError:  # no process to spare (memory, process limit): the report computes them itself
+            os.close(read_fd)
         finally:
             gc.unfreeze()
-        os.close(write_fd)
-        ahead = AheadReferences(pid, read_fd)
+            os.close(write_fd)
     try:
         yield ahead
     finally:
