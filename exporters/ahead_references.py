@@ -20,10 +20,6 @@ No worker is forked without verification, with `--jobs 1` (an export run from on
 from __future__ import annotations
 
 import contextlib
-import gc
-import os
-import pickle
-import signal
 from collections.abc import Iterator
 
 
@@ -49,26 +45,20 @@ class AheadReferences:
     def get(self, ids: list[int]) -> dict | None:
         """The worker's references if it finished and read `ids`, else None. Waits for it."""
         if self.pid is not None:
-            from seqedge.exporters.executorch.parallel_preprocess import read_all
+            from seqedge.exporters.executorch.parallel_preprocess import collect
 
-            data = read_all(self.read_fd)
-            _, status = os.waitpid(self.pid, 0)
-            self._closed()
-            if os.waitstatus_to_exitcode(status) == 0:
-                self.refs = pickle.loads(data)[0]  # noqa: S301  our own child's result
+            done = collect(self.pid, self.read_fd)
+            self.close()
+            self.refs = done[0] if done is not None else None
         return self.refs if self.refs is not None and self.refs["ids"] == list(ids) else None
 
-    def _closed(self) -> None:
-        os.close(self.read_fd)
-        self.pid = self.read_fd = None
-
     def close(self) -> None:
-        """Stop and reap a worker whose result was not collected."""
+        """Stop and reap the worker, if there is one left."""
         if self.pid is not None:
-            with contextlib.suppress(ProcessLookupError, ChildProcessError):
-                os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-            self._closed()
+            from seqedge.exporters.executorch.parallel_preprocess import stop
+
+            stop(self.pid, self.read_fd)
+            self.pid = self.read_fd = None
 
 
 @contextlib.contextmanager
@@ -77,23 +67,12 @@ def ahead_references(model, plan, quant) -> Iterator[AheadReferences]:
     when the block ends, however it ends."""
     import torch
 
-    from seqedge.exporters.executorch.parallel_preprocess import processes, worker
+    from seqedge.exporters.executorch.parallel_preprocess import fork_worker, processes
 
     ahead = AheadReferences()
     if plan.verify and processes(plan.jobs) >= 2 and isinstance(model, torch.nn.Module):
-        read_fd, write_fd = os.pipe()
-        gc.freeze()  # the worker's garbage collector then leaves this process's objects (and their pages) alone
-        try:
-            pid = os.fork()
-            if pid == 0:
-                os.close(read_fd)
-                worker(write_fd, lambda _: compute(model, quant, plan.tokenizer_dir), [None])
-            ahead = AheadReferences(pid, read_fd)
-        except OSError:  # no process to spare (memory, process limit): the report computes them itself
-            os.close(read_fd)
-        finally:
-            gc.unfreeze()
-            os.close(write_fd)
+        with contextlib.suppress(OSError):  # no process to spare (memory, process limit): the report computes them
+            ahead = AheadReferences(*fork_worker(lambda _: compute(model, quant, plan.tokenizer_dir), [None]))
     try:
         yield ahead
     finally:

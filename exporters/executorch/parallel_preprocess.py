@@ -69,39 +69,58 @@ def read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
+def fork_worker(run, work: list) -> tuple[int, int]:
+    """A forked child running `worker(…, run, work)`: (its pid, the read end of its pipe)."""
+    read_fd, write_fd = os.pipe()
+    gc.freeze()  # the child's garbage collector then leaves the parent's objects (and their pages) alone
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_fd)
+            worker(write_fd, run, work)
+    except OSError:
+        os.close(read_fd)
+        raise
+    finally:
+        gc.unfreeze()
+        os.close(write_fd)
+    return pid, read_fd
+
+
+def collect(pid: int, read_fd: int) -> list | None:
+    """A `fork_worker` child's results once it has exited (reaped), or None if it failed."""
+    data = read_all(read_fd)
+    _, status = os.waitpid(pid, 0)
+    return pickle.loads(data) if os.waitstatus_to_exitcode(status) == 0 else None  # noqa: S301  our own child's
+
+
+def stop(pid: int, read_fd: int) -> None:
+    """Close a `fork_worker` child's pipe and kill and reap it, if it is still there."""
+    os.close(read_fd)
+    with contextlib.suppress(ChildProcessError, ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
 def preprocess_all(run, jobs: list, workers: int) -> dict:
     """{job: run(job)} for every job, the jobs dealt round-robin over `workers` processes (this one included)."""
     if not jobs:
         return {}
     workers = min(workers, len(jobs))
     children = []  # (pid, read end, its jobs)
-    gc.freeze()  # the child's garbage collector then leaves the parent's objects (and their pages) alone
-    try:
-        for w in range(1, workers):
-            read_fd, write_fd = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                os.close(read_fd)
-                worker(write_fd, run, jobs[w::workers])
-            os.close(write_fd)
-            children.append((pid, read_fd, jobs[w::workers]))
-    finally:
-        gc.unfreeze()
     results = {}
     try:
+        for w in range(1, workers):
+            children.append((*fork_worker(run, jobs[w::workers]), jobs[w::workers]))
         for job in jobs[0::workers]:
             results[job] = run(job)
         for pid, read_fd, mine in children:
-            data = read_all(read_fd)
-            _, status = os.waitpid(pid, 0)
-            if os.waitstatus_to_exitcode(status) == 0:
-                results.update(zip(mine, pickle.loads(data)))  # noqa: S301  our own child's results
+            done = collect(pid, read_fd)
+            if done is not None:
+                results.update(zip(mine, done))
     finally:
         for pid, read_fd, _ in children:
-            os.close(read_fd)
-            with contextlib.suppress(ChildProcessError, ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
+            stop(pid, read_fd)
     for job in jobs:
         if job not in results:  # a worker failed: its share again here, where an error is reported
             results[job] = run(job)
