@@ -347,31 +347,109 @@ def test_partitions_lowered_in_forked_workers_come_back_in_order_and_a_failed_sh
         preprocess_all(broken, jobs, workers=3)
 
 
-def test_edge_passes_are_fused_only_where_each_works_node_by_node():
-    """ExecuTorch's own ATen-to-edge pass list (the installed version): every pass edge_passes.py names is still
-    node-local there (an upgrade that changes one fails here, before any program changes), each run of adjacent
-    ones becomes one pass whose method order is the run's, and every other pass stays, the same object, in place."""
-    from executorch.exir import EdgeCompileConfig
-    from executorch.exir.program import _program
+def _pass_order(passes: list, listed: list) -> list:
+    """The pass classes `passes` (fused from `listed`) run, in order: a chain's classes in method-resolution order,
+    a `Bridged` run's passes as listed (its fallback)."""
+    from seqedge.exporters.executorch.edge_passes import NODE_LOCAL, Bridged, node_local
 
-    from seqedge.exporters.executorch.edge_passes import NODE_LOCAL, fuse, node_local
-
-    pre, _ = _program._get_aten_to_edge_passes(EdgeCompileConfig())
-    listed = [*pre, _program.OpReplacePass(), _program.MemoryFormatOpsPass()]
-    inner = [getattr(p, "__wrapped__", p) for p in listed]
-    assert {type(p).__name__ for p in inner if node_local(p)} == set(NODE_LOCAL)
-    fused = fuse(listed)
-    assert len(fused) < len(listed)
     order = []
-    for p in fused:
-        if p in listed:
+    for p in passes:
+        if isinstance(p, Bridged):
+            order += _pass_order(p.fallback, listed)
+        elif p in listed:
             order.append(type(getattr(p, "__wrapped__", p)))
         else:  # a chain: its classes in method-resolution order, then ExportPass
             chain = [c for c in type(p).__mro__[1:] if c.__name__ in NODE_LOCAL]
             assert len(chain) > 1 and all(node_local(c()) for c in chain)
             order += chain
-    assert order == [type(p) for p in inner]
-    assert all(p in fused for p, q in zip(listed, inner) if not node_local(q))
+    return order
+
+
+def test_edge_passes_are_fused_only_where_each_works_node_by_node():
+    """ExecuTorch's own ATen-to-edge pass list (the installed version): every pass edge_passes.py names is still
+    node-local there (an upgrade that changes one fails here, before any program changes), each run of adjacent
+    ones becomes one pass whose method order is the run's, a run goes on across the whole-graph passes it bridges
+    (their node-by-node stand-in in their place, the passes as listed behind it), and every other pass stays, the
+    same object, in place."""
+    from executorch.exir import EdgeCompileConfig
+    from executorch.exir.program import _program
+
+    from seqedge.exporters.executorch.edge_passes import (
+        BRIDGED,
+        NODE_LOCAL,
+        Bridged,
+        bridge_pass,
+        fuse,
+        listed_passes,
+        node_local,
+    )
+
+    pre, _ = _program._get_aten_to_edge_passes(EdgeCompileConfig())
+    listed = listed_passes(pre, _program.OpReplacePass(), _program.MemoryFormatOpsPass())
+    inner = [getattr(p, "__wrapped__", p) for p in listed]
+    assert {type(p).__name__ for p in inner if node_local(p)} == set(NODE_LOCAL)
+    assert type(inner[0]).__name__ == "ReplaceSymSizeOpPass" and type(inner[1]).__name__ == "ViewCopyPass"
+    between = [type(p).__name__ for p in inner if not node_local(p)][1:]
+    assert between == list(BRIDGED)  # all that stands between the runs: one re-trace for the whole list
+    for bridge in (False, True):
+        fused = fuse(listed, bridge=bridge)
+        assert _pass_order(fused, listed) == [type(p) for p in inner]
+        assert all(p in fused or any(p in b.fallback for b in fused if isinstance(b, Bridged))
+                   for p, q in zip(listed, inner) if not node_local(q))
+    bridged = [p for p in fuse(listed) if isinstance(p, Bridged)]
+    assert len(fuse(listed)) == 2 and len(bridged) == 1  # ReplaceSymSizeOpPass, then one re-trace
+    mro = [c for c in type(bridged[0].chain).__mro__[1:] if c.__name__ in NODE_LOCAL or c is bridge_pass()]
+    assert mro == list(dict.fromkeys(bridge_pass() if type(q).__name__ in BRIDGED else type(q) for q in inner[1:]))
+
+
+class _FullSliceAndCopy(torch.nn.Module):
+    """A slice over the whole tensor (RemoveNoopPass's) and a copy to the same dtype (RemoveToCopyPass's)."""
+
+    def forward(self, x):
+        return x.narrow(1, 0, 4) * 2 + x.to(torch.float32, copy=True)
+
+
+class _EmptyCatInput(torch.nn.Module):
+    """A cat with an empty input (PruneEmptyTensorsPass's), which bridge_pass leaves to the passes as listed."""
+
+    def forward(self, x):
+        return torch.cat([x, x[:, :0]], 1) * 2
+
+
+def _structure(gm) -> list:
+    """`gm`'s nodes as (op, target, args with nodes as their positions): the graph, whatever its nodes are called."""
+    at = {n: i for i, n in enumerate(gm.graph.nodes)}
+    return [(n.op, str(n.target) if n.op != "placeholder" else "", torch.fx.node.map_arg(n.args, lambda a: at[a]))
+            for n in gm.graph.nodes]
+
+
+@pytest.mark.parametrize("module,bridged", [(_FullSliceAndCopy(), True), (_EmptyCatInput(), False)])
+def test_edge_passes_in_one_retrace_give_the_graph_of_the_passes_as_listed(module, bridged):
+    """edge_passes.py: the edge dialect from one re-trace (view copies, both runs and the whole-graph passes between
+    them node by node) is the graph ExecuTorch's passes make one by one, the full slice and the same-type copy gone;
+    a method with an empty cat input goes through the passes as listed and ends the same."""
+    from executorch.exir import EdgeCompileConfig, to_edge
+    from executorch.exir.program import _program
+
+    from seqedge.exporters.executorch.edge_passes import Bridged, Unbridgeable, fuse, fused_edge_passes, listed_passes
+
+    program = torch.export.export(module, (torch.randn(2, 4),))
+    expected = to_edge(program).exported_program().graph_module
+    with fused_edge_passes():
+        got = to_edge(program).exported_program().graph_module
+    assert _structure(got) == _structure(expected)
+
+    pre, _ = _program._get_aten_to_edge_passes(EdgeCompileConfig())
+    run = next(p for p in fuse(listed_passes(pre, _program.OpReplacePass())) if isinstance(p, Bridged))
+    graph = program.run_decompositions(_program._default_decomposition_table()).graph_module
+    ops = ("aten.slice.Tensor", "aten._to_copy.default") if bridged else ("aten.cat.default",)
+    assert {str(n.target) for n in graph.graph.nodes} >= set(ops)  # what the whole-graph passes act on is there
+    assert not {str(n.target) for n in expected.graph.nodes} & {"aten.slice_copy.Tensor", "aten._to_copy.default"}
+    if bridged:
+        run.chain(graph)
+    else:
+        with pytest.raises(Unbridgeable):
+            run.chain(graph)
 
 
 class ComputedWeight(torch.nn.Module):
