@@ -1,17 +1,20 @@
-"""The accuracy gate's torch-side references, computed in a forked process while the export lowers.
+"""The gates' torch-side references, computed in a forked process while the export lowers.
 
 An export with verification measures bits/byte on held-out text three ways: the artifact in its runtime, the fp32
 model, and the model on the recipe's reference grid (quant/report.py: `accuracy`). The last two need only the model
 and the text. Each is one forward over about 1,000 tokens, compute-bound: on 2 cores, 3.7 s apiece for mamba-130m,
-plus 2-4 s to put the weights on the grid. Most of an ExecuTorch lowering runs on one core (tracing, in Python). So
-`ahead_references()` forks, before the lowering, a process that computes them on one thread
-(`accuracy_references`): the bits, summed, and the fp32 model's top-1 at each position. `AheadReferences.get(ids)`
-collects them for the report. They are used only for the same tokens. A worker that failed, died or read other
-tokens leaves the report to compute them here, as it does without this.
+plus 2-4 s to put the weights on the grid. The parity check's torch side (exporters/verify.py: `reference_rows`,
+the fp32 and grid logits along the prompt and its continuation) needs no artifact either when the walk is the
+text's own tokens. Most of an ExecuTorch lowering runs on one core (tracing, in Python). So `ahead_references()`
+forks, before the lowering, a process that computes both on one thread: `accuracy_references` (the bits, summed,
+and the fp32 model's top-1 at each position) and `reference_rows`. `AheadReferences.accuracy(ids)` and
+`.parity(path)` collect them for the gates, which then need no grid model of their own. They are used only for the
+same tokens. A worker that failed, died or read other tokens leaves the gates to compute them here, as they do
+without this.
 
-    with ahead_references(model, plan, quant) as ahead:   # before lowering
+    with ahead_references(model, plan, quant, max_prefill) as ahead:   # before lowering
         ...
-        finish(..., ahead=ahead)                          # accuracy_report(..., ahead=ahead)
+        finish(..., ahead=ahead)        # verify_artifact(..., ahead=ahead), accuracy_report(..., ahead=ahead)
 
 No worker is forked without verification, with `--jobs 1` (an export run from one of several threads) or without
 `os.fork`: `get` then returns None.
@@ -23,34 +26,58 @@ import contextlib
 from collections.abc import Iterator
 
 
-def compute(model, quant, tokenizer_dir) -> dict:
-    """What the worker sends back: `accuracy_references` on the tokens `accuracy_report` will read."""
+def compute(model, quant, plan, max_prefill: int | None) -> dict:
+    """What the worker sends back: `accuracy_references` on the tokens `accuracy_report` will read, and
+    `reference_rows` on the walk `verify_artifact` will take."""
+    import torch
+
+    from seqedge.errors import BadInputError
+    from seqedge.exporters.verify import parity_tokens, reference_rows
     from seqedge.quant.reference import baseline_model
     from seqedge.quant.report import accuracy_references, eval_ids
     from seqedge.tokenizer import load_tokenizer, tokenizer_files
 
-    tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir is not None and tokenizer_files(tokenizer_dir) else None)
-    ids = eval_ids(quant, tokenizer, getattr(model, "max_seq_len", None))
+    source = plan.tokenizer_dir  # what copy_tokenizer puts in the artifact
+    tokenizer = load_tokenizer(source if source is not None and tokenizer_files(source) else None)
+    cache = getattr(model, "max_seq_len", None)
     grid = quant.recipe.parity.baseline
     grid_model = baseline_model(model, grid)
-    return accuracy_references(model, ids, (grid, grid_model) if grid_model is not None else None)
+    refs = {"accuracy": accuracy_references(model, eval_ids(quant, tokenizer, cache),
+                                            (grid, grid_model) if grid_model is not None else None)}
+    try:  # steps that do not fit the cache: verify_artifact says so to the user
+        prompt, continuation = parity_tokens(tokenizer, plan.verify_steps, plan.prompt_bytes, max_prefill, cache)
+    except BadInputError:
+        return refs
+    path = torch.tensor([prompt + continuation[:plan.verify_steps]], dtype=torch.long)  # (1, P + steps)
+    refs["parity"] = reference_rows(model, grid_model, path, len(prompt), plan.verify_steps)
+    return refs
 
 
 class AheadReferences:
     """A forked worker running `compute`, or none (`pid` None)."""
 
     def __init__(self, pid: int | None = None, read_fd: int | None = None):
-        self.pid, self.read_fd, self.refs = pid, read_fd, None
+        self.pid, self.read_fd, self.refs = pid, read_fd, {}
 
-    def get(self, ids: list[int]) -> dict | None:
-        """The worker's references if it finished and read `ids`, else None. Waits for it."""
+    def _collect(self) -> dict:
+        """What the worker sent (waits for it), or nothing if it failed."""
         if self.pid is not None:
             from seqedge.exporters.executorch.parallel_preprocess import collect
 
             done = collect(self.pid, self.read_fd)
             self.close()
-            self.refs = done[0] if done is not None else None
-        return self.refs if self.refs is not None and self.refs["ids"] == list(ids) else None
+            self.refs = done[0] if done is not None else {}
+        return self.refs
+
+    def accuracy(self, ids: list[int]) -> dict | None:
+        """The worker's `accuracy_references` if it read `ids`, else None."""
+        refs = self._collect().get("accuracy")
+        return refs if refs is not None and refs["ids"] == list(ids) else None
+
+    def parity(self, path: list[int]) -> dict | None:
+        """The worker's `reference_rows` if it walked `path`, else None."""
+        refs = self._collect().get("parity")
+        return refs if refs is not None and refs["path"] == list(path) else None
 
     def close(self) -> None:
         """Stop and reap the worker, if there is one left."""
@@ -62,9 +89,9 @@ class AheadReferences:
 
 
 @contextlib.contextmanager
-def ahead_references(model, plan, quant) -> Iterator[AheadReferences]:
-    """A worker computing the accuracy references of `model` under `quant` (see the module's docstring); stopped
-    when the block ends, however it ends."""
+def ahead_references(model, plan, quant, max_prefill: int | None = None) -> Iterator[AheadReferences]:
+    """A worker computing the references of `model` under `quant` for a program whose longest prefill is
+    `max_prefill` (see the module's docstring); stopped when the block ends, however it ends."""
     import torch
 
     from seqedge.exporters.executorch.parallel_preprocess import fork_worker, processes
@@ -72,7 +99,7 @@ def ahead_references(model, plan, quant) -> Iterator[AheadReferences]:
     ahead = AheadReferences()
     if plan.verify and processes(plan.jobs) >= 2 and isinstance(model, torch.nn.Module):
         with contextlib.suppress(OSError):  # no process to spare (memory, process limit): the report computes them
-            ahead = AheadReferences(*fork_worker(lambda _: compute(model, quant, plan.tokenizer_dir), [None]))
+            ahead = AheadReferences(*fork_worker(lambda _: compute(model, quant, plan, max_prefill), [None]))
     try:
         yield ahead
     finally:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -114,13 +115,17 @@ def finish(folder: Path, model, manifest: dict[str, Any], plan, quant, weight_by
     if plan.verify:
         with stage(f"verification in {manifest['format']}'s runtime", plan.subject):
             runner = open_artifact(folder, threads=plan.threads, manifest=manifest, backend=backend)
-            with stage("reference grid for the gates", plan.subject):
-                grid_model = baseline_model(model, quant.recipe.parity.baseline)  # once, for parity and bits/byte
+
+            @functools.cache
+            def grid():  # built once, for parity and bits/byte, where `ahead` did not compute what they need
+                with stage("reference grid for the gates", plan.subject):
+                    return baseline_model(model, quant.recipe.parity.baseline)
+
             try:
                 manifest["parity"] = verify_artifact(folder, model, plan.verify_steps, plan.prompt_bytes, runner=runner,
-                                                     shown_as=plan.out, grid_model=grid_model)
+                                                     shown_as=plan.out, grid=grid, ahead=ahead)
                 with stage("accuracy on held-out text", plan.subject):
-                    manifest["quant"].update(accuracy_report(model, quant, runner, tokenizer, grid_model, ahead))
+                    manifest["quant"].update(accuracy_report(model, quant, runner, tokenizer, grid, ahead))
             finally:
                 runner.close()
     gate(manifest["quant"], quant)  # may settle the bits/byte limit from the reference grid

@@ -155,28 +155,40 @@ class _Broken(torch.nn.Module):
 @pytest.mark.parametrize("fam", ["transformer", "mamba"])
 def test_references_computed_ahead_by_a_worker_are_the_ones_computed_here(trained, tmp_path, fam):
     """exporters/ahead_references.py: a forked worker computes `accuracy_references` (fp32 and Q4_0-grid bits, the
-    fp32 top-1) on the tokens accuracy_report reads. They match those computed here, are refused for other tokens,
-    and a worker that fails gives none; without verification no worker is forked."""
+    fp32 top-1) on the tokens accuracy_report reads, and `reference_rows` (fp32 and grid logits, the model's own
+    step against its prefill) on the walk verify_artifact takes. They match those computed here, are refused for
+    other tokens, and a worker that fails gives none; without verification no worker is forked."""
     from seqedge.exporters.ahead_references import ahead_references
+    from seqedge.exporters.verify import parity_tokens, reference_rows
     from seqedge.quant.reference import baseline_model
     from seqedge.quant.report import accuracy_references, eval_ids, prepare
     from seqedge.tokenizer import load_tokenizer
 
     model = trained[fam]
-    plan = ExportPlan(out=tmp_path / "x", format="executorch", quant="int4", eval_bytes=256, jobs=2)
+    plan = ExportPlan(out=tmp_path / "x", format="executorch", quant="int4", eval_bytes=256, jobs=2, verify_steps=8)
     quant = prepare(plan, model, "executorch")
-    ids = eval_ids(quant, load_tokenizer(None), getattr(model, "max_seq_len", None))
+    cache = getattr(model, "max_seq_len", None)
+    ids = eval_ids(quant, load_tokenizer(None), cache)
     grid = quant.recipe.parity.baseline
-    here = accuracy_references(model, ids, (grid, baseline_model(model, grid)))
-    with ahead_references(model, plan, quant) as ahead:
+    grid_model = baseline_model(model, grid)
+    here = accuracy_references(model, ids, (grid, grid_model))
+    prompt, continuation = parity_tokens(load_tokenizer(None), 8, plan.prompt_bytes, 32, cache)
+    path = prompt + continuation
+    rows = reference_rows(model, grid_model, torch.tensor([path]), len(prompt), 8)
+    with ahead_references(model, plan, quant, max_prefill=32) as ahead:
         assert ahead.pid is not None and ahead.pid != os.getpid()
-        got = ahead.get(ids)
+        got, walk = ahead.accuracy(ids), ahead.parity(path)
     assert got["ids"] == ids and got["baseline"] == grid and torch.equal(got["top1"], here["top1"])
     assert got["bits_fp32"] == pytest.approx(here["bits_fp32"], rel=1e-5)
     assert got["bits_baseline"] == pytest.approx(here["bits_baseline"], rel=1e-5) != got["bits_fp32"]
-    with ahead_references(model, plan, quant) as ahead:
-        assert ahead.get(ids[:-1]) is None
+    assert len(prompt) == 32 and walk["path"] == path and len(walk["own"]) == len(rows["own"]) > 0
+    for key in ("ref_rows", "base_rows"):
+        assert walk[key].shape == rows[key].shape and walk[key].shape[0] == 9
+        assert torch.allclose(walk[key], rows[key], atol=1e-4)
+    assert not torch.equal(walk["ref_rows"], walk["base_rows"])
+    with ahead_references(model, plan, quant, max_prefill=32) as ahead:
+        assert ahead.accuracy(ids[:-1]) is None and ahead.parity(path[1:]) is None
     with ahead_references(_Broken(), plan, quant) as ahead:
-        assert ahead.pid is not None and ahead.get(ids) is None
+        assert ahead.pid is not None and ahead.accuracy(ids) is None and ahead.parity(path) is None
     with ahead_references(model, dataclasses.replace(plan, verify=False), quant) as ahead:
-        assert ahead.pid is None and ahead.get(ids) is None
+        assert ahead.pid is None and ahead.accuracy(ids) is None

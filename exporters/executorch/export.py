@@ -161,7 +161,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
     wrapper = HeldCacheGraph(traced, names, held) if held else StatefulGraph(traced, names)
     hint = "try --backend portable" if plan.backend == "xnnpack" else ""
 
-    with artifact_writer(plan.out, force=plan.force) as tmp, ahead_references(model, plan, quant) as ahead:
+    with artifact_writer(plan.out, force=plan.force) as tmp, ahead_references(model, plan, quant, max_len) as ahead:
         t0 = time.perf_counter()
         with torch.no_grad(), warnings.catch_warnings(), _shortcut(shared_provenance):
             warnings.simplefilter("ignore")

@@ -274,19 +274,19 @@ def eval_ids(ctx: QuantContext, tokenizer, max_seq_len: int | None) -> list[int]
     return held_out_tokens(tokenizer, min(ctx.eval_bytes, (max_seq_len or ctx.eval_bytes + 1) - 1))
 
 
-def accuracy_report(model, ctx: QuantContext, runner, tokenizer, grid_model=None, ahead=None) -> dict[str, Any]:
-    """`grid_model`: the recipe's baseline model when the caller already built it (quant/reference.py); `ahead`: the
-    torch references computed while the export lowered (exporters/ahead_references.py), used if they read the same
-    tokens."""
+def accuracy_report(model, ctx: QuantContext, runner, tokenizer, grid=None, ahead=None) -> dict[str, Any]:
+    """`grid`: a function giving the recipe's baseline model, when the caller builds it once for several gates
+    (quant/reference.py); `ahead`: the torch references computed while the export lowered
+    (exporters/ahead_references.py), used if they read the same tokens."""
     from seqedge.quant.reference import baseline_model
 
     ids = eval_ids(ctx, tokenizer, runner.max_seq_len)
-    refs = ahead.get(ids) if ahead is not None else None
+    refs = ahead.accuracy(ids) if ahead is not None else None
     baseline = None
     if refs is None:
-        grid = ctx.recipe.parity.baseline
-        grid_model = grid_model if grid_model is not None else baseline_model(model, grid)
-        baseline = (grid, grid_model) if grid_model is not None else None
+        name = ctx.recipe.parity.baseline
+        grid_model = grid() if grid is not None else baseline_model(model, name)
+        baseline = (name, grid_model) if grid_model is not None else None
     return {**accuracy(model, runner, ids, tokenizer, baseline, refs), "eval_tokens": len(ids),
             "eval_bytes": len(tokenizer.decode_bytes(ids)),
             "accuracy": "held-out code" if tokenizer.kind == "bytes" else "English prose (Python's pydoc topics)"}
