@@ -452,6 +452,45 @@ def test_edge_passes_in_one_retrace_give_the_graph_of_the_passes_as_listed(modul
             run.chain(graph)
 
 
+def _fails():
+    raise RuntimeError("a trace that fails in the worker")
+
+
+def test_a_method_traced_and_decomposed_in_a_worker_is_the_one_decomposed_here():
+    """method_worker.py: a forked worker traces a method, decomposes it as one_decomposition.py does and sends it
+    back through torch.export's serialisation: the same graph and weights as decomposed here, marked decomposed,
+    with what the trace returned beside it. A trace that fails gives nothing (the export then traces here); with
+    one job or no partitioner no worker is forked."""
+    from seqedge.exporters.executorch.method_worker import method_worker
+    from seqedge.exporters.executorch.one_decomposition import DECOMPOSED, decompose
+    from seqedge.exporters.executorch.partitioner import PrecheckedXnnpackPartitioner
+
+    module = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.SiLU(), torch.nn.Linear(8, 3)).eval()  # SiLU: decomposed
+
+    def trace():
+        return torch.export.export(module, (torch.randn(2, 4),), dynamic_shapes=({0: torch.export.Dim("B")},)), [1]
+
+    partitioners = [PrecheckedXnnpackPartitioner()]
+    here = decompose(trace()[0], partitioners)
+    assert getattr(here, DECOMPOSED, False)
+    with method_worker(trace, partitioners, jobs=2) as worker:
+        assert worker.pid is not None and worker.pid != os.getpid()
+        program, extra = worker.get()
+    assert extra == [1] and getattr(program, DECOMPOSED, False)
+    assert _structure(program.graph_module) == _structure(here.graph_module)
+    assert [str(n.target) for n in here.graph.nodes if n.op == "call_function"] != \
+        [str(n.target) for n in trace()[0].graph.nodes if n.op == "call_function"]  # decomposition did something
+    assert program.state_dict.keys() == here.state_dict.keys()
+    assert all(torch.equal(program.state_dict[k], here.state_dict[k]) for k in here.state_dict)
+    x = torch.randn(5, 4)
+    assert torch.allclose(program.module()(x), module(x))
+    with method_worker(_fails, partitioners, jobs=2) as worker:
+        assert worker.pid is not None and worker.get() is None
+    for jobs, parts in ((1, partitioners), (2, [])):
+        with method_worker(trace, parts, jobs=jobs) as worker:
+            assert worker.pid is None and worker.get() is None
+
+
 class ComputedWeight(torch.nn.Module):
     """Two linears: one over a parameter, which XNNPACK takes, one over a weight computed from an input, which it
     refuses."""

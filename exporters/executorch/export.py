@@ -34,7 +34,8 @@ from seqedge.exporters.executorch.held_state import HeldCacheGraph, held_caches
 from seqedge.exporters.executorch.lowering_stages import lowering_stages
 from seqedge.exporters.executorch.lowerings import METHODS, lowerings_for
 from seqedge.exporters.executorch.merge_check import merge_check
-from seqedge.exporters.executorch.one_decomposition import one_decomposition
+from seqedge.exporters.executorch.method_worker import method_worker
+from seqedge.exporters.executorch.one_decomposition import DECOMPOSED, decompose, one_decomposition
 from seqedge.exporters.executorch.parallel_preprocess import parallel_preprocess, processes
 from seqedge.exporters.executorch.provenance import shared_provenance
 from seqedge.exporters.executorch.rnn import scan_rnns
@@ -51,8 +52,9 @@ from seqedge.quant.report import prepare as prepare_quant
 PROGRAM = "model.pte"
 # xnnpack_passes.py, partitioner.py, provenance.py, edge_passes.py, one_decomposition.py, merge_check.py,
 # delegate_outputs.py, deferred_recompile.py: work the lowering skips because it cannot change the program;
-# parallel_preprocess.py: the partitions lowered by several processes. The test that the program is byte-identical
-# without them turns this off once
+# parallel_preprocess.py: the partitions lowered by several processes; method_worker.py: decode traced and decomposed
+# by another process while this one does prefill. The test that the program is byte-identical without them turns
+# this off once
 SKIP_INAPPLICABLE_PASSES = True
 DEFAULT_MAX_PREFILL = 4096
 # A model without attention prefills long prompts in pieces of this many tokens, the state carried (the manifest's
@@ -165,10 +167,6 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
         t0 = time.perf_counter()
         with torch.no_grad(), warnings.catch_warnings(), _shortcut(shared_provenance):
             warnings.simplefilter("ignore")
-            programs, used = {}, {}
-            for method in METHODS:
-                with stage(f"torch.export ({method})", plan.subject, users_code=plan.users_code):
-                    programs[method], used[method] = _trace(wrapper, traced, names, method, max_len)
             partitioners = []
             if plan.backend == "xnnpack":
                 from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
@@ -177,6 +175,31 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
 
                 partitioners = [PrecheckedXnnpackPartitioner() if SKIP_INAPPLICABLE_PASSES else XnnpackPartitioner()]
             jobs = processes(plan.jobs) if SKIP_INAPPLICABLE_PASSES else 1
+            *here, there = METHODS  # the last method traced and decomposed in a worker (method_worker.py)
+
+            def trace_there():
+                program, lowered = _trace(wrapper, traced, names, there, max_len)
+                return program, [lowerings_for(there).index(lw) for lw in lowered]  # picklable
+
+            programs, used = {}, {}
+            with method_worker(trace_there, partitioners, jobs) as worker:
+                for method in here:
+                    with stage(f"torch.export ({method})", plan.subject, users_code=plan.users_code):
+                        programs[method], used[method] = _trace(wrapper, traced, names, method, max_len)
+                    if worker.pid is not None:  # decomposed while the worker does the same for its method
+                        with stage(f"decomposition ({method})", plan.subject, hint):
+                            done = decompose(programs[method], partitioners)
+                        if getattr(done, DECOMPOSED, False):  # else ExecuTorch's way, in the lowering
+                            programs[method] = done
+                got = None
+                if worker.pid is not None:
+                    with stage(f"{there}: waiting for its worker, loading", plan.subject):
+                        got = worker.get()
+            if got is not None:
+                programs[there], used[there] = got[0], [lowerings_for(there)[i] for i in got[1]]
+            else:
+                with stage(f"torch.export ({there})", plan.subject, users_code=plan.users_code):
+                    programs[there], used[there] = _trace(wrapper, traced, names, there, max_len)
             with stage("ExecuTorch lowering", plan.subject, hint), \
                     lowering_stages(plan.subject, hint, jobs), \
                     _shortcut(relevant_xnnpack_passes), \

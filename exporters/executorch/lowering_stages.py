@@ -4,7 +4,8 @@ a failure happened in.
 `to_edge_transform_and_lower` is one call; within `lowering_stages()` its steps run as nested stages
 (seqedge.diagnostics.stage, with the lowering's subject and hint):
 
-    edge dialect (decompositions, edge passes)      per method: functionalise, decompose, the ATen-to-edge passes
+    edge dialect (edge passes)                      per method: the ATen-to-edge passes, after functionalising and
+                                                    decomposing where export.py did not already (method_worker.py)
     partitioning and delegation                     XNNPACK's partitioner, each partition cut into a submodule
       XNNPACK preprocess (P partitions, J processes)  XNNPACK's passes and serialisation, per partition
 
@@ -45,7 +46,7 @@ def lowering_stages(subject: str, hint: str = "", jobs: int = 1) -> Iterator[Non
         return f"{backend} preprocess ({partitions} partitions, {processes} processes)"
 
     patches = [
-        (_program, "_gen_edge_manager_for_partitioners", "edge dialect (decompositions, edge passes)"),
+        (_program, "_gen_edge_manager_for_partitioners", "edge dialect (edge passes)"),
         (_program.EdgeProgramManager, "to_backend", "partitioning and delegation"),
         (backend_api, "lower_all_submodules_to_backend", preprocess_name),
     ]

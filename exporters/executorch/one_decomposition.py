@@ -27,31 +27,46 @@ from collections.abc import Iterator
 DECOMPOSED = "_seqedge_decomposed"  # set on a program this module decomposed: functionalising it again is a no-op
 
 
+def decompose(program, partitioners: list, transform=None, run=None):
+    """`program` after its partitioners' pre-decomposition transform, decomposed in one `run_decompositions` with
+    the table of the ops its one partitioner keeps and marked DECOMPOSED; the transformed program, undecomposed,
+    where that does not apply (several partitioners, or one that decomposes around a check or keeps other ops on
+    the decomposed program). `transform`, `run`: ExecuTorch's and torch's own, where they are patched."""
+    from executorch.exir.program import _program
+    from torch.export import ExportedProgram
+
+    transform = transform or _program._apply_pre_decomposition_transforms
+    run = run or ExportedProgram.run_decompositions
+    program = transform(program, partitioners)
+    if len(partitioners) != 1:  # several: ExecuTorch decomposes once per partitioner, each with its own table
+        return program
+    ops, check = partitioners[0].ops_to_not_decompose(program)
+    if check is not None:  # before functionalising, torchao's weights are still tensor subclasses and fail it
+        ops = _program._remove_invalid_ops_for_not_decompose(ops)
+    table = _program._default_decomposition_table()
+    for op in ops:
+        table.pop(op, None)
+    decomposed = run(program, table)
+    kept, check = partitioners[0].ops_to_not_decompose(decomposed)  # what ExecuTorch will be told
+    if check is not None or set(kept) != set(ops):
+        return program  # it decomposes around a check, or keeps other ops: ExecuTorch's way
+    setattr(decomposed, DECOMPOSED, True)
+    return decomposed
+
+
 @contextlib.contextmanager
 def one_decomposition() -> Iterator[None]:
     """While active, a method whose one partitioner answers without a check is decomposed in one
-    `run_decompositions`."""
+    `run_decompositions` (`decompose`); one decomposed already (method_worker.py) is taken as it is."""
     from executorch.exir.program import _program
     from torch.export import ExportedProgram
 
     original_transform, original_run = _program._apply_pre_decomposition_transforms, ExportedProgram.run_decompositions
 
     def transform_then_decompose(program, partitioners):
-        program = original_transform(program, partitioners)
-        if len(partitioners) != 1:  # several: ExecuTorch decomposes once per partitioner, each with its own table
+        if getattr(program, DECOMPOSED, False):
             return program
-        ops, check = partitioners[0].ops_to_not_decompose(program)
-        if check is not None:  # before functionalising, torchao's weights are still tensor subclasses and fail it
-            ops = _program._remove_invalid_ops_for_not_decompose(ops)
-        table = _program._default_decomposition_table()
-        for op in ops:
-            table.pop(op, None)
-        decomposed = original_run(program, table)
-        kept, check = partitioners[0].ops_to_not_decompose(decomposed)  # what ExecuTorch will be told
-        if check is not None or set(kept) != set(ops):
-            return program  # it decomposes around a check, or keeps other ops: ExecuTorch's way
-        setattr(decomposed, DECOMPOSED, True)
-        return decomposed
+        return decompose(program, partitioners, original_transform, original_run)
 
     def run_decompositions(self, decomp_table=None, *args, **kwargs):
         if decomp_table == {} and not args and not kwargs and getattr(self, DECOMPOSED, False):
