@@ -17,13 +17,14 @@ without this.
         finish(..., ahead=ahead)        # verify_artifact(..., ahead=ahead), accuracy_report(..., ahead=ahead)
 
 No worker is forked without verification, with `--jobs 1` (an export run from one of several threads) or without
-`os.fork`: `get` then returns None.
+`os.fork`: `accuracy` and `parity` then return None.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+
+from seqedge.exporters.executorch.parallel_preprocess import Forked, forked, processes
 
 
 def compute(model, quant, plan, max_prefill: int | None) -> dict:
@@ -34,13 +35,13 @@ def compute(model, quant, plan, max_prefill: int | None) -> dict:
     import torch
 
     from seqedge.errors import BadInputError
-
-    with contextlib.suppress(OSError):  # needed last (verification): the lowering's workers go first
-        os.nice(10)
     from seqedge.exporters.verify import parity_tokens, reference_rows
     from seqedge.quant.reference import baseline_model
     from seqedge.quant.report import accuracy_references, eval_ids
     from seqedge.tokenizer import load_tokenizer, tokenizer_files
+
+    with contextlib.suppress(OSError):  # needed last (verification): the lowering's workers go first
+        os.nice(10)
 
     source = plan.tokenizer_dir  # what copy_tokenizer puts in the artifact
     tokenizer = load_tokenizer(source if source is not None and tokenizer_files(source) else None)
@@ -58,54 +59,24 @@ def compute(model, quant, plan, max_prefill: int | None) -> dict:
     return refs
 
 
-class AheadReferences:
+class AheadReferences(Forked):
     """A forked worker running `compute`, or none (`pid` None)."""
-
-    def __init__(self, pid: int | None = None, read_fd: int | None = None):
-        self.pid, self.read_fd, self.refs = pid, read_fd, {}
-
-    def _collect(self) -> dict:
-        """What the worker sent (waits for it), or nothing if it failed."""
-        if self.pid is not None:
-            from seqedge.exporters.executorch.parallel_preprocess import collect
-
-            done = collect(self.pid, self.read_fd)
-            self.close()
-            self.refs = done[0] if done is not None else {}
-        return self.refs
 
     def accuracy(self, ids: list[int]) -> dict | None:
         """The worker's `accuracy_references` if it read `ids`, else None."""
-        refs = self._collect().get("accuracy")
+        refs = (self.result() or {}).get("accuracy")
         return refs if refs is not None and refs["ids"] == list(ids) else None
 
     def parity(self, path: list[int]) -> dict | None:
         """The worker's `reference_rows` if it walked `path`, else None."""
-        refs = self._collect().get("parity")
+        refs = (self.result() or {}).get("parity")
         return refs if refs is not None and refs["path"] == list(path) else None
 
-    def close(self) -> None:
-        """Stop and reap the worker, if there is one left."""
-        if self.pid is not None:
-            from seqedge.exporters.executorch.parallel_preprocess import stop
 
-            stop(self.pid, self.read_fd)
-            self.pid = self.read_fd = None
-
-
-@contextlib.contextmanager
-def ahead_references(model, plan, quant, max_prefill: int | None = None) -> Iterator[AheadReferences]:
+def ahead_references(model, plan, quant, max_prefill: int | None = None):
     """A worker computing the references of `model` under `quant` for a program whose longest prefill is
-    `max_prefill` (see the module's docstring); stopped when the block ends, however it ends."""
+    `max_prefill` (see the module's docstring), as a context manager: stopped when the block ends, however it ends."""
     import torch
 
-    from seqedge.exporters.executorch.parallel_preprocess import fork_worker, processes
-
-    ahead = AheadReferences()
-    if plan.verify and processes(plan.jobs) >= 2 and isinstance(model, torch.nn.Module):
-        with contextlib.suppress(OSError):  # no process to spare (memory, process limit): the report computes them
-            ahead = AheadReferences(*fork_worker(lambda _: compute(model, quant, plan, max_prefill), [None]))
-    try:
-        yield ahead
-    finally:
-        ahead.close()
+    when = plan.verify and processes(plan.jobs) >= 2 and isinstance(model, torch.nn.Module)
+    return forked(AheadReferences, lambda: compute(model, quant, plan, max_prefill), when)

@@ -64,11 +64,12 @@ def fuse(passes: list, bridge: bool = True) -> list:
 
     def flush():
         kinds = tuple(type(q) for _, q in run)
-        if any(k is bridge_pass() for k in kinds):
-            spanned_run = spanned[:len(spanned) - len(pending)]
-            out.append(Bridged(type("+".join(k.__name__ for k in kinds), kinds, {})(), fuse(spanned_run, bridge=False)))
-        elif len(run) > 1:  # the class's MRO is the run's order: each super().call_operator reaches the next pass
-            out.append(type("+".join(k.__name__ for k in kinds), kinds, {})())
+        # the class's MRO is the run's order: each super().call_operator reaches the next pass
+        chain = type("+".join(k.__name__ for k in kinds), kinds, {})() if len(run) > 1 else None
+        if bridge_pass() in kinds:  # behind it, the passes it spans as listed
+            out.append(Bridged(chain, fuse(spanned[:len(spanned) - len(pending)], bridge=False)))
+        elif chain is not None:
+            out.append(chain)
         else:
             out.extend(listed for listed, _ in run)
         out.extend(pending)

@@ -19,11 +19,11 @@ No worker is forked with `jobs` 1 or without `os.fork`; `get` then returns None.
 
 from __future__ import annotations
 
-import contextlib
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from seqedge.exporters.executorch.one_decomposition import DECOMPOSED, decompose
+from seqedge.exporters.executorch.parallel_preprocess import Forked, forked
 
 
 def traced_and_decomposed(trace: Callable, partitioners: list) -> tuple[bytes, object] | None:
@@ -40,49 +40,23 @@ def traced_and_decomposed(trace: Callable, partitioners: list) -> tuple[bytes, o
     return buffer.getvalue(), extra
 
 
-class MethodWorker:
+class MethodWorker(Forked):
     """A forked worker running `traced_and_decomposed`, or none (`pid` None)."""
-
-    def __init__(self, pid: int | None = None, read_fd: int | None = None):
-        self.pid, self.read_fd = pid, read_fd
 
     def get(self):
         """(the decomposed program, what `trace` returned beside it), or None. Waits for the worker."""
-        if self.pid is None:
-            return None
-        from seqedge.exporters.executorch.parallel_preprocess import collect
-
-        done = collect(self.pid, self.read_fd)
-        self.close()
-        if done is None or done[0] is None:
+        done = self.result()
+        if done is None:
             return None
         import torch
 
-        saved, extra = done[0]
+        saved, extra = done
         program = torch.export.load(io.BytesIO(saved))
         setattr(program, DECOMPOSED, True)
         return program, extra
 
-    def close(self) -> None:
-        """Stop and reap the worker, if there is one left."""
-        if self.pid is not None:
-            from seqedge.exporters.executorch.parallel_preprocess import stop
 
-            stop(self.pid, self.read_fd)
-            self.pid = self.read_fd = None
-
-
-@contextlib.contextmanager
-def method_worker(trace: Callable, partitioners: list, jobs: int) -> Iterator[MethodWorker]:
-    """A worker tracing and decomposing one method (see the module's docstring); stopped when the block ends,
-    however it ends."""
-    from seqedge.exporters.executorch.parallel_preprocess import fork_worker
-
-    worker = MethodWorker()
-    if jobs >= 2 and len(partitioners) == 1:
-        with contextlib.suppress(OSError):  # no process to spare: this process traces it
-            worker = MethodWorker(*fork_worker(lambda _: traced_and_decomposed(trace, partitioners), [None]))
-    try:
-        yield worker
-    finally:
-        worker.close()
+def method_worker(trace: Callable, partitioners: list, jobs: int):
+    """A worker tracing and decomposing one method (see the module's docstring), as a context manager: stopped when
+    the block ends, however it ends."""
+    return forked(MethodWorker, lambda: traced_and_decomposed(trace, partitioners), jobs >= 2 and len(partitioners) == 1)

@@ -88,18 +88,55 @@ def fork_worker(run, work: list) -> tuple[int, int]:
 
 
 def collect(pid: int, read_fd: int) -> list | None:
-    """A `fork_worker` child's results once it has exited (reaped), or None if it failed."""
+    """A `fork_worker` child's results once it has exited, or None if it failed. Its pipe is closed and it is
+    reaped: it is not to be `stop`ped after (its pid may be another process's by then)."""
     data = read_all(read_fd)
+    os.close(read_fd)
     _, status = os.waitpid(pid, 0)
     return pickle.loads(data) if os.waitstatus_to_exitcode(status) == 0 else None  # noqa: S301  our own child's
 
 
 def stop(pid: int, read_fd: int) -> None:
-    """Close a `fork_worker` child's pipe and kill and reap it, if it is still there."""
+    """Close a `fork_worker` child's pipe and kill and reap it, if it is still there (not `collect`ed)."""
     os.close(read_fd)
     with contextlib.suppress(ChildProcessError, ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+
+
+class Forked:
+    """A `fork_worker` child running one job, or none (`pid` None); its result is collected once."""
+
+    def __init__(self, pid: int | None = None, read_fd: int | None = None):
+        self.pid, self.read_fd, self.value = pid, read_fd, None
+
+    def result(self):
+        """The job's result (waits for the child the first time), or None if it failed or there is no child."""
+        if self.pid is not None:
+            done = collect(self.pid, self.read_fd)
+            self.pid = self.read_fd = None  # collected: reaped, not to be stopped
+            self.value = done[0] if done is not None else None
+        return self.value
+
+    def close(self) -> None:
+        """Stop and reap the child, if its result was not collected."""
+        if self.pid is not None:
+            stop(self.pid, self.read_fd)
+            self.pid = self.read_fd = None
+
+
+@contextlib.contextmanager
+def forked(kind: type[Forked], run, when: bool) -> Iterator[Forked]:
+    """A `kind` over a child running `run()` when `when` and a process can be forked, else over none; the child is
+    stopped when the block ends, however it ends."""
+    job = kind()
+    if when:
+        with contextlib.suppress(OSError):  # no process to spare (memory, process limit): the caller does the work
+            job = kind(*fork_worker(lambda _: run(), [None]))
+    try:
+        yield job
+    finally:
+        job.close()
 
 
 def preprocess_all(run, jobs: list, workers: int) -> dict:
@@ -114,8 +151,10 @@ def preprocess_all(run, jobs: list, workers: int) -> dict:
             children.append((*fork_worker(run, jobs[w::workers]), jobs[w::workers]))
         for job in jobs[0::workers]:
             results[job] = run(job)
-        for pid, read_fd, mine in children:
+        while children:
+            pid, read_fd, mine = children[0]
             done = collect(pid, read_fd)
+            children.pop(0)  # collected: reaped, not to be stopped
             if done is not None:
                 results.update(zip(mine, done))
     finally:
