@@ -257,9 +257,10 @@ def test_skipping_inapplicable_xnnpack_passes_changes_nothing(pte_artifacts, tmp
     decomposition, one_decomposition.py the functionalising one before it, merge_check.py XNNPACK's merge loop
     over downstream nodes, delegate_outputs.py the re-runs of each delegate on fake tensors, provenance.py the
     copies of node provenance, edge_passes.py re-traces once per run of node-by-node edge passes,
-    parallel_preprocess.py lowers the partitions in forked workers (six here, three per process),
+    checked_once.py skips a pass manager's check of a graph it checked as it is, parallel_preprocess.py lowers
+    the partitions in forked workers (six here, three per process),
     deferred_recompile.py sorts a method in place and generates its code once after its partitions are cut: the
-    program is byte-identical to one lowered in one process with every pass run on its own, functionalised and then
+    program is byte-identical to one lowered in one process with every pass run and checked on its own, functionalised and then
     decomposed twice, every provenance chain copied, every delegate re-run and the graph copied and its code
     regenerated at every cut."""
     from executorch.backends.xnnpack._passes import XNNPACKPassManager
@@ -314,6 +315,51 @@ def test_constant_folding_is_skipped_only_where_nothing_folds(module):
     foldable = may_fold(program.graph)
     after = ConstPropPass()(program.graph_module).graph_module
     assert foldable == (before != [(n.op, str(n.target)) for n in after.graph.nodes])
+
+
+def test_the_pass_manager_checks_a_program_again_only_after_a_change(monkeypatch):
+    """checked_once.py: a check of the program the last check passed, in the same state, is skipped — the one after a
+    pass that changed nothing and the one before the next pass; a changed target is checked, and a check that fails
+    is not taken as passed."""
+    from executorch.exir.dialects._ops import ops as exir_ops
+    from executorch.exir.program._program import _transform
+    from torch.fx.passes.infra.pass_base import PassResult
+
+    from seqedge.exporters.executorch.checked_once import checks_once
+
+    checks, validate = [], torch.export.ExportedProgram.validate
+    monkeypatch.setattr(torch.export.ExportedProgram, "validate", lambda self: (checks.append(self), validate(self))[1])
+
+    def nothing(gm):
+        return PassResult(gm, False)
+
+    def relu_to_sigmoid(gm):
+        for n in gm.graph.nodes:
+            if n.target == exir_ops.edge.aten.relu.default:
+                n.target = exir_ops.edge.aten.sigmoid.default
+        return PassResult(gm, True)
+
+    def method_call(gm):
+        node = next(n for n in gm.graph.nodes if n.op == "call_function")
+        node.op, node.target = "call_method", "sigmoid"
+        return PassResult(gm, True)
+
+    program = _edge_program(torch.nn.ReLU())
+    checks.clear()
+    with checks_once():
+        program = _transform(program, nothing)
+        program = _transform(program, nothing)
+        assert len(checks) == 1
+        program = _transform(program, relu_to_sigmoid)
+        assert len(checks) == 2
+        with pytest.raises(Exception, match="call_method"):
+            _transform(program, method_call)
+        with pytest.raises(Exception, match="call_method"):
+            _transform(program, nothing)
+    program = _edge_program(torch.nn.ReLU())
+    checks.clear()
+    _transform(program, nothing)
+    assert len(checks) == 2
 
 
 def test_partitions_lowered_in_forked_workers_come_back_in_order_and_a_failed_share_runs_here():

@@ -27,6 +27,7 @@ from seqedge.exporters.ahead_references import ahead_references
 from seqedge.exporters.artifact import artifact_writer, base_manifest, finish
 from seqedge.exporters.decompositions import XNNPACK_REWRITES
 from seqedge.exporters.executorch import BACKENDS, native_ops
+from seqedge.exporters.executorch.checked_once import checks_once
 from seqedge.exporters.executorch.deferred_recompile import deferred_recompile
 from seqedge.exporters.executorch.delegate_outputs import known_delegate_outputs
 from seqedge.exporters.executorch.edge_passes import fused_edge_passes
@@ -203,6 +204,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             with stage("ExecuTorch lowering", plan.subject, hint), \
                     lowering_stages(plan.subject, hint, jobs), \
                     _shortcut(relevant_xnnpack_passes), \
+                    _shortcut(checks_once), \
                     _shortcut(fused_edge_passes), \
                     _shortcut(one_decomposition), \
                     _shortcut(merge_check), \

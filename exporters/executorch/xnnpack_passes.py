@@ -4,8 +4,9 @@ XNNPACK's `preprocess` runs its whole pass list (17 passes) on every partition t
 pass re-traces the partition with fake tensors. A transformer's custom attention and cache ops cut each layer into
 several partitions, so a 30-layer model's two methods cost hundreds of partitions x 17 re-traces: most of the
 ExecuTorch export time. A pass whose target ops a partition does not contain cannot change it (the upsampling and
-SDPA pattern matchers, batch norm, PReLU, padding, conv1d, activation fusion): those are skipped for that
-partition, the others run as before, in order. So is constant folding (ConstPropPass) where no node can fold: every
+SDPA pattern matchers, batch norm, PReLU, padding, conv1d, activation fusion, and the revert of dim-order copies,
+which re-traced every partition to find none on mamba-130m: 6.3 of its 34 s of preprocess on one core): those are
+skipped for that partition, the others run as before, in order. So is constant folding (ConstPropPass) where no node can fold: every
 node takes a graph input or the result of another node that cannot fold.
 
 Most of the remaining passes (RETRACE_AFTER_EDIT) edit the graph in place and then re-trace it, only to regenerate
@@ -29,6 +30,7 @@ from collections.abc import Iterator
 
 # pass class name -> substrings of edge op names; the pass runs only when one of them is in the partition
 APPLIES_TO = {
+    "DimOrderOpsRevertPass": ("dim_order",),  # _to_dim_order_copy, _clone_dim_order, _empty_dim_order back to aten
     "ConvertToUpsampleBilinear2d": ("upsample", "index.Tensor", "_unsafe_index"),
     "ConvertToSDPAPass": ("softmax",),
     "FuseBatchNormPass": ("batch_norm",),
