@@ -643,14 +643,19 @@ def test_build_runner_command(tmp_path):
 
 
 def test_native_runner_matches_seqedge_generate(pte_artifacts, native_runner):
+    """The runner's text is seqedge generate's, also with --timing, whose warm-up and timed prefills each start the
+    sequence over (a prefill on a state left by the one before would change the text)."""
     cli = CliRunner()
     for fam in FAMILY_NAMES:
         folder = pte_artifacts[fam][0]
-        native = subprocess.run([str(native_runner), str(folder), "--prompt", "def main(",
-                                 "--max-new-tokens", "48"], capture_output=True, check=True)
+        command = [str(native_runner), str(folder), "--prompt", "def main(", "--max-new-tokens", "48"]
+        native = subprocess.run(command, capture_output=True, check=True)
+        timed = subprocess.run([*command, "--timing"], capture_output=True, check=True)
         py = cli.invoke(app, ["generate", str(folder), "--prompt", "def main(", "--max-new-tokens", "48"])
         assert py.exit_code == 0
-        assert native.stdout == py.stdout_bytes, fam
+        assert native.stdout == py.stdout_bytes == timed.stdout, fam
+        figures = json.loads(timed.stderr.decode().strip().splitlines()[-1])
+        assert figures["prefill_runs"] > 1 and figures["prefill_ms"] > 0 and figures["decode_steps"] > 0, fam
 
 
 def test_portable_backend(tmp_path):
