@@ -85,7 +85,9 @@ class AdbTransport:
 
 class LocalTransport:
     """This machine as the device: pushes are copies into a private temporary folder (removed by `close`),
-    programs run as child processes with an argument list."""
+    written through to the disk before anything runs (the kernel writes dirty pages back up to half a minute
+    later, into whatever runs then: 3 of 16 runner prefills timed after a 120 MB copy were 14-37 % below the
+    Python runtime's, none of 16 once synced). Programs run as child processes with an argument list."""
 
     name = "this host"
 
@@ -94,6 +96,8 @@ class LocalTransport:
 
     def push(self, local: Path, remote: str) -> None:
         shutil.copy2(local, remote)
+        with open(remote, "rb+") as f:
+            os.fsync(f.fileno())
 
     def shell(self, argv: list[str], timeout: float = 600) -> tuple[int, str, str]:
         proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, errors="replace", timeout=timeout)
