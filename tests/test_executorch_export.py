@@ -260,9 +260,9 @@ def test_skipping_inapplicable_xnnpack_passes_changes_nothing(pte_artifacts, tmp
     checked_once.py skips a pass manager's check of a graph it checked as it is, parallel_preprocess.py lowers
     the partitions in forked workers (six here, three per process),
     deferred_recompile.py sorts a method in place and generates its code once after its partitions are cut: the
-    program is byte-identical to one lowered in one process with every pass run and checked on its own, functionalised and then
-    decomposed twice, every provenance chain copied, every delegate re-run and the graph copied and its code
-    regenerated at every cut."""
+    program is byte-identical to one lowered in one process with every pass run and checked on its own,
+    functionalised and then decomposed twice, every provenance chain copied, every delegate re-run and the graph
+    copied and its code regenerated at every cut."""
     from executorch.backends.xnnpack._passes import XNNPACKPassManager
 
     import seqedge.exporters.executorch.export as et_export

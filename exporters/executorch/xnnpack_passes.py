@@ -6,8 +6,8 @@ several partitions, so a 30-layer model's two methods cost hundreds of partition
 ExecuTorch export time. A pass whose target ops a partition does not contain cannot change it (the upsampling and
 SDPA pattern matchers, batch norm, PReLU, padding, conv1d, activation fusion, and the revert of dim-order copies,
 which re-traced every partition to find none on mamba-130m: 6.3 of its 34 s of preprocess on one core): those are
-skipped for that partition, the others run as before, in order. So is constant folding (ConstPropPass) where no node can fold: every
-node takes a graph input or the result of another node that cannot fold.
+skipped for that partition, the others run as before, in order. So is constant folding (ConstPropPass) where no
+node can fold: every node takes a graph input or the result of another node that cannot fold.
 
 Most of the remaining passes (RETRACE_AFTER_EDIT) edit the graph in place and then re-trace it, only to regenerate
 node metadata, whether or not the edit found anything: on mamba-130m, six re-traces per partition that change

@@ -14,9 +14,10 @@
 // warm-up prefill and two decode steps run first (the first call of each method packs its weights:
 // `cold_prefill_ms`), then kTimedPrefills prefills of the prompt, each from a fresh state (their median is
 // `prefill_ms`, as the Python benchmark's median of three; one sample swung by a third on a busy machine), the
-// last going on to decode, and one JSON line of the timed run's figures goes to stderr. With --score-file, the prompt's tokens go in one decode step at a time and the logits of every
-// step are written to PATH (steps × vocab float32, little-endian): the same numbers on every build of the
-// runner (x86-64, arm64 under emulation) are what the cross-build tests compare.
+// last going on to decode, and one JSON line of the timed run's figures goes to stderr. With --score-file, the
+// prompt's tokens go in one decode step at a time and the logits of every step are written to PATH (steps ×
+// vocab float32, little-endian): the same numbers on every build of the runner (x86-64, arm64 under emulation)
+// are what the cross-build tests compare.
 // The work is seqedge::Engine (engine/seqedge_engine.h), the class an Android (JNI), iOS or embedded-Linux app
 // calls; seqedge's custom-op kernels are linked in (libseqedge_kernels, libseqedge_llm_kernels).
 
