@@ -8,9 +8,9 @@ the pass before it, and the check after a pass that left the graph alone repeats
 them check something new (preprocess 22.5 s).
 
 Within `checks_once()` a check is skipped when what it reads is what the last check read, and that check passed:
-the same graph module, the same graph signature, state-dict and constant names and verifiers, and every node the same (identity,
-name, op, target, arguments, metadata value). Any other check runs as it did, and a check that fails is never
-recorded. The program is byte-identical (tests/test_executorch_export.py).
+the same graph module, the same graph signature, state-dict and constant names and verifiers, and every node the
+same (identity, name, op, target, arguments, metadata value). Any other check runs as it did, and a check that
+fails is never recorded. The program is byte-identical (tests/test_executorch_export.py).
 
     with checks_once():
         edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()])

@@ -154,8 +154,9 @@ int run(const Args& args) {
   if (args.timing) {
     double total = 0;
     for (double s : step_ms) total += s;
-    std::fprintf(stderr, "{\"prompt_tokens\": %zu, \"prefill_ms\": %.3f, \"prefill_runs\": %zu, \"cold_prefill_ms\": %.3f, "
-                 "\"decode_steps\": %zu, \"decode_ms_total\": %.3f, \"decode_tok_s\": %.2f}\n", prompt.size(), prefill_ms,
+    std::fprintf(stderr, "{\"prompt_tokens\": %zu, \"prefill_ms\": %.3f, \"prefill_runs\": %zu, "
+                 "\"cold_prefill_ms\": %.3f, \"decode_steps\": %zu, \"decode_ms_total\": %.3f, "
+                 "\"decode_tok_s\": %.2f}\n", prompt.size(), prefill_ms,
                  prefill_runs.size(), cold_prefill_ms, step_ms.size(), total,
                  step_ms.empty() ? 0.0 : 1000.0 * step_ms.size() / total);
   }
