@@ -257,7 +257,8 @@ def test_skipping_inapplicable_xnnpack_passes_changes_nothing(pte_artifacts, tmp
     decomposition, one_decomposition.py the functionalising one before it, merge_check.py XNNPACK's merge loop
     over downstream nodes, delegate_outputs.py the re-runs of each delegate on fake tensors, provenance.py the
     copies of node provenance, edge_passes.py re-traces once per run of node-by-node edge passes,
-    checked_once.py skips a pass manager's check of a graph it checked as it is, parallel_preprocess.py lowers
+    checked_once.py skips a pass manager's check of a graph it checked as it is, emission_passes.py the dim-order
+    legalisation's re-trace of a method without its ops, parallel_preprocess.py lowers
     the partitions in forked workers (six here, three per process),
     deferred_recompile.py sorts a method in place and generates its code once after its partitions are cut: the
     program is byte-identical to one lowered in one process with every pass run and checked on its own,
@@ -315,6 +316,28 @@ def test_constant_folding_is_skipped_only_where_nothing_folds(module):
     foldable = may_fold(program.graph)
     after = ConstPropPass()(program.graph_module).graph_module
     assert foldable == (before != [(n.op, str(n.target)) for n in after.graph.nodes])
+
+
+class _Mean(torch.nn.Module):
+    def forward(self, x):
+        return x.mean(dim=1, keepdim=True)  # one of the portable ops the dim-order legalisation looks for
+
+
+@pytest.mark.parametrize("module,legalised", [(torch.nn.ReLU(), False), (_Mean(), True)])
+def test_dim_order_legalisation_retraces_only_a_method_holding_its_ops(module, legalised):
+    """emission_passes.py: LegalizePortableDimOrderPass hands back a method without any of its target ops as it is,
+    and re-traces one with such an op as it does without the shortcut (the same nodes)."""
+    from executorch.exir.passes.legalize_portable_dim_order_pass import LegalizePortableDimOrderPass
+
+    from seqedge.exporters.executorch.emission_passes import dim_order_legalized_only_where_needed
+
+    gm = _edge_program(module).graph_module
+    expected = LegalizePortableDimOrderPass()(gm).graph_module
+    with dim_order_legalized_only_where_needed():
+        got = LegalizePortableDimOrderPass()(gm).graph_module
+    assert (got is not gm) == legalised
+    assert [(n.op, str(n.target)) for n in got.graph.nodes] == [(n.op, str(n.target)) for n in expected.graph.nodes]
+    assert "call" not in vars(LegalizePortableDimOrderPass)
 
 
 def test_the_pass_manager_checks_a_program_again_only_after_a_change(monkeypatch):

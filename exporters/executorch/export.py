@@ -31,6 +31,7 @@ from seqedge.exporters.executorch.checked_once import checks_once
 from seqedge.exporters.executorch.deferred_recompile import deferred_recompile
 from seqedge.exporters.executorch.delegate_outputs import known_delegate_outputs
 from seqedge.exporters.executorch.edge_passes import fused_edge_passes
+from seqedge.exporters.executorch.emission_passes import dim_order_legalized_only_where_needed
 from seqedge.exporters.executorch.held_state import HeldCacheGraph, held_caches
 from seqedge.exporters.executorch.lowering_stages import lowering_stages
 from seqedge.exporters.executorch.lowerings import METHODS, lowerings_for
@@ -205,6 +206,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
                     lowering_stages(plan.subject, hint, jobs), \
                     _shortcut(relevant_xnnpack_passes), \
                     _shortcut(checks_once), \
+                    _shortcut(dim_order_legalized_only_where_needed), \
                     _shortcut(fused_edge_passes), \
                     _shortcut(one_decomposition), \
                     _shortcut(merge_check), \
