@@ -281,6 +281,14 @@ def test_fused_artifacts_use_the_fast_kernels(artifacts):
     assert "seqedge" not in read_manifest(artifacts[("transformer", "fused")][0])["opset"]
     assert "Scan" in kinds[("mamba", "portable")] and "LinearAttention" not in kinds[("mamba", "portable")]
     assert "GroupQueryAttention" in kinds[("transformer", "fused")]
+    # attention's lengths computed once for all layers, q/k/v handed over packed (no Split in front)
+    llm = read_manifest(artifacts[("transformer", "fused")][0])
+    graph = onnx.load(str(artifacts[("transformer", "fused")][0] / "model.onnx")).graph
+    split_outputs = {o for n in graph.node if n.op_type == "Split" for o in n.output}
+    gqas = [n for n in graph.node if n.op_type == "GroupQueryAttention"]
+    assert len(gqas) == llm["config"]["num_hidden_layers"] == llm["fusions"]["packed_qkv"]
+    assert all(n.input[1] == n.input[2] == "" and n.input[0] not in split_outputs for n in gqas)
+    assert len({(n.input[5], n.input[6]) for n in gqas}) == 1 and [n.op_type for n in graph.node].count("Shape") == 1
     for fam in ("mamba", "transformer"):  # RMSNorm (+ the residual add) as onnxruntime's norm kernels, said so
         fused, portable = (read_manifest(artifacts[(fam, fl)][0]) for fl in ("fused", "portable"))
         assert {"SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"} <= kinds[(fam, "fused")]
@@ -292,6 +300,33 @@ def test_fused_artifacts_use_the_fast_kernels(artifacts):
     assert "SelectiveScan" in kinds[("s4", "fused")] and "Scan" in kinds[("s4", "portable")]
     assert {"SelectiveScan", "CausalConv1d"} <= kinds[("mamba2", "fused")] and "Scan" in kinds[("mamba2", "portable")]
     assert "LinearAttention" not in kinds[("mamba2", "fused")]  # its contrib form, where seqedge's kernels are missing
+
+
+def test_shapes_over_the_same_symbols_are_computed_once():
+    """A Shape over the same named dims as an earlier one reads the earlier one's output and the arithmetic on it
+    is merged; a Shape over other names (or unnamed dims) is left alone. The graph gives what it gave before."""
+    import onnx_ir as ir
+    from onnx import TensorProto, helper
+
+    from seqedge.exporters.onnx.fusions import share_shapes
+
+    one = helper.make_tensor("one", TensorProto.INT64, [1], [1])
+    nodes = [helper.make_node("Shape", [x], [f"s{x}"], start=1, end=2) for x in ("a", "b", "c", "d")]
+    nodes += [helper.make_node("Add", [f"s{x}", "one"], [f"p{x}"]) for x in ("a", "b", "c", "d")]
+    nodes += [helper.make_node("Concat", ["pa", "pb", "pc", "pd"], ["out"], axis=0)]
+    inputs = [helper.make_tensor_value_info(x, TensorProto.FLOAT, dims) for x, dims in
+              (("a", [1, "T", 4]), ("b", [2, "T"]), ("c", [1, "S", 4]), ("d", [1, None, 4]))]
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("out", TensorProto.INT64, [4])],
+                              [one])
+    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]))
+    feeds = {"a": np.zeros((1, 3, 4), np.float32), "b": np.zeros((2, 3), np.float32),
+             "c": np.zeros((1, 5, 4), np.float32), "d": np.zeros((1, 7, 4), np.float32)}
+    run = lambda m: ort.InferenceSession(ir.to_proto(m).SerializeToString()).run(None, feeds)[0]  # noqa: E731
+    before = run(model)
+    assert share_shapes(model) == 1  # b's T is a's; c's S and d's unnamed dim are not
+    ops = [n.op_type for n in model.graph]
+    assert ops.count("Shape") == 3 and ops.count("Add") == 3
+    assert before.tolist() == run(model).tolist() == [4, 4, 6, 8]
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)

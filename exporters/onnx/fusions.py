@@ -1,5 +1,6 @@
-"""Graph fusions for the `fused` flavour: RMSNorm as onnxruntime's (Skip)SimplifiedLayerNormalization, and
-Mamba's block around the scan as seqedge's `MambaScan`.
+"""Graph fusions for the `fused` flavour: RMSNorm as onnxruntime's (Skip)SimplifiedLayerNormalization,
+Mamba's block around the scan as seqedge's `MambaScan`, and attention's length arithmetic and q/k/v split
+taken out of every layer.
 
 The exporter writes RMSNorm as seven standard nodes (Pow, ReduceMean, Add, Sqrt, Reciprocal, Mul, Mul) and
 the residual add before it as one more; at decode time (T = 1) each node costs more in dispatch than in
@@ -8,13 +9,23 @@ first norm) or one `SkipSimplifiedLayerNormalization` (residual add + norm) per 
 mean over axis -1; the exporter names the last axis by its positive index, so that is rewritten first.
 
     counts = fuse(path)   # rewrites the fp32 graph file in place (loaded and saved once for every fusion):
-                          # {"rms_norm": n, "skip_rms_norm": m, "mamba_scan": k}
+                          # {"rms_norm": n, "skip_rms_norm": m, "mamba_scan": k, "shared_lengths": s,
+                          #  "packed_qkv": p}
 
 Mamba's block computes Δ = softplus(dt) (the exporter writes Softplus, Greater and Where: torch's threshold) and
 gates the scan's output by silu(z) (Sigmoid, Mul, Mul): five elementwise nodes per layer, whose dispatch costs
 more than their arithmetic at T = 1 and whose Softplus is scalar in onnxruntime (12 % of a mamba-130m prefill).
 Where a `seqedge.SelectiveScan` sits between exactly those patterns it becomes one `seqedge.MambaScan` (the
 softplus and the gate inside the kernel, mamba_scan_ref).
+
+Each attention layer reads its call's length T with its own `Shape(q)` (the lowering sees only its operands),
+then turns it into GroupQueryAttention's `seqlens_k` and `total_sequence_length` (Add, Sub, Cast, Squeeze,
+Cast): six nodes per layer, all computing the same two numbers. Shapes whose dims carry the same symbols are
+equal (ONNX's rule for a dim_param), so every `Shape` over the same symbolic dims reads the first one's and
+common-subexpression elimination leaves one chain for the whole graph. The fused q/k/v projection's output
+is split in three only to be handed to GroupQueryAttention, which takes it packed (key and value absent)
+when the split is q, k, v in that order along the last axis. llama-135m decode: 540 -> 340 nodes, ~8 % a
+step (6.98 -> 6.40 ms in 7 interleaved rounds).
 
 Run on the float graph before quantization (the fusions need the tensor types, which MatMulNBits hides).
 """
@@ -61,6 +72,8 @@ def fuse(path: Path) -> dict[str, int]:
     if norms_available():
         model, counts = fuse_norms(model)
     counts["mamba_scan"] = fuse_mamba_scan(model)
+    counts["shared_lengths"] = share_shapes(model)
+    counts["packed_qkv"] = pack_attention_qkv(model)
     if any(counts.values()):
         ir.save(model, str(path))
     return counts
@@ -139,3 +152,55 @@ def fuse_mamba_scan(model) -> int:
     if fused:
         RemoveUnusedNodesPass()(model)  # in place
     return fused
+
+
+def share_shapes(model) -> int:
+    """Every `Shape` (start, end) over the same symbolic dims as an earlier one reads the earlier one's output;
+    the arithmetic on it then appears once (common-subexpression elimination). Returns how many were shared."""
+    from onnx_ir.passes.common import CommonSubexpressionEliminationPass, RemoveUnusedNodesPass
+
+    first, shared = {}, 0
+    for node in model.graph:
+        x = node.inputs[0] if node.op_type == "Shape" and node.domain == "" and node.inputs else None
+        if x is None or x.shape is None or node.outputs[0].is_graph_output():
+            continue
+        rank = len(x.shape)
+        start, end = node.attributes.get_int("start", 0), node.attributes.get_int("end", rank)
+        dims = list(x.shape)[slice(start, end)]
+        if not dims or any(not isinstance(d, int) and d.value is None for d in dims):
+            continue  # an unnamed dim is not known to equal anything
+        key = tuple(d if isinstance(d, int) else str(d.value) for d in dims)
+        if key not in first:
+            first[key] = node.outputs[0]
+        elif node.outputs[0].uses():
+            node.outputs[0].replace_all_uses_with(first[key])
+            shared += 1
+    if shared:
+        CommonSubexpressionEliminationPass()(model)  # in place; what onnxruntime does at load, done once here
+        RemoveUnusedNodesPass()(model)
+    return shared
+
+
+def pack_attention_qkv(model) -> int:
+    """GroupQueryAttention nodes whose query, key and value are, in that order, the three outputs of one Split
+    along the last axis, used nowhere else, read the split's input packed instead (key and value absent)."""
+    from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+    packed = 0
+    for gqa in [n for n in model.graph if n.domain == "com.microsoft" and n.op_type == "GroupQueryAttention"]:
+        q, k, v = gqa.inputs[:3]
+        split = _producer(q, "Split")
+        if split is None or k is None or v is None or list(split.outputs) != [q, k, v]:
+            continue
+        x = split.inputs[0]
+        axis = split.attributes.get_int("axis", 0)
+        last = x.shape is not None and axis in (-1, len(x.shape) - 1)
+        if not last or any(len(o.uses()) != 1 or o.is_graph_output() for o in (q, k, v)):
+            continue
+        gqa.replace_input_with(0, x)
+        gqa.replace_input_with(1, None)
+        gqa.replace_input_with(2, None)
+        packed += 1
+    if packed:
+        RemoveUnusedNodesPass()(model)
+    return packed
