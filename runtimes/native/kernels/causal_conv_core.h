@@ -68,7 +68,33 @@ SEQEDGE_INLINE void conv_block(const Conv& s, int64_t b, int64_t d0, int64_t nd)
     for (int64_t c = 0; c < nd; ++c) s.state_out[(b * Dm + d0 + c) * W + j] = tail[j][c];
 }
 
+// One time step (T = 1: decode) of channels [d0, d0 + nd): each channel's weights and window are contiguous
+// (w (D, 1, K), state (Bt, D, K-1)), so a channel is read and its window shifted where it lies, in place of
+// the block's transposes in and out (mamba-130m's 1536 channels: 12.5 -> ~3 us a layer on one core). The sum
+// runs in the block's order: bias, the window oldest first, then x.
+SEQEDGE_INLINE void conv_step_block(const Conv& s, int64_t b, int64_t d0, int64_t nd) {
+  const int64_t K = s.K, W = K - 1;
+  float acc[kLanes] = {};
+  for (int64_t c = 0; c < nd; ++c) {
+    const int64_t d = d0 + c, row = b * s.Dm + d;
+    const float* w = s.w + d * K;
+    const float* h = s.state + row * W;
+    const float x = s.x[row];
+    float a = s.bias[d];
+    for (int64_t j = 0; j < W; ++j) a += w[j] * h[j];
+    acc[c] = a + w[W] * x;
+    float* out = s.state_out + row * W;  // may alias h: out[j] is written after h[j + 1] is read
+    for (int64_t j = 0; j + 1 < W; ++j) out[j] = h[j + 1];
+    if (W > 0) out[W - 1] = x;
+  }
+  apply16(acc, [](Floats8 v) { return silu8(v); });
+  float* y = s.y + b * s.Dm + d0;
+  for (int64_t c = 0; c < nd; ++c) y[c] = acc[c];
+}
+
 SEQEDGE_ISA_VARIANTS(conv_block, conv_block, (const Conv& s, int64_t b, int64_t d0, int64_t nd), (s, b, d0, nd))
+SEQEDGE_ISA_VARIANTS(conv_step_block, conv_step_block, (const Conv& s, int64_t b, int64_t d0, int64_t nd),
+                     (s, b, d0, nd))
 
 // Why the operands do not fit (nullptr when they do); dims as each runtime reads them, checked before any data.
 inline const char* conv_shape_error(const int64_t (&dims)[4][3], const int64_t (&rank)[4]) {
@@ -87,9 +113,10 @@ inline int64_t conv_items(const Conv& s) { return s.Bt * ((s.Dm + kLanes - 1) / 
 // state and state_out may alias: a block reads its window before any write, and blocks are disjoint.
 inline void conv_item(const Conv& s, int64_t item) {
   static const auto block = select_isa(conv_block_v4, conv_block_v3, conv_block_baseline);
+  static const auto step = select_isa(conv_step_block_v4, conv_step_block_v3, conv_step_block_baseline);
   const int64_t blocks = (s.Dm + kLanes - 1) / kLanes;
   const int64_t b = item / blocks, d0 = (item % blocks) * kLanes;
-  block(s, b, d0, std::min<int64_t>(kLanes, s.Dm - d0));
+  (s.T == 1 ? step : block)(s, b, d0, std::min<int64_t>(kLanes, s.Dm - d0));
 }
 
 }  // namespace
