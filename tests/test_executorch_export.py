@@ -216,9 +216,10 @@ class CachedSdpa(torch.nn.Module):
 
 @pytest.mark.parametrize("heads,kv_heads,D", [(9, 3, 64), (4, 4, 128), (6, 1, 48)])
 def test_cached_sdpa_kernel_matches_reference(heads, kv_heads, D, tmp_path):
-    """seqedge's C++ attention kernel (decode) in a real ExecuTorch program against its reference, at cache
-    fills that split the keys into ranges across threads and that do not, for several query rows, and for
-    the head dims it compiles fixed (64, 128) and any other."""
+    """seqedge's C++ attention kernel in a real ExecuTorch program against its reference: decode at cache fills
+    that split the keys into ranges across threads and that do not, and prompts (several query rows: the
+    tiles, a partial last one, keys not a multiple of the block), for the head dims it compiles fixed (64,
+    128) and any other."""
     from executorch.runtime import Runtime
 
     from seqedge.native import load_kernels
@@ -227,13 +228,13 @@ def test_cached_sdpa_kernel_matches_reference(heads, kv_heads, D, tmp_path):
     S = 1100
     torch.manual_seed(heads)
     k_cache, v_cache = torch.randn(1, S, kv_heads, D), torch.randn(1, S, kv_heads, D)  # (B, S, Hkv, D)
-    q = torch.randn(1, 3, heads, D)  # an example of T > 1: the program takes T = 1 .. 8
-    T = torch.export.Dim("T", min=1, max=8)
+    q = torch.randn(1, 3, heads, D)  # an example of T > 1: the program takes T = 1 .. 40
+    T = torch.export.Dim("T", min=1, max=40)
     _lower(CachedSdpa(), (q, k_cache, v_cache, torch.tensor([5])), {"q": {1: T}, "k_cache": None, "v_cache": None,
                                                                       "pos": None}, tmp_path / "sdpa.pte")
     load_kernels()
     method = Runtime.get().load_program(str(tmp_path / "sdpa.pte")).load_method("forward")
-    for pos, rows in ((0, 1), (5, 1), (130, 1), (1000, 1), (300, 7)):
+    for pos, rows in ((0, 1), (5, 1), (130, 1), (1000, 1), (300, 7), (0, 37), (61, 20)):  # prompts: in tiles
         q = torch.randn(1, rows, heads, D)
         got = method.execute([q, k_cache, v_cache, torch.tensor([pos])])[0]
         want = cached_sdpa_ref(q, k_cache, v_cache, pos)

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "et_kernel.h"
@@ -28,61 +29,100 @@ struct Sdpa {
 };
 
 constexpr int64_t kTileQueries = 8;  // query positions per work item
-constexpr int64_t kKeys = 16;        // keys scored at once (a transposed block: the vector runs over keys)
+constexpr int64_t kKeys = 16;        // keys scored at once (the vector runs over keys: two Floats8)
 constexpr int64_t kRows = 4;         // query rows scored at once (4 x 16 accumulators stay in registers)
 constexpr int64_t kValues = 64;      // value rows accumulated per pass (kValues x D floats stay in L1)
 constexpr int64_t kMaxHeadDim = 512;
 
+// The keys of every (batch row, kv head), transposed once per call for all of its tiles, in blocks of kKeys:
+// (B, Hkv, blocks, D, kKeys), so the block a tile scores is one contiguous D x kKeys run (rows of keys a
+// power-of-two apart fell into one L1 set); the last block's padding is zeros, scored and never stored.
+struct KeysT {
+  std::vector<float> data;
+  int64_t blocks = 0;
+  const float* block(const Sdpa& s, int64_t b, int64_t kv, int64_t j0) const {
+    return data.data() + ((b * s.Hkv + kv) * blocks + j0 / kKeys) * s.D * kKeys;
+  }
+};
+
+// w[0, n) replaced by exp(w - m), m its largest entry; returns {m, the sum of the exps}. 8 lanes at a time: a
+// float max or sum the loop vectoriser leaves scalar, as it may not reorder them (the running max alone was a
+// tenth of a T = 1024 prompt's attention).
+struct ExpSum {
+  float max, total;
+};
+SEQEDGE_INLINE ExpSum exp_row(float* w, int64_t n) {
+  const int64_t full = n / 8 * 8;
+  Floats8 mv = Floats8{} - INFINITY;
+  for (int64_t j = 0; j < full; j += 8) {
+    const Floats8 x = load8(w + j);
+    mv = x > mv ? x : mv;
+  }
+  float m = -INFINITY;
+  for (int64_t i = 0; i < 8; ++i) m = std::max(m, mv[i]);
+  for (int64_t j = full; j < n; ++j) m = std::max(m, w[j]);
+  Floats8 sum = {};
+  for (int64_t j = 0; j < full; j += 8) {
+    const Floats8 e = exp_nonpositive8(load8(w + j) - m);
+    store8(w + j, e);
+    sum += e;
+  }
+  float total = 0;
+  for (int64_t i = 0; i < 8; ++i) total += sum[i];
+  for (int64_t j = full; j < n; ++j) total += (w[j] = exp_nonpositive(w[j] - m));
+  return {m, total};
+}
+
+// w[0, n) replaced by its softmax.
+SEQEDGE_INLINE void softmax_row(float* w, int64_t n) {
+  const float inv = 1.0f / exp_row(w, n).total;
+  for (int64_t j = 0; j < n; ++j) w[j] *= inv;
+}
+
 // One work item: batch row b, kv head kv, query positions [t0, t0 + nt). Its rows are those positions x the
 // query heads sharing the kv head (row r: position t0 + r / group, head kv * group + r % group), so each key
-// and value block is read once for all of them. Scores: a block of kKeys keys transposed to (D, kKeys), kRows
-// rows' scores for it accumulated across the keys at once (no horizontal sums; 4 rows: T = 1024 ~610 -> ~650
-// tok/s); outputs: each row's D accumulators held over a block of kValues value rows (two rows at once
-// measured no different). kD fixes the head dimension at compile time (64, 128; 0: any).
+// and value block is read once for all of them. Scores: kRows rows against a block of kKeys keys, the 4 x 16
+// sums held in eight Floats8 registers across the head dimension; outputs: each row's D sums held in registers
+// over a block of kValues value rows. (Both were arrays of floats the compiler kept on the stack, and the keys
+// were transposed per tile: one llama-135m layer's T = 1024 prompt took ~36 ms on 2 threads, ~16-20 ms now.)
+// kD fixes the head dimension at compile time (64, 128; 0: any, whose outputs are summed in memory).
 // (A head-by-head loop, one dot product per key, gave llama-135m ~290 tok/s at T = 1024 in the runner, where
 // the wheel's kernel, on libtorch's MKL, gave ~570 inside Python.)
 template <int kD>
-SEQEDGE_INLINE void attend_tile(const Sdpa& s, int64_t b, int64_t kv, int64_t t0, int64_t nt, std::vector<float>& buf) {
+SEQEDGE_INLINE void attend_tile(const Sdpa& s, const KeysT& kT, int64_t b, int64_t kv, int64_t t0, int64_t nt,
+                                std::vector<float>& buf) {
   const int64_t group = s.Hq / s.Hkv, rows = nt * group, D = kD ? kD : s.D;
   const int64_t keys = s.causal ? s.start + t0 + nt : s.start + s.T;  // keys the tile's last position sees
-  buf.resize(rows * keys + D * kKeys);
-  float* scores = buf.data();              // (rows, keys), then each row's softmax weights
-  float* kt = scores + rows * keys;        // (D, kKeys): a block of keys, transposed
+  buf.resize(rows * keys);
+  float* scores = buf.data();  // (rows, keys), then each row's softmax weights
   const auto seen = [&](int64_t r) { return s.causal ? s.start + t0 + r / group + 1 : keys; };
   const auto offset = [&](int64_t r) { return ((b * s.T + t0 + r / group) * s.Hq + kv * group + r % group) * D; };
   for (int64_t j0 = 0; j0 < keys; j0 += kKeys) {
     const int64_t nk = std::min(kKeys, keys - j0);
-    for (int64_t jj = 0; jj < kKeys; ++jj) {
-      const float* kj = s.k + ((b * s.S + j0 + std::min(jj, nk - 1)) * s.Hkv + kv) * D;  // past nk: a copy, unused
-      for (int64_t d = 0; d < D; ++d) kt[d * kKeys + jj] = kj[d];
-    }
-    for (int64_t r0 = 0; r0 < rows; r0 += kRows) {  // kRows rows at once: each block row loaded once for all
+    for (int64_t r0 = 0; r0 < rows; r0 += kRows) {  // kRows rows at once: each key block row loaded once for all
       if (seen(std::min(r0 + kRows, rows) - 1) <= j0) continue;  // (rows past the tile's last repeat it, unstored)
       const float* q[kRows];
       for (int64_t i = 0; i < kRows; ++i) q[i] = s.q + offset(std::min(r0 + i, rows - 1));
-      float acc[kRows][kKeys] = {};
-      for (int64_t d = 0; d < D; ++d) {
-        const float* kd = kt + d * kKeys;
-        for (int64_t i = 0; i < kRows; ++i) {
-          const float qd = q[i][d];
-          for (int64_t jj = 0; jj < kKeys; ++jj) acc[i][jj] += qd * kd[jj];
-        }
+      Floats8 a0 = {}, a1 = {}, b0 = {}, b1 = {}, c0 = {}, c1 = {}, e0 = {}, e1 = {};  // rows 0..3, keys 0-7, 8-15
+      const float* kd = kT.block(s, b, kv, j0);
+      for (int64_t d = 0; d < D; ++d, kd += kKeys) {
+        const Floats8 lo = load8(kd), hi = load8(kd + 8);
+        const float x0 = q[0][d], x1 = q[1][d], x2 = q[2][d], x3 = q[3][d];
+        a0 += x0 * lo, a1 += x0 * hi, b0 += x1 * lo, b1 += x1 * hi;
+        c0 += x2 * lo, c1 += x2 * hi, e0 += x3 * lo, e1 += x3 * hi;
       }
+      const Floats8 acc[kRows][2] = {{a0, a1}, {b0, b1}, {c0, c1}, {e0, e1}};
       for (int64_t i = 0; i < kRows && r0 + i < rows; ++i) {
+        float row[kKeys];
+        store8(row, acc[i][0] * s.scale);
+        store8(row + 8, acc[i][1] * s.scale);
         const int64_t n = std::min(nk, seen(r0 + i) - j0);
-        float* w = scores + (r0 + i) * keys + j0;
-        for (int64_t jj = 0; jj < n; ++jj) w[jj] = s.scale * acc[i][jj];
+        std::memcpy(scores + (r0 + i) * keys + j0, row, sizeof(float) * std::max<int64_t>(n, 0));
       }
     }
   }
   for (int64_t r = 0; r < rows; ++r) {  // softmax of each row over the keys it sees
-    float* w = scores + r * keys;
-    const int64_t n = seen(r);
-    float m = -INFINITY, total = 0;
-    for (int64_t j = 0; j < n; ++j) m = std::max(m, w[j]);
-    for (int64_t j = 0; j < n; ++j) total += (w[j] = exp_nonpositive(w[j] - m));
-    const float inv = 1.0f / total;
-    for (int64_t j = 0; j < n; ++j) w[j] *= inv;
+    softmax_row(scores + r * keys, seen(r));
     std::fill(s.out + offset(r), s.out + offset(r) + D, 0.f);
   }
   for (int64_t j0 = 0; j0 < keys; j0 += kValues) {
@@ -90,36 +130,63 @@ SEQEDGE_INLINE void attend_tile(const Sdpa& s, int64_t b, int64_t kv, int64_t t0
       const int64_t end = std::min(j0 + kValues, seen(r));
       if (end <= j0) continue;
       float* o = s.out + offset(r);
-      float acc[kD ? kD : kMaxHeadDim];
-      for (int64_t d = 0; d < D; ++d) acc[d] = o[d];
       const float* w = scores + r * keys;
-      for (int64_t j = j0; j < end; ++j) {
-        const float c = w[j];
-        const float* vj = s.v + ((b * s.S + j) * s.Hkv + kv) * D;
-        for (int64_t d = 0; d < D; ++d) acc[d] += c * vj[d];
+      if constexpr (kD > 0) {  // the row's D sums in kD / 8 registers
+        Floats8 acc[kD / 8];
+#pragma GCC unroll 16
+        for (int64_t x = 0; x < kD / 8; ++x) acc[x] = load8(o + 8 * x);
+        for (int64_t j = j0; j < end; ++j) {
+          const float c = w[j];
+          const float* vj = s.v + ((b * s.S + j) * s.Hkv + kv) * D;
+#pragma GCC unroll 16
+          for (int64_t x = 0; x < kD / 8; ++x) acc[x] += c * load8(vj + 8 * x);
+        }
+#pragma GCC unroll 16
+        for (int64_t x = 0; x < kD / 8; ++x) store8(o + 8 * x, acc[x]);
+      } else {
+        for (int64_t j = j0; j < end; ++j) {
+          const float c = w[j];
+          const float* vj = s.v + ((b * s.S + j) * s.Hkv + kv) * D;
+          for (int64_t d = 0; d < D; ++d) o[d] += c * vj[d];
+        }
       }
-      for (int64_t d = 0; d < D; ++d) o[d] = acc[d];
     }
   }
 }
 
-#define SEQEDGE_TILE_PARAMS (const Sdpa& s, int64_t b, int64_t kv, int64_t t0, int64_t nt, std::vector<float>& buf)
-SEQEDGE_ISA_VARIANTS(tile_d64, attend_tile<64>, SEQEDGE_TILE_PARAMS, (s, b, kv, t0, nt, buf))
-SEQEDGE_ISA_VARIANTS(tile_d128, attend_tile<128>, SEQEDGE_TILE_PARAMS, (s, b, kv, t0, nt, buf))
-SEQEDGE_ISA_VARIANTS(tile_any, attend_tile<0>, SEQEDGE_TILE_PARAMS, (s, b, kv, t0, nt, buf))
+#define SEQEDGE_TILE_PARAMS \
+  (const Sdpa& s, const KeysT& kT, int64_t b, int64_t kv, int64_t t0, int64_t nt, std::vector<float>& buf)
+SEQEDGE_ISA_VARIANTS(tile_d64, attend_tile<64>, SEQEDGE_TILE_PARAMS, (s, kT, b, kv, t0, nt, buf))
+SEQEDGE_ISA_VARIANTS(tile_d128, attend_tile<128>, SEQEDGE_TILE_PARAMS, (s, kT, b, kv, t0, nt, buf))
+SEQEDGE_ISA_VARIANTS(tile_any, attend_tile<0>, SEQEDGE_TILE_PARAMS, (s, kT, b, kv, t0, nt, buf))
 
-// Attend every query of `s` (work items: batch row x kv head x tile of positions, over the threadpool).
+// Attend every query of `s`: the keys transposed (one work item per batch row x kv head), then the tiles (work
+// items: batch row x kv head x tile of positions), each over the threadpool.
 inline void attend_all(const Sdpa& s, int64_t B) {
   const auto tile = s.D == 64 ? select_isa(tile_d64_v4, tile_d64_v3, tile_d64_baseline)
       : s.D == 128 ? select_isa(tile_d128_v4, tile_d128_v3, tile_d128_baseline)
       : select_isa(tile_any_v4, tile_any_v3, tile_any_baseline);
+  const int64_t keys = s.start + s.T;  // the most any query sees
+  KeysT kT;
+  kT.blocks = (keys + kKeys - 1) / kKeys;
+  kT.data.assign(B * s.Hkv * kT.blocks * s.D * kKeys, 0.f);
+  executorch::extension::parallel_for(0, B * s.Hkv, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / s.Hkv, kv = item % s.Hkv;
+      for (int64_t j = 0; j < keys; ++j) {
+        const float* kj = s.k + ((b * s.S + j) * s.Hkv + kv) * s.D;
+        float* out = const_cast<float*>(kT.block(s, b, kv, j)) + j % kKeys;
+        for (int64_t d = 0; d < s.D; ++d) out[d * kKeys] = kj[d];
+      }
+    }
+  });
   const int64_t tiles = (s.T + kTileQueries - 1) / kTileQueries;
   executorch::extension::parallel_for(0, B * s.Hkv * tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> buf;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t i = item % tiles, kv = (item / tiles) % s.Hkv, b = item / (tiles * s.Hkv);
       const int64_t t0 = i * kTileQueries;
-      tile(s, b, kv, t0, std::min(kTileQueries, s.T - t0), buf);
+      tile(s, kT, b, kv, t0, std::min(kTileQueries, s.T - t0), buf);
     }
   });
 }

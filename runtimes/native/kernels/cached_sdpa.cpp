@@ -47,16 +47,9 @@ SEQEDGE_INLINE void attend_rows(const float* q, const float* k, const float* v, 
       for (int64_t g = 0; g < G; ++g) w[(hk * G + g) * n + j] = scale * dot(q + (hk * G + g) * D, kj + hk * D, D);
   }
   for (int64_t h = 0; h < H; ++h) {
-    float* wh = w + h * n;
-    float mh = wh[0];
-    for (int64_t j = 1; j < n; ++j) mh = std::max(mh, wh[j]);
-    float total = 0;
-    for (int64_t j = 0; j < n; ++j) {
-      wh[j] = exp_nonpositive(wh[j] - mh);
-      total += wh[j];
-    }
-    m[h] = mh;
-    l[h] = total;
+    const tile_core::ExpSum e = tile_core::exp_row(w + h * n, n);  // 8 lanes at a time (attention_tile.h)
+    m[h] = e.max;
+    l[h] = e.total;
   }
   std::fill(o, o + H * D, 0.f);
   for (int64_t j = 0; j < n; ++j) {
