@@ -31,6 +31,7 @@ struct Sdpa {
 constexpr int64_t kTileQueries = 8;  // query positions per work item
 constexpr int64_t kKeys = 16;        // keys scored at once (the vector runs over keys: two Floats8)
 constexpr int64_t kRows = 4;         // query rows scored at once (4 x 16 accumulators stay in registers)
+static_assert(kRows == 4, "attend_tile's score loop holds its rows' sums in four pairs of named registers");
 constexpr int64_t kValues = 64;      // value rows accumulated per pass (kValues x D floats stay in L1)
 constexpr int64_t kMaxHeadDim = 512;
 
@@ -40,9 +41,10 @@ constexpr int64_t kMaxHeadDim = 512;
 struct KeysT {
   std::vector<float> data;
   int64_t blocks = 0;
-  const float* block(const Sdpa& s, int64_t b, int64_t kv, int64_t j0) const {
-    return data.data() + ((b * s.Hkv + kv) * blocks + j0 / kKeys) * s.D * kKeys;
+  int64_t at(const Sdpa& s, int64_t b, int64_t kv, int64_t j0) const {  // where key j0's block starts
+    return ((b * s.Hkv + kv) * blocks + j0 / kKeys) * s.D * kKeys;
   }
+  const float* block(const Sdpa& s, int64_t b, int64_t kv, int64_t j0) const { return data.data() + at(s, b, kv, j0); }
 };
 
 // w[0, n) replaced by exp(w - m), m its largest entry; returns {m, the sum of the exps}. 8 lanes at a time: a
@@ -175,7 +177,7 @@ inline void attend_all(const Sdpa& s, int64_t B) {
       const int64_t b = item / s.Hkv, kv = item % s.Hkv;
       for (int64_t j = 0; j < keys; ++j) {
         const float* kj = s.k + ((b * s.S + j) * s.Hkv + kv) * s.D;
-        float* out = const_cast<float*>(kT.block(s, b, kv, j)) + j % kKeys;
+        float* out = kT.data.data() + kT.at(s, b, kv, j) + j % kKeys;
         for (int64_t d = 0; d < s.D; ++d) out[d * kKeys] = kj[d];
       }
     }
