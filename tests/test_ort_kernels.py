@@ -1,5 +1,5 @@
 """seqedge's onnxruntime kernel library (libseqedge_ort_kernels, runtimes/ort_kernels.py) in real sessions:
-each op (SelectiveScan, MambaScan, CausalConv1d) against its reference at every x86-64 feature level and
+each op (SelectiveScan, MambaScan, CausalConv1d, Int4MatMul) against its reference at every x86-64 feature level and
 thread count, and the kernels' own checks of what an untrusted graph feeds them. Every onnxruntime API slot the library declares
 (ort_abi.h) is exercised here: registration, inputs, shapes, outputs, the thread pool and error statuses."""
 
@@ -12,9 +12,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
-from seqedge.ops import causal_conv1d_ref, mamba_scan_ref, selective_scan_ref
+from seqedge.ops import causal_conv1d_ref, int4_matmul_ref, mamba_scan_ref, selective_scan_ref
 from seqedge.runtimes.ort_kernels import DOMAIN, graph_domains, library, options_for, register_for
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "state")
@@ -105,6 +105,82 @@ def test_mamba_block_op_matches_its_reference(tmp_path, op, Bt, T, D, size, thre
         assert np.abs(got - want).max(initial=0) <= 1e-4 * max(1.0, np.abs(want).max(initial=0))
 
 
+def int4_graph(path, matmulnbits=None):
+    """One seqedge.Int4MatMul node, B and scales fed as inputs with symbolic shapes (the kernel checks them);
+    `matmulnbits` (operands): onnxruntime's own int8-compute int4 kernel on the same codes and (float) scales,
+    held as initializers as an int4 graph holds them (with B an input, onnxruntime computes in fp32)."""
+    inputs = [helper.make_tensor_value_info("A", TensorProto.FLOAT, ["bt", "t", "k"])]
+    inits = []
+    if matmulnbits is not None:
+        codes, scales = matmulnbits["B"].numpy(), matmulnbits["scales"].float().numpy()
+        node = helper.make_node("MatMulNBits", ["A", "B", "scales"], ["Y"], domain="com.microsoft",
+                                K=matmulnbits["A"].shape[-1], N=codes.shape[0], bits=4, block_size=32, accuracy_level=4)
+        inits = [numpy_helper.from_array(codes, "B"), numpy_helper.from_array(scales, "scales")]
+    else:
+        node = helper.make_node("Int4MatMul", ["A", "B", "scales"], ["Y"], domain=DOMAIN)
+        inputs += [helper.make_tensor_value_info("B", TensorProto.UINT8, ["n", "blocks", "bytes"]),
+                   helper.make_tensor_value_info("scales", TensorProto.FLOAT16, ["n", "blocks"])]
+    model = helper.make_model(helper.make_graph([node], "int4", inputs, [helper.make_tensor_value_info(
+        "Y", TensorProto.FLOAT, None)], inits), opset_imports=[helper.make_opsetid("", 20),
+                                                             helper.make_opsetid(DOMAIN, 1),
+                                                             helper.make_opsetid("com.microsoft", 1)])
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def int4_operands(Bt, T, K, N, seed=0):
+    """Random codes (the padding of a partial last block too: it must not count) and float16 scales."""
+    g = torch.Generator().manual_seed(seed)
+    blocks = -(-K // 32)
+    return {"A": torch.randn(Bt, T, K, generator=g) * 3, "B": torch.randint(0, 256, (N, blocks, 16), generator=g,
+                                                                          dtype=torch.uint8),
+            "scales": (torch.rand(N, blocks, generator=g) * 0.05 + 1e-3).half()}
+
+
+INT4_CASES = [(1, 1, 576, 40), (2, 3, 96, 17), (1, 37, 128, 5), (1, 2, 48, 9), (1, 1, 1024, 64), (3, 5, 32, 1),
+              (1, 4, 544, 70)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("Bt,T,K,N", INT4_CASES)
+def test_int4_matmul_matches_its_reference(tmp_path, Bt, T, K, N, threads):
+    """Decode (one row) and prompts; K in whole 128-wide chunks, a partial chunk (1 to 3 blocks) and a partial
+    block (48); rows in groups of four and not, over items of 16 rows."""
+    sess = session(int4_graph(tmp_path / "int4.onnx"), threads)
+    x = int4_operands(Bt, T, K, N, seed=K + N)
+    (y,) = sess.run(None, {n: v.numpy() for n, v in x.items()})
+    want = int4_matmul_ref(x["A"], x["B"], x["scales"]).numpy()
+    assert y.shape == (Bt, T, N)
+    assert np.abs(y - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+
+@pytest.mark.parametrize("Bt,T,K,N", [(1, 1, 576, 40), (2, 7, 48, 24)])
+def test_int4_matmul_agrees_with_onnxruntime_matmulnbits(tmp_path, Bt, T, K, N):
+    """The graph rewrite (quant/onnx.py use_int4_kernel) hands the kernel MatMulNBits' own codes: on the same
+    codes and scales, onnxruntime's int8-compute MatMulNBits gives the same numbers."""
+    x = int4_operands(Bt, T, K, N, seed=1)
+    if K % 32:
+        x["B"][:, -1, (K % 32) // 2:] = 0x88  # MatMulNBits' padding: zero codes
+    (ours,) = session(int4_graph(tmp_path / "a.onnx")).run(None, {n: v.numpy() for n, v in x.items()})
+    (theirs,) = session(int4_graph(tmp_path / "b.onnx", matmulnbits=x)).run(None, {"A": x["A"].numpy()})
+    assert np.abs(ours - theirs).max() <= 1e-5 * np.abs(theirs).max()
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda x: {**x, "B": x["B"][:, :-1]}, "B must be (N, ceil(K/32), 16) for A's K"),
+    (lambda x: {**x, "B": x["B"][..., :8]}, "B must be (N, ceil(K/32), 16) for A's K"),
+    (lambda x: {**x, "scales": x["scales"][:-1]}, "scales must be (N, ceil(K/32)) float16"),
+    (lambda x: {**x, "scales": x["scales"][:, :-1]}, "scales must be (N, ceil(K/32)) float16"),
+    (lambda x: {**x, "A": x["A"][..., :0]}, "K (the last dimension of A) must be positive"),
+])
+def test_int4_shapes_an_untrusted_graph_feeds_are_refused(tmp_path, change, needle):
+    sess = session(int4_graph(tmp_path / "int4.onnx"))
+    x = change(int4_operands(1, 2, 96, 8))
+    with pytest.raises(Exception) as e:
+        sess.run(None, {n: v.numpy() for n, v in x.items()})
+    assert f"seqedge.Int4MatMul: {needle}" in str(e.value)
+
+
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the feature levels are x86-64's")
 @pytest.mark.parametrize("isa", ["baseline", "v3"])
 def test_every_isa_level_matches_the_reference(isa):
@@ -113,7 +189,7 @@ def test_every_isa_level_matches_the_reference(isa):
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
                         "matches_its_reference"], env={**os.environ, "SEQEDGE_KERNEL_ISA": isa},
                        capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0 and "34 passed" in r.stdout, r.stdout[-2000:]
+    assert r.returncode == 0 and "48 passed" in r.stdout, r.stdout[-2000:]
 
 
 @pytest.mark.parametrize("change, needle", [

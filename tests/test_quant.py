@@ -59,8 +59,9 @@ def test_recipe_shrinks_weights_within_its_accuracy_budget(trained_exports, fam,
 
 @pytest.mark.parametrize("fam", ["transformer", "mamba"])
 def test_onnx_int4_computes_in_int8_and_says_so(trained, tmp_path, fam):
-    """int4 MatMulNBits run with int8 activations (accuracy_level 4) when that passes the gates; the manifest's
-    `int4_compute` is what the graph's nodes say, and the fp32-compute rewrite changes them and still runs."""
+    """int4 runs with int8 activations when that passes the gates — on seqedge's int4 kernel (the fused
+    flavour, for a CPU) —; the manifest's `int4_compute` is what the graph's nodes say, and the fp32-compute
+    rewrite (back to MatMulNBits, accuracy_level 0) changes them and still runs."""
     import onnx
     import torch
 
@@ -70,11 +71,18 @@ def test_onnx_int4_computes_in_int8_and_says_so(trained, tmp_path, fam):
     m = _export(trained[fam], tmp_path, "onnx", "int4")
     graph = tmp_path / "onnx-int4" / "model.onnx"
     assert m["int4_compute"] == int4_compute(onnx.load(str(graph)).graph) == "int8" and m["parity"]["passed"]
+    nodes = onnx.load(str(graph)).graph.node
+    kernel = [n for n in nodes if n.op_type == "Int4MatMul" and n.domain == "seqedge"]
+    assert len(kernel) == m["fusions"]["int4_kernel"] and "MatMulNBits" not in {n.op_type for n in nodes}
     tokens = torch.randint(0, 256, (1, 12))
     runner = open_artifact(tmp_path / "onnx-int4")
     int8_logits, _ = runner.prefill(tokens, runner.init_state(1))
     set_int4_compute(graph, "fp32")
-    assert int4_compute(onnx.load(str(graph)).graph) == "fp32"
+    back = onnx.load(str(graph))
+    assert int4_compute(back.graph) == "fp32" and not any(n.domain == "seqedge" for n in back.graph.node
+                                                           if n.op_type != "MambaScan" and n.op_type != "CausalConv1d")
+    assert [n.op_type for n in back.graph.node].count("MatMulNBits") == len(kernel)
+    assert ("seqedge" in {o.domain for o in back.opset_import}) == (fam == "mamba")  # Mamba's scan still needs it
     runner = open_artifact(tmp_path / "onnx-int4", check_files=False)
     fp32_logits, _ = runner.prefill(tokens, runner.init_state(1))
     with torch.no_grad():

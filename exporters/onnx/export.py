@@ -26,9 +26,10 @@ from seqedge.exporters.onnx.lowerings import FLAVOURS, resolve
 from seqedge.exporters.plan import ExportPlan
 from seqedge.exporters.projections import fuse_projections
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
-from seqedge.quant.onnx import int4_compute
+from seqedge.quant.onnx import INT4_KERNEL, int4_compute
 from seqedge.quant.report import apply_onnx, onnx_weights
 from seqedge.quant.report import prepare as prepare_quant
+from seqedge.runtimes.ort_kernels import DOMAIN
 from seqedge.runtimes.ort_kernels import needed as needs_seqedge_kernels
 
 GRAPH = "model.onnx"
@@ -86,6 +87,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
     check_supported(model, EXPORTABLE_LAYERS, target="ONNX")
     model = model.eval()
     quant = prepare_quant(plan, model, "onnx")
+    quant.int4_kernel = _int4_kernel(plan)
     interface = Interface.of(model)
     names = [s.name for s in interface.state]
     wrapper = StatefulGraph(fuse_projections(model), names)
@@ -115,6 +117,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
                 apply_onnx(tmp / GRAPH, quant)
         export_seconds = time.perf_counter() - t0
         graph = onnx.load(str(tmp / GRAPH), load_external_data=False)
+        fusions["int4_kernel"] = sum(n.op_type == INT4_KERNEL and n.domain == DOMAIN for n in graph.graph.node)
         opset = {d.domain or "ai.onnx": d.version for d in graph.opset_import}
         weight_bytes, float_matrices = onnx_weights(tmp / GRAPH)
         manifest = {
@@ -136,6 +139,15 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
         manifest = _finish_int4_compute(tmp, model, manifest, plan, quant, weight_bytes, float_matrices,
                                         int4_compute(graph.graph))
     return manifest
+
+
+def _int4_kernel(plan: ExportPlan) -> bool:
+    """int4 blocks of 32 run on seqedge's own kernel: in the fused flavour, for a CPU (a GPU profile keeps
+    MatMulNBits, which its provider runs), where seqedge's kernel library builds."""
+    from seqedge.exporters.onnx.kernels import SEQEDGE_KERNELS
+
+    return (plan.quant == "int4" and plan.ops == "fused" and (plan.target or {}).get("unit", "cpu") == "cpu"
+            and not SEQEDGE_KERNELS.problems())
 
 
 def _requires(opset: dict[str, int], ops: list[dict]) -> str:
@@ -165,5 +177,9 @@ def _finish_int4_compute(tmp: Path, model, manifest: dict, plan: ExportPlan, qua
         with stage("ONNX int4 with fp32 compute", plan.subject):
             set_int4_compute(tmp / GRAPH, "fp32")
         note = f"int8 compute failed the gate ({e.message}); fp32 compute"
-        return finish(tmp, model, {**manifest, "int4_compute": "fp32", "int4_compute_note": note}, plan, quant,
-                      weight_bytes, float_matrices)
+        fusions = {k: v for k, v in manifest["fusions"].items() if k != "int4_kernel"}  # MatMulNBits again
+        graph = onnx.load(str(tmp / GRAPH), load_external_data=False)
+        opset = {d.domain or "ai.onnx": d.version for d in graph.opset_import}
+        manifest = {**manifest, "fusions": fusions, "opset": opset, "requires": _requires(opset, manifest["ops"]),
+                    "int4_compute": "fp32", "int4_compute_note": note}
+        return finish(tmp, model, manifest, plan, quant, *onnx_weights(tmp / GRAPH))

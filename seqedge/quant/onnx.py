@@ -11,7 +11,10 @@ onnxruntime's quantizers (transposes folded, a tied head shared, experts to QMoE
     int4         MatMulNBitsQuantizer: MatMul -> MatMulNBits (symmetric int4 blocks along K) and Gather ->
                  GatherBlockQuantized; computed with int8 activations (accuracy_level 4: onnxruntime's
                  int8 dot-product kernels, ~1.3x faster decode here) unless the export's accuracy gate
-                 fails with them, then in fp32 (level 0; `set_int4_compute`, onnx/export.py)
+                 fails with them, then in fp32 (level 0; `set_int4_compute`, onnx/export.py). For a CPU,
+                 with seqedge's kernels available, blocks of 32 then run on seqedge's own int4 kernel
+                 (`use_int4_kernel`: the same codes and the same int8 compute, float16 scales; 0.5625
+                 bytes a weight against MatMulNBits' 0.75 — decode streams the weights)
     int8-static  quantize_static (QDQ, per channel) with activation ranges from calibration text run
                  through the fp32 graph with the state carried, chunk by chunk
     w8a16, w8a8  QDQ in the encodings Qualcomm's HTP takes (onnxruntime's QNN quantization config: int8
@@ -36,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seqedge.runtimes.ort_kernels import graph_domains, register_for
+from seqedge.runtimes.ort_kernels import DOMAIN, graph_domains, register_for
 
 
 def _quiet():
@@ -98,34 +101,131 @@ def int4(path: Path, ctx) -> None:
     model = q.model.model
     share_tied(model, tied, bits=4)
     quantize_experts(model, bits=4, block=ctx.group_size, accuracy_level=INT4_COMPUTE["int8"])
+    if ctx.int4_kernel:
+        use_int4_kernel(model)
     onnx.save(model, str(path))
 
 
 INT4_COMPUTE = {"int8": 4, "fp32": 0}  # MatMulNBits accuracy_level: what the activations are computed in
+INT4_KERNEL = "Int4MatMul"  # seqedge's int4 op (domain seqedge): int8 compute
 
 
 def int4_compute(graph) -> str | None:
-    """The compute of a loaded graph's MatMulNBits nodes ("int8" or "fp32"), None without any."""
+    """The compute of a loaded graph's int4 nodes ("int8" or "fp32"), None without any."""
     from onnx import helper
 
     levels = {helper.get_attribute_value(a) for n in graph.node if n.op_type == "MatMulNBits"
               for a in n.attribute if a.name == "accuracy_level"}
+    levels |= {INT4_COMPUTE["int8"] for n in graph.node if n.op_type == INT4_KERNEL and n.domain == DOMAIN}
     by_level = {v: k for k, v in INT4_COMPUTE.items()}
     return by_level.get(levels.pop()) if len(levels) == 1 else None
 
 
 def set_int4_compute(path: Path, compute: str) -> None:
-    """Rewrite every MatMulNBits (and QMoE) node to compute in `compute` (the weights stay as they are)."""
+    """Rewrite every MatMulNBits (and QMoE) node to compute in `compute` (the weights stay as they are);
+    for fp32, seqedge's int4 nodes go back to MatMulNBits."""
     import onnx
     from onnx import helper
 
     model = onnx.load(str(path))
+    if compute != "int8":
+        _back_to_matmulnbits(model.graph)
+        if not any(n.domain == DOMAIN for n in model.graph.node):
+            kept = [o for o in model.opset_import if o.domain != DOMAIN]
+            del model.opset_import[:]
+            model.opset_import.extend(kept)
     for node in model.graph.node:
         if node.op_type in ("MatMulNBits", "QMoE"):
             kept = [a for a in node.attribute if a.name != "accuracy_level"]
             del node.attribute[:]
             node.attribute.extend([*kept, helper.make_attribute("accuracy_level", INT4_COMPUTE[compute])])
     onnx.save(model, str(path))
+
+
+# --- seqedge's int4 kernel (runtimes/native/kernels/int4_matmul_core.h, ops/int4_matmul) -------------------
+FP16_NORMAL = 6.104e-5  # the smallest normal float16: a scale below it would lose bits
+
+
+def use_int4_kernel(model) -> int:
+    """MatMulNBits nodes of 4 bits in blocks of 32, int8 compute and no zero points -> seqedge.Int4MatMul on
+    the same codes, their scales stored as float16 (a node whose scales float16 cannot hold stays as it is). A
+    GatherBlockQuantized reading the same scales (a tied embedding) reads them as float16 and is cast back.
+    Returns how many nodes now run on the kernel."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    halved: set[str] = set()
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (node.op_type != "MatMulNBits" or len([i for i in node.input if i]) != 3 or attrs.get("bits") != 4
+                or attrs.get("block_size") != 32 or attrs.get("accuracy_level") != INT4_COMPUTE["int8"]
+                or node.input[1] not in inits or node.input[2] not in inits):
+            continue
+        K, N = attrs["K"], attrs["N"]
+        blocks = -(-K // 32)  # a partial last block is zero-padded, in both
+        codes, scales = inits[node.input[1]], inits[node.input[2]]
+        if list(codes.dims) != [N, blocks, 16]:
+            continue
+        if node.input[2] not in halved:
+            arr = numpy_helper.to_array(scales).astype(np.float32)
+            small = (arr != 0) & (np.abs(arr) < FP16_NORMAL)
+            if arr.size != N * blocks or small.any() or np.abs(arr).max() > np.finfo(np.float16).max:
+                continue
+            scales.CopyFrom(numpy_helper.from_array(arr.reshape(N, blocks).astype(np.float16), node.input[2]))
+            halved.add(node.input[2])
+        node.op_type, node.domain = INT4_KERNEL, DOMAIN
+        del node.attribute[:]
+        node.attribute.append(helper.make_attribute("K", K))  # says the padding; the kernel reads A's K
+    if halved:
+        _cast_half_gathers(graph, halved)
+        if not any(o.domain == DOMAIN for o in model.opset_import):
+            model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
+    return sum(n.op_type == INT4_KERNEL for n in graph.node)
+
+
+def _cast_half_gathers(graph, halved: set[str]) -> None:
+    """GatherBlockQuantized nodes whose scales are now float16 (directly or through a Reshape) give float16:
+    cast their output back to float."""
+    import onnx
+    from onnx import helper
+
+    reshaped = {n.output[0] for n in graph.node if n.op_type == "Reshape" and n.input[0] in halved}
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        if node.op_type == "GatherBlockQuantized" and node.input[2] in halved | reshaped:
+            out = node.output[0]
+            node.output[0] = f"{out}_fp16"
+            nodes.append(helper.make_node("Cast", [f"{out}_fp16"], [out], name=f"{node.name}_to_float",
+                                          to=onnx.TensorProto.FLOAT))
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _back_to_matmulnbits(graph) -> None:
+    """seqedge.Int4MatMul -> MatMulNBits (the same codes; the scales as float, a second copy when a
+    tied embedding still reads the float16 ones)."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in graph.initializer}
+    made: set[str] = set()
+    for node in graph.node:
+        if node.op_type != INT4_KERNEL or node.domain != DOMAIN:
+            continue
+        N, blocks, _ = inits[node.input[1]].dims
+        K = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "K"), blocks * 32)
+        name = f"{node.input[2]}_fp32"
+        if name not in made:
+            graph.initializer.append(numpy_helper.from_array(
+                numpy_helper.to_array(inits[node.input[2]]).astype(np.float32), name))
+            made.add(name)
+        node.input[2] = name
+        node.op_type, node.domain = "MatMulNBits", "com.microsoft"
+        del node.attribute[:]
+        node.attribute.extend([helper.make_attribute("K", K), helper.make_attribute("N", N),
+                               helper.make_attribute("bits", 4), helper.make_attribute("block_size", 32)])
+    _drop_unused_initializers(graph)
 
 
 def quantize_experts(model, bits: int, block: int | None, accuracy_level: int = 0) -> None:

@@ -30,6 +30,8 @@ struct TypeAndShape;   // OrtTensorTypeAndShapeInfo
 constexpr uint32_t kApiVersion = 17;    // the table version this library asks for (onnxruntime >= 1.17)
 constexpr uint32_t kCustomOpVersion = 16;
 constexpr int kFloat = 1;               // ONNXTensorElementDataType FLOAT
+constexpr int kUint8 = 2;               //   UINT8
+constexpr int kFloat16 = 10;            //   FLOAT16
 constexpr int kInvalidArgument = 2;     // OrtErrorCode ORT_INVALID_ARGUMENT
 constexpr int kRequired = 0;            // OrtCustomOpInputOutputCharacteristic: a required input/output
 

@@ -6,6 +6,8 @@
 //       selective_scan_fn extras: the step is softplus(delta), and y is gated by silu(z)
 //   seqedge.CausalConv1d(x, weight, bias, state) -> (y, state_out)               Mamba's convolution + SiLU,
 //       channels last (x, y (Bt, T, D))
+//   seqedge.Int4MatMul(A, B, scales) -> Y                                        A (..., K) float32 times int4
+//       weights: B (N, ceil(K/32), 16) uint8 in MatMulNBits' codes, scales (N, ceil(K/32)) float16; Y (..., N)
 //
 // The scan is selective_scan_core.h, the same source as the ExecuTorch kernel seqedge::selective_scan.out,
 // and the convolution causal_conv_core.h; their references are in seqedge/ops (selective_scan_ref,
@@ -15,8 +17,10 @@
 
 #include <algorithm>
 #include <string>
+#include <vector>
 
 #include "../causal_conv_core.h"
+#include "../int4_matmul_core.h"
 #include "../selective_scan_core.h"
 #include "ort_abi.h"
 
@@ -67,6 +71,29 @@ Status* read_operands(const KernelContext* ctx, const char* op, const char* cons
     SEQEDGE_ORT_TRY(g_api->data(v, &data));
     out[i].data = static_cast<const float*>(data);
   }
+  return nullptr;
+}
+
+// Input i's element type, dims (at most 4) and data, checked to be `type` and of rank in [min_rank, 4].
+Status* read_typed(const KernelContext* ctx, const char* op, size_t i, const char* name, int type,
+                   const char* type_name, size_t min_rank, int64_t* dims, size_t* rank, const void** data) {
+  const Value* v = nullptr;
+  SEQEDGE_ORT_TRY(g_api->input(ctx, i, &v));
+  if (v == nullptr) return fail(op, std::string("input ") + name + " is missing");
+  TypeAndShape* info = nullptr;
+  SEQEDGE_ORT_TRY(g_api->type_and_shape(v, &info));
+  int got = 0;
+  Status* s = g_api->element_type(info, &got);
+  if (s == nullptr) s = g_api->rank(info, rank);
+  if (s == nullptr && *rank <= 4) s = g_api->dims(info, dims, *rank);
+  g_api->release(info);
+  if (s != nullptr) return s;
+  if (got != type) return fail(op, std::string("input ") + name + " must be " + type_name);
+  if (*rank < min_rank || *rank > 4)
+    return fail(op, std::string("input ") + name + " must have " + std::to_string(min_rank) + " to 4 dimensions");
+  void* p = nullptr;
+  SEQEDGE_ORT_TRY(g_api->data(v, &p));
+  *data = p;
   return nullptr;
 }
 
@@ -139,13 +166,64 @@ Status* compute_conv(void*, KernelContext* ctx) {
                              const_cast<conv_core::Conv*>(&conv));
 }
 
+void run_quantize(void* work, size_t m) {
+  int4_core::quantize_item(*static_cast<const int4_core::MatMul*>(work), static_cast<int64_t>(m));
+}
+
+void run_rows(void* work, size_t i) {
+  int4_core::item(*static_cast<const int4_core::MatMul*>(work), static_cast<int64_t>(i));
+}
+
+Status* compute_int4(void*, KernelContext* ctx) {
+  static constexpr const char* op = "Int4MatMul";
+  size_t n = 0;
+  SEQEDGE_ORT_TRY(g_api->input_count(ctx, &n));
+  if (n != 3) return fail(op, "expects 3 inputs");
+  int64_t ad[4], bd[4], sd[4];
+  size_t ar = 0, br = 0, sr = 0;
+  const void *a = nullptr, *b = nullptr, *s = nullptr;
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 0, "A", kFloat, "float32", 1, ad, &ar, &a));
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 1, "B", kUint8, "uint8", 3, bd, &br, &b));
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 2, "scales", kFloat16, "float16", 1, sd, &sr, &s));
+  const int64_t K = ad[ar - 1], N = bd[0];
+  if (const char* bad = int4_core::shape_error(K, N)) return fail(op, bad);
+  const int64_t nb = int4_core::blocks(K);
+  if (br != 3 || bd[1] != nb || bd[2] != 16) return fail(op, "B must be (N, ceil(K/32), 16) for A's K");
+  int64_t scale_count = 1;
+  for (size_t i = 0; i < sr; ++i) scale_count *= sd[i];
+  if (sr > 2 || sd[0] != (sr == 2 ? N : N * nb) || scale_count != N * nb)
+    return fail(op, "scales must be (N, ceil(K/32)) float16");
+  int64_t M = 1, yd[4];
+  for (size_t i = 0; i + 1 < ar; ++i) {
+    M *= ad[i];
+    yd[i] = ad[i];
+  }
+  yd[ar - 1] = N;
+  Value* yv = nullptr;
+  void* y = nullptr;
+  SEQEDGE_ORT_TRY(g_api->output(ctx, 0, yd, ar, &yv));
+  SEQEDGE_ORT_TRY(g_api->data(yv, &y));
+  if (M == 0) return nullptr;
+  thread_local std::vector<uint8_t> scratch;  // reused across calls: a prompt's rows would be a fresh mapping each time
+  scratch.resize(static_cast<size_t>(int4_core::scratch_bytes(M, K)));
+  int4_core::MatMul mm{static_cast<const float*>(a), static_cast<const uint8_t*>(b), static_cast<const uint16_t*>(s),
+                       static_cast<float*>(y), M, N, K, nullptr, nullptr, nullptr};
+  int4_core::place_scratch(mm, scratch.data());
+  if (M < int4_core::kParallelRows) {  // decode: a dispatch to the pool costs more than the rows
+    for (int64_t m = 0; m < M; ++m) int4_core::quantize_item(mm, m);
+  } else {
+    SEQEDGE_ORT_TRY(g_api->parallel_for(ctx, run_quantize, static_cast<size_t>(M), 0, &mm));
+  }
+  return g_api->parallel_for(ctx, run_rows, static_cast<size_t>(int4_core::items(mm)), 0, &mm);
+}
+
 Status* create_kernel(const CustomOp*, const void*, const KernelInfo*, void** kernel) {
   *kernel = nullptr;  // stateless: everything comes from the inputs
   return nullptr;
 }
 
 // An op of `inputs` float inputs and two float outputs, computed by `compute`.
-template <size_t kInputs>
+template <size_t kInputs, size_t kOutputs = 2>
 CustomOp make_op(const char* (*name)(const CustomOp*), Status* (*compute)(void*, KernelContext*)) {
   CustomOp op{};
   op.version = kCustomOpVersion;
@@ -154,7 +232,7 @@ CustomOp make_op(const char* (*name)(const CustomOp*), Status* (*compute)(void*,
   op.GetInputType = [](const CustomOp*, size_t) { return kFloat; };
   op.GetInputTypeCount = [](const CustomOp*) { return kInputs; };
   op.GetOutputType = [](const CustomOp*, size_t) { return kFloat; };
-  op.GetOutputTypeCount = [](const CustomOp*) { return size_t{2}; };
+  op.GetOutputTypeCount = [](const CustomOp*) { return kOutputs; };
   op.KernelDestroy = [](void*) {};
   op.GetInputCharacteristic = [](const CustomOp*, size_t) { return kRequired; };
   op.GetOutputCharacteristic = [](const CustomOp*, size_t) { return kRequired; };
@@ -168,10 +246,18 @@ CustomOp make_op(const char* (*name)(const CustomOp*), Status* (*compute)(void*,
   return op;
 }
 
+// Int4MatMul: float32, uint8 and float16 inputs, one float32 output.
+CustomOp int4_op() {
+  CustomOp op = make_op<3, 1>([](const CustomOp*) { return "Int4MatMul"; }, compute_int4);
+  op.GetInputType = [](const CustomOp*, size_t i) { return i == 0 ? kFloat : i == 1 ? kUint8 : kFloat16; };
+  return op;
+}
+
 const CustomOp kOps[] = {
     make_op<7>([](const CustomOp*) { return "SelectiveScan"; }, compute_scan<false>),
     make_op<8>([](const CustomOp*) { return "MambaScan"; }, compute_scan<true>),
     make_op<4>([](const CustomOp*) { return "CausalConv1d"; }, compute_conv),
+    int4_op(),
 };
 
 }  // namespace

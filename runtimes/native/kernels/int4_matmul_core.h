@@ -1,0 +1,277 @@
+// seqedge's int4 matmul: y (M, N) = a (M, K) @ dequant(w)^T, with w in 4-bit codes and one float16 scale per
+// block of 32 along K, and the activations quantized to int8 per block of 32 as they arrive (the dot products
+// then run in 8-bit integers: VNNI's vpdpbusd on AVX-512, vpmaddubsw on AVX2). The reference is
+// seqedge/ops/int4_matmul (int4_matmul_ref); onnxruntime runs it as seqedge.Int4MatMul (ort_kernels.cpp).
+//
+// The weight codes are onnxruntime MatMulNBits' (symmetric, zero point 8): row n, block b, byte j holds
+// w[n, 32b + 2j] in its low nibble and w[n, 32b + 2j + 1] in its high one, so a graph's MatMulNBits initializers
+// are read as they are. Per weight that is 16 bytes + a 2-byte scale per 32, 0.5625 bytes (llama.cpp's Q4_0);
+// MatMulNBits' int8 compute reads 0.75 (a float scale and a float block sum besides).
+//
+// The kernels walk K in chunks of 128 (four blocks: 64 bytes of codes, one AVX-512 load); the low nibbles of a
+// chunk are the even positions of its four blocks, the high ones the odd positions. quantize_row writes each
+// activation row in that order — per chunk 64 codes for the even positions, then 64 for the odd — so one
+// 32-bit lane of a dot product sums 4 + 4 products of one block. The zero point is taken out once per block
+// instead of per product: sum (w - 8) a = sum w a - 8 sum a, and the second term, times the activation scale,
+// is `cb` (one float per block), so a row subtracts sum_b scale_w[b] cb[b] — one FMA per 16 blocks.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "vector_math.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SEQEDGE_INT4_X86 1
+#define SEQEDGE_TARGET_VNNI __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx512vnni,avx2,fma,f16c")))
+#endif
+
+namespace seqedge::int4_core {
+
+constexpr int64_t kBlock = 32;   // weights per scale
+constexpr int64_t kChunk = 128;  // weights per step of the kernels (four blocks)
+constexpr int64_t kRows = 4;     // weight rows one pass over an activation row computes
+
+inline int64_t blocks(int64_t K) { return (K + kBlock - 1) / kBlock; }  // the last one zero-padded
+inline int64_t chunks(int64_t K) { return (K + kChunk - 1) / kChunk; }
+inline int64_t padded_blocks(int64_t K) { return (chunks(K) + 3) / 4 * 16; }  // blocks, rounded up to 16
+
+struct MatMul {
+  const float* a;          // (M, K) activations
+  const uint8_t* w;        // (N, ceil(K / 32) * 16) codes, MatMulNBits' order (a partial last block padded)
+  const uint16_t* scales;  // (N, ceil(K / 32)) float16 bits
+  float* y;                // (M, N)
+  int64_t M, N, K;
+  // scratch filled by quantize_row, per activation row (C = chunks(K); zero past K):
+  int8_t* qa;  // (M, C * 128) codes: per chunk the even positions of its blocks, then the odd ones
+  float* da;   // (M, B)       block scales (max |a| / 127); B = padded_blocks(K)
+  float* cb;   // (M, B)       8 x the block's code sum x its scale: the zero point's share
+};
+
+// Bytes of scratch M rows of K need (qa, da, cb in that order; each part a multiple of 64 bytes).
+inline int64_t scratch_bytes(int64_t M, int64_t K) { return M * (chunks(K) * kChunk + 2 * 4 * padded_blocks(K)); }
+
+inline void place_scratch(MatMul& p, void* scratch) {
+  auto* base = static_cast<uint8_t*>(scratch);
+  p.qa = reinterpret_cast<int8_t*>(base);
+  p.da = reinterpret_cast<float*>(base + p.M * chunks(p.K) * kChunk);
+  p.cb = p.da + p.M * padded_blocks(p.K);
+}
+
+// What is wrong with K and N for this kernel, or nullptr.
+inline const char* shape_error(int64_t K, int64_t N) {
+  if (K <= 0) return "K (the last dimension of A) must be positive";
+  if (N <= 0) return "N (rows of B) must be positive";
+  return nullptr;
+}
+
+inline float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exp = (h >> 10) & 0x1fu, man = h & 0x3ffu, bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (man << 13);  // inf, NaN
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (man << 13);
+  } else if (man == 0) {
+    bits = sign;
+  } else {  // subnormal: normalise
+    exp = 113;
+    while ((man & 0x400u) == 0) {
+      man <<= 1;
+      --exp;
+    }
+    bits = sign | (exp << 23) | ((man & 0x3ffu) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Activation row m as int8 blocks, in the chunk order above.
+SEQEDGE_INLINE void quantize_row(const MatMul& p, int64_t m) {
+  const int64_t C = chunks(p.K), B = padded_blocks(p.K);
+  const float* a = p.a + m * p.K;
+  int8_t* q = p.qa + m * C * kChunk;
+  float* da = p.da + m * B;
+  float* cb = p.cb + m * B;
+  std::fill(da + 4 * C, da + B, 0.f);
+  std::fill(cb + 4 * C, cb + B, 0.f);
+  for (int64_t c = 0; c < C; ++c) {
+    int8_t* lo = q + c * kChunk;  // even positions of the chunk's blocks, 16 per block
+    int8_t* hi = lo + 64;         // odd positions
+    for (int64_t b = 0; b < 4; ++b) {
+      const int64_t base = (4 * c + b) * kBlock;
+      if (base >= p.K) {
+        std::memset(lo + 16 * b, 0, 16);
+        std::memset(hi + 16 * b, 0, 16);
+        da[4 * c + b] = cb[4 * c + b] = 0.f;
+        continue;
+      }
+      float x[kBlock] = {};  // a partial last block is zero-padded
+      std::copy(a + base, a + std::min(base + kBlock, p.K), x);
+      float amax = 0.f;
+      for (int64_t j = 0; j < kBlock; ++j) amax = std::max(amax, std::fabs(x[j]));
+      const float inv = amax > 0.f ? 127.f / amax : 0.f;
+      da[4 * c + b] = amax / 127.f;
+      int32_t sum = 0;
+      for (int64_t j = 0; j < 16; ++j) {
+        lo[16 * b + j] = static_cast<int8_t>(std::nearbyint(x[2 * j] * inv));
+        hi[16 * b + j] = static_cast<int8_t>(std::nearbyint(x[2 * j + 1] * inv));
+        sum += lo[16 * b + j] + hi[16 * b + j];
+      }
+      cb[4 * c + b] = static_cast<float>(8 * sum) * da[4 * c + b];
+    }
+  }
+}
+
+// y[m, n0 .. n0 + rows) — the portable path: exact integer block sums, then the scales.
+SEQEDGE_INLINE void rows_portable(const MatMul& p, int64_t m, int64_t n0, int64_t rows) {
+  const int64_t C = chunks(p.K), nb = blocks(p.K);
+  const int8_t* q = p.qa + m * C * kChunk;
+  const float* da = p.da + m * padded_blocks(p.K);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t n = n0 + r;
+    const uint8_t* w = p.w + n * (blocks(p.K) * 16);
+    const uint16_t* s = p.scales + n * nb;
+    float acc = 0.f;
+    for (int64_t b = 0; b < nb; ++b) {
+      const int8_t* lo = q + (b / 4) * kChunk + (b % 4) * 16;
+      const int8_t* hi = lo + 64;
+      int32_t dot = 0;
+      for (int64_t j = 0; j < 16; ++j)
+        dot += ((w[16 * b + j] & 15) - 8) * lo[j] + ((w[16 * b + j] >> 4) - 8) * hi[j];
+      acc += half_to_float(s[b]) * da[b] * static_cast<float>(dot);
+    }
+    p.y[m * p.N + n] = acc;
+  }
+}
+
+#ifdef SEQEDGE_INT4_X86
+// AVX2: each chunk as two halves of 32 bytes (two blocks); u8 x s8 pairs by vpmaddubsw (|sum| <= 2 * 15 * 127
+// per pair, twice: fits int16), then pairs of pairs by vpmaddwd into 8 lanes of 4 + 4 products.
+SEQEDGE_TARGET_V3 inline void rows_avx2(const MatMul& p, int64_t m, int64_t n0, int64_t rows) {
+  const int64_t C = chunks(p.K), nb = blocks(p.K);
+  const int8_t* q = p.qa + m * C * kChunk;
+  const float* da = p.da + m * padded_blocks(p.K);
+  const float* cb = p.cb + m * padded_blocks(p.K);
+  const __m256i low = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  const __m256i pairs = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);  // lane -> its block of the half
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t n = n0 + r;
+    const uint8_t* w = p.w + n * (blocks(p.K) * 16);
+    const uint16_t* s = p.scales + n * nb;
+    __m256 acc = _mm256_setzero_ps();
+    float zero_point = 0.f;
+    for (int64_t b = 0; b < nb; b += 2) {  // blocks b, b + 1: half (b / 2) % 2 of chunk b / 4
+      __m256i wv;
+      uint16_t sb[2] = {s[b], 0};
+      if (b + 1 < nb) {
+        wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 16 * b));
+        sb[1] = s[b + 1];
+      } else {
+        wv = _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16 * b)));
+      }
+      const int8_t* lo = q + (b / 4) * kChunk + 16 * (b % 4);
+      const __m256i wl = _mm256_and_si256(wv, low), wh = _mm256_and_si256(_mm256_srli_epi16(wv, 4), low);
+      const __m256i p16 = _mm256_add_epi16(
+          _mm256_maddubs_epi16(wl, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo))),
+          _mm256_maddubs_epi16(wh, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(lo + 64))));
+      const __m256i dot = _mm256_madd_epi16(p16, ones);
+      uint32_t bits;
+      std::memcpy(&bits, sb, 4);
+      const __m128 sw = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(bits)));  // the two weight scales
+      const __m128 ws = _mm_mul_ps(sw, _mm_setr_ps(da[b], da[b + 1], 0.f, 0.f));
+      const __m256 scale = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(ws), pairs);
+      acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc);
+      zero_point += _mm_cvtss_f32(sw) * cb[b] + _mm_cvtss_f32(_mm_movehdup_ps(sw)) * cb[b + 1];
+    }
+    const __m128 h4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    const __m128 h2 = _mm_add_ps(h4, _mm_movehl_ps(h4, h4));
+    p.y[m * p.N + n] = _mm_cvtss_f32(_mm_add_ss(h2, _mm_movehdup_ps(h2))) - zero_point;
+  }
+}
+
+// AVX-512 VNNI: a chunk is one 64-byte load per row; R rows share each activation load. The codes are
+// prefetched a few chunks ahead: a row of a small K is only a few cache lines, too short a stream for the
+// hardware prefetcher to find.
+template <int64_t R>
+SEQEDGE_TARGET_VNNI SEQEDGE_INLINE void group_vnni(const MatMul& p, int64_t m, int64_t n0) {
+  const int64_t C = chunks(p.K), nb = blocks(p.K), row_bytes = blocks(p.K) * 16;
+  const int8_t* q = p.qa + m * C * kChunk;
+  const float* da = p.da + m * padded_blocks(p.K);
+  const float* cb = p.cb + m * padded_blocks(p.K);
+  const __m512i low = _mm512_set1_epi8(0x0f);
+  const uint8_t* w = p.w + n0 * row_bytes;
+  const uint16_t* s = p.scales + n0 * nb;
+  __m512 acc[R];
+  for (int64_t r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < C; g += 4) {  // 16 blocks: their scales in one vector per row
+    const int64_t blocks16 = std::min<int64_t>(16, nb - 4 * g);
+    const __mmask16 scale_lanes = static_cast<__mmask16>((1u << blocks16) - 1);
+    const __m512 da16 = _mm512_loadu_ps(da + 4 * g), cb16 = _mm512_loadu_ps(cb + 4 * g);
+    __m512 s16[R];
+    for (int64_t r = 0; r < R; ++r) {
+      const __m512 sw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(scale_lanes, s + r * nb + 4 * g));
+      acc[r] = _mm512_fnmadd_ps(sw, cb16, acc[r]);  // the zero point's share of these blocks
+      s16[r] = _mm512_mul_ps(sw, da16);
+    }
+    for (int64_t c = g; c < std::min(C, g + 4); ++c) {
+      const int64_t blocks = std::min<int64_t>(4, nb - 4 * c);
+      const __mmask64 bytes = blocks == 4 ? ~__mmask64{0} : (__mmask64{1} << (16 * blocks)) - 1;
+      const __m512i alo = _mm512_loadu_si512(q + c * kChunk), ahi = _mm512_loadu_si512(q + c * kChunk + 64);
+      // lane l of a dot product is block 4 (c - g) + l / 4 of the 16
+      const __m512i quads = _mm512_add_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                                             _mm512_set1_epi32(static_cast<int>(4 * (c - g))));
+      for (int64_t r = 0; r < R; ++r) {
+        _mm_prefetch(reinterpret_cast<const char*>(w + r * row_bytes + 64 * c + 8192), _MM_HINT_T1);
+        const __m512i wv = _mm512_maskz_loadu_epi8(bytes, w + r * row_bytes + 64 * c);
+        const __m512i wl = _mm512_and_si512(wv, low), wh = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low);
+        const __m512i dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), wl, alo), wh, ahi);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(quads, s16[r]), acc[r]);
+      }
+    }
+  }
+  for (int64_t r = 0; r < R; ++r) p.y[m * p.N + n0 + r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+SEQEDGE_TARGET_VNNI inline void rows_vnni(const MatMul& p, int64_t m, int64_t n0, int64_t rows) {
+  int64_t r = 0;
+  for (; r + kRows <= rows; r += kRows) group_vnni<kRows>(p, m, n0 + r);
+  for (; r < rows; ++r) group_vnni<1>(p, m, n0 + r);
+}
+#endif
+
+using RowsFn = void (*)(const MatMul&, int64_t, int64_t, int64_t);
+
+inline void rows_baseline(const MatMul& p, int64_t m, int64_t n0, int64_t rows) { rows_portable(p, m, n0, rows); }
+
+// The best kernel this CPU has, capped by SEQEDGE_KERNEL_ISA (v4 needs VNNI besides; without it, AVX2).
+inline RowsFn rows_kernel() {
+  static const RowsFn fn = [] {
+#ifdef SEQEDGE_INT4_X86
+    if (isa_level() >= 4 && __builtin_cpu_supports("avx512vnni")) return static_cast<RowsFn>(rows_vnni);
+    if (isa_level() >= 3) return static_cast<RowsFn>(rows_avx2);
+#endif
+    return static_cast<RowsFn>(rows_baseline);
+  }();
+  return fn;
+}
+
+// Work items: item i is rows [16 i, 16 i + 16) of y for every activation row, so the rows' codes stay in cache
+// while the activation rows pass over them.
+constexpr int64_t kItemRows = 16;
+
+inline int64_t items(const MatMul& p) { return (p.N + kItemRows - 1) / kItemRows; }
+
+inline void item(const MatMul& p, int64_t i) {
+  const RowsFn rows = rows_kernel();
+  const int64_t n0 = i * kItemRows, count = std::min(kItemRows, p.N - n0);
+  for (int64_t m = 0; m < p.M; ++m) rows(p, m, n0, count);
+}
+
+inline void quantize_item(const MatMul& p, int64_t m) { quantize_row(p, m); }
+
+constexpr int64_t kParallelRows = 16;  // activation rows from which quantizing them is split over threads
+
+}  // namespace seqedge::int4_core

@@ -1,0 +1,46 @@
+"""Reference int4 matmul: what onnxruntime's `seqedge.Int4MatMul` computes (runtimes/native/kernels/
+int4_matmul_core.h), int4 weights in blocks of 32 along K with a float16 scale each, times activations that are
+quantized to int8 per block of 32 as they arrive (llama.cpp's Q4_0 x Q8_0; onnxruntime's MatMulNBits int8
+compute with half the scale bytes).
+
+Shapes (M = rows of activations, N = output features, K = input features, a multiple of 32):
+    a       (..., K)          float32 (a K that is not a multiple of 32: the last block zero-padded)
+    codes   (N, K/32, 16)     uint8: byte j of block b holds w[n, 32b + 2j] (low nibble) and w[n, 32b + 2j + 1]
+                              (high), each as w + 8 (MatMulNBits' symmetric codes, zero point 8)
+    scales  (N, K/32)         float16: w = (code - 8) * scale
+returns
+    y       (..., N)          sum over blocks of scale_w * scale_a * (integer dot product of the block's codes)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+BLOCK = 32
+
+
+def quantize_activations(a: Tensor) -> tuple[Tensor, Tensor]:
+    """a (M, K) -> codes (M, K/32, 32) int8 values as float and scales (M, K/32): symmetric, max |a| -> 127,
+    rounded half to even."""
+    blocks = a.reshape(a.shape[0], -1, BLOCK)  # (M, K/32, 32)
+    amax = blocks.abs().amax(-1)  # (M, K/32)
+    inv = torch.where(amax > 0, 127.0 / amax, torch.zeros_like(amax))
+    return torch.round(blocks * inv[..., None]), amax / 127.0
+
+
+def unpack_codes(codes: Tensor) -> Tensor:
+    """(N, K/32, 16) uint8 -> (N, K/32, 32) signed int4 values (as float), in K order."""
+    lo, hi = (codes & 15).float() - 8, (codes >> 4).float() - 8  # (N, K/32, 16) each
+    return torch.stack([lo, hi], -1).flatten(-2)  # positions 2j, 2j + 1
+
+
+def int4_matmul_ref(a: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
+    lead, K = a.shape[:-1], codes.shape[1] * BLOCK
+    a = torch.nn.functional.pad(a, (0, K - a.shape[-1]))  # (..., K)
+    qa, da = quantize_activations(a.reshape(-1, K).float())  # (M, K/32, 32), (M, K/32)
+    qw = unpack_codes(codes)  # (N, K/32, 32)
+    dots = torch.einsum("mbj,nbj->mnb", qa.double(), qw.double())  # (M, N, K/32) exact integers
+    y = (dots * da.double()[:, None, :] * scales.double()[None]).sum(-1)  # (M, N)
+    return y.float().reshape(*lead, codes.shape[0])
+
