@@ -14,7 +14,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from seqedge.ops import causal_conv1d_ref, int4_matmul_ref, mamba_scan_ref, selective_scan_ref
+from seqedge.ops import causal_conv1d_ref, int4_matmul_ref, int4_matmul_swiglu_ref, mamba_scan_ref, selective_scan_ref
 from seqedge.runtimes.ort_kernels import DOMAIN, graph_domains, library, options_for, register_for
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "state")
@@ -105,7 +105,7 @@ def test_mamba_block_op_matches_its_reference(tmp_path, op, Bt, T, D, size, thre
         assert np.abs(got - want).max(initial=0) <= 1e-4 * max(1.0, np.abs(want).max(initial=0))
 
 
-def int4_graph(path, matmulnbits=None):
+def int4_graph(path, matmulnbits=None, op="Int4MatMul"):
     """One seqedge.Int4MatMul node, B and scales fed as inputs with symbolic shapes (the kernel checks them);
     `matmulnbits` (operands): onnxruntime's own int8-compute int4 kernel on the same codes and (float) scales,
     held as initializers as an int4 graph holds them (with B an input, onnxruntime computes in fp32)."""
@@ -117,7 +117,7 @@ def int4_graph(path, matmulnbits=None):
                                 K=matmulnbits["A"].shape[-1], N=codes.shape[0], bits=4, block_size=32, accuracy_level=4)
         inits = [numpy_helper.from_array(codes, "B"), numpy_helper.from_array(scales, "scales")]
     else:
-        node = helper.make_node("Int4MatMul", ["A", "B", "scales"], ["Y"], domain=DOMAIN)
+        node = helper.make_node(op, ["A", "B", "scales"], ["Y"], domain=DOMAIN)
         inputs += [helper.make_tensor_value_info("B", TensorProto.UINT8, ["n", "blocks", "bytes"]),
                    helper.make_tensor_value_info("scales", TensorProto.FLOAT16, ["n", "blocks"])]
     model = helper.make_model(helper.make_graph([node], "int4", inputs, [helper.make_tensor_value_info(
@@ -154,6 +154,19 @@ def test_int4_matmul_matches_its_reference(tmp_path, Bt, T, K, N, threads):
     assert np.abs(y - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("Bt,T,K,N", [(1, 1, 576, 40), (2, 3, 96, 18), (1, 37, 128, 70)])
+def test_int4_swiglu_matches_its_reference(tmp_path, Bt, T, K, N, threads):
+    """The fused gate/up projection's form: silu of the first half of the product times the second; halves that
+    are and are not whole items of 16 rows."""
+    sess = session(int4_graph(tmp_path / "glu.onnx", op="Int4MatMulSwiGLU"), threads)
+    x = int4_operands(Bt, T, K, N, seed=K + N)
+    (y,) = sess.run(None, {n: v.numpy() for n, v in x.items()})
+    want = int4_matmul_swiglu_ref(x["A"], x["B"], x["scales"]).numpy()
+    assert y.shape == (Bt, T, N // 2)
+    assert np.abs(y - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+
 @pytest.mark.parametrize("Bt,T,K,N", [(1, 1, 576, 40), (2, 7, 48, 24)])
 def test_int4_matmul_agrees_with_onnxruntime_matmulnbits(tmp_path, Bt, T, K, N):
     """The graph rewrite (quant/onnx.py use_int4_kernel) hands the kernel MatMulNBits' own codes: on the same
@@ -179,6 +192,9 @@ def test_int4_shapes_an_untrusted_graph_feeds_are_refused(tmp_path, change, need
     with pytest.raises(Exception) as e:
         sess.run(None, {n: v.numpy() for n, v in x.items()})
     assert f"seqedge.Int4MatMul: {needle}" in str(e.value)
+    glu = session(int4_graph(tmp_path / "glu.onnx", op="Int4MatMulSwiGLU"))
+    with pytest.raises(Exception, match=r"seqedge.Int4MatMulSwiGLU: N \(rows of B\) must be even"):
+        glu.run(None, {n: v.numpy() for n, v in int4_operands(1, 2, 96, 7).items()})
 
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the feature levels are x86-64's")
@@ -189,7 +205,7 @@ def test_every_isa_level_matches_the_reference(isa):
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
                         "matches_its_reference"], env={**os.environ, "SEQEDGE_KERNEL_ISA": isa},
                        capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0 and "48 passed" in r.stdout, r.stdout[-2000:]
+    assert r.returncode == 0 and "54 passed" in r.stdout, r.stdout[-2000:]
 
 
 @pytest.mark.parametrize("change, needle", [

@@ -72,8 +72,11 @@ def test_onnx_int4_computes_in_int8_and_says_so(trained, tmp_path, fam):
     graph = tmp_path / "onnx-int4" / "model.onnx"
     assert m["int4_compute"] == int4_compute(onnx.load(str(graph)).graph) == "int8" and m["parity"]["passed"]
     nodes = onnx.load(str(graph)).graph.node
-    kernel = [n for n in nodes if n.op_type == "Int4MatMul" and n.domain == "seqedge"]
+    kernel = [n for n in nodes if n.op_type in ("Int4MatMul", "Int4MatMulSwiGLU") and n.domain == "seqedge"]
     assert len(kernel) == m["fusions"]["int4_kernel"] and "MatMulNBits" not in {n.op_type for n in nodes}
+    if fam == "transformer":  # each layer's gate/up projection with its SwiGLU as one node
+        assert m["fusions"]["int4_swiglu"] == m["config"]["num_hidden_layers"]
+        assert not {"Split", "Sigmoid"} & {n.op_type for n in nodes}
     tokens = torch.randint(0, 256, (1, 12))
     runner = open_artifact(tmp_path / "onnx-int4")
     int8_logits, _ = runner.prefill(tokens, runner.init_state(1))

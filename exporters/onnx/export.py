@@ -26,7 +26,7 @@ from seqedge.exporters.onnx.lowerings import FLAVOURS, resolve
 from seqedge.exporters.plan import ExportPlan
 from seqedge.exporters.projections import fuse_projections
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
-from seqedge.quant.onnx import INT4_KERNEL, int4_compute
+from seqedge.quant.onnx import INT4_KERNELS, INT4_SWIGLU, int4_compute
 from seqedge.quant.report import apply_onnx, onnx_weights
 from seqedge.quant.report import prepare as prepare_quant
 from seqedge.runtimes.ort_kernels import DOMAIN
@@ -117,7 +117,8 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
                 apply_onnx(tmp / GRAPH, quant)
         export_seconds = time.perf_counter() - t0
         graph = onnx.load(str(tmp / GRAPH), load_external_data=False)
-        fusions["int4_kernel"] = sum(n.op_type == INT4_KERNEL and n.domain == DOMAIN for n in graph.graph.node)
+        fusions["int4_kernel"] = sum(n.op_type in INT4_KERNELS and n.domain == DOMAIN for n in graph.graph.node)
+        fusions["int4_swiglu"] = sum(n.op_type == INT4_SWIGLU and n.domain == DOMAIN for n in graph.graph.node)
         opset = {d.domain or "ai.onnx": d.version for d in graph.opset_import}
         weight_bytes, float_matrices = onnx_weights(tmp / GRAPH)
         manifest = {
@@ -177,7 +178,7 @@ def _finish_int4_compute(tmp: Path, model, manifest: dict, plan: ExportPlan, qua
         with stage("ONNX int4 with fp32 compute", plan.subject):
             set_int4_compute(tmp / GRAPH, "fp32")
         note = f"int8 compute failed the gate ({e.message}); fp32 compute"
-        fusions = {k: v for k, v in manifest["fusions"].items() if k != "int4_kernel"}  # MatMulNBits again
+        fusions = {k: v for k, v in manifest["fusions"].items() if not k.startswith("int4_")}  # MatMulNBits again
         graph = onnx.load(str(tmp / GRAPH), load_external_data=False)
         opset = {d.domain or "ai.onnx": d.version for d in graph.opset_import}
         manifest = {**manifest, "fusions": fusions, "opset": opset, "requires": _requires(opset, manifest["ops"]),

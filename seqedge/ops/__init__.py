@@ -6,7 +6,7 @@ fast eager implementation. Lowerings live with the exporters, keyed by op name.
 
 from seqedge.ops.attention import attention, attention_ref, attention_sdpa, cached_sdpa, cached_sdpa_ref
 from seqedge.ops.causal_conv1d import causal_conv1d, causal_conv1d_eager, causal_conv1d_ref
-from seqedge.ops.int4_matmul import int4_matmul_ref
+from seqedge.ops.int4_matmul import int4_matmul_ref, int4_matmul_swiglu_ref
 from seqedge.ops.moe_ffn import moe_ffn, moe_ffn_dense, moe_ffn_q, moe_ffn_q_ref, moe_ffn_ref
 from seqedge.ops.rnn_scan import CELLS, rnn_scan, rnn_scan_ref
 from seqedge.ops.selective_scan import mamba_scan_ref, selective_scan, selective_scan_chunked, selective_scan_ref
@@ -17,7 +17,7 @@ OP_NAMES = ("seqedge::selective_scan", "seqedge::ssd_scan", "seqedge::attention"
 # `seqedge::moe_ffn_q` is moe_ffn with quantized experts (the int8/int4 recipes put it in place);
 # `seqedge::cached_sdpa` is not a model op: ExecuTorch's decode lowering of attention emits it (its C++ kernel);
 # nor is `seqedge::rnn_scan`: ExecuTorch's RNN/LSTM/GRU layers (exporters/executorch/rnn.py) run on it;
-# `int4_matmul_ref` is the reference of onnxruntime's seqedge.Int4MatMul (the int4 recipe's kernel there), no torch op
+# `int4_matmul_ref` / `int4_matmul_swiglu_ref`: onnxruntime's seqedge.Int4MatMul(SwiGLU) (the int4 recipe's kernel there), no torch op
 
 __all__ = [
     "CELLS",
@@ -31,6 +31,7 @@ __all__ = [
     "causal_conv1d_eager",
     "causal_conv1d_ref",
     "int4_matmul_ref",
+    "int4_matmul_swiglu_ref",
     "mamba_scan_ref",
     "moe_ffn",
     "moe_ffn_dense",

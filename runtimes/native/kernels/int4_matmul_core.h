@@ -43,6 +43,7 @@ struct MatMul {
   const uint16_t* scales;  // (N, ceil(K / 32)) float16 bits
   float* y;                // (M, N)
   int64_t M, N, K;
+  float* glu = nullptr;    // SwiGLU: when set, (M, N / 2) = silu(y[:, :N/2]) * y[:, N/2:] (y is then scratch)
   // scratch filled by quantize_row, per activation row (C = chunks(K); zero past K):
   int8_t* qa;  // (M, C * 128) codes: per chunk the even positions of its blocks, then the odd ones
   float* da;   // (M, B)       block scales (max |a| / 127); B = padded_blocks(K)
@@ -262,12 +263,22 @@ inline RowsFn rows_kernel() {
 // while the activation rows pass over them.
 constexpr int64_t kItemRows = 16;
 
-inline int64_t items(const MatMul& p) { return (p.N + kItemRows - 1) / kItemRows; }
+inline int64_t outputs(const MatMul& p) { return p.glu ? p.N / 2 : p.N; }
 
+inline int64_t items(const MatMul& p) { return (outputs(p) + kItemRows - 1) / kItemRows; }
+
+// Item i: outputs [16 i, 16 i + 16) for every activation row; with SwiGLU, the gate rows and the up rows N / 2
+// further, then the product.
 inline void item(const MatMul& p, int64_t i) {
   const RowsFn rows = rows_kernel();
-  const int64_t n0 = i * kItemRows, count = std::min(kItemRows, p.N - n0);
-  for (int64_t m = 0; m < p.M; ++m) rows(p, m, n0, count);
+  const int64_t H = outputs(p), n0 = i * kItemRows, count = std::min(kItemRows, H - n0);
+  for (int64_t m = 0; m < p.M; ++m) {
+    rows(p, m, n0, count);
+    if (p.glu == nullptr) continue;
+    rows(p, m, H + n0, count);
+    const float* gate = p.y + m * p.N + n0;
+    for (int64_t r = 0; r < count; ++r) p.glu[m * H + n0 + r] = gate[r] / (1.f + std::exp(-gate[r])) * gate[H + r];
+  }
 }
 
 inline void quantize_item(const MatMul& p, int64_t m) { quantize_row(p, m); }

@@ -1,4 +1,4 @@
-"""Reference int4 matmul: what onnxruntime's `seqedge.Int4MatMul` computes (runtimes/native/kernels/
+"""Reference int4 matmul: what onnxruntime's `seqedge.Int4MatMul` (and `Int4MatMulSwiGLU`) computes (runtimes/native/kernels/
 int4_matmul_core.h), int4 weights in blocks of 32 along K with a float16 scale each, times activations that are
 quantized to int8 per block of 32 as they arrive (llama.cpp's Q4_0 x Q8_0; onnxruntime's MatMulNBits int8
 compute with half the scale bytes).
@@ -44,3 +44,10 @@ def int4_matmul_ref(a: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
     y = (dots * da.double()[:, None, :] * scales.double()[None]).sum(-1)  # (M, N)
     return y.float().reshape(*lead, codes.shape[0])
 
+
+
+def int4_matmul_swiglu_ref(a: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
+    """seqedge.Int4MatMulSwiGLU: the product's two halves (gate, up) of a fused gate/up projection as
+    silu(gate) * up, (..., N/2)."""
+    gate, up = int4_matmul_ref(a, codes, scales).chunk(2, dim=-1)  # (..., N/2) each
+    return torch.nn.functional.silu(gate) * up

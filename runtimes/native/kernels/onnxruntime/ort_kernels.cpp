@@ -8,6 +8,8 @@
 //       channels last (x, y (Bt, T, D))
 //   seqedge.Int4MatMul(A, B, scales) -> Y                                        A (..., K) float32 times int4
 //       weights: B (N, ceil(K/32), 16) uint8 in MatMulNBits' codes, scales (N, ceil(K/32)) float16; Y (..., N)
+//   seqedge.Int4MatMulSwiGLU(A, B, scales) -> Y                                  the same, then a SwiGLU:
+//       Y (..., N/2) = silu(gate) * up, gate and up the two halves of the product (a fused gate/up projection)
 //
 // The scan is selective_scan_core.h, the same source as the ExecuTorch kernel seqedge::selective_scan.out,
 // and the convolution causal_conv_core.h; their references are in seqedge/ops (selective_scan_ref,
@@ -174,8 +176,9 @@ void run_rows(void* work, size_t i) {
   int4_core::item(*static_cast<const int4_core::MatMul*>(work), static_cast<int64_t>(i));
 }
 
+template <bool kSwiGLU>
 Status* compute_int4(void*, KernelContext* ctx) {
-  static constexpr const char* op = "Int4MatMul";
+  static constexpr const char* op = kSwiGLU ? "Int4MatMulSwiGLU" : "Int4MatMul";
   size_t n = 0;
   SEQEDGE_ORT_TRY(g_api->input_count(ctx, &n));
   if (n != 3) return fail(op, "expects 3 inputs");
@@ -193,21 +196,27 @@ Status* compute_int4(void*, KernelContext* ctx) {
   for (size_t i = 0; i < sr; ++i) scale_count *= sd[i];
   if (sr > 2 || sd[0] != (sr == 2 ? N : N * nb) || scale_count != N * nb)
     return fail(op, "scales must be (N, ceil(K/32)) float16");
+  if (kSwiGLU && N % 2 != 0) return fail(op, "N (rows of B) must be even: gate and up halves");
   int64_t M = 1, yd[4];
   for (size_t i = 0; i + 1 < ar; ++i) {
     M *= ad[i];
     yd[i] = ad[i];
   }
-  yd[ar - 1] = N;
+  yd[ar - 1] = kSwiGLU ? N / 2 : N;
   Value* yv = nullptr;
   void* y = nullptr;
   SEQEDGE_ORT_TRY(g_api->output(ctx, 0, yd, ar, &yv));
   SEQEDGE_ORT_TRY(g_api->data(yv, &y));
   if (M == 0) return nullptr;
   thread_local std::vector<uint8_t> scratch;  // reused across calls: a prompt's rows would be a fresh mapping each time
-  scratch.resize(static_cast<size_t>(int4_core::scratch_bytes(M, K)));
+  const int64_t products = kSwiGLU ? M * N * static_cast<int64_t>(sizeof(float)) : 0;  // gate and up, before the GLU
+  scratch.resize(static_cast<size_t>(int4_core::scratch_bytes(M, K) + products));
   int4_core::MatMul mm{static_cast<const float*>(a), static_cast<const uint8_t*>(b), static_cast<const uint16_t*>(s),
-                       static_cast<float*>(y), M, N, K, nullptr, nullptr, nullptr};
+                       static_cast<float*>(y), M, N, K};
+  if (kSwiGLU) {
+    mm.glu = mm.y;
+    mm.y = reinterpret_cast<float*>(scratch.data() + int4_core::scratch_bytes(M, K));
+  }
   int4_core::place_scratch(mm, scratch.data());
   if (M < int4_core::kParallelRows) {  // decode: a dispatch to the pool costs more than the rows
     for (int64_t m = 0; m < M; ++m) int4_core::quantize_item(mm, m);
@@ -246,9 +255,12 @@ CustomOp make_op(const char* (*name)(const CustomOp*), Status* (*compute)(void*,
   return op;
 }
 
-// Int4MatMul: float32, uint8 and float16 inputs, one float32 output.
+// Int4MatMul(SwiGLU): float32, uint8 and float16 inputs, one float32 output.
+template <bool kSwiGLU>
 CustomOp int4_op() {
-  CustomOp op = make_op<3, 1>([](const CustomOp*) { return "Int4MatMul"; }, compute_int4);
+  CustomOp op = make_op<3, 1>(kSwiGLU ? [](const CustomOp*) { return "Int4MatMulSwiGLU"; }
+                                      : [](const CustomOp*) { return "Int4MatMul"; },
+                              compute_int4<kSwiGLU>);
   op.GetInputType = [](const CustomOp*, size_t i) { return i == 0 ? kFloat : i == 1 ? kUint8 : kFloat16; };
   return op;
 }
@@ -257,7 +269,8 @@ const CustomOp kOps[] = {
     make_op<7>([](const CustomOp*) { return "SelectiveScan"; }, compute_scan<false>),
     make_op<8>([](const CustomOp*) { return "MambaScan"; }, compute_scan<true>),
     make_op<4>([](const CustomOp*) { return "CausalConv1d"; }, compute_conv),
-    int4_op(),
+    int4_op<false>(),
+    int4_op<true>(),
 };
 
 }  // namespace
