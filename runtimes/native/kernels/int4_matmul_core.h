@@ -236,6 +236,59 @@ SEQEDGE_TARGET_VNNI SEQEDGE_INLINE void group_vnni(const MatMul& p, int64_t m, i
   for (int64_t r = 0; r < R; ++r) p.y[m * p.N + n0 + r] = _mm512_reduce_add_ps(acc[r]);
 }
 
+// A prompt: kTileRows activation rows x R weight rows per pass, so each chunk of codes is unpacked once for all
+// the activation rows (decode's path unpacks it per row).
+constexpr int64_t kTileRows = 4;
+
+template <int64_t R>
+SEQEDGE_TARGET_VNNI SEQEDGE_INLINE void tile_vnni(const MatMul& p, int64_t m0, int64_t n0) {
+  constexpr int64_t MR = kTileRows;
+  const int64_t C = chunks(p.K), nb = blocks(p.K), row_bytes = blocks(p.K) * 16, B = padded_blocks(p.K);
+  const __m512i low = _mm512_set1_epi8(0x0f);
+  const uint8_t* w = p.w + n0 * row_bytes;
+  const uint16_t* s = p.scales + n0 * nb;
+  __m512 acc[MR][R];
+  for (int64_t i = 0; i < MR; ++i)
+    for (int64_t r = 0; r < R; ++r) acc[i][r] = _mm512_setzero_ps();
+  for (int64_t g = 0; g < C; g += 4) {
+    const int64_t blocks16 = std::min<int64_t>(16, nb - 4 * g);
+    const __mmask16 scale_lanes = static_cast<__mmask16>((1u << blocks16) - 1);
+    __m512 s16[MR][R];
+    for (int64_t r = 0; r < R; ++r) {
+      const __m512 sw = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(scale_lanes, s + r * nb + 4 * g));
+      for (int64_t i = 0; i < MR; ++i) {
+        const int64_t m = m0 + i;
+        acc[i][r] = _mm512_fnmadd_ps(sw, _mm512_loadu_ps(p.cb + m * B + 4 * g), acc[i][r]);
+        s16[i][r] = _mm512_mul_ps(sw, _mm512_loadu_ps(p.da + m * B + 4 * g));
+      }
+    }
+    for (int64_t c = g; c < std::min(C, g + 4); ++c) {
+      const int64_t blocks = std::min<int64_t>(4, nb - 4 * c);
+      const __mmask64 bytes = blocks == 4 ? ~__mmask64{0} : (__mmask64{1} << (16 * blocks)) - 1;
+      const __m512i quads = _mm512_add_epi32(_mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3),
+                                             _mm512_set1_epi32(static_cast<int>(4 * (c - g))));
+      for (int64_t r = 0; r < R; ++r) {
+        const __m512i wv = _mm512_maskz_loadu_epi8(bytes, w + r * row_bytes + 64 * c);
+        const __m512i wl = _mm512_and_si512(wv, low), wh = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low);
+        for (int64_t i = 0; i < MR; ++i) {
+          const int8_t* q = p.qa + (m0 + i) * C * kChunk + c * kChunk;
+          const __m512i dot = _mm512_dpbusd_epi32(
+              _mm512_dpbusd_epi32(_mm512_setzero_si512(), wl, _mm512_loadu_si512(q)), wh, _mm512_loadu_si512(q + 64));
+          acc[i][r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(quads, s16[i][r]), acc[i][r]);
+        }
+      }
+    }
+  }
+  for (int64_t i = 0; i < MR; ++i)
+    for (int64_t r = 0; r < R; ++r) p.y[(m0 + i) * p.N + n0 + r] = _mm512_reduce_add_ps(acc[i][r]);
+}
+
+SEQEDGE_TARGET_VNNI inline void tiles_vnni(const MatMul& p, int64_t m0, int64_t n0, int64_t rows) {
+  int64_t r = 0;
+  for (; r + 2 <= rows; r += 2) tile_vnni<2>(p, m0, n0 + r);
+  for (; r < rows; ++r) tile_vnni<1>(p, m0, n0 + r);
+}
+
 SEQEDGE_TARGET_VNNI inline void rows_vnni(const MatMul& p, int64_t m, int64_t n0, int64_t rows) {
   int64_t r = 0;
   for (; r + kRows <= rows; r += kRows) group_vnni<kRows>(p, m, n0 + r);
@@ -246,6 +299,17 @@ SEQEDGE_TARGET_VNNI inline void rows_vnni(const MatMul& p, int64_t m, int64_t n0
 using RowsFn = void (*)(const MatMul&, int64_t, int64_t, int64_t);
 
 inline void rows_baseline(const MatMul& p, int64_t m, int64_t n0, int64_t rows) { rows_portable(p, m, n0, rows); }
+
+// kTileRows activation rows from m0 at once, where the CPU has such a kernel (else nullptr: row by row).
+inline RowsFn tile_kernel() {
+  static const RowsFn fn = [] {
+#ifdef SEQEDGE_INT4_X86
+    if (isa_level() >= 4 && __builtin_cpu_supports("avx512vnni")) return static_cast<RowsFn>(tiles_vnni);
+#endif
+    return static_cast<RowsFn>(nullptr);
+  }();
+  return fn;
+}
 
 // The best kernel this CPU has, capped by SEQEDGE_KERNEL_ISA (v4 needs VNNI besides; without it, AVX2).
 inline RowsFn rows_kernel() {
@@ -270,14 +334,18 @@ inline int64_t items(const MatMul& p) { return (outputs(p) + kItemRows - 1) / kI
 // Item i: outputs [16 i, 16 i + 16) for every activation row; with SwiGLU, the gate rows and the up rows N / 2
 // further, then the product.
 inline void item(const MatMul& p, int64_t i) {
-  const RowsFn rows = rows_kernel();
+  const RowsFn rows = rows_kernel(), tiles = tile_kernel();
   const int64_t H = outputs(p), n0 = i * kItemRows, count = std::min(kItemRows, H - n0);
-  for (int64_t m = 0; m < p.M; ++m) {
-    rows(p, m, n0, count);
-    if (p.glu == nullptr) continue;
-    rows(p, m, H + n0, count);
-    const float* gate = p.y + m * p.N + n0;
-    for (int64_t r = 0; r < count; ++r) p.glu[m * H + n0 + r] = gate[r] / (1.f + std::exp(-gate[r])) * gate[H + r];
+  for (int64_t m = 0; m < p.M;) {
+    const int64_t step = tiles != nullptr && p.M - m >= kTileRows ? kTileRows : 1;
+    const RowsFn fn = step == kTileRows ? tiles : rows;
+    fn(p, m, n0, count);
+    if (p.glu != nullptr) fn(p, m, H + n0, count);
+    for (int64_t j = m; p.glu != nullptr && j < m + step; ++j) {
+      const float* gate = p.y + j * p.N + n0;
+      for (int64_t r = 0; r < count; ++r) p.glu[j * H + n0 + r] = gate[r] / (1.f + std::exp(-gate[r])) * gate[H + r];
+    }
+    m += step;
   }
 }
 
