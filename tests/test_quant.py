@@ -203,3 +203,46 @@ def test_references_computed_ahead_by_a_worker_are_the_ones_computed_here(traine
         assert ahead.pid is not None and ahead.accuracy(ids) is None and ahead.parity(path) is None
     with ahead_references(model, dataclasses.replace(plan, verify=False), quant) as ahead:
         assert ahead.pid is None and ahead.accuracy(ids) is None
+
+
+@pytest.mark.parametrize("axis, fused", [(-1, True), (2, True), (1, False)])
+def test_swiglu_after_an_int4_projection_becomes_one_node(tmp_path, axis, fused):
+    """Int4MatMul -> Split -> silu(gate) * up is one Int4MatMulSwiGLU when the Split halves the last axis (and
+    only then), and the graph gives what it gave before; undoing it (fp32 compute) gives it back again."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    from seqedge.quant.onnx import _back_to_matmulnbits, _fuse_swiglu
+    from seqedge.runtimes.ort_kernels import options_for
+
+    g = torch.Generator().manual_seed(0)
+    N, K = 8, 64
+    inits = [numpy_helper.from_array(torch.randint(0, 256, (N, K // 32, 16), generator=g, dtype=torch.uint8).numpy(),
+                                     "B"),
+             numpy_helper.from_array((torch.rand(N, K // 32, generator=g) * 0.05).half().numpy(), "S")]
+    nodes = [helper.make_node("Int4MatMul", ["x", "B", "S"], ["y"], domain="seqedge", K=K),
+             helper.make_node("Split", ["y"], ["gate", "up"], axis=axis, num_outputs=2),
+             helper.make_node("Sigmoid", ["gate"], ["sig"]), helper.make_node("Mul", ["gate", "sig"], ["silu"]),
+             helper.make_node("Mul", ["silu", "up"], ["out"])]
+    graph = helper.make_graph(nodes, "glu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, K])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits,
+                              value_info=[helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, N])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("seqedge", 1),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    x = {"x": torch.randn(2, 4, K, generator=g).numpy()}
+
+    def run(m):
+        path = tmp_path / "m.onnx"
+        onnx.save(m, str(path))
+        return ort.InferenceSession(str(path), options_for(path), providers=["CPUExecutionProvider"]).run(None, x)[0]
+
+    before = run(model)
+    _fuse_swiglu(model.graph)
+    assert [n.op_type for n in model.graph.node] == (["Int4MatMulSwiGLU"] if fused else [n.op_type for n in nodes])
+    assert np.abs(run(model) - before).max() <= 1e-5 * np.abs(before).max()
+    _back_to_matmulnbits(model.graph)  # MatMulNBits with fp32 compute: near, not equal (no int8 activations)
+    assert [n.op_type for n in model.graph.node] == ["MatMulNBits", "Split", "Sigmoid", "Mul", "Mul"]
+    assert np.abs(run(model) - before).max() <= 0.05 * np.abs(before).max()

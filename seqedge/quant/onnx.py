@@ -196,12 +196,14 @@ def _fuse_swiglu(graph) -> None:
     for n in graph.node:
         for i in n.input:
             users.setdefault(i, []).append(n)
+    outputs = {o.name for o in graph.output}
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in graph.value_info
+             if v.type.tensor_type.HasField("shape")}
     dropped = set()
 
     def only(name, *nodes):
         return {id(u) for u in users.get(name, [])} == {id(n) for n in nodes} and name not in outputs
 
-    outputs = {o.name for o in graph.output}
     for mul in list(graph.node):
         if mul.op_type != "Mul" or len(mul.input) != 2:
             continue
@@ -216,7 +218,7 @@ def _fuse_swiglu(graph) -> None:
                         and producer[i].op_type == "Sigmoid"), None)
             mm = producer.get(split.input[0])
             if (sig is None or sorted(silu.input) != sorted([gate, sig.output[0]]) or sig.input[0] != gate
-                    or mm is None or mm.op_type != INT4_KERNEL or _split_axis(split) not in (-1, None)):
+                    or mm is None or mm.op_type != INT4_KERNEL or not _splits_last_axis(split, ranks)):
                 continue
             if not (only(gate, sig, silu) and only(sig.output[0], silu) and only(silu.output[0], mul)
                     and only(up, mul) and only(mm.output[0], split)):
@@ -231,16 +233,16 @@ def _fuse_swiglu(graph) -> None:
         graph.node.extend(kept)
 
 
-def _split_axis(split) -> int | None:
-    """A Split's axis as negative from the end when it is the last of a rank-3 tensor (what the exporter writes),
-    None when it cannot be told."""
+def _splits_last_axis(split, ranks: dict[str, int]) -> bool:
+    """The Split halves its input's last axis: axis -1, or the input's rank - 1 where the graph records the
+    rank (the exporter writes axis 2 for (batch, T, features))."""
     from onnx import helper
 
     attrs = {a.name: helper.get_attribute_value(a) for a in split.attribute}
-    if attrs.get("num_outputs", 2) != 2 or "split" in attrs:
-        return 0
+    if attrs.get("num_outputs") != 2 or "split" in attrs:
+        return False
     axis = attrs.get("axis", 0)
-    return -1 if axis in (-1, 2) else axis
+    return axis == -1 or (split.input[0] in ranks and axis == ranks[split.input[0]] - 1)
 
 
 def _cast_half_gathers(graph, halved: set[str]) -> None:
