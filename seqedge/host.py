@@ -78,11 +78,17 @@ def _measured_bandwidth(key: str, threads: int) -> float:
     return bw
 
 
+def host_isa(info: dict[str, str] | None = None) -> tuple[str, ...]:
+    """This CPU's vector features among ISA_FLAGS (/proc/cpuinfo), else its machine name."""
+    info = _cpuinfo() if info is None else info
+    flags = set((info.get("flags") or info.get("Features") or "").split())
+    return tuple(f for f in ISA_FLAGS if f in flags) or (platform.machine(),)
+
+
 def host_profile() -> Profile:
     info = _cpuinfo()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    flags = set((info.get("flags") or info.get("Features") or "").split())
-    isa = tuple(f for f in ISA_FLAGS if f in flags) or (platform.machine(),)
+    isa = host_isa(info)
     model = info.get("model name") or info.get("Hardware") or platform.processor() or platform.machine()
     ghz = round(float(info.get("cpu MHz", 0) or 0) / 1000, 2) or 2.0
     bw = _measured_bandwidth(f"{model}|{cores}", cores)

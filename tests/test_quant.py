@@ -95,6 +95,24 @@ def test_onnx_int4_computes_in_int8_and_says_so(trained, tmp_path, fam):
         assert torch.nn.functional.cosine_similarity(got.flatten(), ref.flatten(), dim=0) > 0.95
 
 
+@pytest.mark.parametrize("device, kernel", [("raspberry-pi5", False), ("rtx4090", False), (None, True)])
+def test_int4_kernel_only_where_it_is_the_faster_one(trained, tmp_path, device, kernel):
+    """seqedge's int4 kernel is put in for an AVX2 CPU (this machine, no profile); an arm64 profile (NEON:
+    onnxruntime's MatMulNBits has the kernels there) and a GPU profile keep MatMulNBits."""
+    import onnx
+
+    from seqedge.profiles import load_profile
+
+    target = None
+    if device:
+        unit = load_profile(device).units[0]
+        target = {"device": device, "unit": unit.kind}
+    m = _export(trained["transformer"], tmp_path, "onnx", "int4", target=target)
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "onnx-int4" / "model.onnx")).graph.node}
+    assert ("Int4MatMul" in ops) == kernel and ("MatMulNBits" in ops) == (not kernel)
+    assert ("int4_kernel" in m["fusions"]) == kernel and ("seqedge" in m["opset"]) == kernel
+
+
 def test_fp32_reports_accuracy_with_nothing_skipped(trained, tmp_path):
     q = _export(trained["transformer"], tmp_path, "onnx", "fp32")["quant"]
     assert q["skipped"] == [] and abs(q["bpb_increase"]) < 1e-3 and q["top1_agreement"] == 1.0

@@ -143,12 +143,18 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
 
 
 def _int4_kernel(plan: ExportPlan) -> bool:
-    """int4 blocks of 32 run on seqedge's own kernel: in the fused flavour, for a CPU (a GPU profile keeps
-    MatMulNBits, which its provider runs), where seqedge's kernel library builds."""
+    """int4 blocks of 32 run on seqedge's own kernel: in the fused flavour, for an x86-64 CPU with AVX2 (the
+    target profile's, else this machine's; elsewhere MatMulNBits' NEON / CUDA kernels are the faster ones), where
+    seqedge's kernel library builds."""
     from seqedge.exporters.onnx.kernels import SEQEDGE_KERNELS
+    from seqedge.host import host_isa
+    from seqedge.profiles import load_profile
 
-    return (plan.quant == "int4" and plan.ops == "fused" and (plan.target or {}).get("unit", "cpu") == "cpu"
-            and not SEQEDGE_KERNELS.problems())
+    target = plan.target or {}
+    if plan.quant != "int4" or plan.ops != "fused" or target.get("unit", "cpu") != "cpu":
+        return False
+    isa = load_profile(target["device"]).isa if target.get("device") else host_isa()
+    return "avx2" in isa and not SEQEDGE_KERNELS.problems()
 
 
 def _requires(opset: dict[str, int], ops: list[dict]) -> str:

@@ -11,8 +11,8 @@ onnxruntime's quantizers (transposes folded, a tied head shared, experts to QMoE
     int4         MatMulNBitsQuantizer: MatMul -> MatMulNBits (symmetric int4 blocks along K) and Gather ->
                  GatherBlockQuantized; computed with int8 activations (accuracy_level 4: onnxruntime's
                  int8 dot-product kernels, ~1.3x faster decode here) unless the export's accuracy gate
-                 fails with them, then in fp32 (level 0; `set_int4_compute`, onnx/export.py). For a CPU,
-                 with seqedge's kernels available, blocks of 32 then run on seqedge's own int4 kernel
+                 fails with them, then in fp32 (level 0; `set_int4_compute`, onnx/export.py). For an x86-64
+                 CPU, with seqedge's kernels available, blocks of 32 then run on seqedge's own int4 kernel
                  (`use_int4_kernel`: the same codes and the same int8 compute, float16 scales; 0.5625
                  bytes a weight against MatMulNBits' 0.75 — decode streams the weights)
     int8-static  quantize_static (QDQ, per channel) with activation ranges from calibration text run
