@@ -32,6 +32,7 @@ namespace seqedge::int4_core {
 constexpr int64_t kBlock = 32;   // weights per scale
 constexpr int64_t kChunk = 128;  // weights per step of the kernels (four blocks)
 constexpr int64_t kRows = 4;     // weight rows one pass over an activation row computes
+constexpr int64_t kTileRows = 4; // activation rows one pass of a prompt's tile computes (x86 VNNI)
 
 inline int64_t blocks(int64_t K) { return (K + kBlock - 1) / kBlock; }  // the last one zero-padded
 inline int64_t chunks(int64_t K) { return (K + kChunk - 1) / kChunk; }
@@ -238,8 +239,6 @@ SEQEDGE_TARGET_VNNI SEQEDGE_INLINE void group_vnni(const MatMul& p, int64_t m, i
 
 // A prompt: kTileRows activation rows x R weight rows per pass, so each chunk of codes is unpacked once for all
 // the activation rows (decode's path unpacks it per row).
-constexpr int64_t kTileRows = 4;
-
 template <int64_t R>
 SEQEDGE_TARGET_VNNI SEQEDGE_INLINE void tile_vnni(const MatMul& p, int64_t m0, int64_t n0) {
   constexpr int64_t MR = kTileRows;
