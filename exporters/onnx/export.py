@@ -119,7 +119,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
         graph = onnx.load(str(tmp / GRAPH), load_external_data=False)
         fusions["int4_kernel"] = sum(n.op_type in INT4_KERNELS and n.domain == DOMAIN for n in graph.graph.node)
         fusions["int4_swiglu"] = sum(n.op_type == INT4_SWIGLU and n.domain == DOMAIN for n in graph.graph.node)
-        opset = {d.domain or "ai.onnx": d.version for d in graph.opset_import}
+        opset = _opset(graph)
         weight_bytes, float_matrices = onnx_weights(tmp / GRAPH)
         manifest = {
             **base_manifest(model, plan, interface),
@@ -140,6 +140,11 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
         manifest = _finish_int4_compute(tmp, model, manifest, plan, quant, weight_bytes, float_matrices,
                                         int4_compute(graph.graph))
     return manifest
+
+
+def _opset(graph) -> dict[str, int]:
+    """A loaded graph's opset imports, {domain: version} (the default domain as "ai.onnx")."""
+    return {d.domain or "ai.onnx": d.version for d in graph.opset_import}
 
 
 def _int4_kernel(plan: ExportPlan) -> bool:
@@ -185,8 +190,7 @@ def _finish_int4_compute(tmp: Path, model, manifest: dict, plan: ExportPlan, qua
             set_int4_compute(tmp / GRAPH, "fp32")
         note = f"int8 compute failed the gate ({e.message}); fp32 compute"
         fusions = {k: v for k, v in manifest["fusions"].items() if not k.startswith("int4_")}  # MatMulNBits again
-        graph = onnx.load(str(tmp / GRAPH), load_external_data=False)
-        opset = {d.domain or "ai.onnx": d.version for d in graph.opset_import}
+        opset = _opset(onnx.load(str(tmp / GRAPH), load_external_data=False))
         manifest = {**manifest, "fusions": fusions, "opset": opset, "requires": _requires(opset, manifest["ops"]),
                     "int4_compute": "fp32", "int4_compute_note": note}
         return finish(tmp, model, manifest, plan, quant, *onnx_weights(tmp / GRAPH))

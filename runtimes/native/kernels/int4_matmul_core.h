@@ -348,8 +348,6 @@ inline void item(const MatMul& p, int64_t i) {
   }
 }
 
-inline void quantize_item(const MatMul& p, int64_t m) { quantize_row(p, m); }
-
 constexpr int64_t kParallelRows = 16;  // activation rows from which quantizing them is split over threads
 
 }  // namespace seqedge::int4_core

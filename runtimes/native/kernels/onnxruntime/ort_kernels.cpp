@@ -46,39 +46,11 @@ struct Operand {
   int64_t rank = 0;
 };
 
-// The op's inputs, all float32 of rank <= 3, with their shapes; nothing is read from a tensor before its
-// element type and rank are known.
-Status* read_operands(const KernelContext* ctx, const char* op, const char* const* names, size_t kInputs,
-                      Operand* out) {
-  size_t n = 0;
-  SEQEDGE_ORT_TRY(g_api->input_count(ctx, &n));
-  if (n != kInputs) return fail(op, "expects " + std::to_string(kInputs) + " inputs");
-  for (size_t i = 0; i < kInputs; ++i) {
-    const Value* v = nullptr;
-    SEQEDGE_ORT_TRY(g_api->input(ctx, i, &v));
-    if (v == nullptr) return fail(op, std::string("input ") + names[i] + " is missing");
-    TypeAndShape* info = nullptr;
-    SEQEDGE_ORT_TRY(g_api->type_and_shape(v, &info));
-    int type = 0;
-    size_t rank = 0;
-    Status* s = g_api->element_type(info, &type);
-    if (s == nullptr) s = g_api->rank(info, &rank);
-    if (s == nullptr && rank <= 3) s = g_api->dims(info, out[i].dims, rank);
-    g_api->release(info);
-    if (s != nullptr) return s;
-    if (type != kFloat) return fail(op, std::string("input ") + names[i] + " must be float32");
-    if (rank > 3) return fail(op, std::string("input ") + names[i] + " has more than 3 dimensions");
-    out[i].rank = static_cast<int64_t>(rank);
-    void* data = nullptr;
-    SEQEDGE_ORT_TRY(g_api->data(v, &data));
-    out[i].data = static_cast<const float*>(data);
-  }
-  return nullptr;
-}
-
-// Input i's element type, dims (at most 4) and data, checked to be `type` and of rank in [min_rank, 4].
+// Input i's element type, rank and dims (up to max_rank) and data; nothing is read from a tensor before its
+// element type (`type`) and rank are known.
 Status* read_typed(const KernelContext* ctx, const char* op, size_t i, const char* name, int type,
-                   const char* type_name, size_t min_rank, int64_t* dims, size_t* rank, const void** data) {
+                   const char* type_name, size_t min_rank, size_t max_rank, int64_t* dims, size_t* rank,
+                   const void** data) {
   const Value* v = nullptr;
   SEQEDGE_ORT_TRY(g_api->input(ctx, i, &v));
   if (v == nullptr) return fail(op, std::string("input ") + name + " is missing");
@@ -87,15 +59,33 @@ Status* read_typed(const KernelContext* ctx, const char* op, size_t i, const cha
   int got = 0;
   Status* s = g_api->element_type(info, &got);
   if (s == nullptr) s = g_api->rank(info, rank);
-  if (s == nullptr && *rank <= 4) s = g_api->dims(info, dims, *rank);
+  if (s == nullptr && *rank <= max_rank) s = g_api->dims(info, dims, *rank);
   g_api->release(info);
   if (s != nullptr) return s;
   if (got != type) return fail(op, std::string("input ") + name + " must be " + type_name);
-  if (*rank < min_rank || *rank > 4)
-    return fail(op, std::string("input ") + name + " must have " + std::to_string(min_rank) + " to 4 dimensions");
+  if (*rank > max_rank)
+    return fail(op, std::string("input ") + name + " has more than " + std::to_string(max_rank) + " dimensions");
+  if (*rank < min_rank)
+    return fail(op, std::string("input ") + name + " must have at least " + std::to_string(min_rank) + " dimensions");
   void* p = nullptr;
   SEQEDGE_ORT_TRY(g_api->data(v, &p));
   *data = p;
+  return nullptr;
+}
+
+// The op's inputs, all float32 of rank <= 3, with their shapes.
+Status* read_operands(const KernelContext* ctx, const char* op, const char* const* names, size_t kInputs,
+                      Operand* out) {
+  size_t n = 0;
+  SEQEDGE_ORT_TRY(g_api->input_count(ctx, &n));
+  if (n != kInputs) return fail(op, "expects " + std::to_string(kInputs) + " inputs");
+  for (size_t i = 0; i < kInputs; ++i) {
+    size_t rank = 0;
+    const void* data = nullptr;
+    SEQEDGE_ORT_TRY(read_typed(ctx, op, i, names[i], kFloat, "float32", 0, 3, out[i].dims, &rank, &data));
+    out[i].rank = static_cast<int64_t>(rank);
+    out[i].data = static_cast<const float*>(data);
+  }
   return nullptr;
 }
 
@@ -169,7 +159,7 @@ Status* compute_conv(void*, KernelContext* ctx) {
 }
 
 void run_quantize(void* work, size_t m) {
-  int4_core::quantize_item(*static_cast<const int4_core::MatMul*>(work), static_cast<int64_t>(m));
+  int4_core::quantize_row(*static_cast<const int4_core::MatMul*>(work), static_cast<int64_t>(m));
 }
 
 void run_rows(void* work, size_t i) {
@@ -185,9 +175,9 @@ Status* compute_int4(void*, KernelContext* ctx) {
   int64_t ad[4], bd[4], sd[4];
   size_t ar = 0, br = 0, sr = 0;
   const void *a = nullptr, *b = nullptr, *s = nullptr;
-  SEQEDGE_ORT_TRY(read_typed(ctx, op, 0, "A", kFloat, "float32", 1, ad, &ar, &a));
-  SEQEDGE_ORT_TRY(read_typed(ctx, op, 1, "B", kUint8, "uint8", 3, bd, &br, &b));
-  SEQEDGE_ORT_TRY(read_typed(ctx, op, 2, "scales", kFloat16, "float16", 1, sd, &sr, &s));
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 0, "A", kFloat, "float32", 1, 4, ad, &ar, &a));
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 1, "B", kUint8, "uint8", 3, 4, bd, &br, &b));
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 2, "scales", kFloat16, "float16", 1, 4, sd, &sr, &s));
   const int64_t K = ad[ar - 1], N = bd[0];
   if (const char* bad = int4_core::shape_error(K, N)) return fail(op, bad);
   const int64_t nb = int4_core::blocks(K);
@@ -219,7 +209,7 @@ Status* compute_int4(void*, KernelContext* ctx) {
   }
   int4_core::place_scratch(mm, scratch.data());
   if (M < int4_core::kParallelRows) {  // decode: a dispatch to the pool costs more than the rows
-    for (int64_t m = 0; m < M; ++m) int4_core::quantize_item(mm, m);
+    for (int64_t m = 0; m < M; ++m) int4_core::quantize_row(mm, m);
   } else {
     SEQEDGE_ORT_TRY(g_api->parallel_for(ctx, run_quantize, static_cast<size_t>(M), 0, &mm));
   }
