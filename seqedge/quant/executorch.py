@@ -1,19 +1,27 @@
 """Quantization recipes for ExecuTorch programs, with torchao (the quantizer ExecuTorch's XNNPACK
 backend is built for). Each function quantizes a copy of the model before it is traced:
 
-    int8   Int8DynamicActivationIntxWeightConfig(int8 weights per output channel): "8da8w"
-    int4   Int8DynamicActivationIntxWeightConfig(int4 weights, PerGroup(G)): "8da4w"; the output head
-           8da8w, as llama.cpp keeps it at 8 bits in its Q4_0 files
+    int8        Int8DynamicActivationIntxWeightConfig(int8 weights per output channel): "8da8w"
+    int4        Int8DynamicActivationIntxWeightConfig(int4 weights, PerGroup(G)) on every Linear: "8da4w",
+                ExecuTorch's own LLM default (and what seqedge's ONNX int4 does)
+    int4-head8  the same, with the output head 8da8w: ExecuTorch's "8da4w_output_8da8w", close to what
+                llama.cpp's Q4_0 files do (their head is Q6_K, or Q8_0 when its width is not a multiple of 256)
 
-Both take `nn.Linear` layers (the projections, the MLP, the output head, a mixture's router); XNNPACK then runs
+Each takes `nn.Linear` layers (the projections, the MLP, the output head, a mixture's router); XNNPACK then runs
 them with 8-bit dynamic activations. A mixture's packed experts (models/transformer.py PackedExperts) become
 block codes for seqedge's MoE kernel (`seqedge::moe_ffn_q`: int8 per row, int4 in the recipe's groups; float
-activations), so decode still reads only the chosen experts. The head gets 8-bit weights under int4 because it dominates what 4 bits cost
-a real model: on SmolLM2-135M, 8da4w everywhere moves the next-token distributions by 0.39 nats (mean
-KL), 8da4w with an 8-bit head by 0.26 (the eager torchao model on held-out prose), for 14 MB more. The embedding table becomes `QuantizedEmbedding` (ExecuTorch's
-`quantized_decomposed::embedding_byte` / `embedding_4bit` kernels: int8 per row, or int4 in the same
-groups), so a tied table is stored twice but small. A Linear whose input width is not a multiple of the
-group size stays float and is reported (report.py reads what stayed float back from the model).
+activations), so decode still reads only the chosen experts.
+
+The output head is what separates the two 4-bit recipes: it is the largest matrix a token reads (mamba-130m:
+38.6M of 130M weights) and what 4 bits cost a real model most. On SmolLM2-135M, 8da4w everywhere moves the
+next-token distributions by 0.39 nats (mean KL), with an 8-bit head by 0.26 (the eager torchao model on
+held-out prose), for 14 MB more; on mamba-130m's shapes the 8-bit head is a fifth of the decode step (5.1 ->
+4.1 ms a token with a 4-bit one, 2 threads). Both stay within the int4 gate (recipe.py).
+
+The embedding table becomes `QuantizedEmbedding` (ExecuTorch's `quantized_decomposed::embedding_byte` /
+`embedding_4bit` kernels: int8 per row, or int4 in the same groups), so a tied table is stored twice but small.
+A Linear whose input width is not a multiple of the group size stays float and is reported (report.py reads
+what stayed float back from the model).
 
 fp16 and int8-static are not implemented for ExecuTorch yet (the ONNX format has both).
 """
@@ -134,13 +142,19 @@ def int8(model: nn.Module, ctx) -> nn.Module:
     return model
 
 
-def int4(model: nn.Module, ctx) -> nn.Module:
-    from torchao.quantization.granularity import PerAxis, PerGroup
+def int4(model: nn.Module, ctx, head=None) -> nn.Module:
+    from torchao.quantization.granularity import PerGroup
 
-    model = _quantize(model, torch.int4, PerGroup(ctx.group_size), ctx.group_size, head=(torch.int8, PerAxis(0)))
+    model = _quantize(model, torch.int4, PerGroup(ctx.group_size), ctx.group_size, head=head)
     _quantize_embeddings(model, 4, ctx.group_size)
     quantize_experts(model, 4, ctx.group_size)
     return model
 
 
-IMPLEMENTS = {"fp32": None, "int8": int8, "int4": int4}
+def int4_head8(model: nn.Module, ctx) -> nn.Module:
+    from torchao.quantization.granularity import PerAxis
+
+    return int4(model, ctx, head=(torch.int8, PerAxis(0)))
+
+
+IMPLEMENTS = {"fp32": None, "int8": int8, "int4": int4, "int4-head8": int4_head8}

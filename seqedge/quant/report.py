@@ -181,7 +181,7 @@ def why_float(name: str, shape: tuple[int, ...], ctx: QuantContext) -> str:
     if "conv" in name:
         return "depthwise causal convolution: not a MatMul/Linear, kept float"
     if re.search(r"experts\.w(13|2)$", name):
-        if ctx.recipe.name in ("int8", "int4"):
+        if ctx.recipe.name in ("int8", "int4", "int4-head8"):
             return (f"mixture-of-experts weights: the expert widths are not multiples of the group size "
                     f"{ctx.group_size} (int4 expert blocks must divide both)")
         return f"mixture-of-experts weights: the {ctx.recipe.name} recipe has no top-k expert form (int8/int4 have)"
