@@ -113,6 +113,25 @@ def test_int4_kernel_only_where_it_is_the_faster_one(trained, tmp_path, device, 
     assert ("int4_kernel" in m["fusions"]) == kernel and ("seqedge" in m["opset"]) == kernel
 
 
+def test_onnx_int4_head8_keeps_only_the_head_at_8_bits(trained, tmp_path):
+    """int4-head8: the node computing the logits is an 8-bit MatMulNBits with int8 compute; every other matrix is
+    int4 as under int4 (on seqedge's kernel here); the artifact is larger, and closer to the fp32 model."""
+    import onnx
+    from onnx import helper
+
+    m4 = _export(trained["transformer"], tmp_path, "onnx", "int4")
+    m8 = _export(trained["transformer"], tmp_path, "onnx", "int4-head8")
+    graph = onnx.load(str(tmp_path / "onnx-int4-head8" / "model.onnx")).graph
+    head = next(n for n in graph.node if graph.output[0].name in n.output)
+    attrs = {a.name: helper.get_attribute_value(a) for a in head.attribute}
+    assert head.op_type == "MatMulNBits" and attrs["bits"] == 8 and attrs["accuracy_level"] == 4
+    assert [n.op_type for n in graph.node].count("MatMulNBits") == 1
+    assert m8["fusions"]["int4_kernel"] == m4["fusions"]["int4_kernel"] - 1 and m8["int4_compute"] == "int8"
+    assert m8["quant"]["weight_bytes"] > m4["quant"]["weight_bytes"]
+    assert [s["layer"] for s in m8["quant"]["skipped"]] == [s["layer"] for s in m4["quant"]["skipped"]]
+    assert m8["parity"]["passed"] and m8["parity"]["mean_kl"] < m4["parity"]["mean_kl"]
+
+
 @pytest.mark.parametrize("recipe, head_dtype", [("int4", torch.int4), ("int4-head8", torch.int8)])
 def test_executorch_4bit_recipes_differ_in_the_output_head_only(trained, recipe, head_dtype):
     """int4 is ExecuTorch's 8da4w on every Linear; int4-head8 keeps the head at 8 bits per output channel."""
@@ -163,9 +182,6 @@ def test_bad_inputs(trained, tmp_path):
     with pytest.raises(UnsupportedError, match="'fp16' is not available for --format executorch") as e:
         _export(model, tmp_path, "executorch", "fp16")
     assert "onnx" in e.value.hint
-    with pytest.raises(UnsupportedError, match="'int4-head8' is not available for --format onnx") as e:
-        _export(model, tmp_path, "onnx", "int4-head8")
-    assert "executorch" in e.value.hint
     with pytest.raises(BadInputError, match="--group-size 48 is not allowed for int4"):
         _export(model, tmp_path, "onnx", "int4", group_size=48)
     with pytest.raises(BadInputError, match="--group-size applies to group-wise recipes only"):

@@ -26,6 +26,7 @@ from seqedge.exporters.onnx.lowerings import FLAVOURS, resolve
 from seqedge.exporters.plan import ExportPlan
 from seqedge.exporters.projections import fuse_projections
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
+from seqedge.quant import RECIPES
 from seqedge.quant.onnx import INT4_KERNELS, INT4_SWIGLU, int4_compute
 from seqedge.quant.report import apply_onnx, onnx_weights
 from seqedge.quant.report import prepare as prepare_quant
@@ -156,7 +157,7 @@ def _int4_kernel(plan: ExportPlan) -> bool:
     from seqedge.profiles import load_profile
 
     target = plan.target or {}
-    if plan.quant != "int4" or plan.ops != "fused" or target.get("unit", "cpu") != "cpu":
+    if RECIPES[plan.quant].weight_bits != 4 or plan.ops != "fused" or target.get("unit", "cpu") != "cpu":
         return False
     isa = load_profile(target["device"]).isa if target.get("device") else host_isa()
     return "avx2" in isa and not SEQEDGE_KERNELS.problems()

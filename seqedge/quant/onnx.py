@@ -15,6 +15,7 @@ onnxruntime's quantizers (transposes folded, a tied head shared, experts to QMoE
                  CPU, with seqedge's kernels available, blocks of 32 then run on seqedge's own int4 kernel
                  (`use_int4_kernel`: the same codes and the same int8 compute, float16 scales; 0.5625
                  bytes a weight against MatMulNBits' 0.75 — decode streams the weights)
+    int4-head8   int4, the output head in 8-bit MatMulNBits blocks (int8 compute; onnxruntime's own kernel)
     int8-static  quantize_static (QDQ, per channel) with activation ranges from calibration text run
                  through the fp32 graph with the state carried, chunk by chunk
     w8a16, w8a8  QDQ in the encodings Qualcomm's HTP takes (onnxruntime's QNN quantization config: int8
@@ -88,22 +89,49 @@ def int8(path: Path, ctx) -> None:
     tmp.unlink()
 
 
-def int4(path: Path, ctx) -> None:
+def int4(path: Path, ctx, head_bits: int = 4) -> None:
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     _quiet()
     model = onnx.load(str(path))
     tied = fold_transposes(model)
-    q = MatMulNBitsQuantizer(model, bits=4, block_size=ctx.group_size, is_symmetric=True,
+    head = [] if head_bits == 4 else [_head_matmul(model.graph)]
+    q = MatMulNBitsQuantizer(model, bits=4, block_size=ctx.group_size, is_symmetric=True, nodes_to_exclude=head,
                              accuracy_level=INT4_COMPUTE["int8"], op_types_to_quantize=("MatMul", "Gather"))
     q.process()
     model = q.model.model
-    share_tied(model, tied, bits=4)
+    if head:  # the head alone, in blocks of the same size (MatMulNBits has no per-channel form for every width)
+        others = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in head]
+        q = MatMulNBitsQuantizer(model, bits=head_bits, block_size=ctx.group_size, is_symmetric=True,
+                                 nodes_to_exclude=others, accuracy_level=INT4_COMPUTE["int8"],
+                                 op_types_to_quantize=("MatMul",))
+        q.process()
+        model = q.model.model
+    share_tied(model, tied, bits=4)  # a head kept at 8 bits is not shared: the table stays 4-bit, stored apart
     quantize_experts(model, bits=4, block=ctx.group_size, accuracy_level=INT4_COMPUTE["int8"])
     if ctx.int4_kernel:
         use_int4_kernel(model)
     onnx.save(model, str(path))
+
+
+def int4_head8(path: Path, ctx) -> None:
+    int4(path, ctx, head_bits=8)
+
+
+def _head_matmul(graph) -> str:
+    """The MatMul that computes the logits: the producer of the graph's first output, through a bias Add, a
+    Reshape or a Cast."""
+    from seqedge.errors import UnsupportedError
+
+    producer = {o: n for n in graph.node for o in n.output}
+    node = producer.get(graph.output[0].name)
+    while node is not None and node.op_type in ("Add", "Reshape", "Cast"):
+        node = producer.get(node.input[0])
+    if node is None or node.op_type != "MatMul" or not node.name:
+        raise UnsupportedError(f"int4-head8 found no MatMul computing {graph.output[0].name!r} in this graph",
+                               "use --quant int4 (the head at 4 bits too)")
+    return node.name
 
 
 INT4_COMPUTE = {"int8": 4, "fp32": 0}  # MatMulNBits accuracy_level: what the activations are computed in
@@ -607,5 +635,5 @@ def _drop_unused_initializers(graph) -> None:
     graph.initializer.extend(keep)
 
 
-IMPLEMENTS = {"fp32": None, "fp16": fp16, "int8": int8, "int4": int4, "int8-static": int8_static,
-              "w8a16": qnn_qdq, "w8a8": qnn_qdq}
+IMPLEMENTS = {"fp32": None, "fp16": fp16, "int8": int8, "int4": int4, "int4-head8": int4_head8,
+              "int8-static": int8_static, "w8a16": qnn_qdq, "w8a8": qnn_qdq}
