@@ -1,5 +1,11 @@
 """ExecuTorch adapter: runs a `.pte` artifact's `prefill` / `decode` methods through the Python
-runtime (pybindings), with seqedge's C++ kernels loaded when the program needs them."""
+runtime (pybindings), with seqedge's C++ kernels loaded when the program needs them.
+
+A program whose outputs are not memory-planned (exporters/executorch/export.py) writes them into storage the
+pybindings hold per method, outside the arena its inputs are copied into; the adapter returns the state there
+without a copy (the logits are copied). As with the onnxruntime adapter, the state a call returns is valid until
+the next call of the same method: pass it to that call. Outputs in the arena (older programs) are copied out,
+since the next call's inputs may be planned over them."""
 
 from __future__ import annotations
 
@@ -94,6 +100,8 @@ class ExecuTorchAdapter(ArtifactRunner):
                 raise CorruptFileError(f"ExecuTorch cannot load method {method!r} of {path} ({str(e)[:160]})",
                                        "a kernel may be missing: run `seqedge build-runner` or re-export") from None
         self.program = program
+        self.methods = {m: _StateInPlace(method) if _outputs_outside_the_arena(program.metadata(m)) else method
+                        for m, method in self.methods.items()}
         self.max_prefill = manifest.get("max_prefill_len")
         self.prefill_chunk = manifest.get("prefill_chunk")  # longer prompts run in pieces of this many tokens
         self._check_interface(path)
@@ -132,6 +140,25 @@ class ExecuTorchAdapter(ArtifactRunner):
     def close(self) -> None:
         self.methods, self.program = {}, None
         self.restore_torch_threads()
+
+
+class _StateInPlace:
+    """A method whose outputs are outside its arena: the state is returned in the storage the pybindings keep
+    for them (valid until this method's next call), the logits copied (the caller keeps them)."""
+
+    def __init__(self, method):
+        self.method = method
+
+    def execute(self, inputs: list[Tensor]) -> list[Tensor]:
+        outs = self.method._method(inputs, clone_outputs=False)  # executorch.runtime.Method.execute always clones
+        for t in outs[1:]:  # the storage is the method's: it stays alive while the state does (a closed runner too)
+            t._seqedge_storage_owner = self.method
+        return [outs[0].clone(), *outs[1:]]
+
+
+def _outputs_outside_the_arena(meta) -> bool:
+    return meta.num_outputs() > 0 and not any(meta.output_tensor_meta(i).is_memory_planned()
+                                              for i in range(meta.num_outputs()))
 
 
 def _set_threads(threads: int) -> None:

@@ -624,6 +624,29 @@ def test_pte_runs_any_length_with_state_carried(pte_artifacts, fam):
     assert torch.get_num_threads() == threads
 
 
+def test_state_is_read_where_executorch_wrote_it(pte_artifacts):
+    """The exporter leaves every output out of the memory plan: the adapter returns the state from the storage the
+    method wrote (the same memory each call: no copy), the logits copied for the caller to keep; each step is still
+    the model's."""
+    folder, model = pte_artifacts["mamba"]
+    runner = open_artifact(folder)
+    for method in ("prefill", "decode"):
+        meta = runner.program.metadata(method)
+        assert not any(meta.output_tensor_meta(i).is_memory_planned() for i in range(meta.num_outputs()))
+    tokens = torch.randint(0, 256, (1, 6))
+    s_ref, s_art, storage, kept = model.init_state(1), runner.init_state(1), set(), []
+    with torch.no_grad():
+        for t in range(tokens.shape[1]):
+            ref, s_ref = model.prefill(tokens[:, t : t + 1], s_ref, last_only=True)
+            got, s_art = runner.step(tokens[:, t : t + 1], s_art)
+            assert (ref - got).abs().max().item() < 1e-3
+            kept.append((got, ref))
+            storage.add(s_art[runner.state_names[0]].data_ptr())
+    assert len(storage) == 1
+    assert all((ref - got).abs().max().item() < 1e-3 for got, ref in kept)  # each step's logits, not the last's
+    runner.close()
+
+
 class NotedMethod:
     """A loaded ExecuTorch method (the real one) whose calls are noted: (method, tokens)."""
 

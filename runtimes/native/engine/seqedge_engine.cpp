@@ -19,6 +19,7 @@
 #include <cctype>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 using executorch::aten::ScalarType;
@@ -154,12 +155,26 @@ std::unique_ptr<Codec> make_codec(const std::string& folder, const std::string& 
 }
 
 
-// One state tensor: its bytes live here between calls.
+// One state tensor: its bytes live here between calls. A program whose outputs are not memory-planned writes
+// the new state into `next`, swapped with `data` after the call (no copy out of the method's arena).
 struct StateTensor {
   std::vector<executorch::aten::SizesType> sizes;
   ScalarType dtype;
-  std::vector<uint8_t> data;
+  std::vector<uint8_t> data, next;
 };
+
+// The outputs of `method` that are not memory-planned, by index: the caller gives the method their memory.
+std::vector<size_t> outputs_outside_the_arena(Module& module, const std::string& program, const char* method) {
+  auto meta = module.method_meta(method);
+  if (!meta.ok()) throw Error("no metadata for method " + std::string(method) + " of " + program);
+  std::vector<size_t> out;
+  for (size_t i = 0; i < meta->num_outputs(); ++i) {
+    auto tm = meta->output_tensor_meta(i);
+    if (!tm.ok()) throw Error(program + ": output " + std::to_string(i) + " of " + method + " is not a tensor");
+    if (!tm->is_memory_planned()) out.push_back(i);
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -171,24 +186,38 @@ struct Engine::Impl {
   std::unique_ptr<Module> module;
   std::vector<StateTensor> state;
   std::vector<float> logits;
+  std::map<std::string, std::vector<size_t>> unplanned;  // method -> its outputs outside the arena
+  std::map<std::string, std::vector<executorch::aten::SizesType>> logits_shape;  // method -> (1, T, V)
+  std::vector<float> logits_out;  // where a method writes logits that are not memory-planned
 
   // Run one method on `tokens` with the carried state; keep the new state and the last position's logits.
   int64_t run(const char* method, std::vector<int64_t> tokens) {
     std::vector<EValue> inputs;
-    std::vector<TensorPtr> keep;
+    std::vector<TensorPtr> keep, outs;
     keep.push_back(executorch::extension::from_blob(tokens.data(), {1, (int)tokens.size()}, ScalarType::Long));
     for (auto& s : state) keep.push_back(executorch::extension::from_blob(s.data.data(), s.sizes, s.dtype));
     for (auto& t : keep) inputs.emplace_back(*t);
+    for (size_t i : unplanned.at(method)) {  // written where it is told: the logits here, the state into `next`
+      if (i == 0)
+        outs.push_back(executorch::extension::from_blob(logits_out.data(), logits_shape.at(method), ScalarType::Float));
+      else
+        outs.push_back(executorch::extension::from_blob(state[i - 1].next.data(), state[i - 1].sizes, state[i - 1].dtype));
+      if (module->set_output(method, *outs.back(), i) != executorch::runtime::Error::Ok)
+        throw Error(program + ": cannot set output " + std::to_string(i) + " of " + method);
+    }
     auto out = module->execute(method, inputs);
     if (!out.ok()) throw Error(std::string("executing ") + method + " of " + program + " failed (ExecuTorch error " +
                                std::to_string((int)out.error()) + ")");
     if (out->size() != state.size() + 1 || !(*out)[0].isTensor())
       throw Error(program + ": " + method + " returned " + std::to_string(out->size()) + " values, expected logits + " +
                   std::to_string(state.size()) + " state tensors");
-    for (size_t i = 0; i < state.size(); ++i) {  // carry the new state (outputs are owned by the method)
+    for (size_t i = 0; i < state.size(); ++i) {  // carry the new state
       const auto& t = (*out)[i + 1].toTensor();
       if (size_t(t.nbytes()) != state[i].data.size()) throw Error(program + ": state output " + std::to_string(i + 1) + " changed size");
-      std::memcpy(state[i].data.data(), t.const_data_ptr(), state[i].data.size());
+      if (t.const_data_ptr() == static_cast<const void*>(state[i].next.data()))
+        state[i].data.swap(state[i].next);
+      else  // the method's own memory
+        std::memcpy(state[i].data.data(), t.const_data_ptr(), state[i].data.size());
     }
     const auto& l = (*out)[0].toTensor();
     if (l.scalar_type() != ScalarType::Float) throw Error(program + ": logits are not float32");
@@ -240,7 +269,26 @@ Engine::Engine(const std::string& artifact, int threads) : impl_(std::make_uniqu
       numel *= d;
     }
     s.data.assign(numel * executorch::runtime::elementSize(s.dtype), 0);
+    s.next = s.data;
     m.state.push_back(std::move(s));
+  }
+  for (const char* method : {"prefill", "decode"}) {
+    auto& unplanned = m.unplanned[method] = outputs_outside_the_arena(*m.module, m.program, method);
+    auto mm = m.module->method_meta(method);
+    if (mm->num_outputs() != m.state.size() + 1)
+      throw Error(m.program + ": " + method + " has " + std::to_string(mm->num_outputs()) + " outputs, expected logits + " +
+                  std::to_string(m.state.size()) + " state tensors");
+    for (size_t i : unplanned) {  // an output the method writes into the engine's memory must be the size it holds
+      auto tm = mm->output_tensor_meta(i);
+      const size_t held = i == 0 ? tm->nbytes() : m.state[i - 1].data.size();
+      if (tm->nbytes() != held || (i > 0 && tm->scalar_type() != m.state[i - 1].dtype) ||
+          (i == 0 && tm->scalar_type() != ScalarType::Float))
+        throw Error(m.program + ": output " + std::to_string(i) + " of " + method + " does not match the state it carries");
+      if (i == 0) {
+        m.logits_shape[method].assign(tm->sizes().begin(), tm->sizes().end());
+        m.logits_out.resize(std::max(m.logits_out.size(), tm->nbytes() / sizeof(float)));
+      }
+    }
   }
 }
 
