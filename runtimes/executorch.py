@@ -23,6 +23,10 @@ from seqedge.errors import BadInputError, CorruptFileError, UnsupportedError
 from seqedge.runtimes.base import ArtifactRunner
 
 INSTALL = "pip install executorch==1.5.1"
+# What a runner must know to run the programs seqedge's exporter writes, carried in the manifest as
+# `runner_contract` (seqedge_engine.cpp's kRunnerContract; a runner that knows less refuses the program by name):
+# 2 = a method's outputs may be outside its memory plan, given memory by the runner.
+RUNNER_CONTRACT = 2
 
 
 @contextlib.contextmanager
@@ -62,6 +66,10 @@ class ExecuTorchAdapter(ArtifactRunner):
         if backend and backend != manifest.get("backend"):
             raise UnsupportedError(f"this program was lowered for {manifest.get('backend')}, not {backend}",
                                    f"re-export with --backend {backend}")
+        if manifest.get("runner_contract", 1) > RUNNER_CONTRACT:
+            raise UnsupportedError(f"{artifact} needs a newer seqedge (its runner_contract is "
+                                   f"{manifest['runner_contract']}, this one's {RUNNER_CONTRACT})",
+                                   "upgrade seqedge, or export the model with this one")
         self.manifest = manifest
         _set_threads(threads)
         if manifest.get("quantized_kernels"):

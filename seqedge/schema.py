@@ -216,6 +216,7 @@ MANIFEST = Obj(
         "program_bytes": Int(0, 1 << 50),
         "export_seconds": Num(0),
         "static": Obj({"chunk": Int(1, 1 << 16), "batch": Int(1, 1)}),
+        "runner_contract": Int(1, 1 << 16),
     },
 )
 

@@ -647,6 +647,24 @@ def test_state_is_read_where_executorch_wrote_it(pte_artifacts):
     runner.close()
 
 
+def test_a_program_for_a_newer_runner_is_refused_by_name(pte_artifacts, native_runner, tmp_path):
+    """The manifest's runner_contract says what a runner must know to run the program; a runner that knows less
+    (native or Python) refuses it in one line naming the artifact and the fix, instead of running what it would
+    misread."""
+    from seqedge.runtimes.executorch import RUNNER_CONTRACT
+
+    folder = tmp_path / "newer"
+    shutil.copytree(pte_artifacts["mamba"][0], folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["runner_contract"] == RUNNER_CONTRACT
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "runner_contract": RUNNER_CONTRACT + 1}))
+    r = subprocess.run([str(native_runner), str(folder), "--prompt", "hi", "--max-new-tokens", "2"], capture_output=True)
+    assert r.returncode == 2 and b"needs a newer seqedge runner" in r.stderr and b"build-runner" in r.stderr
+    with pytest.raises(UnsupportedError, match="needs a newer seqedge") as e:
+        open_artifact(folder)
+    assert "upgrade seqedge" in e.value.hint
+
+
 class NotedMethod:
     """A loaded ExecuTorch method (the real one) whose calls are noted: (method, tokens)."""
 

@@ -50,6 +50,7 @@ from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
 from seqedge.quant.executorch import QuantizedEmbedding
 from seqedge.quant.report import apply_executorch, module_float_matrices, pte_weight_bytes
 from seqedge.quant.report import prepare as prepare_quant
+from seqedge.runtimes.executorch import RUNNER_CONTRACT
 
 PROGRAM = "model.pte"
 # xnnpack_passes.py, partitioner.py, provenance.py, edge_passes.py, one_decomposition.py, merge_check.py,
@@ -265,6 +266,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             "held_state_note": "attention KV caches live in the program, shared by prefill and decode: one sequence "
                                "per loaded program; pos = 0 starts a new one" if held else None,
             "requires": "executorch==1.5.1" + (" + libseqedge_kernels (seqedge build-runner)" if native else ""),
+            "runner_contract": RUNNER_CONTRACT,
             "export_seconds": round(export_seconds, 2),
             "program_bytes": len(program.buffer),
         }

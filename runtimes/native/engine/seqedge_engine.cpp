@@ -54,7 +54,11 @@ long json_int(const std::string& json, const std::string& key, long fallback) {
   auto c = json.find(':', k) + 1;
   while (c < json.size() && json[c] == ' ') ++c;
   if (c >= json.size() || !(isdigit(json[c]) || json[c] == '-')) return fallback;
-  return std::stol(json.substr(c));
+  try {
+    return std::stol(json.substr(c));
+  } catch (const std::out_of_range&) {
+    throw Error("manifest.json: " + key + " is out of range");
+  }
 }
 
 // Text <-> token ids: bytes for seqedge's byte-level models, a tokenizer.json for real ones.
@@ -155,6 +159,10 @@ std::unique_ptr<Codec> make_codec(const std::string& folder, const std::string& 
 }
 
 
+// What this engine can run, as runtimes/executorch.py's RUNNER_CONTRACT counts it: 2 = a method's outputs
+// may be outside its memory plan (the engine gives them memory). A newer program is refused by name, not run.
+constexpr long kRunnerContract = 2;
+
 // One state tensor: its bytes live here between calls. A program whose outputs are not memory-planned writes
 // the new state into `next`, swapped with `data` after the call (no copy out of the method's arena).
 struct StateTensor {
@@ -234,6 +242,10 @@ Engine::Engine(const std::string& artifact, int threads) : impl_(std::make_uniqu
   m.folder = artifact;
   const std::string manifest = read_file(artifact + "/manifest.json");
   if (json_string(manifest, "format") != "executorch") throw Error(artifact + " is not an ExecuTorch artifact");
+  const long contract = json_int(manifest, "runner_contract", 1);
+  if (contract > kRunnerContract)
+    throw Error(artifact + " needs a newer seqedge runner (its runner_contract is " + std::to_string(contract) +
+                ", this runner's " + std::to_string(kRunnerContract) + "): rebuild it with seqedge build-runner");
   const auto graphs = manifest.find("\"graphs\":");
   if (graphs == std::string::npos) throw Error(artifact + "/manifest.json lists no graphs");
   m.program = json_string(manifest, "prefill", graphs);
