@@ -3,7 +3,8 @@ provider a device profile asks for, when this build has it).
 
 State never goes through numpy copies between steps: the adapter owns the state buffers and binds them
 (IO binding) as the graph's inputs and outputs. A state the exporter marked `in_place_state` (the KV
-cache of GroupQueryAttention, whose past and present share one buffer) is written into the buffer it was
+cache of the attention kernel, seqedge.Attention or GroupQueryAttention, whose input and output share one
+buffer) is written into the buffer it was
 read from; every other state alternates between two buffers (read one, write the other). The state a
 call returns is therefore the adapter's own buffers, valid until the next call: pass it to the next call
 (no copy) — a state from elsewhere (`init_state`, a copy) is copied in first.

@@ -154,10 +154,11 @@ def test_moe_quantized_to_qmoe_matches_reference(bits, block, renormalise, tmp_p
 
 @pytest.mark.parametrize("hd", [16, 64])
 def test_gqa_rotates_inside_the_kernel_at_head_sizes_it_takes(hd, tmp_path):
-    """GroupQueryAttention rotates q/k itself (do_rotary) for head sizes that are multiples of 16 (the op cases
-    above use 8, which the lowering rotates before the kernel); both match the reference."""
+    """GroupQueryAttention (the `contrib` lowering, taken where seqedge's kernels cannot be built) rotates q/k
+    itself (do_rotary) for head sizes that are multiples of 16 (the op cases above use 8, which the lowering
+    rotates before the kernel); both match the reference."""
     make = lambda T, seed=0, pos=0: attn_inputs(T, S=40, Bt=1, H=6, Hkv=2, hd=hd, seed=seed, pos=pos)  # noqa: E731
-    _run_op_graph("seqedge::attention", "fused", tmp_path, lengths=[1, 7, 16], make=make)
+    _run_op_graph("seqedge::attention", "contrib", tmp_path, lengths=[1, 7, 16], make=make)
     graph = onnx.load(str(tmp_path / "op.onnx"))
     gqa = next(n for n in graph.graph.node if n.op_type == "GroupQueryAttention")
     assert {a.name: a.i for a in gqa.attribute}["do_rotary"] == 1
@@ -227,7 +228,7 @@ def test_every_position_logits_equal_stepping(artifacts):
 @pytest.mark.parametrize("fam,flavour", [("mamba", "fused"), ("mamba", "portable"), ("transformer", "fused"),
                                          ("transformer", "portable"), ("lstm", "fused")])
 def test_bound_state_buffers_match_fresh_inputs(artifacts, fam, flavour):
-    """The adapter binds its own state buffers (in place for GroupQueryAttention's cache, alternating for the
+    """The adapter binds its own state buffers (in place for the attention kernel's cache, alternating for the
     rest): every step equals onnxruntime fed fresh numpy copies, and a new sequence from `init_state` (or a
     state copied out) starts clean."""
     import numpy as np
@@ -278,17 +279,17 @@ def test_fused_artifacts_use_the_fast_kernels(artifacts):
     assert nodes.count("Transpose") < mamba["config"]["num_hidden_layers"]  # none per layer (the tied head's may remain)
     assert mamba["fusions"]["mamba_scan"] == mamba["config"]["num_hidden_layers"], mamba["fusions"]
     assert mamba["opset"]["seqedge"] == 1 and "libseqedge_ort_kernels" in mamba["requires"]
-    assert "seqedge" not in read_manifest(artifacts[("transformer", "fused")][0])["opset"]
+    assert read_manifest(artifacts[("transformer", "fused")][0])["opset"]["seqedge"] == 1
     assert "Scan" in kinds[("mamba", "portable")] and "LinearAttention" not in kinds[("mamba", "portable")]
-    assert "GroupQueryAttention" in kinds[("transformer", "fused")]
-    # attention's lengths computed once for all layers, q/k/v handed over packed (no Split in front)
+    # attention as seqedge's kernel, reading the one `pos` of all layers, q/k/v handed over packed (no Split)
     llm = read_manifest(artifacts[("transformer", "fused")][0])
     graph = onnx.load(str(artifacts[("transformer", "fused")][0] / "model.onnx")).graph
     split_outputs = {o for n in graph.node if n.op_type == "Split" for o in n.output}
-    gqas = [n for n in graph.node if n.op_type == "GroupQueryAttention"]
-    assert len(gqas) == llm["config"]["num_hidden_layers"] == llm["fusions"]["packed_qkv"]
-    assert all(n.input[1] == n.input[2] == "" and n.input[0] not in split_outputs for n in gqas)
-    assert len({(n.input[5], n.input[6]) for n in gqas}) == 1 and [n.op_type for n in graph.node].count("Shape") == 1
+    attention = [n for n in graph.node if (n.domain, n.op_type) == ("seqedge", "Attention")]
+    assert "GroupQueryAttention" not in kinds[("transformer", "fused")]
+    assert len(attention) == llm["config"]["num_hidden_layers"] == llm["fusions"]["packed_qkv"]
+    assert all(n.input[1] == n.input[2] == "" and n.input[0] not in split_outputs for n in attention)
+    assert {n.input[5] for n in attention} == {"pos"} and [n.op_type for n in graph.node].count("Shape") == 1
     for fam in ("mamba", "transformer"):  # RMSNorm (+ the residual add) as onnxruntime's norm kernels, said so
         fused, portable = (read_manifest(artifacts[(fam, fl)][0]) for fl in ("fused", "portable"))
         assert {"SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization"} <= kinds[(fam, "fused")]

@@ -1,5 +1,5 @@
 """seqedge's onnxruntime kernel library (libseqedge_ort_kernels, runtimes/ort_kernels.py) in real sessions:
-each op (SelectiveScan, MambaScan, CausalConv1d, Int4MatMul) against its reference at every x86-64 feature level and
+each op (SelectiveScan, MambaScan, CausalConv1d, Int4MatMul, Attention) against its reference at every x86-64 feature level and
 thread count, and the kernels' own checks of what an untrusted graph feeds them. Every onnxruntime API slot the library declares
 (ort_abi.h) is exercised here: registration, inputs, shapes, outputs, the thread pool and error statuses."""
 
@@ -15,6 +15,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from seqedge.ops import causal_conv1d_ref, int4_matmul_ref, int4_matmul_swiglu_ref, mamba_scan_ref, selective_scan_ref
+from seqedge.ops.attention.reference import attention_ref
 from seqedge.runtimes.ort_kernels import DOMAIN, graph_domains, library, options_for, register_for
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "state")
@@ -179,6 +180,115 @@ def test_int4_matmul_agrees_with_onnxruntime_matmulnbits(tmp_path, Bt, T, K, N):
     assert np.abs(ours - theirs).max() <= 1e-5 * np.abs(theirs).max()
 
 
+ATTENTION_INPUTS = ("q", "k", "v", "k_cache", "v_cache", "pos", "cos", "sin")
+
+
+def attention_graph(path, packed=False):
+    """One seqedge.Attention node, every operand an input with symbolic dims; `packed`: k and v absent, q holding
+    q, k, v side by side (as fusions.pack_attention_qkv hands it over)."""
+    dims = {"q": ["b", "t", "qw"], "k": ["b", "t", "kw"], "v": ["b", "t", "kw"], "k_cache": ["b", "h", "s", "d"],
+            "v_cache": ["b", "h", "s", "d"], "pos": [1], "cos": ["r", "half"], "sin": ["r", "half"]}
+    used = [n for n in ATTENTION_INPUTS if not (packed and n in ("k", "v"))]
+    node = helper.make_node("Attention", [("" if n not in used else n) for n in ATTENTION_INPUTS],
+                            ["out", "k_cache_out", "v_cache_out"], domain=DOMAIN)
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64 if n == "pos" else TensorProto.FLOAT, dims[n])
+              for n in used]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in node.output]
+    model = helper.make_model(helper.make_graph([node], "attention", inputs, outputs),
+                              opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid(DOMAIN, 1)])
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def attention_operands(Bt, T, pos, H, Hkv, hd, S=320, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    inv = 1.0 / 10000.0 ** (torch.arange(0, hd, 2).float() / hd)
+    angles = torch.arange(S).float()[:, None] * inv[None, :]  # (S, hd/2)
+    return {"q": torch.randn(Bt, T, H * hd, generator=g), "k": torch.randn(Bt, T, Hkv * hd, generator=g),
+            "v": torch.randn(Bt, T, Hkv * hd, generator=g), "k_cache": torch.randn(Bt, Hkv, S, hd, generator=g),
+            "v_cache": torch.randn(Bt, Hkv, S, hd, generator=g), "pos": torch.tensor([pos]), "cos": angles.cos(),
+            "sin": angles.sin()}
+
+
+def attention_feeds(x, packed):
+    feeds = {n: v.numpy() for n, v in x.items()}
+    if packed:
+        feeds["q"] = np.concatenate([feeds.pop("q"), feeds.pop("k"), feeds.pop("v")], axis=-1)
+    return feeds
+
+
+# (Bt, T, pos, H, Hkv, hd, packed): steps (T < 4: keys split into ranges per kv head, merged) from the first position
+# and deep in the cache; prompts (tiles) from the start and after cached positions; head sizes compiled fixed (64,
+# 128) and not (16, 40); grouped (H / Hkv of 1, 2, 3, 4) and multi-query heads
+ATTENTION_CASES = [(2, 1, 0, 4, 2, 64, False), (2, 1, 300, 6, 2, 64, True), (1, 2, 200, 9, 3, 128, False),
+                   (1, 3, 257, 8, 8, 40, True), (2, 9, 40, 4, 1, 16, False), (1, 37, 250, 9, 3, 64, True),
+                   (1, 70, 0, 4, 1, 128, False)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("Bt,T,pos,H,Hkv,hd,packed", ATTENTION_CASES)
+def test_attention_matches_its_reference(tmp_path, Bt, T, pos, H, Hkv, hd, packed, threads):
+    """seqedge.Attention against attention_ref: the output, and the caches with the new positions written (what
+    lies past pos + T is unspecified), from a plain run, where onnxruntime gives the outputs their own buffers."""
+    sess = session(attention_graph(tmp_path / "attention.onnx", packed), threads)
+    x = attention_operands(Bt, T, pos, H, Hkv, hd, seed=T + pos)
+    got = sess.run(None, attention_feeds(x, packed))
+    want = [w.numpy() for w in attention_ref(*x.values())]
+    assert got[0].shape == (Bt, T, H * hd) and got[1].shape == got[2].shape == x["k_cache"].shape
+    assert np.abs(got[0] - want[0]).max() <= 1e-5 * max(1.0, np.abs(want[0]).max())
+    for g, w in zip(got[1:], want[1:]):
+        assert np.abs(g[:, :, : pos + T] - w[:, :, : pos + T]).max() <= 1e-6 * np.abs(w).max()
+
+
+def test_attention_updates_the_caches_in_the_buffers_bound_to_them(tmp_path):
+    """Each cache output bound to its input's buffer (as the adapter binds an in-place state): the kernel writes
+    the new positions there and leaves the others as they were; a step after a prompt, read from the same
+    buffers, equals the reference over the whole sequence."""
+    sess = session(attention_graph(tmp_path / "attention.onnx"))
+    x = attention_operands(1, 12, 0, 6, 2, 64, S=40)
+    before = {n: x[n].clone() for n in ("k_cache", "v_cache")}
+    caches = {n: ort.OrtValue.ortvalue_from_numpy(x[n].numpy().copy()) for n in ("k_cache", "v_cache")}
+    binding = sess.io_binding()
+    binding.bind_output("out")  # the first output bound: copy_outputs_to_cpu()[0]
+    for n, value in caches.items():
+        binding.bind_ortvalue_input(n, value)
+        binding.bind_ortvalue_output(f"{n}_out", value)
+    for name in ("q", "k", "v", "pos", "cos", "sin"):
+        binding.bind_cpu_input(name, x[name].numpy())
+    sess.run_with_iobinding(binding)
+    _, k_ref, v_ref = attention_ref(*x.values())
+    for n, ref in (("k_cache", k_ref), ("v_cache", v_ref)):
+        held = caches[n].numpy()
+        assert np.abs(held[:, :, :12] - ref[:, :, :12].numpy()).max() <= 1e-6 * ref.abs().max()
+        assert np.array_equal(held[:, :, 12:], before[n][:, :, 12:].numpy())  # untouched past pos + T
+    step = attention_operands(1, 1, 12, 6, 2, 64, S=40, seed=1)
+    for name in ("q", "k", "v", "pos"):
+        binding.bind_cpu_input(name, step[name].numpy())
+    binding.bind_output("out")  # a fresh one: the prompt's was (1, 12, H hd)
+    sess.run_with_iobinding(binding)
+    out = binding.copy_outputs_to_cpu()[0]
+    want, *_ = attention_ref(step["q"], step["k"], step["v"], k_ref, v_ref, step["pos"], x["cos"], x["sin"])
+    assert np.abs(out - want.numpy()).max() <= 1e-5 * max(1.0, want.abs().max().item())
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda x: {**x, "pos": torch.tensor([312])}, "pos + T is past the cache (or the rotary tables): positions [312, 321) of 320"),
+    (lambda x: {**x, "pos": torch.tensor([-1])}, "pos + T is past the cache"),
+    (lambda x: {**x, "cos": x["cos"][:300], "sin": x["sin"][:300], "pos": torch.tensor([295])}, "pos + T is past"),
+    (lambda x: {**x, "v_cache": x["v_cache"][:, :1]}, "k_cache and v_cache must have one shape (B, Hkv, S, D)"),
+    (lambda x: {**x, "q": x["q"][..., :-64]}, "q must be (B, T, Hq D), Hq a multiple of the caches' Hkv"),
+    (lambda x: {**x, "k": x["k"][:, :-1]}, "k and v must be (B, T, Hkv D)"),
+    (lambda x: {**x, "sin": x["sin"][:, :-1]}, "cos and sin must be (positions, D / 2)"),
+    (lambda x: {**x, "k_cache": x["k_cache"][..., :63], "v_cache": x["v_cache"][..., :63]}, "the caches must be (B, Hkv, S, D) for q's B, with an even D"),
+])
+def test_attention_shapes_an_untrusted_graph_feeds_are_refused(tmp_path, change, needle):
+    sess = session(attention_graph(tmp_path / "attention.onnx"))
+    x = change(attention_operands(1, 9, 10, 6, 2, 64))
+    with pytest.raises(Exception) as e:
+        sess.run(None, attention_feeds(x, False))
+    assert f"seqedge.Attention: {needle}" in str(e.value)
+
+
 @pytest.mark.parametrize("change, needle", [
     (lambda x: {**x, "B": x["B"][:, :-1]}, "B must be (N, ceil(K/32), 16) for A's K"),
     (lambda x: {**x, "B": x["B"][..., :8]}, "B must be (N, ceil(K/32), 16) for A's K"),
@@ -200,12 +310,12 @@ def test_int4_shapes_an_untrusted_graph_feeds_are_refused(tmp_path, change, need
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the feature levels are x86-64's")
 @pytest.mark.parametrize("isa", ["baseline", "v3"])
 def test_every_isa_level_matches_the_reference(isa):
-    """The scan is built per x86-64 feature level and runs the CPU's best; SEQEDGE_KERNEL_ISA caps it, so the
+    """The kernels are built per x86-64 feature level and runs the CPU's best; SEQEDGE_KERNEL_ISA caps it, so the
     other builds run (in a fresh process: the level is read once) and must match too."""
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
                         "matches_its_reference"], env={**os.environ, "SEQEDGE_KERNEL_ISA": isa},
                        capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0 and "54 passed" in r.stdout, r.stdout[-2000:]
+    assert r.returncode == 0 and "68 passed" in r.stdout, r.stdout[-2000:]
 
 
 @pytest.mark.parametrize("change, needle", [

@@ -21,7 +21,7 @@ from seqedge.errors import BadInputError
 from seqedge.exporters.artifact import artifact_writer, base_manifest, finish
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.lowering import Lowering, trace
-from seqedge.exporters.onnx.fusions import fuse
+from seqedge.exporters.onnx.fusions import ATTENTION_OPS, fuse
 from seqedge.exporters.onnx.lowerings import FLAVOURS, resolve
 from seqedge.exporters.plan import ExportPlan
 from seqedge.exporters.projections import fuse_projections
@@ -56,13 +56,13 @@ def export_graph(module, args, input_names, output_names, path: Path, lowerings:
 
 
 def shared_buffer_state(graph) -> list[str]:
-    """State inputs that a GroupQueryAttention node reads as past_key/past_value and returns directly as the
-    graph's `new.NAME` (present_key/present_value): past and present may share one buffer, which the
-    kernel then updates in place instead of copying the whole cache (the runtime binds them so)."""
+    """State inputs that an attention node (ATTENTION_OPS) reads as its cache and returns directly as the
+    graph's `new.NAME`: input and output may share one buffer, which the kernel then updates in place
+    instead of copying the whole cache (the runtime binds them so)."""
     inputs, outputs = {i.name for i in graph.input}, {o.name for o in graph.output}
     shared = []
     for node in graph.node:
-        if node.op_type == "GroupQueryAttention" and len(node.input) > 4 and len(node.output) > 2:
+        if (node.domain, node.op_type) in ATTENTION_OPS and len(node.input) > 4 and len(node.output) > 2:
             for past, present in ((node.input[3], node.output[1]), (node.input[4], node.output[2])):
                 if past in inputs and present == f"new.{past}" and present in outputs:
                     shared.append(past)

@@ -18,13 +18,14 @@ more than their arithmetic at T = 1 and whose Softplus is scalar in onnxruntime 
 Where a `seqedge.SelectiveScan` sits between exactly those patterns it becomes one `seqedge.MambaScan` (the
 softplus and the gate inside the kernel, mamba_scan_ref).
 
-Each attention layer reads its call's length T with its own `Shape(q)` (the lowering sees only its operands),
-then turns it into GroupQueryAttention's `seqlens_k` and `total_sequence_length` (Add, Sub, Cast, Squeeze,
-Cast): six nodes per layer, all computing the same two numbers. Shapes whose dims carry the same symbols are
+Under GroupQueryAttention (the `contrib` lowering) each attention layer reads its call's length T with its
+own `Shape(q)` (the lowering sees only its operands), then turns it into GroupQueryAttention's `seqlens_k`
+and `total_sequence_length` (Add, Sub, Cast, Squeeze, Cast): six nodes per layer, all computing the same two
+numbers (seqedge.Attention takes `pos` as it is). Shapes whose dims carry the same symbols are
 equal (ONNX's rule for a dim_param), so every `Shape` over the same symbolic dims reads the first one's and
 common-subexpression elimination leaves one chain for the whole graph. The fused q/k/v projection's output
-is split in three only to be handed to GroupQueryAttention, which takes it packed (key and value absent)
-when the split is q, k, v in that order along the last axis. llama-135m int4: 544 -> 345 nodes; a decode step
+is split in three only to be handed to the attention op, which takes it packed (key and value absent) when
+the split is q, k, v in that order along the last axis (ATTENTION_OPS). llama-135m int4: 544 -> 345 nodes; a decode step
 4-8 % faster in two interleaved runs (6.98 -> 6.40 and 5.11 -> 4.93 ms near depth 0; 9.06 -> 8.50 ms at
 depth 1000), the logits bit-identical.
 
@@ -39,6 +40,10 @@ import numpy as np
 
 # the ops the fusions emit, by (domain, name), as onnxruntime registers them
 NORM_OPS = (("", "SimplifiedLayerNormalization"), ("com.microsoft", "SkipSimplifiedLayerNormalization"))
+# attention ops taking (query, key, value, cache inputs 3 and 4, ...) and returning the caches as outputs 1 and 2,
+# updated in place when each pair shares one buffer: onnxruntime's GroupQueryAttention (past/present_key,
+# past/present_value) and seqedge's
+ATTENTION_OPS = (("com.microsoft", "GroupQueryAttention"), ("seqedge", "Attention"))
 
 
 def norms_available() -> bool:
@@ -183,12 +188,13 @@ def share_shapes(model) -> int:
 
 
 def pack_attention_qkv(model) -> int:
-    """GroupQueryAttention nodes whose query, key and value are, in that order, the three outputs of one Split
-    along the last axis, used nowhere else, read the split's input packed instead (key and value absent)."""
+    """Attention nodes (GroupQueryAttention, seqedge.Attention) whose query, key and value are, in that order,
+    the three outputs of one Split along the last axis, used nowhere else, read the split's input packed
+    instead (key and value absent)."""
     from onnx_ir.passes.common import RemoveUnusedNodesPass
 
     packed = 0
-    for gqa in [n for n in model.graph if n.domain == "com.microsoft" and n.op_type == "GroupQueryAttention"]:
+    for gqa in [n for n in model.graph if (n.domain, n.op_type) in ATTENTION_OPS]:
         q, k, v = gqa.inputs[:3]
         split = _producer(q, "Split")
         if split is None or k is None or v is None or list(split.outputs) != [q, k, v]:

@@ -4,11 +4,12 @@ A lowering is either a `translation` (an onnxscript function that emits ONNX nod
 to the exporter's custom_translation_table) or a `decomposition` (a torch function of export-friendly
 ops that replaces the op before translation). Flavours:
 
-- `fused`: the fastest kernels onnxruntime can run: seqedge's own (`seqedge.SelectiveScan`, the same C++
-  source as the ExecuTorch kernel, in libseqedge_ort_kernels that the runtime registers — kernels.py) for the
-  Mamba-1 scan and the Mamba-2 scan (one per group of heads) and Mamba's convolution (`seqedge.CausalConv1d`),
-  and onnxruntime's contrib kernels (onnxruntime >= 1.31, CPU): GroupQueryAttention for cached attention,
-  MoE for a mixture of experts (top-k: only the chosen experts run; QMoE once quantized, quant/onnx.py).
+- `fused`: the fastest kernels onnxruntime can run: seqedge's own (the same C++ source as the ExecuTorch
+  kernels, in libseqedge_ort_kernels that the runtime registers — kernels.py): `seqedge.SelectiveScan` for
+  the Mamba-1 scan and the Mamba-2 scan (one per group of heads), `seqedge.CausalConv1d` for Mamba's
+  convolution, `seqedge.Attention` for cached attention; and onnxruntime's contrib kernels (onnxruntime >=
+  1.31, CPU): MoE for a mixture of experts (top-k: only the chosen experts run; QMoE once quantized,
+  quant/onnx.py).
 - `portable`: standard ONNX ops only; node count independent of sequence length (the scan is an
   ONNX `Scan` over time, never an unrolled loop).
 - `static`: the graphs of static-shape artifacts for NPUs (exporters/onnx/static.py): `portable`, except
@@ -40,7 +41,7 @@ from seqedge.exporters.decompositions import (
 )
 from seqedge.exporters.lowering import Lowering, LoweringRegistry
 from seqedge.exporters.onnx.contrib import ContribUse, ort_version
-from seqedge.exporters.onnx.kernels import CAUSAL_CONV1D, SELECTIVE_SCAN, SEQEDGE_KERNELS
+from seqedge.exporters.onnx.kernels import ATTENTION, CAUSAL_CONV1D, SELECTIVE_SCAN, SEQEDGE_KERNELS
 from seqedge.ops.moe_ffn import moe_ffn_dense
 
 FLAVOURS = ("fused", "portable")
@@ -239,6 +240,16 @@ GROUP_QUERY_ATTENTION = ContribUse(
 
 
 @lowering("seqedge::attention", "fused", "translation",
+          "seqedge.Attention (seqedge's C++ attention in libseqedge_ort_kernels, the ExecuTorch kernel's tiles for a "
+          "prompt and its key-streaming step for decode; RoPE inside, the caches updated in place)",
+          uses=(SEQEDGE_KERNELS,))
+def attention_seqedge_kernel(q: FLOAT, k: FLOAT, v: FLOAT, k_cache: FLOAT, v_cache: FLOAT, pos: INT64, cos: FLOAT,
+                             sin: FLOAT) -> tuple[FLOAT, FLOAT, FLOAT]:
+    out, k_new, v_new = ATTENTION(q, k, v, k_cache, v_cache, pos, cos, sin)
+    return out, k_new, v_new
+
+
+@lowering("seqedge::attention", "contrib", "translation",
           "com.microsoft.GroupQueryAttention rotating q/k itself (do_rotary, the model's RoPE tables) over the "
           "fixed-size cache (past/present share the buffer; onnxruntime takes a prefill after earlier tokens at "
           "batch 1 only)", uses=(GROUP_QUERY_ATTENTION,))

@@ -1,10 +1,14 @@
 // Causal grouped-query attention over a KV cache in tiles, for prefill: shared by seqedge::cached_sdpa.out
-// (cached_sdpa.cpp, when a call has positions for every thread) and the runner's llama::custom_sdpa.out
-// (llm_attention.cpp), so a prompt is attended by the same code in Python and in an app.
+// (cached_sdpa.cpp, when a call has positions for every thread), the runner's llama::custom_sdpa.out
+// (llm_attention.cpp) and onnxruntime's seqedge.Attention (onnxruntime/ort_kernels.cpp), so a prompt is attended
+// by the same code in Python, in an app and in both formats.
 //
-//   q (B, T, Hq, D); k, v (B, S, Hkv, D) with positions [0, start + T) written; out (B, T, Hq, D)
-//   query t (position start + t) attends keys [0, start + t] (causal) or [0, start + T); query head h reads kv
-//   head h / (Hq / Hkv). Reference: seqedge/ops/attention/cached.py.
+//   q (B, T, Hq, D); k, v (B, S, Hkv, D) or (B, Hkv, S, D) (`layout`) with positions [0, start + T) written;
+//   out (B, T, Hq, D). Query t (position start + t) attends keys [0, start + t] (causal) or [0, start + T);
+//   query head h reads kv head h / (Hq / Hkv). Reference: seqedge/ops/attention/cached.py.
+//
+// The caller brings the threads: `parallel(n, fn)` runs fn(begin, end) over a split of [0, n) (ExecuTorch's
+// parallel_for, onnxruntime's KernelContext_ParallelFor).
 #pragma once
 
 #include <algorithm>
@@ -13,12 +17,15 @@
 #include <cstring>
 #include <vector>
 
-#include "et_kernel.h"
 #include "vector_math.h"
 
 namespace seqedge {
 namespace tile_core {
 namespace {  // internal linkage: each kernel library carries its own copy
+
+// Where a cache keeps position j of kv head h: ExecuTorch's caches are (B, S, Hkv, D), a position's heads side by
+// side; seqedge::attention's (the onnxruntime state) are (B, Hkv, S, D), a head's positions side by side.
+enum class CacheLayout { kPositionMajor, kHeadMajor };
 
 struct Sdpa {
   const float *q, *k, *v;
@@ -26,6 +33,11 @@ struct Sdpa {
   int64_t T, Hq, D, S, Hkv, start;
   bool causal;
   float scale;
+  CacheLayout layout = CacheLayout::kPositionMajor;
+  int64_t at(int64_t b, int64_t j, int64_t kv) const {  // floats from a cache's start to (b, j, kv)'s row of D
+    return layout == CacheLayout::kPositionMajor ? ((b * S + j) * Hkv + kv) * D : ((b * Hkv + kv) * S + j) * D;
+  }
+  int64_t step() const { return layout == CacheLayout::kPositionMajor ? Hkv * D : D; }  // from position j to j + 1
 };
 
 constexpr int64_t kTileQueries = 8;  // query positions per work item
@@ -127,6 +139,8 @@ SEQEDGE_INLINE void attend_tile(const Sdpa& s, const KeysT& kT, int64_t b, int64
     softmax_row(scores + r * keys, seen(r));
     std::fill(s.out + offset(r), s.out + offset(r) + D, 0.f);
   }
+  const float* values = s.v + s.at(b, 0, kv);
+  const int64_t step = s.step();
   for (int64_t j0 = 0; j0 < keys; j0 += kValues) {
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t end = std::min(j0 + kValues, seen(r));
@@ -139,7 +153,7 @@ SEQEDGE_INLINE void attend_tile(const Sdpa& s, const KeysT& kT, int64_t b, int64
         for (int64_t x = 0; x < kD / 8; ++x) acc[x] = load8(o + 8 * x);
         for (int64_t j = j0; j < end; ++j) {
           const float c = w[j];
-          const float* vj = s.v + ((b * s.S + j) * s.Hkv + kv) * D;
+          const float* vj = values + j * step;
 #pragma GCC unroll 16
           for (int64_t x = 0; x < kD / 8; ++x) acc[x] += c * load8(vj + 8 * x);
         }
@@ -148,7 +162,7 @@ SEQEDGE_INLINE void attend_tile(const Sdpa& s, const KeysT& kT, int64_t b, int64
       } else {
         for (int64_t j = j0; j < end; ++j) {
           const float c = w[j];
-          const float* vj = s.v + ((b * s.S + j) * s.Hkv + kv) * D;
+          const float* vj = values + j * step;
           for (int64_t d = 0; d < D; ++d) o[d] += c * vj[d];
         }
       }
@@ -163,8 +177,9 @@ SEQEDGE_ISA_VARIANTS(tile_d128, attend_tile<128>, SEQEDGE_TILE_PARAMS, (s, kT, b
 SEQEDGE_ISA_VARIANTS(tile_any, attend_tile<0>, SEQEDGE_TILE_PARAMS, (s, kT, b, kv, t0, nt, buf))
 
 // Attend every query of `s`: the keys transposed (one work item per batch row x kv head), then the tiles (work
-// items: batch row x kv head x tile of positions), each over the threadpool.
-inline void attend_all(const Sdpa& s, int64_t B) {
+// items: batch row x kv head x tile of positions), each over the caller's threads.
+template <class Parallel>
+inline void attend_all(const Sdpa& s, int64_t B, Parallel&& parallel) {
   const auto tile = s.D == 64 ? select_isa(tile_d64_v4, tile_d64_v3, tile_d64_baseline)
       : s.D == 128 ? select_isa(tile_d128_v4, tile_d128_v3, tile_d128_baseline)
       : select_isa(tile_any_v4, tile_any_v3, tile_any_baseline);
@@ -172,18 +187,18 @@ inline void attend_all(const Sdpa& s, int64_t B) {
   KeysT kT;
   kT.blocks = (keys + kKeys - 1) / kKeys;
   kT.data.assign(B * s.Hkv * kT.blocks * s.D * kKeys, 0.f);
-  executorch::extension::parallel_for(0, B * s.Hkv, 1, [&](int64_t begin, int64_t end) {
+  parallel(B * s.Hkv, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / s.Hkv, kv = item % s.Hkv;
       for (int64_t j = 0; j < keys; ++j) {
-        const float* kj = s.k + ((b * s.S + j) * s.Hkv + kv) * s.D;
+        const float* kj = s.k + s.at(b, j, kv);
         float* out = kT.data.data() + kT.at(s, b, kv, j) + j % kKeys;
         for (int64_t d = 0; d < s.D; ++d) out[d * kKeys] = kj[d];
       }
     }
   });
   const int64_t tiles = (s.T + kTileQueries - 1) / kTileQueries;
-  executorch::extension::parallel_for(0, B * s.Hkv * tiles, 1, [&](int64_t begin, int64_t end) {
+  parallel(B * s.Hkv * tiles, [&](int64_t begin, int64_t end) {
     std::vector<float> buf;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t i = item % tiles, kv = (item / tiles) % s.Hkv, b = item / (tiles * s.Hkv);

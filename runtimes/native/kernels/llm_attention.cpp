@@ -61,7 +61,8 @@ void custom_sdpa_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
   ET_KERNEL_CHECK_MSG(ctx, D > 0 && D <= tile_core::kMaxHeadDim, InvalidArgument, ,
                       "custom_sdpa: head dimension over 512");
   tile_core::attend_all(tile_core::Sdpa{q.const_data_ptr<float>(), k.const_data_ptr<float>(), v.const_data_ptr<float>(),
-                                        out.mutable_data_ptr<float>(), T, Hq, D, S, Hkv, start, causal, scale}, B);
+                                        out.mutable_data_ptr<float>(), T, Hq, D, S, Hkv, start, causal, scale}, B,
+                        [](int64_t n, const auto& fn) { executorch::extension::parallel_for(0, n, 1, fn); });
 }
 
 const auto registered_update = executorch::runtime::register_kernel(

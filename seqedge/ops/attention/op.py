@@ -1,8 +1,8 @@
 """`seqedge::attention` — cached causal GQA with rotary positions as one custom op (see reference.py for shapes).
 
 Eager execution rotates q and k, writes the cache out of place and runs SDPA over the valid prefix;
-exporters lower the op by name (ONNX GroupQueryAttention rotating inside the kernel, ExecuTorch
-update_cache + custom_sdpa / cached_sdpa, or plain SDPA).
+exporters lower the op by name (ONNX seqedge.Attention, seqedge's C++ kernel, or GroupQueryAttention, both
+rotating inside the kernel; ExecuTorch update_cache + custom_sdpa / cached_sdpa, or plain SDPA).
 """
 
 from __future__ import annotations

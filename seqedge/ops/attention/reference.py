@@ -16,7 +16,7 @@ returns
 New token i sits at absolute position pos + i: q and k are rotated there (Hugging Face's rotate_half
 convention: the first and second halves of each head are the pair), then query i attends to cache
 positions 0 .. pos + i, scaled by 1/sqrt(hd). Taking RoPE into the op lets a lowering fuse it
-(onnxruntime's GroupQueryAttention rotates inside the kernel).
+(seqedge's onnxruntime kernel and onnxruntime's GroupQueryAttention rotate inside it).
 """
 
 from __future__ import annotations

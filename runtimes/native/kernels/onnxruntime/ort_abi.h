@@ -31,9 +31,11 @@ constexpr uint32_t kApiVersion = 17;    // the table version this library asks f
 constexpr uint32_t kCustomOpVersion = 16;
 constexpr int kFloat = 1;               // ONNXTensorElementDataType FLOAT
 constexpr int kUint8 = 2;               //   UINT8
+constexpr int kInt64 = 7;               //   INT64
 constexpr int kFloat16 = 10;            //   FLOAT16
 constexpr int kInvalidArgument = 2;     // OrtErrorCode ORT_INVALID_ARGUMENT
 constexpr int kRequired = 0;            // OrtCustomOpInputOutputCharacteristic: a required input/output
+constexpr int kOptional = 1;            //   an optional one (absent: KernelContext_GetInput gives nullptr)
 
 // Positions in the OrtApi table.
 enum Slot : size_t {

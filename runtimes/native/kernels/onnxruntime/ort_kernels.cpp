@@ -10,17 +10,27 @@
 //       weights: B (N, ceil(K/32), 16) uint8 in MatMulNBits' codes, scales (N, ceil(K/32)) float16; Y (..., N)
 //   seqedge.Int4MatMulSwiGLU(A, B, scales) -> Y                                  the same, then a SwiGLU:
 //       Y (..., N/2) = silu(gate) * up, gate and up the two halves of the product (a fused gate/up projection)
+//   seqedge.Attention(q, k, v, k_cache, v_cache, pos, cos, sin) -> (out, k_cache_out, v_cache_out)
+//       seqedge::attention (attention_ref): RoPE on q and k at positions [pos, pos + T), k and v written into the
+//       (B, Hkv, S, D) caches there, causal grouped-query attention over [0, pos + T). k and v may be absent, q
+//       then holding q, k, v side by side (B, T, (Hq + 2 Hkv) D). When a cache output is the cache input's buffer
+//       (the runtime binds them so) only the new positions are written; otherwise [0, pos) is copied first.
 //
 // The scan is selective_scan_core.h, the same source as the ExecuTorch kernel seqedge::selective_scan.out,
-// and the convolution causal_conv_core.h; their references are in seqedge/ops (selective_scan_ref,
+// the attention attention_tile.h (a prompt) and attention_decode.h (a step), seqedge::cached_sdpa.out's, and
+// the convolution causal_conv_core.h; their references are in seqedge/ops (selective_scan_ref,
 // mamba_scan_ref, causal_conv1d_ref). Blocks of channels are split over the session's intra-op threads
 // (KernelContext_ParallelFor). Every operand's type and shape is checked before any data is read: the graph
 // is an untrusted file. Errors come back as onnxruntime statuses naming the op.
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
+#include "../attention_decode.h"
+#include "../attention_tile.h"
 #include "../causal_conv_core.h"
 #include "../int4_matmul_core.h"
 #include "../selective_scan_core.h"
@@ -216,6 +226,125 @@ Status* compute_int4(void*, KernelContext* ctx) {
   return g_api->parallel_for(ctx, run_rows, static_cast<size_t>(int4_core::items(mm)), 0, &mm);
 }
 
+// The caller's threads for attention_tile.h / attention_decode.h: fn(begin, end) over [0, n) through the session's
+// intra-op pool; the first failure is kept for the op to return.
+struct Pool {
+  const KernelContext* ctx;
+  Status* status = nullptr;
+  template <class Fn>
+  void operator()(int64_t n, const Fn& fn) {
+    if (status != nullptr) return;
+    const auto each = [](void* f, size_t i) { (*static_cast<const Fn*>(f))(static_cast<int64_t>(i), static_cast<int64_t>(i) + 1); };
+    status = g_api->parallel_for(ctx, each, static_cast<size_t>(n), 0, const_cast<Fn*>(&fn));
+  }
+};
+
+// onnxruntime does not tell a kernel its thread count. A call of kTilePositions positions or more is a prompt,
+// attended in tiles (ExecuTorch's rule, two positions per thread, at the two threads seqedge runs phones on);
+// fewer are steps, whose keys are split into about kDecodeSplit work items per position (even on 2, 4 or 8
+// threads; each range keeps >= 64 keys).
+constexpr int64_t kTilePositions = 4;
+constexpr int64_t kDecodeSplit = 16;
+
+// x (D) rotated to the position whose tables are c, s (D / 2): Hugging Face's rotate_half pairing (rope_ref).
+inline void rotate(const float* x, const float* c, const float* s, int64_t D, float* out) {
+  const int64_t half = D / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const float x1 = x[i], x2 = x[i + half];
+    out[i] = x1 * c[i] - x2 * s[i];
+    out[i + half] = x2 * c[i] + x1 * s[i];
+  }
+}
+
+Status* compute_attention(void*, KernelContext* ctx) {
+  static constexpr const char* op = "Attention";
+  size_t n = 0;
+  SEQEDGE_ORT_TRY(g_api->input_count(ctx, &n));
+  if (n != 8) return fail(op, "expects 8 inputs (q, k, v, k_cache, v_cache, pos, cos, sin)");
+  const Value *kv_in[2] = {nullptr, nullptr};
+  SEQEDGE_ORT_TRY(g_api->input(ctx, 1, &kv_in[0]));
+  SEQEDGE_ORT_TRY(g_api->input(ctx, 2, &kv_in[1]));
+  if ((kv_in[0] == nullptr) != (kv_in[1] == nullptr)) return fail(op, "k and v must be both given or both absent");
+  const bool packed = kv_in[0] == nullptr;
+  int64_t qd[4], kd[4], vd[4], kcd[4], vcd[4], pd[4], cd[4], sd[4];
+  size_t qr = 0, kr = 0, vr = 0, kcr = 0, vcr = 0, pr = 0, cr = 0, sr = 0;
+  const void *q = nullptr, *k = nullptr, *v = nullptr, *kc = nullptr, *vc = nullptr, *pp = nullptr, *cs = nullptr,
+             *sn = nullptr;
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 0, "q", kFloat, "float32", 3, 3, qd, &qr, &q));
+  if (!packed) {
+    SEQEDGE_ORT_TRY(read_typed(ctx, op, 1, "k", kFloat, "float32", 3, 3, kd, &kr, &k));
+    SEQEDGE_ORT_TRY(read_typed(ctx, op, 2, "v", kFloat, "float32", 3, 3, vd, &vr, &v));
+  }
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 3, "k_cache", kFloat, "float32", 4, 4, kcd, &kcr, &kc));
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 4, "v_cache", kFloat, "float32", 4, 4, vcd, &vcr, &vc));
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 5, "pos", kInt64, "int64", 0, 1, pd, &pr, &pp));
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 6, "cos", kFloat, "float32", 2, 2, cd, &cr, &cs));
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 7, "sin", kFloat, "float32", 2, 2, sd, &sr, &sn));
+  const int64_t B = qd[0], T = qd[1], Hkv = kcd[1], S = kcd[2], D = kcd[3];
+  if (!std::equal(kcd, kcd + 4, vcd)) return fail(op, "k_cache and v_cache must have one shape (B, Hkv, S, D)");
+  if (kcd[0] != B || Hkv <= 0 || D <= 0 || D % 2 != 0 || D > tile_core::kMaxHeadDim)
+    return fail(op, "the caches must be (B, Hkv, S, D) for q's B, with an even D of at most 512");
+  const int64_t q_width = packed ? qd[2] - 2 * Hkv * D : qd[2];
+  if (q_width <= 0 || q_width % (Hkv * D) != 0)
+    return fail(op, packed ? "packed q must be (B, T, (Hq + 2 Hkv) D), Hq a multiple of the caches' Hkv"
+                           : "q must be (B, T, Hq D), Hq a multiple of the caches' Hkv");
+  const int64_t Hq = q_width / D;
+  for (const int64_t* d : {kd, vd})
+    if (!packed && (d[0] != B || d[1] != T || d[2] != Hkv * D)) return fail(op, "k and v must be (B, T, Hkv D)");
+  if (pr == 1 && pd[0] != 1) return fail(op, "pos must hold one position");
+  const int64_t pos = *static_cast<const int64_t*>(pp);
+  if (cd[1] != D / 2 || sd[0] != cd[0] || sd[1] != cd[1]) return fail(op, "cos and sin must be (positions, D / 2)");
+  if (pos < 0 || pos + T > S || pos + T > cd[0])
+    return fail(op, "pos + T is past the cache (or the rotary tables): positions [" + std::to_string(pos) + ", " +
+                        std::to_string(pos + T) + ") of " + std::to_string(std::min(S, cd[0])));
+  const int64_t out_dims[3] = {B, T, Hq * D};
+  Value *ov = nullptr, *kov = nullptr, *vov = nullptr;
+  void *out = nullptr, *ko = nullptr, *vo = nullptr;
+  SEQEDGE_ORT_TRY(g_api->output(ctx, 0, out_dims, 3, &ov));
+  SEQEDGE_ORT_TRY(g_api->output(ctx, 1, kcd, 4, &kov));
+  SEQEDGE_ORT_TRY(g_api->output(ctx, 2, vcd, 4, &vov));
+  SEQEDGE_ORT_TRY(g_api->data(ov, &out));
+  SEQEDGE_ORT_TRY(g_api->data(kov, &ko));
+  SEQEDGE_ORT_TRY(g_api->data(vov, &vo));
+  if (B == 0 || T == 0) return nullptr;
+  auto* kcache = static_cast<float*>(ko);
+  auto* vcache = static_cast<float*>(vo);
+  for (const auto& [from, to] : {std::pair{static_cast<const float*>(kc), kcache}, std::pair{static_cast<const float*>(vc), vcache}})
+    if (from != to)  // not updated in place: the earlier positions first
+      for (int64_t bh = 0; bh < B * Hkv; ++bh) std::memcpy(to + bh * S * D, from + bh * S * D, sizeof(float) * pos * D);
+
+  // RoPE: q into scratch (B, T, Hq, D); k rotated and v copied into the caches at [pos, pos + T)
+  const int64_t row = qd[2];  // floats per position of q (of q, k and v when packed)
+  const float* qs = static_cast<const float*>(q);
+  const float* ks = packed ? qs + Hq * D : static_cast<const float*>(k);
+  const float* vs = packed ? qs + (Hq + Hkv) * D : static_cast<const float*>(v);
+  const int64_t kv_row = packed ? row : Hkv * D;
+  thread_local std::vector<float> rotated;
+  rotated.resize(static_cast<size_t>(B * T * Hq * D));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) {
+      const float* c = static_cast<const float*>(cs) + (pos + t) * (D / 2);
+      const float* s = static_cast<const float*>(sn) + (pos + t) * (D / 2);
+      const int64_t at = b * T + t;
+      for (int64_t h = 0; h < Hq; ++h) rotate(qs + at * row + h * D, c, s, D, rotated.data() + (at * Hq + h) * D);
+      for (int64_t h = 0; h < Hkv; ++h) {
+        const int64_t slot = ((b * Hkv + h) * S + pos + t) * D;
+        rotate(ks + at * kv_row + h * D, c, s, D, kcache + slot);
+        std::memcpy(vcache + slot, vs + at * kv_row + h * D, sizeof(float) * D);
+      }
+    }
+
+  const tile_core::Sdpa sdpa{rotated.data(), kcache, vcache, static_cast<float*>(out), T, Hq, D, S, Hkv, pos, true,
+                             1.0f / std::sqrt(static_cast<float>(D)), tile_core::CacheLayout::kHeadMajor};
+  Pool pool{ctx};
+  if (B * T >= kTilePositions) {
+    tile_core::attend_all(sdpa, B, pool);
+  } else {
+    decode_core::attend_all(sdpa, B, kDecodeSplit, pool);
+  }
+  return pool.status;
+}
+
 Status* create_kernel(const CustomOp*, const void*, const KernelInfo*, void** kernel) {
   *kernel = nullptr;  // stateless: everything comes from the inputs
   return nullptr;
@@ -255,12 +384,21 @@ CustomOp int4_op() {
   return op;
 }
 
+// Attention: float32 inputs but for the int64 position; k and v optional (packed q); three float32 outputs.
+CustomOp attention_op() {
+  CustomOp op = make_op<8, 3>([](const CustomOp*) { return "Attention"; }, compute_attention);
+  op.GetInputType = [](const CustomOp*, size_t i) { return i == 5 ? kInt64 : kFloat; };
+  op.GetInputCharacteristic = [](const CustomOp*, size_t i) { return i == 1 || i == 2 ? kOptional : kRequired; };
+  return op;
+}
+
 const CustomOp kOps[] = {
     make_op<7>([](const CustomOp*) { return "SelectiveScan"; }, compute_scan<false>),
     make_op<8>([](const CustomOp*) { return "MambaScan"; }, compute_scan<true>),
     make_op<4>([](const CustomOp*) { return "CausalConv1d"; }, compute_conv),
     int4_op<false>(),
     int4_op<true>(),
+    attention_op(),
 };
 
 }  // namespace

@@ -1,0 +1,139 @@
+// Causal grouped-query attention over a KV cache for a few query positions (a decode step): shared by
+// seqedge::cached_sdpa.out (cached_sdpa.cpp) and onnxruntime's seqedge.Attention (onnxruntime/ort_kernels.cpp).
+// Shapes as attention_tile.h's Sdpa: q (B, T, Hq, D), caches in either layout, out (B, T, Hq, D).
+//
+// Decode reads the whole valid cache once per token, so the work is arranged around streaming it once: a work
+// item is one query position, a group of kv heads and a range of key positions. It reads each cached row of the
+// group whole and scores every query head sharing it; the ranges split the keys so every thread streams
+// (flash-decoding: each range's partial softmax is merged afterwards). The group is every kv head where a
+// position's heads sit side by side (ExecuTorch's layout: one row of Hkv x D), one kv head where a head's
+// positions do (seqedge::attention's: one contiguous run of D per position). Head dims 64 and 128 are compiled
+// with the dimension fixed. (ExecuTorch's llama::custom_sdpa, tiled for prefill, took 1.2-1.9 ms per llama-135m
+// layer at T = 1 with 256-1024 cached positions on 2 threads; one item per kv head, reading a third of each
+// position-major row per pass, ran compute-bound at ~3 GB/s of cache.)
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "attention_tile.h"
+#include "vector_math.h"
+
+namespace seqedge {
+namespace decode_core {
+namespace {  // internal linkage: each kernel library carries its own copy
+
+// Every query head q (Hkv * G, D) of one position against keys [j0, j1) (row j at k + j * Hkv * D):
+// unnormalised o (Hkv * G, D) = sum_j exp(s_j - m) v_j, m the largest score and l the sum of exp(s_j - m)
+// per head; w is scratch of (Hkv * G) * (j1 - j0) scores.
+template <int64_t FIXED_D>
+SEQEDGE_INLINE void attend_rows(const float* q, const float* k, const float* v, int64_t Hkv, int64_t G,
+                                int64_t any_d, int64_t j0, int64_t j1, float scale, float* w, float* o, float* m,
+                                float* l) {
+  const int64_t D = FIXED_D > 0 ? FIXED_D : any_d;
+  const int64_t n = j1 - j0, H = Hkv * G, row = Hkv * D;
+  for (int64_t j = 0; j < n; ++j) {
+    const float* kj = k + (j0 + j) * row;
+    for (int64_t hk = 0; hk < Hkv; ++hk)
+      for (int64_t g = 0; g < G; ++g) w[(hk * G + g) * n + j] = scale * dot(q + (hk * G + g) * D, kj + hk * D, D);
+  }
+  for (int64_t h = 0; h < H; ++h) {
+    const tile_core::ExpSum e = tile_core::exp_row(w + h * n, n);  // 8 lanes at a time (attention_tile.h)
+    m[h] = e.max;
+    l[h] = e.total;
+  }
+  std::fill(o, o + H * D, 0.f);
+  for (int64_t j = 0; j < n; ++j) {
+    const float* vj = v + (j0 + j) * row;
+    for (int64_t hk = 0; hk < Hkv; ++hk) {
+      const float* __restrict__ vh = vj + hk * D;
+      for (int64_t g = 0; g < G; ++g) {
+        const float c = w[(hk * G + g) * n + j];
+        float* __restrict__ oh = o + (hk * G + g) * D;
+        for (int64_t d = 0; d < D; ++d) oh[d] += c * vh[d];
+      }
+    }
+  }
+}
+
+#define SEQEDGE_ATTEND_PARAMS                                                                                \
+  (const float* q, const float* k, const float* v, int64_t Hkv, int64_t G, int64_t D, int64_t j0, int64_t j1, \
+   float scale, float* w, float* o, float* m, float* l)
+#define SEQEDGE_ATTEND_ARGS (q, k, v, Hkv, G, D, j0, j1, scale, w, o, m, l)
+SEQEDGE_ISA_VARIANTS(attend_d64, attend_rows<64>, SEQEDGE_ATTEND_PARAMS, SEQEDGE_ATTEND_ARGS)
+SEQEDGE_ISA_VARIANTS(attend_d128, attend_rows<128>, SEQEDGE_ATTEND_PARAMS, SEQEDGE_ATTEND_ARGS)
+SEQEDGE_ISA_VARIANTS(attend_any, attend_rows<0>, SEQEDGE_ATTEND_PARAMS, SEQEDGE_ATTEND_ARGS)
+#undef SEQEDGE_ATTEND_PARAMS
+#undef SEQEDGE_ATTEND_ARGS
+
+// Attend every query of `s` (B batch rows), the keys of each split into ranges of >= 64 so that there are about
+// `split` work items per query position (the caller's thread count, or more for balance), over `parallel`
+// (attention_tile.h's contract).
+template <class Parallel>
+inline void attend_all(const tile_core::Sdpa& s, int64_t B, int64_t split, Parallel&& parallel) {
+  const int64_t T = s.T, Hq = s.Hq, D = s.D, Hkv = s.Hkv, start = s.start;
+  const int64_t G = Hq / Hkv;  // query heads per kv head
+  const bool side_by_side = s.layout == tile_core::CacheLayout::kPositionMajor;
+  const int64_t groups = side_by_side ? 1 : Hkv, group_kv = side_by_side ? Hkv : 1;  // kv heads per item
+  const int64_t group_q = group_kv * G;  // query heads per item
+  const int64_t positions = B * T;
+  const int64_t per_position = std::max<int64_t>(1, (split + positions - 1) / positions);
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((per_position + groups - 1) / groups, (start + T) / 64));
+  const int64_t part = group_q * D + 2 * group_q;  // o (group_q, D), m (group_q), l (group_q) per item
+  const int64_t items = positions * groups * chunks;
+  std::vector<float> parts(items * part);
+  auto attend = D == 64 ? select_isa(attend_d64_v4, attend_d64_v3, attend_d64_baseline)
+      : D == 128 ? select_isa(attend_d128_v4, attend_d128_v3, attend_d128_baseline)
+      : select_isa(attend_any_v4, attend_any_v3, attend_any_baseline);
+
+  auto run = [&](int64_t begin, int64_t end) {
+    std::vector<float> w;
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t c = item % chunks, g = (item / chunks) % groups, pos = item / (chunks * groups);
+      const int64_t t = pos % T, b = pos / T;
+      const int64_t n = start + t + 1;  // keys this query position sees
+      const int64_t j0 = n * c / chunks, j1 = n * (c + 1) / chunks;
+      float* o = parts.data() + item * part;
+      float *m = o + group_q * D, *l = m + group_q;
+      if (j1 <= j0) {
+        std::fill(o, o + part, 0.f);
+        std::fill(m, m + group_q, -INFINITY);
+        continue;
+      }
+      w.resize(group_q * (j1 - j0));
+      attend(s.q + ((b * T + t) * Hq + g * group_q) * D, s.k + s.at(b, 0, g), s.v + s.at(b, 0, g), group_kv, G, D,
+             j0, j1, s.scale, w.data(), o, m, l);
+    }
+  };
+  if (items == 1) {
+    run(0, 1);  // one item: no threadpool round trip
+  } else {
+    parallel(items, run);
+  }
+
+  for (int64_t pos = 0; pos < positions; ++pos) {
+    float* out_pos = s.out + pos * Hq * D;  // (Hq, D)
+    for (int64_t h = 0; h < Hq; ++h) {
+      const int64_t g = h / group_q, r = h % group_q;  // the item group holding head h, and its row there
+      const float* first = parts.data() + (pos * groups + g) * chunks * part;
+      float mx = -INFINITY, total = 0;
+      for (int64_t c = 0; c < chunks; ++c) mx = std::max(mx, first[c * part + group_q * D + r]);
+      float* oh = out_pos + h * D;
+      std::fill(oh, oh + D, 0.f);
+      for (int64_t c = 0; c < chunks; ++c) {
+        const float* o = first + c * part;
+        if (o[group_q * D + r] == -INFINITY) continue;  // an empty range
+        const float f = std::exp(o[group_q * D + r] - mx);
+        total += f * o[group_q * D + group_q + r];
+        for (int64_t d = 0; d < D; ++d) oh[d] += f * o[r * D + d];
+      }
+      for (int64_t d = 0; d < D; ++d) oh[d] /= total;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace decode_core
+}  // namespace seqedge
