@@ -218,6 +218,7 @@ Status* compute_int4(void*, KernelContext* ctx) {
     mm.y = reinterpret_cast<float*>(scratch.data() + int4_core::scratch_bytes(M, K));
   }
   int4_core::place_scratch(mm, scratch.data());
+  mm.natural = int4_core::use_prompt_kernel(M);
   if (M < int4_core::kParallelRows) {  // decode: a dispatch to the pool costs more than the rows
     for (int64_t m = 0; m < M; ++m) int4_core::quantize_row(mm, m);
   } else {
