@@ -100,16 +100,25 @@ inline float half_to_float(uint16_t h) {
   return f;
 }
 
+// Activation row m's input and scratch, the block scales past its chunks zeroed.
+struct RowScratch {
+  const float* a;
+  int8_t* q;
+  float *da, *cb;
+  int64_t C;
+};
+inline RowScratch row_scratch(const MatMul& p, int64_t m) {
+  const int64_t C = chunks(p.K), B = padded_blocks(p.K);
+  RowScratch r{p.a + m * p.K, p.qa + m * C * kChunk, p.da + m * B, p.cb + m * B, C};
+  std::fill(r.da + 4 * C, r.da + B, 0.f);
+  std::fill(r.cb + 4 * C, r.cb + B, 0.f);
+  return r;
+}
+
 // Activation row m as int8 blocks, in the chunk order above (natural: in K order). The portable form; x86 with
 // AVX-512 takes quantize_row_vnni, the same arithmetic 32 floats at a time.
 SEQEDGE_INLINE void quantize_row_portable(const MatMul& p, int64_t m) {
-  const int64_t C = chunks(p.K), B = padded_blocks(p.K);
-  const float* a = p.a + m * p.K;
-  int8_t* q = p.qa + m * C * kChunk;
-  float* da = p.da + m * B;
-  float* cb = p.cb + m * B;
-  std::fill(da + 4 * C, da + B, 0.f);
-  std::fill(cb + 4 * C, cb + B, 0.f);
+  const auto [a, q, da, cb, C] = row_scratch(p, m);
   for (int64_t c = 0; c < C; ++c) {
     int8_t* lo = q + c * kChunk;  // even positions of the chunk's blocks, 16 per block
     int8_t* hi = lo + 64;         // odd positions
@@ -149,13 +158,7 @@ SEQEDGE_INLINE void quantize_row_portable(const MatMul& p, int64_t m) {
 // quantize_row_portable, vectorised: per block max |a|, the codes rounded to nearest even (as nearbyint, which
 // the baseline build calls out of libm: ~2 us per 576-wide row, 121 rows per llama-135m token), their sum.
 SEQEDGE_TARGET_VNNI inline void quantize_row_vnni(const MatMul& p, int64_t m) {
-  const int64_t C = chunks(p.K), B = padded_blocks(p.K);
-  const float* a = p.a + m * p.K;
-  int8_t* q = p.qa + m * C * kChunk;
-  float* da = p.da + m * B;
-  float* cb = p.cb + m * B;
-  std::fill(da + 4 * C, da + B, 0.f);
-  std::fill(cb + 4 * C, cb + B, 0.f);
+  const auto [a, q, da, cb, C] = row_scratch(p, m);
   const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   for (int64_t blk = 0; blk < 4 * C; ++blk) {
