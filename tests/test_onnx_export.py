@@ -17,7 +17,7 @@ from seqedge.errors import BadPathError, CorruptFileError, ParityError, Unsuppor
 from seqedge.exporters import ExportPlan, export
 from seqedge.exporters.artifact import read_manifest
 from seqedge.exporters.onnx.export import export_graph
-from seqedge.exporters.onnx.lowerings import FALLBACKS, FLAVOURS, LOWERINGS
+from seqedge.exporters.onnx.lowerings import FALLBACKS, FLAVOURS, LOWERINGS, resolve
 from seqedge.generate import generate
 from seqedge.models import build_model
 from seqedge.ops import attention_ref, causal_conv1d_ref, moe_ffn_q_ref, moe_ffn_ref, selective_scan_ref, ssd_scan_ref
@@ -162,6 +162,23 @@ def test_gqa_rotates_inside_the_kernel_at_head_sizes_it_takes(hd, tmp_path):
     graph = onnx.load(str(tmp_path / "op.onnx"))
     gqa = next(n for n in graph.graph.node if n.op_type == "GroupQueryAttention")
     assert {a.name: a.i for a in gqa.attribute}["do_rotary"] == 1
+
+
+@pytest.mark.parametrize("unit", [None, "cpu", "gpu"])
+def test_a_gpu_target_attends_on_a_kernel_its_provider_has(unit):
+    """seqedge's onnxruntime kernels are registered for the CPU provider: for the desktop profile's GPU (onnxruntime,
+    CUDA provider) attention is lowered to GroupQueryAttention, which that provider has, not to seqedge.Attention;
+    the ops whose contrib forms are CPU-only keep seqedge's kernels, and the CPU (chosen, or the host) keeps them all."""
+    from seqedge.cli.export import choose_runtime
+
+    choice = choose_runtime("rtx4090", build_model("transformer", "tiny"), unit)
+    assert choice.ops_flavour == "fused" and (choice.unit == "gpu") == (unit != "cpu"), choice
+    chosen = {lw.op: lw.variant for lw in resolve(choice.ops_flavour, unit=choice.unit)[0]}
+    host = {lw.op: lw.variant for lw in resolve("fused")[0]}
+    assert chosen["seqedge::attention"] == ("contrib" if choice.unit == "gpu" else "fused") and host["seqedge::attention"] == "fused"
+    assert {op: v for op, v in chosen.items() if op != "seqedge::attention"} == {
+        op: v for op, v in host.items() if op != "seqedge::attention"}
+    assert LOWERINGS["seqedge::attention:contrib"].uses[0].op == "GroupQueryAttention"
 
 
 @pytest.fixture(scope="module")

@@ -51,12 +51,14 @@ def _allowed(schema, type_str: str) -> set[str]:
 @dataclass(frozen=True)
 class ContribUse:
     """What one lowering needs of one contrib op. `inputs`/`outputs`: (schema name, dtype) in position
-    order — the leading ones the lowering passes or reads; `attributes`: (name, "INT"|"FLOAT"|"STRING")."""
+    order — the leading ones the lowering passes or reads; `attributes`: (name, "INT"|"FLOAT"|"STRING");
+    `gpu`: onnxruntime's CUDA provider has a kernel for it too (not only the CPU provider)."""
 
     op: str
     inputs: tuple[tuple[str, str], ...]
     attributes: tuple[tuple[str, str], ...]
     outputs: tuple[tuple[str, str], ...]
+    gpu: bool = False
 
     def problems(self, schemas: dict[str, object] | None = None) -> list[str]:
         """Every way the installed onnxruntime's schema breaks this contract (empty when it holds)."""

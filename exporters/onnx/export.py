@@ -84,7 +84,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
         return export_static(model, plan)
     if plan.ops not in FLAVOURS:
         raise BadInputError(f"unknown --ops {plan.ops!r}", f"valid: {', '.join(FLAVOURS)}")
-    lowerings, fallbacks = resolve(plan.ops)
+    lowerings, fallbacks = resolve(plan.ops, unit=(plan.target or {}).get("unit", "cpu"))
     check_supported(model, EXPORTABLE_LAYERS, target="ONNX")
     model = model.eval()
     quant = prepare_quant(plan, model, "onnx")

@@ -66,11 +66,14 @@ def static_lowerings() -> list[Lowering]:
     return list(chosen.values())
 
 
-def resolve(flavour: str, schemas: dict | None = None) -> tuple[list[Lowering], list[str]]:
+def resolve(flavour: str, schemas: dict | None = None, unit: str = "cpu") -> tuple[list[Lowering], list[str]]:
     """The lowerings of `flavour`, each op's fused lowering replaced by its portable one where the installed
-    onnxruntime (or `schemas`) breaks its contract; returns them and one warning per replacement."""
+    onnxruntime (or `schemas`) breaks its contract; returns them and one warning per replacement. For a target
+    whose graph runs on another unit than the CPU (a GPU), an op whose fused lowering is one of seqedge's kernels
+    (CPU kernels) takes its contrib lowering where onnxruntime's GPU provider has that op (`gpu_first`)."""
     chosen, warnings = [], []
     for lw in LOWERINGS.for_variant(flavour):
+        lw = gpu_first(lw, schemas) if unit != "cpu" else lw
         problems = [p for use in lw.uses for p in use.problems(schemas)]
         for fallback in FALLBACKS if problems else ():
             if f"{lw.op}:{fallback}" not in LOWERINGS:
@@ -85,6 +88,16 @@ def resolve(flavour: str, schemas: dict | None = None) -> tuple[list[Lowering], 
                             f"({'; '.join(problems)}); used the {lw.variant} lowering ({lw.summary})")
         chosen.append(lw)
     return chosen, warnings
+
+
+def gpu_first(lw: Lowering, schemas: dict | None = None) -> Lowering:
+    """`lw`, or for a fused lowering onto seqedge's kernels (registered for onnxruntime's CPU provider only: on a
+    GPU session every such node runs on the CPU, its operands copied across) the op's contrib lowering, when
+    each contrib op it emits has a GPU kernel and its contract holds."""
+    contrib = LOWERINGS[f"{lw.op}:contrib"] if f"{lw.op}:contrib" in LOWERINGS else None
+    if SEQEDGE_KERNELS not in lw.uses or contrib is None or not all(getattr(u, "gpu", False) for u in contrib.uses):
+        return lw
+    return lw if any(use.problems(schemas) for use in contrib.uses) else contrib
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -236,7 +249,7 @@ GROUP_QUERY_ATTENTION = ContribUse(
     inputs=(("query", "float"), ("key", "float"), ("value", "float"), ("past_key", "float"), ("past_value", "float"),
             ("seqlens_k", "int32"), ("total_sequence_length", "int32"), ("cos_cache", "float"), ("sin_cache", "float")),
     attributes=(("num_heads", "INT"), ("kv_num_heads", "INT"), ("do_rotary", "INT"), ("rotary_interleaved", "INT")),
-    outputs=(("output", "float"), ("present_key", "float"), ("present_value", "float")))
+    outputs=(("output", "float"), ("present_key", "float"), ("present_value", "float")), gpu=True)
 
 
 @lowering("seqedge::attention", "fused", "translation",
