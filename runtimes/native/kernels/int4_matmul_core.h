@@ -185,10 +185,19 @@ SEQEDGE_TARGET_VNNI inline void quantize_row_vnni(const MatMul& p, int64_t m) {
 }
 #endif
 
+// The VNNI kernels run: AVX-512 at the level the kernels may use (SEQEDGE_KERNEL_ISA) and VNNI. Read once.
+inline bool vnni() {
+#ifdef SEQEDGE_INT4_X86
+  static const bool yes = isa_level() >= 4 && __builtin_cpu_supports("avx512vnni");
+  return yes;
+#else
+  return false;
+#endif
+}
+
 inline void quantize_row(const MatMul& p, int64_t m) {
 #ifdef SEQEDGE_INT4_X86
-  static const bool vnni = isa_level() >= 4 && __builtin_cpu_supports("avx512vnni");
-  if (vnni) return quantize_row_vnni(p, m);
+  if (vnni()) return quantize_row_vnni(p, m);
 #endif
   quantize_row_portable(p, m);
 }
@@ -469,7 +478,7 @@ inline void rows_baseline(const MatMul& p, int64_t m, int64_t n0, int64_t rows) 
 inline RowsFn tile_kernel() {
   static const RowsFn fn = [] {
 #ifdef SEQEDGE_INT4_X86
-    if (isa_level() >= 4 && __builtin_cpu_supports("avx512vnni")) return static_cast<RowsFn>(tiles_vnni);
+    if (vnni()) return static_cast<RowsFn>(tiles_vnni);
 #endif
     return static_cast<RowsFn>(nullptr);
   }();
@@ -480,7 +489,7 @@ inline RowsFn tile_kernel() {
 inline RowsFn rows_kernel() {
   static const RowsFn fn = [] {
 #ifdef SEQEDGE_INT4_X86
-    if (isa_level() >= 4 && __builtin_cpu_supports("avx512vnni")) return static_cast<RowsFn>(rows_vnni);
+    if (vnni()) return static_cast<RowsFn>(rows_vnni);
     if (isa_level() >= 3) return static_cast<RowsFn>(rows_avx2);
 #endif
     return static_cast<RowsFn>(rows_baseline);
@@ -499,12 +508,8 @@ constexpr int64_t kPromptKernelRows = 16;
 inline bool use_prompt_kernel(int64_t M) {
 #ifdef SEQEDGE_INT4_X86
   static_assert(kItemRows == kLanes, "an item is the prompt kernel's 16 lanes");
-  static const bool vnni = isa_level() >= 4 && __builtin_cpu_supports("avx512vnni");
-  return vnni && M >= kPromptKernelRows;
-#else
-  (void)M;
-  return false;
 #endif
+  return vnni() && M >= kPromptKernelRows;
 }
 
 inline int64_t outputs(const MatMul& p) { return p.glu ? p.N / 2 : p.N; }
@@ -513,6 +518,15 @@ inline int64_t outputs(const MatMul& p) { return p.glu ? p.N / 2 : p.N; }
 inline int64_t items(const MatMul& p) {
   const int64_t rows = p.natural && p.glu == nullptr ? 2 * kItemRows : kItemRows;
   return (outputs(p) + rows - 1) / rows;
+}
+
+// glu[m0 .. m1, n0 .. n0 + count) = silu(gate) * up, from the gate and up products in y (N / 2 apart).
+inline void swiglu_rows(const MatMul& p, int64_t m0, int64_t m1, int64_t n0, int64_t count) {
+  const int64_t H = outputs(p);
+  for (int64_t j = m0; j < m1; ++j) {
+    const float* gate = p.y + j * p.N + n0;
+    for (int64_t r = 0; r < count; ++r) p.glu[j * H + n0 + r] = gate[r] / (1.f + std::exp(-gate[r])) * gate[H + r];
+  }
 }
 
 // Item i: outputs [16 i, 16 i + 16) for every activation row; with SwiGLU, the gate rows and the up rows N / 2
@@ -528,10 +542,7 @@ inline void item(const MatMul& p, int64_t i) {
   }
   if (p.natural) {  // a SwiGLU's 16 gate rows and their up rows at once, then the product
     prompt_rows_vnni(p, {n0, H + n0}, {count, count});
-    for (int64_t j = 0; j < p.M; ++j) {
-      const float* gate = p.y + j * p.N + n0;
-      for (int64_t r = 0; r < count; ++r) p.glu[j * H + n0 + r] = gate[r] / (1.f + std::exp(-gate[r])) * gate[H + r];
-    }
+    swiglu_rows(p, 0, p.M, n0, count);
     return;
   }
 #endif
@@ -539,10 +550,9 @@ inline void item(const MatMul& p, int64_t i) {
     const int64_t step = tiles != nullptr && p.M - m >= kTileRows ? kTileRows : 1;
     const RowsFn fn = step == kTileRows ? tiles : rows;
     fn(p, m, n0, count);
-    if (p.glu != nullptr) fn(p, m, H + n0, count);
-    for (int64_t j = m; p.glu != nullptr && j < m + step; ++j) {
-      const float* gate = p.y + j * p.N + n0;
-      for (int64_t r = 0; r < count; ++r) p.glu[j * H + n0 + r] = gate[r] / (1.f + std::exp(-gate[r])) * gate[H + r];
+    if (p.glu != nullptr) {
+      fn(p, m, H + n0, count);
+      swiglu_rows(p, m, m + step, n0, count);
     }
     m += step;
   }
