@@ -250,17 +250,20 @@ XNNPACK_REWRITES = {
 def attention_cached_sdpa(q, k, v, k_cache, v_cache, pos, cos, sin):
     """attention over KV caches the program holds. Here k_cache / v_cache are the program-held buffers in
     ExecuTorch's (Bt, S, Hkv, hd) layout (executorch/held_state.py), not the op's (Bt, Hkv, S, hd) — the
-    (Bt, T, heads, hd) layout the projections give, so nothing is transposed: RoPE by gathered table rows,
+    (Bt, T, heads, hd) layout the projections give, so nothing is transposed: RoPE by seqedge's `seqedge::rope`
+    kernel (one call for q, one for k, where the rotation decomposes into a dozen nodes),
     `llama::update_cache` (ExecuTorch's LLM kernel) writes k, v into the caches in place and seqedge's
     `seqedge::cached_sdpa` attends causally over slots [0, pos + T) with grouped-query heads (a prompt in tiles
     of positions, a decode step streaming each cached row once for all the query heads). The caches are
     returned as they are (written in place)."""
-    Bt, T = q.shape[0], q.shape[1]
+    Bt, T, hd = q.shape[0], q.shape[1], k_cache.shape[3]
     p = pos.reshape(-1)[0].item()
     torch._check_is_size(p)
     torch._check(p < k_cache.shape[1])
-    q, k, v = _rotated(q, k, v, pos, cos, sin, k_cache.shape[3])  # (Bt, T, heads, hd)
-    torch.ops.llama.update_cache(k, k_cache, p)
-    torch.ops.llama.update_cache(v, v_cache, p)
+    q = torch.ops.seqedge.rope(q.reshape(Bt, T, -1, hd), pos, cos, sin)  # (Bt, T, H, hd)
+    k = torch.ops.seqedge.rope(k.reshape(Bt, T, -1, hd), pos, cos, sin)  # (Bt, T, Hkv, hd)
+    v = v.reshape(Bt, T, -1, hd)  # (Bt, T, Hkv, hd)
+    torch.ops.llama.update_cache(k.to(k_cache.dtype), k_cache, p)  # float16 caches: rounded once, here
+    torch.ops.llama.update_cache(v.to(v_cache.dtype), v_cache, p)
     out = torch.ops.seqedge.cached_sdpa(q.contiguous(), k_cache, v_cache, p)  # (Bt, T, H, hd)
     return out.reshape(Bt, T, -1), k_cache, v_cache

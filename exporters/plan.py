@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+KV_CACHE_TYPES = ("float16", "float32")  # ExportPlan.kv_cache
+
 
 @dataclass
 class ExportPlan:
@@ -13,6 +15,8 @@ class ExportPlan:
     format: str = "onnx"
     ops: str = "fused"  # ONNX lowering flavour: fused | portable
     backend: str = "xnnpack"  # ExecuTorch: xnnpack | portable
+    kv_cache: str | None = None  # attention KV caches where seqedge's kernels hold them: float16 | float32
+    # (default: kv_cache_type)
     max_len: int | None = None  # ExecuTorch: longest prefill (default: the model's max_seq_len, else 4096)
     jobs: int | None = None  # ExecuTorch: processes lowering XNNPACK partitions (default: the cores, at most 8)
     quant: str = "fp32"  # a seqedge.quant recipe
@@ -44,3 +48,11 @@ class ExportPlan:
     def users_code(self) -> bool:
         """The model is the user's own factory: a failure tracing it is the model's, not seqedge's."""
         return (self.source or {}).get("kind") == "user"
+
+
+def kv_cache_type(plan: ExportPlan) -> str:
+    """The attention caches' type where seqedge's kernels hold them: the plan's, else float32. float16 halves
+    their memory (llama.cpp's default) and the bytes a decode step streams, but converting what a step reads
+    costs more than those bytes on this x86 host (llama-135m's attention at 1,024 positions: 62-68 -> 72-74 us
+    a layer, 2 threads), so it is asked for, not assumed."""
+    return plan.kv_cache or "float32"

@@ -115,6 +115,12 @@ def test_executorch_prefill_longer_than_the_kv_cache_is_refused_before_tracing(t
     assert not (tmp_path / "art").exists()
 
 
+def test_an_unknown_kv_cache_type_is_refused(tmp_path):
+    r = run("export", "--family", "transformer", "--preset", "tiny", "--kv-cache", "int8", "--out", tmp_path / "art")
+    assert_one_clear_error(r, "unknown --kv-cache 'int8'", "valid: ")
+    assert not (tmp_path / "art").exists()
+
+
 def test_debug_env_shows_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("SEQEDGE_DEBUG", "1")
     r = run("generate", tmp_path / "nothing")

@@ -214,12 +214,13 @@ class CachedSdpa(torch.nn.Module):
         return torch.ops.seqedge.cached_sdpa(q, k_cache, v_cache, p) * 1.0
 
 
-@pytest.mark.parametrize("heads,kv_heads,D", [(9, 3, 64), (4, 4, 128), (6, 1, 48)])
-def test_cached_sdpa_kernel_matches_reference(heads, kv_heads, D, tmp_path):
+@pytest.mark.parametrize("cache", [torch.float32, torch.float16])
+@pytest.mark.parametrize("heads,kv_heads,D", [(9, 3, 64), (4, 4, 128), (6, 1, 48), (4, 2, 20)])
+def test_cached_sdpa_kernel_matches_reference(heads, kv_heads, D, cache, tmp_path):
     """seqedge's C++ attention kernel in a real ExecuTorch program against its reference: decode at cache fills
     that split the keys into ranges across threads and that do not, and prompts (several query rows: the
     tiles, a partial last one, keys not a multiple of the block), for the head dims it compiles fixed (64,
-    128) and any other."""
+    128) and any other (20: not a multiple of 8); float32 and float16 caches (attended in float32)."""
     from executorch.runtime import Runtime
 
     from seqedge.native import load_kernels
@@ -227,7 +228,7 @@ def test_cached_sdpa_kernel_matches_reference(heads, kv_heads, D, tmp_path):
 
     S = 1100
     torch.manual_seed(heads)
-    k_cache, v_cache = torch.randn(1, S, kv_heads, D), torch.randn(1, S, kv_heads, D)  # (B, S, Hkv, D)
+    k_cache, v_cache = torch.randn(1, S, kv_heads, D).to(cache), torch.randn(1, S, kv_heads, D).to(cache)  # (B, S, Hkv, D)
     q = torch.randn(1, 3, heads, D)  # an example of T > 1: the program takes T = 1 .. 40
     T = torch.export.Dim("T", min=1, max=40)
     _lower(CachedSdpa(), (q, k_cache, v_cache, torch.tensor([5])), {"q": {1: T}, "k_cache": None, "v_cache": None,
@@ -241,6 +242,39 @@ def test_cached_sdpa_kernel_matches_reference(heads, kv_heads, D, tmp_path):
         assert (got - want).abs().max().item() < 1e-4, (heads, kv_heads, pos, rows)
 
 
+class Rope(torch.nn.Module):
+    def forward(self, x, pos, cos, sin):
+        return torch.ops.seqedge.rope(x, pos, cos, sin) * 1.0
+
+
+@pytest.mark.parametrize("heads,D", [(9, 64), (2, 6)])
+def test_rope_kernel_matches_reference(heads, D, tmp_path, capfd):
+    """seqedge's RoPE kernel in a real ExecuTorch program against rope_at_ref: one and several tokens, from the
+    first position, deep in the tables and running past their end (the last row taken), batch 2; a negative
+    position is refused."""
+    from executorch.runtime import Runtime
+
+    from seqedge.native import load_kernels
+    from seqedge.ops import rope_at_ref
+
+    S = 50
+    torch.manual_seed(D)
+    angles = torch.arange(S).float()[:, None] * torch.rand(D // 2)[None, :]  # (S, D/2)
+    cos, sin = angles.cos(), angles.sin()
+    T = torch.export.Dim("T", min=1, max=40)
+    _lower(Rope(), (torch.randn(2, 3, heads, D), torch.tensor([5]), cos, sin),
+           {"x": {1: T}, "pos": None, "cos": None, "sin": None}, tmp_path / "rope.pte")
+    load_kernels()
+    method = Runtime.get().load_program(str(tmp_path / "rope.pte")).load_method("forward")
+    for pos, rows in ((0, 1), (7, 1), (0, 13), (30, 9), (45, 12)):  # the last: positions 45..56 of a 50-row table
+        x = torch.randn(2, rows, heads, D)
+        got = method.execute([x, torch.tensor([pos]), cos, sin])[0]
+        assert (got - rope_at_ref(x, torch.tensor([pos]), cos, sin)).abs().max().item() < 1e-5, (pos, rows)
+    with pytest.raises(RuntimeError):
+        method.execute([torch.randn(2, 1, heads, D), torch.tensor([-1]), cos, sin])
+    assert "rope: pos must not be negative" in capfd.readouterr().err
+
+
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the feature levels are x86-64's")
 @pytest.mark.parametrize("isa", ["baseline", "v3"])
 def test_kernels_match_their_references_at_every_isa_level(isa):
@@ -248,9 +282,9 @@ def test_kernels_match_their_references_at_every_isa_level(isa):
     with SEQEDGE_KERNEL_ISA runs the other builds, which must match the references too (this process has run
     the best one above)."""
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
-                        "cached_sdpa_kernel or selective_scan:prefill or rnn_scan or moe_kernel"], env={**os.environ,
+                        "cached_sdpa_kernel or rope_kernel or selective_scan:prefill or rnn_scan or moe_kernel"], env={**os.environ,
                         "SEQEDGE_KERNEL_ISA": isa}, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0 and "14 passed" in r.stdout, r.stdout[-2000:]
+    assert r.returncode == 0 and "21 passed" in r.stdout, r.stdout[-2000:]
 
 
 def test_skipping_inapplicable_xnnpack_passes_changes_nothing(pte_artifacts, tmp_path, monkeypatch):

@@ -99,6 +99,30 @@ VARIANTS = [
 ]
 
 
+@pytest.mark.parametrize("fmt, ops, kv_cache, want", [
+    ("onnx", "fused", "float16", "float16"), ("executorch", "fused", "float16", "float16"),
+    ("onnx", "portable", "float16", "float32"),  # no seqedge kernel holds them: float32 as the graph computes
+    ("executorch", "fused", None, "float32"), ("onnx", "fused", None, "float32"),  # the default
+])
+def test_kv_cache_type_is_what_the_plan_asks_where_seqedge_holds_the_caches(fmt, ops, kv_cache, want, tmp_path):
+    """ExportPlan.kv_cache (--kv-cache): the attention caches' type in the manifest (`state` in onnxruntime, where
+    the graph's inputs and outputs say the same; `held_state` in ExecuTorch); the artifact runs from it, agrees
+    with the PyTorch model over a prompt and decode steps, and greedy decoding is unchanged."""
+    torch.manual_seed(0)
+    model = build_model("transformer", "tiny").eval()
+    m = export(model, ExportPlan(out=tmp_path / "a", format=fmt, ops=ops, kv_cache=kv_cache, max_len=64,
+                                 verify_steps=32))
+    caches = [s for s in m["state"] + m.get("held_state", []) if s["name"].startswith(("k.", "v."))]
+    assert len(caches) == 2 * model.config.num_hidden_layers and {s["dtype"] for s in caches} == {want}, caches
+    if fmt == "onnx":
+        graph = onnx.load(str(tmp_path / "a" / "model.onnx")).graph
+        types = {v.name.removeprefix("new."): v.type.tensor_type.elem_type for v in [*graph.input, *graph.output]
+                 if v.name.removeprefix("new.") in {s["name"] for s in caches}}
+        assert set(types.values()) == {onnx.helper.np_dtype_to_tensor_dtype(torch.empty(0, dtype=getattr(torch, want)).numpy().dtype)}
+    assert m["parity"]["passed"] and m["parity"]["token_agreement"] == 1.0
+    assert m["parity"]["max_abs_diff"] < (1e-3 if want == "float16" else 1e-4), m["parity"]
+
+
 @pytest.mark.parametrize("family, preset, fmt, ops", VARIANTS)
 def test_variant_presets_export_with_parity(family, preset, fmt, ops, tmp_path):
     torch.manual_seed(0)

@@ -44,7 +44,7 @@ from seqedge.exporters.executorch.rnn import scan_rnns
 from seqedge.exporters.executorch.xnnpack_passes import relevant_xnnpack_passes
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.lowering import trace
-from seqedge.exporters.plan import ExportPlan
+from seqedge.exporters.plan import ExportPlan, kv_cache_type
 from seqedge.exporters.projections import fuse_projections
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
 from seqedge.quant.executorch import QuantizedEmbedding
@@ -164,7 +164,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
     model = model.eval()
     quant = prepare_quant(plan, model, "executorch")
     interface = Interface.of(model)
-    held = held_caches(model, interface.state)
+    held = held_caches(model, interface.state, kv_cache_type(plan))
     if held:
         native_ops.llm_kernels()
         interface = interface.without_state({s.name for s in held})

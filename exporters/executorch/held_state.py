@@ -37,14 +37,16 @@ class _CacheArgs(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def held_caches(model, state: list[TensorSpec]) -> list[TensorSpec]:
-    """The state tensors the model uses as attention caches (found by one probe call), batch fixed at 1."""
+def held_caches(model, state: list[TensorSpec], dtype: str | None = None) -> list[TensorSpec]:
+    """The state tensors the model uses as attention caches (found by one probe call), batch fixed at 1, of
+    `dtype` (the plan's kv_cache: float16 halves the bytes a decode step streams; seqedge::cached_sdpa attends in
+    float32) or the model's own."""
     init = model.init_state(1)
     probe = _CacheArgs()
     with torch.no_grad(), probe:
         model.prefill(torch.zeros(1, 1, dtype=torch.long), init)
     held = {name for name, t in init.items() if id(t) in probe.ids}
-    return [TensorSpec(s.name, s.dtype, tuple(init[s.name].shape)) for s in state if s.name in held]
+    return [TensorSpec(s.name, dtype or s.dtype, tuple(init[s.name].shape)) for s in state if s.name in held]
 
 
 class HeldCacheGraph(nn.Module):

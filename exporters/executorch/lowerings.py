@@ -57,12 +57,13 @@ for _method in METHODS:
     register("seqedge::moe_ffn_q", _method, "native",
              "seqedge C++ kernel seqedge::moe_ffn_q.out: the k chosen experts' int8/int4 block codes, read per token")
 register("seqedge::attention", "prefill", "decomposition",
-         "llama::update_cache in place into program-held caches (shared by both methods) + seqedge::cached_sdpa "
+         "seqedge::rope (seqedge C++ kernel) on q and k, llama::update_cache in place into program-held caches "
+         "(shared by both methods) + seqedge::cached_sdpa "
          "over [0, pos + T) (seqedge C++ kernel, in tiles of 8 positions x the query heads sharing a kv head; the "
          "same code as the runner's and the apps'; inside Python as fast as the wheel's llama::custom_sdpa on MKL: "
          "llama-135m int4 prefill 1,040-1,280 vs 910-1,310 tok/s at T = 256, 590-690 vs 600-700 at T = 1024)", attention_cached_sdpa,
-         uses=("seqedge::cached_sdpa.out",))
+         uses=("seqedge::rope.out", "seqedge::cached_sdpa.out"))
 register("seqedge::attention", "decode", "decomposition",
-         "llama::update_cache in place into the program-held caches + seqedge::cached_sdpa over [0, pos + 1) "
-         "(seqedge C++ kernel: each cached row read once for the query heads sharing it)", attention_cached_sdpa,
-         uses=("seqedge::cached_sdpa.out",))
+         "seqedge::rope on q and k, llama::update_cache in place into the program-held caches + "
+         "seqedge::cached_sdpa over [0, pos + 1) (seqedge C++ kernels: each cached row read once for the query "
+         "heads sharing it)", attention_cached_sdpa, uses=("seqedge::rope.out", "seqedge::cached_sdpa.out"))

@@ -12,6 +12,7 @@ import torch
 import seqedge.ops  # noqa: F401  (defines the functional ops)
 
 NATIVE_OPS = {"seqedge::selective_scan": "seqedge::selective_scan.out", "seqedge::cached_sdpa": "seqedge::cached_sdpa.out",
+              "seqedge::rope": "seqedge::rope.out",
               "seqedge::rnn_scan": "seqedge::rnn_scan.out", "seqedge::moe_ffn": "seqedge::moe_ffn.out",
               "seqedge::moe_ffn_q": "seqedge::moe_ffn_q.out"}
 
@@ -39,6 +40,17 @@ def _cached_sdpa_out(q, k_cache, v_cache, start_pos, *, out):
 
 
 _lib.impl("cached_sdpa.out", _cached_sdpa_out, "CompositeExplicitAutograd")
+
+
+_lib.define("rope.out(Tensor x, Tensor pos, Tensor cos, Tensor sin, *, Tensor(a!) out) -> Tensor(a!)")
+
+
+def _rope_out(x, pos, cos, sin, *, out):
+    out.resize_(x.shape).copy_(torch.ops.seqedge.rope.default(x, pos, cos, sin))
+    return out
+
+
+_lib.impl("rope.out", _rope_out, "CompositeExplicitAutograd")
 
 
 _lib.define("rnn_scan.out(Tensor gx, Tensor w_hh, Tensor b_hh, Tensor h0, Tensor c0, SymInt cell, *, Tensor(a!) y, "

@@ -23,7 +23,7 @@ from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.lowering import Lowering, trace
 from seqedge.exporters.onnx.fusions import ATTENTION_OPS, fuse
 from seqedge.exporters.onnx.lowerings import FLAVOURS, resolve
-from seqedge.exporters.plan import ExportPlan
+from seqedge.exporters.plan import ExportPlan, kv_cache_type
 from seqedge.exporters.projections import fuse_projections
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
 from seqedge.quant import RECIPES
@@ -67,6 +67,13 @@ def shared_buffer_state(graph) -> list[str]:
                 if past in inputs and present == f"new.{past}" and present in outputs:
                     shared.append(past)
     return shared
+
+
+def state_as_graph_takes_it(state: list[dict], graph) -> list[dict]:
+    """The manifest's state specs with each dtype the graph's input has (a fusion may retype a cache:
+    fusions.half_attention_caches)."""
+    types = {i.name: onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type).name for i in graph.input}
+    return [{**s, "dtype": types.get(s["name"], s["dtype"])} for s in state]
 
 
 def _export_torchscript(wrapper, args, names, path: Path, subject: str | None) -> None:
@@ -113,7 +120,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             fusions = {}
             if not recurrent and plan.ops == "fused":
                 with stage("ONNX fusions", plan.subject):
-                    fusions = fuse(tmp / GRAPH)
+                    fusions = fuse(tmp / GRAPH, half_caches=kv_cache_type(plan) == "float16")
             with stage("ONNX quantization", plan.subject):
                 apply_onnx(tmp / GRAPH, quant)
         export_seconds = time.perf_counter() - t0
@@ -122,8 +129,10 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
         fusions["int4_swiglu"] = sum(n.op_type == INT4_SWIGLU and n.domain == DOMAIN for n in graph.graph.node)
         opset = _opset(graph)
         weight_bytes, float_matrices = onnx_weights(tmp / GRAPH)
+        base = base_manifest(model, plan, interface)
         manifest = {
-            **base_manifest(model, plan, interface),
+            **base,
+            "state": state_as_graph_takes_it(base["state"], graph.graph),
             "format": "onnx",
             "ops": ops,
             "flavour": "native" if recurrent else plan.ops,

@@ -17,6 +17,7 @@ from seqedge.diagnostics import stage_clock
 from seqedge.errors import MAX_THREADS, BadInputError, UnsupportedError, check_range
 from seqedge.exporters import FORMATS, ExportPlan, export
 from seqedge.exporters.artifact import read_manifest
+from seqedge.exporters.plan import KV_CACHE_TYPES
 from seqedge.exporters.verify import verify_artifact
 from seqedge.fsutil import check_output_folder
 from seqedge.ingest.hf import has_family
@@ -36,6 +37,10 @@ def export_cmd(
                                                "kernels) or portable (standard ONNX ops).")] = None,
     backend: Annotated[str, typer.Option("--backend", help="ExecuTorch: xnnpack (delegate) or portable "
                                          "(ExecuTorch's CPU kernels only).")] = "xnnpack",
+    kv_cache: Annotated[Optional[str], typer.Option("--kv-cache", help="Attention KV caches where seqedge's "
+                                                    "kernels hold them (ExecuTorch; ONNX fused on a CPU): float32 "
+                                                    "(default) or float16 (half their memory and the bytes a step "
+                                                    "reads; slower to attend on x86).")] = None,
     max_len: Annotated[Optional[int], typer.Option("--max-len", help="ExecuTorch: longest prefill the program "
                                                    "takes (default: the model's max_seq_len, else 4096).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="Device profile (name, `host` or .toml): "
@@ -80,6 +85,8 @@ def export_cmd(
         raise BadInputError("nothing to export", "pass a checkpoint folder, --family F --preset P, or --model")
     if via not in VIAS:
         raise BadInputError(f"unknown --via {via!r}", f"valid: {', '.join(VIAS)}")
+    if kv_cache is not None and kv_cache not in KV_CACHE_TYPES:
+        raise BadInputError(f"unknown --kv-cache {kv_cache!r}", f"valid: {', '.join(KV_CACHE_TYPES)}")
     check_range("--threads", threads, 1, MAX_THREADS)
     if jobs is not None:
         check_range("--jobs", jobs, 1, MAX_THREADS, "e.g. --jobs 2")
@@ -114,7 +121,8 @@ def export_cmd(
     if static_chunk and fmt != "onnx":
         raise BadInputError(f"--static-chunk makes ONNX graphs, not {fmt}", "pass --format onnx")
     FORMATS[fmt]
-    plan = ExportPlan(out=out, format=fmt, ops=ops, backend=backend, max_len=max_len, force=force, quant=quant,
+    plan = ExportPlan(out=out, format=fmt, ops=ops, backend=backend, kv_cache=kv_cache, max_len=max_len, force=force,
+                      quant=quant,
                       group_size=group_size, calibration=calibration, strict=strict, max_bpb_increase=max_bpb_increase,
                       verify=not no_verify, threads=threads, jobs=jobs,
                       source=model_source(target, user_model, checkpoint, family, preset, seed, max_seq_len),

@@ -4,7 +4,15 @@ Each op is a folder: `op.py` (custom_op + fake), `reference.py` (the sequential 
 fast eager implementation. Lowerings live with the exporters, keyed by op name.
 """
 
-from seqedge.ops.attention import attention, attention_ref, attention_sdpa, cached_sdpa, cached_sdpa_ref
+from seqedge.ops.attention import (
+    attention,
+    attention_ref,
+    attention_sdpa,
+    cached_sdpa,
+    cached_sdpa_ref,
+    rope,
+    rope_at_ref,
+)
 from seqedge.ops.causal_conv1d import causal_conv1d, causal_conv1d_eager, causal_conv1d_ref
 from seqedge.ops.int4_matmul import int4_matmul_ref, int4_matmul_swiglu_ref
 from seqedge.ops.moe_ffn import moe_ffn, moe_ffn_dense, moe_ffn_q, moe_ffn_q_ref, moe_ffn_ref
@@ -15,7 +23,8 @@ from seqedge.ops.ssd_scan import ssd_scan, ssd_scan_chunked, ssd_scan_ref
 OP_NAMES = ("seqedge::selective_scan", "seqedge::ssd_scan", "seqedge::attention", "seqedge::causal_conv1d",
             "seqedge::moe_ffn")  # what models call (moe_ffn in the packed form the exporters build)
 # `seqedge::moe_ffn_q` is moe_ffn with quantized experts (the int8/int4 recipes put it in place);
-# `seqedge::cached_sdpa` is not a model op: ExecuTorch's decode lowering of attention emits it (its C++ kernel);
+# `seqedge::cached_sdpa` and `seqedge::rope` are not model ops: ExecuTorch's lowering of attention emits them (C++
+# kernels);
 # nor is `seqedge::rnn_scan`: ExecuTorch's RNN/LSTM/GRU layers (exporters/executorch/rnn.py) run on it;
 # `int4_matmul_ref` / `int4_matmul_swiglu_ref`: onnxruntime's seqedge.Int4MatMul(SwiGLU) (the int4 recipe's kernel there), no torch op
 
@@ -40,6 +49,8 @@ __all__ = [
     "moe_ffn_ref",
     "rnn_scan",
     "rnn_scan_ref",
+    "rope",
+    "rope_at_ref",
     "selective_scan",
     "selective_scan_chunked",
     "selective_scan_ref",

@@ -481,7 +481,9 @@ def _calibration_feeds(path: Path, ctx, domains: set[str], chunk: int = 64) -> l
     opts = ort.SessionOptions()
     register_for(opts, domains)
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    state = {name: t.numpy() for name, t in ctx.init_state.items()}
+    types = {i.name: i.type for i in sess.get_inputs()}  # a cache may be float16 (fusions.half_attention_caches)
+    dtype = {"tensor(float16)": np.float16}
+    state = {name: t.numpy().astype(dtype.get(types.get(name), t.numpy().dtype)) for name, t in ctx.init_state.items()}
     names = list(state)
     feeds = []
     data = np.frombuffer(ctx.calibration, dtype=np.uint8).astype(np.int64)

@@ -1,7 +1,8 @@
 // seqedge::cached_sdpa.out — causal grouped-query attention over a KV cache the program holds: the decode
 // method's attention (exporters/executorch/lowerings.py). Reference: seqedge/ops/attention/cached.py.
 //
-//   q (B, T, Hq, D); k_cache, v_cache (B, S, Hkv, D), positions [0, start_pos + T) written; out (B, T, Hq, D)
+//   q (B, T, Hq, D); k_cache, v_cache (B, S, Hkv, D), float32 or float16, positions [0, start_pos + T) written;
+//   out (B, T, Hq, D), float32
 //   query t (absolute position start_pos + t) attends keys [0, start_pos + t], scaled by 1/sqrt(D);
 //   query head h reads kv head h / (Hq / Hkv) (grouped-query attention).
 //
@@ -17,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "attention_decode.h"
 #include "attention_tile.h"
@@ -24,15 +26,22 @@
 namespace seqedge {
 namespace {
 
+// A decode step's keys split into about this many work items per position (each >= 64 keys): more than the
+// threads, so a slow thread does not hold the step (2 x threads took llama-135m's attention at 1,024 positions
+// ~1.6x the time on 2 threads).
+constexpr int64_t kDecodeSplit = 16;
+
 void cached_sdpa_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
   const Tensor& q = stack[0]->toTensor();
   const Tensor& k = stack[1]->toTensor();
   const Tensor& v = stack[2]->toTensor();
   const int64_t start = stack[3]->toInt();
   Tensor& out = stack[4]->toTensor();
+  const bool half = k.scalar_type() == ScalarType::Half;
   ET_KERNEL_CHECK_MSG(ctx, q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && q.scalar_type() == ScalarType::Float &&
-                      k.scalar_type() == ScalarType::Float && v.scalar_type() == ScalarType::Float, InvalidArgument, ,
-                      "cached_sdpa: float32 (B, T, H, D) query and (B, S, Hkv, D) caches expected");
+                      (k.scalar_type() == ScalarType::Float || half) && v.scalar_type() == k.scalar_type(),
+                      InvalidArgument, , "cached_sdpa: a float32 (B, T, H, D) query and float32 or float16 "
+                      "(B, S, Hkv, D) caches expected");
   const int64_t B = q.size(0), T = q.size(1), Hq = q.size(2), D = q.size(3);
   const int64_t S = k.size(1), Hkv = k.size(2);
   ET_KERNEL_CHECK_MSG(ctx, Hkv > 0 && Hq % Hkv == 0 && k.size(3) == D && v.size(1) == S && v.size(2) == Hkv &&
@@ -41,19 +50,45 @@ void cached_sdpa_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
   ET_KERNEL_CHECK_MSG(ctx, start >= 0 && start + T <= S, InvalidArgument, , "cached_sdpa: start_pos + T > cache length");
   ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(out, q.sizes()) == Error::Ok, InvalidArgument, );
   const float scale = 1.0f / std::sqrt(float(D));
-  const tile_core::Sdpa sdpa{q.const_data_ptr<float>(), k.const_data_ptr<float>(), v.const_data_ptr<float>(),
-                             out.mutable_data_ptr<float>(), T, Hq, D, S, Hkv, start, true, scale};
+  tile_core::Sdpa sdpa{q.const_data_ptr<float>(), nullptr, nullptr, out.mutable_data_ptr<float>(), T, Hq, D, S, Hkv,
+                       start, true, scale};
   const auto on_pool = [](int64_t n, const auto& fn) { executorch::extension::parallel_for(0, n, 1, fn); };
+  const auto* k16 = half ? reinterpret_cast<const uint16_t*>(k.const_data_ptr()) : nullptr;
+  const auto* v16 = half ? reinterpret_cast<const uint16_t*>(v.const_data_ptr()) : nullptr;
 
   // A prompt (positions for every thread): in tiles of positions x the query heads sharing a kv head, each key
-  // and value block read once for the tile (attention_tile.h, also the runner's llama::custom_sdpa).
+  // and value block read once for the tile (attention_tile.h, also the runner's llama::custom_sdpa). float16
+  // caches: the written positions [0, start + T) as floats first (each key is read by many tiles).
   const int64_t positions = B * T;
   const int64_t threads = std::max<int64_t>(1, executorch::extension::get_thread_count());
   if (positions >= 2 * threads && D <= tile_core::kMaxHeadDim) {
+    if (half) {
+      const int64_t len = start + T, run = len * Hkv * D;  // a batch row's written positions, side by side
+      thread_local std::vector<float> kf, vf;
+      kf.resize(static_cast<size_t>(B * run));
+      vf.resize(kf.size());
+      for (int64_t b = 0; b < B; ++b) {
+        halves_to_floats(k16 + b * S * Hkv * D, kf.data() + b * run, run);
+        halves_to_floats(v16 + b * S * Hkv * D, vf.data() + b * run, run);
+      }
+      sdpa.k = kf.data();
+      sdpa.v = vf.data();
+      sdpa.S = len;
+    } else {
+      sdpa.k = k.const_data_ptr<float>();
+      sdpa.v = v.const_data_ptr<float>();
+    }
     tile_core::attend_all(sdpa, B, on_pool);
     return;
   }
-  decode_core::attend_all(sdpa, B, 2 * threads, on_pool);
+  if (half) {  // a step: each work item converts the rows it reads (attention_decode.h)
+    sdpa.k16 = k16;
+    sdpa.v16 = v16;
+  } else {
+    sdpa.k = k.const_data_ptr<float>();
+    sdpa.v = v.const_data_ptr<float>();
+  }
+  decode_core::attend_all(sdpa, B, kDecodeSplit, on_pool);
 }
 
 const auto registered = executorch::runtime::register_kernel(

@@ -5,8 +5,10 @@
 // bindings: fine inside Python (seqedge imports it), not in an app. An Android/iOS build compiles
 // ExecuTorch's own `custom_ops` target; this file gives the host runner the same two ops with the same
 // schemas and semantics (see executorch/extension/llm/custom_ops/custom_ops.py), so a `.pte` runs the
-// same in both. Only float32, no attention mask (seqedge's lowering never passes one). custom_sdpa is the
-// tiled attention of attention_tile.h, the same code as seqedge::cached_sdpa's for a prompt.
+// same in both. update_cache copies float32 or float16 caches (seqedge keeps them in float16, attended by
+// seqedge::cached_sdpa); custom_sdpa is float32 only, with no attention mask (seqedge's lowering never passes
+// one). custom_sdpa is the tiled attention of attention_tile.h, the same code as seqedge::cached_sdpa's for a
+// prompt.
 //
 //   update_cache(value (B, T, H, D), cache (B, S, H, D) mutable, start_pos):  cache[:, start_pos:+T] = value
 //   custom_sdpa(q (B, T, Hq, D), k_cache, v_cache (B, S, Hkv, D), start_pos, mask=None, p=0, is_causal, scale)
@@ -29,16 +31,19 @@ void update_cache_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
   const Tensor& value = stack[0]->toTensor();
   Tensor& cache = stack[1]->toTensor();
   const int64_t start = stack[2]->toInt();
-  ET_KERNEL_CHECK_MSG(ctx, value.dim() == 4 && cache.dim() == 4 && value.scalar_type() == ScalarType::Float &&
-                      cache.scalar_type() == ScalarType::Float, InvalidArgument, ,
-                      "update_cache: float32 (B, T, H, D) value and (B, S, H, D) cache expected");
+  const ScalarType type = value.scalar_type();
+  ET_KERNEL_CHECK_MSG(ctx, value.dim() == 4 && cache.dim() == 4 && cache.scalar_type() == type &&
+                      (type == ScalarType::Float || type == ScalarType::Half), InvalidArgument, ,
+                      "update_cache: float32 or float16 (B, T, H, D) value and (B, S, H, D) cache of its type expected");
   const int64_t B = value.size(0), T = value.size(1), S = cache.size(1);
-  const int64_t row = value.size(2) * value.size(3);  // floats per position
+  ET_KERNEL_CHECK_MSG(ctx, cache.size(0) == B && cache.size(2) == value.size(2) && cache.size(3) == value.size(3),
+                      InvalidArgument, , "update_cache: value and cache shapes disagree");
+  const int64_t size = type == ScalarType::Float ? 4 : 2;
+  const int64_t row = value.size(2) * value.size(3) * size;  // bytes per position
   ET_KERNEL_CHECK_MSG(ctx, start >= 0 && start + T <= S, InvalidArgument, , "update_cache: start_pos + T > cache length");
-  const float* src = value.const_data_ptr<float>();
-  float* dst = cache.mutable_data_ptr<float>();
-  for (int64_t b = 0; b < B; ++b)
-    std::memcpy(dst + (b * S + start) * row, src + b * T * row, sizeof(float) * T * row);
+  const auto* src = static_cast<const char*>(value.const_data_ptr());
+  auto* dst = static_cast<char*>(cache.mutable_data_ptr());
+  for (int64_t b = 0; b < B; ++b) std::memcpy(dst + (b * S + start) * row, src + b * T * row, T * row);
 }
 
 // stack = [query, key, value, start_pos, attn_mask, dropout_p, is_causal, scale, out]
@@ -50,7 +55,10 @@ void custom_sdpa_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
   const bool causal = stack[6]->toBool();
   Tensor& out = stack[8]->toTensor();
   ET_KERNEL_CHECK_MSG(ctx, stack[4]->isNone(), InvalidArgument, , "custom_sdpa: attention masks are not supported here");
-  ET_KERNEL_CHECK_MSG(ctx, q.dim() == 4 && k.dim() == 4 && q.scalar_type() == ScalarType::Float, InvalidArgument, ,
+  ET_KERNEL_CHECK_MSG(ctx, q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && q.scalar_type() == ScalarType::Float &&
+                      k.scalar_type() == ScalarType::Float && v.scalar_type() == ScalarType::Float &&
+                      v.size(1) == k.size(1) && v.size(2) == k.size(2) && k.size(3) == q.size(3) &&
+                      v.size(3) == q.size(3) && k.size(0) == q.size(0) && v.size(0) == q.size(0), InvalidArgument, ,
                       "custom_sdpa: float32 (B, T, H, D) query and (B, S, Hkv, D) caches expected");
   const int64_t B = q.size(0), T = q.size(1), Hq = q.size(2), D = q.size(3);
   const int64_t S = k.size(1), Hkv = k.size(2);

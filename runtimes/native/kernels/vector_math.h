@@ -8,6 +8,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 // The hot loops are compiled once per x86-64 feature level (v4: AVX-512, v3: AVX2 + FMA, and the baseline) and
 // picked when a kernel first runs, by CPU features: `select_isa(f_v4, f_v3, f_baseline)`. SEQEDGE_KERNEL_ISA=
 // baseline|v3|v4 caps the level, so the tests run every variant against the references. Elsewhere (arm64:
@@ -61,6 +65,78 @@ Fn select_isa(Fn v4, Fn v3, Fn baseline) {
   return level >= 4 ? v4 : level >= 3 ? v3 : baseline;
 }
 
+// IEEE half precision as stored (uint16_t), for caches kept in float16. Scalar forms, exact for every value
+// (subnormals, infinities, NaN; float -> half rounds to nearest even, as torch's .half() does); F16C's
+// vcvtph2ps / vcvtps2ph on x86-64 v3 and v4, which give the same values.
+inline float half_bits_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+  uint32_t bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (man << 13);  // infinity, NaN
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (man << 13);  // normal: rebias 15 -> 127
+  } else if (man == 0) {
+    bits = sign;
+  } else {  // subnormal: man * 2^-24, exact in float
+    const float f = static_cast<float>(man) * 5.9604644775390625e-8f;
+    std::memcpy(&bits, &f, sizeof bits);
+    bits |= sign;
+  }
+  float out;
+  std::memcpy(&out, &bits, sizeof out);
+  return out;
+}
+
+inline uint16_t float_to_half_bits(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, sizeof x);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+  const uint32_t ax = x & 0x7fffffffu;
+  if (ax >= 0x7f800000u) return sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u);  // infinity, NaN
+  if (ax >= 0x477ff000u) return sign | 0x7c00u;                                       // rounds past 65504
+  if (ax < 0x38800000u) {  // below 2^-14: a subnormal half (or zero), rounded to nearest even by the FPU
+    float a;
+    std::memcpy(&a, &ax, sizeof a);
+    return sign | static_cast<uint16_t>(std::nearbyint(a * 16777216.0f));  // a / 2^-24
+  }
+  const uint32_t rounded = ax + 0xfffu + ((ax >> 13) & 1u);  // to nearest even at bit 13
+  return sign | static_cast<uint16_t>((rounded - 0x38000000u) >> 13);  // rebias 127 -> 15
+}
+
+inline void halves_to_floats_baseline(const uint16_t* h, float* f, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) f[i] = half_bits_to_float(h[i]);
+}
+inline void floats_to_halves_baseline(const float* f, uint16_t* h, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) h[i] = float_to_half_bits(f[i]);
+}
+#if defined(__x86_64__) && defined(__GNUC__)
+SEQEDGE_TARGET_V3 inline void halves_to_floats_v3(const uint16_t* h, float* f, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(f + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h + i))));
+  for (; i < n; ++i) f[i] = half_bits_to_float(h[i]);
+}
+SEQEDGE_TARGET_V3 inline void floats_to_halves_v3(const float* f, uint16_t* h, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(h + i), _mm256_cvtps_ph(_mm256_loadu_ps(f + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; ++i) h[i] = float_to_half_bits(f[i]);
+}
+#else
+inline void halves_to_floats_v3(const uint16_t* h, float* f, int64_t n) { halves_to_floats_baseline(h, f, n); }
+inline void floats_to_halves_v3(const float* f, uint16_t* h, int64_t n) { floats_to_halves_baseline(f, h, n); }
+#endif
+
+// h[0, n) as floats into f, and back (the CPU's conversion instructions where the kernels run at v3 or above).
+inline void halves_to_floats(const uint16_t* h, float* f, int64_t n) {
+  static const auto fn = select_isa(halves_to_floats_v3, halves_to_floats_v3, halves_to_floats_baseline);
+  fn(h, f, n);
+}
+inline void floats_to_halves(const float* f, uint16_t* h, int64_t n) {
+  static const auto fn = select_isa(floats_to_halves_v3, floats_to_halves_v3, floats_to_halves_baseline);
+  fn(f, h, n);
+}
+
 SEQEDGE_INLINE float dot(const float* a, const float* b, int64_t n) {
   float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   int64_t i = 0;
@@ -109,6 +185,14 @@ SEQEDGE_INLINE Floats8 load8(const float* p) {
   return v;
 }
 SEQEDGE_INLINE void store8(float* p, Floats8 v) { std::memcpy(p, &v, sizeof v); }
+// The sum of the 8 lanes (three halving steps: shuffles, not a scalar chain).
+SEQEDGE_INLINE float sum8(Floats8 v) {
+  typedef float Floats4 __attribute__((vector_size(16)));
+  const Floats4 lo = {v[0], v[1], v[2], v[3]}, hi = {v[4], v[5], v[6], v[7]};
+  const Floats4 a = lo + hi;
+  const Floats4 b = a + Floats4{a[2], a[3], a[0], a[1]};
+  return b[0] + b[1];
+}
 template <class Fn>
 SEQEDGE_INLINE void apply16(float* x, Fn fn) {
   store8(x, fn(load8(x)));

@@ -5,7 +5,7 @@ without its mask/dropout/scale arguments.
 
 Shapes:
     q        (B, T, H, D)      new queries (RoPE applied)
-    k_cache  (B, S, Hkv, D)    positions [0, start_pos + T) written (the new tokens' included)
+    k_cache  (B, S, Hkv, D)    positions [0, start_pos + T) written (the new tokens' included); q's type or float16
     v_cache  (B, S, Hkv, D)
     start_pos                  absolute position of the first query
 returns
@@ -23,8 +23,8 @@ from torch import Tensor
 def cached_sdpa_ref(q: Tensor, k_cache: Tensor, v_cache: Tensor, start_pos: int) -> Tensor:
     T = q.shape[1]
     n = start_pos + T
-    keys = k_cache[:, :n].transpose(1, 2)  # (B, Hkv, n, D)
-    vals = v_cache[:, :n].transpose(1, 2)  # (B, Hkv, n, D)
+    keys = k_cache[:, :n].transpose(1, 2).to(q.dtype)  # (B, Hkv, n, D)  (a float16 cache attended in q's type)
+    vals = v_cache[:, :n].transpose(1, 2).to(q.dtype)  # (B, Hkv, n, D)
     mask = torch.ones(T, n, dtype=torch.bool, device=q.device).tril(diagonal=start_pos)  # (T, n)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), keys, vals, attn_mask=mask, enable_gqa=True)  # (B, H, T, D)
     return out.transpose(1, 2).contiguous()  # (B, T, H, D)

@@ -14,7 +14,9 @@
 //       seqedge::attention (attention_ref): RoPE on q and k at positions [pos, pos + T), k and v written into the
 //       (B, Hkv, S, D) caches there, causal grouped-query attention over [0, pos + T). k and v may be absent, q
 //       then holding q, k, v side by side (B, T, (Hq + 2 Hkv) D). When a cache output is the cache input's buffer
-//       (the runtime binds them so) only the new positions are written; otherwise [0, pos) is copied first.
+//       (the runtime binds them so) only the new positions are written; otherwise [0, pos) is copied first. The
+//       caches are float32 or float16 (two kernels of the op; float16: keys and values rounded when written,
+//       attended in float32, half the bytes a step streams).
 //
 // The scan is selective_scan_core.h, the same source as the ExecuTorch kernel seqedge::selective_scan.out,
 // the attention attention_tile.h (a prompt) and attention_decode.h (a step), seqedge::cached_sdpa.out's, and
@@ -27,12 +29,14 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "../attention_decode.h"
 #include "../attention_tile.h"
 #include "../causal_conv_core.h"
 #include "../int4_matmul_core.h"
+#include "../rope_core.h"
 #include "../selective_scan_core.h"
 #include "ort_abi.h"
 
@@ -247,18 +251,13 @@ struct Pool {
 constexpr int64_t kTilePositions = 4;
 constexpr int64_t kDecodeSplit = 16;
 
-// x (D) rotated to the position whose tables are c, s (D / 2): Hugging Face's rotate_half pairing (rope_ref).
-inline void rotate(const float* x, const float* c, const float* s, int64_t D, float* out) {
-  const int64_t half = D / 2;
-  for (int64_t i = 0; i < half; ++i) {
-    const float x1 = x[i], x2 = x[i + half];
-    out[i] = x1 * c[i] - x2 * s[i];
-    out[i + half] = x2 * c[i] + x1 * s[i];
-  }
-}
-
+// The caches in float32 (C = float) or float16 (C = uint16_t, the bits): the op is registered for both.
+template <class C>
 Status* compute_attention(void*, KernelContext* ctx) {
   static constexpr const char* op = "Attention";
+  constexpr bool kHalf = std::is_same_v<C, uint16_t>;
+  constexpr int kCacheType = kHalf ? kFloat16 : kFloat;
+  constexpr const char* kCacheTypeName = kHalf ? "float16" : "float32";
   size_t n = 0;
   SEQEDGE_ORT_TRY(g_api->input_count(ctx, &n));
   if (n != 8) return fail(op, "expects 8 inputs (q, k, v, k_cache, v_cache, pos, cos, sin)");
@@ -276,8 +275,8 @@ Status* compute_attention(void*, KernelContext* ctx) {
     SEQEDGE_ORT_TRY(read_typed(ctx, op, 1, "k", kFloat, "float32", 3, 3, kd, &kr, &k));
     SEQEDGE_ORT_TRY(read_typed(ctx, op, 2, "v", kFloat, "float32", 3, 3, vd, &vr, &v));
   }
-  SEQEDGE_ORT_TRY(read_typed(ctx, op, 3, "k_cache", kFloat, "float32", 4, 4, kcd, &kcr, &kc));
-  SEQEDGE_ORT_TRY(read_typed(ctx, op, 4, "v_cache", kFloat, "float32", 4, 4, vcd, &vcr, &vc));
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 3, "k_cache", kCacheType, kCacheTypeName, 4, 4, kcd, &kcr, &kc));
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 4, "v_cache", kCacheType, kCacheTypeName, 4, 4, vcd, &vcr, &vc));
   SEQEDGE_ORT_TRY(read_typed(ctx, op, 5, "pos", kInt64, "int64", 0, 1, pd, &pr, &pp));
   SEQEDGE_ORT_TRY(read_typed(ctx, op, 6, "cos", kFloat, "float32", 2, 2, cd, &cr, &cs));
   SEQEDGE_ORT_TRY(read_typed(ctx, op, 7, "sin", kFloat, "float32", 2, 2, sd, &sr, &sn));
@@ -308,11 +307,11 @@ Status* compute_attention(void*, KernelContext* ctx) {
   SEQEDGE_ORT_TRY(g_api->data(kov, &ko));
   SEQEDGE_ORT_TRY(g_api->data(vov, &vo));
   if (B == 0 || T == 0) return nullptr;
-  auto* kcache = static_cast<float*>(ko);
-  auto* vcache = static_cast<float*>(vo);
-  for (const auto& [from, to] : {std::pair{static_cast<const float*>(kc), kcache}, std::pair{static_cast<const float*>(vc), vcache}})
+  auto* kcache = static_cast<C*>(ko);
+  auto* vcache = static_cast<C*>(vo);
+  for (const auto& [from, to] : {std::pair{static_cast<const C*>(kc), kcache}, std::pair{static_cast<const C*>(vc), vcache}})
     if (from != to)  // not updated in place: the earlier positions first
-      for (int64_t bh = 0; bh < B * Hkv; ++bh) std::memcpy(to + bh * S * D, from + bh * S * D, sizeof(float) * pos * D);
+      for (int64_t bh = 0; bh < B * Hkv; ++bh) std::memcpy(to + bh * S * D, from + bh * S * D, sizeof(C) * pos * D);
 
   // RoPE: q into scratch (B, T, Hq, D); k rotated and v copied into the caches at [pos, pos + T)
   const int64_t row = qd[2];  // floats per position of q (of q, k and v when packed)
@@ -320,27 +319,56 @@ Status* compute_attention(void*, KernelContext* ctx) {
   const float* ks = packed ? qs + Hq * D : static_cast<const float*>(k);
   const float* vs = packed ? qs + (Hq + Hkv) * D : static_cast<const float*>(v);
   const int64_t kv_row = packed ? row : Hkv * D;
-  thread_local std::vector<float> rotated;
+  thread_local std::vector<float> rotated, key;
   rotated.resize(static_cast<size_t>(B * T * Hq * D));
+  key.resize(static_cast<size_t>(D));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < T; ++t) {
       const float* c = static_cast<const float*>(cs) + (pos + t) * (D / 2);
       const float* s = static_cast<const float*>(sn) + (pos + t) * (D / 2);
       const int64_t at = b * T + t;
-      for (int64_t h = 0; h < Hq; ++h) rotate(qs + at * row + h * D, c, s, D, rotated.data() + (at * Hq + h) * D);
+      for (int64_t h = 0; h < Hq; ++h) rope_core::rotate(qs + at * row + h * D, c, s, D, rotated.data() + (at * Hq + h) * D);
       for (int64_t h = 0; h < Hkv; ++h) {
         const int64_t slot = ((b * Hkv + h) * S + pos + t) * D;
-        rotate(ks + at * kv_row + h * D, c, s, D, kcache + slot);
-        std::memcpy(vcache + slot, vs + at * kv_row + h * D, sizeof(float) * D);
+        if constexpr (kHalf) {
+          rope_core::rotate(ks + at * kv_row + h * D, c, s, D, key.data());
+          floats_to_halves(key.data(), kcache + slot, D);
+          floats_to_halves(vs + at * kv_row + h * D, vcache + slot, D);
+        } else {
+          rope_core::rotate(ks + at * kv_row + h * D, c, s, D, kcache + slot);
+          std::memcpy(vcache + slot, vs + at * kv_row + h * D, sizeof(float) * D);
+        }
       }
     }
 
-  const tile_core::Sdpa sdpa{rotated.data(), kcache, vcache, static_cast<float*>(out), T, Hq, D, S, Hkv, pos, true,
-                             1.0f / std::sqrt(static_cast<float>(D)), tile_core::CacheLayout::kHeadMajor};
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   Pool pool{ctx};
   if (B * T >= kTilePositions) {
-    tile_core::attend_all(sdpa, B, pool);
+    if constexpr (kHalf) {  // a prompt reads each cached key many times: its [0, pos + T) as floats, once
+      const int64_t len = pos + T;
+      thread_local std::vector<float> kf, vf;
+      kf.resize(static_cast<size_t>(B * Hkv * len * D));
+      vf.resize(kf.size());
+      for (int64_t bh = 0; bh < B * Hkv; ++bh) {
+        halves_to_floats(kcache + bh * S * D, kf.data() + bh * len * D, len * D);
+        halves_to_floats(vcache + bh * S * D, vf.data() + bh * len * D, len * D);
+      }
+      tile_core::attend_all({rotated.data(), kf.data(), vf.data(), static_cast<float*>(out), T, Hq, D, len, Hkv, pos,
+                             true, scale, tile_core::CacheLayout::kHeadMajor}, B, pool);
+    } else {
+      tile_core::attend_all({rotated.data(), kcache, vcache, static_cast<float*>(out), T, Hq, D, S, Hkv, pos, true,
+                             scale, tile_core::CacheLayout::kHeadMajor}, B, pool);
+    }
   } else {
+    tile_core::Sdpa sdpa{rotated.data(), nullptr, nullptr, static_cast<float*>(out), T, Hq, D, S, Hkv, pos, true,
+                         scale, tile_core::CacheLayout::kHeadMajor};
+    if constexpr (kHalf) {
+      sdpa.k16 = kcache;
+      sdpa.v16 = vcache;
+    } else {
+      sdpa.k = kcache;
+      sdpa.v = vcache;
+    }
     decode_core::attend_all(sdpa, B, kDecodeSplit, pool);
   }
   return pool.status;
@@ -385,10 +413,17 @@ CustomOp int4_op() {
   return op;
 }
 
-// Attention: float32 inputs but for the int64 position; k and v optional (packed q); three float32 outputs.
+// Attention: float32 inputs but for the int64 position and the caches (float32, or float16 for kHalf: two
+// kernels of one op, onnxruntime picks by the caches' type); k and v optional (packed q); the caches returned in
+// their type.
+template <bool kHalf>
 CustomOp attention_op() {
-  CustomOp op = make_op<8, 3>([](const CustomOp*) { return "Attention"; }, compute_attention);
-  op.GetInputType = [](const CustomOp*, size_t i) { return i == 5 ? kInt64 : kFloat; };
+  CustomOp op = make_op<8, 3>([](const CustomOp*) { return "Attention"; },
+                              compute_attention<std::conditional_t<kHalf, uint16_t, float>>);
+  op.GetInputType = [](const CustomOp*, size_t i) {
+    return i == 5 ? kInt64 : (i == 3 || i == 4) && kHalf ? kFloat16 : kFloat;
+  };
+  op.GetOutputType = [](const CustomOp*, size_t i) { return i > 0 && kHalf ? kFloat16 : kFloat; };
   op.GetInputCharacteristic = [](const CustomOp*, size_t i) { return i == 1 || i == 2 ? kOptional : kRequired; };
   return op;
 }
@@ -399,7 +434,8 @@ const CustomOp kOps[] = {
     make_op<4>([](const CustomOp*) { return "CausalConv1d"; }, compute_conv),
     int4_op<false>(),
     int4_op<true>(),
-    attention_op(),
+    attention_op<false>(),
+    attention_op<true>(),
 };
 
 }  // namespace
