@@ -25,7 +25,9 @@ vocabulary (49,152, not 50,280). Every system reads that folder:
 Decode at depth d: tokens/s of D steps after d tokens of context (seqedge: after a d-token prompt; depth
 0 is a 1-token prompt). Prefill: tokens/s over a P-token prompt from an empty cache. Every system runs in its
 own process; rounds interleave the systems; the table holds medians and the load range. Weight MB is what
-each system streams per token (file size; the embedding is one row per token but counted whole).
+each system streams per token (file size: both shapes tie the embedding to the head, which reads it whole); the
+streaming lines add what a step reads besides: the KV cache at that depth in the system's cache type (llama.cpp's
+f16, seqedge's from the manifest) or the recurrent state.
 """
 
 from __future__ import annotations
@@ -260,7 +262,7 @@ def llama_bench(gguf: Path, threads: int, prompts: list[int], depths: list[int],
 
     pp, tg = llama_bench_rows(llama_cpp() / "llama-bench", gguf, threads, prompts, depths, decode)
     return {"prefill": {r["n_prompt"]: r["avg_ts"] for r in pp}, "decode": {r["n_depth"]: r["avg_ts"] for r in tg},
-            "weights_mb": pp[0]["model_size"] / 1e6}
+            "weights_mb": pp[0]["model_size"] / 1e6, "kv_bytes": 2}  # llama.cpp's default KV cache: f16
 
 
 def peer_venv(name: str, packages: list[str]) -> Path:
@@ -403,8 +405,17 @@ def seqedge_bench(art: Path, threads: int, prompts: list[int], depths: list[int]
     host = [r for r in records if r["kind"] == "measured-host"]
     pre = {r["inputs"]["prompt_tokens"]: r["value"] for r in host if r["metric"] == "prefill_tok_s"}
     dec = {r["inputs"]["context"]: r["value"] for r in host if r["metric"] == "decode_tok_s"}
-    size = next(r["value"] for r in host if r["metric"] == "size_mb")
-    return {"prefill": {P: pre[P] for P in prompts}, "decode": {d: dec[max(1, d)] for d in depths}, "weights_mb": size}
+    return {"prefill": {P: pre[P] for P in prompts}, "decode": {d: dec[max(1, d)] for d in depths},
+            "weights_mb": folder_mb(art), "kv_bytes": kv_itemsize(art)}  # the graph or program (not the tokenizer)
+
+
+def kv_itemsize(art: Path) -> int:
+    """Bytes per element of the artifact's attention caches (its manifest's state, or the state its program
+    holds), 4 when it has none."""
+    m = json.loads((art / "manifest.json").read_text())
+    caches = [s for s in (m.get("state") or []) + (m.get("held_state") or [])
+              if isinstance(s, dict) and s.get("name", "").startswith(("k.", "v."))]
+    return 2 if caches and all(s.get("dtype") == "float16" for s in caches) else 4
 
 
 def seqedge_runner_bench(art: Path, runner: Path, threads: int, prompts: list[int], depths: list[int],
@@ -421,7 +432,7 @@ def seqedge_runner_bench(art: Path, runner: Path, threads: int, prompts: list[in
     pre = dict(zip(lengths, [r["value"] for r in dev if r["metric"] == "prefill_tok_s"]))  # in the order asked
     dec = dict(zip(lengths, [r["value"] for r in dev if r["metric"] == "decode_tok_s"]))
     return {"prefill": {P: pre[P] for P in prompts}, "decode": {d: dec[max(1, d)] for d in depths},
-            "weights_mb": folder_mb(art)}
+            "weights_mb": folder_mb(art), "kv_bytes": kv_itemsize(art)}
 
 
 def venv_timing(py: Path, script: str, folder: Path, threads: int, prompts: list[int], depths: list[int],
@@ -534,26 +545,42 @@ def _ratios(value: dict, system: str, ref: str, cols) -> str:
                      for m, n in cols if (system, m, n) in value and value.get((ref, m, n)))
 
 
-def targets(cells: list[Cell], sizes: dict, prompts: list[int], depths: list[int], bandwidth_gbs: float) -> str:
-    """Each seqedge row as a ratio to llama.cpp Q4_0 in the same run (medians, equal depth / prompt), and its
-    decode as a share of the weight-streaming limit: tokens/s x MB streamed per token / measured read bandwidth
-    (MB = the artifact's weights, the embedding table counted whole: an upper bound on bytes read per token)."""
+def state_mb(shape: str, depth: int, decode: int, kv_bytes: int) -> float:
+    """MB of state a decode step at `depth` reads besides the weights: the KV cache over the positions it attends
+    (the depth plus half the timed steps, on average; at `kv_bytes` per element) or the recurrent state, read and
+    written (fp32 in every system)."""
+    from seqedge.bench.shape import ModelShape
+
+    m = ModelShape.of_config(json.loads((random_weights(shape) / "config.json").read_text()))
+    return (m.kv_bytes(max(1, depth) + decode / 2, kv_bytes) + 2 * m.state_numel * 4) / 1e6
+
+
+def targets(cells: list[Cell], sizes: dict, prompts: list[int], depths: list[int], bandwidth_gbs: float,
+            kv: dict, decode: int) -> str:
+    """Each seqedge row as a ratio to llama.cpp Q4_0 in the same run (medians, equal depth / prompt), and each
+    decode (llama.cpp Q4_0's too) as a share of the streaming limit: tokens/s x MB read per token / measured read
+    bandwidth, MB = the weights (the artifact's; both shapes tie the embedding to the head, which reads it whole)
+    + the KV cache at that depth in the system's cache type, or the recurrent state (state_mb)."""
     cols = [("decode", d) for d in depths] + [("prefill", P) for P in prompts]
-    lines = [f"\nratios to {REFERENCE_PEER} (same run, medians); streaming = decode tok/s x MB / {bandwidth_gbs:.1f} GB/s "
-             "(measured read bandwidth)"]
+    lines = [f"\nratios to {REFERENCE_PEER} (same run, medians); streaming = decode tok/s x MB read per token / "
+             f"{bandwidth_gbs:.1f} GB/s (measured read bandwidth)"]
     for shape in dict.fromkeys(c.shape for c in cells):
         med: dict = {}
         for c in cells:
             if c.shape == shape:
                 med.setdefault((c.system, c.metric, c.at), []).append(c.tok_s)
         value = {k: statistics.median(v) for k, v in med.items()}
-        for s in dict.fromkeys(c.system for c in cells if c.shape == shape and c.system.startswith("seqedge")):
-            mb = sizes.get((shape, s), 0)
-            stream = "  ".join(f"d={d}: {value[(s, 'decode', d)] * mb / (bandwidth_gbs * 1000):.2f}"
-                               for d in depths if (s, "decode", d) in value)
-            lines.append(f"{shape:11s} {s:24s} {_ratios(value, s, REFERENCE_PEER, cols)}")
-            if (LIKE_FOR_LIKE_PEER, "decode", depths[0]) in value:
-                lines.append(f"{'':36s} vs Q4_0 pure: {_ratios(value, s, LIKE_FOR_LIKE_PEER, cols)}")
+        for s in dict.fromkeys(c.system for c in cells if c.shape == shape and
+                               (c.system.startswith("seqedge") or c.system == REFERENCE_PEER)):
+            read = {d: sizes.get((shape, s), 0) + state_mb(shape, d, decode, kv.get((shape, s), 4)) for d in depths}
+            stream = "  ".join(f"d={d}: {value[(s, 'decode', d)] * read[d] / (bandwidth_gbs * 1000):.2f} "
+                               f"({read[d]:.0f} MB)" for d in depths if (s, "decode", d) in value)
+            if s != REFERENCE_PEER:
+                lines.append(f"{shape:11s} {s:24s} {_ratios(value, s, REFERENCE_PEER, cols)}")
+                if (LIKE_FOR_LIKE_PEER, "decode", depths[0]) in value:
+                    lines.append(f"{'':36s} vs Q4_0 pure: {_ratios(value, s, LIKE_FOR_LIKE_PEER, cols)}")
+            else:
+                lines.append(f"{shape:11s} {s}")
             lines.append(f"{'':36s} streaming {stream}")
     return "\n".join(lines)
 
@@ -577,13 +604,14 @@ def main() -> None:
     a.formats, a.quants, a.systems = a.formats.split(","), a.quants.split(","), a.systems.split(",")
 
     shapes = {s: systems_for(s, a) for s in a.shapes.split(",")}  # builds and exports everything first
-    cells, sizes = [], {}
+    cells, sizes, kv = [], {}, {}
     for r in range(a.rounds):  # interleaved: every system once per round
         for shape, systems in shapes.items():
             for name, measure in systems.items():
                 load = loadavg()
                 res = measure()
                 sizes[(shape, name)] = res["weights_mb"]
+                kv[(shape, name)] = res.get("kv_bytes", 4)
                 for metric in ("decode", "prefill"):
                     for at, v in res[metric].items():
                         cells.append(Cell(name, shape, r, metric, int(at), round(v, 2), load))
@@ -591,10 +619,11 @@ def main() -> None:
                       flush=True)
     print(table(cells, sizes, a.prompts, a.depths))
     bandwidth = read_bandwidth_gbs(a.threads)
-    print(targets(cells, sizes, a.prompts, a.depths, bandwidth))
+    print(targets(cells, sizes, a.prompts, a.depths, bandwidth, kv, a.decode))
     if a.json:
         a.json.write_text(json.dumps({"threads": a.threads, "decode_tokens": a.decode, "bandwidth_gbs": bandwidth,
                                       "weights_mb": {f"{k[0]}|{k[1]}": v for k, v in sizes.items()},
+                                      "kv_bytes": {f"{k[0]}|{k[1]}": v for k, v in kv.items()},
                                       "cells": [asdict(c) for c in cells]}, indent=1))
 
 
