@@ -11,7 +11,9 @@
 // with the dimension fixed. Scores are taken four keys at a time (four independent sums per head: one dot
 // product's adds are a dependency chain, which bounded the step), and a fixed head dim keeps each head's output
 // in registers across the keys, two heads per value row read (llama-135m's seqedge.Attention at 256 / 1,024
-// positions, 30 layers, 2 threads: 20 -> 11 and 75 -> 61 us a layer). (ExecuTorch's llama::custom_sdpa, tiled for prefill, took 1.2-1.9 ms per llama-135m
+// positions, 30 layers, 2 threads: 20 -> 11 and 75 -> 61 us a layer). Rows a few steps ahead are prefetched:
+// ExecuTorch's position-major rows are several cache lines each, which the hardware prefetcher did not keep up
+// with once the cache outgrew L2 (seqedge::cached_sdpa, the same shapes: 124 -> 77-91 us a layer at 1,024). (ExecuTorch's llama::custom_sdpa, tiled for prefill, took 1.2-1.9 ms per llama-135m
 // layer at T = 1 with 256-1024 cached positions on 2 threads; one item per kv head, reading a third of each
 // position-major row per pass, ran compute-bound at ~3 GB/s of cache.)
 #pragma once
@@ -41,6 +43,8 @@ SEQEDGE_INLINE void attend_rows(const float* q, const float* k, const float* v, 
   if (D % 8 == 0) {  // four keys at a time: four independent sums per query head (one dot's adds are a chain)
     for (; j + 4 <= n; j += 4) {
       const float* kj = k + (j0 + j) * row;
+      if (j + 12 <= n)  // the rows four steps ahead, into L2 (position-major rows are several cache lines each)
+        for (int64_t off = 0; off < 4 * row; off += 16) __builtin_prefetch(kj + 8 * row + off, 0, 2);
       for (int64_t hk = 0; hk < Hkv; ++hk)
         for (int64_t g = 0; g < G; ++g) {
           const float* qh = q + (hk * G + g) * D;
@@ -82,6 +86,8 @@ SEQEDGE_INLINE void attend_rows(const float* q, const float* k, const float* v, 
         Floats8 acc[kPair][kVectors] = {};
         if (heads == 2) {
           for (int64_t j = 0; j < n; ++j, vh += row) {
+            if (j + 8 < n)
+              for (int64_t off = 0; off < D; off += 16) __builtin_prefetch(vh + 8 * row + off, 0, 2);
             const float c0 = wh[j], c1 = wh[n + j];
             for (int64_t i = 0; i < kVectors; ++i) {
               const Floats8 x = load8(vh + 8 * i);
