@@ -10,6 +10,9 @@ the parity reference — as it is:
 
 The weights are the rows of the originals stacked, so per-row quantization (int8 channels, int4 groups along
 the input) gives the same values; only the float accumulation order of the matmul changes.
+
+`freeze_constants(model)` is the same kind of copy with what a module computes from its parameters alone held
+as a constant (ExecuTorch, which does not fold constants, otherwise recomputes it every call).
 """
 
 from __future__ import annotations
@@ -37,3 +40,16 @@ def fuse_projections(model: nn.Module) -> nn.Module:
         if hasattr(module, "fuse_projections"):
             module.fuse_projections()
     return fused
+
+
+def freeze_constants(model: nn.Module) -> nn.Module:
+    """`model` with what modules compute from parameters alone made constants, where they define
+    `freeze_constants()` (Mamba's A = -exp(A_log), models/mamba.py), for a runtime that does not fold constants
+    (ExecuTorch); `model` itself when none does. The caller's model keeps its parameters."""
+    if not any(hasattr(m, "freeze_constants") for m in model.modules()):
+        return model
+    frozen = _structure_copy(model)
+    for module in frozen.modules():
+        if hasattr(module, "freeze_constants"):
+            module.freeze_constants()
+    return frozen

@@ -242,6 +242,24 @@ def test_cached_sdpa_kernel_matches_reference(heads, kv_heads, D, cache, tmp_pat
         assert (got - want).abs().max().item() < 1e-4, (heads, kv_heads, pos, rows)
 
 
+def test_frozen_constants_are_an_exports_copy_with_the_same_outputs():
+    """freeze_constants: Mamba's A = -exp(A_log) held as a constant in a copy for the export (ExecuTorch does not
+    fold it); the caller's model keeps its parameter, and both give the same logits and state."""
+    from seqedge.exporters.projections import freeze_constants
+
+    torch.manual_seed(0)
+    model = build_model("mamba", "tiny").eval()
+    frozen = freeze_constants(model)
+    names, frozen_names = dict(model.named_parameters()), dict(frozen.named_parameters())
+    assert any(n.endswith(".A_log") for n in names) and not any(n.endswith(".A_log") for n in frozen_names)
+    assert sum(n.endswith("neg_exp_A_log") for n in frozen_names) == model.config.num_hidden_layers
+    tokens = torch.randint(0, 256, (2, 9))
+    with torch.no_grad():
+        want, want_state = model.prefill(tokens, model.init_state(2))
+        got, got_state = frozen.prefill(tokens, frozen.init_state(2))
+    assert torch.equal(got, want) and all(torch.equal(got_state[n], want_state[n]) for n in want_state)
+
+
 class Rope(torch.nn.Module):
     def forward(self, x, pos, cos, sin):
         return torch.ops.seqedge.rope(x, pos, cos, sin) * 1.0

@@ -45,7 +45,7 @@ from seqedge.exporters.executorch.xnnpack_passes import relevant_xnnpack_passes
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.lowering import trace
 from seqedge.exporters.plan import ExportPlan, kv_cache_type
-from seqedge.exporters.projections import fuse_projections
+from seqedge.exporters.projections import freeze_constants, fuse_projections
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
 from seqedge.quant.executorch import QuantizedEmbedding
 from seqedge.quant.report import apply_executorch, module_float_matrices, pte_weight_bytes
@@ -176,7 +176,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
     if positions and max_len > positions:
         raise BadInputError(f"--max-len {max_len} is longer than the model's {positions} positions (its KV cache)",
                             f"pass --max-len {positions} or less, or a larger --max-seq-len where the model allows it")
-    scanned = fuse_projections(scan_rnns(model))
+    scanned = freeze_constants(fuse_projections(scan_rnns(model)))
     with stage("ExecuTorch quantization", plan.subject):
         traced = apply_executorch(scanned, quant)
     wrapper = HeldCacheGraph(traced, names, held) if held else StatefulGraph(traced, names)

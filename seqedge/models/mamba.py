@@ -87,10 +87,20 @@ class MambaMixer(nn.Module):
         delta = F.softplus(self.dt_proj(dt))  # (B, T, D)
         if length is not None:
             delta = delta * (torch.arange(T) < length).to(delta.dtype)[None, :, None]  # (B, T, D)
-        A = -torch.exp(self.A_log.float())  # (D, N)
+        A = self._parameters.get("neg_exp_A_log")  # an export's constant (freeze_constants)
+        A = -torch.exp(self.A_log.float()) if A is None else A  # (D, N)
         y, ssm_state = selective_scan(u, delta, A, Bm, Cm, self.D, ssm_state)  # (B, T, D), (B, D, N)
         y = y * F.silu(z)  # (B, T, D)
         return self.out_proj(y), new_conv, ssm_state
+
+
+    def freeze_constants(self) -> None:
+        """A = -exp(A_log) once, as a constant, in place of the parameter (exporters/projections.py
+        freeze_constants: on an export's copy of the model). ExecuTorch does not fold it: a mamba-130m token
+        computed 24 Exp and Negate nodes over (1536, 16) each."""
+        A = -torch.exp(self.A_log.detach().float())  # (D, N)
+        self.neg_exp_A_log = nn.Parameter(A, requires_grad=False)  # a parameter: the quant report lists it, float
+        del self._parameters["A_log"]
 
 
 class MambaBlock(nn.Module):
