@@ -33,6 +33,7 @@ f16, seqedge's from the manifest) or the recurrent state.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -545,13 +546,18 @@ def _ratios(value: dict, system: str, ref: str, cols) -> str:
                      for m, n in cols if (system, m, n) in value and value.get((ref, m, n)))
 
 
+@functools.cache
+def model_shape(shape: str):
+    from seqedge.bench.shape import ModelShape
+
+    return ModelShape.of_config(json.loads((random_weights(shape) / "config.json").read_text()))
+
+
 def state_mb(shape: str, depth: int, decode: int, kv_bytes: int) -> float:
     """MB of state a decode step at `depth` reads besides the weights: the KV cache over the positions it attends
     (the depth plus half the timed steps, on average; at `kv_bytes` per element) or the recurrent state, read and
     written (fp32 in every system)."""
-    from seqedge.bench.shape import ModelShape
-
-    m = ModelShape.of_config(json.loads((random_weights(shape) / "config.json").read_text()))
+    m = model_shape(shape)
     return (m.kv_bytes(max(1, depth) + decode / 2, kv_bytes) + 2 * m.state_numel * 4) / 1e6
 
 

@@ -33,23 +33,23 @@ def _structure_copy(module: nn.Module) -> nn.Module:
 
 def fuse_projections(model: nn.Module) -> nn.Module:
     """`model` with each fusable module's parallel projections joined; `model` itself when it has none."""
-    if not any(hasattr(m, "fuse_projections") for m in model.modules()):
-        return model
-    fused = _structure_copy(model)
-    for module in fused.modules():
-        if hasattr(module, "fuse_projections"):
-            module.fuse_projections()
-    return fused
+    return _rewritten(model, "fuse_projections")
 
 
 def freeze_constants(model: nn.Module) -> nn.Module:
     """`model` with what modules compute from parameters alone made constants, where they define
     `freeze_constants()` (Mamba's A = -exp(A_log), models/mamba.py), for a runtime that does not fold constants
     (ExecuTorch); `model` itself when none does. The caller's model keeps its parameters."""
-    if not any(hasattr(m, "freeze_constants") for m in model.modules()):
+    return _rewritten(model, "freeze_constants")
+
+
+def _rewritten(model: nn.Module, method: str) -> nn.Module:
+    """A structure copy of `model` in which every module defining `method` has called it; `model` itself when
+    none defines it."""
+    if not any(hasattr(m, method) for m in model.modules()):
         return model
-    frozen = _structure_copy(model)
-    for module in frozen.modules():
-        if hasattr(module, "freeze_constants"):
-            module.freeze_constants()
-    return frozen
+    copy_ = _structure_copy(model)
+    for module in copy_.modules():
+        if hasattr(module, method):
+            getattr(module, method)()
+    return copy_

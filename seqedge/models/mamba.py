@@ -93,7 +93,6 @@ class MambaMixer(nn.Module):
         y = y * F.silu(z)  # (B, T, D)
         return self.out_proj(y), new_conv, ssm_state
 
-
     def freeze_constants(self) -> None:
         """A = -exp(A_log) once, as a constant, in place of the parameter (exporters/projections.py
         freeze_constants: on an export's copy of the model). ExecuTorch does not fold it: a mamba-130m token

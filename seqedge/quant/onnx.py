@@ -478,12 +478,14 @@ def _calibration_feeds(path: Path, ctx, domains: set[str], chunk: int = 64) -> l
     so activation ranges are seen at real positions of real text."""
     import onnxruntime as ort
 
+    from seqedge.runtimes.onnxruntime import ORT_TYPES
+
     opts = ort.SessionOptions()
     register_for(opts, domains)
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    types = {i.name: i.type for i in sess.get_inputs()}  # a cache may be float16 (fusions.half_attention_caches)
-    dtype = {"tensor(float16)": np.float16}
-    state = {name: t.numpy().astype(dtype.get(types.get(name), t.numpy().dtype)) for name, t in ctx.init_state.items()}
+    # each in the graph's type (a cache may be float16: fusions.half_attention_caches)
+    graph_types = {i.name: ORT_TYPES.get(i.type) for i in sess.get_inputs()}
+    state = {name: np.asarray(t.numpy(), dtype=graph_types.get(name)) for name, t in ctx.init_state.items()}
     names = list(state)
     feeds = []
     data = np.frombuffer(ctx.calibration, dtype=np.uint8).astype(np.int64)

@@ -179,6 +179,25 @@ SEQEDGE_ISA_VARIANTS(tile_d64, attend_tile<64>, SEQEDGE_TILE_PARAMS, (s, kT, b, 
 SEQEDGE_ISA_VARIANTS(tile_d128, attend_tile<128>, SEQEDGE_TILE_PARAMS, (s, kT, b, kv, t0, nt, buf))
 SEQEDGE_ISA_VARIANTS(tile_any, attend_tile<0>, SEQEDGE_TILE_PARAMS, (s, kT, b, kv, t0, nt, buf))
 
+// A prompt over float16 caches (s.k16, s.v16; B batch rows) reads each key many times: the written positions
+// [0, start + T) as floats once, into this thread's scratch, and `s` pointed at them (S = start + T), for the tiles.
+inline void widen_written_caches(Sdpa& s, int64_t B) {
+  const int64_t len = s.start + s.T;
+  const bool by_head = s.layout == CacheLayout::kHeadMajor;
+  const int64_t runs = by_head ? B * s.Hkv : B, row = by_head ? s.D : s.Hkv * s.D;  // contiguous runs; a position's
+  thread_local std::vector<float> kf, vf;
+  kf.resize(static_cast<size_t>(runs * len * row));
+  vf.resize(kf.size());
+  for (int64_t r = 0; r < runs; ++r) {
+    halves_to_floats(s.k16 + r * s.S * row, kf.data() + r * len * row, len * row);
+    halves_to_floats(s.v16 + r * s.S * row, vf.data() + r * len * row, len * row);
+  }
+  s.k = kf.data();
+  s.v = vf.data();
+  s.S = len;
+  s.k16 = s.v16 = nullptr;
+}
+
 // Attend every query of `s`: the keys transposed (one work item per batch row x kv head), then the tiles (work
 // items: batch row x kv head x tile of positions), each over the caller's threads.
 template <class Parallel>

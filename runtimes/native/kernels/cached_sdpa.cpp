@@ -18,7 +18,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <vector>
 
 #include "attention_decode.h"
 #include "attention_tile.h"
@@ -52,42 +51,26 @@ void cached_sdpa_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
   const float scale = 1.0f / std::sqrt(float(D));
   tile_core::Sdpa sdpa{q.const_data_ptr<float>(), nullptr, nullptr, out.mutable_data_ptr<float>(), T, Hq, D, S, Hkv,
                        start, true, scale};
-  const auto on_pool = [](int64_t n, const auto& fn) { executorch::extension::parallel_for(0, n, 1, fn); };
-  const auto* k16 = half ? reinterpret_cast<const uint16_t*>(k.const_data_ptr()) : nullptr;
-  const auto* v16 = half ? reinterpret_cast<const uint16_t*>(v.const_data_ptr()) : nullptr;
-
-  // A prompt (positions for every thread): in tiles of positions x the query heads sharing a kv head, each key
-  // and value block read once for the tile (attention_tile.h, also the runner's llama::custom_sdpa). float16
-  // caches: the written positions [0, start + T) as floats first (each key is read by many tiles).
-  const int64_t positions = B * T;
-  const int64_t threads = std::max<int64_t>(1, executorch::extension::get_thread_count());
-  if (positions >= 2 * threads && D <= tile_core::kMaxHeadDim) {
-    if (half) {
-      const int64_t len = start + T, run = len * Hkv * D;  // a batch row's written positions, side by side
-      thread_local std::vector<float> kf, vf;
-      kf.resize(static_cast<size_t>(B * run));
-      vf.resize(kf.size());
-      for (int64_t b = 0; b < B; ++b) {
-        halves_to_floats(k16 + b * S * Hkv * D, kf.data() + b * run, run);
-        halves_to_floats(v16 + b * S * Hkv * D, vf.data() + b * run, run);
-      }
-      sdpa.k = kf.data();
-      sdpa.v = vf.data();
-      sdpa.S = len;
-    } else {
-      sdpa.k = k.const_data_ptr<float>();
-      sdpa.v = v.const_data_ptr<float>();
-    }
-    tile_core::attend_all(sdpa, B, on_pool);
-    return;
-  }
-  if (half) {  // a step: each work item converts the rows it reads (attention_decode.h)
-    sdpa.k16 = k16;
-    sdpa.v16 = v16;
+  if (half) {
+    sdpa.k16 = static_cast<const uint16_t*>(k.const_data_ptr());
+    sdpa.v16 = static_cast<const uint16_t*>(v.const_data_ptr());
   } else {
     sdpa.k = k.const_data_ptr<float>();
     sdpa.v = v.const_data_ptr<float>();
   }
+  const auto on_pool = [](int64_t n, const auto& fn) { executorch::extension::parallel_for(0, n, 1, fn); };
+
+  // A prompt (positions for every thread): in tiles of positions x the query heads sharing a kv head, each key
+  // and value block read once for the tile (attention_tile.h, also the runner's llama::custom_sdpa). float16
+  // caches: the written positions as floats first (each key is read by many tiles).
+  const int64_t positions = B * T;
+  const int64_t threads = std::max<int64_t>(1, executorch::extension::get_thread_count());
+  if (positions >= 2 * threads && D <= tile_core::kMaxHeadDim) {
+    if (half) tile_core::widen_written_caches(sdpa, B);
+    tile_core::attend_all(sdpa, B, on_pool);
+    return;
+  }
+  // a step: float16 caches are converted by each work item, the rows it reads (attention_decode.h)
   decode_core::attend_all(sdpa, B, kDecodeSplit, on_pool);
 }
 

@@ -341,35 +341,21 @@ Status* compute_attention(void*, KernelContext* ctx) {
       }
     }
 
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  tile_core::Sdpa sdpa{rotated.data(), nullptr, nullptr, static_cast<float*>(out), T, Hq, D, S, Hkv, pos, true,
+                       1.0f / std::sqrt(static_cast<float>(D)), tile_core::CacheLayout::kHeadMajor};
+  if constexpr (kHalf) {
+    sdpa.k16 = kcache;
+    sdpa.v16 = vcache;
+  } else {
+    sdpa.k = kcache;
+    sdpa.v = vcache;
+  }
   Pool pool{ctx};
   if (B * T >= kTilePositions) {
-    if constexpr (kHalf) {  // a prompt reads each cached key many times: its [0, pos + T) as floats, once
-      const int64_t len = pos + T;
-      thread_local std::vector<float> kf, vf;
-      kf.resize(static_cast<size_t>(B * Hkv * len * D));
-      vf.resize(kf.size());
-      for (int64_t bh = 0; bh < B * Hkv; ++bh) {
-        halves_to_floats(kcache + bh * S * D, kf.data() + bh * len * D, len * D);
-        halves_to_floats(vcache + bh * S * D, vf.data() + bh * len * D, len * D);
-      }
-      tile_core::attend_all({rotated.data(), kf.data(), vf.data(), static_cast<float*>(out), T, Hq, D, len, Hkv, pos,
-                             true, scale, tile_core::CacheLayout::kHeadMajor}, B, pool);
-    } else {
-      tile_core::attend_all({rotated.data(), kcache, vcache, static_cast<float*>(out), T, Hq, D, S, Hkv, pos, true,
-                             scale, tile_core::CacheLayout::kHeadMajor}, B, pool);
-    }
+    if constexpr (kHalf) tile_core::widen_written_caches(sdpa, B);  // a prompt reads each key many times
+    tile_core::attend_all(sdpa, B, pool);
   } else {
-    tile_core::Sdpa sdpa{rotated.data(), nullptr, nullptr, static_cast<float*>(out), T, Hq, D, S, Hkv, pos, true,
-                         scale, tile_core::CacheLayout::kHeadMajor};
-    if constexpr (kHalf) {
-      sdpa.k16 = kcache;
-      sdpa.v16 = vcache;
-    } else {
-      sdpa.k = kcache;
-      sdpa.v = vcache;
-    }
-    decode_core::attend_all(sdpa, B, kDecodeSplit, pool);
+    decode_core::attend_all(sdpa, B, kDecodeSplit, pool);  // a step converts the rows each work item reads
   }
   return pool.status;
 }
