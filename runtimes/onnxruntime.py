@@ -32,8 +32,9 @@ ORT_DTYPE_NAMES = {k: np.dtype(v).name for k, v in ORT_TYPES.items()}  # the man
 
 class _Buffers:
     """The state buffers of one batch size, two sets bound to the session once each: a call reads set `cur`
-    and writes set `1 - cur` (a state the graph updates in place is one array in both sets), so a decode step
-    rebinds only its tokens. The state a call returns is the torch views of the set it wrote."""
+    and writes set `1 - cur` (a state the graph updates in place is one array in both sets). A decode step's
+    tokens go into an array bound once (`step_tokens`), so it binds nothing. The state a call returns is the
+    torch views of the set it wrote."""
 
     def __init__(self, adapter: OnnxRuntimeAdapter, batch: int):
         import onnxruntime as ort
@@ -57,6 +58,23 @@ class _Buffers:
             binding.bind_ortvalue_output("logits", logits)
             self.bindings.append(binding)
         self.cur = 0
+        self.step_tokens = np.zeros((batch, 1), dtype=np.int64)  # (B, 1): a decode step's tokens, written in place
+        self._step_value = ort.OrtValue.ortvalue_from_numpy(self.step_tokens)
+        self._binds_step = [False, False]  # each binding's tokens are step_tokens (a prompt rebinds them)
+
+    def bind_tokens(self, tokens: np.ndarray) -> None:
+        """The tokens of the next call, into binding `cur`: a decode step's copied into step_tokens."""
+        import onnxruntime as ort
+
+        binding = self.bindings[self.cur]
+        if tokens.shape == self.step_tokens.shape:
+            self.step_tokens[...] = tokens
+            if not self._binds_step[self.cur]:
+                binding.bind_ortvalue_input("tokens", self._step_value)
+                self._binds_step[self.cur] = True
+        else:
+            binding.bind_ortvalue_input("tokens", ort.OrtValue.ortvalue_from_numpy(tokens))
+            self._binds_step[self.cur] = False
 
     def owns(self, state: dict[str, Tensor]) -> bool:
         """`state` is the state the last call returned (its tensors, not copies)."""
@@ -126,16 +144,12 @@ class OnnxRuntimeAdapter(ArtifactRunner):
         self.buffers: dict[int, _Buffers] = {}
 
     def prefill(self, tokens: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        import onnxruntime as ort
-
         batch = tokens.shape[0]
         buf = self.buffers.get(batch) or self.buffers.setdefault(batch, _Buffers(self, batch))
         if not buf.owns(state):
             buf.take(state)
-        binding = buf.bindings[buf.cur]
-        binding.bind_ortvalue_input("tokens", ort.OrtValue.ortvalue_from_numpy(
-            np.ascontiguousarray(tokens.numpy(), dtype=np.int64)))
-        self.session.run_with_iobinding(binding)
+        buf.bind_tokens(np.ascontiguousarray(tokens.numpy(), dtype=np.int64))
+        self.session.run_with_iobinding(buf.bindings[buf.cur])
         buf.cur = 1 - buf.cur
         return torch.from_numpy(buf.logits.copy()), dict(buf.views[buf.cur])
 

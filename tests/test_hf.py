@@ -135,9 +135,11 @@ def test_exported_artifact_generates_what_transformers_generates(arch, fmt, tmp_
     manifest = export(model, ExportPlan(out=tmp_path / "art", format=fmt, verify_steps=16,
                                         source={"kind": "checkpoint", "path": str(folder), "max_seq_len": 64}))
     assert manifest["parity"]["passed"]
+    # float16 KV caches (the default where seqedge's attention kernel holds them) round each key and value once
+    half = any(s["dtype"] == "float16" for s in manifest["state"] + manifest.get("held_state", []))
     runner = open_artifact(tmp_path / "art")
     try:
-        assert (seqedge_logits(runner, PROMPT) - hf_logits(hf, PROMPT)).abs().max().item() <= 1e-4
+        assert (seqedge_logits(runner, PROMPT) - hf_logits(hf, PROMPT)).abs().max().item() <= (1e-3 if half else 1e-4)
         assert generate_ids(runner, PROMPT, 32) == hf_greedy(hf, PROMPT, 32)
     finally:
         runner.close()

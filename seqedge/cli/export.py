@@ -38,9 +38,10 @@ def export_cmd(
     backend: Annotated[str, typer.Option("--backend", help="ExecuTorch: xnnpack (delegate) or portable "
                                          "(ExecuTorch's CPU kernels only).")] = "xnnpack",
     kv_cache: Annotated[Optional[str], typer.Option("--kv-cache", help="Attention KV caches where seqedge's "
-                                                    "kernels hold them (ExecuTorch; ONNX fused on a CPU): float32 "
-                                                    "(default) or float16 (half their memory and the bytes a step "
-                                                    "reads; slower to attend on x86).")] = None,
+                                                    "kernels hold them (ExecuTorch; ONNX fused on a CPU): float16 "
+                                                    "(half their memory and the bytes a step reads; the default of "
+                                                    "quantized recipes, as llama.cpp) or float32 (unrounded; the "
+                                                    "default of fp32).")] = None,
     max_len: Annotated[Optional[int], typer.Option("--max-len", help="ExecuTorch: longest prefill the program "
                                                    "takes (default: the model's max_seq_len, else 4096).")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="Device profile (name, `host` or .toml): "

@@ -13,7 +13,11 @@
 // in registers across the keys, two heads per value row read (llama-135m's seqedge.Attention at 256 / 1,024
 // positions, 30 layers, 2 threads: 20 -> 11 and 75 -> 61 us a layer). Rows a few steps ahead are prefetched:
 // ExecuTorch's position-major rows are several cache lines each, which the hardware prefetcher did not keep up
-// with once the cache outgrew L2 (seqedge::cached_sdpa, the same shapes: 124 -> 77-91 us a layer at 1,024). (ExecuTorch's llama::custom_sdpa, tiled for prefill, took 1.2-1.9 ms per llama-135m
+// with once the cache outgrew L2 (seqedge::cached_sdpa, the same shapes: 124 -> 77-91 us a layer at 1,024). float16
+// caches are widened in registers as the rows are read (F16C, NEON), not through a float32 scratch, so a step
+// streams half the bytes for a few conversions (the same shapes at 1,024: onnxruntime's op 68-74 -> 47 us a layer,
+// cached_sdpa 83 -> 44; through a scratch, float16 had been the slower of the two). (ExecuTorch's
+// llama::custom_sdpa, tiled for prefill, took 1.2-1.9 ms per llama-135m
 // layer at T = 1 with 256-1024 cached positions on 2 threads; one item per kv head, reading a third of each
 // position-major row per pass, ran compute-bound at ~3 GB/s of cache.)
 #pragma once
@@ -21,6 +25,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "attention_tile.h"
@@ -32,9 +37,10 @@ namespace {  // internal linkage: each kernel library carries its own copy
 
 // Every query head q (Hkv * G, D) of one position against keys [j0, j1) (row j at k + j * Hkv * D):
 // unnormalised o (Hkv * G, D) = sum_j exp(s_j - m) v_j, m the largest score and l the sum of exp(s_j - m)
-// per head; w is scratch of (Hkv * G) * (j1 - j0) scores.
-template <int64_t FIXED_D>
-SEQEDGE_INLINE void attend_rows(const float* q, const float* k, const float* v, int64_t Hkv, int64_t G,
+// per head; w is scratch of (Hkv * G) * (j1 - j0) scores. The cache rows are float32 (C float) or float16 (C
+// uint16_t, the bits), widened in registers as they are read (vector_math.h's load8<kF16C>).
+template <int64_t FIXED_D, class C, bool kF16C>
+SEQEDGE_INLINE void attend_rows(const float* q, const C* k, const C* v, int64_t Hkv, int64_t G,
                                 int64_t any_d, int64_t j0, int64_t j1, float scale, float* w, float* o, float* m,
                                 float* l) {
   const int64_t D = FIXED_D > 0 ? FIXED_D : any_d;
@@ -42,20 +48,20 @@ SEQEDGE_INLINE void attend_rows(const float* q, const float* k, const float* v, 
   int64_t j = 0;
   if (D % 8 == 0) {  // four keys at a time: four independent sums per query head (one dot's adds are a chain)
     for (; j + 4 <= n; j += 4) {
-      const float* kj = k + (j0 + j) * row;
+      const C* kj = k + (j0 + j) * row;
       if (j + 12 <= n)  // the rows four steps ahead, into L2 (position-major rows are several cache lines each)
-        for (int64_t off = 0; off < 4 * row; off += 16) __builtin_prefetch(kj + 8 * row + off, 0, 2);
+        for (int64_t off = 0; off < 4 * row; off += 64 / sizeof(C)) __builtin_prefetch(kj + 8 * row + off, 0, 2);
       for (int64_t hk = 0; hk < Hkv; ++hk)
         for (int64_t g = 0; g < G; ++g) {
           const float* qh = q + (hk * G + g) * D;
-          const float* kh = kj + hk * D;
+          const C* kh = kj + hk * D;
           Floats8 a0 = {}, a1 = {}, a2 = {}, a3 = {};
           for (int64_t d = 0; d < D; d += 8) {
             const Floats8 qv = load8(qh + d);
-            a0 += qv * load8(kh + d);
-            a1 += qv * load8(kh + row + d);
-            a2 += qv * load8(kh + 2 * row + d);
-            a3 += qv * load8(kh + 3 * row + d);
+            a0 += qv * load8<kF16C>(kh + d);
+            a1 += qv * load8<kF16C>(kh + row + d);
+            a2 += qv * load8<kF16C>(kh + 2 * row + d);
+            a3 += qv * load8<kF16C>(kh + 3 * row + d);
           }
           float* wh = w + (hk * G + g) * n + j;
           wh[0] = scale * sum8(a0);
@@ -65,10 +71,19 @@ SEQEDGE_INLINE void attend_rows(const float* q, const float* k, const float* v, 
         }
     }
   }
-  for (; j < n; ++j) {
-    const float* kj = k + (j0 + j) * row;
+  for (; j < n; ++j) {  // the last keys (or every key where D is not a multiple of 8), one at a time
+    const C* kj = k + (j0 + j) * row;
     for (int64_t hk = 0; hk < Hkv; ++hk)
-      for (int64_t g = 0; g < G; ++g) w[(hk * G + g) * n + j] = scale * dot(q + (hk * G + g) * D, kj + hk * D, D);
+      for (int64_t g = 0; g < G; ++g) {
+        const float* qh = q + (hk * G + g) * D;
+        const C* kh = kj + hk * D;
+        Floats8 acc = {};
+        int64_t d = 0;
+        for (; d + 8 <= D; d += 8) acc += load8(qh + d) * load8<kF16C>(kh + d);
+        float dot = sum8(acc);
+        for (; d < D; ++d) dot += qh[d] * as_float(kh[d]);
+        w[(hk * G + g) * n + j] = scale * dot;
+      }
   }
   for (int64_t h = 0; h < H; ++h) {
     const tile_core::ExpSum e = tile_core::exp_row(w + h * n, n);  // 8 lanes at a time (attention_tile.h)
@@ -82,15 +97,15 @@ SEQEDGE_INLINE void attend_rows(const float* q, const float* k, const float* v, 
       for (int64_t g = 0; g < G; g += kPair) {
         const int64_t heads = std::min<int64_t>(kPair, G - g);
         const float* wh = w + (hk * G + g) * n;
-        const float* vh = v + j0 * row + hk * D;
+        const C* vh = v + j0 * row + hk * D;
         Floats8 acc[kPair][kVectors] = {};
         if (heads == 2) {
           for (int64_t j = 0; j < n; ++j, vh += row) {
             if (j + 8 < n)
-              for (int64_t off = 0; off < D; off += 16) __builtin_prefetch(vh + 8 * row + off, 0, 2);
+              for (int64_t off = 0; off < D; off += 64 / sizeof(C)) __builtin_prefetch(vh + 8 * row + off, 0, 2);
             const float c0 = wh[j], c1 = wh[n + j];
             for (int64_t i = 0; i < kVectors; ++i) {
-              const Floats8 x = load8(vh + 8 * i);
+              const Floats8 x = load8<kF16C>(vh + 8 * i);
               acc[0][i] += c0 * x;
               acc[kPair - 1][i] += c1 * x;
             }
@@ -98,7 +113,7 @@ SEQEDGE_INLINE void attend_rows(const float* q, const float* k, const float* v, 
         } else {
           for (int64_t j = 0; j < n; ++j, vh += row) {
             const float c = wh[j];
-            for (int64_t i = 0; i < kVectors; ++i) acc[0][i] += c * load8(vh + 8 * i);
+            for (int64_t i = 0; i < kVectors; ++i) acc[0][i] += c * load8<kF16C>(vh + 8 * i);
           }
         }
         for (int64_t h = 0; h < heads; ++h)
@@ -108,27 +123,54 @@ SEQEDGE_INLINE void attend_rows(const float* q, const float* k, const float* v, 
   }
   std::fill(o, o + H * D, 0.f);
   for (int64_t j = 0; j < n; ++j) {
-    const float* vj = v + (j0 + j) * row;
+    const C* vj = v + (j0 + j) * row;
     for (int64_t hk = 0; hk < Hkv; ++hk) {
-      const float* __restrict__ vh = vj + hk * D;
+      const C* __restrict__ vh = vj + hk * D;
       for (int64_t g = 0; g < G; ++g) {
         const float c = w[(hk * G + g) * n + j];
         float* __restrict__ oh = o + (hk * G + g) * D;
-        for (int64_t d = 0; d < D; ++d) oh[d] += c * vh[d];
+        for (int64_t d = 0; d < D; ++d) oh[d] += c * as_float(vh[d]);
       }
     }
   }
 }
 
-#define SEQEDGE_ATTEND_PARAMS                                                                                \
-  (const float* q, const float* k, const float* v, int64_t Hkv, int64_t G, int64_t D, int64_t j0, int64_t j1, \
-   float scale, float* w, float* o, float* m, float* l)
+// attend_rows per head dim and cache type, compiled for each feature level (SEQEDGE_ISA_VARIANTS, but with the
+// float16 widening by F16C in the v3 and v4 builds): NAME_v4, NAME_v3, NAME_baseline.
+#define SEQEDGE_ATTEND_VARIANTS(NAME, FIXED_D, C)                                                                 \
+  SEQEDGE_TARGET_V4 void NAME##_v4(SEQEDGE_ATTEND_PARAMS(C)) { attend_rows<FIXED_D, C, true> SEQEDGE_ATTEND_ARGS; } \
+  SEQEDGE_TARGET_V3 void NAME##_v3(SEQEDGE_ATTEND_PARAMS(C)) { attend_rows<FIXED_D, C, true> SEQEDGE_ATTEND_ARGS; } \
+  void NAME##_baseline(SEQEDGE_ATTEND_PARAMS(C)) { attend_rows<FIXED_D, C, false> SEQEDGE_ATTEND_ARGS; }
+#define SEQEDGE_ATTEND_PARAMS(C)                                                                                \
+  const float *q, const C *k, const C *v, int64_t Hkv, int64_t G, int64_t D, int64_t j0, int64_t j1, float scale, \
+      float *w, float *o, float *m, float *l
 #define SEQEDGE_ATTEND_ARGS (q, k, v, Hkv, G, D, j0, j1, scale, w, o, m, l)
-SEQEDGE_ISA_VARIANTS(attend_d64, attend_rows<64>, SEQEDGE_ATTEND_PARAMS, SEQEDGE_ATTEND_ARGS)
-SEQEDGE_ISA_VARIANTS(attend_d128, attend_rows<128>, SEQEDGE_ATTEND_PARAMS, SEQEDGE_ATTEND_ARGS)
-SEQEDGE_ISA_VARIANTS(attend_any, attend_rows<0>, SEQEDGE_ATTEND_PARAMS, SEQEDGE_ATTEND_ARGS)
+SEQEDGE_ATTEND_VARIANTS(attend_d64, 64, float)
+SEQEDGE_ATTEND_VARIANTS(attend_d128, 128, float)
+SEQEDGE_ATTEND_VARIANTS(attend_any, 0, float)
+SEQEDGE_ATTEND_VARIANTS(attend_d64_half, 64, uint16_t)
+SEQEDGE_ATTEND_VARIANTS(attend_d128_half, 128, uint16_t)
+SEQEDGE_ATTEND_VARIANTS(attend_any_half, 0, uint16_t)
+#undef SEQEDGE_ATTEND_VARIANTS
 #undef SEQEDGE_ATTEND_PARAMS
 #undef SEQEDGE_ATTEND_ARGS
+
+// The variant for head dim D and cache type C at this CPU's feature level.
+template <class C>
+auto pick_attend(int64_t D) {
+  if constexpr (std::is_same_v<C, float>)
+    return D == 64 ? select_isa(attend_d64_v4, attend_d64_v3, attend_d64_baseline)
+        : D == 128 ? select_isa(attend_d128_v4, attend_d128_v3, attend_d128_baseline)
+        : select_isa(attend_any_v4, attend_any_v3, attend_any_baseline);
+  else
+    return D == 64 ? select_isa(attend_d64_half_v4, attend_d64_half_v3, attend_d64_half_baseline)
+        : D == 128 ? select_isa(attend_d128_half_v4, attend_d128_half_v3, attend_d128_half_baseline)
+        : select_isa(attend_any_half_v4, attend_any_half_v3, attend_any_half_baseline);
+}
+
+// Steps scoring at most this many (query head, key) pairs run on the calling thread: ~1-2 us of work, less than a
+// round trip through the pool (llama-135m's nine heads: the first 56 positions).
+constexpr int64_t kInlineScores = 512;
 
 // Attend every query of `s` (B batch rows), the keys of each split into ranges of >= 64 so that there are about
 // `split` work items per query position (the caller's thread count, or more for balance), over `parallel`
@@ -142,18 +184,15 @@ inline void attend_all(const tile_core::Sdpa& s, int64_t B, int64_t split, Paral
   const int64_t group_q = group_kv * G;  // query heads per item
   const int64_t positions = B * T;
   const int64_t per_position = std::max<int64_t>(1, (split + positions - 1) / positions);
-  const int64_t by_split = std::max<int64_t>(1, std::min<int64_t>((per_position + groups - 1) / groups, (start + T) / 64));
-  // float16 caches: ranges of at most 64 keys, whose converted rows stay in L1
-  const int64_t chunks = s.k16 != nullptr ? std::max<int64_t>(by_split, (start + T + 63) / 64) : by_split;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((per_position + groups - 1) / groups, (start + T) / 64));
   const int64_t part = group_q * D + 2 * group_q;  // o (group_q, D), m (group_q), l (group_q) per item
   const int64_t items = positions * groups * chunks;
   std::vector<float> parts(items * part);
-  auto attend = D == 64 ? select_isa(attend_d64_v4, attend_d64_v3, attend_d64_baseline)
-      : D == 128 ? select_isa(attend_d128_v4, attend_d128_v3, attend_d128_baseline)
-      : select_isa(attend_any_v4, attend_any_v3, attend_any_baseline);
+  const auto attend = pick_attend<float>(D);
+  const auto attend_half = pick_attend<uint16_t>(D);
 
   auto run = [&](int64_t begin, int64_t end) {
-    std::vector<float> w, kf, vf;
+    std::vector<float> w;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t c = item % chunks, g = (item / chunks) % groups, pos = item / (chunks * groups);
       const int64_t t = pos % T, b = pos / T;
@@ -168,20 +207,15 @@ inline void attend_all(const tile_core::Sdpa& s, int64_t B, int64_t split, Paral
       }
       w.resize(group_q * (j1 - j0));
       const float* qh = s.q + ((b * T + t) * Hq + g * group_q) * D;
-      if (s.k16 != nullptr) {  // the item's rows [j0, j1) of its kv heads, one contiguous run in either layout
-        const int64_t count = (j1 - j0) * group_kv * D;
-        kf.resize(count);
-        vf.resize(count);
-        halves_to_floats(s.k16 + s.at(b, j0, g), kf.data(), count);
-        halves_to_floats(s.v16 + s.at(b, j0, g), vf.data(), count);
-        attend(qh, kf.data(), vf.data(), group_kv, G, D, 0, j1 - j0, s.scale, w.data(), o, m, l);
+      if (s.k16 != nullptr) {
+        attend_half(qh, s.k16 + s.at(b, 0, g), s.v16 + s.at(b, 0, g), group_kv, G, D, j0, j1, s.scale, w.data(), o, m, l);
       } else {
         attend(qh, s.k + s.at(b, 0, g), s.v + s.at(b, 0, g), group_kv, G, D, j0, j1, s.scale, w.data(), o, m, l);
       }
     }
   };
-  if (items == 1) {
-    run(0, 1);  // one item: no threadpool round trip
+  if (items == 1 || positions * Hq * (start + T) <= kInlineScores) {
+    run(0, items);  // no threadpool round trip: it costs more than a few hundred scores
   } else {
     parallel(items, run);
   }

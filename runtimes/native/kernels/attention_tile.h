@@ -34,8 +34,8 @@ struct Sdpa {
   bool causal;
   float scale;
   CacheLayout layout = CacheLayout::kPositionMajor;
-  // float16 caches, for decode_core::attend_all (k and v then unused): the rows a work item reads are converted
-  // into its scratch, so the cache is streamed at half the bytes
+  // float16 caches, for decode_core::attend_all (k and v then unused): the rows a work item reads are widened in
+  // registers, so the cache is streamed at half the bytes
   const uint16_t *k16 = nullptr, *v16 = nullptr;
   int64_t at(int64_t b, int64_t j, int64_t kv) const {  // floats from a cache's start to (b, j, kv)'s row of D
     return layout == CacheLayout::kPositionMajor ? ((b * S + j) * Hkv + kv) * D : ((b * Hkv + kv) * S + j) * D;

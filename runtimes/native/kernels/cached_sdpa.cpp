@@ -70,7 +70,7 @@ void cached_sdpa_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
     tile_core::attend_all(sdpa, B, on_pool);
     return;
   }
-  // a step: float16 caches are converted by each work item, the rows it reads (attention_decode.h)
+  // a step: float16 caches are widened in registers as each work item reads its rows (attention_decode.h)
   decode_core::attend_all(sdpa, B, kDecodeSplit, on_pool);
 }
 

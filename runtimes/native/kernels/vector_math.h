@@ -10,6 +10,8 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
 #endif
 
 // The hot loops are compiled once per x86-64 feature level (v4: AVX-512, v3: AVX2 + FMA, and the baseline) and
@@ -193,6 +195,41 @@ SEQEDGE_INLINE float sum8(Floats8 v) {
   const Floats4 b = a + Floats4{a[2], a[3], a[0], a[1]};
   return b[0] + b[1];
 }
+// 8 cached values as floats, inside a kernel's loop: a float32 row as it is, a float16 row (the bits) widened
+// in registers — F16C's vcvtph2ps where kF16C (x86-64's v3 and v4 builds), NEON's fcvtl on arm64 (every arm64
+// CPU has it), the exact scalar conversion otherwise.
+#if defined(__x86_64__) && defined(__GNUC__)
+SEQEDGE_TARGET_V3 inline Floats8 widen8_f16c(const uint16_t* h) {
+  const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(h)));
+  Floats8 v;
+  std::memcpy(&v, &f, sizeof v);
+  return v;
+}
+#endif
+template <bool kF16C>
+SEQEDGE_INLINE Floats8 load8(const float* p) {
+  return load8(p);
+}
+template <bool kF16C>
+SEQEDGE_INLINE Floats8 load8(const uint16_t* h) {
+  Floats8 v;
+#if defined(__aarch64__)
+  const uint16x8_t bits = vld1q_u16(h);
+  const float32x4_t lo = vcvt_f32_f16(vreinterpret_f16_u16(vget_low_u16(bits)));
+  const float32x4_t hi = vcvt_f32_f16(vreinterpret_f16_u16(vget_high_u16(bits)));
+  std::memcpy(&v, &lo, sizeof lo);
+  std::memcpy(reinterpret_cast<char*>(&v) + sizeof lo, &hi, sizeof hi);
+#else
+#if defined(__x86_64__) && defined(__GNUC__)
+  if constexpr (kF16C) return widen8_f16c(h);
+#endif
+  for (int i = 0; i < 8; ++i) v[i] = half_bits_to_float(h[i]);
+#endif
+  return v;
+}
+SEQEDGE_INLINE float as_float(float x) { return x; }
+SEQEDGE_INLINE float as_float(uint16_t h) { return half_bits_to_float(h); }
+
 template <class Fn>
 SEQEDGE_INLINE void apply16(float* x, Fn fn) {
   store8(x, fn(load8(x)));
