@@ -355,7 +355,7 @@ Status* compute_attention(void*, KernelContext* ctx) {
     if constexpr (kHalf) tile_core::widen_written_caches(sdpa, B);  // a prompt reads each key many times
     tile_core::attend_all(sdpa, B, pool);
   } else {
-    decode_core::attend_all(sdpa, B, kDecodeSplit, pool);  // a step converts the rows each work item reads
+    decode_core::attend_all(sdpa, B, kDecodeSplit, pool);  // a step widens the rows each work item reads
   }
   return pool.status;
 }
