@@ -411,12 +411,10 @@ def seqedge_bench(art: Path, threads: int, prompts: list[int], depths: list[int]
 
 
 def kv_itemsize(art: Path) -> int:
-    """Bytes per element of the artifact's attention caches (its manifest's state, or the state its program
-    holds), 4 when it has none."""
-    m = json.loads((art / "manifest.json").read_text())
-    caches = [s for s in (m.get("state") or []) + (m.get("held_state") or [])
-              if isinstance(s, dict) and s.get("name", "").startswith(("k.", "v."))]
-    return 2 if caches and all(s.get("dtype") == "float16" for s in caches) else 4
+    """Bytes per element of the artifact's attention caches (seqedge.bench.shape.kv_itemsize)."""
+    from seqedge.bench.shape import kv_itemsize as of_manifest
+
+    return of_manifest(json.loads((art / "manifest.json").read_text()))
 
 
 def seqedge_runner_bench(art: Path, runner: Path, threads: int, prompts: list[int], depths: list[int],

@@ -79,6 +79,18 @@ def test_projection_from_a_config_alone():
     assert all("fitted on" in r.provenance and "per-call cost" in r.provenance for r in projected)
 
 
+@pytest.mark.parametrize("quant, itemsize", [("fp32", 4), ("int4", 2)])
+def test_projected_bytes_count_the_kv_caches_an_export_of_the_recipe_holds(quant, itemsize):
+    """A quantized export keeps its KV caches in float16, an fp32 one in float32 (exporters/plan.py): the
+    projection's bytes grow with context by that cache, not by a float32 one."""
+    config = SHARED_CONFIGS / "llama-3.2-1b.json"
+    res = bench(BenchPlan([str(config)], device="galaxy-s24", quant=quant, prompt_lengths=[128, 4096]))
+    dec = {r.inputs["context"]: r.inputs for r in res.records if r.metric == "decode_tok_s"}
+    shape = ModelShape.of_config(json.loads(config.read_text()))
+    assert dec[128]["kv_itemsize"] == dec[4096]["kv_itemsize"] == itemsize
+    assert dec[4096]["bytes"] - dec[128]["bytes"] == pytest.approx(shape.kv_bytes(4096 - 128, itemsize))
+
+
 @pytest.fixture(scope="module")
 def onnx_artifact(tmp_path_factory):
     torch.manual_seed(0)

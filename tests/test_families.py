@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from seqedge.bench.shape import ModelShape
+from seqedge.bench.shape import ModelShape, kv_itemsize
 from seqedge.errors import CorruptFileError
 from seqedge.exporters import ExportPlan, export
 from seqedge.models import FAMILIES, build_model, config_from_dict
@@ -118,6 +118,7 @@ def test_kv_cache_type_is_what_the_plan_asks_where_seqedge_holds_the_caches(fmt,
                                  verify_steps=32))
     caches = [s for s in m["state"] + m.get("held_state", []) if s["name"].startswith(("k.", "v."))]
     assert len(caches) == 2 * model.config.num_hidden_layers and {s["dtype"] for s in caches} == {want}, caches
+    assert kv_itemsize(m) == torch.empty(0, dtype=getattr(torch, want)).element_size()  # what bench projects
     if fmt == "onnx":
         graph = onnx.load(str(tmp_path / "a" / "model.onnx")).graph
         types = {v.name.removeprefix("new."): v.type.tensor_type.elem_type for v in [*graph.input, *graph.output]

@@ -148,14 +148,18 @@ class Projection:
 
 
 def project(shape: ModelShape, phase: str, bits: float, weight_format: str, hw: Hardware, cal: ClassCalibration,
-            tokens: int = 1, context: int = 0, head_bits: float | None = None, overhead_ms: float = 0.0) -> Projection:
+            tokens: int = 1, context: int = 0, head_bits: float | None = None, overhead_ms: float = 0.0,
+            kv_itemsize: int | None = None) -> Projection:
     """Roofline time for `tokens` (decode: 1) after `context` earlier tokens. `overhead_ms`: the runtime's
-    fixed cost per call on this device (added to the class calibration's)."""
+    fixed cost per call on this device (added to the class calibration's); `kv_itemsize`: bytes per element of
+    the KV caches (shape.kv_itemsize; default 4)."""
     dtype, peak = hw.peak_for(COMPUTE_DTYPE[hw.kind][weight_format])
     if phase == "decode":
-        flops, nbytes = shape.decode_flops(context), shape.decode_bytes(bits, context, head_bits)
+        flops = shape.decode_flops(context)
+        nbytes = shape.decode_bytes(bits, context, head_bits, kv_itemsize=kv_itemsize)
     else:
-        flops, nbytes = shape.prefill_flops(tokens, context), shape.prefill_bytes(bits, tokens, context, head_bits)
+        flops = shape.prefill_flops(tokens, context)
+        nbytes = shape.prefill_bytes(bits, tokens, context, head_bits, kv_itemsize=kv_itemsize)
     compute_s = flops / (peak * 1e9 * cal.compute_efficiency)
     memory_s = nbytes / (hw.bandwidth_gbs * 1e9 * cal.bandwidth_efficiency)
     overhead_s = (cal.overhead_ms + overhead_ms) / 1e3

@@ -27,7 +27,7 @@ import torch
 from seqedge.bench.overheads import runtime_overhead
 from seqedge.bench.records import Record
 from seqedge.bench.roofline import Projection, calibration, hardware, project
-from seqedge.bench.shape import ModelShape, weight_bits
+from seqedge.bench.shape import ModelShape, kv_itemsize, weight_bits
 from seqedge.errors import MAX_THREADS, BadInputError, UnsupportedError, check_range
 from seqedge.profiles import Profile, load_profile
 
@@ -63,6 +63,15 @@ class Target:
     manifest: dict | None = None
     family: str | None = None
     preset: str | None = None
+
+
+def _manifest_of(artifact: Path | None) -> dict | None:
+    """The manifest of the artifact measured (the target's, or the one exported for it), None without one."""
+    if artifact is None:
+        return None
+    from seqedge.exporters.artifact import read_manifest
+
+    return read_manifest(artifact)
 
 
 def resolve(target: str) -> Target:
@@ -285,13 +294,16 @@ def bench(plan: BenchPlan, on_step=None) -> BenchResult:
                 result.records += host_records
             fmt = recipe.split("-")[0]
             bits = weight_bits(recipe, group)
+            kv = kv_itemsize(_manifest_of(artifact), recipe)  # bytes per element of the KV caches
             inputs = {**base, "class": cls, "bits_per_weight": bits, "overhead_ms": tr.overhead.ms,
-                      "device_threads": hw.threads}
+                      "device_threads": hw.threads, "kv_itemsize": kv}
             for phase, lengths in (("prefill", plan.prompt_lengths), ("decode", plan.prompt_lengths)):
                 for n in lengths:
-                    p = (project(target.shape, "prefill", bits, fmt, hw, cal[cls], tokens=n, overhead_ms=tr.overhead.ms)
+                    p = (project(target.shape, "prefill", bits, fmt, hw, cal[cls], tokens=n, overhead_ms=tr.overhead.ms,
+                                 kv_itemsize=kv)
                          if phase == "prefill" else
-                         project(target.shape, "decode", bits, fmt, hw, cal[cls], context=n, overhead_ms=tr.overhead.ms))
+                         project(target.shape, "decode", bits, fmt, hw, cal[cls], context=n, overhead_ms=tr.overhead.ms,
+                                 kv_itemsize=kv))
                     tr.projections.append(p)
                     prov = _provenance(p, cal[cls], tr.overhead, profile)
                     at = {**inputs, ("prompt_tokens" if phase == "prefill" else "context"): n, "bound": p.bound,

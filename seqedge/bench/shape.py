@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -135,14 +136,16 @@ class ModelShape:
     def kv_bytes(self, context: int, dtype_bytes: int = 4) -> float:
         return 2.0 * self.layers * self.kv_heads * self.head_dim * context * dtype_bytes
 
-    def decode_bytes(self, bits: float, context: int = 0, head_bits: float | None = None, state_bytes: int = 4) -> float:
+    def decode_bytes(self, bits: float, context: int = 0, head_bits: float | None = None, state_bytes: int = 4,
+                     kv_itemsize: int | None = None) -> float:
         """Bytes read per decode token: every streamed weight once (the embedding: one row; of a mixture of
-        experts, the k chosen experts — what a top-k kernel reads), the KV cache up to `context`, the
-        recurrent state read and written."""
+        experts, the k chosen experts — what a top-k kernel reads), the KV cache up to `context` (elements of
+        `kv_itemsize` bytes, else `state_bytes`), the recurrent state read and written."""
         hb = bits if head_bits is None else head_bits
         streamed = (self.matmul - self.experts_inactive) * bits / 8 + self.head_params * hb / 8 + self.other * 4
         row = self.embedding // max(1, self.vocab) * 4
-        return streamed + row + self.kv_bytes(context, state_bytes) + 2 * self.state_numel * state_bytes
+        kv = self.kv_bytes(context, kv_itemsize or state_bytes)
+        return streamed + row + kv + 2 * self.state_numel * state_bytes
 
     def decode_flops(self, context: int = 0) -> float:
         attn = 4.0 * self.layers * self.heads * self.head_dim * context
@@ -155,10 +158,23 @@ class ModelShape:
         head = 2.0 * self.head_params * (tokens if all_logits else 1)
         return 2.0 * (self.matmul - self.experts_inactive) * tokens + head + attn + self.scan_flops * tokens
 
-    def prefill_bytes(self, bits: float, tokens: int, context: int = 0, head_bits: float | None = None) -> float:
+    def prefill_bytes(self, bits: float, tokens: int, context: int = 0, head_bits: float | None = None,
+                      kv_itemsize: int | None = None) -> float:
         """Every streamed weight once for the whole prompt, the KV cache written and read, the state."""
-        return self.decode_bytes(bits, context + tokens, head_bits)
+        return self.decode_bytes(bits, context + tokens, head_bits, kv_itemsize=kv_itemsize)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+
+def kv_itemsize(manifest: dict | None, recipe: str = "fp32") -> int:
+    """Bytes per element of the attention caches an artifact holds: its manifest's state, or the state its
+    program holds (`held_state`); without an artifact, what an export of `recipe` holds where seqedge's kernels
+    hold them (exporters/plan.py's kv_cache_type: float16 for a quantized recipe, float32 for fp32)."""
+    if manifest is None:
+        from seqedge.exporters.plan import ExportPlan, kv_cache_type
+
+        return 2 if kv_cache_type(ExportPlan(out=Path("."), quant=recipe)) == "float16" else 4
+    caches = [s for s in (manifest.get("state") or []) + (manifest.get("held_state") or [])
+              if isinstance(s, dict) and str(s.get("name", "")).startswith(("k.", "v."))]
+    return 2 if caches and all(s.get("dtype") == "float16" for s in caches) else 4
