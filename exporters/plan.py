@@ -57,3 +57,13 @@ def kv_cache_type(plan: ExportPlan) -> str:
     it reads in registers (F16C, NEON), which costs less than those bytes (llama-135m's attention at 1,024
     positions, 30 layers, 2 threads: onnxruntime 68-74 -> 47 us a layer, ExecuTorch 83 -> 44)."""
     return plan.kv_cache or ("float32" if plan.quant == "fp32" else "float16")
+
+
+def held_cache_type(manifest: dict) -> str | None:
+    """The attention caches' type an artifact's manifest says (its `state`, or the state its program holds,
+    `held_state`: the `k.*` and `v.*` tensors): float16 when every one is, float32 otherwise; None without any."""
+    caches = [s for s in (manifest.get("state") or []) + (manifest.get("held_state") or [])
+              if isinstance(s, dict) and str(s.get("name", "")).startswith(("k.", "v."))]
+    if not caches:
+        return None
+    return "float16" if all(s.get("dtype") == "float16" for s in caches) else "float32"

@@ -169,6 +169,7 @@ def verify_artifact(folder, model, steps: int = 64, prompt_bytes: int = 64, thre
     the artifact's quantization recipe; raise ParityError on failure. `grid`: a function giving the recipe's
     baseline model, when the caller builds it once for several gates (quant/reference.py); `ahead`: the torch
     side computed while the export lowered (ahead_references.py), used for the same walk."""
+    from seqedge.exporters.plan import held_cache_type
     from seqedge.quant.recipe import parity_rule
     from seqedge.quant.reference import baseline_model
     from seqedge.runtimes import open_artifact
@@ -177,9 +178,8 @@ def verify_artifact(folder, model, steps: int = 64, prompt_bytes: int = 64, thre
     own = runner is None
     with stage("verification", str(folder)):
         runner = runner or open_artifact(folder, threads=threads, runtime=runtime, check_files=False)
-        state = runner.manifest.get("state", []) + runner.manifest.get("held_state", [])  # float16: KV caches
         rule = parity_rule(runner.manifest.get("quant", {}).get("recipe", "fp32"),
-                           any(s.get("dtype") == "float16" for s in state))
+                           held_cache_type(runner.manifest) == "float16")
         try:
             prompt, continuation = parity_tokens(load_tokenizer(folder), steps, prompt_bytes,
                                                  getattr(runner, "max_prefill", None), runner.manifest.get("max_seq_len"))

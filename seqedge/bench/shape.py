@@ -168,13 +168,10 @@ class ModelShape:
 
 
 def kv_itemsize(manifest: dict | None, recipe: str = "fp32") -> int:
-    """Bytes per element of the attention caches an artifact holds: its manifest's state, or the state its
-    program holds (`held_state`); without an artifact, what an export of `recipe` holds where seqedge's kernels
-    hold them (exporters/plan.py's kv_cache_type: float16 for a quantized recipe, float32 for fp32)."""
-    if manifest is None:
-        from seqedge.exporters.plan import ExportPlan, kv_cache_type
+    """Bytes per element of the attention caches an artifact holds (exporters/plan.py's held_cache_type); without
+    an artifact, what an export of `recipe` holds where seqedge's kernels hold them (kv_cache_type: float16 for a
+    quantized recipe, float32 for fp32); 4 where there are none."""
+    from seqedge.exporters.plan import ExportPlan, held_cache_type, kv_cache_type
 
-        return 2 if kv_cache_type(ExportPlan(out=Path("."), quant=recipe)) == "float16" else 4
-    caches = [s for s in (manifest.get("state") or []) + (manifest.get("held_state") or [])
-              if isinstance(s, dict) and str(s.get("name", "")).startswith(("k.", "v."))]
-    return 2 if caches and all(s.get("dtype") == "float16" for s in caches) else 4
+    held = kv_cache_type(ExportPlan(out=Path("."), quant=recipe)) if manifest is None else held_cache_type(manifest)
+    return 2 if held == "float16" else 4
