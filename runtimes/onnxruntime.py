@@ -44,6 +44,7 @@ class _Buffers:
         first = {n: make(n) for n in adapter.state_names}
         second = {n: (first[n] if n in adapter.in_place else make(n)) for n in adapter.state_names}
         self.sets = (first, second)
+        self.in_place = adapter.in_place
         self.views = tuple({n: torch.from_numpy(a) for n, a in arrays.items()} for arrays in self.sets)
         vocab = adapter.manifest["outputs"][0]["shape"][-1]
         self.logits = np.zeros((batch, 1, vocab), dtype=adapter.logits_dtype)  # (B, 1, V)
@@ -81,8 +82,18 @@ class _Buffers:
         return all(state.get(n) is t for n, t in self.views[self.cur].items())
 
     def take(self, state: dict[str, Tensor]) -> None:
+        """Copy `state` into set `cur`. A cache updated in place (B, Hkv, S, D) is copied up to the state's
+        position only: the attention kernel reads [0, pos + T) and writes [pos, pos + T) before reading it, so
+        what the buffer holds past pos is never read. A fresh state (pos 0) then copies no cache at all, where
+        llama-135m's 60 caches of 2,048 positions are 47 MB (~10 ms before the first token)."""
+        pos = state.get("pos")
+        upto = max(0, int(pos.reshape(-1)[0])) if pos is not None and pos.numel() == 1 else None
         for n, a in self.sets[self.cur].items():
-            np.copyto(a, state[n].contiguous().numpy(), casting="same_kind")
+            src = state[n]
+            if n in self.in_place and upto is not None and a.ndim == 4:
+                np.copyto(a[:, :, :upto], src[:, :, :upto].contiguous().numpy(), casting="same_kind")
+            else:
+                np.copyto(a, src.contiguous().numpy(), casting="same_kind")
 
 
 class OnnxRuntimeAdapter(ArtifactRunner):
