@@ -384,27 +384,54 @@ struct PackedRows {
   float* scales;               // (nb, 16)
 };
 
+// One block of the 16 rows: their 16 bytes each (4 rows to a register, one row to a 128-bit lane; rows past
+// `count` zero) become 8 steps of 16 rows x 4 codes. Per lane the nibbles are interleaved into the row's 32 codes
+// in order (steps 0-3 from the low 8 bytes, 4-7 from the high 8); a permute inside each register groups the
+// 4 rows' dwords by step, and two rounds of 128-bit shuffles across the 4 registers gather each step's 16 rows.
+SEQEDGE_TARGET_VNNI SEQEDGE_INLINE void pack_block(const uint8_t* first, int64_t row_bytes, int64_t count,
+                                                   uint8_t* dst) {
+  const __m512i low = _mm512_set1_epi8(0x0f);
+  const __m512i by_step = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  __m512i half[2][4];  // [steps 0-3 | 4-7][rows 4k .. 4k + 3], dwords grouped by step
+  for (int64_t k = 0; k < 4; ++k) {
+    __m512i x = _mm512_setzero_si512();
+    for (int64_t i = 0; i < 4; ++i) {
+      const int64_t r = 4 * k + i;
+      if (r < count)
+        x = _mm512_inserti32x4(x, _mm_loadu_si128(reinterpret_cast<const __m128i*>(first + r * row_bytes)),
+                               static_cast<int>(i));
+    }
+    const __m512i lo = _mm512_and_si512(x, low), hi = _mm512_and_si512(_mm512_srli_epi16(x, 4), low);
+    half[0][k] = _mm512_permutexvar_epi32(by_step, _mm512_unpacklo_epi8(lo, hi));
+    half[1][k] = _mm512_permutexvar_epi32(by_step, _mm512_unpackhi_epi8(lo, hi));
+  }
+  for (int64_t h = 0; h < 2; ++h) {
+    const __m512i* P = half[h];
+    const __m512i u0 = _mm512_shuffle_i32x4(P[0], P[1], 0x44), u1 = _mm512_shuffle_i32x4(P[2], P[3], 0x44);
+    const __m512i v0 = _mm512_shuffle_i32x4(P[0], P[1], 0xee), v1 = _mm512_shuffle_i32x4(P[2], P[3], 0xee);
+    uint8_t* out = dst + 4 * h * kLanes * 4;  // steps 4h .. 4h + 3
+    _mm512_store_si512(out, _mm512_shuffle_i32x4(u0, u1, 0x88));
+    _mm512_store_si512(out + 64, _mm512_shuffle_i32x4(u0, u1, 0xdd));
+    _mm512_store_si512(out + 128, _mm512_shuffle_i32x4(v0, v1, 0x88));
+    _mm512_store_si512(out + 192, _mm512_shuffle_i32x4(v0, v1, 0xdd));
+  }
+}
+
+// How far ahead (bytes) pack_rows prefetches each of its 16 rows: the rows are 16 streams, more than the hardware
+// prefetcher follows at once.
+constexpr int64_t kPackAhead = 256;
+
 SEQEDGE_TARGET_VNNI inline void pack_rows(const MatMul& p, int64_t n0, int64_t count, const PackedRows& out) {
   const int64_t nb = blocks(p.K), row_bytes = nb * 16;
+  const uint8_t* w = p.w + n0 * row_bytes;
   for (int64_t b = 0; b < nb; ++b) {
-    uint8_t* dst = out.codes + b * 8 * kLanes * 4;
-    float* sc = out.scales + b * kLanes;
-    for (int64_t r = 0; r < kLanes; ++r) {
-      if (r >= count) {  // past N: zero codes and scales, never stored
-        for (int64_t j = 0; j < 8; ++j) std::memset(dst + (j * kLanes + r) * 4, 0, 4);
-        sc[r] = 0.f;
-        continue;
-      }
-      // byte t holds codes 2t (low nibble) and 2t + 1 (high): interleaving the nibbles gives the codes in order
-      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p.w + (n0 + r) * row_bytes + 16 * b));
-      const __m128i low = _mm_set1_epi8(0x0f);
-      const __m128i lo = _mm_and_si128(bytes, low), hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low);
-      int32_t steps[8];  // step j: codes 4j .. 4j + 3
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(steps), _mm_unpacklo_epi8(lo, hi));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(steps + 4), _mm_unpackhi_epi8(lo, hi));
-      for (int64_t j = 0; j < 8; ++j) std::memcpy(dst + (j * kLanes + r) * 4, steps + j, 4);
-      sc[r] = half_to_float(p.scales[(n0 + r) * nb + b]);
-    }
+    if (16 * b + kPackAhead < row_bytes && b % 4 == 0)
+      for (int64_t r = 0; r < count; ++r)
+        _mm_prefetch(reinterpret_cast<const char*>(w + r * row_bytes + 16 * b + kPackAhead), _MM_HINT_T0);
+    pack_block(w + 16 * b, row_bytes, count, out.codes + b * 8 * kLanes * 4);
+    alignas(32) uint16_t bits[kLanes] = {};  // past N: scale 0, never stored
+    for (int64_t r = 0; r < count; ++r) bits[r] = p.scales[(n0 + r) * nb + b];
+    _mm512_storeu_ps(out.scales + b * kLanes, _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(bits))));
   }
 }
 
