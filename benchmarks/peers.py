@@ -25,7 +25,9 @@ vocabulary (49,152, not 50,280). Every system reads that folder:
 Decode at depth d: tokens/s of D steps after d tokens of context (seqedge: after a d-token prompt; depth
 0 is a 1-token prompt). Prefill: tokens/s over a P-token prompt from an empty cache. Every system runs in its
 own process; rounds interleave the systems; the table holds medians and the load range. Weight MB is what
-each system streams per token (file size: both shapes tie the embedding to the head, which reads it whole); the
+each system streams per token: the file's size (both shapes tie the embedding to the head, which reads it whole),
+less a lookup table held apart from the head, of which a step reads one row (ExecuTorch programs keep the
+embedding table beside the head: seqedge/bench/lookup.py); the
 streaming lines add what a step reads besides: the KV cache at that depth in the system's cache type (llama.cpp's
 f16, seqedge's from the manifest) or the recurrent state.
 """
@@ -407,7 +409,15 @@ def seqedge_bench(art: Path, threads: int, prompts: list[int], depths: list[int]
     pre = {r["inputs"]["prompt_tokens"]: r["value"] for r in host if r["metric"] == "prefill_tok_s"}
     dec = {r["inputs"]["context"]: r["value"] for r in host if r["metric"] == "decode_tok_s"}
     return {"prefill": {P: pre[P] for P in prompts}, "decode": {d: dec[max(1, d)] for d in depths},
-            "weights_mb": folder_mb(art), "kv_bytes": kv_itemsize(art)}  # the graph or program (not the tokenizer)
+            "weights_mb": streamed_mb(art), "kv_bytes": kv_itemsize(art)}
+
+
+def streamed_mb(art: Path) -> float:
+    """MB of an artifact a decode step streams: its graph or program (not the tokenizer), less the lookup tables
+    it holds apart from the head, of which a step reads one row (an ExecuTorch program's embedding table)."""
+    from seqedge.bench.lookup import lookup_table_bytes
+
+    return folder_mb(art) - lookup_table_bytes(art) / 1e6
 
 
 def kv_itemsize(art: Path) -> int:
@@ -431,7 +441,7 @@ def seqedge_runner_bench(art: Path, runner: Path, threads: int, prompts: list[in
     pre = dict(zip(lengths, [r["value"] for r in dev if r["metric"] == "prefill_tok_s"]))  # in the order asked
     dec = dict(zip(lengths, [r["value"] for r in dev if r["metric"] == "decode_tok_s"]))
     return {"prefill": {P: pre[P] for P in prompts}, "decode": {d: dec[max(1, d)] for d in depths},
-            "weights_mb": folder_mb(art), "kv_bytes": kv_itemsize(art)}
+            "weights_mb": streamed_mb(art), "kv_bytes": kv_itemsize(art)}
 
 
 def venv_timing(py: Path, script: str, folder: Path, threads: int, prompts: list[int], depths: list[int],
@@ -563,8 +573,8 @@ def targets(cells: list[Cell], sizes: dict, prompts: list[int], depths: list[int
             kv: dict, decode: int) -> str:
     """Each seqedge row as a ratio to llama.cpp Q4_0 in the same run (medians, equal depth / prompt), and each
     decode (llama.cpp Q4_0's too) as a share of the streaming limit: tokens/s x MB read per token / measured read
-    bandwidth, MB = the weights (the artifact's; both shapes tie the embedding to the head, which reads it whole)
-    + the KV cache at that depth in the system's cache type, or the recurrent state (state_mb)."""
+    bandwidth, MB = the weights (the artifact's, less a lookup table held apart from the head: streamed_mb; both
+    shapes tie the embedding to the head, which reads it whole) + the KV cache at that depth in the system's cache type, or the recurrent state (state_mb)."""
     cols = [("decode", d) for d in depths] + [("prefill", P) for P in prompts]
     lines = [f"\nratios to {REFERENCE_PEER} (same run, medians); streaming = decode tok/s x MB read per token / "
              f"{bandwidth_gbs:.1f} GB/s (measured read bandwidth)"]

@@ -91,6 +91,37 @@ def test_projected_bytes_count_the_kv_caches_an_export_of_the_recipe_holds(quant
     assert dec[4096]["bytes"] - dec[128]["bytes"] == pytest.approx(shape.kv_bytes(4096 - 128, itemsize))
 
 
+@pytest.mark.parametrize("fmt", ["executorch", "onnx"])
+def test_lookup_tables_are_the_embedding_an_artifact_holds_apart_from_its_head(trained_exports, fmt):
+    """A decode step reads one row of an embedding table, so the streaming limit leaves it out (peers.py): the
+    bytes are read from the artifact's own program or graph. The tiny transformer's table is untied: ExecuTorch
+    int4 holds it as 4-bit codes with a float32 scale per group (quant/executorch.py QuantizedEmbedding);
+    onnxruntime as some form smaller than float32 and not nothing."""
+    from seqedge.bench.lookup import lookup_table_bytes
+
+    folder, manifest = trained_exports.get("transformer", fmt, "int4")
+    cfg, group = manifest["config"], manifest["quant"]["group_size"]
+    V, D = cfg["vocab_size"], cfg["hidden_size"]
+    assert not cfg["tie_word_embeddings"]
+    got = lookup_table_bytes(folder)
+    if fmt == "executorch":
+        assert got == V * D // 2 + V * (D // group) * 4
+    else:
+        assert 0 < got < V * D * 4
+        assert got < sum(p.stat().st_size for p in folder.glob("*.onnx*"))
+
+
+def test_a_tied_table_the_head_reads_whole_is_not_a_lookup_table(tmp_path):
+    """The peers' shapes tie the embedding to the head: onnxruntime's int4 graph keeps one table, which the head
+    streams every step (and the lookup reads through it), so nothing is left out."""
+    from seqedge.bench.lookup import lookup_table_bytes
+
+    torch.manual_seed(0)
+    model = build_model("transformer", "tiny", tie_word_embeddings=True).eval()
+    export(model, ExportPlan(out=tmp_path / "tied", format="onnx", quant="int4", max_len=64, verify=False))
+    assert lookup_table_bytes(tmp_path / "tied") == 0
+
+
 @pytest.fixture(scope="module")
 def onnx_artifact(tmp_path_factory):
     torch.manual_seed(0)
