@@ -16,7 +16,10 @@
 // with once the cache outgrew L2 (seqedge::cached_sdpa, the same shapes: 124 -> 77-91 us a layer at 1,024). float16
 // caches are widened in registers as the rows are read (F16C, NEON), not through a float32 scratch, so a step
 // streams half the bytes for a few conversions (the same shapes at 1,024: onnxruntime's op 68-74 -> 47 us a layer,
-// cached_sdpa 83 -> 44; through a scratch, float16 had been the slower of the two). (ExecuTorch's
+// cached_sdpa 83 -> 44; through a scratch, float16 had been the slower of the two). The query heads sharing a kv
+// head are scored together, each key widened once for up to four of them, and rows are prefetched 4 KB ahead,
+// the first rows of a range too (onnxruntime's op, float16, the same shapes at 1,024: 39-52 -> 31-34 us a layer;
+// llama-135m ONNX int4 decode at 1,024 positions 5.35 -> 4.92 ms a token). (ExecuTorch's
 // llama::custom_sdpa, tiled for prefill, took 1.2-1.9 ms per llama-135m
 // layer at T = 1 with 256-1024 cached positions on 2 threads; one item per kv head, reading a third of each
 // position-major row per pass, ran compute-bound at ~3 GB/s of cache.)
@@ -35,6 +38,30 @@ namespace seqedge {
 namespace decode_core {
 namespace {  // internal linkage: each kernel library carries its own copy
 
+// How far ahead of the rows being read the next ones are prefetched (into L2): a few DRAM latencies of one
+// thread's stream. Eight rows (1 KB of a float16 head-major cache) left the score loop waiting on its loads.
+constexpr int64_t kPrefetchBytes = 4096;
+
+// The scores of HEADS query heads (q: D apart) against four keys (kh: rows `row` apart): each key's D values are
+// widened once for all the heads sharing it, where a head at a time widened them G times.
+template <int64_t D, class C, bool kF16C, int64_t HEADS>
+SEQEDGE_INLINE void score_four(const float* q, const C* kh, int64_t row, float scale, float* wh, int64_t n) {
+  Floats8 a[HEADS][4] = {};
+  for (int64_t d = 0; d < D; d += 8) {
+    const Floats8 k0 = load8<kF16C>(kh + d), k1 = load8<kF16C>(kh + row + d);
+    const Floats8 k2 = load8<kF16C>(kh + 2 * row + d), k3 = load8<kF16C>(kh + 3 * row + d);
+    for (int64_t h = 0; h < HEADS; ++h) {
+      const Floats8 qv = load8(q + h * D + d);
+      a[h][0] += qv * k0;
+      a[h][1] += qv * k1;
+      a[h][2] += qv * k2;
+      a[h][3] += qv * k3;
+    }
+  }
+  for (int64_t h = 0; h < HEADS; ++h)
+    for (int64_t i = 0; i < 4; ++i) wh[h * n + i] = scale * sum8(a[h][i]);
+}
+
 // Every query head q (Hkv * G, D) of one position against keys [j0, j1) (row j at k + j * Hkv * D):
 // unnormalised o (Hkv * G, D) = sum_j exp(s_j - m) v_j, m the largest score and l the sum of exp(s_j - m)
 // per head; w is scratch of (Hkv * G) * (j1 - j0) scores. The cache rows are float32 (C float) or float16 (C
@@ -45,12 +72,33 @@ SEQEDGE_INLINE void attend_rows(const float* q, const C* k, const C* v, int64_t 
                                 float* l) {
   const int64_t D = FIXED_D > 0 ? FIXED_D : any_d;
   const int64_t n = j1 - j0, H = Hkv * G, row = Hkv * D;
+  const int64_t ahead = std::max<int64_t>(8, kPrefetchBytes / static_cast<int64_t>(row * sizeof(C)));  // rows
+  for (int64_t r = 0; r < std::min(ahead, n); ++r)  // the first rows of the range, which no loop below prefetches
+    for (int64_t off = 0; off < row; off += 64 / sizeof(C)) {
+      __builtin_prefetch(k + (j0 + r) * row + off, 0, 2);
+      __builtin_prefetch(v + (j0 + r) * row + off, 0, 2);
+    }
   int64_t j = 0;
   if (D % 8 == 0) {  // four keys at a time: four independent sums per query head (one dot's adds are a chain)
     for (; j + 4 <= n; j += 4) {
       const C* kj = k + (j0 + j) * row;
-      if (j + 12 <= n)  // the rows four steps ahead, into L2 (position-major rows are several cache lines each)
-        for (int64_t off = 0; off < 4 * row; off += 64 / sizeof(C)) __builtin_prefetch(kj + 8 * row + off, 0, 2);
+      if (j + ahead + 4 <= n)  // the rows kPrefetchBytes ahead, into L2
+        for (int64_t off = 0; off < 4 * row; off += 64 / sizeof(C)) __builtin_prefetch(kj + ahead * row + off, 0, 2);
+      if constexpr (FIXED_D > 0) {  // up to four heads per pass over the keys' values
+        for (int64_t hk = 0; hk < Hkv; ++hk)
+          for (int64_t g = 0; g < G; g += 4) {
+            const float* qh = q + (hk * G + g) * D;
+            const C* kh = kj + hk * D;
+            float* wh = w + (hk * G + g) * n + j;
+            switch (std::min<int64_t>(4, G - g)) {
+              case 1: score_four<FIXED_D, C, kF16C, 1>(qh, kh, row, scale, wh, n); break;
+              case 2: score_four<FIXED_D, C, kF16C, 2>(qh, kh, row, scale, wh, n); break;
+              case 3: score_four<FIXED_D, C, kF16C, 3>(qh, kh, row, scale, wh, n); break;
+              default: score_four<FIXED_D, C, kF16C, 4>(qh, kh, row, scale, wh, n);
+            }
+          }
+        continue;
+      }
       for (int64_t hk = 0; hk < Hkv; ++hk)
         for (int64_t g = 0; g < G; ++g) {
           const float* qh = q + (hk * G + g) * D;
@@ -101,8 +149,8 @@ SEQEDGE_INLINE void attend_rows(const float* q, const C* k, const C* v, int64_t 
         Floats8 acc[kPair][kVectors] = {};
         if (heads == 2) {
           for (int64_t j = 0; j < n; ++j, vh += row) {
-            if (j + 8 < n)
-              for (int64_t off = 0; off < D; off += 64 / sizeof(C)) __builtin_prefetch(vh + 8 * row + off, 0, 2);
+            if (j + ahead < n)
+              for (int64_t off = 0; off < D; off += 64 / sizeof(C)) __builtin_prefetch(vh + ahead * row + off, 0, 2);
             const float c0 = wh[j], c1 = wh[n + j];
             for (int64_t i = 0; i < kVectors; ++i) {
               const Floats8 x = load8<kF16C>(vh + 8 * i);
