@@ -574,7 +574,8 @@ def targets(cells: list[Cell], sizes: dict, prompts: list[int], depths: list[int
     """Each seqedge row as a ratio to llama.cpp Q4_0 in the same run (medians, equal depth / prompt), and each
     decode (llama.cpp Q4_0's too) as a share of the streaming limit: tokens/s x MB read per token / measured read
     bandwidth, MB = the weights (the artifact's, less a lookup table held apart from the head: streamed_mb; both
-    shapes tie the embedding to the head, which reads it whole) + the KV cache at that depth in the system's cache type, or the recurrent state (state_mb)."""
+    shapes tie the embedding to the head, which reads it whole) + the KV cache at that depth in the system's cache
+    type, or the recurrent state (state_mb)."""
     cols = [("decode", d) for d in depths] + [("prefill", P) for P in prompts]
     lines = [f"\nratios to {REFERENCE_PEER} (same run, medians); streaming = decode tok/s x MB read per token / "
              f"{bandwidth_gbs:.1f} GB/s (measured read bandwidth)"]
