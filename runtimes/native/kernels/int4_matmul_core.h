@@ -42,6 +42,7 @@ constexpr int64_t kBlock = 32;   // weights per scale
 constexpr int64_t kChunk = 128;  // weights per step of the kernels (four blocks)
 constexpr int64_t kRows = 4;     // weight rows one pass over an activation row computes
 constexpr int64_t kTileRows = 4; // activation rows one pass of a prompt's tile computes (x86 VNNI)
+constexpr int64_t kWideTileRows = 8;  // ... and of a wide tile, where 8 rows remain (each chunk unpacked half as often)
 
 inline int64_t blocks(int64_t K) { return (K + kBlock - 1) / kBlock; }  // the last one zero-padded
 inline int64_t chunks(int64_t K) { return (K + kChunk - 1) / kChunk; }
@@ -314,9 +315,8 @@ SEQEDGE_TARGET_VNNI SEQEDGE_INLINE void group_vnni(const MatMul& p, int64_t m, i
 
 // A prompt: kTileRows activation rows x R weight rows per pass, so each chunk of codes is unpacked once for all
 // the activation rows (decode's path unpacks it per row).
-template <int64_t R>
+template <int64_t MR, int64_t R>
 SEQEDGE_TARGET_VNNI SEQEDGE_INLINE void tile_vnni(const MatMul& p, int64_t m0, int64_t n0) {
-  constexpr int64_t MR = kTileRows;
   const int64_t C = chunks(p.K), nb = blocks(p.K), row_bytes = blocks(p.K) * 16, B = padded_blocks(p.K);
   const __m512i low = _mm512_set1_epi8(0x0f);
   const uint8_t* w = p.w + n0 * row_bytes;
@@ -359,8 +359,13 @@ SEQEDGE_TARGET_VNNI SEQEDGE_INLINE void tile_vnni(const MatMul& p, int64_t m0, i
 
 SEQEDGE_TARGET_VNNI inline void tiles_vnni(const MatMul& p, int64_t m0, int64_t n0, int64_t rows) {
   int64_t r = 0;
-  for (; r + 2 <= rows; r += 2) tile_vnni<2>(p, m0, n0 + r);
-  for (; r < rows; ++r) tile_vnni<1>(p, m0, n0 + r);
+  for (; r + 2 <= rows; r += 2) tile_vnni<kTileRows, 2>(p, m0, n0 + r);
+  for (; r < rows; ++r) tile_vnni<kTileRows, 1>(p, m0, n0 + r);
+}
+
+// kWideTileRows activation rows per pass, one weight row at a time (their sums fill the registers R = 2 used).
+SEQEDGE_TARGET_VNNI inline void wide_tiles_vnni(const MatMul& p, int64_t m0, int64_t n0, int64_t rows) {
+  for (int64_t r = 0; r < rows; ++r) tile_vnni<kWideTileRows, 1>(p, m0, n0 + r);
 }
 
 SEQEDGE_TARGET_VNNI inline void rows_vnni(const MatMul& p, int64_t m, int64_t n0, int64_t rows) {
@@ -512,6 +517,17 @@ inline RowsFn tile_kernel() {
   return fn;
 }
 
+// kWideTileRows activation rows from m0 at once, where the CPU has such a kernel (else nullptr).
+inline RowsFn wide_tile_kernel() {
+  static const RowsFn fn = [] {
+#ifdef SEQEDGE_INT4_X86
+    if (vnni()) return static_cast<RowsFn>(wide_tiles_vnni);
+#endif
+    return static_cast<RowsFn>(nullptr);
+  }();
+  return fn;
+}
+
 // The best kernel this CPU has, capped by SEQEDGE_KERNEL_ISA (v4 needs VNNI besides; without it, AVX2).
 inline RowsFn rows_kernel() {
   static const RowsFn fn = [] {
@@ -559,7 +575,7 @@ inline void swiglu_rows(const MatMul& p, int64_t m0, int64_t m1, int64_t n0, int
 // Item i: outputs [16 i, 16 i + 16) for every activation row; with SwiGLU, the gate rows and the up rows N / 2
 // further, then the product.
 inline void item(const MatMul& p, int64_t i) {
-  const RowsFn rows = rows_kernel(), tiles = tile_kernel();
+  const RowsFn rows = rows_kernel(), tiles = tile_kernel(), wide = wide_tile_kernel();
   const int64_t H = outputs(p), n0 = i * kItemRows, count = std::min(kItemRows, H - n0);
 #ifdef SEQEDGE_INT4_X86
   if (p.natural && p.glu == nullptr) {  // the prompt kernel: rows [32 i, 32 i + 32) for every activation row
@@ -574,8 +590,11 @@ inline void item(const MatMul& p, int64_t i) {
   }
 #endif
   for (int64_t m = 0; m < p.M;) {
-    const int64_t step = tiles != nullptr && p.M - m >= kTileRows ? kTileRows : 1;
-    const RowsFn fn = step == kTileRows ? tiles : rows;
+    const int64_t left = p.M - m;
+    const int64_t step = wide != nullptr && left >= kWideTileRows ? kWideTileRows
+                         : tiles != nullptr && left >= kTileRows  ? kTileRows
+                                                                  : 1;
+    const RowsFn fn = step == kWideTileRows ? wide : step == kTileRows ? tiles : rows;
     fn(p, m, n0, count);
     if (p.glu != nullptr) {
       fn(p, m, H + n0, count);
