@@ -506,26 +506,13 @@ using RowsFn = void (*)(const MatMul&, int64_t, int64_t, int64_t);
 
 inline void rows_baseline(const MatMul& p, int64_t m, int64_t n0, int64_t rows) { rows_portable(p, m, n0, rows); }
 
-// kTileRows activation rows from m0 at once, where the CPU has such a kernel (else nullptr: row by row).
-inline RowsFn tile_kernel() {
-  static const RowsFn fn = [] {
+// `rows` (kTileRows or kWideTileRows) activation rows from m0 at once, where the CPU has such a kernel (else
+// nullptr: row by row).
+inline RowsFn tile_kernel([[maybe_unused]] int64_t rows) {
 #ifdef SEQEDGE_INT4_X86
-    if (vnni()) return static_cast<RowsFn>(tiles_vnni);
+  if (vnni()) return rows == kWideTileRows ? static_cast<RowsFn>(wide_tiles_vnni) : static_cast<RowsFn>(tiles_vnni);
 #endif
-    return static_cast<RowsFn>(nullptr);
-  }();
-  return fn;
-}
-
-// kWideTileRows activation rows from m0 at once, where the CPU has such a kernel (else nullptr).
-inline RowsFn wide_tile_kernel() {
-  static const RowsFn fn = [] {
-#ifdef SEQEDGE_INT4_X86
-    if (vnni()) return static_cast<RowsFn>(wide_tiles_vnni);
-#endif
-    return static_cast<RowsFn>(nullptr);
-  }();
-  return fn;
+  return nullptr;
 }
 
 // The best kernel this CPU has, capped by SEQEDGE_KERNEL_ISA (v4 needs VNNI besides; without it, AVX2).
@@ -575,7 +562,7 @@ inline void swiglu_rows(const MatMul& p, int64_t m0, int64_t m1, int64_t n0, int
 // Item i: outputs [16 i, 16 i + 16) for every activation row; with SwiGLU, the gate rows and the up rows N / 2
 // further, then the product.
 inline void item(const MatMul& p, int64_t i) {
-  const RowsFn rows = rows_kernel(), tiles = tile_kernel(), wide = wide_tile_kernel();
+  const RowsFn rows = rows_kernel(), tiles = tile_kernel(kTileRows), wide = tile_kernel(kWideTileRows);
   const int64_t H = outputs(p), n0 = i * kItemRows, count = std::min(kItemRows, H - n0);
 #ifdef SEQEDGE_INT4_X86
   if (p.natural && p.glu == nullptr) {  // the prompt kernel: rows [32 i, 32 i + 32) for every activation row
