@@ -228,11 +228,11 @@ def attention_feeds(x, packed):
 
 # (Bt, T, pos, H, Hkv, hd, packed): steps (T < 4: keys split into ranges per kv head, merged) from the first position
 # and deep in the cache; prompts (tiles) from the start and after cached positions; head sizes compiled fixed (64,
-# 128) and not (16, 40; 20: not a multiple of 8, the scalar dot products); grouped (H / Hkv of 1, 2, 3, 4) and
-# multi-query heads
+# 128) and not (16, 40, a step's heads scored four at a time too; 20: not a multiple of 8, the scalar dot products);
+# grouped (H / Hkv of 1, 2, 3, 4) and multi-query heads
 ATTENTION_CASES = [(2, 1, 0, 4, 2, 64, False), (2, 1, 300, 6, 2, 64, True), (1, 2, 200, 9, 3, 128, False),
                    (1, 3, 257, 8, 8, 40, True), (2, 9, 40, 4, 1, 16, False), (1, 37, 250, 9, 3, 64, True),
-                   (1, 70, 0, 4, 1, 128, False), (1, 1, 101, 4, 2, 20, True)]
+                   (1, 70, 0, 4, 1, 128, False), (1, 1, 101, 4, 2, 20, True), (1, 1, 130, 10, 2, 40, False)]
 
 
 @pytest.mark.parametrize("threads", [1, 2])

@@ -43,9 +43,12 @@ namespace {  // internal linkage: each kernel library carries its own copy
 constexpr int64_t kPrefetchBytes = 4096;
 
 // The scores of HEADS query heads (q: D apart) against four keys (kh: rows `row` apart): each key's D values are
-// widened once for all the heads sharing it, where a head at a time widened them G times.
-template <int64_t D, class C, bool kF16C, int64_t HEADS>
-SEQEDGE_INLINE void score_four(const float* q, const C* kh, int64_t row, float scale, float* wh, int64_t n) {
+// widened once for all the heads sharing it, where a head at a time widened them G times. D is FIXED_D where
+// that is compiled in (> 0), else any_d (a multiple of 8).
+template <int64_t FIXED_D, class C, bool kF16C, int64_t HEADS>
+SEQEDGE_INLINE void score_four(const float* q, const C* kh, int64_t row, int64_t any_d, float scale, float* wh,
+                               int64_t n) {
+  const int64_t D = FIXED_D > 0 ? FIXED_D : any_d;
   Floats8 a[HEADS][4] = {};
   for (int64_t d = 0; d < D; d += 8) {
     const Floats8 k0 = load8<kF16C>(kh + d), k1 = load8<kF16C>(kh + row + d);
@@ -84,38 +87,17 @@ SEQEDGE_INLINE void attend_rows(const float* q, const C* k, const C* v, int64_t 
       const C* kj = k + (j0 + j) * row;
       if (j + ahead + 4 <= n)  // the rows kPrefetchBytes ahead, into L2
         for (int64_t off = 0; off < 4 * row; off += 64 / sizeof(C)) __builtin_prefetch(kj + ahead * row + off, 0, 2);
-      if constexpr (FIXED_D > 0) {  // up to four heads per pass over the keys' values
-        for (int64_t hk = 0; hk < Hkv; ++hk)
-          for (int64_t g = 0; g < G; g += 4) {
-            const float* qh = q + (hk * G + g) * D;
-            const C* kh = kj + hk * D;
-            float* wh = w + (hk * G + g) * n + j;
-            switch (std::min<int64_t>(4, G - g)) {
-              case 1: score_four<FIXED_D, C, kF16C, 1>(qh, kh, row, scale, wh, n); break;
-              case 2: score_four<FIXED_D, C, kF16C, 2>(qh, kh, row, scale, wh, n); break;
-              case 3: score_four<FIXED_D, C, kF16C, 3>(qh, kh, row, scale, wh, n); break;
-              default: score_four<FIXED_D, C, kF16C, 4>(qh, kh, row, scale, wh, n);
-            }
-          }
-        continue;
-      }
       for (int64_t hk = 0; hk < Hkv; ++hk)
-        for (int64_t g = 0; g < G; ++g) {
+        for (int64_t g = 0; g < G; g += 4) {  // up to four heads per pass over the keys' values
           const float* qh = q + (hk * G + g) * D;
           const C* kh = kj + hk * D;
-          Floats8 a0 = {}, a1 = {}, a2 = {}, a3 = {};
-          for (int64_t d = 0; d < D; d += 8) {
-            const Floats8 qv = load8(qh + d);
-            a0 += qv * load8<kF16C>(kh + d);
-            a1 += qv * load8<kF16C>(kh + row + d);
-            a2 += qv * load8<kF16C>(kh + 2 * row + d);
-            a3 += qv * load8<kF16C>(kh + 3 * row + d);
-          }
           float* wh = w + (hk * G + g) * n + j;
-          wh[0] = scale * sum8(a0);
-          wh[1] = scale * sum8(a1);
-          wh[2] = scale * sum8(a2);
-          wh[3] = scale * sum8(a3);
+          switch (std::min<int64_t>(4, G - g)) {
+            case 1: score_four<FIXED_D, C, kF16C, 1>(qh, kh, row, D, scale, wh, n); break;
+            case 2: score_four<FIXED_D, C, kF16C, 2>(qh, kh, row, D, scale, wh, n); break;
+            case 3: score_four<FIXED_D, C, kF16C, 3>(qh, kh, row, D, scale, wh, n); break;
+            default: score_four<FIXED_D, C, kF16C, 4>(qh, kh, row, D, scale, wh, n);
+          }
         }
     }
   }
