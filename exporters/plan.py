@@ -56,7 +56,12 @@ def kv_cache_type(plan: ExportPlan) -> str:
     float16 halves the caches' memory and the bytes a decode step streams; the attention kernel widens the rows
     it reads in registers (F16C, NEON), which costs less than those bytes (llama-135m's attention at 1,024
     positions, 30 layers, 2 threads: onnxruntime 68-74 -> 47 us a layer, ExecuTorch 83 -> 44)."""
-    return plan.kv_cache or ("float32" if plan.quant == "fp32" else "float16")
+    return plan.kv_cache or default_kv_cache(plan.quant)
+
+
+def default_kv_cache(quant: str) -> str:
+    """kv_cache_type's default for a recipe: float32 for fp32, float16 for a quantized one."""
+    return "float32" if quant == "fp32" else "float16"
 
 
 def held_cache_type(manifest: dict) -> str | None:

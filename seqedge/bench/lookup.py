@@ -11,7 +11,6 @@ scales (ExecuTorch), or the initializers that reach nothing but a Gather's table
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -23,11 +22,13 @@ ONNX_PASSTHROUGH = {"Reshape", "Cast", "Squeeze", "Unsqueeze", "Identity", "Tran
 
 
 def lookup_table_bytes(folder: Path) -> int:
+    from seqedge.exporters.artifact import read_manifest
+
     folder = Path(folder)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    graph = folder / manifest.get("graphs", {}).get("prefill", "")
-    if manifest.get("format") == "executorch":
-        return _pte_lookup_bytes((folder / "model.pte").read_bytes())
+    manifest = read_manifest(folder, check_files=False)  # untrusted: its graphs are files it lists, in the folder
+    graph = folder / (manifest.get("graphs") or {}).get("prefill", "").split("#")[0]  # a program's "model.pte#prefill"
+    if graph.suffix == ".pte":
+        return _pte_lookup_bytes(graph.read_bytes())
     if graph.suffix == ".onnx":
         return _onnx_lookup_bytes(graph)
     return 0

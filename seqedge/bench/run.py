@@ -65,15 +65,6 @@ class Target:
     preset: str | None = None
 
 
-def _manifest_of(artifact: Path | None) -> dict | None:
-    """The manifest of the artifact measured (the target's, or the one exported for it), None without one."""
-    if artifact is None:
-        return None
-    from seqedge.exporters.artifact import read_manifest
-
-    return read_manifest(artifact)
-
-
 def resolve(target: str) -> Target:
     from seqedge.loading import MANIFEST
     from seqedge.models import FAMILIES
@@ -294,7 +285,9 @@ def bench(plan: BenchPlan, on_step=None) -> BenchResult:
                 result.records += host_records
             fmt = recipe.split("-")[0]
             bits = weight_bits(recipe, group)
-            kv = kv_itemsize(_manifest_of(artifact), recipe)  # bytes per element of the KV caches
+            # bytes per element of the KV caches: of the artifact measured (its manifest, read when it was resolved
+            # or measured), else of an export of the recipe
+            kv = kv_itemsize(target.manifest if artifact is not None else None, recipe)
             inputs = {**base, "class": cls, "bits_per_weight": bits, "overhead_ms": tr.overhead.ms,
                       "device_threads": hw.threads, "kv_itemsize": kv}
             for phase, lengths in (("prefill", plan.prompt_lengths), ("decode", plan.prompt_lengths)):

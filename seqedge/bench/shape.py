@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -171,7 +170,7 @@ def kv_itemsize(manifest: dict | None, recipe: str = "fp32") -> int:
     """Bytes per element of the attention caches an artifact holds (exporters/plan.py's held_cache_type); without
     an artifact, what an export of `recipe` holds where seqedge's kernels hold them (kv_cache_type: float16 for a
     quantized recipe, float32 for fp32); 4 where there are none."""
-    from seqedge.exporters.plan import ExportPlan, held_cache_type, kv_cache_type
+    from seqedge.exporters.plan import default_kv_cache, held_cache_type
 
-    held = kv_cache_type(ExportPlan(out=Path("."), quant=recipe)) if manifest is None else held_cache_type(manifest)
+    held = default_kv_cache(recipe) if manifest is None else held_cache_type(manifest)
     return 2 if held == "float16" else 4
