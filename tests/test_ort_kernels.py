@@ -139,7 +139,8 @@ def int4_operands(Bt, T, K, N, seed=0):
 
 
 # (Bt, T, K, N); from 16 rows (Bt * T) on, prompts take the prompt kernel (items of 32 output rows, each packed);
-# fewer go 8, then 4 rows at a time, then row by row (13: 8 + 4 + 1)
+# fewer go 8, then 4 rows at a time, then row by row (13: 8 + 4 + 1). On AVX2 without VNNI the prompt kernel
+# takes 4 rows on (3 activation rows a pass: 13 = 3 x 4 + 1), fewer go row by row.
 INT4_CASES = [(1, 1, 576, 40), (2, 3, 96, 17), (1, 37, 128, 5), (1, 2, 48, 9), (1, 1, 1024, 64), (3, 5, 32, 1),
               (1, 4, 544, 70), (2, 9, 48, 50), (1, 20, 1536, 33), (1, 13, 576, 40)]
 
