@@ -276,75 +276,94 @@ SEQEDGE_INLINE void rows_portable(const MatMul& p, int64_t m, int64_t n0, int64_
 }
 
 #ifdef SEQEDGE_INT4_X86
+// The dot products of one half chunk (blocks b, b + 1 of a row: 32 bytes of codes at `at`, of which the second
+// block's 16 may be past the row: `both` false) against the activation codes of those blocks (`alo`: the low
+// nibbles' partners, `ahi`: the high ones'), as floats: lanes 0-3 sum to block b's, 4-7 to block b + 1's.
+SEQEDGE_TARGET_V3 SEQEDGE_INLINE __m256 half_dot_avx2(const uint8_t* at, bool both, __m256i alo, __m256i ahi) {
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  const __m256i wv = both ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at))
+                          : _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(at)));
+  const __m256i wl = _mm256_and_si256(wv, low), wh = _mm256_and_si256(_mm256_srli_epi16(wv, 4), low);
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(
+      _mm256_add_epi16(_mm256_maddubs_epi16(wl, alo), _mm256_maddubs_epi16(wh, ahi)), _mm256_set1_epi16(1)));
+}
+
 // AVX2: each chunk as two halves of 32 bytes (two blocks); u8 x s8 pairs by vpmaddubsw (|sum| <= 2 * 15 * 127
 // per pair, twice: fits int16), then pairs of pairs by vpmaddwd into 8 lanes of 4 + 4 products (lanes 0-3 the
-// half's first block, 4-7 its second). R rows share each activation load. A row's block scales come 16 at a
-// time (two registers of float16 widened, times the activation's), with the zero point's share of those blocks,
-// and the codes are prefetched 8 KB ahead into L2, as group_vnni does.
+// half's first block, 4-7 its second); R rows share each activation load. Whole groups of 16 blocks take their
+// scales 16 at a time (two registers of float16 widened, times the activation's) with the zero point's share of
+// those blocks; the blocks after the last whole group (nb % 16) take theirs two at a time. The codes of whole
+// groups are prefetched 8 KB ahead into L2, as group_vnni does.
 template <int64_t R>
 SEQEDGE_TARGET_V3 SEQEDGE_INLINE void group_avx2(const MatMul& p, int64_t m, int64_t n0) {
-  const int64_t C = chunks(p.K), nb = blocks(p.K), row_bytes = nb * 16;
+  const int64_t C = chunks(p.K), nb = blocks(p.K), row_bytes = nb * 16, whole = nb / 16 * 16;
   const int8_t* q = p.qa + m * C * kChunk;
   const float* da = p.da + m * padded_blocks(p.K);
   const float* cb = p.cb + m * padded_blocks(p.K);
-  const __m256i low = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
   const __m256i pair = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);  // lane -> its block of the half
   const uint8_t* w = p.w + n0 * row_bytes;
   const uint16_t* s = p.scales + n0 * nb;
   __m256 acc[R];
   for (int64_t r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  for (int64_t g = 0; g < C; g += 4) {  // 16 blocks: their scales in two registers per row
-    const int64_t blocks16 = std::min<int64_t>(16, nb - 4 * g);
-    const __m256 da0 = _mm256_loadu_ps(da + 4 * g), da1 = _mm256_loadu_ps(da + 4 * g + 8);
-    const __m256 cb0 = _mm256_loadu_ps(cb + 4 * g), cb1 = _mm256_loadu_ps(cb + 4 * g + 8);
+  for (int64_t g = 0; g < whole; g += 16) {  // 16 blocks: their scales in two registers per row
+    const __m256 da0 = _mm256_loadu_ps(da + g), da1 = _mm256_loadu_ps(da + g + 8);
+    const __m256 cb0 = _mm256_loadu_ps(cb + g), cb1 = _mm256_loadu_ps(cb + g + 8);
     __m256 s16[R][2];
     for (int64_t r = 0; r < R; ++r) {
-      __m256i halves;
-      if (blocks16 == 16) {
-        halves = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + r * nb + 4 * g));
-      } else {  // past the row's blocks: scale 0 (the activation's are 0 there too)
-        alignas(32) uint16_t part[16] = {};
-        std::memcpy(part, s + r * nb + 4 * g, 2 * blocks16);
-        halves = _mm256_load_si256(reinterpret_cast<const __m256i*>(part));
-      }
+      const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + r * nb + g));
       const __m256 sw0 = _mm256_cvtph_ps(_mm256_castsi256_si128(halves));
       const __m256 sw1 = _mm256_cvtph_ps(_mm256_extracti128_si256(halves, 1));
       acc[r] = _mm256_fnmadd_ps(sw1, cb1, _mm256_fnmadd_ps(sw0, cb0, acc[r]));  // the zero point's share
       s16[r][0] = _mm256_mul_ps(sw0, da0);
       s16[r][1] = _mm256_mul_ps(sw1, da1);
     }
-    for (int64_t c = g; c < std::min(C, g + 4); ++c) {
-      for (int64_t h = 0; h < 2 && 4 * c + 2 * h < nb; ++h) {  // blocks 4c + 2h, 4c + 2h + 1
-        const int64_t k = 2 * (c - g) + h;                       // the half's place among the 16 blocks' 8
-        const bool whole = 4 * c + 2 * h + 1 < nb;
-        const __m256i alo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + c * kChunk + 32 * h));
-        const __m256i ahi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + c * kChunk + 64 + 32 * h));
-        const __m256i lanes = _mm256_add_epi32(pair, _mm256_set1_epi32(static_cast<int>(2 * (k % 4))));
-        for (int64_t r = 0; r < R; ++r) {
-          const uint8_t* at = w + r * row_bytes + 64 * c + 32 * h;
-          if (h == 0) _mm_prefetch(reinterpret_cast<const char*>(at + 8192), _MM_HINT_T1);  // a line a chunk
-          const __m256i wv = whole ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(at))
-                                   : _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(at)));
-          const __m256i wl = _mm256_and_si256(wv, low), wh = _mm256_and_si256(_mm256_srli_epi16(wv, 4), low);
-          const __m256i dot = _mm256_madd_epi16(
-              _mm256_add_epi16(_mm256_maddubs_epi16(wl, alo), _mm256_maddubs_epi16(wh, ahi)), ones);
-          const __m256 scale = _mm256_permutevar8x32_ps(s16[r][k / 4], lanes);
-          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), scale, acc[r]);
-        }
+#pragma GCC unroll 8
+    for (int64_t k = 0; k < 8; ++k) {  // blocks b = g + 2k, b + 1
+      const int64_t b = g + 2 * k;
+      const int8_t* qb = q + (b / 4) * kChunk + 16 * (b % 4);
+      const __m256i alo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qb));
+      const __m256i ahi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qb + 64));
+      const __m256i lanes = _mm256_add_epi32(pair, _mm256_set1_epi32(static_cast<int>(2 * (k % 4))));
+      for (int64_t r = 0; r < R; ++r) {
+        const uint8_t* at = w + r * row_bytes + 16 * b;
+        if (k % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(at + 8192), _MM_HINT_T1);  // a line a chunk
+        acc[r] = _mm256_fmadd_ps(half_dot_avx2(at, true, alo, ahi), _mm256_permutevar8x32_ps(s16[r][k / 4], lanes),
+                                 acc[r]);
       }
     }
   }
+  __m128 zero_point[R];
+  for (int64_t r = 0; r < R; ++r) zero_point[r] = _mm_setzero_ps();
+  for (int64_t b = whole; b < nb; b += 2) {  // the rest, two blocks at a time (da and cb are padded past nb)
+    const bool both = b + 1 < nb;
+    const int8_t* qb = q + (b / 4) * kChunk + 16 * (b % 4);
+    const __m256i alo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qb));
+    const __m256i ahi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(qb + 64));
+    const __m128 da2 = _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(da + b)));
+    const __m128 cb2 = _mm_castsi128_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(cb + b)));
+    for (int64_t r = 0; r < R; ++r) {
+      const uint32_t bits = s[r * nb + b] | (both ? static_cast<uint32_t>(s[r * nb + b + 1]) << 16 : 0u);
+      const __m128 sw = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(bits)));  // the two weight scales, 0, 0
+      zero_point[r] = _mm_fmadd_ps(sw, cb2, zero_point[r]);
+      const __m256 scale = _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_mul_ps(sw, da2)), pair);
+      acc[r] = _mm256_fmadd_ps(half_dot_avx2(w + r * row_bytes + 16 * b, both, alo, ahi), scale, acc[r]);
+    }
+  }
   for (int64_t r = 0; r < R; ++r) {
-    const __m128 h4 = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+    const __m128 h4 = _mm_sub_ps(_mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1)),
+                                 zero_point[r]);
     const __m128 h2 = _mm_add_ps(h4, _mm_movehl_ps(h4, h4));
     p.y[m * p.N + n0 + r] = _mm_cvtss_f32(_mm_add_ss(h2, _mm_movehdup_ps(h2)));
   }
 }
 
+// Weight rows per pass of group_avx2: more rows share the activation loads, but their accumulators and scales
+// then spill (llama-135m's 121 projections at one activation row, 2 threads of a Zen 3: 3.3-3.9 ms at 1 row a
+// pass, 3.4-4.1 at 2, 4.3-7.4 at 4).
+constexpr int64_t kRowsAvx2 = 1;
+
 SEQEDGE_TARGET_V3 inline void rows_avx2(const MatMul& p, int64_t m, int64_t n0, int64_t rows) {
-  int64_t r = 0;
-  for (; r + kRows <= rows; r += kRows) group_avx2<kRows>(p, m, n0 + r);
-  for (; r < rows; ++r) group_avx2<1>(p, m, n0 + r);
+  for (int64_t r = 0; r < rows; r += kRowsAvx2) group_avx2<kRowsAvx2>(p, m, n0 + r);
 }
 
 // AVX-512 VNNI: a chunk is one 64-byte load per row; R rows share each activation load. The codes are
