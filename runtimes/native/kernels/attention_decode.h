@@ -69,7 +69,7 @@ SEQEDGE_INLINE void score_four(const float* q, const C* kh, int64_t row, int64_t
 // unnormalised o (Hkv * G, D) = sum_j exp(s_j - m) v_j, m the largest score and l the sum of exp(s_j - m)
 // per head; w is scratch of (Hkv * G) * (j1 - j0) scores. The cache rows are float32 (C float) or float16 (C
 // uint16_t, the bits), widened in registers as they are read (vector_math.h's load8<kF16C>).
-template <int64_t FIXED_D, class C, bool kF16C>
+template <int64_t FIXED_D, class C, bool kF16C, int64_t kHeads>
 SEQEDGE_INLINE void attend_rows(const float* q, const C* k, const C* v, int64_t Hkv, int64_t G,
                                 int64_t any_d, int64_t j0, int64_t j1, float scale, float* w, float* o, float* m,
                                 float* l) {
@@ -88,15 +88,15 @@ SEQEDGE_INLINE void attend_rows(const float* q, const C* k, const C* v, int64_t 
       if (j + ahead + 4 <= n)  // the rows kPrefetchBytes ahead, into L2
         for (int64_t off = 0; off < 4 * row; off += 64 / sizeof(C)) __builtin_prefetch(kj + ahead * row + off, 0, 2);
       for (int64_t hk = 0; hk < Hkv; ++hk)
-        for (int64_t g = 0; g < G; g += 4) {  // up to four heads per pass over the keys' values
+        for (int64_t g = 0; g < G; g += kHeads) {  // up to kHeads heads per pass over the keys' values
           const float* qh = q + (hk * G + g) * D;
           const C* kh = kj + hk * D;
           float* wh = w + (hk * G + g) * n + j;
-          switch (std::min<int64_t>(4, G - g)) {
+          switch (std::min<int64_t>(kHeads, G - g)) {
             case 1: score_four<FIXED_D, C, kF16C, 1>(qh, kh, row, D, scale, wh, n); break;
             case 2: score_four<FIXED_D, C, kF16C, 2>(qh, kh, row, D, scale, wh, n); break;
-            case 3: score_four<FIXED_D, C, kF16C, 3>(qh, kh, row, D, scale, wh, n); break;
-            default: score_four<FIXED_D, C, kF16C, 4>(qh, kh, row, D, scale, wh, n);
+            case 3: score_four<FIXED_D, C, kF16C, (kHeads >= 3 ? 3 : 1)>(qh, kh, row, D, scale, wh, n); break;
+            default: score_four<FIXED_D, C, kF16C, (kHeads >= 4 ? 4 : 1)>(qh, kh, row, D, scale, wh, n);
           }
         }
     }
@@ -166,11 +166,18 @@ SEQEDGE_INLINE void attend_rows(const float* q, const C* k, const C* v, int64_t 
 }
 
 // attend_rows per head dim and cache type, compiled for each feature level (SEQEDGE_ISA_VARIANTS, but with the
-// float16 widening by F16C in the v3 and v4 builds): NAME_v4, NAME_v3, NAME_baseline.
-#define SEQEDGE_ATTEND_VARIANTS(NAME, FIXED_D, C)                                                                 \
-  SEQEDGE_TARGET_V4 void NAME##_v4(SEQEDGE_ATTEND_PARAMS(C)) { attend_rows<FIXED_D, C, true> SEQEDGE_ATTEND_ARGS; } \
-  SEQEDGE_TARGET_V3 void NAME##_v3(SEQEDGE_ATTEND_PARAMS(C)) { attend_rows<FIXED_D, C, true> SEQEDGE_ATTEND_ARGS; } \
-  void NAME##_baseline(SEQEDGE_ATTEND_PARAMS(C)) { attend_rows<FIXED_D, C, false> SEQEDGE_ATTEND_ARGS; }
+// float16 widening by F16C in the v3 and v4 builds): NAME_v4, NAME_v3, NAME_baseline. Up to four query heads
+// share a pass over the keys where AVX-512's 32 registers hold their 16 sums; two with AVX2's 16, where three
+// heads' 12 sums, 4 keys and the query spill (llama-135m's seqedge.Attention, float16, 1,024 positions, on 2
+// threads of a Zen 3, three interleaved rounds: 45.5 / 50.0 / 44.6 us a layer two at a time, 50.6 / 51.5 / 44.8
+// three, 61.2 / 49.1 / 52.6 one).
+#define SEQEDGE_ATTEND_VARIANTS(NAME, FIXED_D, C)                                                                  \
+  SEQEDGE_TARGET_V4 void NAME##_v4(SEQEDGE_ATTEND_PARAMS(C)) { attend_rows<FIXED_D, C, true, 4> SEQEDGE_ATTEND_ARGS; } \
+  SEQEDGE_TARGET_V3 void NAME##_v3(SEQEDGE_ATTEND_PARAMS(C)) {                                                     \
+    attend_rows<FIXED_D, C, true, kAvx2Heads> SEQEDGE_ATTEND_ARGS;                                                \
+  }                                                                                                                \
+  void NAME##_baseline(SEQEDGE_ATTEND_PARAMS(C)) { attend_rows<FIXED_D, C, false, 2> SEQEDGE_ATTEND_ARGS; }
+constexpr int64_t kAvx2Heads = 2;
 #define SEQEDGE_ATTEND_PARAMS(C)                                                                                \
   const float *q, const C *k, const C *v, int64_t Hkv, int64_t G, int64_t D, int64_t j0, int64_t j1, float scale, \
       float *w, float *o, float *m, float *l
