@@ -489,7 +489,7 @@ struct PackedRows {
 // `count` zero) become 8 steps of 16 rows x 4 codes. Per lane the nibbles are interleaved into the row's 32 codes
 // in order (steps 0-3 from the low 8 bytes, 4-7 from the high 8); a permute inside each register groups the
 // 4 rows' dwords by step, and two rounds of 128-bit shuffles across the 4 registers gather each step's 16 rows.
-SEQEDGE_TARGET_VNNI SEQEDGE_INLINE void pack_block(const uint8_t* first, int64_t row_bytes, int64_t count,
+SEQEDGE_TARGET_VNNI inline void pack_block(const uint8_t* first, int64_t row_bytes, int64_t count,
                                                    uint8_t* dst) {
   const __m512i low = _mm512_set1_epi8(0x0f);
   const __m512i by_step = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
@@ -522,18 +522,30 @@ SEQEDGE_TARGET_VNNI SEQEDGE_INLINE void pack_block(const uint8_t* first, int64_t
 // prefetcher follows at once.
 constexpr int64_t kPackAhead = 256;
 
-SEQEDGE_TARGET_VNNI inline void pack_rows(const MatMul& p, int64_t n0, int64_t count, const PackedRows& out) {
+// 16 float16 scales (bits) widened into `out`.
+SEQEDGE_TARGET_VNNI inline void widen16_vnni(const uint16_t* bits, float* out) {
+  _mm512_storeu_ps(out, _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(bits))));
+}
+
+// The `count` rows from n0 into `out`, a block at a time (PackBlock: pack_block or pack_block_avx2; Widen:
+// widen16_vnni or widen16_avx2), flattened into a caller of their feature level (pack_rows, pack_rows_avx2).
+template <void (*PackBlock)(const uint8_t*, int64_t, int64_t, uint8_t*), void (*Widen)(const uint16_t*, float*)>
+inline void pack_rows_with(const MatMul& p, int64_t n0, int64_t count, const PackedRows& out) {
   const int64_t nb = blocks(p.K), row_bytes = nb * 16;
   const uint8_t* w = p.w + n0 * row_bytes;
   for (int64_t b = 0; b < nb; ++b) {
     if (16 * b + kPackAhead < row_bytes && b % 4 == 0)
       for (int64_t r = 0; r < count; ++r)
         _mm_prefetch(reinterpret_cast<const char*>(w + r * row_bytes + 16 * b + kPackAhead), _MM_HINT_T0);
-    pack_block(w + 16 * b, row_bytes, count, out.codes + b * 8 * kLanes * 4);
+    PackBlock(w + 16 * b, row_bytes, count, out.codes + b * 8 * kLanes * 4);
     alignas(32) uint16_t bits[kLanes] = {};  // past N: scale 0, never stored
     for (int64_t r = 0; r < count; ++r) bits[r] = p.scales[(n0 + r) * nb + b];
-    _mm512_storeu_ps(out.scales + b * kLanes, _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(bits))));
+    Widen(bits, out.scales + b * kLanes);
   }
+}
+
+SEQEDGE_TARGET_VNNI __attribute__((flatten)) inline void pack_rows(const MatMul& p, int64_t n0, int64_t count, const PackedRows& out) {
+  pack_rows_with<pack_block, widen16_vnni>(p, n0, count, out);
 }
 
 // y[m0 .. m0 + MR) at two groups of up to 16 rows (g.n0[v], g.count[v]: a matmul's next 32 rows, or a SwiGLU's
@@ -612,7 +624,7 @@ constexpr int64_t kPromptRowsAvx2 = 3;
 
 // pack_block's AVX2 form: per row the block's 16 bytes become its 32 codes in order (8 dwords: its 8 steps);
 // an 8 x 8 transpose of dwords over 8 rows gives each step's 8 rows, stored as that step's half.
-SEQEDGE_TARGET_V3 SEQEDGE_INLINE void pack_block_avx2(const uint8_t* first, int64_t row_bytes, int64_t count,
+SEQEDGE_TARGET_V3 inline void pack_block_avx2(const uint8_t* first, int64_t row_bytes, int64_t count,
                                                       uint8_t* dst) {
   const __m128i low = _mm_set1_epi8(0x0f);
   for (int64_t half = 0; half < 2; ++half) {
@@ -646,20 +658,14 @@ SEQEDGE_TARGET_V3 SEQEDGE_INLINE void pack_block_avx2(const uint8_t* first, int6
   }
 }
 
-SEQEDGE_TARGET_V3 inline void pack_rows_avx2(const MatMul& p, int64_t n0, int64_t count, const PackedRows& out) {
-  const int64_t nb = blocks(p.K), row_bytes = nb * 16;
-  const uint8_t* w = p.w + n0 * row_bytes;
-  for (int64_t b = 0; b < nb; ++b) {
-    if (16 * b + kPackAhead < row_bytes && b % 4 == 0)
-      for (int64_t r = 0; r < count; ++r)
-        _mm_prefetch(reinterpret_cast<const char*>(w + r * row_bytes + 16 * b + kPackAhead), _MM_HINT_T0);
-    pack_block_avx2(w + 16 * b, row_bytes, count, out.codes + b * 8 * kLanes * 4);
-    alignas(32) uint16_t bits[kLanes] = {};  // past N: scale 0, never stored
-    for (int64_t r = 0; r < count; ++r) bits[r] = p.scales[(n0 + r) * nb + b];
-    const __m256i h = _mm256_load_si256(reinterpret_cast<const __m256i*>(bits));
-    _mm256_storeu_ps(out.scales + b * kLanes, _mm256_cvtph_ps(_mm256_castsi256_si128(h)));
-    _mm256_storeu_ps(out.scales + b * kLanes + 8, _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)));
-  }
+SEQEDGE_TARGET_V3 inline void widen16_avx2(const uint16_t* bits, float* out) {
+  const __m256i h = _mm256_load_si256(reinterpret_cast<const __m256i*>(bits));
+  _mm256_storeu_ps(out, _mm256_cvtph_ps(_mm256_castsi256_si128(h)));
+  _mm256_storeu_ps(out + 8, _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)));
+}
+
+SEQEDGE_TARGET_V3 __attribute__((flatten)) inline void pack_rows_avx2(const MatMul& p, int64_t n0, int64_t count, const PackedRows& out) {
+  pack_rows_with<pack_block_avx2, widen16_avx2>(p, n0, count, out);
 }
 
 // y[m0 .. m0 + MR) at one group of up to 16 rows (n0, count) from its packed codes.
