@@ -363,7 +363,9 @@ SEQEDGE_TARGET_V3 SEQEDGE_INLINE void group_avx2(const MatMul& p, int64_t m, int
 constexpr int64_t kRowsAvx2 = 1;
 
 SEQEDGE_TARGET_V3 inline void rows_avx2(const MatMul& p, int64_t m, int64_t n0, int64_t rows) {
-  for (int64_t r = 0; r < rows; r += kRowsAvx2) group_avx2<kRowsAvx2>(p, m, n0 + r);
+  int64_t r = 0;
+  for (; r + kRowsAvx2 <= rows; r += kRowsAvx2) group_avx2<kRowsAvx2>(p, m, n0 + r);
+  for (; r < rows; ++r) group_avx2<1>(p, m, n0 + r);
 }
 
 // AVX-512 VNNI: a chunk is one 64-byte load per row; R rows share each activation load. The codes are
@@ -489,8 +491,7 @@ struct PackedRows {
 // `count` zero) become 8 steps of 16 rows x 4 codes. Per lane the nibbles are interleaved into the row's 32 codes
 // in order (steps 0-3 from the low 8 bytes, 4-7 from the high 8); a permute inside each register groups the
 // 4 rows' dwords by step, and two rounds of 128-bit shuffles across the 4 registers gather each step's 16 rows.
-SEQEDGE_TARGET_VNNI inline void pack_block(const uint8_t* first, int64_t row_bytes, int64_t count,
-                                                   uint8_t* dst) {
+SEQEDGE_TARGET_VNNI inline void pack_block(const uint8_t* first, int64_t row_bytes, int64_t count, uint8_t* dst) {
   const __m512i low = _mm512_set1_epi8(0x0f);
   const __m512i by_step = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   __m512i half[2][4];  // [steps 0-3 | 4-7][rows 4k .. 4k + 3], dwords grouped by step
@@ -544,7 +545,8 @@ inline void pack_rows_with(const MatMul& p, int64_t n0, int64_t count, const Pac
   }
 }
 
-SEQEDGE_TARGET_VNNI __attribute__((flatten)) inline void pack_rows(const MatMul& p, int64_t n0, int64_t count, const PackedRows& out) {
+SEQEDGE_TARGET_VNNI __attribute__((flatten)) inline void pack_rows(const MatMul& p, int64_t n0, int64_t count,
+                                                                   const PackedRows& out) {
   pack_rows_with<pack_block, widen16_vnni>(p, n0, count, out);
 }
 
@@ -592,7 +594,6 @@ SEQEDGE_TARGET_VNNI SEQEDGE_INLINE void prompt_tile_vnni(const MatMul& p, const 
   }
 }
 
-// Two groups of rows (n0[v], count[v] <= 16 each; a count of 0: none) of y for every activation row.
 // Two packed groups (codes, then scales) in this thread's buffer, 64-byte aligned, reused across calls.
 inline Groups prompt_groups(const MatMul& p, const int64_t (&n0)[2], const int64_t (&count)[2]) {
   const int64_t nb = blocks(p.K), code_bytes = nb * 8 * kLanes * 4, scale_bytes = nb * kLanes * 4;
@@ -607,6 +608,7 @@ inline Groups prompt_groups(const MatMul& p, const int64_t (&n0)[2], const int64
   return g;
 }
 
+// Two groups of rows (n0[v], count[v] <= 16 each; a count of 0: none) of y for every activation row.
 SEQEDGE_TARGET_VNNI inline void prompt_rows_vnni(const MatMul& p, const int64_t (&n0)[2], const int64_t (&count)[2]) {
   const Groups g = prompt_groups(p, n0, count);
   for (int64_t v = 0; v < 2; ++v) pack_rows(p, n0[v], count[v], g.w[v]);
@@ -624,8 +626,7 @@ constexpr int64_t kPromptRowsAvx2 = 3;
 
 // pack_block's AVX2 form: per row the block's 16 bytes become its 32 codes in order (8 dwords: its 8 steps);
 // an 8 x 8 transpose of dwords over 8 rows gives each step's 8 rows, stored as that step's half.
-SEQEDGE_TARGET_V3 inline void pack_block_avx2(const uint8_t* first, int64_t row_bytes, int64_t count,
-                                                      uint8_t* dst) {
+SEQEDGE_TARGET_V3 inline void pack_block_avx2(const uint8_t* first, int64_t row_bytes, int64_t count, uint8_t* dst) {
   const __m128i low = _mm_set1_epi8(0x0f);
   for (int64_t half = 0; half < 2; ++half) {
     __m256i x[8];
@@ -651,7 +652,8 @@ SEQEDGE_TARGET_V3 inline void pack_block_avx2(const uint8_t* first, int64_t row_
       u[4 * k + 3] = _mm256_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
     }
     for (int64_t j = 0; j < 4; ++j) {
-      _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 64 * j + 32 * half), _mm256_permute2x128_si256(u[j], u[4 + j], 0x20));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 64 * j + 32 * half),
+                         _mm256_permute2x128_si256(u[j], u[4 + j], 0x20));
       _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 64 * (j + 4) + 32 * half),
                          _mm256_permute2x128_si256(u[j], u[4 + j], 0x31));
     }
@@ -664,7 +666,8 @@ SEQEDGE_TARGET_V3 inline void widen16_avx2(const uint16_t* bits, float* out) {
   _mm256_storeu_ps(out + 8, _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)));
 }
 
-SEQEDGE_TARGET_V3 __attribute__((flatten)) inline void pack_rows_avx2(const MatMul& p, int64_t n0, int64_t count, const PackedRows& out) {
+SEQEDGE_TARGET_V3 __attribute__((flatten)) inline void pack_rows_avx2(const MatMul& p, int64_t n0, int64_t count,
+                                                                      const PackedRows& out) {
   pack_rows_with<pack_block_avx2, widen16_avx2>(p, n0, count, out);
 }
 
@@ -721,7 +724,8 @@ SEQEDGE_TARGET_V3 inline void prompt_rows_avx2(const MatMul& p, const int64_t (&
     if (count[v] == 0) continue;
     pack_rows_avx2(p, n0[v], count[v], g.w[v]);
     int64_t m = 0;
-    for (; m + kPromptRowsAvx2 <= p.M; m += kPromptRowsAvx2) prompt_tile_avx2<kPromptRowsAvx2>(p, g.w[v], n0[v], count[v], m);
+    for (; m + kPromptRowsAvx2 <= p.M; m += kPromptRowsAvx2)
+      prompt_tile_avx2<kPromptRowsAvx2>(p, g.w[v], n0[v], count[v], m);
     for (; m < p.M; ++m) prompt_tile_avx2<1>(p, g.w[v], n0[v], count[v], m);
   }
 }
