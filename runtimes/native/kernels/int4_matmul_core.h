@@ -622,7 +622,12 @@ SEQEDGE_TARGET_VNNI inline void prompt_rows_vnni(const MatMul& p, const int64_t 
 // (|pair| <= 2 * 15 * 127) summed in int16 over the block's 8 steps (<= 30,480: no overflow), then vpmaddwd
 // adds the pairs into one int32 per row once per block. One group of 16 rows at a time (the registers hold
 // kPromptRowsAvx2 activation rows' sums for it).
-constexpr int64_t kPromptRowsAvx2 = 3;
+//
+// Each sum's adds are kept in order by an empty asm: integer adds associate, and GCC 12 otherwise computed a
+// step's products first and summed them as a tree, spilling the products to the stack (llama-135m's 121
+// projections at M = 256 on 2 threads of a Zen 3: 268 ms with 3 rows a pass, 180-185 in order; 4 rows in order
+// 171-173, 5 rows 173, 2 rows 197).
+constexpr int64_t kPromptRowsAvx2 = 4;
 
 // pack_block's AVX2 form: per row the block's 16 bytes become its 32 codes in order (8 dwords: its 8 steps);
 // an 8 x 8 transpose of dwords over 8 rows gives each step's 8 rows, stored as that step's half.
@@ -693,6 +698,7 @@ SEQEDGE_TARGET_V3 SEQEDGE_INLINE void prompt_tile_avx2(const MatMul& p, const Pa
         const __m256i a = _mm256_set1_epi32(a4);
         dot[i][0] = _mm256_add_epi16(dot[i][0], _mm256_maddubs_epi16(w0, a));
         dot[i][1] = _mm256_add_epi16(dot[i][1], _mm256_maddubs_epi16(w1, a));
+        asm("" : "+x"(dot[i][0]), "+x"(dot[i][1]));  // keep each sum's adds in order (see above)
       }
     }
     const __m256 s0 = _mm256_loadu_ps(w.scales + b * kLanes), s1 = _mm256_loadu_ps(w.scales + b * kLanes + 8);
