@@ -50,6 +50,21 @@ class ExportPlan:
         return (self.source or {}).get("kind") == "user"
 
 
+def int4_kernel_target(plan: ExportPlan) -> bool:
+    """An int4 export whose target (the profile's unit, else this machine) is a CPU with AVX2: where seqedge's
+    int4 kernel (runtimes/native/kernels/int4_matmul_core.h) is the faster one. On arm64 onnxruntime's MatMulNBits
+    and XNNPACK have NEON kernels, and a GPU has its own."""
+    from seqedge.host import host_isa
+    from seqedge.profiles import load_profile
+    from seqedge.quant.recipe import RECIPES
+
+    target = plan.target or {}
+    if RECIPES[plan.quant].weight_bits != 4 or target.get("unit", "cpu") != "cpu":
+        return False
+    isa = load_profile(target["device"]).isa if target.get("device") else host_isa()
+    return "avx2" in isa
+
+
 def kv_cache_type(plan: ExportPlan) -> str:
     """The attention caches' type where seqedge's kernels hold them: the plan's; else float32 for an fp32 export
     (the exact reference, gated on logits within 1e-3) and float16 for a quantized one (llama.cpp's default).

@@ -24,7 +24,7 @@ MAX_ITEMS = 100_000  # entries of any list or table
 # the dtypes a state tensor may have (torch names): anything else is refused before getattr(torch, ...)
 STATE_DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int8": 1, "uint8": 1, "bool": 1}
 NATIVE_KERNELS = ("seqedge::selective_scan.out", "seqedge::cached_sdpa.out", "seqedge::rope.out", "seqedge::rnn_scan.out",
-                  "seqedge::moe_ffn.out", "seqedge::moe_ffn_q.out")
+                  "seqedge::moe_ffn.out", "seqedge::moe_ffn_q.out", "seqedge::int4_matmul.out")
 
 
 class Invalid(Exception):

@@ -192,7 +192,7 @@ def test_packaged_sources_include_only_what_they_carry(artifacts, target, tmp_pa
                if Path(inc).name not in carried}
     assert not missing, missing
     kernels = {p.name for p in sources if p.parent.name == "kernels" and p.suffix == ".cpp"}
-    assert {"rnn_scan.cpp", "moe_ffn.cpp"} <= kernels  # every seqedge kernel a program may name
+    assert {"rnn_scan.cpp", "moe_ffn.cpp", "int4_matmul.cpp"} <= kernels  # every seqedge kernel a program may name
     cmake = next(pkg.rglob("CMakeLists.txt"), None)
     if cmake is not None:  # the NDK build compiles every kernel source the package carries
         assert all(f"kernels/{k}" in cmake.read_text() for k in kernels), kernels

@@ -300,9 +300,10 @@ def test_kernels_match_their_references_at_every_isa_level(isa):
     with SEQEDGE_KERNEL_ISA runs the other builds, which must match the references too (this process has run
     the best one above)."""
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
-                        "cached_sdpa_kernel or rope_kernel or selective_scan:prefill or rnn_scan or moe_kernel"], env={**os.environ,
-                        "SEQEDGE_KERNEL_ISA": isa}, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0 and "21 passed" in r.stdout, r.stdout[-2000:]
+                        "cached_sdpa_kernel or rope_kernel or selective_scan:prefill or rnn_scan or moe_kernel or "
+                        "int4_matmul"], env={**os.environ, "SEQEDGE_KERNEL_ISA": isa}, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0 and "23 passed" in r.stdout, r.stdout[-2000:]
 
 
 def test_skipping_inapplicable_xnnpack_passes_changes_nothing(pte_artifacts, tmp_path, monkeypatch):

@@ -20,7 +20,16 @@ from seqedge.exporters.onnx.export import export_graph
 from seqedge.exporters.onnx.lowerings import FALLBACKS, FLAVOURS, LOWERINGS, resolve
 from seqedge.generate import generate
 from seqedge.models import build_model
-from seqedge.ops import attention_ref, causal_conv1d_ref, moe_ffn_q_ref, moe_ffn_ref, selective_scan_ref, ssd_scan_ref
+from seqedge.ops import (
+    attention_ref,
+    causal_conv1d_ref,
+    int4_blocks,
+    int4_matmul_ref,
+    moe_ffn_q_ref,
+    moe_ffn_ref,
+    selective_scan_ref,
+    ssd_scan_ref,
+)
 from seqedge.ops.moe_ffn import quantize_experts
 from seqedge.runtimes import open_artifact
 from seqedge.runtimes.ort_kernels import options_for
@@ -52,6 +61,12 @@ def moe_q_inputs(T, seed=0, bits=4, block=16):
     return (x, logits, *quantize_experts(w13, bits, block), *quantize_experts(w2, bits, block))
 
 
+def int4_inputs(T, seed=0, Bt=2, K=160, N=40):
+    """Operands of seqedge::int4_matmul: K of a whole chunk of 128 and a partial one, N of two and a half items."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(Bt, T, K, generator=g) * 3, *int4_blocks(torch.randn(N, K, generator=g)))
+
+
 OP_CASES = {
     "seqedge::selective_scan": (torch.ops.seqedge.selective_scan, selective_scan_ref, scan_inputs, {0: 1, 1: 1, 3: 1, 4: 1}),
     "seqedge::ssd_scan": (torch.ops.seqedge.ssd_scan, ssd_scan_ref, ssd_inputs, {0: 1, 1: 1, 3: 1, 4: 1}),
@@ -65,6 +80,10 @@ OP_CASES = {
                          moe_inputs, {0: 1, 1: 1}),
     "seqedge::moe_ffn_q": (lambda *a: (torch.ops.seqedge.moe_ffn_q(*a, 2, True, 4),),
                            lambda *a: (moe_ffn_q_ref(*a, 2, True, 4),), moe_q_inputs, {0: 1, 1: 1}),
+    # ExecuTorch's int4 linear (ONNX has its own nodes: quant/onnx.py); prompts of 2 x 2 to 2 x 16 rows take the
+    # prompt kernel where the CPU has one, a step's 2 rows go row by row
+    "seqedge::int4_matmul": (lambda *a: (torch.ops.seqedge.int4_matmul(*a),), lambda *a: (int4_matmul_ref(*a),),
+                             int4_inputs, {0: 1}),
 }
 
 

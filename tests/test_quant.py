@@ -14,6 +14,7 @@ from seqedge.cli.app import app
 from seqedge.errors import BadInputError, BadPathError, UnknownNameError, UnsupportedError
 from seqedge.exporters import ExportPlan, export
 from seqedge.exporters.artifact import read_manifest
+from seqedge.host import host_isa
 from seqedge.quant import RECIPES
 from seqedge.quant.report import AccuracyError
 
@@ -55,6 +56,10 @@ def test_recipe_shrinks_weights_within_its_accuracy_budget(trained_exports, fam,
     if fmt == "executorch":  # the embedding table is quantized too (ExecuTorch's quantized embedding kernels)
         assert not any("embed" in s["layer"] for s in q["skipped"]) and read_manifest(
             folder)["quantized_kernels"]
+        # int4 on an AVX2 machine: the Linear layers run on seqedge's int4 kernel, outside XNNPACK
+        kernel = recipe == "int4" and "avx2" in host_isa()
+        assert ("seqedge::int4_matmul.out" in m["native_kernels"]) == kernel
+        assert any(o["op"] == "seqedge.int4_matmul" for o in m["delegation"]["decode"]["not_delegated"]) == kernel
 
 
 @pytest.mark.parametrize("fam", ["transformer", "mamba"])
@@ -148,6 +153,37 @@ def test_executorch_4bit_recipes_differ_in_the_output_head_only(trained, recipe,
     assert dtypes and set(dtypes.values()) == {torch.int4}
     assert q.lm_head.weight.block_size[1] == (32 if head_dtype == torch.int4 else q.lm_head.in_features)
     assert isinstance(model.lm_head.weight, torch.nn.Parameter)  # the caller's model is left as it was
+
+
+@pytest.mark.parametrize("recipe", ["int4", "int4-head8"])
+def test_executorch_int4_on_seqedges_kernel_holds_q4_0_codes(trained, recipe):
+    """For an AVX2 target (ctx.int4_kernel) the int4 recipes' Linear layers in groups of 32 become Int4Linear:
+    seqedge's kernel op on Q4_0's codes, computing what its reference does (int4-head8's head stays 8da8w in
+    XNNPACK); in groups of 64 XNNPACK's 8da4w stays."""
+    from types import SimpleNamespace
+
+    from seqedge.ops import int4_matmul_ref
+    from seqedge.quant.executorch import IMPLEMENTS, Int4Linear
+    from seqedge.quant.reference import q4_0
+
+    model = trained["transformer"]
+    q = IMPLEMENTS[recipe](model, SimpleNamespace(group_size=32, int4_kernel=True))
+    kernel = {name: m for name, m in q.named_modules() if isinstance(m, Int4Linear)}
+    linears = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert set(kernel) == set(linears) - ({"lm_head"} if recipe == "int4-head8" else set())
+    if recipe == "int4-head8":
+        assert q.lm_head.weight.target_dtype == torch.int8
+    for name, layer in kernel.items():
+        w = linears[name].weight.detach()
+        codes, scales = layer.codes, layer.scales
+        grid = (((codes & 15).float() - 8, (codes >> 4).float() - 8))  # (N, K/32, 16) each: even, odd positions
+        got = torch.stack(grid, -1).flatten(-2) * scales[..., None].float()  # (N, K/32, 32)
+        assert torch.equal(got.reshape(w.shape), q4_0(w)), name
+        x = torch.randn(2, 5, w.shape[1])
+        want = int4_matmul_ref(x, codes, scales) + (0 if linears[name].bias is None else linears[name].bias)
+        assert torch.allclose(layer(x), want, rtol=1e-4, atol=1e-4), name
+    wide = IMPLEMENTS[recipe](model, SimpleNamespace(group_size=64, int4_kernel=True))
+    assert not any(isinstance(m, Int4Linear) for m in wide.modules())
 
 
 def test_fp32_reports_accuracy_with_nothing_skipped(trained, tmp_path):

@@ -1,5 +1,6 @@
 """The reference grid int4 exports are held to: seqedge's PyTorch Q4_0 equals llama.cpp's (the `gguf`
-package's quantize + dequantize) bit for bit, and rounding onto it twice changes nothing."""
+package's quantize + dequantize) bit for bit, and so do the codes seqedge's int4 kernel takes (int4_blocks);
+rounding onto it twice changes nothing."""
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 gguf = pytest.importorskip("gguf")
 
 from seqedge.models import build_model  # noqa: E402
+from seqedge.ops.int4_matmul.reference import int4_blocks, unpack_codes  # noqa: E402
 from seqedge.quant.reference import ROWS, on_grid, q4_0  # noqa: E402
 
 
@@ -21,6 +23,9 @@ def test_q4_0_equals_llama_cpp(scale):
     got = q4_0(w).numpy()
     assert np.array_equal(got, want.reshape(got.shape))
     assert torch.equal(q4_0(q4_0(w)), q4_0(w))
+    codes, scales = int4_blocks(w)  # seqedge's int4 kernel's operands (ExecuTorch's Int4Linear): the same grid
+    assert codes.shape == (w.shape[0], 8, 16) and scales.dtype == torch.float16
+    assert np.array_equal((unpack_codes(codes) * scales[..., None].float()).reshape(w.shape).numpy(), got)
 
 
 def test_on_grid_rounds_matrices_and_leaves_the_model_alone():

@@ -44,7 +44,7 @@ from seqedge.exporters.executorch.rnn import scan_rnns
 from seqedge.exporters.executorch.xnnpack_passes import relevant_xnnpack_passes
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.lowering import trace
-from seqedge.exporters.plan import ExportPlan, kv_cache_type
+from seqedge.exporters.plan import ExportPlan, int4_kernel_target, kv_cache_type
 from seqedge.exporters.projections import freeze_constants, fuse_projections
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
 from seqedge.quant.executorch import QuantizedEmbedding
@@ -71,6 +71,7 @@ WHY_NOT_DELEGATED = {
     "seqedge.selective_scan": "seqedge C++ kernel (runtimes/native), not an XNNPACK op",
     "seqedge.rnn_scan": "seqedge C++ kernel (the recurrent cell over time, runtimes/native), not an XNNPACK op",
     "seqedge.moe_ffn": "seqedge C++ kernel (the chosen experts of a mixture, runtimes/native), not an XNNPACK op",
+    "seqedge.int4_matmul": "seqedge C++ kernel (an int4 linear layer, runtimes/native), not an XNNPACK op",
     "seqedge.cached_sdpa": "seqedge C++ kernel (attention over the held KV cache), not an XNNPACK op",
     "aten.embedding": "a table lookup: XNNPACK has no gather kernel",
     "aten.sym_size": "shape arithmetic for the dynamic length",
@@ -163,6 +164,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
     check_supported(model, EXPORTABLE_LAYERS, target="ExecuTorch")
     model = model.eval()
     quant = prepare_quant(plan, model, "executorch")
+    quant.int4_kernel = int4_kernel_target(plan) and native_ops.kernels_here()
     interface = Interface.of(model)
     held = held_caches(model, interface.state, kv_cache_type(plan))
     if held:

@@ -56,6 +56,10 @@ for _method in METHODS:
              "seqedge C++ kernel seqedge::moe_ffn.out: per token only the k chosen experts' rows are read")
     register("seqedge::moe_ffn_q", _method, "native",
              "seqedge C++ kernel seqedge::moe_ffn_q.out: the k chosen experts' int8/int4 block codes, read per token")
+for _method in METHODS:
+    register("seqedge::int4_matmul", _method, "native",
+             "seqedge C++ kernel seqedge::int4_matmul.out: int4 blocks of 32 times int8 activations, the kernel "
+             "onnxruntime's int4 graphs run (where the int4 recipe put it in place of XNNPACK's 8da4w)")
 register("seqedge::attention", "prefill", "decomposition",
          "seqedge::rope (seqedge C++ kernel) on q and k, llama::update_cache in place into program-held caches "
          "(shared by both methods) + seqedge::cached_sdpa "

@@ -14,7 +14,7 @@ import seqedge.ops  # noqa: F401  (defines the functional ops)
 NATIVE_OPS = {"seqedge::selective_scan": "seqedge::selective_scan.out", "seqedge::cached_sdpa": "seqedge::cached_sdpa.out",
               "seqedge::rope": "seqedge::rope.out",
               "seqedge::rnn_scan": "seqedge::rnn_scan.out", "seqedge::moe_ffn": "seqedge::moe_ffn.out",
-              "seqedge::moe_ffn_q": "seqedge::moe_ffn_q.out"}
+              "seqedge::moe_ffn_q": "seqedge::moe_ffn_q.out", "seqedge::int4_matmul": "seqedge::int4_matmul.out"}
 
 _lib = torch.library.Library("seqedge", "FRAGMENT")
 _lib.define("selective_scan.out(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor D, Tensor state, *, "
@@ -92,10 +92,34 @@ def _moe_ffn_q_out(x, logits, w13_codes, w13_scales, w2_codes, w2_scales, top_k,
 _lib.impl("moe_ffn_q.out", _moe_ffn_q_out, "CompositeExplicitAutograd")
 
 
+_lib.define("int4_matmul.out(Tensor a, Tensor codes, Tensor scales, *, Tensor(a!) out) -> Tensor(a!)")
+
+
+def _int4_matmul_out(a, codes, scales, *, out):
+    y = torch.ops.seqedge.int4_matmul.default(a, codes, scales)
+    out.resize_(y.shape).copy_(y)
+    return out
+
+
+_lib.impl("int4_matmul.out", _int4_matmul_out, "CompositeExplicitAutograd")
+
+
 def llm_kernels() -> None:
     """Register ExecuTorch's LLM ops (`llama::update_cache`, `llama::custom_sdpa`) with torch; their
     runtime kernels come with the executorch wheel (pybindings) and with seqedge's runner."""
     import executorch.extension.llm.custom_ops.custom_ops  # noqa: F401
+
+
+def kernels_here() -> bool:
+    """Whether seqedge's ExecuTorch kernel library builds (or is built) on this machine."""
+    from seqedge.errors import SeqedgeError
+    from seqedge.native import kernel_library
+
+    try:
+        kernel_library()
+    except SeqedgeError:
+        return False
+    return True
 
 
 def one_blas_thread_per_pool_thread() -> int:

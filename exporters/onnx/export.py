@@ -23,10 +23,9 @@ from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.lowering import Lowering, trace
 from seqedge.exporters.onnx.fusions import ATTENTION_OPS, fuse
 from seqedge.exporters.onnx.lowerings import FLAVOURS, resolve
-from seqedge.exporters.plan import ExportPlan, kv_cache_type
+from seqedge.exporters.plan import ExportPlan, int4_kernel_target, kv_cache_type
 from seqedge.exporters.projections import fuse_projections
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
-from seqedge.quant import RECIPES
 from seqedge.quant.onnx import INT4_KERNELS, INT4_SWIGLU, int4_compute
 from seqedge.quant.report import apply_onnx, onnx_weights
 from seqedge.quant.report import prepare as prepare_quant
@@ -158,18 +157,11 @@ def _opset(graph) -> dict[str, int]:
 
 
 def _int4_kernel(plan: ExportPlan) -> bool:
-    """int4 blocks of 32 run on seqedge's own kernel: in the fused flavour, for an x86-64 CPU with AVX2 (the
-    target profile's, else this machine's; elsewhere MatMulNBits' NEON / CUDA kernels are the faster ones), where
-    seqedge's kernel library builds."""
+    """int4 blocks of 32 run on seqedge's own kernel: in the fused flavour, for an AVX2 CPU target
+    (int4_kernel_target), where seqedge's onnxruntime kernel library builds."""
     from seqedge.exporters.onnx.kernels import SEQEDGE_KERNELS
-    from seqedge.host import host_isa
-    from seqedge.profiles import load_profile
 
-    target = plan.target or {}
-    if RECIPES[plan.quant].weight_bits != 4 or plan.ops != "fused" or target.get("unit", "cpu") != "cpu":
-        return False
-    isa = load_profile(target["device"]).isa if target.get("device") else host_isa()
-    return "avx2" in isa and not SEQEDGE_KERNELS.problems()
+    return plan.ops == "fused" and int4_kernel_target(plan) and not SEQEDGE_KERNELS.problems()
 
 
 def _requires(opset: dict[str, int], ops: list[dict]) -> str:

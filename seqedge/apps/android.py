@@ -19,7 +19,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from seqedge.apps.base import AppTarget, copy_engine_sources, native_sources
+from seqedge.apps.base import KERNELS, AppTarget, copy_engine_sources, native_sources
 from seqedge.apps.facts import AppFacts, kotlin_string
 
 KOTLIN = Path("seqedge/src/main/kotlin/dev/seqedge")
@@ -73,7 +73,7 @@ add_library(executorch SHARED IMPORTED)
 set_target_properties(executorch PROPERTIES IMPORTED_LOCATION "${{EXECUTORCH_JNI_DIR}}/${{ANDROID_ABI}}/libexecutorch.so")
 
 add_library(seqedge_jni SHARED engine/seqedge_engine.cpp bindings/seqedge_jni.cpp
-            kernels/selective_scan.cpp kernels/cached_sdpa.cpp kernels/rope.cpp kernels/rnn_scan.cpp kernels/moe_ffn.cpp)
+            {' '.join(f'kernels/{k}' for k in KERNELS)})
 target_include_directories(seqedge_jni PRIVATE engine kernels executorch/include
                            executorch/include/executorch/runtime/core/portable_type/c10)
 target_compile_definitions(seqedge_jni PRIVATE C10_USING_CUSTOM_GENERATED_MACROS ET_EVENT_TRACER_ENABLED)

@@ -8,7 +8,12 @@ backend is built for). Each function quantizes a copy of the model before it is 
                 llama.cpp's Q4_0 files do (their head is Q6_K, or Q8_0 when its width is not a multiple of 256)
 
 Each takes `nn.Linear` layers (the projections, the MLP, the output head, a mixture's router); XNNPACK then runs
-them with 8-bit dynamic activations. A mixture's packed experts (models/transformer.py PackedExperts) become
+them with 8-bit dynamic activations. For an x86-64 target with AVX2 (`ctx.int4_kernel`, decided by the exporter)
+the int4 recipes' Linear layers in groups of 32 become `Int4Linear` instead: seqedge's int4 kernel
+(`seqedge::int4_matmul`, the one onnxruntime's int4 graphs run), the same Q4_0-style codes with int8 activations
+per block of 32. There XNNPACK's 8da4w was the slower kernel (a Zen 3 without VNNI, 2 threads: llama-135m
+prefill at T = 256 438 tok/s against 888 in onnxruntime on seqedge's kernel, decode streaming 0.39-0.47 of the
+read bandwidth against 0.57-0.67); on arm64 XNNPACK's NEON kernels stay. A mixture's packed experts (models/transformer.py PackedExperts) become
 block codes for seqedge's MoE kernel (`seqedge::moe_ffn_q`: int8 per row, int4 in the recipe's groups; float
 activations), so decode still reads only the chosen experts.
 
@@ -42,18 +47,22 @@ def _linear_filter(group: int | None, only=None, skip=()):
     return keep
 
 
-def _quantize(model: nn.Module, weight_dtype, granularity, group: int | None, head=None) -> nn.Module:
-    """8-bit dynamic activations and `weight_dtype` weights on every Linear; `head`: (dtype, granularity)
-    for the output head instead."""
+def _quantize(model: nn.Module, weight_dtype, granularity, group: int | None, head=None,
+              kernel: bool = False) -> nn.Module:
+    """8-bit dynamic activations and `weight_dtype` weights on every Linear (`kernel`: Int4Linear layers
+    instead); `head`: (dtype, granularity) for the output head instead."""
     from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
 
     model = copy.deepcopy(model)
     _untie(model)
     heads = _output_heads(model) if head else set()
     with torch.no_grad():
-        quantize_(model, Int8DynamicActivationIntxWeightConfig(weight_dtype=weight_dtype,
-                                                               weight_granularity=granularity),
-                  filter_fn=_linear_filter(group, skip=heads))
+        if kernel:
+            _kernel_linears(model, skip=heads)
+        else:
+            quantize_(model, Int8DynamicActivationIntxWeightConfig(weight_dtype=weight_dtype,
+                                                                   weight_granularity=granularity),
+                      filter_fn=_linear_filter(group, skip=heads))
         if heads:
             quantize_(model, Int8DynamicActivationIntxWeightConfig(weight_dtype=head[0], weight_granularity=head[1]),
                       filter_fn=_linear_filter(None, only=heads))
@@ -142,10 +151,44 @@ def int8(model: nn.Module, ctx) -> nn.Module:
     return model
 
 
+class Int4Linear(nn.Module):
+    """A Linear layer as seqedge's int4 codes (ops/int4_matmul: blocks of 32 along the input, a float16 scale
+    each), run by `seqedge::int4_matmul`; a bias stays float."""
+
+    def __init__(self, linear: nn.Linear):
+        from seqedge.ops.int4_matmul import int4_blocks
+
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        codes, scales = int4_blocks(linear.weight)
+        self.register_buffer("codes", codes)  # (N, K/32, 16) uint8
+        self.register_buffer("scales", scales)  # (N, K/32) float16
+        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().float().clone(), False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.ops.seqedge.int4_matmul(x, self.codes, self.scales)  # (..., N)
+        return y if self.bias is None else y + self.bias
+
+
+KERNEL_BLOCK = 32  # the only group size seqedge's int4 kernel takes
+
+
+def _kernel_linears(model: nn.Module, skip=()) -> None:
+    """Every Linear whose input width is a multiple of 32 (and not in `skip`) to Int4Linear, in place."""
+    import seqedge.ops  # noqa: F401  (registers seqedge::int4_matmul)
+
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            fqn = f"{name}.{child_name}" if name else child_name
+            if isinstance(child, nn.Linear) and child.in_features % KERNEL_BLOCK == 0 and fqn not in skip:
+                setattr(module, child_name, Int4Linear(child))
+
+
 def int4(model: nn.Module, ctx, head=None) -> nn.Module:
     from torchao.quantization.granularity import PerGroup
 
-    model = _quantize(model, torch.int4, PerGroup(ctx.group_size), ctx.group_size, head=head)
+    kernel = getattr(ctx, "int4_kernel", False) and ctx.group_size == KERNEL_BLOCK
+    model = _quantize(model, torch.int4, PerGroup(ctx.group_size), ctx.group_size, head=head, kernel=kernel)
     _quantize_embeddings(model, 4, ctx.group_size)
     quantize_experts(model, 4, ctx.group_size)
     return model

@@ -44,7 +44,7 @@ class QuantContext:
     calibration_source: str | None = None
     init_state: dict[str, torch.Tensor] = field(default_factory=dict)
     explicit_gate: bool = False  # --max-bpb-increase given: it is the gate, whatever the baseline loses
-    int4_kernel: bool = False  # ONNX int4: blocks of 32 run on seqedge's int4 kernel (a CPU target, library here)
+    int4_kernel: bool = False  # int4: blocks of 32 run on seqedge's int4 kernel (an AVX2 CPU target, library here)
 
 
 def prepare(plan, model, format: str) -> QuantContext:

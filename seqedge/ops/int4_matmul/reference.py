@@ -1,5 +1,5 @@
-"""Reference int4 matmul: what onnxruntime's `seqedge.Int4MatMul` (and `Int4MatMulSwiGLU`) computes (runtimes/native/kernels/
-int4_matmul_core.h), int4 weights in blocks of 32 along K with a float16 scale each, times activations that are
+"""Reference int4 matmul: what onnxruntime's `seqedge.Int4MatMul` (and `Int4MatMulSwiGLU`) and ExecuTorch's
+`seqedge::int4_matmul` compute (runtimes/native/kernels/int4_matmul_core.h), int4 weights in blocks of 32 along K with a float16 scale each, times activations that are
 quantized to int8 per block of 32 as they arrive (llama.cpp's Q4_0 x Q8_0; onnxruntime's MatMulNBits int8
 compute with half the scale bytes).
 
@@ -10,6 +10,10 @@ Shapes (M = rows of activations, N = output features, K = input features, a mult
     scales  (N, K/32)         float16: w = (code - 8) * scale
 returns
     y       (..., N)          sum over blocks of scale_w * scale_a * (integer dot product of the block's codes)
+
+`int4_blocks(w)` makes (codes, scales) from float weights (N, K) as llama.cpp's Q4_0 does (ggml-quants.c
+`quantize_row_q4_0_ref`, quant/reference.py q4_0): per block, the weight of largest magnitude m gives the scale
+d = m / -8 (stored as float16), and the codes are min(15, trunc(w / d + 8.5)).
 """
 
 from __future__ import annotations
@@ -35,6 +39,18 @@ def unpack_codes(codes: Tensor) -> Tensor:
     return torch.stack([lo, hi], -1).flatten(-2)  # positions 2j, 2j + 1
 
 
+def int4_blocks(w: Tensor) -> tuple[Tensor, Tensor]:
+    """`w` (N, K) float, K a multiple of 32 -> codes (N, K/32, 16) uint8 and scales (N, K/32) float16."""
+    N, K = w.shape
+    x = w.detach().float().reshape(N, K // BLOCK, BLOCK)  # (N, K/32, 32)
+    m = x.gather(-1, x.abs().argmax(-1, keepdim=True))  # (N, K/32, 1) the signed weight of largest magnitude
+    d = m / -8
+    inv = torch.where(d != 0, 1.0 / d, torch.zeros_like(d))
+    q = x.mul(inv).add_(8.5).trunc_().clamp_(max=15).to(torch.uint8)  # (N, K/32, 32) codes 0..15
+    codes = q[..., 0::2] | (q[..., 1::2] << 4)  # (N, K/32, 16) positions 2j low, 2j + 1 high
+    return codes.contiguous(), d.squeeze(-1).half()
+
+
 def int4_matmul_ref(a: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
     lead, K = a.shape[:-1], codes.shape[1] * BLOCK
     a = torch.nn.functional.pad(a, (0, K - a.shape[-1]))  # (..., K)
@@ -43,7 +59,6 @@ def int4_matmul_ref(a: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
     dots = torch.einsum("mbj,nbj->mnb", qa.double(), qw.double())  # (M, N, K/32) exact integers
     y = (dots * da.double()[:, None, :] * scales.double()[None]).sum(-1)  # (M, N)
     return y.float().reshape(*lead, codes.shape[0])
-
 
 
 def int4_matmul_swiglu_ref(a: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
