@@ -84,8 +84,8 @@ RECIPES.add("int8", Recipe(
     Parity(None, None, "int8: mean KL(fp32 ‖ artifact) <= 0.02 nats per token; logit differences and greedy "
            "agreement reported", 0.02), 0.01))
 RECIPES.add("int4", Recipe(
-    "int4", 4, "int4 weights in groups along the input dimension (8-bit dynamic activations where the "
-    "backend has them: ExecuTorch XNNPACK 8da4w; weight-only MatMulNBits in onnxruntime)",
+    "int4", 4, "int4 weights in groups along the input dimension, 8-bit dynamic activations (seqedge's int4 "
+    "kernel for AVX2 CPUs in both formats; elsewhere ExecuTorch XNNPACK 8da4w and onnxruntime MatMulNBits)",
     Parity(None, None, "int4: mean KL(fp32 ‖ artifact) <= max(0.1, 1.5 x the mean KL of llama.cpp's Q4_0 grid on "
            "the same weights and tokens) nats per token (bits/byte is the accuracy gate); logit differences and "
            "greedy agreement reported", 0.1, baseline="q4_0", baseline_factor=1.5), 0.05,
