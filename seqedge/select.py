@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from seqedge.profiles import RUNTIME_FORMATS, ComputeUnit, Profile, RuntimeOption
+from seqedge.profiles import KNOWN_OPS, RUNTIME_FORMATS, ComputeUnit, Profile, RuntimeOption
 
 # what each family's artifact needs from a runtime
 FAMILY_OPS = {
@@ -70,7 +70,9 @@ class ModelFacts:
 
     @classmethod
     def of_manifest(cls, manifest: dict[str, Any]) -> ModelFacts:
-        ops = tuple(o["op"].removeprefix("aten::") for o in manifest["ops"])
+        # the model's ops a profile's runtimes name; the kernels an export put in besides (seqedge::int4_matmul,
+        # seqedge::moe_ffn_q) are seqedge's own, compiled into every seqedge runtime and app
+        ops = tuple(dict.fromkeys(op for o in manifest["ops"] if (op := o["op"].removeprefix("aten::")) in KNOWN_OPS))
         params = manifest.get("parameters") or 0
         if not params:
             import torch

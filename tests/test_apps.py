@@ -183,7 +183,11 @@ def test_packaged_sources_include_only_what_they_carry(artifacts, target, tmp_pa
     """The C++ a package hands the app's build: every quoted #include names a file the package carries (the
     kernels' shared headers included), or ExecuTorch's headers it also carries."""
     pkg = tmp_path / "pkg"
-    package(PackagePlan(artifact=artifacts["transformer-int4"], target=target, out=pkg), say=lambda _: None)
+    said = []
+    package(PackagePlan(artifact=artifacts["transformer-int4"], target=target, out=pkg), say=said.append)
+    # exported here (x86-64 with AVX2: seqedge's int4 kernel), the package says how to get the phone's kernels
+    here = "seqedge::int4_matmul.out" in read_manifest(artifacts["transformer-int4"])["native_kernels"]
+    assert any("exported for an x86-64 CPU" in s and "--device" in s for s in said) == here
     carried = {p.name for p in pkg.rglob("*") if p.is_file()}
     sources = [p for p in pkg.rglob("*") if p.suffix in (".cpp", ".h", ".mm") and "executorch" not in p.parts]
     assert any(p.name == "cached_sdpa.cpp" for p in sources)

@@ -273,3 +273,17 @@ def test_the_neural_engine_is_rejected_with_what_stands_in_the_way():
     sel = select(load_profile("iphone15pro"), ModelFacts.of_model(build_model("transformer", "tiny")))
     coreml = {r.runtime: r.reason for r in sel.rejected if r.unit == "npu"}
     assert "macOS/iOS only" in coreml["executorch"] and "onnxruntime's qnn only" in coreml["onnxruntime"]
+
+
+def test_kernels_an_export_put_in_are_not_asked_of_a_profile():
+    """An artifact's manifest lists the kernels its recipe put in (seqedge::int4_matmul for an x86-64 export's
+    int4 layers) beside the model's ops; they are seqedge's own, in every seqedge runtime, so a phone's profile
+    that names the model's ops can run it (its ExecuTorch CPU runtime is a candidate, not rejected)."""
+    model = build_model("lstm", "tiny")
+    manifest = {"family": "lstm", "format": "executorch", "quant": {"recipe": "int4"}, "parameters": 10**6,
+                "ops": [{"op": "aten::lstm"}, {"op": "seqedge::int4_matmul"}, {"op": "seqedge::int4_matmul"}]}
+    facts = ModelFacts.of_manifest(manifest)
+    assert facts.ops == ModelFacts.of_model(model).ops == ("lstm",)
+    sel = select(load_profile("pixel8"), facts)
+    assert any(c.runtime == "executorch" and c.unit == "cpu" for c in sel.candidates)
+    assert not any("int4_matmul" in r.reason for r in sel.rejected)

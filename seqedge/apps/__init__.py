@@ -19,6 +19,8 @@ from seqedge.apps.facts import AppFacts
 
 __all__ = ["APP_TARGETS", "PackagePlan", "package"]
 
+X86_INT4 = "seqedge::int4_matmul.out"  # the ExecuTorch int4 recipes' kernel for AVX2 targets (quant/executorch.py)
+
 
 def package(plan: PackagePlan, say: Callable[[str], None] = print) -> Path:
     from seqedge.fsutil import atomic_dir, check_output_folder
@@ -26,6 +28,10 @@ def package(plan: PackagePlan, say: Callable[[str], None] = print) -> Path:
     target = APP_TARGETS[plan.target]
     check_output_folder(plan.out, plan.force, inputs=(plan.artifact,))
     facts = AppFacts.of(plan.artifact)
+    if X86_INT4 in facts.native_kernels:
+        say(f"note: {plan.artifact} was exported for an x86-64 CPU: its int4 layers run on seqedge's int4 kernel "
+            "(a portable loop on arm64); export it with --device PROFILE of the phone or board for XNNPACK's NEON "
+            "kernels")
     with atomic_dir(plan.out, plan.force) as tmp:
         copy_artifact(facts, tmp / "model")
         target.write(facts, plan, tmp, say)

@@ -41,6 +41,7 @@ class AppFacts:
     files: tuple[str, ...]  # manifest.json and what it lists: what the app bundles
     executorch_version: str
     manifest_sha256: str
+    native_kernels: tuple[str, ...] = ()  # seqedge's kernels the program calls (the package compiles them all)
 
     @classmethod
     def of(cls, folder: Path | str) -> AppFacts:
@@ -66,7 +67,7 @@ class AppFacts:
             tokenizer=tok["kind"], eos_ids=tuple(int(i) for i in tok.get("eos_ids") or ()), chat=bool(tok.get("chat")),
             vocab_size=int(m["outputs"][0]["shape"][-1]), max_prefill_len=int(m.get("max_prefill_len") or 1),
             files=(MANIFEST, *sorted(m["files"])), executorch_version=version,
-            manifest_sha256=sha256_file(folder / MANIFEST))
+            manifest_sha256=sha256_file(folder / MANIFEST), native_kernels=tuple(m.get("native_kernels") or ()))
 
 
 def _installed() -> str:
