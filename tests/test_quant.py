@@ -147,7 +147,7 @@ def test_executorch_4bit_recipes_differ_in_the_output_head_only(trained, recipe,
     from seqedge.quant.executorch import IMPLEMENTS
 
     model = trained["transformer"]
-    q = IMPLEMENTS[recipe](model, SimpleNamespace(group_size=32))
+    q = IMPLEMENTS[recipe](model, SimpleNamespace(group_size=32, int4_kernel=False))
     dtypes = {name: m.weight.target_dtype for name, m in q.named_modules() if isinstance(m, torch.nn.Linear)}
     assert dtypes.pop("lm_head") == head_dtype
     assert dtypes and set(dtypes.values()) == {torch.int4}
@@ -163,6 +163,7 @@ def test_executorch_int4_on_seqedges_kernel_holds_q4_0_codes(trained, recipe):
     from types import SimpleNamespace
 
     from seqedge.ops import int4_matmul_ref
+    from seqedge.ops.int4_matmul.reference import unpack_codes
     from seqedge.quant.executorch import IMPLEMENTS, Int4Linear
     from seqedge.quant.reference import q4_0
 
@@ -176,8 +177,7 @@ def test_executorch_int4_on_seqedges_kernel_holds_q4_0_codes(trained, recipe):
     for name, layer in kernel.items():
         w = linears[name].weight.detach()
         codes, scales = layer.codes, layer.scales
-        grid = (((codes & 15).float() - 8, (codes >> 4).float() - 8))  # (N, K/32, 16) each: even, odd positions
-        got = torch.stack(grid, -1).flatten(-2) * scales[..., None].float()  # (N, K/32, 32)
+        got = unpack_codes(codes) * scales[..., None].float()  # (N, K/32, 32)
         assert torch.equal(got.reshape(w.shape), q4_0(w)), name
         x = torch.randn(2, 5, w.shape[1])
         want = int4_matmul_ref(x, codes, scales) + (0 if linears[name].bias is None else linears[name].bias)

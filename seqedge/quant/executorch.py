@@ -159,7 +159,6 @@ class Int4Linear(nn.Module):
         from seqedge.ops.int4_matmul import int4_blocks
 
         super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
         codes, scales = int4_blocks(linear.weight)
         self.register_buffer("codes", codes)  # (N, K/32, 16) uint8
         self.register_buffer("scales", scales)  # (N, K/32) float16
@@ -175,19 +174,17 @@ KERNEL_BLOCK = 32  # the only group size seqedge's int4 kernel takes
 
 def _kernel_linears(model: nn.Module, skip=()) -> None:
     """Every Linear whose input width is a multiple of 32 (and not in `skip`) to Int4Linear, in place."""
-    import seqedge.ops  # noqa: F401  (registers seqedge::int4_matmul)
-
+    keep = _linear_filter(KERNEL_BLOCK, skip=skip)
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
-            fqn = f"{name}.{child_name}" if name else child_name
-            if isinstance(child, nn.Linear) and child.in_features % KERNEL_BLOCK == 0 and fqn not in skip:
+            if keep(child, f"{name}.{child_name}" if name else child_name):
                 setattr(module, child_name, Int4Linear(child))
 
 
 def int4(model: nn.Module, ctx, head=None) -> nn.Module:
     from torchao.quantization.granularity import PerGroup
 
-    kernel = getattr(ctx, "int4_kernel", False) and ctx.group_size == KERNEL_BLOCK
+    kernel = ctx.int4_kernel and ctx.group_size == KERNEL_BLOCK
     model = _quantize(model, torch.int4, PerGroup(ctx.group_size), ctx.group_size, head=head, kernel=kernel)
     _quantize_embeddings(model, 4, ctx.group_size)
     quantize_experts(model, 4, ctx.group_size)
