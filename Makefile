@@ -78,11 +78,16 @@ $(TOKENIZERS_SRC)/CMakeLists.txt:
 	rm -rf $(TOKENIZERS_SRC) && mv build/tokenizers/pytorch_tokenizers-1.0.1 $(TOKENIZERS_SRC)
 	rm -rf build/tokenizers
 
-# The suite (under 20 minutes on 2 cores); the real-model tests (pytest -m slow: minutes each, they need the
-# files make fetch-smollm2 / fetch-tokenizers bring) and the arm64 bundle's tests under qemu (ExecuTorch
-# cross-compiled) are `make test-slow`, which CI runs after it when time allows.
+# The suite (under 20 minutes on 2 cores): a worker per core, each taking whole files (a file's module fixtures
+# are built once); then the few tests that measure this host, by themselves (marked `alone`). The real-model
+# tests (pytest -m slow: minutes each, they need the files make fetch-smollm2 / fetch-tokenizers bring) and the
+# arm64 bundle's tests under qemu (ExecuTorch cross-compiled) are `make test-slow`, which CI runs after it when
+# time allows.
+WORKERS ?= 2
+PARALLEL := -n $(WORKERS) --dist loadfile
 test: venv
-	$(BIN)/python -m pytest -q -m "not slow" --durations=15
+	$(BIN)/python -m pytest -q -m "not slow and not alone" $(PARALLEL) --durations=15
+	$(BIN)/python -m pytest -q -m "alone and not slow"
 
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow
@@ -115,7 +120,8 @@ check-latest:
 	@$(LATEST_VENV)/bin/python -m pip freeze --all --exclude-editable | grep -v -E '^(pip|seqedge)==' | LC_ALL=C sort -f > build/latest.txt
 	@echo "--- drift from $(LOCK) (- locked, + newest allowed):"
 	@d=$$(diff <(grep -v '^#' $(LOCK)) build/latest.txt | grep -E '^[<>]' | sed 's/^</-/; s/^>/+/'); echo "$${d:-none}"
-	$(LATEST_VENV)/bin/python -m pytest -q
+	$(LATEST_VENV)/bin/python -m pytest -q -m "not alone" $(PARALLEL)
+	$(LATEST_VENV)/bin/python -m pytest -q -m alone
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info runs

@@ -203,6 +203,7 @@ CHECK_SHAPES = {"transformer": dict(hidden_size=512, num_hidden_layers=8, interm
                 "mamba": dict(hidden_size=768, num_hidden_layers=8)}
 
 
+@pytest.mark.alone  # a test beside it would make every measurement busy
 @pytest.mark.parametrize("family", sorted(CHECK_SHAPES))
 def test_the_projection_for_this_machine_is_checked_against_a_measurement(family, tmp_path):
     torch.manual_seed(0)

@@ -71,6 +71,7 @@ def test_published_figures_from_the_issue():
     assert "i8mm" not in load_profile("raspberry-pi5").isa
 
 
+@pytest.mark.alone  # measured while another test runs, the figure is not kept
 def test_host_profile_is_measured(tmp_path):
     host = load_profile("host")
     assert host.kind == "host" and host.units[0].cores >= 1 and host.memory_bandwidth_gbs > 0
