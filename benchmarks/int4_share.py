@@ -36,7 +36,7 @@ def kernel_graph(model_path: Path):
 
     g = onnx.load(str(model_path)).graph  # external data (beside the graph) loaded too
     inits = {t.name: t for t in g.initializer}
-    nodes, inputs, outputs, used, feeds, nbytes = [], [], [], [], {}, 0
+    nodes, inputs, outputs, used, feeds = [], [], [], {}, {}
     rng = np.random.default_rng(0)
     for i, n in enumerate(x for x in g.node if x.domain == "seqedge" and x.op_type in INT4_OPS):
         codes, scales = inits[n.input[1]], inits[n.input[2]]
@@ -45,15 +45,12 @@ def kernel_graph(model_path: Path):
         inputs.append(helper.make_tensor_value_info(f"a{i}", TensorProto.FLOAT, [1, 1, K]))
         outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, None))
         feeds[f"a{i}"] = rng.standard_normal((1, 1, K)).astype(np.float32)
-        for t in (codes, scales):
-            if t.name not in {u.name for u in used}:
-                used.append(t)
-                nbytes += numpy_helper.to_array(t).nbytes
+        used.update({codes.name: codes, scales.name: scales})  # a tensor two nodes share is read once
     if not nodes:
         raise SystemExit(f"{model_path}: no seqedge int4 nodes (export with --quant int4 for an AVX2 CPU)")
-    graph = helper.make_graph(nodes, "int4_only", inputs, outputs, used)
+    graph = helper.make_graph(nodes, "int4_only", inputs, outputs, list(used.values()))
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("seqedge", 1)])
-    return model.SerializeToString(), feeds, nbytes
+    return model.SerializeToString(), feeds, sum(numpy_helper.to_array(t).nbytes for t in used.values())
 
 
 def kernel_seconds(model: bytes, feeds: dict, threads: int, reps: int) -> float:

@@ -23,8 +23,10 @@ MAX_DIM = 1 << 24  # one tensor dimension (vocabularies reach ~256k; caches ~1M 
 MAX_ITEMS = 100_000  # entries of any list or table
 # the dtypes a state tensor may have (torch names): anything else is refused before getattr(torch, ...)
 STATE_DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int8": 1, "uint8": 1, "bool": 1}
+INT4_KERNEL = "seqedge::int4_matmul.out"  # the ExecuTorch int4 recipes' linear layers on AVX2 targets
+# seqedge's ExecuTorch kernels a program may call (exporters/executorch/native_ops.py lowers to exactly these)
 NATIVE_KERNELS = ("seqedge::selective_scan.out", "seqedge::cached_sdpa.out", "seqedge::rope.out", "seqedge::rnn_scan.out",
-                  "seqedge::moe_ffn.out", "seqedge::moe_ffn_q.out", "seqedge::int4_matmul.out")
+                  "seqedge::moe_ffn.out", "seqedge::moe_ffn_q.out", INT4_KERNEL)
 
 
 class Invalid(Exception):

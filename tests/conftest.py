@@ -99,11 +99,9 @@ TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content']
 
 def best_kernel_isa() -> str:
     """The feature level seqedge's kernels run at here uncapped (vector_math.h isa_level): v4, v3 or baseline."""
-    flags: set[str] = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else ():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
+    from seqedge.host import _cpuinfo
+
+    flags = set(_cpuinfo().get("flags", "").split())
     v3 = {"avx2", "fma", "bmi2"} <= flags
     return "v4" if v3 and {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= flags else "v3" if v3 else "baseline"
 

@@ -10,11 +10,9 @@ from __future__ import annotations
 import torch
 
 import seqedge.ops  # noqa: F401  (defines the functional ops)
+from seqedge.schema import NATIVE_KERNELS
 
-NATIVE_OPS = {"seqedge::selective_scan": "seqedge::selective_scan.out", "seqedge::cached_sdpa": "seqedge::cached_sdpa.out",
-              "seqedge::rope": "seqedge::rope.out",
-              "seqedge::rnn_scan": "seqedge::rnn_scan.out", "seqedge::moe_ffn": "seqedge::moe_ffn.out",
-              "seqedge::moe_ffn_q": "seqedge::moe_ffn_q.out", "seqedge::int4_matmul": "seqedge::int4_matmul.out"}
+NATIVE_OPS = {kernel.removesuffix(".out"): kernel for kernel in NATIVE_KERNELS}  # functional op -> its .out kernel
 
 _lib = torch.library.Library("seqedge", "FRAGMENT")
 _lib.define("selective_scan.out(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor D, Tensor state, *, "

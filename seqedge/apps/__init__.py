@@ -16,10 +16,9 @@ from pathlib import Path
 
 from seqedge.apps.base import APP_TARGETS, PackagePlan, copy_artifact
 from seqedge.apps.facts import AppFacts
+from seqedge.schema import INT4_KERNEL
 
 __all__ = ["APP_TARGETS", "PackagePlan", "package"]
-
-X86_INT4 = "seqedge::int4_matmul.out"  # the ExecuTorch int4 recipes' kernel for AVX2 targets (quant/executorch.py)
 
 
 def package(plan: PackagePlan, say: Callable[[str], None] = print) -> Path:
@@ -28,7 +27,7 @@ def package(plan: PackagePlan, say: Callable[[str], None] = print) -> Path:
     target = APP_TARGETS[plan.target]
     check_output_folder(plan.out, plan.force, inputs=(plan.artifact,))
     facts = AppFacts.of(plan.artifact)
-    if X86_INT4 in facts.native_kernels:
+    if INT4_KERNEL in facts.native_kernels:
         say(f"note: {plan.artifact} was exported for an x86-64 CPU: its int4 layers run on seqedge's int4 kernel "
             "(a portable loop on arm64); export it with --device PROFILE of the phone or board for XNNPACK's NEON "
             "kernels")
