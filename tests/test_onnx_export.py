@@ -61,8 +61,9 @@ def moe_q_inputs(T, seed=0, bits=4, block=16):
     return (x, logits, *quantize_experts(w13, bits, block), *quantize_experts(w2, bits, block))
 
 
-def int4_inputs(T, seed=0, Bt=2, K=160, N=40):
-    """Operands of seqedge::int4_matmul: K of a whole chunk of 128 and a partial one, N of two and a half items."""
+def int4_inputs(T, seed=0, Bt=2, K=176, N=40):
+    """Operands of seqedge::int4_matmul: K of a whole chunk of 128 and a partial one ending in a half block
+    (zero-padded), N of two and a half items."""
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(Bt, T, K, generator=g) * 3, *int4_blocks(torch.randn(N, K, generator=g)))
 

@@ -155,11 +155,13 @@ def test_executorch_4bit_recipes_differ_in_the_output_head_only(trained, recipe,
     assert isinstance(model.lm_head.weight, torch.nn.Parameter)  # the caller's model is left as it was
 
 
+@pytest.mark.parametrize("family", ["transformer", "mamba"])
 @pytest.mark.parametrize("recipe", ["int4", "int4-head8"])
-def test_executorch_int4_on_seqedges_kernel_holds_q4_0_codes(trained, recipe):
+def test_executorch_int4_on_seqedges_kernel_holds_q4_0_codes(trained, recipe, family):
     """For an AVX2 target (ctx.int4_kernel) the int4 recipes' Linear layers in groups of 32 become Int4Linear:
     seqedge's kernel op on Q4_0's codes, computing what its reference does (int4-head8's head stays 8da8w in
-    XNNPACK); in groups of 64 XNNPACK's 8da4w stays."""
+    XNNPACK); a layer whose input is not a multiple of 32 wide (tiny Mamba's dt_proj, 6) has its last block
+    zero-padded; in groups of 64 XNNPACK's 8da4w stays."""
     from types import SimpleNamespace
 
     from seqedge.ops import int4_matmul_ref
@@ -167,18 +169,20 @@ def test_executorch_int4_on_seqedges_kernel_holds_q4_0_codes(trained, recipe):
     from seqedge.quant.executorch import IMPLEMENTS, Int4Linear
     from seqedge.quant.reference import q4_0
 
-    model = trained["transformer"]
+    model = trained[family]
     q = IMPLEMENTS[recipe](model, SimpleNamespace(group_size=32, int4_kernel=True))
     kernel = {name: m for name, m in q.named_modules() if isinstance(m, Int4Linear)}
     linears = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
     assert set(kernel) == set(linears) - ({"lm_head"} if recipe == "int4-head8" else set())
+    assert family != "mamba" or any(m.in_features % 32 for m in linears.values())  # a padded block is tested
     if recipe == "int4-head8":
         assert q.lm_head.weight.target_dtype == torch.int8
     for name, layer in kernel.items():
         w = linears[name].weight.detach()
         codes, scales = layer.codes, layer.scales
-        got = unpack_codes(codes) * scales[..., None].float()  # (N, K/32, 32)
-        assert torch.equal(got.reshape(w.shape), q4_0(w)), name
+        got = (unpack_codes(codes) * scales[..., None].float()).flatten(1)  # (N, K rounded up to 32)
+        padded = torch.nn.functional.pad(w, (0, -w.shape[1] % 32))
+        assert torch.equal(got, q4_0(padded)) and not got[:, w.shape[1]:].any(), name
         x = torch.randn(2, 5, w.shape[1])
         want = int4_matmul_ref(x, codes, scales) + (0 if linears[name].bias is None else linears[name].bias)
         assert torch.allclose(layer(x), want, rtol=1e-4, atol=1e-4), name

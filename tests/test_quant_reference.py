@@ -28,6 +28,18 @@ def test_q4_0_equals_llama_cpp(scale):
     assert np.array_equal((unpack_codes(codes) * scales[..., None].float()).reshape(w.shape).numpy(), got)
 
 
+def test_int4_blocks_zero_pad_a_partial_last_block():
+    """A width that is not a multiple of 32 (Mamba's dt_proj): the last block is padded with zeros, which are code 8
+    (the value 0) and do not move the block's scale, so the real weights land on Q4_0's grid of the padded row."""
+    torch.manual_seed(0)
+    w = torch.randn(40, 48)
+    codes, scales = int4_blocks(w)
+    assert codes.shape == (40, 2, 16) and scales.shape == (40, 2)
+    got = (unpack_codes(codes) * scales[..., None].float()).flatten(1)  # (40, 64)
+    assert torch.equal(got, q4_0(torch.nn.functional.pad(w, (0, 16))))
+    assert (unpack_codes(codes)[:, 1, 16:] == 0).all()
+
+
 def test_on_grid_rounds_matrices_and_leaves_the_model_alone():
     torch.manual_seed(0)
     model = build_model("transformer", "tiny")

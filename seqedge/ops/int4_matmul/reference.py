@@ -40,9 +40,10 @@ def unpack_codes(codes: Tensor) -> Tensor:
 
 
 def int4_blocks(w: Tensor) -> tuple[Tensor, Tensor]:
-    """`w` (N, K) float, K a multiple of 32 -> codes (N, K/32, 16) uint8 and scales (N, K/32) float16."""
+    """`w` (N, K) float -> codes (N, ceil(K/32), 16) uint8 and scales (N, ceil(K/32)) float16; a K that is not a
+    multiple of 32 is zero-padded (zeros are code 8 exactly, so the padding adds nothing to a product)."""
     N, K = w.shape
-    x = w.detach().float().reshape(N, K // BLOCK, BLOCK)  # (N, K/32, 32)
+    x = torch.nn.functional.pad(w.detach().float(), (0, -K % BLOCK)).reshape(N, -1, BLOCK)  # (N, K/32, 32)
     m = x.gather(-1, x.abs().argmax(-1, keepdim=True))  # (N, K/32, 1) the signed weight of largest magnitude
     d = m / -8
     inv = torch.where(d != 0, 1.0 / d, torch.zeros_like(d))
