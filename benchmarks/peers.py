@@ -21,7 +21,8 @@ vocabulary (49,152, not 50,280). Every system reads that folder:
 - seqedge: `seqedge export FOLDER --format onnx|executorch --quant int4` (`--quants int4,int4-head8` adds the
   8-bit-head recipe where a format has it), timed by `seqedge bench ART
   --device host` (a child process per artifact); with `--runner R`, the ExecuTorch artifacts also through the
-  native runner (`seqedge bench ART --runner R --no-host`).
+  native runner (`seqedge bench ART --runner R --no-host`), with its speed as a share of the Python runtime's on
+  the same artifact, paired by round (the two run one after the other).
 Decode at depth d: tokens/s of D steps after d tokens of context (seqedge: after a d-token prompt; depth
 0 is a 1-token prompt). Prefill: tokens/s over a P-token prompt from an empty cache. Every system runs in its
 own process; rounds interleave the systems; the table holds medians and the load range. Weight MB is what
@@ -569,6 +570,19 @@ def state_mb(shape: str, depth: int, decode: int, kv_bytes: int) -> float:
     return (m.kv_bytes(max(1, depth) + decode / 2, kv_bytes) + 2 * m.state_numel * 4) / 1e6
 
 
+def paired(cells: list[Cell], system: str, ref: str, cols) -> str:
+    """`system` ÷ `ref` per column as the median of the rounds' own ratios (the two run one after the other in each
+    round, so a swing of the machine between rounds cancels) with their range."""
+    by = {(c.system, c.shape, c.round, c.metric, c.at): c.tok_s for c in cells}
+    out = []
+    for m, n in cols:
+        r = sorted(v / by[(ref, shape, k, m2, n2)] for (s, shape, k, m2, n2), v in by.items()
+                   if s == system and (m2, n2) == (m, n) and by.get((ref, shape, k, m2, n2)))
+        if r:
+            out.append(f"{m[:3]} {n}: {statistics.median(r):.2f} ({r[0]:.2f}–{r[-1]:.2f})")
+    return "  ".join(out)
+
+
 def targets(cells: list[Cell], sizes: dict, prompts: list[int], depths: list[int], bandwidth_gbs: float,
             kv: dict, decode: int) -> str:
     """Each seqedge row as a ratio to llama.cpp Q4_0 in the same run (medians, equal depth / prompt), and each
@@ -594,6 +608,10 @@ def targets(cells: list[Cell], sizes: dict, prompts: list[int], depths: list[int
                 lines.append(f"{shape:11s} {s:24s} {_ratios(value, s, REFERENCE_PEER, cols)}")
                 if (LIKE_FOR_LIKE_PEER, "decode", depths[0]) in value:
                     lines.append(f"{'':36s} vs Q4_0 pure: {_ratios(value, s, LIKE_FOR_LIKE_PEER, cols)}")
+                if s.startswith("seqedge runner "):  # the app's speed against the benchmark's, round by round
+                    python = "seqedge " + s.removeprefix("seqedge runner ")
+                    lines.append(f"{'':36s} ÷ {python}, paired by round: "
+                                 f"{paired([c for c in cells if c.shape == shape], s, python, cols)}")
             else:
                 lines.append(f"{shape:11s} {s}")
             lines.append(f"{'':36s} streaming {stream}")
