@@ -302,10 +302,10 @@ def test_kernels_match_their_references_at_every_isa_level(isa):
     if isa == best_kernel_isa():
         pytest.skip(f"{isa} is this CPU's best level: the tests in this process ran it")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
-                        "cached_sdpa_kernel or rope_kernel or selective_scan:prefill or rnn_scan or moe_kernel or "
-                        "int4_matmul"], env={**os.environ, "SEQEDGE_KERNEL_ISA": isa}, capture_output=True, text=True,
-                       timeout=900)
-    assert r.returncode == 0 and "23 passed" in r.stdout, r.stdout[-2000:]
+                        "cached_sdpa_kernel or rope_kernel or selective_scan:prefill or causal_conv1d:decode or "
+                        "rnn_scan or moe_kernel or int4_matmul"], env={**os.environ, "SEQEDGE_KERNEL_ISA": isa},
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0 and "24 passed" in r.stdout, r.stdout[-2000:]
 
 
 def test_skipping_inapplicable_xnnpack_passes_changes_nothing(pte_artifacts, tmp_path, monkeypatch):
@@ -653,7 +653,11 @@ def test_every_family_exports_a_two_method_program(pte_artifacts):
             d = m["delegation"][method]
             assert d["delegated_nodes"] > 0 and 0 < d["delegated_share"] <= 1
             assert all(x["why"] for x in d["not_delegated"])
-    assert read_manifest(pte_artifacts["mamba"][0])["native_kernels"] == ["seqedge::selective_scan.out"]
+    mamba = read_manifest(pte_artifacts["mamba"][0])
+    assert mamba["native_kernels"] == ["seqedge::causal_conv1d.out", "seqedge::selective_scan.out"]
+    lowered = {(o["op"], o["method"]): o["kind"] for o in mamba["ops"]}  # the convolution's step is the kernel's
+    assert lowered[("seqedge::causal_conv1d", "decode")] == "native"
+    assert lowered[("seqedge::causal_conv1d", "prefill")] == "decomposition"
 
 
 @pytest.mark.parametrize("fam", FAMILY_NAMES)

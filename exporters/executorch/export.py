@@ -69,6 +69,7 @@ PREFILL_CHUNK = 256
 WHY_NOT_DELEGATED = {
     "scan": "control flow (a scan over time) runs in the ExecuTorch interpreter",
     "seqedge.selective_scan": "seqedge C++ kernel (runtimes/native), not an XNNPACK op",
+    "seqedge.causal_conv1d": "seqedge C++ kernel (a step of the convolution's window, runtimes/native), not an XNNPACK op",
     "seqedge.rnn_scan": "seqedge C++ kernel (the recurrent cell over time, runtimes/native), not an XNNPACK op",
     "seqedge.moe_ffn": "seqedge C++ kernel (the chosen experts of a mixture, runtimes/native), not an XNNPACK op",
     "seqedge.int4_matmul": "seqedge C++ kernel (an int4 linear layer, runtimes/native), not an XNNPACK op",

@@ -28,6 +28,19 @@ def _selective_scan_out(u, delta, A, B, C, D, state, *, y, state_out):
 
 _lib.impl("selective_scan.out", _selective_scan_out, "CompositeExplicitAutograd")
 
+_lib.define("causal_conv1d.out(Tensor x, Tensor weight, Tensor bias, Tensor state, *, Tensor(a!) y, "
+            "Tensor(b!) state_out) -> (Tensor(a!), Tensor(b!))")
+
+
+def _causal_conv1d_out(x, weight, bias, state, *, y, state_out):
+    y_, s_ = torch.ops.seqedge.causal_conv1d.default(x, weight, bias, state)
+    y.resize_(y_.shape).copy_(y_)
+    state_out.resize_(s_.shape).copy_(s_)
+    return y, state_out
+
+
+_lib.impl("causal_conv1d.out", _causal_conv1d_out, "CompositeExplicitAutograd")
+
 _lib.define("cached_sdpa.out(Tensor q, Tensor k_cache, Tensor v_cache, SymInt start_pos, *, Tensor(a!) out) -> Tensor(a!)")
 
 

@@ -41,7 +41,8 @@ def native_sources() -> Path:
 # seqedge's own kernels: the packages' ExecuTorch (Android AAR, Swift PM kernels_llm) registers the llama:: ops
 # itself, and a kernel registered twice aborts at load, so kernels/llm_attention.cpp stays out. Every header of
 # kernels/ goes with them (what they include).
-KERNELS = ("selective_scan.cpp", "cached_sdpa.cpp", "rope.cpp", "rnn_scan.cpp", "moe_ffn.cpp", "int4_matmul.cpp")
+KERNELS = ("selective_scan.cpp", "causal_conv1d.cpp", "cached_sdpa.cpp", "rope.cpp", "rnn_scan.cpp", "moe_ffn.cpp",
+           "int4_matmul.cpp")
 
 
 def copy_engine_sources(dest: Path) -> None:
