@@ -573,11 +573,11 @@ def state_mb(shape: str, depth: int, decode: int, kv_bytes: int) -> float:
 def paired(cells: list[Cell], system: str, ref: str, cols) -> str:
     """`system` ÷ `ref` per column as the median of the rounds' own ratios (the two run one after the other in each
     round, so a swing of the machine between rounds cancels) with their range."""
-    by = {(c.system, c.shape, c.round, c.metric, c.at): c.tok_s for c in cells}
+    of_ref = {(c.shape, c.round, c.metric, c.at): c.tok_s for c in cells if c.system == ref}
     out = []
     for m, n in cols:
-        r = sorted(v / by[(ref, shape, k, m2, n2)] for (s, shape, k, m2, n2), v in by.items()
-                   if s == system and (m2, n2) == (m, n) and by.get((ref, shape, k, m2, n2)))
+        r = sorted(c.tok_s / of_ref[key] for c in cells
+                   if c.system == system and (c.metric, c.at) == (m, n) and of_ref.get(key := (c.shape, c.round, m, n)))
         if r:
             out.append(f"{m[:3]} {n}: {statistics.median(r):.2f} ({r[0]:.2f}–{r[-1]:.2f})")
     return "  ".join(out)
