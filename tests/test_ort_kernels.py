@@ -51,10 +51,12 @@ def session(path, threads=2):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("Bt,T,D,N", [(1, 1, 16, 16), (2, 37, 40, 16), (1, 300, 33, 4), (3, 5, 7, 64), (2, 3, 1, 1)])
+@pytest.mark.parametrize("Bt,T,D,N", [(1, 1, 16, 16), (2, 1, 40, 24), (2, 1, 33, 4), (2, 37, 40, 16), (1, 300, 33, 4),
+                                      (3, 5, 7, 64), (2, 3, 1, 1)])
 def test_selective_scan_matches_its_reference(tmp_path, Bt, T, D, N, threads):
-    """Channel counts that are and are not multiples of the kernel's 16-lane blocks, one step, long T, a
-    large state, one channel of one state; the state comes back as the reference carries it."""
+    """Channel counts that are and are not multiples of the kernel's 16-lane blocks; one step with states in
+    vectors of 8 and with states one by one (N not a multiple of 8); long T, a large state, one channel of one
+    state; the state comes back as the reference carries it."""
     sess = session(scan_graph(tmp_path / "scan.onnx"), threads)
     x = operands(Bt, T, D, N, seed=T + D)
     y, h = sess.run(None, {n: x[n].numpy() for n in NAMES})

@@ -108,14 +108,33 @@ SEQEDGE_INLINE void scan_block(const Scan& s, int64_t b, int64_t d0, int64_t nd)
 }
 
 // One time step (T = 1) of channels [d0, d0 + nd): each channel's N states are contiguous, so the loop over
-// them is the vector loop and the state is read and written in place of a transpose.
-SEQEDGE_INLINE void step_block(const Scan& s, int64_t b, int64_t d0, int64_t nd) {
+// them is the vector loop and the state is read and written in place of a transpose. N a multiple of 8 (Mamba's
+// 16) takes eight states a vector with nothing else in the channel loop: written as one loop with a remainder,
+// the compiler rebuilt the exponential's constants and tested the remainder's aliasing per channel, and the
+// step took ~30 us for mamba-130m's 1536 x 16 states on one Zen 3 thread (24 of them a token).
+SEQEDGE_INLINE void step_channels(const Scan& s, int64_t b, int64_t d0, int64_t nd, const float* dt, const float* u,
+                                  float* y) {
   const int64_t N = s.N, i0 = b * s.Dm + d0;
   const float* Bn = s.B + b * N;
   const float* Cn = s.C + b * N;
-  float dt[kLanes], u[kLanes], y[kLanes] = {}, h[kMaxState];
-  load_step_sizes(s, i0, nd, dt);
-  load_lanes(s.u, i0, nd, u);
+  if (N % 8 == 0) {
+    for (int64_t c = 0; c < nd; ++c) {
+      const int64_t i = i0 + c;
+      const float step = dt[c], du = step * u[c];
+      const float* A = s.A + (d0 + c) * N;
+      const float* h0 = s.state + i * N;
+      float* h1 = s.state_out + i * N;  // may alias h0: each state is read before it is written
+      Floats8 acc = {};
+      for (int64_t n = 0; n < N; n += 8) {
+        const Floats8 h = exp_nonpositive8(step * load8(A + n)) * load8(h0 + n) + du * load8(Bn + n);
+        store8(h1 + n, h);
+        acc += load8(Cn + n) * h;
+      }
+      y[c] = sum8(acc) + s.Dv[d0 + c] * u[c];
+    }
+    return;
+  }
+  float h[kMaxState];
   for (int64_t c = 0; c < nd; ++c) {
     const int64_t i = i0 + c;
     const float du = dt[c] * u[c];
@@ -125,6 +144,14 @@ SEQEDGE_INLINE void step_block(const Scan& s, int64_t b, int64_t d0, int64_t nd)
     for (int64_t n = 0; n < N; ++n) s.state_out[i * N + n] = h[n];  // may alias state: read above
     y[c] = dot(Cn, h, N) + s.Dv[d0 + c] * u[c];
   }
+}
+
+SEQEDGE_INLINE void step_block(const Scan& s, int64_t b, int64_t d0, int64_t nd) {
+  const int64_t i0 = b * s.Dm + d0;
+  float dt[kLanes], u[kLanes], y[kLanes] = {};
+  load_step_sizes(s, i0, nd, dt);
+  load_lanes(s.u, i0, nd, u);
+  step_channels(s, b, d0, nd, dt, u, y);
   store_outputs(s, i0, nd, y);
 }
 
