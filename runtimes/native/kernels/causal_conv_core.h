@@ -71,11 +71,11 @@ SEQEDGE_INLINE void conv_block(const Conv& s, int64_t b, int64_t d0, int64_t nd)
 // One time step (T = 1: decode) of channels [d0, d0 + nd): each channel's weights and window are contiguous
 // (w (D, 1, K), state (Bt, D, K-1)), so a channel is read and its window shifted where it lies, in place of
 // the block's transposes in and out (1536 channels, one core: 12.5 -> 10.5 us a node, ~2.2 us of it the call's
-// fixed cost). The sum
-// runs in the block's order: bias, the window oldest first, then x.
-SEQEDGE_INLINE void conv_step_block(const Conv& s, int64_t b, int64_t d0, int64_t nd) {
-  const int64_t K = s.K, W = K - 1;
-  float acc[kLanes] = {};
+// fixed cost). The sum runs in the block's order: bias, the window oldest first, then x. FIXED_K > 0 compiles
+// the width in (Mamba's 4: the loops over the window unrolled), 0 takes any.
+template <int64_t FIXED_K>
+SEQEDGE_INLINE void conv_step_channels(const Conv& s, int64_t b, int64_t d0, int64_t nd, float* acc) {
+  const int64_t K = FIXED_K > 0 ? FIXED_K : s.K, W = K - 1;
   for (int64_t c = 0; c < nd; ++c) {
     const int64_t d = d0 + c, row = b * s.Dm + d;
     const float* w = s.w + d * K;
@@ -88,6 +88,14 @@ SEQEDGE_INLINE void conv_step_block(const Conv& s, int64_t b, int64_t d0, int64_
     for (int64_t j = 0; j + 1 < W; ++j) out[j] = h[j + 1];
     if (W > 0) out[W - 1] = x;
   }
+}
+
+SEQEDGE_INLINE void conv_step_block(const Conv& s, int64_t b, int64_t d0, int64_t nd) {
+  float acc[kLanes] = {};
+  if (s.K == 4)
+    conv_step_channels<4>(s, b, d0, nd, acc);
+  else
+    conv_step_channels<0>(s, b, d0, nd, acc);
   apply16(acc, [](Floats8 v) { return silu8(v); });
   float* y = s.y + b * s.Dm + d0;
   for (int64_t c = 0; c < nd; ++c) y[c] = acc[c];
