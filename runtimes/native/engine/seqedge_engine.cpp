@@ -211,12 +211,11 @@ struct Engine::Impl {
   std::unique_ptr<Codec> codec;
   std::unique_ptr<Module> module;
   std::vector<StateTensor> state;
-  // The last call's logits (its last position): where the method left them, valid until the next call, and
-  // copied into `logits` only when asked for (Engine::logits); a decode step needs just their argmax.
+  // The last call's logits (its last position): where the method left them (valid until the next call; null
+  // once copied into `logits`, which Engine::logits does when asked); a decode step needs just their argmax.
   const float* last = nullptr;
   int64_t last_vocab = 0;
   std::vector<float> logits;
-  bool copied = true;
   std::map<std::string, std::vector<size_t>> unplanned;  // method -> its outputs outside the arena
   std::map<std::string, std::vector<executorch::aten::SizesType>> logits_shape;  // method -> (1, T, V)
   std::vector<float> logits_out;  // where a method writes logits that are not memory-planned
@@ -256,7 +255,6 @@ struct Engine::Impl {
     const int64_t rows = l.numel() / vocab;
     last = p + (rows - 1) * vocab;  // the last position
     last_vocab = vocab;
-    copied = false;
     return argmax(last, vocab);
   }
 };
@@ -340,9 +338,9 @@ bool Engine::is_eos(int64_t id) const { return impl_->codec->is_eos(id); }
 const std::vector<int64_t>& Engine::eos_ids() const { return impl_->codec->eos; }
 const std::vector<float>& Engine::logits() const {
   Impl& m = *impl_;
-  if (!m.copied) {
+  if (m.last != nullptr) {
     m.logits.assign(m.last, m.last + m.last_vocab);
-    m.copied = true;
+    m.last = nullptr;
   }
   return m.logits;
 }
@@ -378,7 +376,6 @@ void Engine::reset() {
   impl_->logits.clear();
   impl_->last = nullptr;
   impl_->last_vocab = 0;
-  impl_->copied = true;
 }
 
 std::string Engine::generate(const std::string& prompt, int max_new_tokens, bool chat,
