@@ -108,7 +108,9 @@ class ExecuTorchAdapter(ArtifactRunner):
                 raise CorruptFileError(f"ExecuTorch cannot load method {method!r} of {path} ({str(e)[:160]})",
                                        "a kernel may be missing: run `seqedge build-runner` or re-export") from None
         self.program = program
-        self.methods = {m: _StateInPlace(method) if _outputs_outside_the_arena(program.metadata(m)) else method
+        in_place = set(manifest.get("in_place_state") or ())
+        self.methods = {m: _StateInPlace(method, program.metadata(m), self.state_names, in_place)
+                        if _outputs_outside_the_arena(program.metadata(m)) else method
                         for m, method in self.methods.items()}
         self.max_prefill = manifest.get("max_prefill_len")
         self.prefill_chunk = manifest.get("prefill_chunk")  # longer prompts run in pieces of this many tokens
@@ -152,15 +154,34 @@ class ExecuTorchAdapter(ArtifactRunner):
 
 class _StateInPlace:
     """A method whose outputs are outside its arena: the state is returned in the storage the pybindings keep
-    for them (valid until this method's next call), the logits copied (the caller keeps them)."""
+    for them (valid until this method's next call), the logits copied (the caller keeps them).
 
-    def __init__(self, method):
+    Where the inputs are outside the arena too, ExecuTorch reads the state where the caller holds it: passing
+    the storage back makes a state's input and output one buffer. A state the manifest lists in
+    `in_place_state` is safe so (exporters/executorch/state_in_place.py); any other state in this method's
+    storage is copied into a buffer of the adapter's first (a Transformer's `pos`, read after `pos + T` is
+    written)."""
+
+    def __init__(self, method, meta, state_names: list[str], in_place: set[str]):
         self.method = method
+        shared = meta.num_inputs() > 1 and not meta.input_tensor_meta(1).is_memory_planned()
+        self.copied = [shared and n not in in_place for n in state_names]  # by state: copied out of the storage
+        self.storage: list[int] = []  # data_ptr of each state output's storage, after the first call
+        self.staging: dict[int, Tensor] = {}
 
     def execute(self, inputs: list[Tensor]) -> list[Tensor]:
+        if self.storage and any(self.copied):
+            ours = set(self.storage)
+            for k, t in enumerate(inputs[1:]):
+                if t.data_ptr() in ours and (self.copied[k] or t.data_ptr() != self.storage[k]):
+                    buf = self.staging.get(k)
+                    if buf is None or buf.shape != t.shape:
+                        buf = self.staging[k] = torch.empty_like(t)
+                    inputs[1 + k] = buf.copy_(t)
         outs = self.method._method(inputs, clone_outputs=False)  # executorch.runtime.Method.execute always clones
         for t in outs[1:]:  # the storage is the method's: it stays alive while the state does (a closed runner too)
             t._seqedge_storage_owner = self.method
+        self.storage = [t.data_ptr() for t in outs[1:]]
         return [outs[0].clone(), *outs[1:]]
 
 

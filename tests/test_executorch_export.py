@@ -684,14 +684,17 @@ def test_pte_runs_any_length_with_state_carried(pte_artifacts, fam):
 
 
 def test_state_is_read_where_executorch_wrote_it(pte_artifacts):
-    """The exporter leaves every output out of the memory plan: the adapter returns the state from the storage the
-    method wrote (the same memory each call: no copy), the logits copied for the caller to keep; each step is still
-    the model's."""
+    """The exporter leaves every input and output out of the memory plan: the adapter returns the state from the
+    storage the method wrote (the same memory each call: no copy) and passes it back in, where ExecuTorch reads it
+    (no copy into the arena); Mamba's state is updated in that one buffer (its manifest's in_place_state). The
+    logits are copied for the caller to keep; each step is still the model's."""
     folder, model = pte_artifacts["mamba"]
     runner = open_artifact(folder)
+    assert read_manifest(folder)["in_place_state"] == runner.state_names
     for method in ("prefill", "decode"):
         meta = runner.program.metadata(method)
         assert not any(meta.output_tensor_meta(i).is_memory_planned() for i in range(meta.num_outputs()))
+        assert not any(meta.input_tensor_meta(i).is_memory_planned() for i in range(meta.num_inputs()))
     tokens = torch.randint(0, 256, (1, 6))
     s_ref, s_art, storage, kept = model.init_state(1), runner.init_state(1), set(), []
     with torch.no_grad():
@@ -704,6 +707,31 @@ def test_state_is_read_where_executorch_wrote_it(pte_artifacts):
     assert len(storage) == 1
     assert all((ref - got).abs().max().item() < 1e-3 for got, ref in kept)  # each step's logits, not the last's
     runner.close()
+
+
+@pytest.mark.parametrize("forced", [False, True])
+def test_a_state_read_after_its_output_is_written_is_copied_before_the_call(pte_artifacts, tmp_path, forced):
+    """A Transformer's `pos` is read (RoPE, the cache write) after `pos + 1` is written, so the exporter leaves it
+    out of in_place_state and the adapter copies it out of the method's storage before a step: the steps are the
+    model's. Listed in place anyway (a hand-edited manifest), the step reads its own new `pos` and drifts: the
+    analysis, not luck, keeps it right."""
+    folder, model = pte_artifacts["transformer"]
+    assert read_manifest(folder)["in_place_state"] == []
+    if forced:
+        folder = shutil.copytree(folder, tmp_path / "forced")
+        manifest = json.loads((folder / "manifest.json").read_text())
+        (folder / "manifest.json").write_text(json.dumps({**manifest, "in_place_state": ["pos"]}))
+    runner = open_artifact(folder)
+    tokens = torch.randint(0, 256, (1, 8))
+    worst = 0.0
+    with torch.no_grad():
+        s_ref, s_art = model.init_state(1), runner.init_state(1)
+        for t in range(tokens.shape[1]):
+            ref, s_ref = model.prefill(tokens[:, t : t + 1], s_ref, last_only=True)
+            got, s_art = runner.step(tokens[:, t : t + 1], s_art)
+            worst = max(worst, (ref - got).abs().max().item())
+    runner.close()
+    assert (worst > 1e-3) == forced
 
 
 def test_a_program_for_a_newer_runner_is_refused_by_name(pte_artifacts, native_runner, tmp_path):

@@ -41,6 +41,7 @@ from seqedge.exporters.executorch.one_decomposition import DECOMPOSED, decompose
 from seqedge.exporters.executorch.parallel_preprocess import parallel_preprocess, processes
 from seqedge.exporters.executorch.provenance import shared_provenance
 from seqedge.exporters.executorch.rnn import scan_rnns
+from seqedge.exporters.executorch.state_in_place import states_in_place
 from seqedge.exporters.executorch.xnnpack_passes import relevant_xnnpack_passes
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.lowering import trace
@@ -143,10 +144,16 @@ def _delegation(program) -> dict:
 def _passes_an_input_out(edge) -> bool:
     """Whether a method returns one of its inputs as it is (its memory then has to be planned like the input's).
 
-    Otherwise the outputs are left out of the memory plan: the runner hands each call the buffers to write into
-    (seqedge_engine.cpp: the state's other half, swapped after the call) and the Python adapter reads them where
-    ExecuTorch put them, with no copy out of the arena — 48 state tensors of mamba-130m, 2.8 MB a token, that
-    cost 0.3 ms of a 4 ms step cloned through the pybindings."""
+    Otherwise the inputs and outputs are left out of the memory plan, so the state never moves between calls:
+    - outputs: the runner hands each call the buffers to write into (seqedge_engine.cpp: the state's other half,
+      swapped after the call) and the Python adapter reads them where ExecuTorch put them, with no copy out of
+      the arena (48 state tensors of mamba-130m, 2.8 MB a token, cost 0.3 ms of a 4 ms step cloned through the
+      pybindings);
+    - inputs: ExecuTorch reads the caller's tensor where it lies instead of copying it into the arena
+      (Method::set_input's memcpy of the same 2.8 MB was 7 % of the runner's main thread on mamba-130m). The
+      Python adapter passes a method's own output storage back in, so a state input and its output may be one
+      buffer: the state kernels read each block's state before writing it (selective_scan_core.h,
+      causal_conv_core.h) and a decomposition's state output is a slice of a concatenation made first."""
     for method in METHODS:
         graph = edge.exported_program(method).graph
         inputs = {n for n in graph.nodes if n.op == "placeholder"}
@@ -236,10 +243,13 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
                 edge = to_edge_transform_and_lower(programs, partitioner=partitioners,
                                                    compile_config=EdgeCompileConfig(_check_ir_validity=False))
                 delegation = _delegation(edge)
+                planned = _passes_an_input_out(edge)
+                in_place = [] if planned else states_in_place(edge, METHODS, names)
                 with stage("program emission (memory planning, serialisation)", plan.subject, hint):
                     program = edge.to_executorch(ExecutorchBackendConfig(
                         memory_planning_pass=MemoryPlanningPass(share_mutable_buffers=True,
-                                                                alloc_graph_output=_passes_an_input_out(edge)),
+                                                                alloc_graph_input=planned,
+                                                                alloc_graph_output=planned),
                         emit_mutable_buffer_names=True))
         (tmp / PROGRAM).write_bytes(program.buffer)
         export_seconds = time.perf_counter() - t0
@@ -264,6 +274,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             "native_kernels": native,
             "llm_kernels": ["llama::update_cache.out"] if held else [],
             "quantized_kernels": any(isinstance(m, QuantizedEmbedding) for m in traced.modules()),
+            "in_place_state": in_place,
             "held_state": [{**s.to_json(), "shape": [s.shape[0], s.shape[2], s.shape[1], s.shape[3]],
                             "layout": "(batch, seq, kv_heads, head_dim)"} for s in held],  # as HeldCacheGraph holds it
             "held_state_note": "attention KV caches live in the program, shared by prefill and decode: one sequence "

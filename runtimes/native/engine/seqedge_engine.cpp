@@ -182,7 +182,8 @@ int64_t argmax(const float* p, int64_t n) {
 constexpr long kRunnerContract = 2;
 
 // One state tensor: its bytes live here between calls. A program whose outputs are not memory-planned writes
-// the new state into `next`, swapped with `data` after the call (no copy out of the method's arena).
+// the new state into `next`, swapped with `data` after the call (no copy out of the method's arena); one whose
+// inputs are not memory-planned either reads `data` where it lies (no copy in: Method::set_input shares it).
 struct StateTensor {
   std::vector<executorch::aten::SizesType> sizes;
   ScalarType dtype;
