@@ -158,19 +158,21 @@ class _StateInPlace:
 
     Where the inputs are outside the arena too, ExecuTorch reads the state where the caller holds it: passing
     the storage back makes a state's input and output one buffer. A state the manifest lists in
-    `in_place_state` is safe so (exporters/executorch/state_in_place.py); any other state in this method's
-    storage is copied into a buffer of the adapter's first (a Transformer's `pos`, read after `pos + T` is
-    written)."""
+    `in_place_state` is safe so (exporters/executorch/state_in_place.py); when the method has any other state,
+    a state found in this method's storage (other than an in-place one at its own place) is copied into a buffer
+    of the adapter's first (a Transformer's `pos`, read after `pos + T` is written). A method whose states are
+    all in place checks nothing: the runtime passes each state back by name, at its own place."""
 
     def __init__(self, method, meta, state_names: list[str], in_place: set[str]):
         self.method = method
         shared = meta.num_inputs() > 1 and not meta.input_tensor_meta(1).is_memory_planned()
         self.copied = [shared and n not in in_place for n in state_names]  # by state: copied out of the storage
-        self.storage: list[int] = []  # data_ptr of each state output's storage, after the first call
+        self.checks = any(self.copied)  # else a step does no per-state work here
+        self.storage: list[int] = []  # data_ptr of each state output's storage, after the first call (if checks)
         self.staging: dict[int, Tensor] = {}
 
     def execute(self, inputs: list[Tensor]) -> list[Tensor]:
-        if self.storage and any(self.copied):
+        if self.checks and self.storage:
             ours = set(self.storage)
             for k, t in enumerate(inputs[1:]):
                 if t.data_ptr() in ours and (self.copied[k] or t.data_ptr() != self.storage[k]):
@@ -181,7 +183,8 @@ class _StateInPlace:
         outs = self.method._method(inputs, clone_outputs=False)  # executorch.runtime.Method.execute always clones
         for t in outs[1:]:  # the storage is the method's: it stays alive while the state does (a closed runner too)
             t._seqedge_storage_owner = self.method
-        self.storage = [t.data_ptr() for t in outs[1:]]
+        if self.checks:
+            self.storage = [t.data_ptr() for t in outs[1:]]
         return [outs[0].clone(), *outs[1:]]
 
 
