@@ -293,6 +293,34 @@ def test_rope_kernel_matches_reference(heads, D, tmp_path, capfd):
     assert "rope: pos must not be negative" in capfd.readouterr().err
 
 
+class Norm(torch.nn.Module):
+    def forward(self, x, weight):
+        return torch.ops.seqedge.rms_norm(x, weight, 1e-5) * 1.0
+
+
+@pytest.mark.parametrize("D", [576, 50])
+def test_rms_norm_kernel_matches_reference(D, tmp_path, capfd):
+    """seqedge's RMSNorm kernel in a real ExecuTorch program against rms_norm_ref: a decode step's row, a few rows
+    and enough rows to be split over the threadpool, of a model's width and of one that is no multiple of the
+    vector lanes; a weight of another width is refused."""
+    from executorch.runtime import Runtime
+
+    from seqedge.native import load_kernels
+    from seqedge.ops import rms_norm_ref
+
+    T, W = torch.export.Dim("T", min=1, max=64), torch.export.Dim("W", min=2, max=1024)  # W: the kernel checks it
+    _lower(Norm(), (torch.randn(1, 3, D), torch.randn(D)), {"x": {1: T}, "weight": {0: W}}, tmp_path / "norm.pte")
+    load_kernels()
+    method = Runtime.get().load_program(str(tmp_path / "norm.pte")).load_method("forward")
+    for rows in (1, 3, 40):
+        x, w = torch.randn(1, rows, D) * 4, torch.randn(D)
+        got, want = method.execute([x, w])[0], rms_norm_ref(x, w, 1e-5)
+        assert (got - want).abs().max().item() < 1e-5 * max(1.0, want.abs().max().item()), rows
+    with pytest.raises(RuntimeError):
+        method.execute([torch.randn(1, 1, D), torch.randn(D + 1)])
+    assert "rms_norm: the weight must have x's last dimension" in capfd.readouterr().err
+
+
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the feature levels are x86-64's")
 @pytest.mark.parametrize("isa", ["baseline", "v3"])
 def test_kernels_match_their_references_at_every_isa_level(isa):
@@ -303,9 +331,9 @@ def test_kernels_match_their_references_at_every_isa_level(isa):
         pytest.skip(f"{isa} is this CPU's best level: the tests in this process ran it")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
                         "cached_sdpa_kernel or rope_kernel or selective_scan:prefill or causal_conv1d:decode or "
-                        "rnn_scan or moe_kernel or int4_matmul"], env={**os.environ, "SEQEDGE_KERNEL_ISA": isa},
+                        "rnn_scan or moe_kernel or int4_matmul or rms_norm"], env={**os.environ, "SEQEDGE_KERNEL_ISA": isa},
                        capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0 and "24 passed" in r.stdout, r.stdout[-2000:]
+    assert r.returncode == 0 and "27 passed" in r.stdout, r.stdout[-2000:]
 
 
 def test_skipping_inapplicable_xnnpack_passes_changes_nothing(pte_artifacts, tmp_path, monkeypatch):
@@ -654,10 +682,12 @@ def test_every_family_exports_a_two_method_program(pte_artifacts):
             assert d["delegated_nodes"] > 0 and 0 < d["delegated_share"] <= 1
             assert all(x["why"] for x in d["not_delegated"])
     mamba = read_manifest(pte_artifacts["mamba"][0])
-    assert mamba["native_kernels"] == ["seqedge::causal_conv1d.out", "seqedge::selective_scan.out"]
+    assert mamba["native_kernels"] == ["seqedge::causal_conv1d.out", "seqedge::rms_norm.out",
+                                       "seqedge::selective_scan.out"]
     lowered = {(o["op"], o["method"]): o["kind"] for o in mamba["ops"]}  # the convolution's step is the kernel's
     assert lowered[("seqedge::causal_conv1d", "decode")] == "native"
     assert lowered[("seqedge::causal_conv1d", "prefill")] == "decomposition"
+    assert lowered[("seqedge::rms_norm", "decode")] == "native" and ("seqedge::rms_norm", "prefill") not in lowered
 
 
 @pytest.mark.parametrize("fam", FAMILY_NAMES)

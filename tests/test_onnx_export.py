@@ -27,6 +27,7 @@ from seqedge.ops import (
     int4_matmul_ref,
     moe_ffn_q_ref,
     moe_ffn_ref,
+    rms_norm_ref,
     selective_scan_ref,
     ssd_scan_ref,
 )
@@ -68,6 +69,12 @@ def int4_inputs(T, seed=0, Bt=2, K=176, N=40):
     return (torch.randn(Bt, T, K, generator=g) * 3, *int4_blocks(torch.randn(N, K, generator=g)))
 
 
+def norm_inputs(T, seed=0, Bt=2, D=50):
+    """Operands of seqedge::rms_norm: a width that is no multiple of the vector lanes."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(Bt, T, D, generator=g) * 3, torch.randn(D, generator=g)
+
+
 OP_CASES = {
     "seqedge::selective_scan": (torch.ops.seqedge.selective_scan, selective_scan_ref, scan_inputs, {0: 1, 1: 1, 3: 1, 4: 1}),
     "seqedge::ssd_scan": (torch.ops.seqedge.ssd_scan, ssd_scan_ref, ssd_inputs, {0: 1, 1: 1, 3: 1, 4: 1}),
@@ -85,6 +92,9 @@ OP_CASES = {
     # prompt kernel where the CPU has one, a step's 2 rows go row by row
     "seqedge::int4_matmul": (lambda *a: (torch.ops.seqedge.int4_matmul(*a),), lambda *a: (int4_matmul_ref(*a),),
                              int4_inputs, {0: 1}),
+    # ExecuTorch's decode norms (exporters/decompositions.py rms_norm_kernel; ONNX fuses its own norm nodes)
+    "seqedge::rms_norm": (lambda x, w: (torch.ops.seqedge.rms_norm(x, w, 1e-5),),
+                          lambda x, w: (rms_norm_ref(x, w, 1e-5),), norm_inputs, {0: 1}),
 }
 
 

@@ -25,7 +25,7 @@ from seqedge.diagnostics import stage
 from seqedge.errors import BadInputError
 from seqedge.exporters.ahead_references import ahead_references
 from seqedge.exporters.artifact import artifact_writer, base_manifest, finish
-from seqedge.exporters.decompositions import XNNPACK_REWRITES
+from seqedge.exporters.decompositions import METHOD_REWRITES
 from seqedge.exporters.executorch import BACKENDS, native_ops
 from seqedge.exporters.executorch.checked_once import checks_once
 from seqedge.exporters.executorch.deferred_recompile import deferred_recompile
@@ -74,6 +74,7 @@ WHY_NOT_DELEGATED = {
     "seqedge.rnn_scan": "seqedge C++ kernel (the recurrent cell over time, runtimes/native), not an XNNPACK op",
     "seqedge.moe_ffn": "seqedge C++ kernel (the chosen experts of a mixture, runtimes/native), not an XNNPACK op",
     "seqedge.int4_matmul": "seqedge C++ kernel (an int4 linear layer, runtimes/native), not an XNNPACK op",
+    "seqedge.rms_norm": "seqedge C++ kernel (a decode step's RMSNorm, runtimes/native), not an XNNPACK op",
     "seqedge.cached_sdpa": "seqedge C++ kernel (attention over the held KV cache), not an XNNPACK op",
     "aten.embedding": "a table lookup: XNNPACK has no gather kernel",
     "aten.sym_size": "shape arithmetic for the dynamic length",
@@ -98,7 +99,7 @@ def _trace(wrapper, model, names, method: str, max_len: int):
     shapes = None
     if method == "prefill":
         shapes = {"tokens": {1: torch.export.Dim("T", min=2, max=max_len)}, "state": tuple(None for _ in names)}
-    return trace(wrapper, args, shapes, lowerings_for(method), rewrites=XNNPACK_REWRITES)
+    return trace(wrapper, args, shapes, lowerings_for(method), rewrites=METHOD_REWRITES[method])
 
 
 def _op_name(target) -> str:

@@ -62,6 +62,9 @@ for _method in METHODS:
     register("seqedge::int4_matmul", _method, "native",
              "seqedge C++ kernel seqedge::int4_matmul.out: int4 blocks of 32 times int8 activations, the kernel "
              "onnxruntime's int4 graphs run (where the int4 recipe put it in place of XNNPACK's 8da4w)")
+register("seqedge::rms_norm", "decode", "native",
+         "seqedge C++ kernel seqedge::rms_norm.out: a step's RMSNorm with its weight (as XNNPACK ops it was a delegate "
+         "call of ~4-5 us each, 61 a llama-135m token); a prompt's norms stay in XNNPACK")
 register("seqedge::attention", "prefill", "decomposition",
          "seqedge::rope (seqedge C++ kernel) on q and k, llama::update_cache in place into program-held caches "
          "(shared by both methods) + seqedge::cached_sdpa "

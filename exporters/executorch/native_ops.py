@@ -115,6 +115,18 @@ def _int4_matmul_out(a, codes, scales, *, out):
 _lib.impl("int4_matmul.out", _int4_matmul_out, "CompositeExplicitAutograd")
 
 
+_lib.define("rms_norm.out(Tensor x, Tensor weight, float eps, *, Tensor(a!) out) -> Tensor(a!)")
+
+
+def _rms_norm_out(x, weight, eps, *, out):
+    y = torch.ops.seqedge.rms_norm.default(x, weight, eps)
+    out.resize_(y.shape).copy_(y)
+    return out
+
+
+_lib.impl("rms_norm.out", _rms_norm_out, "CompositeExplicitAutograd")
+
+
 def llm_kernels() -> None:
     """Register ExecuTorch's LLM ops (`llama::update_cache`, `llama::custom_sdpa`) with torch; their
     runtime kernels come with the executorch wheel (pybindings) and with seqedge's runner."""

@@ -166,5 +166,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)  # one torch function: exporters can rewrite it
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:  # the weight inside: one torch function
+            return F.rms_norm(x, (x.shape[-1],), self.weight, eps=self.eps)  # for exporters to rewrite whole
+        xf = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
         return self.weight * xf.to(x.dtype)

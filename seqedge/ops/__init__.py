@@ -16,6 +16,7 @@ from seqedge.ops.attention import (
 from seqedge.ops.causal_conv1d import causal_conv1d, causal_conv1d_eager, causal_conv1d_ref
 from seqedge.ops.int4_matmul import int4_blocks, int4_matmul, int4_matmul_ref, int4_matmul_swiglu_ref
 from seqedge.ops.moe_ffn import moe_ffn, moe_ffn_dense, moe_ffn_q, moe_ffn_q_ref, moe_ffn_ref
+from seqedge.ops.rms_norm import rms_norm, rms_norm_ref
 from seqedge.ops.rnn_scan import CELLS, rnn_scan, rnn_scan_ref
 from seqedge.ops.selective_scan import mamba_scan_ref, selective_scan, selective_scan_chunked, selective_scan_ref
 from seqedge.ops.ssd_scan import ssd_scan, ssd_scan_chunked, ssd_scan_ref
@@ -26,6 +27,7 @@ OP_NAMES = ("seqedge::selective_scan", "seqedge::ssd_scan", "seqedge::attention"
 # `seqedge::cached_sdpa` and `seqedge::rope` are not model ops: ExecuTorch's lowering of attention emits them (C++
 # kernels);
 # nor is `seqedge::rnn_scan`: ExecuTorch's RNN/LSTM/GRU layers (exporters/executorch/rnn.py) run on it;
+# nor is `seqedge::rms_norm`: ExecuTorch's decode method traces RMSNorm as it (exporters/decompositions.py);
 # nor is `seqedge::int4_matmul`: ExecuTorch's int4 recipe puts it in place of Linear layers (quant/executorch.py);
 # `int4_matmul_ref` / `int4_matmul_swiglu_ref`: it, and onnxruntime's seqedge.Int4MatMul(SwiGLU) (the int4 recipe's
 # kernel there)
@@ -51,6 +53,8 @@ __all__ = [
     "moe_ffn_q",
     "moe_ffn_q_ref",
     "moe_ffn_ref",
+    "rms_norm",
+    "rms_norm_ref",
     "rnn_scan",
     "rnn_scan_ref",
     "rope",
