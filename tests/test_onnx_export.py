@@ -25,6 +25,7 @@ from seqedge.ops import (
     causal_conv1d_ref,
     int4_blocks,
     int4_matmul_ref,
+    int4_matmul_swiglu_ref,
     moe_ffn_q_ref,
     moe_ffn_ref,
     rms_norm_ref,
@@ -92,6 +93,9 @@ OP_CASES = {
     # prompt kernel where the CPU has one, a step's 2 rows go row by row
     "seqedge::int4_matmul": (lambda *a: (torch.ops.seqedge.int4_matmul(*a),), lambda *a: (int4_matmul_ref(*a),),
                              int4_inputs, {0: 1}),
+    # the same product of a fused gate/up projection and its SwiGLU (N = 40: two items of 16 outputs, one partial)
+    "seqedge::int4_matmul_swiglu": (lambda *a: (torch.ops.seqedge.int4_matmul_swiglu(*a),),
+                                    lambda *a: (int4_matmul_swiglu_ref(*a),), int4_inputs, {0: 1}),
     # ExecuTorch's decode norms (exporters/decompositions.py rms_norm_kernel; ONNX fuses its own norm nodes)
     "seqedge::rms_norm": (lambda x, w: (torch.ops.seqedge.rms_norm(x, w, 1e-5),),
                           lambda x, w: (rms_norm_ref(x, w, 1e-5),), norm_inputs, {0: 1}),

@@ -74,6 +74,8 @@ WHY_NOT_DELEGATED = {
     "seqedge.rnn_scan": "seqedge C++ kernel (the recurrent cell over time, runtimes/native), not an XNNPACK op",
     "seqedge.moe_ffn": "seqedge C++ kernel (the chosen experts of a mixture, runtimes/native), not an XNNPACK op",
     "seqedge.int4_matmul": "seqedge C++ kernel (an int4 linear layer, runtimes/native), not an XNNPACK op",
+    "seqedge.int4_matmul_swiglu": "seqedge C++ kernel (an int4 gate/up projection and its SwiGLU, runtimes/native), "
+                                  "not an XNNPACK op",
     "seqedge.rms_norm": "seqedge C++ kernel (a decode step's RMSNorm, runtimes/native), not an XNNPACK op",
     "seqedge.cached_sdpa": "seqedge C++ kernel (attention over the held KV cache), not an XNNPACK op",
     "aten.embedding": "a table lookup: XNNPACK has no gather kernel",

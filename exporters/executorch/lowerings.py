@@ -62,6 +62,10 @@ for _method in METHODS:
     register("seqedge::int4_matmul", _method, "native",
              "seqedge C++ kernel seqedge::int4_matmul.out: int4 blocks of 32 times int8 activations, the kernel "
              "onnxruntime's int4 graphs run (where the int4 recipe put it in place of XNNPACK's 8da4w)")
+for _method in METHODS:
+    register("seqedge::int4_matmul_swiglu", _method, "native",
+             "seqedge C++ kernel seqedge::int4_matmul_swiglu.out: a fused gate/up projection's int4 product and its "
+             "SwiGLU as the rows come (the split, sigmoid and products were a delegate call of their own per layer)")
 register("seqedge::rms_norm", "decode", "native",
          "seqedge C++ kernel seqedge::rms_norm.out: a step's RMSNorm with its weight (as XNNPACK ops it was a delegate "
          "call of ~4-5 us each, 61 a llama-135m token); a prompt's norms stay in XNNPACK")

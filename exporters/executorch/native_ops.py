@@ -115,6 +115,18 @@ def _int4_matmul_out(a, codes, scales, *, out):
 _lib.impl("int4_matmul.out", _int4_matmul_out, "CompositeExplicitAutograd")
 
 
+_lib.define("int4_matmul_swiglu.out(Tensor a, Tensor codes, Tensor scales, *, Tensor(a!) out) -> Tensor(a!)")
+
+
+def _int4_matmul_swiglu_out(a, codes, scales, *, out):
+    y = torch.ops.seqedge.int4_matmul_swiglu.default(a, codes, scales)
+    out.resize_(y.shape).copy_(y)
+    return out
+
+
+_lib.impl("int4_matmul_swiglu.out", _int4_matmul_swiglu_out, "CompositeExplicitAutograd")
+
+
 _lib.define("rms_norm.out(Tensor x, Tensor weight, float eps, *, Tensor(a!) out) -> Tensor(a!)")
 
 

@@ -168,6 +168,9 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if hasattr(self, "gate_up_proj"):
+            swiglu = getattr(self.gate_up_proj, "swiglu", None)  # a quantized layer with the SwiGLU in its kernel
+            if swiglu is not None:
+                return self.down_proj(swiglu(x))  # (B, T, I) into down_proj
             gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # (B, T, I) each
         else:
             gate, up = self.gate_proj(x), self.up_proj(x)  # (B, T, I) each

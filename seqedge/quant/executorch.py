@@ -168,6 +168,14 @@ class Int4Linear(nn.Module):
         y = torch.ops.seqedge.int4_matmul(x, self.codes, self.scales)  # (..., N)
         return y if self.bias is None else y + self.bias
 
+    def swiglu(self, x: torch.Tensor) -> torch.Tensor:
+        """silu(gate) * up of this layer's output halves, a fused gate/up projection's (models/transformer.py MLP):
+        one `seqedge::int4_matmul_swiglu`, where a bias leaves nothing to fuse."""
+        if self.bias is not None:
+            gate, up = self(x).chunk(2, dim=-1)  # (..., N/2) each
+            return torch.nn.functional.silu(gate) * up
+        return torch.ops.seqedge.int4_matmul_swiglu(x, self.codes, self.scales)  # (..., N/2)
+
 
 KERNEL_BLOCK = 32  # the only group size seqedge's int4 kernel takes
 

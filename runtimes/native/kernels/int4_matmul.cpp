@@ -4,6 +4,10 @@
 // (int4_matmul_ref). The ExecuTorch int4 recipe puts it in place of XNNPACK's 8da4w linear for x86-64 targets
 // with AVX2 (quant/executorch.py), where it is the faster kernel.
 //
+// seqedge::int4_matmul_swiglu.out is the same product of a fused gate/up projection (N even) followed by its
+// SwiGLU: y (..., N / 2) = silu(gate) * up of the two halves, computed as each work item's rows come (the core's
+// `glu`; onnxruntime's seqedge.Int4MatMulSwiGLU). Reference: int4_matmul_swiglu_ref.
+//
 // Work items (16 or 32 output rows each) are split over ExecuTorch's threadpool; a prompt's activation rows are
 // quantized over it too. Registered boxed: stack = [a, codes, scales, out].
 
@@ -17,7 +21,10 @@
 namespace seqedge {
 namespace {
 
-void int4_matmul_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
+void int4_matmul(KernelRuntimeContext& ctx, Span<EValue*> stack, bool swiglu) {
+  ET_KERNEL_CHECK_MSG(ctx, stack.size() >= 4 && stack[0]->isTensor() && stack[1]->isTensor() &&
+                      stack[2]->isTensor() && stack[3]->isTensor(), InvalidArgument, ,
+                      "int4_matmul: arguments (a, codes, scales, out) expected");
   const Tensor& a = stack[0]->toTensor();
   const Tensor& codes = stack[1]->toTensor();
   const Tensor& scales = stack[2]->toTensor();
@@ -30,6 +37,8 @@ void int4_matmul_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
   const int64_t K = a.size(a.dim() - 1), N = codes.size(0);
   const char* bad = int4_core::shape_error(K, N);
   ET_KERNEL_CHECK_MSG(ctx, bad == nullptr, InvalidArgument, , "int4_matmul: %s", bad);
+  ET_KERNEL_CHECK_MSG(ctx, !swiglu || N % 2 == 0, InvalidArgument, ,
+                      "int4_matmul_swiglu: N (rows of codes) must be even: gate and up halves");
   const int64_t nb = int4_core::blocks(K);
   ET_KERNEL_CHECK_MSG(ctx, codes.size(1) == nb && codes.size(2) == 16 && scales.size(0) == N && scales.size(1) == nb,
                       InvalidArgument, , "int4_matmul: codes (N, ceil(K/32), 16) and scales (N, ceil(K/32)) expected");
@@ -39,15 +48,20 @@ void int4_matmul_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
     sizes[i] = a.size(i);
     M *= a.size(i);
   }
-  sizes[a.dim() - 1] = static_cast<executorch::aten::SizesType>(N);
+  sizes[a.dim() - 1] = static_cast<executorch::aten::SizesType>(swiglu ? N / 2 : N);
   ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(out, {sizes, static_cast<size_t>(a.dim())}) == Error::Ok,
                   InvalidArgument, );
   if (M == 0) return;
 
   thread_local std::vector<uint8_t> scratch;  // reused across calls: a prompt's rows would be a fresh mapping each time
-  scratch.resize(static_cast<size_t>(int4_core::scratch_bytes(M, K)));
+  const int64_t products = swiglu ? M * N * static_cast<int64_t>(sizeof(float)) : 0;  // gate and up, before the GLU
+  scratch.resize(static_cast<size_t>(int4_core::scratch_bytes(M, K) + products));
   int4_core::MatMul mm{a.const_data_ptr<float>(), codes.const_data_ptr<uint8_t>(),
                        static_cast<const uint16_t*>(scales.const_data_ptr()), out.mutable_data_ptr<float>(), M, N, K};
+  if (swiglu) {
+    mm.glu = mm.y;
+    mm.y = reinterpret_cast<float*>(scratch.data() + int4_core::scratch_bytes(M, K));
+  }
   int4_core::place_scratch(mm, scratch.data());
   mm.natural = int4_core::use_prompt_kernel(M);
   if (M < int4_core::kParallelRows) {  // decode: a dispatch to the pool costs more than the rows
@@ -62,8 +76,13 @@ void int4_matmul_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
   });
 }
 
+void int4_matmul_out(KernelRuntimeContext& ctx, Span<EValue*> stack) { int4_matmul(ctx, stack, false); }
+void int4_matmul_swiglu_out(KernelRuntimeContext& ctx, Span<EValue*> stack) { int4_matmul(ctx, stack, true); }
+
 const auto registered = executorch::runtime::register_kernel(
     executorch::runtime::Kernel("seqedge::int4_matmul.out", int4_matmul_out));
+const auto registered_swiglu = executorch::runtime::register_kernel(
+    executorch::runtime::Kernel("seqedge::int4_matmul_swiglu.out", int4_matmul_swiglu_out));
 
 }  // namespace
 }  // namespace seqedge

@@ -5,11 +5,17 @@ The ExecuTorch int4 recipe puts it in place of a Linear where seqedge's kernel i
 (quant/executorch.py Int4Linear); ExecuTorch runs it as the C++ kernel `seqedge::int4_matmul.out`
 (runtimes/native/kernels/int4_matmul.cpp, exporters/executorch/native_ops.py). Eagerly it computes the same
 products in float32 on the dequantized operands, a slice of weight rows at a time; not differentiable.
+
+`seqedge::int4_matmul_swiglu` is the same product of a fused gate/up projection followed by its SwiGLU,
+silu(gate) * up of the two halves, (..., N/2) (int4_matmul_swiglu_ref): ExecuTorch's kernel computes it as the
+rows come (`seqedge::int4_matmul_swiglu.out`, onnxruntime's seqedge.Int4MatMulSwiGLU), where the split, the
+sigmoid and the products were a delegate call of their own each layer.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from seqedge.ops.int4_matmul.reference import BLOCK, quantize_activations, unpack_codes
@@ -35,3 +41,14 @@ def int4_matmul(a: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
 @int4_matmul.register_fake
 def _(a, codes, scales):
     return a.new_empty(*a.shape[:-1], codes.shape[0])
+
+
+@torch.library.custom_op("seqedge::int4_matmul_swiglu", mutates_args=())
+def int4_matmul_swiglu(a: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
+    gate, up = int4_matmul_eager(a, codes, scales).chunk(2, dim=-1)  # (..., N/2) each
+    return F.silu(gate) * up
+
+
+@int4_matmul_swiglu.register_fake
+def _(a, codes, scales):
+    return a.new_empty(*a.shape[:-1], codes.shape[0] // 2)
