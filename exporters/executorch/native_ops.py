@@ -41,29 +41,6 @@ def _causal_conv1d_out(x, weight, bias, state, *, y, state_out):
 
 _lib.impl("causal_conv1d.out", _causal_conv1d_out, "CompositeExplicitAutograd")
 
-_lib.define("cached_sdpa.out(Tensor q, Tensor k_cache, Tensor v_cache, SymInt start_pos, *, Tensor(a!) out) -> Tensor(a!)")
-
-
-def _cached_sdpa_out(q, k_cache, v_cache, start_pos, *, out):
-    o = torch.ops.seqedge.cached_sdpa.default(q, k_cache, v_cache, start_pos)
-    out.resize_(o.shape).copy_(o)
-    return out
-
-
-_lib.impl("cached_sdpa.out", _cached_sdpa_out, "CompositeExplicitAutograd")
-
-
-_lib.define("rope.out(Tensor x, Tensor pos, Tensor cos, Tensor sin, *, Tensor(a!) out) -> Tensor(a!)")
-
-
-def _rope_out(x, pos, cos, sin, *, out):
-    out.resize_(x.shape).copy_(torch.ops.seqedge.rope.default(x, pos, cos, sin))
-    return out
-
-
-_lib.impl("rope.out", _rope_out, "CompositeExplicitAutograd")
-
-
 _lib.define("rnn_scan.out(Tensor gx, Tensor w_hh, Tensor b_hh, Tensor h0, Tensor c0, SymInt cell, *, Tensor(a!) y, "
             "Tensor(b!) h_out, Tensor(c!) c_out) -> (Tensor(a!), Tensor(b!), Tensor(c!))")
 
@@ -78,65 +55,29 @@ def _rnn_scan_out(gx, w_hh, b_hh, h0, c0, cell, *, y, h_out, c_out):
 _lib.impl("rnn_scan.out", _rnn_scan_out, "CompositeExplicitAutograd")
 
 
-_lib.define("moe_ffn.out(Tensor x, Tensor logits, Tensor w13, Tensor w2, SymInt top_k, bool renormalise, *, "
-            "Tensor(a!) out) -> Tensor(a!)")
+def _one_output(name: str, params: str) -> None:
+    """`seqedge::<name>.out(<params>, *, Tensor(a!) out)`: the functional op's one result, written into `out`."""
+    _lib.define(f"{name}.out({params}, *, Tensor(a!) out) -> Tensor(a!)")
+    op = getattr(torch.ops.seqedge, name).default
+
+    def out_variant(*args, out):
+        y = op(*args)
+        out.resize_(y.shape).copy_(y)
+        return out
+
+    _lib.impl(f"{name}.out", out_variant, "CompositeExplicitAutograd")
 
 
-def _moe_ffn_out(x, logits, w13, w2, top_k, renormalise, *, out):
-    out.resize_(x.shape).copy_(torch.ops.seqedge.moe_ffn.default(x, logits, w13, w2, top_k, renormalise))
-    return out
-
-
-_lib.impl("moe_ffn.out", _moe_ffn_out, "CompositeExplicitAutograd")
-
-_lib.define("moe_ffn_q.out(Tensor x, Tensor logits, Tensor w13_codes, Tensor w13_scales, Tensor w2_codes, "
-            "Tensor w2_scales, SymInt top_k, bool renormalise, SymInt bits, *, Tensor(a!) out) -> Tensor(a!)")
-
-
-def _moe_ffn_q_out(x, logits, w13_codes, w13_scales, w2_codes, w2_scales, top_k, renormalise, bits, *, out):
-    y = torch.ops.seqedge.moe_ffn_q.default(x, logits, w13_codes, w13_scales, w2_codes, w2_scales, top_k, renormalise,
-                                            bits)
-    out.resize_(x.shape).copy_(y)
-    return out
-
-
-_lib.impl("moe_ffn_q.out", _moe_ffn_q_out, "CompositeExplicitAutograd")
-
-
-_lib.define("int4_matmul.out(Tensor a, Tensor codes, Tensor scales, *, Tensor(a!) out) -> Tensor(a!)")
-
-
-def _int4_matmul_out(a, codes, scales, *, out):
-    y = torch.ops.seqedge.int4_matmul.default(a, codes, scales)
-    out.resize_(y.shape).copy_(y)
-    return out
-
-
-_lib.impl("int4_matmul.out", _int4_matmul_out, "CompositeExplicitAutograd")
-
-
-_lib.define("int4_matmul_swiglu.out(Tensor a, Tensor codes, Tensor scales, *, Tensor(a!) out) -> Tensor(a!)")
-
-
-def _int4_matmul_swiglu_out(a, codes, scales, *, out):
-    y = torch.ops.seqedge.int4_matmul_swiglu.default(a, codes, scales)
-    out.resize_(y.shape).copy_(y)
-    return out
-
-
-_lib.impl("int4_matmul_swiglu.out", _int4_matmul_swiglu_out, "CompositeExplicitAutograd")
-
-
-_lib.define("rms_norm.out(Tensor x, Tensor weight, float eps, *, Tensor(a!) out) -> Tensor(a!)")
-
-
-def _rms_norm_out(x, weight, eps, *, out):
-    y = torch.ops.seqedge.rms_norm.default(x, weight, eps)
-    out.resize_(y.shape).copy_(y)
-    return out
-
-
-_lib.impl("rms_norm.out", _rms_norm_out, "CompositeExplicitAutograd")
+for _name, _params in (
+        ("cached_sdpa", "Tensor q, Tensor k_cache, Tensor v_cache, SymInt start_pos"),
+        ("rope", "Tensor x, Tensor pos, Tensor cos, Tensor sin"),
+        ("moe_ffn", "Tensor x, Tensor logits, Tensor w13, Tensor w2, SymInt top_k, bool renormalise"),
+        ("moe_ffn_q", "Tensor x, Tensor logits, Tensor w13_codes, Tensor w13_scales, Tensor w2_codes, Tensor w2_scales, "
+                      "SymInt top_k, bool renormalise, SymInt bits"),
+        ("int4_matmul", "Tensor a, Tensor codes, Tensor scales"),
+        ("int4_matmul_swiglu", "Tensor a, Tensor codes, Tensor scales"),
+        ("rms_norm", "Tensor x, Tensor weight, float eps")):
+    _one_output(_name, _params)
 
 
 def llm_kernels() -> None:
