@@ -25,7 +25,8 @@ vocabulary (49,152, not 50,280). Every system reads that folder:
   the same artifact, paired by round (the two run one after the other).
 Decode at depth d: tokens/s of D steps after d tokens of context (seqedge: after a d-token prompt; depth
 0 is a 1-token prompt). Prefill: tokens/s over a P-token prompt from an empty cache. Every system runs in its
-own process; rounds interleave the systems; the table holds medians and the load range. Weight MB is what
+own process; rounds interleave the systems; the table holds medians and the load range. The read bandwidth
+(streaming lines) is probed once a round, after its systems, and its median used. Weight MB is what
 each system streams per token: the file's size (both shapes tie the embedding to the head, which reads it whole),
 less a lookup table held apart from the head, of which a step reads one row (ExecuTorch programs keep the
 embedding table beside the head: seqedge/bench/lookup.py); the
@@ -637,7 +638,7 @@ def main() -> None:
     a.formats, a.quants, a.systems = a.formats.split(","), a.quants.split(","), a.systems.split(",")
 
     shapes = {s: systems_for(s, a) for s in a.shapes.split(",")}  # builds and exports everything first
-    cells, sizes, kv = [], {}, {}
+    cells, sizes, kv, bandwidths = [], {}, {}, []
     for r in range(a.rounds):  # interleaved: every system once per round
         for shape, systems in shapes.items():
             for name, measure in systems.items():
@@ -650,11 +651,17 @@ def main() -> None:
                         cells.append(Cell(name, shape, r, metric, int(at), round(v, 2), load))
                 print(f"round {r} {shape:11s} {name:28s} decode {res['decode']}  prefill {res['prefill']}  load {load:.2f}",
                       flush=True)
+        # the read bandwidth moves with the machine as the systems do (19.7-37.0 GB/s within one hour here): probed
+        # in every round beside them, and the streaming lines take the median
+        bandwidths.append(read_bandwidth_gbs(a.threads))
+        print(f"round {r} read bandwidth {bandwidths[-1]:.1f} GB/s", flush=True)
     print(table(cells, sizes, a.prompts, a.depths))
-    bandwidth = read_bandwidth_gbs(a.threads)
+    bandwidth = statistics.median(bandwidths)
+    print(f"\nread bandwidth per round: {', '.join(f'{b:.1f}' for b in bandwidths)} GB/s (the median below)")
     print(targets(cells, sizes, a.prompts, a.depths, bandwidth, kv, a.decode))
     if a.json:
         a.json.write_text(json.dumps({"threads": a.threads, "decode_tokens": a.decode, "bandwidth_gbs": bandwidth,
+                                      "bandwidth_gbs_rounds": bandwidths,
                                       "weights_mb": {f"{k[0]}|{k[1]}": v for k, v in sizes.items()},
                                       "kv_bytes": {f"{k[0]}|{k[1]}": v for k, v in kv.items()},
                                       "cells": [asdict(c) for c in cells]}, indent=1))
