@@ -54,16 +54,9 @@ void int4_matmul(KernelRuntimeContext& ctx, Span<EValue*> stack, bool swiglu) {
   if (M == 0) return;
 
   thread_local std::vector<uint8_t> scratch;  // reused across calls: a prompt's rows would be a fresh mapping each time
-  const int64_t products = swiglu ? M * N * static_cast<int64_t>(sizeof(float)) : 0;  // gate and up, before the GLU
-  scratch.resize(static_cast<size_t>(int4_core::scratch_bytes(M, K) + products));
-  int4_core::MatMul mm{a.const_data_ptr<float>(), codes.const_data_ptr<uint8_t>(),
-                       static_cast<const uint16_t*>(scales.const_data_ptr()), out.mutable_data_ptr<float>(), M, N, K};
-  if (swiglu) {
-    mm.glu = mm.y;
-    mm.y = reinterpret_cast<float*>(scratch.data() + int4_core::scratch_bytes(M, K));
-  }
-  int4_core::place_scratch(mm, scratch.data());
-  mm.natural = int4_core::use_prompt_kernel(M);
+  int4_core::MatMul mm = int4_core::prepare(a.const_data_ptr<float>(), codes.const_data_ptr<uint8_t>(),
+                                            static_cast<const uint16_t*>(scales.const_data_ptr()),
+                                            out.mutable_data_ptr<float>(), M, N, K, swiglu, scratch);
   if (M < int4_core::kParallelRows) {  // decode: a dispatch to the pool costs more than the rows
     for (int64_t m = 0; m < M; ++m) int4_core::quantize_row(mm, m);
   } else {

@@ -807,15 +807,8 @@ SEQEDGE_INLINE void swiglu_block(const MatMul& p, int64_t m0, int64_t m1, int64_
     for (; r < count; ++r) out[r] = gate[r] / (1.f + std::exp(-gate[r])) * gate[H + r];
   }
 }
-SEQEDGE_TARGET_V4 inline void swiglu_v4(const MatMul& p, int64_t m0, int64_t m1, int64_t n0, int64_t count) {
-  swiglu_block(p, m0, m1, n0, count);
-}
-SEQEDGE_TARGET_V3 inline void swiglu_v3(const MatMul& p, int64_t m0, int64_t m1, int64_t n0, int64_t count) {
-  swiglu_block(p, m0, m1, n0, count);
-}
-inline void swiglu_baseline(const MatMul& p, int64_t m0, int64_t m1, int64_t n0, int64_t count) {
-  swiglu_block(p, m0, m1, n0, count);
-}
+SEQEDGE_ISA_VARIANTS(swiglu, swiglu_block, (const MatMul& p, int64_t m0, int64_t m1, int64_t n0, int64_t count),
+                     (p, m0, m1, n0, count))
 
 inline void swiglu_rows(const MatMul& p, int64_t m0, int64_t m1, int64_t n0, int64_t count) {
   static const auto fn = select_isa(swiglu_v4, swiglu_v3, swiglu_baseline);
@@ -855,5 +848,22 @@ inline void item(const MatMul& p, int64_t i) {
 }
 
 constexpr int64_t kParallelRows = 16;  // activation rows from which quantizing them is split over threads
+
+// A product ready to run: y (M, N) into `out` or, with SwiGLU, glu (M, N / 2); its scratch (place_scratch's parts
+// and, with SwiGLU, the gate and up products before the GLU) in `scratch`, grown as needed; the prompt kernel chosen
+// by M. Shared by seqedge::int4_matmul(_swiglu).out and onnxruntime's seqedge.Int4MatMul(SwiGLU).
+inline MatMul prepare(const float* a, const uint8_t* w, const uint16_t* scales, float* out, int64_t M, int64_t N,
+                      int64_t K, bool swiglu, std::vector<uint8_t>& scratch) {
+  const int64_t products = swiglu ? M * N * static_cast<int64_t>(sizeof(float)) : 0;  // gate and up, before the GLU
+  scratch.resize(static_cast<size_t>(scratch_bytes(M, K) + products));
+  MatMul mm{a, w, scales, out, M, N, K};
+  if (swiglu) {
+    mm.glu = out;
+    mm.y = reinterpret_cast<float*>(scratch.data() + scratch_bytes(M, K));
+  }
+  place_scratch(mm, scratch.data());
+  mm.natural = use_prompt_kernel(M);
+  return mm;
+}
 
 }  // namespace seqedge::int4_core

@@ -33,11 +33,12 @@
 #endif
 
 // One kernel body, three builds: SEQEDGE_ISA_VARIANTS(name, impl, (params), (args)) defines name_v4, name_v3
-// and name_baseline, each calling the always-inline `impl` compiled for its level; select_isa picks one.
+// and name_baseline, each calling the always-inline `impl` compiled for its level; select_isa picks one. They
+// are inline, so a header outside an anonymous namespace (int4_matmul_core.h) can define them too.
 #define SEQEDGE_ISA_VARIANTS(NAME, IMPL, PARAMS, ARGS) \
-  SEQEDGE_TARGET_V4 void NAME##_v4 PARAMS { IMPL ARGS; } \
-  SEQEDGE_TARGET_V3 void NAME##_v3 PARAMS { IMPL ARGS; } \
-  void NAME##_baseline PARAMS { IMPL ARGS; }
+  SEQEDGE_TARGET_V4 inline void NAME##_v4 PARAMS { IMPL ARGS; } \
+  SEQEDGE_TARGET_V3 inline void NAME##_v3 PARAMS { IMPL ARGS; } \
+  inline void NAME##_baseline PARAMS { IMPL ARGS; }
 
 namespace seqedge {
 

@@ -213,16 +213,9 @@ Status* compute_int4(void*, KernelContext* ctx) {
   SEQEDGE_ORT_TRY(g_api->data(yv, &y));
   if (M == 0) return nullptr;
   thread_local std::vector<uint8_t> scratch;  // reused across calls: a prompt's rows would be a fresh mapping each time
-  const int64_t products = kSwiGLU ? M * N * static_cast<int64_t>(sizeof(float)) : 0;  // gate and up, before the GLU
-  scratch.resize(static_cast<size_t>(int4_core::scratch_bytes(M, K) + products));
-  int4_core::MatMul mm{static_cast<const float*>(a), static_cast<const uint8_t*>(b), static_cast<const uint16_t*>(s),
-                       static_cast<float*>(y), M, N, K};
-  if (kSwiGLU) {
-    mm.glu = mm.y;
-    mm.y = reinterpret_cast<float*>(scratch.data() + int4_core::scratch_bytes(M, K));
-  }
-  int4_core::place_scratch(mm, scratch.data());
-  mm.natural = int4_core::use_prompt_kernel(M);
+  int4_core::MatMul mm = int4_core::prepare(static_cast<const float*>(a), static_cast<const uint8_t*>(b),
+                                            static_cast<const uint16_t*>(s), static_cast<float*>(y), M, N, K, kSwiGLU,
+                                            scratch);
   if (M < int4_core::kParallelRows) {  // decode: a dispatch to the pool costs more than the rows
     for (int64_t m = 0; m < M; ++m) int4_core::quantize_row(mm, m);
   } else {
