@@ -27,7 +27,8 @@ INT4_KERNEL = "seqedge::int4_matmul.out"  # the ExecuTorch int4 recipes' linear 
 # seqedge's ExecuTorch kernels a program may call (exporters/executorch/native_ops.py lowers to exactly these)
 NATIVE_KERNELS = ("seqedge::selective_scan.out", "seqedge::causal_conv1d.out", "seqedge::cached_sdpa.out",
                   "seqedge::rope.out", "seqedge::rnn_scan.out", "seqedge::moe_ffn.out", "seqedge::moe_ffn_q.out",
-                  INT4_KERNEL, "seqedge::int4_matmul_swiglu.out", "seqedge::rms_norm.out")
+                  INT4_KERNEL, "seqedge::int4_matmul_swiglu.out", "seqedge::rms_norm.out",
+                  "seqedge::to_half.out")
 
 
 class Invalid(Exception):

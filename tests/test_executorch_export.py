@@ -321,6 +321,33 @@ def test_rms_norm_kernel_matches_reference(D, tmp_path, capfd):
     assert "rms_norm: the weight must have x's last dimension" in capfd.readouterr().err
 
 
+class ToHalf(torch.nn.Module):
+    def forward(self, x):
+        return torch.ops.seqedge.to_half(x)
+
+
+def test_to_half_kernel_matches_reference(tmp_path):
+    """seqedge's float16 conversion in a real ExecuTorch program against torch's rounding, bit for bit: a decode
+    step's keys, and a prompt's that the kernel splits over the threadpool (with a tail past its blocks); ties,
+    subnormals, the largest half, overflow to infinity, NaN and signed zeros."""
+    from executorch.runtime import Runtime
+
+    from seqedge.native import load_kernels
+    from seqedge.ops import to_half_ref
+
+    T = torch.export.Dim("T", min=1, max=4096)
+    _lower(ToHalf(), (torch.randn(1, 3, 192),), {"x": {1: T}}, tmp_path / "half.pte")
+    load_kernels()
+    method = Runtime.get().load_program(str(tmp_path / "half.pte")).load_method("forward")
+    special = torch.tensor([1 + 2**-11, 1 + 3 * 2**-11, 2**-20, -(2**-25), 2**-24 * 1.5, 65504.0, 65520.0, 1e9,
+                            -1e9, float("nan"), 0.0, -0.0, float("inf")])  # ties to even, subnormals, overflow
+    for rows in (1, 3, 700):
+        x = torch.randn(1, rows, 192) * 1000
+        x.view(-1)[: special.numel()] = special
+        got, want = method.execute([x])[0], to_half_ref(x)
+        assert got.dtype == torch.float16 and torch.equal(got.view(torch.int16), want.view(torch.int16)), rows
+
+
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="the feature levels are x86-64's")
 @pytest.mark.parametrize("isa", ["baseline", "v3"])
 def test_kernels_match_their_references_at_every_isa_level(isa):
@@ -331,9 +358,9 @@ def test_kernels_match_their_references_at_every_isa_level(isa):
         pytest.skip(f"{isa} is this CPU's best level: the tests in this process ran it")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
                         "cached_sdpa_kernel or rope_kernel or selective_scan:prefill or causal_conv1d:decode or "
-                        "rnn_scan or moe_kernel or int4_matmul or rms_norm"], env={**os.environ, "SEQEDGE_KERNEL_ISA": isa},
+                        "rnn_scan or moe_kernel or int4_matmul or rms_norm or to_half"], env={**os.environ, "SEQEDGE_KERNEL_ISA": isa},
                        capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0 and "29 passed" in r.stdout, r.stdout[-2000:]
+    assert r.returncode == 0 and "31 passed" in r.stdout, r.stdout[-2000:]
 
 
 def test_skipping_inapplicable_xnnpack_passes_changes_nothing(pte_artifacts, tmp_path, monkeypatch):
@@ -687,7 +714,8 @@ def test_every_family_exports_a_two_method_program(pte_artifacts):
     lowered = {(o["op"], o["method"]): o["kind"] for o in mamba["ops"]}  # the convolution's step is the kernel's
     assert lowered[("seqedge::causal_conv1d", "decode")] == "native"
     assert lowered[("seqedge::causal_conv1d", "prefill")] == "decomposition"
-    assert lowered[("seqedge::rms_norm", "decode")] == "native" and ("seqedge::rms_norm", "prefill") not in lowered
+    assert lowered[("seqedge::rms_norm", "decode")] == lowered[("seqedge::rms_norm", "prefill")] == "native"
+
 
 
 @pytest.mark.parametrize("fam", FAMILY_NAMES)

@@ -124,6 +124,14 @@ def test_kv_cache_type_is_what_the_plan_asks_where_seqedge_holds_the_caches(fmt,
         types = {v.name.removeprefix("new."): v.type.tensor_type.elem_type for v in [*graph.input, *graph.output]
                  if v.name.removeprefix("new.") in {s["name"] for s in caches}}
         assert set(types.values()) == {onnx.helper.np_dtype_to_tensor_dtype(torch.empty(0, dtype=getattr(torch, want)).numpy().dtype)}
+    if fmt == "executorch":  # keys and values rounded into float16 caches by seqedge's kernel, listed as it is called
+        from executorch.exir._serialize._program import deserialize_pte_binary
+
+        program = deserialize_pte_binary((tmp_path / "a" / "model.pte").read_bytes())
+        for plan in getattr(program, "program", program).execution_plan:
+            called = {op.name for op in plan.operators}
+            assert ("seqedge::to_half" in called) == (want == "float16"), (plan.name, called)
+        assert ("seqedge::to_half.out" in m["native_kernels"]) == (want == "float16")
     assert m["parity"]["passed"]
     if quant == "fp32":
         assert m["parity"]["token_agreement"] == 1.0

@@ -96,7 +96,7 @@ OP_CASES = {
     # the same product of a fused gate/up projection and its SwiGLU (N = 40: two items of 16 outputs, one partial)
     "seqedge::int4_matmul_swiglu": (lambda *a: (torch.ops.seqedge.int4_matmul_swiglu(*a),),
                                     lambda *a: (int4_matmul_swiglu_ref(*a),), int4_inputs, {0: 1}),
-    # ExecuTorch's decode norms (exporters/decompositions.py rms_norm_kernel; ONNX fuses its own norm nodes)
+    # ExecuTorch's norms (exporters/decompositions.py rms_norm_kernel; ONNX fuses its own norm nodes)
     "seqedge::rms_norm": (lambda x, w: (torch.ops.seqedge.rms_norm(x, w, 1e-5),),
                           lambda x, w: (rms_norm_ref(x, w, 1e-5),), norm_inputs, {0: 1}),
 }

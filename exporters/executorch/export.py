@@ -76,7 +76,8 @@ WHY_NOT_DELEGATED = {
     "seqedge.int4_matmul": "seqedge C++ kernel (an int4 linear layer, runtimes/native), not an XNNPACK op",
     "seqedge.int4_matmul_swiglu": "seqedge C++ kernel (an int4 gate/up projection and its SwiGLU, runtimes/native), "
                                   "not an XNNPACK op",
-    "seqedge.rms_norm": "seqedge C++ kernel (a decode step's RMSNorm, runtimes/native), not an XNNPACK op",
+    "seqedge.rms_norm": "seqedge C++ kernel (an RMSNorm, runtimes/native), not an XNNPACK op",
+    "seqedge.to_half": "seqedge C++ kernel (new keys and values rounded into float16 caches), not an XNNPACK op",
     "seqedge.cached_sdpa": "seqedge C++ kernel (attention over the held KV cache), not an XNNPACK op",
     "aten.embedding": "a table lookup: XNNPACK has no gather kernel",
     "aten.sym_size": "shape arithmetic for the dynamic length",
@@ -257,9 +258,8 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
         (tmp / PROGRAM).write_bytes(program.buffer)
         export_seconds = time.perf_counter() - t0
         recurrent = sorted({type(m).__name__.lower() for m in model.modules() if isinstance(m, nn.RNNBase)})
-        native = sorted({native_ops.NATIVE_OPS[lw.op] for m in METHODS for lw in used[m] if lw.kind == "native"}
-                        | {k for m in METHODS for lw in used[m] for k in lw.uses}  # kernels a decomposition emits
-                        | ({native_ops.NATIVE_OPS["seqedge::rnn_scan"]} if recurrent else set()))  # rnn.py's layers
+        native = sorted({f"{op.name}.{op.overload}" for plan in program.executorch_program.execution_plan
+                         for op in plan.operators} & set(native_ops.NATIVE_KERNELS))  # what the program calls
         manifest = {
             **base_manifest(model, plan, interface),
             "format": "executorch",

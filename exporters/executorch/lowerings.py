@@ -66,17 +66,20 @@ for _method in METHODS:
     register("seqedge::int4_matmul_swiglu", _method, "native",
              "seqedge C++ kernel seqedge::int4_matmul_swiglu.out: a fused gate/up projection's int4 product and its "
              "SwiGLU as the rows come (the split, sigmoid and products were a delegate call of their own per layer)")
-register("seqedge::rms_norm", "decode", "native",
-         "seqedge C++ kernel seqedge::rms_norm.out: a step's RMSNorm with its weight (as XNNPACK ops it was a delegate "
-         "call of ~4-5 us each, 61 a llama-135m token); a prompt's norms stay in XNNPACK")
+for _method in METHODS:
+    register("seqedge::rms_norm", _method, "native",
+             "seqedge C++ kernel seqedge::rms_norm.out: RMSNorm with its weight, rows over the threadpool (as XNNPACK "
+             "ops a step's norm was a delegate call of ~4-5 us, 61 a llama-135m token; a prompt's mean of squares a "
+             "global average pool: 31 ms of a 1,024-token llama-135m prompt, the kernel 3 ms)")
 register("seqedge::attention", "prefill", "decomposition",
          "seqedge::rope (seqedge C++ kernel) on q and k, llama::update_cache in place into program-held caches "
          "(shared by both methods) + seqedge::cached_sdpa "
          "over [0, pos + T) (seqedge C++ kernel, in tiles of 8 positions x the query heads sharing a kv head; the "
          "same code as the runner's and the apps'; inside Python as fast as the wheel's llama::custom_sdpa on MKL: "
          "llama-135m int4 prefill 1,040-1,280 vs 910-1,310 tok/s at T = 256, 590-690 vs 600-700 at T = 1024)", attention_cached_sdpa,
-         uses=("seqedge::rope.out", "seqedge::cached_sdpa.out"))
+         uses=("seqedge::rope.out", "seqedge::to_half.out", "seqedge::cached_sdpa.out"))
 register("seqedge::attention", "decode", "decomposition",
          "seqedge::rope on q and k, llama::update_cache in place into the program-held caches + "
          "seqedge::cached_sdpa over [0, pos + 1) (seqedge C++ kernels: each cached row read once for the query "
-         "heads sharing it)", attention_cached_sdpa, uses=("seqedge::rope.out", "seqedge::cached_sdpa.out"))
+         "heads sharing it)", attention_cached_sdpa,
+         uses=("seqedge::rope.out", "seqedge::to_half.out", "seqedge::cached_sdpa.out"))

@@ -76,7 +76,8 @@ for _name, _params in (
                       "SymInt top_k, bool renormalise, SymInt bits"),
         ("int4_matmul", "Tensor a, Tensor codes, Tensor scales"),
         ("int4_matmul_swiglu", "Tensor a, Tensor codes, Tensor scales"),
-        ("rms_norm", "Tensor x, Tensor weight, float eps")):
+        ("rms_norm", "Tensor x, Tensor weight, float eps"),
+        ("to_half", "Tensor x")):
     _one_output(_name, _params)
 
 

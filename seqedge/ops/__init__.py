@@ -12,6 +12,8 @@ from seqedge.ops.attention import (
     cached_sdpa_ref,
     rope,
     rope_at_ref,
+    to_half,
+    to_half_ref,
 )
 from seqedge.ops.causal_conv1d import causal_conv1d, causal_conv1d_eager, causal_conv1d_ref
 from seqedge.ops.int4_matmul import int4_blocks, int4_matmul, int4_matmul_ref, int4_matmul_swiglu_ref
@@ -24,10 +26,10 @@ from seqedge.ops.ssd_scan import ssd_scan, ssd_scan_chunked, ssd_scan_ref
 OP_NAMES = ("seqedge::selective_scan", "seqedge::ssd_scan", "seqedge::attention", "seqedge::causal_conv1d",
             "seqedge::moe_ffn")  # what models call (moe_ffn in the packed form the exporters build)
 # `seqedge::moe_ffn_q` is moe_ffn with quantized experts (the int8/int4 recipes put it in place);
-# `seqedge::cached_sdpa` and `seqedge::rope` are not model ops: ExecuTorch's lowering of attention emits them (C++
+# `seqedge::cached_sdpa`, `seqedge::rope` and `seqedge::to_half` are not model ops: ExecuTorch's lowering of attention emits them (C++
 # kernels);
 # nor is `seqedge::rnn_scan`: ExecuTorch's RNN/LSTM/GRU layers (exporters/executorch/rnn.py) run on it;
-# nor is `seqedge::rms_norm`: ExecuTorch's decode method traces RMSNorm as it (exporters/decompositions.py);
+# nor is `seqedge::rms_norm`: ExecuTorch's methods trace RMSNorm as it (exporters/decompositions.py);
 # nor is `seqedge::int4_matmul`: ExecuTorch's int4 recipe puts it in place of Linear layers (quant/executorch.py);
 # `int4_matmul_ref` / `int4_matmul_swiglu_ref`: it, and onnxruntime's seqedge.Int4MatMul(SwiGLU) (the int4 recipe's
 # kernel there)
@@ -65,4 +67,6 @@ __all__ = [
     "ssd_scan",
     "ssd_scan_chunked",
     "ssd_scan_ref",
+    "to_half",
+    "to_half_ref",
 ]

@@ -1,7 +1,7 @@
 """`seqedge::rms_norm` — RMSNorm with its weight as one op (shapes: reference.py).
 
-Not a model op: models call `F.rms_norm` with the weight (models/base.py RMSNorm), and ExecuTorch's decode method
-traces it as this op (exporters/decompositions.py rms_norm_kernel), which runs as the C++ kernel
+Not a model op: models call `F.rms_norm` with the weight (models/base.py RMSNorm), and ExecuTorch's methods trace
+it as this op (exporters/decompositions.py rms_norm_kernel), which runs as the C++ kernel
 `seqedge::rms_norm.out` (runtimes/native/kernels/rms_norm.cpp). Eagerly it is `F.rms_norm`.
 """
 
