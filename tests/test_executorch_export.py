@@ -7,6 +7,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -715,7 +716,20 @@ def test_every_family_exports_a_two_method_program(pte_artifacts):
     assert lowered[("seqedge::causal_conv1d", "decode")] == "native"
     assert lowered[("seqedge::causal_conv1d", "prefill")] == "decomposition"
     assert lowered[("seqedge::rms_norm", "decode")] == lowered[("seqedge::rms_norm", "prefill")] == "native"
+    for fam, (folder, _) in pte_artifacts.items():  # every weight starts on a page of the file (export.py PAGE)
+        assert {offset % 4096 for offset in _constant_offsets(folder / "model.pte")} == {0}, fam
 
+
+def _constant_offsets(pte: Path) -> list[int]:
+    """File offsets of an ExecuTorch program's constant tensors (its constant segment's entries)."""
+    from executorch.exir._serialize._flatbuffer import _program_flatbuffer_to_json
+    from executorch.exir._serialize._program import _ExtendedHeader
+
+    raw = pte.read_bytes()
+    header = _ExtendedHeader.from_bytes(raw[8:])
+    program = json.loads(_program_flatbuffer_to_json(raw[: header.program_size]))
+    segment = program["segments"][program["constant_segment"]["segment_index"]]
+    return [header.segment_base_offset + segment["offset"] + o for o in program["constant_segment"]["offsets"]]
 
 
 @pytest.mark.parametrize("fam", FAMILY_NAMES)

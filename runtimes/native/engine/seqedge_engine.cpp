@@ -285,8 +285,11 @@ Engine::Engine(const std::string& artifact, int threads) : impl_(std::make_uniqu
 #else
   (void)threads;
 #endif
-  // share_memory_arenas: prefill and decode see the same program-held state (attention KV caches)
-  m.module = std::make_unique<Module>(artifact + "/" + m.program, Module::LoadMode::File, nullptr, nullptr, nullptr, true);
+  // share_memory_arenas: prefill and decode see the same program-held state (attention KV caches). The file is mapped,
+  // not read into a buffer: its weights start on pages of the file (exporters/executorch/export.py PAGE), so mapped
+  // they start on pages of memory, as in the Python runtime; where the int4 codes lay at 384 mod 512 bytes a
+  // mamba-130m decode step's products took 40 % longer.
+  m.module = std::make_unique<Module>(artifact + "/" + m.program, Module::LoadMode::Mmap, nullptr, nullptr, nullptr, true);
   for (const char* method : {"prefill", "decode"}) {
     if (m.module->load_method(method) != executorch::runtime::Error::Ok)
       throw Error(std::string("cannot load method ") + method + " of " + artifact + "/" + m.program);
