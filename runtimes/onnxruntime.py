@@ -155,13 +155,17 @@ class OnnxRuntimeAdapter(ArtifactRunner):
         self.buffers: dict[int, _Buffers] = {}
 
     def prefill(self, tokens: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-        batch = tokens.shape[0]
+        """A prompt longer than the manifest's `prefill_chunk` (models without attention) runs in pieces of it, the
+        state carried from one to the next in the bound buffers."""
+        batch, T = tokens.shape
         buf = self.buffers.get(batch) or self.buffers.setdefault(batch, _Buffers(self, batch))
         if not buf.owns(state):
             buf.take(state)
-        buf.bind_tokens(np.ascontiguousarray(tokens.numpy(), dtype=np.int64))
-        self.session.run_with_iobinding(buf.bindings[buf.cur])
-        buf.cur = 1 - buf.cur
+        chunk = (self.manifest.get("prefill_chunk") or T) if T > 1 else 1
+        for start in range(0, T, chunk):
+            buf.bind_tokens(np.ascontiguousarray(tokens[:, start:start + chunk].numpy(), dtype=np.int64))
+            self.session.run_with_iobinding(buf.bindings[buf.cur])
+            buf.cur = 1 - buf.cur
         return torch.from_numpy(buf.logits.copy()), dict(buf.views[buf.cur])
 
     def logits_each(self, tokens: Tensor) -> Tensor:

@@ -123,6 +123,27 @@ def test_lowering_matches_reference(key, tmp_path):
             assert diff <= TOL * max(1.0, w.abs().max().item()), f"{key} T={T_} output {k}: {diff}"
 
 
+def test_selective_scan_kernel_runs_a_long_prompt_in_chunks_of_time(tmp_path):
+    """seqedge::selective_scan.out over more steps than its chunk of time (256, selective_scan_core.h): 600 and 300
+    steps of two batch rows, the state carried from chunk to chunk, against the reference."""
+    from executorch.runtime import Runtime
+
+    from seqedge.native import load_kernels
+    from seqedge.ops import selective_scan_ref
+    from tests.test_ops import scan_inputs
+
+    T = torch.export.Dim("T", min=2, max=700)
+    ex = scan_inputs(8, D=40, N=16)
+    _lower(OneOp(torch.ops.seqedge.selective_scan), ex, {"args": ({1: T}, {1: T}, None, {1: T}, {1: T}, None, None)},
+           tmp_path / "scan.pte")
+    load_kernels()
+    method = Runtime.get().load_program(str(tmp_path / "scan.pte")).load_method("forward")
+    for steps in (600, 300):
+        x = scan_inputs(steps, D=40, N=16, seed=steps)
+        for got, want in zip(method.execute(list(x)), selective_scan_ref(*x)):
+            assert (got - want).abs().max().item() <= TOL * max(1.0, want.abs().max().item()), steps
+
+
 @pytest.mark.parametrize("cell", sorted(CELLS.values()))
 def test_rnn_scan_kernel_matches_reference(cell, tmp_path):
     """seqedge::rnn_scan.out for every cell (Elman tanh/ReLU, LSTM, GRU), one step and many, against the

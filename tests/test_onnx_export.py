@@ -242,6 +242,43 @@ def test_every_family_and_flavour_exports_with_parity(artifacts):
         assert [s["name"] for s in m["state"]] == [s.name for s in build_model(fam, "tiny").state_spec()]
 
 
+class NotedSession:
+    """An onnxruntime session that notes each run (the calls a prompt took)."""
+
+    def __init__(self, session, calls: list):
+        self.session, self.calls = session, calls
+
+    def run_with_iobinding(self, binding):
+        self.calls.append(binding)
+        return self.session.run_with_iobinding(binding)
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_prefill_in_chunks_is_the_same_sequence(artifacts, flavour, tmp_path):
+    """A manifest's prefill_chunk (models without attention): onnxruntime runs a long prompt in pieces of it (the
+    last one token), the state carried in the bound buffers; logits and state are the model's, as in one call."""
+    folder, model, _ = artifacts[("mamba", flavour)]
+    assert read_manifest(folder)["prefill_chunk"] >= 2
+    assert read_manifest(artifacts[("transformer", flavour)][0])["prefill_chunk"] is None
+    chunked = tmp_path / "chunked"
+    shutil.copytree(folder, chunked)
+    manifest = json.loads((chunked / "manifest.json").read_text())
+    (chunked / "manifest.json").write_text(json.dumps({**manifest, "prefill_chunk": 16}))
+    tokens = torch.randint(0, 256, (1, 49))  # 16 + 16 + 16 + 1
+    with torch.no_grad():
+        ref, s_ref = model.prefill(tokens, model.init_state(1), last_only=True)
+    for path, calls in ((folder, 1), (chunked, 4)):
+        runner, runs = open_artifact(path), []
+        runner.session = NotedSession(runner.session, runs)
+        got, state = runner.prefill(tokens, runner.init_state(1))
+        assert (ref - got).abs().max().item() < 1e-3
+        assert all((s_ref[n] - state[n]).abs().max().item() < 1e-3 for n in runner.state_names)
+        assert len(runs) == calls, path
+
+
 @pytest.mark.parametrize("fam,flavour", [("mamba", "fused"), ("mamba", "portable"), ("transformer", "fused"),
                                          ("transformer", "portable"), ("lstm", "fused"), ("gru", "fused"),
                                          ("rnn", "fused"), ("s4", "fused"), ("s4", "portable"), ("mamba2", "fused"),

@@ -45,7 +45,7 @@ from seqedge.exporters.executorch.state_in_place import states_in_place
 from seqedge.exporters.executorch.xnnpack_passes import relevant_xnnpack_passes
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.lowering import trace
-from seqedge.exporters.plan import ExportPlan, int4_kernel_target, kv_cache_type
+from seqedge.exporters.plan import PREFILL_CHUNK, ExportPlan, int4_kernel_target, kv_cache_type
 from seqedge.exporters.projections import freeze_constants, fuse_projections
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
 from seqedge.quant.executorch import QuantizedEmbedding
@@ -66,11 +66,6 @@ PAGE = 4096
 # this off once
 SKIP_INAPPLICABLE_PASSES = True
 DEFAULT_MAX_PREFILL = 4096
-# A model without attention prefills long prompts in pieces of this many tokens, the state carried (the manifest's
-# `prefill_chunk`; both runtimes honour it): XNNPACK's activations then stay in cache. mamba-130m int4, T = 4096,
-# 2 threads: 1,095-1,151 tok/s in one call, 1,400 in pieces of 1,024, 1,624-1,740 in pieces of 256. Attention
-# models are left whole: llama-135m int4 at T = 1,024 went 440-448 -> 363-400 tok/s in pieces of 128-512.
-PREFILL_CHUNK = 256
 
 WHY_NOT_DELEGATED = {
     "scan": "control flow (a scan over time) runs in the ExecuTorch interpreter",

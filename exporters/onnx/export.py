@@ -23,7 +23,7 @@ from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.lowering import Lowering, trace
 from seqedge.exporters.onnx.fusions import ATTENTION_OPS, fuse
 from seqedge.exporters.onnx.lowerings import FLAVOURS, resolve
-from seqedge.exporters.plan import ExportPlan, int4_kernel_target, kv_cache_type
+from seqedge.exporters.plan import PREFILL_CHUNK, ExportPlan, int4_kernel_target, kv_cache_type
 from seqedge.exporters.projections import fuse_projections
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
 from seqedge.quant.onnx import INT4_KERNELS, INT4_SWIGLU, int4_compute
@@ -138,6 +138,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
             "graphs": {"prefill": GRAPH, "decode": GRAPH},
             "graph_note": "one graph with dynamic T serves prefill (T >= 1) and decode (T = 1); logits are for "
                           "the last position",
+            "prefill_chunk": None if any(o["op"] == "seqedge::attention" for o in ops) else PREFILL_CHUNK,
             "opset": opset,
             "node_count": len(graph.graph.node),
             "in_place_state": shared_buffer_state(graph.graph),

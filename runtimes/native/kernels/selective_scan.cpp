@@ -42,9 +42,12 @@ void selective_scan_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
                   B.const_data_ptr<float>(), C.const_data_ptr<float>(), Dv.const_data_ptr<float>(),
                   state.const_data_ptr<float>(), y.mutable_data_ptr<float>(), state_out.mutable_data_ptr<float>(),
                   Bt, T, Dm, N};
-  executorch::extension::parallel_for(0, scan_core::scan_items(scan), 4, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) scan_core::scan_item(scan, item);
-  });
+  for (int64_t c = 0; c < scan_core::time_chunks(scan); ++c) {  // a long prompt in chunks of time
+    const Scan part = scan_core::time_chunk(scan, c);
+    executorch::extension::parallel_for(0, scan_core::scan_items(part), 4, [&](int64_t begin, int64_t end) {
+      for (int64_t item = begin; item < end; ++item) scan_core::scan_item(part, item);
+    });
+  }
 }
 
 const auto registered = executorch::runtime::register_kernel(

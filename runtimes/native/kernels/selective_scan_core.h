@@ -37,7 +37,10 @@ struct Scan {
   int64_t Bt, T, Dm, N;
   const float* z = nullptr;     // (Bt, T, D): y_t * silu(z_t) when given
   bool delta_softplus = false;  // the step is softplus(delta)
+  int64_t rows = 0;             // positions per batch row in the tensors (0: T; a time chunk's view: the whole T)
 };
+
+SEQEDGE_INLINE int64_t seq_rows(const Scan& s) { return s.rows > 0 ? s.rows : s.T; }
 
 // Lane-wide steps shared by the scan and the single step, each a loop over all kLanes lanes (so it vectorises;
 // the options are tested outside the loops): lanes past nd read 0 and are not stored.
@@ -82,10 +85,11 @@ SEQEDGE_INLINE void scan_block(const Scan& s, int64_t b, int64_t d0, int64_t nd)
     }
   float Dl[kLanes];
   for (int64_t c = 0; c < kLanes; ++c) Dl[c] = c < nd ? s.Dv[d0 + c] : 0.f;
+  const int64_t rows = seq_rows(s);
   for (int64_t t = 0; t < s.T; ++t) {
-    const int64_t i = (b * s.T + t) * Dm + d0;
-    const float* Bt_ = s.B + (b * s.T + t) * N;
-    const float* Ct_ = s.C + (b * s.T + t) * N;
+    const int64_t i = (b * rows + t) * Dm + d0;
+    const float* Bt_ = s.B + (b * rows + t) * N;
+    const float* Ct_ = s.C + (b * rows + t) * N;
     float dt[kLanes], u[kLanes], du[kLanes], acc[kLanes];
     load_step_sizes(s, i, nd, dt);
     load_lanes(s.u, i, nd, u);
@@ -185,6 +189,29 @@ inline const char* scan_shape_error(const Shapes& s) {
 
 // Work items of a scan: one per (batch row, block of kLanes channels).
 inline int64_t scan_items(const Scan& s) { return s.Bt * ((s.Dm + kLanes - 1) / kLanes); }
+
+// A runtime scans a long sequence in chunks of kTimeChunk steps, each chunk's items over its threads and the state
+// carried through state_out: a block walking all T at once reads its rows Dm floats apart over the whole prompt
+// (mamba-130m in onnxruntime, T = 4,096 against 1,024: the op took 4.7x the time for 4x the steps, 4.2x in chunks).
+// Chunk `c` of `s` (time_chunks(s) of them) is a view of steps [c kTimeChunk, ...) that starts from the state the one
+// before it left.
+constexpr int64_t kTimeChunk = 256;
+inline int64_t time_chunks(const Scan& s) { return std::max<int64_t>(1, (s.T + kTimeChunk - 1) / kTimeChunk); }
+inline Scan time_chunk(const Scan& s, int64_t c) {
+  if (s.T <= kTimeChunk) return s;
+  const int64_t t0 = c * kTimeChunk;
+  Scan v = s;
+  v.rows = seq_rows(s);
+  v.T = std::min(kTimeChunk, s.T - t0);
+  v.u += t0 * s.Dm;
+  v.delta += t0 * s.Dm;
+  v.y += t0 * s.Dm;
+  if (v.z != nullptr) v.z += t0 * s.Dm;
+  v.B += t0 * s.N;
+  v.C += t0 * s.N;
+  if (c > 0) v.state = s.state_out;
+  return v;
+}
 
 // Run work item `item` with the kernel built for this CPU. state and state_out may alias (a planner reusing
 // the buffer): a block reads its channels' state fully before writing it, and blocks are disjoint.

@@ -147,8 +147,12 @@ Status* compute_scan(void*, KernelContext* ctx) {
   }
   const int64_t items = scan_core::scan_items(scan);
   if (items == 0) return nullptr;
-  return g_api->parallel_for(ctx, run_item<scan_core::Scan, scan_core::scan_item>, static_cast<size_t>(items), 0,
-                             &scan);
+  for (int64_t c = 0; c < scan_core::time_chunks(scan); ++c) {  // a long prompt in chunks of time
+    scan_core::Scan part = scan_core::time_chunk(scan, c);
+    SEQEDGE_ORT_TRY(g_api->parallel_for(ctx, run_item<scan_core::Scan, scan_core::scan_item>,
+                                        static_cast<size_t>(items), 0, &part));
+  }
+  return nullptr;
 }
 
 Status* compute_conv(void*, KernelContext* ctx) {
