@@ -52,6 +52,7 @@ from seqedge.quant.executorch import QuantizedEmbedding
 from seqedge.quant.report import apply_executorch, module_float_matrices, pte_weight_bytes
 from seqedge.quant.report import prepare as prepare_quant
 from seqedge.runtimes.executorch import RUNNER_CONTRACT
+from seqedge.schema import NATIVE_KERNELS
 
 PROGRAM = "model.pte"
 # Every weight starts on a page of the file, and so of the mapping the runtimes read it through: where the program
@@ -259,7 +260,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
         export_seconds = time.perf_counter() - t0
         recurrent = sorted({type(m).__name__.lower() for m in model.modules() if isinstance(m, nn.RNNBase)})
         native = sorted({f"{op.name}.{op.overload}" for method_plan in program.executorch_program.execution_plan
-                         for op in method_plan.operators} & set(native_ops.NATIVE_KERNELS))  # what the program calls
+                         for op in method_plan.operators} & set(NATIVE_KERNELS))  # what the program calls
         manifest = {
             **base_manifest(model, plan, interface),
             "format": "executorch",

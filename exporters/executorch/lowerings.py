@@ -45,7 +45,7 @@ register("seqedge::selective_scan", "decode", "native",
 register("seqedge::ssd_scan", "prefill", "decomposition",
          "seqedge::selective_scan per group of heads (the C++ scan kernel, linear in T); the chunked SSD form does "
          "not export with a dynamic T here (torch.export cannot prove its chunk reshape divides)",
-         ssd_selective_scan_kernel, uses=("seqedge::selective_scan.out",))
+         ssd_selective_scan_kernel)
 register("seqedge::ssd_scan", "decode", "decomposition",
          "one recurrence step as elementwise ops and a matmul per head (delegated to XNNPACK)", ssd_single_step)
 register("seqedge::causal_conv1d", "prefill", "decomposition", "cat + depthwise conv1d + x·sigmoid(x) + slice",
@@ -76,10 +76,8 @@ register("seqedge::attention", "prefill", "decomposition",
          "(shared by both methods) + seqedge::cached_sdpa "
          "over [0, pos + T) (seqedge C++ kernel, in tiles of 8 positions x the query heads sharing a kv head; the "
          "same code as the runner's and the apps'; inside Python as fast as the wheel's llama::custom_sdpa on MKL: "
-         "llama-135m int4 prefill 1,040-1,280 vs 910-1,310 tok/s at T = 256, 590-690 vs 600-700 at T = 1024)", attention_cached_sdpa,
-         uses=("seqedge::rope.out", "seqedge::to_half.out", "seqedge::cached_sdpa.out"))
+         "llama-135m int4 prefill 1,040-1,280 vs 910-1,310 tok/s at T = 256, 590-690 vs 600-700 at T = 1024)", attention_cached_sdpa)
 register("seqedge::attention", "decode", "decomposition",
          "seqedge::rope on q and k, llama::update_cache in place into the program-held caches + "
          "seqedge::cached_sdpa over [0, pos + 1) (seqedge C++ kernels: each cached row read once for the query "
-         "heads sharing it)", attention_cached_sdpa,
-         uses=("seqedge::rope.out", "seqedge::to_half.out", "seqedge::cached_sdpa.out"))
+         "heads sharing it)", attention_cached_sdpa)

@@ -10,9 +10,6 @@ from __future__ import annotations
 import torch
 
 import seqedge.ops  # noqa: F401  (defines the functional ops)
-from seqedge.schema import NATIVE_KERNELS
-
-NATIVE_OPS = {kernel.removesuffix(".out"): kernel for kernel in NATIVE_KERNELS}  # functional op -> its .out kernel
 
 _lib = torch.library.Library("seqedge", "FRAGMENT")
 _lib.define("selective_scan.out(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor D, Tensor state, *, "
