@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import loadavg  # noqa: E402
 from peers import read_bandwidth_gbs  # noqa: E402
 
-INT4_OPS = ("Int4MatMul", "Int4MatMulSwiGLU")
+INT4_OPS = ("Int4MatMul", "Int4MatMulSwiGLU", "Int4MatMulSkipRmsNorm")
 
 
 def kernel_graph(model_path: Path):

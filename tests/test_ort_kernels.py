@@ -14,7 +14,14 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from seqedge.ops import causal_conv1d_ref, int4_matmul_ref, int4_matmul_swiglu_ref, mamba_scan_ref, selective_scan_ref
+from seqedge.ops import (
+    causal_conv1d_ref,
+    int4_matmul_ref,
+    int4_matmul_skip_rms_norm_ref,
+    int4_matmul_swiglu_ref,
+    mamba_scan_ref,
+    selective_scan_ref,
+)
 from seqedge.ops.attention.reference import attention_ref
 from seqedge.runtimes.ort_kernels import DOMAIN, graph_domains, library, options_for, register_for
 from tests.conftest import best_kernel_isa
@@ -111,23 +118,28 @@ def test_mamba_block_op_matches_its_reference(tmp_path, op, Bt, T, D, size, thre
         assert np.abs(got - want).max(initial=0) <= 1e-4 * max(1.0, np.abs(want).max(initial=0))
 
 
-def int4_graph(path, matmulnbits=None, op="Int4MatMul"):
+def int4_graph(path, matmulnbits=None, op="Int4MatMul", bias=False, outputs=1):
     """One seqedge.Int4MatMul node, B and scales fed as inputs with symbolic shapes (the kernel checks them);
+    `bias`: a bias input too; `outputs` > 1: that many outputs, and the split input giving their sizes;
     `matmulnbits` (operands): onnxruntime's own int8-compute int4 kernel on the same codes and (float) scales,
     held as initializers as an int4 graph holds them (with B an input, onnxruntime computes in fp32)."""
     inputs = [helper.make_tensor_value_info("A", TensorProto.FLOAT, ["bt", "t", "k"])]
     inits = []
+    names = [f"Y{j}" if j else "Y" for j in range(outputs)]
     if matmulnbits is not None:
         codes, scales = matmulnbits["B"].numpy(), matmulnbits["scales"].float().numpy()
         node = helper.make_node("MatMulNBits", ["A", "B", "scales"], ["Y"], domain="com.microsoft",
                                 K=matmulnbits["A"].shape[-1], N=codes.shape[0], bits=4, block_size=32, accuracy_level=4)
         inits = [numpy_helper.from_array(codes, "B"), numpy_helper.from_array(scales, "scales")]
     else:
-        node = helper.make_node(op, ["A", "B", "scales"], ["Y"], domain=DOMAIN)
+        extra = (["bias"] if bias else [""] if outputs > 1 else []) + (["split"] if outputs > 1 else [])
+        node = helper.make_node(op, ["A", "B", "scales", *extra], names, domain=DOMAIN)
         inputs += [helper.make_tensor_value_info("B", TensorProto.UINT8, ["n", "blocks", "bytes"]),
                    helper.make_tensor_value_info("scales", TensorProto.FLOAT16, ["n", "blocks"])]
+        inputs += [helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["nb"])] if bias else []
+        inputs += [helper.make_tensor_value_info("split", TensorProto.INT64, ["parts"])] if outputs > 1 else []
     model = helper.make_model(helper.make_graph([node], "int4", inputs, [helper.make_tensor_value_info(
-        "Y", TensorProto.FLOAT, None)], inits), opset_imports=[helper.make_opsetid("", 20),
+        n, TensorProto.FLOAT, None) for n in names], inits), opset_imports=[helper.make_opsetid("", 20),
                                                              helper.make_opsetid(DOMAIN, 1),
                                                              helper.make_opsetid("com.microsoft", 1)])
     path.write_bytes(model.SerializeToString())
@@ -162,6 +174,82 @@ def test_int4_matmul_matches_its_reference(tmp_path, Bt, T, K, N, threads):
     want = int4_matmul_ref(x["A"], x["B"], x["scales"]).numpy()
     assert y.shape == (Bt, T, N)
     assert np.abs(y - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("Bt,T,K,sizes,bias", [
+    (1, 1, 96, (40,), True), (1, 1, 1536, (48, 16, 16), False), (1, 1, 1536, (48, 16, 16), True),
+    (1, 1, 768, (64, 64), False), (2, 3, 96, (5, 12, 23), True), (2, 3, 96, (5, 12, 23), False),
+    (1, 37, 128, (70, 33), False), (1, 37, 128, (70, 33), True), (1, 20, 48, (1, 31, 17), True), (1, 40, 96, (17,), True)])
+def test_int4_bias_and_split_matches_its_reference(tmp_path, Bt, T, K, sizes, bias, threads):
+    """The Add and the Split the graph rewrite folds into the product (Mamba's dt_proj bias, in_proj's x | z and
+    x_proj's dt | B | C): each output the reference's slice of the product (plus the bias), at one row and at
+    prompts (the prompt kernel's 32-row items too), sizes that are and are not whole items, rows of B started
+    at any offset."""
+    N = sum(sizes)
+    sess = session(int4_graph(tmp_path / "int4.onnx", bias=bias, outputs=len(sizes)), threads)
+    x = int4_operands(Bt, T, K, N, seed=K + N)
+    b = torch.randn(N, generator=torch.Generator().manual_seed(N)) * 10
+    feeds = {n: v.numpy() for n, v in x.items()} | ({"bias": b.numpy()} if bias else {})
+    feeds |= {"split": np.array(sizes, dtype=np.int64)} if len(sizes) > 1 else {}
+    got = sess.run(None, feeds)
+    want = int4_matmul_ref(x["A"], x["B"], x["scales"], b if bias else None).split(sizes, -1)
+    assert [y.shape for y in got] == [tuple(w.shape) for w in want] == [(Bt, T, n) for n in sizes]
+    for y, w in zip(got, want):
+        assert np.abs(y - w.numpy()).max() <= 1e-5 * max(1.0, w.abs().max().item())
+
+
+NORM_INPUTS = ("A", "B", "scales", "skip", "gamma", "epsilon")
+
+
+def int4_norm_graph(path):
+    """One seqedge.Int4MatMulSkipRmsNorm node, every operand an input with symbolic dims."""
+    dims = {"A": ["bt", "t", "k"], "B": ["n", "blocks", "bytes"], "scales": ["n", "blocks"], "skip": ["bt", "t", "n2"],
+            "gamma": ["n3"], "epsilon": [1]}
+    types = {"B": TensorProto.UINT8, "scales": TensorProto.FLOAT16}
+    node = helper.make_node("Int4MatMulSkipRmsNorm", list(NORM_INPUTS), ["normed", "sum"], domain=DOMAIN)
+    model = helper.make_model(helper.make_graph(
+        [node], "int4norm", [helper.make_tensor_value_info(n, types.get(n, TensorProto.FLOAT), dims[n]) for n in NORM_INPUTS],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("normed", "sum")]),
+        opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid(DOMAIN, 1)])
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def int4_norm_operands(Bt, T, K, N, seed=0):
+    g = torch.Generator().manual_seed(seed + 1)
+    return {**int4_operands(Bt, T, K, N, seed), "skip": torch.randn(Bt, T, N, generator=g) * 4,
+            "gamma": torch.randn(N, generator=g), "epsilon": torch.tensor([1e-5])}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("Bt,T,K,N", [(1, 1, 576, 576), (1, 1, 1536, 768), (2, 3, 96, 40), (1, 37, 128, 70),
+                                       (1, 16, 96, 33)])
+def test_int4_skip_rms_norm_matches_its_reference(tmp_path, Bt, T, K, N, threads):
+    """A projection with the residual add and RMSNorm after it (onnxruntime's SkipSimplifiedLayerNormalization) as
+    one node: the sum and the normalised sum, at one row (decode: the norm on the calling thread) and at prompts
+    (rows split over the pool from 16 on), widths that are and are not multiples of the vector lanes."""
+    sess = session(int4_norm_graph(tmp_path / "norm.onnx"), threads)
+    x = int4_norm_operands(Bt, T, K, N, seed=K + N)
+    normed, total = sess.run(None, {n: v.numpy() for n, v in x.items()})
+    want_normed, want_total = int4_matmul_skip_rms_norm_ref(*(x[n] for n in NORM_INPUTS[:5]), eps=1e-5)
+    assert normed.shape == total.shape == (Bt, T, N)
+    assert np.abs(total - want_total.numpy()).max() <= 1e-5 * want_total.abs().max().item()
+    assert np.abs(normed - want_normed.numpy()).max() <= 1e-4 * want_normed.abs().max().item()
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda x: {**x, "skip": x["skip"][..., :-1]}, "skip must have the product's shape (..., N)"),
+    (lambda x: {**x, "skip": x["skip"][:, :1]}, "skip must have the product's shape (..., N)"),
+    (lambda x: {**x, "gamma": x["gamma"][:-1]}, "gamma must be (N), N the rows of B"),
+    (lambda x: {**x, "scales": x["scales"][:-1]}, "scales must be (N, ceil(K/32)) float16"),
+])
+def test_int4_skip_rms_norm_refuses_what_an_untrusted_graph_feeds(tmp_path, change, needle):
+    sess = session(int4_norm_graph(tmp_path / "norm.onnx"))
+    x = change(int4_norm_operands(1, 2, 96, 8))
+    with pytest.raises(Exception) as e:
+        sess.run(None, {n: v.numpy() for n, v in x.items()})
+    assert f"seqedge.Int4MatMulSkipRmsNorm: {needle}" in str(e.value)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -329,6 +417,15 @@ def test_int4_shapes_an_untrusted_graph_feeds_are_refused(tmp_path, change, need
     with pytest.raises(Exception) as e:
         sess.run(None, {n: v.numpy() for n, v in x.items()})
     assert f"seqedge.Int4MatMul: {needle}" in str(e.value)
+    split = session(int4_graph(tmp_path / "split.onnx", bias=True, outputs=2))
+    feeds = {n: v.numpy() for n, v in int4_operands(1, 2, 96, 8).items()}
+    for bias, sizes, needle in ((np.zeros(7, np.float32), [4, 4], "bias must be (N), N the rows of B"),
+                                (np.zeros(8, np.float32), [4, 5], "split's sizes must be positive and sum to N"),
+                                (np.zeros(8, np.float32), [-4, 12], "split's sizes must be positive and sum to N"),
+                                (np.zeros(8, np.float32), [2, 2, 4], "split must hold one size per output")):
+        with pytest.raises(Exception) as e:
+            split.run(None, {**feeds, "bias": bias, "split": np.array(sizes, dtype=np.int64)})
+        assert f"seqedge.Int4MatMul: {needle}" in str(e.value)
     glu = session(int4_graph(tmp_path / "glu.onnx", op="Int4MatMulSwiGLU"))
     with pytest.raises(Exception, match=r"seqedge.Int4MatMulSwiGLU: N \(rows of B\) must be even"):
         glu.run(None, {n: v.numpy() for n, v in int4_operands(1, 2, 96, 7).items()})

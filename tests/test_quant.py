@@ -70,18 +70,26 @@ def test_onnx_int4_computes_in_int8_and_says_so(trained, tmp_path, fam):
     import onnx
     import torch
 
-    from seqedge.quant.onnx import int4_compute, set_int4_compute
+    from seqedge.quant.onnx import INT4_KERNELS, int4_compute, set_int4_compute
     from seqedge.runtimes import open_artifact
 
     m = _export(trained[fam], tmp_path, "onnx", "int4")
     graph = tmp_path / "onnx-int4" / "model.onnx"
     assert m["int4_compute"] == int4_compute(onnx.load(str(graph)).graph) == "int8" and m["parity"]["passed"]
     nodes = onnx.load(str(graph)).graph.node
-    kernel = [n for n in nodes if n.op_type in ("Int4MatMul", "Int4MatMulSwiGLU") and n.domain == "seqedge"]
+    kernel = [n for n in nodes if n.op_type in INT4_KERNELS and n.domain == "seqedge"]
     assert len(kernel) == m["fusions"]["int4_kernel"] and "MatMulNBits" not in {n.op_type for n in nodes}
     if fam == "transformer":  # each layer's gate/up projection with its SwiGLU as one node
         assert m["fusions"]["int4_swiglu"] == m["config"]["num_hidden_layers"]
+        # o_proj and down_proj with the residual add + RMSNorm after them (the last down_proj's add and the final
+        # norm are two nodes in the exported graph, left as they are)
+        assert m["fusions"]["int4_skip_norm"] == 2 * m["config"]["num_hidden_layers"] - 1
         assert not {"Split", "Sigmoid"} & {n.op_type for n in nodes}
+    else:  # each layer's in_proj split into x | z and x_proj into dt | B | C, dt_proj's bias added, by the kernel
+        layers = sum(n.op_type == "MambaScan" for n in nodes)
+        assert m["fusions"]["int4_split"] == 2 * layers and m["fusions"]["int4_bias"] == layers > 0
+        assert m["fusions"]["int4_skip_norm"] == layers - 1  # out_proj, the residual add and the next layer's norm
+        assert not {"Split", "Add"} & {n.op_type for n in nodes if any("mixer" in i for i in n.input)}
     tokens = torch.randint(0, 256, (1, 12))
     runner = open_artifact(tmp_path / "onnx-int4")
     int8_logits, _ = runner.prefill(tokens, runner.init_state(1))
@@ -298,6 +306,116 @@ def test_references_computed_ahead_by_a_worker_are_the_ones_computed_here(traine
         assert ahead.pid is not None and ahead.accuracy(ids) is None and ahead.parity(path) is None
     with ahead_references(model, dataclasses.replace(plan, verify=False), quant) as ahead:
         assert ahead.pid is None and ahead.accuracy(ids) is None
+
+
+@pytest.mark.parametrize("case", ["split3", "halves", "bias", "bias+split", "other axis", "bias not constant"])
+def test_bias_and_split_after_an_int4_projection_fold_into_it(tmp_path, case):
+    """Int4MatMul -> Add(constant bias) -> Split(last axis) is one Int4MatMul writing the split's outputs (sizes
+    from the split input, or equal parts), and the graph gives what it gave before; a split of another axis or
+    an Add of a computed tensor stays. Undoing it (fp32 compute) gives the nodes back."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    from seqedge.quant.onnx import _back_to_matmulnbits, _fold_bias_and_split
+    from seqedge.runtimes.ort_kernels import options_for
+
+    g = torch.Generator().manual_seed(0)
+    N, K = 24, 64
+    inits = [numpy_helper.from_array(torch.randint(0, 256, (N, K // 32, 16), generator=g, dtype=torch.uint8).numpy(),
+                                     "B"),
+             numpy_helper.from_array((torch.rand(N, K // 32, generator=g) * 0.05).half().numpy(), "S"),
+             numpy_helper.from_array(torch.randn(N, generator=g).numpy() * 5, "bias"),
+             numpy_helper.from_array(np.array([4, 12, 8], dtype=np.int64), "sizes")]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, K])]
+    nodes = [helper.make_node("Int4MatMul", ["x", "B", "S"], ["y"], domain="seqedge", K=K)]
+    y, outs = "y", ["y"]
+    if "bias" in case:
+        other = "bias" if case != "bias not constant" else "b_in"
+        inputs += [helper.make_tensor_value_info("b_in", TensorProto.FLOAT, [N])] if other == "b_in" else []
+        nodes.append(helper.make_node("Add", [y, other], ["yb"]))
+        y, outs = "yb", ["yb"]
+    if "split" in case or case in ("halves", "other axis"):
+        outs = ["p0", "p1", "p2"] if "split" in case else ["p0", "p1"]
+        nodes.append(helper.make_node("Split", [y, "sizes"], outs, axis=2) if len(outs) == 3 else
+                     helper.make_node("Split", [y], outs, axis=2 if case == "halves" else 1, num_outputs=2))
+    graph = helper.make_graph(nodes, "fold", inputs, [helper.make_tensor_value_info(o, TensorProto.FLOAT, None)
+                                                      for o in outs], inits,
+                              value_info=[helper.make_tensor_value_info(v, TensorProto.FLOAT, [2, 4, N])
+                                          for v in ("y", "yb")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("seqedge", 1),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    feeds = {"x": torch.randn(2, 4, K, generator=g).numpy(), "b_in": torch.randn(N, generator=g).numpy()}
+
+    def run(m):
+        path = tmp_path / "m.onnx"
+        onnx.save(m, str(path))
+        sess = ort.InferenceSession(str(path), options_for(path), providers=["CPUExecutionProvider"])
+        return sess.run(None, {i.name: feeds[i.name] for i in sess.get_inputs()})
+
+    before = run(model)
+    ops = [n.op_type for n in nodes]
+    _fold_bias_and_split(model.graph)
+    folded = case not in ("other axis", "bias not constant")
+    assert [n.op_type for n in model.graph.node] == (["Int4MatMul"] if folded else ops)
+    assert all(np.abs(a - b).max() <= 1e-5 * np.abs(b).max() for a, b in zip(run(model), before))
+    _back_to_matmulnbits(model.graph)  # MatMulNBits with fp32 compute: near, not equal (no int8 activations)
+    assert [n.op_type for n in model.graph.node] == ["MatMulNBits", *ops[1:]]
+    assert all(np.abs(a - b).max() <= 0.05 * np.abs(b).max() for a, b in zip(run(model), before))
+
+
+@pytest.mark.parametrize("case", ["sum used", "sum unused", "product second", "stats used", "product used twice"])
+def test_residual_norm_after_an_int4_projection_folds_into_it(tmp_path, case):
+    """Int4MatMul -> SkipSimplifiedLayerNormalization (either input) is one Int4MatMulSkipRmsNorm giving the norm's
+    output and residual sum, the same numbers as before; a norm whose mean / inverse deviation is read, or a product
+    read elsewhere too, stays. Undoing it (fp32 compute) gives the nodes back."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper, numpy_helper
+
+    from seqedge.quant.onnx import _back_to_matmulnbits, _fold_skip_norm
+    from seqedge.runtimes.ort_kernels import options_for
+
+    g = torch.Generator().manual_seed(0)
+    N, K = 48, 64
+    inits = [numpy_helper.from_array(torch.randint(0, 256, (N, K // 32, 16), generator=g, dtype=torch.uint8).numpy(),
+                                     "B"),
+             numpy_helper.from_array((torch.rand(N, K // 32, generator=g) * 0.05).half().numpy(), "S"),
+             numpy_helper.from_array(torch.randn(N, generator=g).numpy(), "gamma")]
+    pair = ["skip", "y"] if case == "product second" else ["y", "skip"]
+    stats = ["", "inv"] if case == "stats used" else ["", ""]
+    outs = ["normed"] + (["sum"] if case != "sum unused" else []) + (["inv"] if case == "stats used" else []) + (
+        ["y"] if case == "product used twice" else [])
+    nodes = [helper.make_node("Int4MatMul", ["x", "B", "S"], ["y"], domain="seqedge", K=K),
+             helper.make_node("SkipSimplifiedLayerNormalization", [*pair, "gamma"],
+                              ["normed", *stats, "sum" if case != "sum unused" else ""], domain="com.microsoft",
+                              epsilon=1e-5)]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, K]),
+              helper.make_tensor_value_info("skip", TensorProto.FLOAT, [2, 4, N])]
+    graph = helper.make_graph(nodes, "norm", inputs, [helper.make_tensor_value_info(o, TensorProto.FLOAT, None)
+                                                      for o in outs], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("seqedge", 1),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    feeds = {"x": torch.randn(2, 4, K, generator=g).numpy(), "skip": torch.randn(2, 4, N, generator=g).numpy()}
+
+    def run(m):
+        path = tmp_path / "m.onnx"
+        onnx.save(m, str(path))
+        return ort.InferenceSession(str(path), options_for(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+    before = run(model)
+    _fold_skip_norm(model.graph)
+    folded = case in ("sum used", "sum unused", "product second")
+    ops = ["Int4MatMul", "SkipSimplifiedLayerNormalization"]
+    assert [n.op_type for n in model.graph.node] == (["Int4MatMulSkipRmsNorm"] if folded else ops)
+    assert all(np.abs(a - b).max() <= 1e-4 * np.abs(b).max() for a, b in zip(run(model), before))
+    _back_to_matmulnbits(model.graph)  # MatMulNBits with fp32 compute: near, not equal (no int8 activations)
+    assert [n.op_type for n in model.graph.node] == ["MatMulNBits", ops[1]]
+    assert all(np.abs(a - b).max() <= 0.05 * np.abs(b).max() for a, b in zip(run(model), before))
 
 
 @pytest.mark.parametrize("axis, fused", [(-1, True), (2, True), (1, False)])

@@ -26,7 +26,7 @@ from seqedge.exporters.onnx.lowerings import FLAVOURS, resolve
 from seqedge.exporters.plan import PREFILL_CHUNK, ExportPlan, int4_kernel_target, kv_cache_type
 from seqedge.exporters.projections import fuse_projections
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
-from seqedge.quant.onnx import INT4_KERNELS, INT4_SWIGLU, int4_compute
+from seqedge.quant.onnx import INT4_KERNEL, INT4_KERNELS, INT4_NORM, INT4_SWIGLU, int4_compute
 from seqedge.quant.report import apply_onnx, onnx_weights
 from seqedge.quant.report import prepare as prepare_quant
 from seqedge.runtimes.ort_kernels import DOMAIN
@@ -126,6 +126,10 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
         graph = onnx.load(str(tmp / GRAPH), load_external_data=False)
         fusions["int4_kernel"] = sum(n.op_type in INT4_KERNELS and n.domain == DOMAIN for n in graph.graph.node)
         fusions["int4_swiglu"] = sum(n.op_type == INT4_SWIGLU and n.domain == DOMAIN for n in graph.graph.node)
+        int4 = [n for n in graph.graph.node if n.op_type == INT4_KERNEL and n.domain == DOMAIN]
+        fusions["int4_bias"] = sum(len(n.input) > 3 and bool(n.input[3]) for n in int4)
+        fusions["int4_split"] = sum(len(n.output) > 1 for n in int4)
+        fusions["int4_skip_norm"] = sum(n.op_type == INT4_NORM and n.domain == DOMAIN for n in graph.graph.node)
         opset = _opset(graph)
         weight_bytes, float_matrices = onnx_weights(tmp / GRAPH)
         base = base_manifest(model, plan, interface)

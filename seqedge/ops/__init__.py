@@ -16,7 +16,13 @@ from seqedge.ops.attention import (
     to_half_ref,
 )
 from seqedge.ops.causal_conv1d import causal_conv1d, causal_conv1d_eager, causal_conv1d_ref
-from seqedge.ops.int4_matmul import int4_blocks, int4_matmul, int4_matmul_ref, int4_matmul_swiglu_ref
+from seqedge.ops.int4_matmul import (
+    int4_blocks,
+    int4_matmul,
+    int4_matmul_ref,
+    int4_matmul_skip_rms_norm_ref,
+    int4_matmul_swiglu_ref,
+)
 from seqedge.ops.moe_ffn import moe_ffn, moe_ffn_dense, moe_ffn_q, moe_ffn_q_ref, moe_ffn_ref
 from seqedge.ops.rms_norm import rms_norm, rms_norm_ref
 from seqedge.ops.rnn_scan import CELLS, rnn_scan, rnn_scan_ref
@@ -31,8 +37,8 @@ OP_NAMES = ("seqedge::selective_scan", "seqedge::ssd_scan", "seqedge::attention"
 # nor is `seqedge::rnn_scan`: ExecuTorch's RNN/LSTM/GRU layers (exporters/executorch/rnn.py) run on it;
 # nor is `seqedge::rms_norm`: ExecuTorch's methods trace RMSNorm as it (exporters/decompositions.py);
 # nor is `seqedge::int4_matmul`: ExecuTorch's int4 recipe puts it in place of Linear layers (quant/executorch.py);
-# `int4_matmul_ref` / `int4_matmul_swiglu_ref`: it, and onnxruntime's seqedge.Int4MatMul(SwiGLU) (the int4 recipe's
-# kernel there)
+# `int4_matmul_ref` / `int4_matmul_swiglu_ref` / `int4_matmul_skip_rms_norm_ref`: it, and onnxruntime's
+# seqedge.Int4MatMul(SwiGLU, SkipRmsNorm) (the int4 recipe's kernels there)
 
 __all__ = [
     "CELLS",
@@ -48,6 +54,7 @@ __all__ = [
     "int4_blocks",
     "int4_matmul",
     "int4_matmul_ref",
+    "int4_matmul_skip_rms_norm_ref",
     "int4_matmul_swiglu_ref",
     "mamba_scan_ref",
     "moe_ffn",

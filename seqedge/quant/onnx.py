@@ -137,7 +137,8 @@ def _head_matmul(graph) -> str:
 INT4_COMPUTE = {"int8": 4, "fp32": 0}  # MatMulNBits accuracy_level: what the activations are computed in
 INT4_KERNEL = "Int4MatMul"  # seqedge's int4 op (domain seqedge): int8 compute
 INT4_SWIGLU = "Int4MatMulSwiGLU"  # the same with a gate/up projection's SwiGLU after it
-INT4_KERNELS = (INT4_KERNEL, INT4_SWIGLU)
+INT4_NORM = "Int4MatMulSkipRmsNorm"  # the same with the residual add + RMSNorm after it
+INT4_KERNELS = (INT4_KERNEL, INT4_SWIGLU, INT4_NORM)
 
 
 def int4_compute(graph) -> str | None:
@@ -209,6 +210,8 @@ def use_int4_kernel(model) -> None:
     if halved:
         _cast_half_gathers(graph, halved)
         _fuse_swiglu(graph)
+        _fold_bias_and_split(graph)
+        _fold_skip_norm(graph)
         if not any(o.domain == DOMAIN for o in model.opset_import):
             model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
 
@@ -257,6 +260,182 @@ def _fuse_swiglu(graph) -> None:
         kept = [n for n in graph.node if id(n) not in dropped]
         del graph.node[:]
         graph.node.extend(kept)
+
+
+def _users_and_outputs(graph) -> tuple[dict[str, list], set[str]]:
+    users: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    return users, {o.name for o in graph.output}
+
+
+def _fold_bias_and_split(graph) -> None:
+    """Int4MatMul -> Add(a constant (N) bias) and Int4MatMul -> Split(last axis, 2 or 3 parts), the product used
+    nowhere else, -> the Int4MatMul with the bias as its 4th input and the split's sizes as its 5th, writing the
+    split's outputs itself (Mamba: dt_proj's bias, in_proj's x | z, x_proj's dt | B | C; three fewer nodes a layer,
+    whose dispatch cost more than their arithmetic at decode). _unfold_bias_and_split undoes it."""
+    from onnx import TensorProto, numpy_helper
+
+    inits = {i.name: i for i in graph.initializer}
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in graph.value_info
+             if v.type.tensor_type.HasField("shape")}
+    users, outputs = _users_and_outputs(graph)
+    dropped, made = set(), {}
+    for mm in graph.node:
+        if mm.op_type != INT4_KERNEL or mm.domain != DOMAIN or len(mm.input) != 3 or mm.input[1] not in inits:
+            continue
+        N = inits[mm.input[1]].dims[0]
+        after = users.get(mm.output[0], [])
+        if len(after) == 1 and after[0].op_type == "Add" and after[0].domain == "" and mm.output[0] not in outputs:
+            add = after[0]
+            bias = next((i for i in add.input if i != mm.output[0]), None)
+            b = inits.get(bias)
+            if b is not None and list(b.dims) == [N] and b.data_type == TensorProto.FLOAT and len(add.input) == 2:
+                mm.input.append(bias)
+                mm.output[0] = add.output[0]
+                dropped.add(id(add))
+                after = users.get(add.output[0], [])
+        if len(after) != 1 or after[0].op_type != "Split" or after[0].domain != "" or mm.output[0] in outputs:
+            continue
+        split = after[0]
+        sizes = _split_sizes(split, N, ranks, inits)
+        if sizes is None:
+            continue
+        if len(split.input) > 1 and split.input[1]:
+            name = split.input[1]
+        else:
+            name = made.get(tuple(sizes))
+            if name is None:
+                name = made[tuple(sizes)] = f"seqedge_split_{'_'.join(map(str, sizes))}"
+                graph.initializer.append(numpy_helper.from_array(np.array(sizes, dtype=np.int64), name))
+        if len(mm.input) == 3:
+            mm.input.append("")
+        mm.input.append(name)
+        del mm.output[:]
+        mm.output.extend(split.output)
+        dropped.add(id(split))
+    if dropped:
+        kept = [n for n in graph.node if id(n) not in dropped]
+        del graph.node[:]
+        graph.node.extend(kept)
+
+
+SKIP_NORM = ("com.microsoft", "SkipSimplifiedLayerNormalization")
+
+
+def _fold_skip_norm(graph) -> None:
+    """Int4MatMul -> SkipSimplifiedLayerNormalization (the residual add and RMSNorm after a projection: o_proj and
+    down_proj in a Llama layer, out_proj in Mamba's), the product used nowhere else, the norm's gamma a constant and
+    its mean and inverse-deviation outputs unused, -> one Int4MatMulSkipRmsNorm at the norm's place: one node fewer
+    per norm. _unfold_skip_norm undoes it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = {i.name: i for i in graph.initializer}
+    users, outputs = _users_and_outputs(graph)
+    producer = {o: n for n in graph.node for o in n.output}
+    replaced, dropped, made = {}, set(), {}
+    for sln in graph.node:
+        if (sln.domain, sln.op_type) != SKIP_NORM or len([i for i in sln.input if i]) != 3 or len(sln.input) != 3:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in sln.attribute}
+        gamma = inits.get(sln.input[2])
+        stats_used = any(o and (users.get(o) or o in outputs) for o in list(sln.output)[1:3])
+        if "epsilon" not in attrs or gamma is None or gamma.data_type != TensorProto.FLOAT or stats_used:
+            continue
+        for k in (0, 1):
+            mm = producer.get(sln.input[k])
+            if (mm is None or mm.op_type != INT4_KERNEL or mm.domain != DOMAIN or len(mm.input) != 3
+                    or len(mm.output) != 1 or id(mm) in dropped or mm.output[0] in outputs
+                    or len(users.get(mm.output[0], [])) != 1 or mm.input[1] not in inits
+                    or list(gamma.dims) != [inits[mm.input[1]].dims[0]]):
+                continue
+            eps = float(attrs["epsilon"])
+            name = made.get(eps)
+            if name is None:
+                name = made[eps] = f"seqedge_epsilon_{len(made)}"
+                graph.initializer.append(numpy_helper.from_array(np.array([eps], dtype=np.float32), name))
+            total = sln.output[3] if len(sln.output) > 3 and sln.output[3] else f"{sln.output[0]}_sum"
+            replaced[id(sln)] = helper.make_node(INT4_NORM, [*mm.input, sln.input[1 - k], sln.input[2], name],
+                                                 [sln.output[0], total], name=mm.name, domain=DOMAIN)
+            replaced[id(sln)].attribute.extend(mm.attribute)  # K
+            dropped.add(id(mm))
+            break
+    if replaced:
+        nodes = [replaced.get(id(n), n) for n in graph.node if id(n) not in dropped]
+        del graph.node[:]
+        graph.node.extend(nodes)
+
+
+def _unfold_skip_norm(graph) -> None:
+    """Int4MatMulSkipRmsNorm -> Int4MatMul, SkipSimplifiedLayerNormalization (what _fold_skip_norm took in)."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        if node.op_type != INT4_NORM or node.domain != DOMAIN:
+            nodes.append(node)
+            continue
+        a, codes, scales, skip, gamma, eps = node.input
+        product = f"{node.name or node.output[0]}_product"
+        mm = helper.make_node(INT4_KERNEL, [a, codes, scales], [product], name=node.name, domain=DOMAIN)
+        mm.attribute.extend(node.attribute)
+        nodes += [mm,
+                  helper.make_node(SKIP_NORM[1], [product, skip, gamma], [node.output[0], "", "", node.output[1]],
+                                   domain=SKIP_NORM[0],
+                                   epsilon=float(numpy_helper.to_array(inits[eps]).reshape(-1)[0]))]
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _split_sizes(split, N: int, ranks: dict[str, int], inits) -> list[int] | None:
+    """The sizes a Split of 2 or 3 outputs cuts the last axis of an (..., N) product into, or None (another axis,
+    sizes not known from the graph)."""
+    from onnx import helper, numpy_helper
+
+    attrs = {a.name: helper.get_attribute_value(a) for a in split.attribute}
+    axis, parts = attrs.get("axis", 0), len(split.output)
+    rank = ranks.get(split.input[0])
+    if parts not in (2, 3) or "split" in attrs or not (axis == -1 or (rank is not None and axis == rank - 1)):
+        return None
+    if len(split.input) > 1 and split.input[1]:
+        if split.input[1] not in inits:
+            return None
+        sizes = [int(v) for v in numpy_helper.to_array(inits[split.input[1]]).reshape(-1)]
+    elif attrs.get("num_outputs") == parts:
+        chunk = -(-N // parts)  # ONNX's rule: equal parts, the last one smaller
+        sizes = [chunk] * (parts - 1) + [N - chunk * (parts - 1)]
+    else:
+        return None
+    return sizes if len(sizes) == parts and all(v > 0 for v in sizes) and sum(sizes) == N else None
+
+
+def _unfold_bias_and_split(graph) -> None:
+    """Int4MatMul with a bias or split outputs -> Int4MatMul, Add, Split (what _fold_bias_and_split took in)."""
+    from onnx import helper
+
+    nodes = []
+    for node in graph.node:
+        if node.op_type != INT4_KERNEL or node.domain != DOMAIN or (len(node.input) <= 3 and len(node.output) == 1):
+            nodes.append(node)
+            continue
+        extra, outs, p = list(node.input[3:]), list(node.output), node.name or node.output[0]
+        bias, split = (extra + ["", ""])[:2]
+        del node.input[3:]
+        del node.output[:]
+        node.output.append(f"{p}_product")
+        nodes.append(node)
+        y = node.output[0]
+        if bias:
+            nodes.append(helper.make_node("Add", [y, bias], [f"{p}_biased" if split else outs[0]]))
+            y = nodes[-1].output[0]
+        if split:
+            nodes.append(helper.make_node("Split", [y, split], outs, axis=-1))
+        elif not bias:
+            nodes[-1].output[0] = outs[0]
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _splits_last_axis(split, ranks: dict[str, int]) -> bool:
@@ -316,6 +495,8 @@ def _back_to_matmulnbits(graph) -> None:
     from onnx import helper, numpy_helper
 
     _unfuse_swiglu(graph)
+    _unfold_skip_norm(graph)
+    _unfold_bias_and_split(graph)
     inits = {i.name: i for i in graph.initializer}
     made: set[str] = set()
     for node in graph.node:

@@ -788,11 +788,9 @@ inline bool use_prompt_kernel(int64_t M) {
 
 inline int64_t outputs(const MatMul& p) { return p.glu ? p.N / 2 : p.N; }
 
-// (The prompt kernel's items of a plain matmul are 32 rows.)
-inline int64_t items(const MatMul& p) {
-  const int64_t rows = p.natural && p.glu == nullptr ? 2 * kItemRows : kItemRows;
-  return (outputs(p) + rows - 1) / rows;
-}
+// Output rows an item computes (the prompt kernel's items of a plain matmul are 32 rows), and how many items.
+inline int64_t item_rows(const MatMul& p) { return p.natural && p.glu == nullptr ? 2 * kItemRows : kItemRows; }
+inline int64_t items(const MatMul& p) { return (outputs(p) + item_rows(p) - 1) / item_rows(p); }
 
 // glu[m0 .. m1, n0 .. n0 + count) = silu(gate) * up, from the gate and up products in y (N / 2 apart), eight at a
 // time (silu8). With std::exp a prompt's T x N / 2 of them cost more than they saved: llama-135m int4 prefill at

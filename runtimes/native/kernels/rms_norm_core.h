@@ -1,5 +1,6 @@
 // seqedge's RMSNorm: each row of D of x scaled by 1 / sqrt(mean(x^2) + eps), times the weight. Shared by
-// ExecuTorch's seqedge::rms_norm.out (rms_norm.cpp); reference: seqedge/ops/rms_norm (rms_norm_ref).
+// ExecuTorch's seqedge::rms_norm.out (rms_norm.cpp) and onnxruntime's seqedge.Int4MatMulSkipRmsNorm (a residual sum
+// first); reference: seqedge/ops/rms_norm (rms_norm_ref).
 #pragma once
 
 #include <cmath>
@@ -17,11 +18,19 @@ struct Norm {
   float* y;             // (rows, D); may be x
   int64_t rows, D;
   float eps;
+  const float* skip = nullptr;  // (rows, D): when set, the rows of x + skip are normalised, and kept in `sum`
+  float* sum = nullptr;         // (rows, D); may be x
 };
 
 SEQEDGE_INLINE void norm_row(const Norm& s, int64_t r) {
   const float* x = s.x + r * s.D;
   float* y = s.y + r * s.D;
+  if (s.skip != nullptr) {  // onnxruntime's SkipSimplifiedLayerNormalization: the residual sum first
+    float* sum = s.sum + r * s.D;
+    const float* skip = s.skip + r * s.D;
+    for (int64_t i = 0; i < s.D; ++i) sum[i] = x[i] + skip[i];
+    x = sum;
+  }
   const float scale = 1.f / std::sqrt(dot(x, x, s.D) / static_cast<float>(s.D) + s.eps);
   for (int64_t i = 0; i < s.D; ++i) y[i] = x[i] * scale * s.weight[i];
 }

@@ -1,4 +1,5 @@
-"""Reference int4 matmul: what onnxruntime's `seqedge.Int4MatMul` (and `Int4MatMulSwiGLU`) and ExecuTorch's
+"""Reference int4 matmul: what onnxruntime's `seqedge.Int4MatMul` (and `Int4MatMulSwiGLU`, `Int4MatMulSkipRmsNorm`)
+and ExecuTorch's
 `seqedge::int4_matmul` compute (runtimes/native/kernels/int4_matmul_core.h), int4 weights in blocks of 32 along K with a float16 scale each, times activations that are
 quantized to int8 per block of 32 as they arrive (llama.cpp's Q4_0 x Q8_0; onnxruntime's MatMulNBits int8
 compute with half the scale bytes).
@@ -52,14 +53,17 @@ def int4_blocks(w: Tensor) -> tuple[Tensor, Tensor]:
     return codes.contiguous(), d.squeeze(-1).half()
 
 
-def int4_matmul_ref(a: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
+def int4_matmul_ref(a: Tensor, codes: Tensor, scales: Tensor, bias: Tensor | None = None) -> Tensor:
+    """y (..., N), plus `bias` (N) when given. (onnxruntime's seqedge.Int4MatMul may also split y along its last
+    axis into 2 or 3 outputs: `y.split(sizes, -1)`.)"""
     lead, K = a.shape[:-1], codes.shape[1] * BLOCK
     a = torch.nn.functional.pad(a, (0, K - a.shape[-1]))  # (..., K)
     qa, da = quantize_activations(a.reshape(-1, K).float())  # (M, K/32, 32), (M, K/32)
     qw = unpack_codes(codes)  # (N, K/32, 32)
     dots = torch.einsum("mbj,nbj->mnb", qa.double(), qw.double())  # (M, N, K/32) exact integers
     y = (dots * da.double()[:, None, :] * scales.double()[None]).sum(-1)  # (M, N)
-    return y.float().reshape(*lead, codes.shape[0])
+    y = y.float().reshape(*lead, codes.shape[0])
+    return y if bias is None else y + bias
 
 
 def int4_matmul_swiglu_ref(a: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
@@ -67,3 +71,13 @@ def int4_matmul_swiglu_ref(a: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
     silu(gate) * up, (..., N/2)."""
     gate, up = int4_matmul_ref(a, codes, scales).chunk(2, dim=-1)  # (..., N/2) each
     return torch.nn.functional.silu(gate) * up
+
+
+def int4_matmul_skip_rms_norm_ref(a: Tensor, codes: Tensor, scales: Tensor, skip: Tensor, gamma: Tensor,
+                                  eps: float) -> tuple[Tensor, Tensor]:
+    """seqedge.Int4MatMulSkipRmsNorm: the product plus the residual `skip` (..., N), and that sum RMS-normalised
+    over its last axis times `gamma` (N) (onnxruntime's SkipSimplifiedLayerNormalization after the projection).
+    Returns (normed, sum)."""
+    total = int4_matmul_ref(a, codes, scales) + skip  # (..., N)
+    normed = total * torch.rsqrt(total.pow(2).mean(-1, keepdim=True) + eps) * gamma
+    return normed, total

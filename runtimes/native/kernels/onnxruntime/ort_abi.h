@@ -49,6 +49,7 @@ enum Slot : size_t {
   kGetDimensions = 62,
   kGetTensorTypeAndShape = 65,
   kKernelContextGetInputCount = 88,
+  kKernelContextGetOutputCount = 89,
   kKernelContextGetInput = 90,
   kKernelContextGetOutput = 91,
   kReleaseTensorTypeAndShapeInfo = 99,
@@ -79,6 +80,9 @@ class Api {
   }
   Status* input_count(const KernelContext* ctx, size_t* out) const {
     return call<Status* (*)(const KernelContext*, size_t*)>(kKernelContextGetInputCount)(ctx, out);
+  }
+  Status* output_count(const KernelContext* ctx, size_t* out) const {
+    return call<Status* (*)(const KernelContext*, size_t*)>(kKernelContextGetOutputCount)(ctx, out);
   }
   Status* input(const KernelContext* ctx, size_t i, const Value** out) const {
     return call<Status* (*)(const KernelContext*, size_t, const Value**)>(kKernelContextGetInput)(ctx, i, out);

@@ -6,8 +6,11 @@
 //       selective_scan_fn extras: the step is softplus(delta), and y is gated by silu(z)
 //   seqedge.CausalConv1d(x, weight, bias, state) -> (y, state_out)               Mamba's convolution + SiLU,
 //       channels last (x, y (Bt, T, D))
-//   seqedge.Int4MatMul(A, B, scales) -> Y                                        A (..., K) float32 times int4
-//       weights: B (N, ceil(K/32), 16) uint8 in MatMulNBits' codes, scales (N, ceil(K/32)) float16; Y (..., N)
+//   seqedge.Int4MatMul(A, B, scales[, bias][, split]) -> Y[, Y1[, Y2]]             A (..., K) float32 times int4
+//       weights: B (N, ceil(K/32), 16) uint8 in MatMulNBits' codes, scales (N, ceil(K/32)) float16; Y (..., N),
+//       plus bias (N) float32 when given; with 2 or 3 outputs split along the last axis into split's sizes (int64)
+//   seqedge.Int4MatMulSkipRmsNorm(A, B, scales, skip, gamma, epsilon) -> (normed, sum)   the same, then the
+//       residual add and RMSNorm after it: sum = Y + skip, normed = rms_norm(sum) * gamma (rms_norm_core.h)
 //   seqedge.Int4MatMulSwiGLU(A, B, scales) -> Y                                  the same, then a SwiGLU:
 //       Y (..., N/2) = silu(gate) * up, gate and up the two halves of the product (a fused gate/up projection)
 //   seqedge.Attention(q, k, v, k_cache, v_cache, pos, cos, sin) -> (out, k_cache_out, v_cache_out)
@@ -36,6 +39,7 @@
 #include "../attention_tile.h"
 #include "../causal_conv_core.h"
 #include "../int4_matmul_core.h"
+#include "../rms_norm_core.h"
 #include "../rope_core.h"
 #include "../selective_scan_core.h"
 #include "ort_abi.h"
@@ -180,52 +184,198 @@ void run_quantize(void* work, size_t m) {
   int4_core::quantize_row(*static_cast<const int4_core::MatMul*>(work), static_cast<int64_t>(m));
 }
 
-void run_rows(void* work, size_t i) {
-  int4_core::item(*static_cast<const int4_core::MatMul*>(work), static_cast<int64_t>(i));
+// Int4MatMul's products, one per output: output j is rows [first row j, + its count) of B, sharing the quantized
+// activations, then the bias of those rows added. Items are numbered across the outputs.
+constexpr size_t kMaxOutputs = 3;
+struct Products {
+  int4_core::MatMul part[kMaxOutputs];
+  int64_t first_row[kMaxOutputs] = {};
+  int64_t first_item[kMaxOutputs + 1] = {};
+  size_t count = 1;
+  const float* bias = nullptr;  // (N) or nullptr
+};
+
+void run_products(void* work, size_t i) {
+  const Products& w = *static_cast<const Products*>(work);
+  size_t j = 0;
+  while (j + 1 < w.count && static_cast<int64_t>(i) >= w.first_item[j + 1]) ++j;
+  const int4_core::MatMul& p = w.part[j];
+  const int64_t local = static_cast<int64_t>(i) - w.first_item[j];
+  int4_core::item(p, local);
+  if (w.bias == nullptr) return;
+  const int64_t per = int4_core::item_rows(p);
+  const int64_t n0 = local * per, rows = std::min(per, p.N - n0);
+  const float* b = w.bias + w.first_row[j] + n0;
+  for (int64_t m = 0; m < p.M; ++m) {
+    float* y = p.y + m * p.N + n0;
+    for (int64_t r = 0; r < rows; ++r) y[r] += b[r];
+  }
 }
 
+// An int4 product's first three inputs: A (..., K) float32, B (N, ceil(K/32), 16) uint8, scales (N, ceil(K/32))
+// float16, checked before anything is read; M the rows of A, yd the product's dims (..., N).
+struct Int4Operands {
+  const float* a;
+  const uint8_t* codes;
+  const uint16_t* scales;
+  int64_t M = 1, K, N, nb, yd[4];
+  size_t rank = 0;
+};
+
+Status* read_int4(const KernelContext* ctx, const char* op, Int4Operands* x) {
+  int64_t ad[4], bd[4], sd[4];
+  size_t br = 0, sr = 0;
+  const void *a = nullptr, *b = nullptr, *s = nullptr;
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 0, "A", kFloat, "float32", 1, 4, ad, &x->rank, &a));
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 1, "B", kUint8, "uint8", 3, 4, bd, &br, &b));
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 2, "scales", kFloat16, "float16", 1, 4, sd, &sr, &s));
+  x->K = ad[x->rank - 1];
+  x->N = bd[0];
+  if (const char* bad = int4_core::shape_error(x->K, x->N)) return fail(op, bad);
+  x->nb = int4_core::blocks(x->K);
+  if (br != 3 || bd[1] != x->nb || bd[2] != 16) return fail(op, "B must be (N, ceil(K/32), 16) for A's K");
+  int64_t scale_count = 1;
+  for (size_t i = 0; i < sr; ++i) scale_count *= sd[i];
+  if (sr > 2 || sd[0] != (sr == 2 ? x->N : x->N * x->nb) || scale_count != x->N * x->nb)
+    return fail(op, "scales must be (N, ceil(K/32)) float16");
+  for (size_t i = 0; i + 1 < x->rank; ++i) {
+    x->M *= ad[i];
+    x->yd[i] = ad[i];
+  }
+  x->yd[x->rank - 1] = x->N;
+  x->a = static_cast<const float*>(a);
+  x->codes = static_cast<const uint8_t*>(b);
+  x->scales = static_cast<const uint16_t*>(s);
+  return nullptr;
+}
+
+// The activations quantized (split over the pool from kParallelRows rows), then the products' items.
+Status* run_int4(KernelContext* ctx, Products& work) {
+  const int4_core::MatMul& first = work.part[0];
+  if (first.M < int4_core::kParallelRows) {  // decode: a dispatch to the pool costs more than the rows
+    for (int64_t m = 0; m < first.M; ++m) int4_core::quantize_row(first, m);
+  } else {
+    SEQEDGE_ORT_TRY(g_api->parallel_for(ctx, run_quantize, static_cast<size_t>(first.M), 0,
+                                        const_cast<int4_core::MatMul*>(&first)));
+  }
+  for (size_t j = 0; j < work.count; ++j) work.first_item[j + 1] = work.first_item[j] + int4_core::items(work.part[j]);
+  return g_api->parallel_for(ctx, run_products, static_cast<size_t>(work.first_item[work.count]), 0, &work);
+}
+
+// Int4MatMul(A, B, scales[, bias][, split]) -> Y[, Y1[, Y2]]: with more than one output, the product is split
+// along its last axis into outputs of `split`'s sizes (int64, one per output, summing to N) — Mamba's in_proj
+// (x, z) and x_proj (dt, B, C) — and a bias (N) float32 is added to it, as the Split and Add it replaces did.
+// Int4MatMulSwiGLU(A, B, scales) -> Y.
 template <bool kSwiGLU>
 Status* compute_int4(void*, KernelContext* ctx) {
   static constexpr const char* op = kSwiGLU ? "Int4MatMulSwiGLU" : "Int4MatMul";
-  size_t n = 0;
+  size_t n = 0, outs = 0;
   SEQEDGE_ORT_TRY(g_api->input_count(ctx, &n));
-  if (n != 3) return fail(op, "expects 3 inputs");
-  int64_t ad[4], bd[4], sd[4];
-  size_t ar = 0, br = 0, sr = 0;
-  const void *a = nullptr, *b = nullptr, *s = nullptr;
-  SEQEDGE_ORT_TRY(read_typed(ctx, op, 0, "A", kFloat, "float32", 1, 4, ad, &ar, &a));
-  SEQEDGE_ORT_TRY(read_typed(ctx, op, 1, "B", kUint8, "uint8", 3, 4, bd, &br, &b));
-  SEQEDGE_ORT_TRY(read_typed(ctx, op, 2, "scales", kFloat16, "float16", 1, 4, sd, &sr, &s));
-  const int64_t K = ad[ar - 1], N = bd[0];
-  if (const char* bad = int4_core::shape_error(K, N)) return fail(op, bad);
-  const int64_t nb = int4_core::blocks(K);
-  if (br != 3 || bd[1] != nb || bd[2] != 16) return fail(op, "B must be (N, ceil(K/32), 16) for A's K");
-  int64_t scale_count = 1;
-  for (size_t i = 0; i < sr; ++i) scale_count *= sd[i];
-  if (sr > 2 || sd[0] != (sr == 2 ? N : N * nb) || scale_count != N * nb)
-    return fail(op, "scales must be (N, ceil(K/32)) float16");
+  SEQEDGE_ORT_TRY(g_api->output_count(ctx, &outs));
+  if (n < 3 || n > (kSwiGLU ? 3 : 5)) return fail(op, kSwiGLU ? "expects 3 inputs" : "expects 3 to 5 inputs");
+  if (outs < 1 || outs > (kSwiGLU ? 1 : kMaxOutputs)) return fail(op, "expects 1 to 3 outputs");
+  Int4Operands x;
+  SEQEDGE_ORT_TRY(read_int4(ctx, op, &x));
+  const int64_t N = x.N, M = x.M;
+  const size_t ar = x.rank;
+  int64_t* yd = x.yd;
   if (kSwiGLU && N % 2 != 0) return fail(op, "N (rows of B) must be even: gate and up halves");
-  int64_t M = 1, yd[4];
-  for (size_t i = 0; i + 1 < ar; ++i) {
-    M *= ad[i];
-    yd[i] = ad[i];
+  const float* bias = nullptr;
+  int64_t sizes[kMaxOutputs] = {kSwiGLU ? N / 2 : N};
+  const Value* given[2] = {nullptr, nullptr};
+  for (size_t i = 3; i < n; ++i) SEQEDGE_ORT_TRY(g_api->input(ctx, i, &given[i - 3]));
+  if (given[0] != nullptr) {
+    int64_t bias_dims[4];
+    size_t bias_rank = 0;
+    const void* data = nullptr;
+    SEQEDGE_ORT_TRY(read_typed(ctx, op, 3, "bias", kFloat, "float32", 1, 1, bias_dims, &bias_rank, &data));
+    if (bias_dims[0] != N) return fail(op, "bias must be (N), N the rows of B");
+    bias = static_cast<const float*>(data);
   }
-  yd[ar - 1] = kSwiGLU ? N / 2 : N;
-  Value* yv = nullptr;
-  void* y = nullptr;
-  SEQEDGE_ORT_TRY(g_api->output(ctx, 0, yd, ar, &yv));
-  SEQEDGE_ORT_TRY(g_api->data(yv, &y));
+  if ((given[1] != nullptr) != (outs > 1)) return fail(op, "split must be given exactly when there are 2 or 3 outputs");
+  if (given[1] != nullptr) {
+    int64_t split_dims[4];
+    size_t split_rank = 0;
+    const void* data = nullptr;
+    SEQEDGE_ORT_TRY(read_typed(ctx, op, 4, "split", kInt64, "int64", 1, 1, split_dims, &split_rank, &data));
+    if (split_dims[0] != static_cast<int64_t>(outs)) return fail(op, "split must hold one size per output");
+    int64_t total = 0;
+    for (size_t j = 0; j < outs; ++j) {
+      sizes[j] = static_cast<const int64_t*>(data)[j];
+      if (sizes[j] <= 0 || sizes[j] > N) return fail(op, "split's sizes must be positive and sum to N");
+      total += sizes[j];
+    }
+    if (total != N) return fail(op, "split's sizes must be positive and sum to N");
+  }
+  float* y[kMaxOutputs] = {};
+  for (size_t j = 0; j < outs; ++j) {
+    yd[ar - 1] = sizes[j];
+    Value* yv = nullptr;
+    void* data = nullptr;
+    SEQEDGE_ORT_TRY(g_api->output(ctx, j, yd, ar, &yv));
+    SEQEDGE_ORT_TRY(g_api->data(yv, &data));
+    y[j] = static_cast<float*>(data);
+  }
   if (M == 0) return nullptr;
   thread_local std::vector<uint8_t> scratch;  // reused across calls: a prompt's rows would be a fresh mapping each time
-  int4_core::MatMul mm = int4_core::prepare(static_cast<const float*>(a), static_cast<const uint8_t*>(b),
-                                            static_cast<const uint16_t*>(s), static_cast<float*>(y), M, N, K, kSwiGLU,
-                                            scratch);
-  if (M < int4_core::kParallelRows) {  // decode: a dispatch to the pool costs more than the rows
-    for (int64_t m = 0; m < M; ++m) int4_core::quantize_row(mm, m);
-  } else {
-    SEQEDGE_ORT_TRY(g_api->parallel_for(ctx, run_quantize, static_cast<size_t>(M), 0, &mm));
+  Products work;
+  work.count = outs;
+  work.bias = bias;
+  work.part[0] = int4_core::prepare(x.a, x.codes, x.scales, y[0], M, kSwiGLU ? N : sizes[0], x.K, kSwiGLU, scratch);
+  for (size_t j = 1; j < outs; ++j) {  // the same activations (and scratch); the next rows of B
+    work.first_row[j] = work.first_row[j - 1] + sizes[j - 1];
+    work.part[j] = work.part[0];
+    work.part[j].w = x.codes + work.first_row[j] * x.nb * 16;
+    work.part[j].scales = x.scales + work.first_row[j] * x.nb;
+    work.part[j].y = y[j];
+    work.part[j].N = sizes[j];
   }
-  return g_api->parallel_for(ctx, run_rows, static_cast<size_t>(int4_core::items(mm)), 0, &mm);
+  return run_int4(ctx, work);
+}
+
+void run_norm_rows(void* work, size_t r) {
+  const auto& norm = *static_cast<const norm_core::Norm*>(work);
+  norm_core::rows(norm, static_cast<int64_t>(r), static_cast<int64_t>(r) + 1);
+}
+
+// Int4MatMulSkipRmsNorm(A, B, scales, skip, gamma, epsilon) -> (normed, sum): sum = A·Bᵀ + skip, normed =
+// sum / sqrt(mean(sum², last axis) + epsilon) * gamma — an int4 projection and the residual add + RMSNorm after it
+// (onnxruntime's SkipSimplifiedLayerNormalization) as one node. skip (..., N) as the product, gamma (N), epsilon
+// one float32. The product is written into `sum`, then each row normalised.
+Status* compute_int4_norm(void*, KernelContext* ctx) {
+  static constexpr const char* op = "Int4MatMulSkipRmsNorm";
+  size_t n = 0;
+  SEQEDGE_ORT_TRY(g_api->input_count(ctx, &n));
+  if (n != 6) return fail(op, "expects 6 inputs (A, B, scales, skip, gamma, epsilon)");
+  Int4Operands x;
+  SEQEDGE_ORT_TRY(read_int4(ctx, op, &x));
+  int64_t kd[4], gd[4], ed[4];
+  size_t kr = 0, gr = 0, er = 0;
+  const void *skip = nullptr, *gamma = nullptr, *eps = nullptr;
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 3, "skip", kFloat, "float32", 1, 4, kd, &kr, &skip));
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 4, "gamma", kFloat, "float32", 1, 1, gd, &gr, &gamma));
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 5, "epsilon", kFloat, "float32", 0, 1, ed, &er, &eps));
+  if (kr != x.rank || !std::equal(kd, kd + kr, x.yd)) return fail(op, "skip must have the product's shape (..., N)");
+  if (gd[0] != x.N) return fail(op, "gamma must be (N), N the rows of B");
+  if (er == 1 && ed[0] != 1) return fail(op, "epsilon must be one value");
+  Value *nv = nullptr, *sv = nullptr;
+  void *normed = nullptr, *sum = nullptr;
+  SEQEDGE_ORT_TRY(g_api->output(ctx, 0, x.yd, x.rank, &nv));
+  SEQEDGE_ORT_TRY(g_api->output(ctx, 1, x.yd, x.rank, &sv));
+  SEQEDGE_ORT_TRY(g_api->data(nv, &normed));
+  SEQEDGE_ORT_TRY(g_api->data(sv, &sum));
+  if (x.M == 0) return nullptr;
+  thread_local std::vector<uint8_t> scratch;
+  Products work;
+  work.part[0] = int4_core::prepare(x.a, x.codes, x.scales, static_cast<float*>(sum), x.M, x.N, x.K, false, scratch);
+  SEQEDGE_ORT_TRY(run_int4(ctx, work));
+  norm_core::Norm norm{static_cast<float*>(sum), static_cast<const float*>(gamma), static_cast<float*>(normed), x.M,
+                       x.N, *static_cast<const float*>(eps), static_cast<const float*>(skip), static_cast<float*>(sum)};
+  if (x.M < int4_core::kParallelRows) {
+    norm_core::rows(norm, 0, x.M);
+    return nullptr;
+  }
+  return g_api->parallel_for(ctx, run_norm_rows, static_cast<size_t>(x.M), 0, &norm);
 }
 
 // The caller's threads for attention_tile.h / attention_decode.h: fn(begin, end) over [0, n) through the session's
@@ -386,13 +536,17 @@ CustomOp make_op(const char* (*name)(const CustomOp*), Status* (*compute)(void*,
   return op;
 }
 
-// Int4MatMul(SwiGLU): float32, uint8 and float16 inputs, one float32 output.
+// Int4MatMul: float32, uint8 and float16 inputs, an optional float32 bias and int64 split, one to three float32
+// outputs. Int4MatMulSwiGLU: the first three inputs, one output.
 template <bool kSwiGLU>
 CustomOp int4_op() {
-  CustomOp op = make_op<3, 1>(kSwiGLU ? [](const CustomOp*) { return "Int4MatMulSwiGLU"; }
-                                      : [](const CustomOp*) { return "Int4MatMul"; },
-                              compute_int4<kSwiGLU>);
-  op.GetInputType = [](const CustomOp*, size_t i) { return i == 0 ? kFloat : i == 1 ? kUint8 : kFloat16; };
+  CustomOp op = kSwiGLU ? make_op<3, 1>([](const CustomOp*) { return "Int4MatMulSwiGLU"; }, compute_int4<true>)
+                        : make_op<5, kMaxOutputs>([](const CustomOp*) { return "Int4MatMul"; }, compute_int4<false>);
+  op.GetInputType = [](const CustomOp*, size_t i) {
+    return i == 0 || i == 3 ? kFloat : i == 1 ? kUint8 : i == 4 ? kInt64 : kFloat16;
+  };
+  op.GetInputCharacteristic = [](const CustomOp*, size_t i) { return i >= 3 ? kOptional : kRequired; };
+  op.GetOutputCharacteristic = [](const CustomOp*, size_t i) { return i >= 1 ? kOptional : kRequired; };
   return op;
 }
 
@@ -411,12 +565,20 @@ CustomOp attention_op() {
   return op;
 }
 
+// Int4MatMulSkipRmsNorm: Int4MatMul's three inputs, then float32 skip, gamma and epsilon; two float32 outputs.
+CustomOp int4_norm_op() {
+  CustomOp op = make_op<6, 2>([](const CustomOp*) { return "Int4MatMulSkipRmsNorm"; }, compute_int4_norm);
+  op.GetInputType = [](const CustomOp*, size_t i) { return i == 1 ? kUint8 : i == 2 ? kFloat16 : kFloat; };
+  return op;
+}
+
 const CustomOp kOps[] = {
     make_op<7>([](const CustomOp*) { return "SelectiveScan"; }, compute_scan<false>),
     make_op<8>([](const CustomOp*) { return "MambaScan"; }, compute_scan<true>),
     make_op<4>([](const CustomOp*) { return "CausalConv1d"; }, compute_conv),
     int4_op<false>(),
     int4_op<true>(),
+    int4_norm_op(),
     attention_op<false>(),
     attention_op<true>(),
 };
