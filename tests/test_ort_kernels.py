@@ -238,20 +238,6 @@ def test_int4_skip_rms_norm_matches_its_reference(tmp_path, Bt, T, K, N, threads
     assert np.abs(normed - want_normed.numpy()).max() <= 1e-4 * want_normed.abs().max().item()
 
 
-@pytest.mark.parametrize("change, needle", [
-    (lambda x: {**x, "skip": x["skip"][..., :-1]}, "skip must have the product's shape (..., N)"),
-    (lambda x: {**x, "skip": x["skip"][:, :1]}, "skip must have the product's shape (..., N)"),
-    (lambda x: {**x, "gamma": x["gamma"][:-1]}, "gamma must be (N), N the rows of B"),
-    (lambda x: {**x, "scales": x["scales"][:-1]}, "scales must be (N, ceil(K/32)) float16"),
-])
-def test_int4_skip_rms_norm_refuses_what_an_untrusted_graph_feeds(tmp_path, change, needle):
-    sess = session(int4_norm_graph(tmp_path / "norm.onnx"))
-    x = change(int4_norm_operands(1, 2, 96, 8))
-    with pytest.raises(Exception) as e:
-        sess.run(None, {n: v.numpy() for n, v in x.items()})
-    assert f"seqedge.Int4MatMulSkipRmsNorm: {needle}" in str(e.value)
-
-
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("Bt,T,K,N", [(1, 1, 576, 40), (2, 3, 96, 18), (1, 37, 128, 70), (2, 8, 80, 64),
                                        (1, 11, 96, 34)])
@@ -404,19 +390,30 @@ def test_attention_shapes_an_untrusted_graph_feeds_are_refused(tmp_path, change,
     assert f"seqedge.Attention: {needle}" in str(e.value)
 
 
-@pytest.mark.parametrize("change, needle", [
-    (lambda x: {**x, "B": x["B"][:, :-1]}, "B must be (N, ceil(K/32), 16) for A's K"),
-    (lambda x: {**x, "B": x["B"][..., :8]}, "B must be (N, ceil(K/32), 16) for A's K"),
-    (lambda x: {**x, "scales": x["scales"][:-1]}, "scales must be (N, ceil(K/32)) float16"),
-    (lambda x: {**x, "scales": x["scales"][:, :-1]}, "scales must be (N, ceil(K/32)) float16"),
-    (lambda x: {**x, "A": x["A"][..., :0]}, "K (the last dimension of A) must be positive"),
+INT4_GRAPHS = {"Int4MatMul": (int4_graph, int4_operands), "Int4MatMulSkipRmsNorm": (int4_norm_graph, int4_norm_operands)}
+
+
+@pytest.mark.parametrize("op, change, needle", [
+    ("Int4MatMul", lambda x: {**x, "B": x["B"][:, :-1]}, "B must be (N, ceil(K/32), 16) for A's K"),
+    ("Int4MatMul", lambda x: {**x, "B": x["B"][..., :8]}, "B must be (N, ceil(K/32), 16) for A's K"),
+    ("Int4MatMul", lambda x: {**x, "scales": x["scales"][:-1]}, "scales must be (N, ceil(K/32)) float16"),
+    ("Int4MatMul", lambda x: {**x, "scales": x["scales"][:, :-1]}, "scales must be (N, ceil(K/32)) float16"),
+    ("Int4MatMul", lambda x: {**x, "A": x["A"][..., :0]}, "K (the last dimension of A) must be positive"),
+    ("Int4MatMulSkipRmsNorm", lambda x: {**x, "skip": x["skip"][..., :-1]}, "skip must have the product's shape"),
+    ("Int4MatMulSkipRmsNorm", lambda x: {**x, "skip": x["skip"][:, :1]}, "skip must have the product's shape (..., N)"),
+    ("Int4MatMulSkipRmsNorm", lambda x: {**x, "gamma": x["gamma"][:-1]}, "gamma must be (N), N the rows of B"),
+    ("Int4MatMulSkipRmsNorm", lambda x: {**x, "scales": x["scales"][:-1]}, "scales must be (N, ceil(K/32)) float16"),
 ])
-def test_int4_shapes_an_untrusted_graph_feeds_are_refused(tmp_path, change, needle):
-    sess = session(int4_graph(tmp_path / "int4.onnx"))
-    x = change(int4_operands(1, 2, 96, 8))
+def test_int4_shapes_an_untrusted_graph_feeds_are_refused(tmp_path, op, change, needle):
+    make_graph, make_operands = INT4_GRAPHS[op]
+    sess = session(make_graph(tmp_path / "int4.onnx"))
+    x = change(make_operands(1, 2, 96, 8))
     with pytest.raises(Exception) as e:
         sess.run(None, {n: v.numpy() for n, v in x.items()})
-    assert f"seqedge.Int4MatMul: {needle}" in str(e.value)
+    assert f"seqedge.{op}: {needle}" in str(e.value)
+
+
+def test_int4_bias_split_and_swiglu_operands_are_checked(tmp_path):
     split = session(int4_graph(tmp_path / "split.onnx", bias=True, outputs=2))
     feeds = {n: v.numpy() for n, v in int4_operands(1, 2, 96, 8).items()}
     for bias, sizes, needle in ((np.zeros(7, np.float32), [4, 4], "bias must be (N), N the rows of B"),
