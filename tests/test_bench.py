@@ -223,8 +223,12 @@ def test_the_projection_for_this_machine_is_checked_against_a_measurement(family
         c = checks[("decode_tok_s", n)]
         # the host's bandwidth is a copy figure (bench/bandwidth.py), and a copy also reads every destination line
         # before writing it: streaming reads run ~1.5x faster than it says, so onnxruntime's decode (bound
-        # buffers, no copies) measures up to ~2.2x the projection here; the bound allows 2.5x
-        assert c.measured > 0 and -0.6 <= c.error <= 1.0, (family, c)
+        # buffers, no copies) measures up to ~2.2x the projection here. The figure is measured once and cached
+        # (host.py), and some machines' memory runs in two speeds: one of the 2-core EPYCs this runs on reads ~48
+        # or ~79 GB/s from one minute to the next (benchmarks/peers.py's probe), and with the cached figure from
+        # the slow phase the fp32 transformer measured 2.8x (733 tok/s against 262) in the fast one. The bound
+        # allows 3.3x
+        assert c.measured > 0 and -0.7 <= c.error <= 1.0, (family, c)
     assert all(line.startswith(("  per-call", "  decode", "  prefill", "  host check", f"{art.name}"))
                for line in res.explain())
     assert sum("host check" in line for line in res.explain()) == 4
