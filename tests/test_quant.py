@@ -2,6 +2,7 @@
 programs, their size and accuracy report, the gates (--strict, --max-bpb-increase) and bad inputs."""
 
 import dataclasses
+import functools
 import json
 import os
 
@@ -308,25 +309,50 @@ def test_references_computed_ahead_by_a_worker_are_the_ones_computed_here(traine
         assert ahead.pid is None and ahead.accuracy(ids) is None
 
 
+def _int4_weights(g, N, K) -> list:
+    """Initializers B (random int4 codes, (N, K/32, 16)) and S (float16 scales) of an (N, K) seqedge.Int4MatMul."""
+    from onnx import numpy_helper
+
+    return [numpy_helper.from_array(torch.randint(0, 256, (N, K // 32, 16), generator=g, dtype=torch.uint8).numpy(),
+                                    "B"),
+            numpy_helper.from_array((torch.rand(N, K // 32, generator=g) * 0.05).half().numpy(), "S")]
+
+
+def _with_opsets(graph):
+    """A model of `graph` importing the standard, seqedge and com.microsoft domains."""
+    from onnx import helper
+
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("seqedge", 1),
+                                                   helper.make_opsetid("com.microsoft", 1)])
+
+
+def _outputs(tmp_path, model, feeds) -> list:
+    """`model`'s outputs in an onnxruntime session with seqedge's kernels, fed the arrays its inputs name."""
+    import onnx
+    import onnxruntime as ort
+
+    from seqedge.runtimes.ort_kernels import options_for
+
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    sess = ort.InferenceSession(str(path), options_for(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {i.name: feeds[i.name] for i in sess.get_inputs()})
+
+
 @pytest.mark.parametrize("case", ["split3", "halves", "bias", "bias+split", "other axis", "bias not constant"])
 def test_bias_and_split_after_an_int4_projection_fold_into_it(tmp_path, case):
     """Int4MatMul -> Add(constant bias) -> Split(last axis) is one Int4MatMul writing the split's outputs (sizes
     from the split input, or equal parts), and the graph gives what it gave before; a split of another axis or
     an Add of a computed tensor stays. Undoing it (fp32 compute) gives the nodes back."""
     import numpy as np
-    import onnx
-    import onnxruntime as ort
     import torch
     from onnx import TensorProto, helper, numpy_helper
 
     from seqedge.quant.onnx import _back_to_matmulnbits, _fold_bias_and_split
-    from seqedge.runtimes.ort_kernels import options_for
 
     g = torch.Generator().manual_seed(0)
     N, K = 24, 64
-    inits = [numpy_helper.from_array(torch.randint(0, 256, (N, K // 32, 16), generator=g, dtype=torch.uint8).numpy(),
-                                     "B"),
-             numpy_helper.from_array((torch.rand(N, K // 32, generator=g) * 0.05).half().numpy(), "S"),
+    inits = [*_int4_weights(g, N, K),
              numpy_helper.from_array(torch.randn(N, generator=g).numpy() * 5, "bias"),
              numpy_helper.from_array(np.array([4, 12, 8], dtype=np.int64), "sizes")]
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, K])]
@@ -345,15 +371,10 @@ def test_bias_and_split_after_an_int4_projection_fold_into_it(tmp_path, case):
                                                       for o in outs], inits,
                               value_info=[helper.make_tensor_value_info(v, TensorProto.FLOAT, [2, 4, N])
                                           for v in ("y", "yb")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("seqedge", 1),
-                                                    helper.make_opsetid("com.microsoft", 1)])
+    model = _with_opsets(graph)
     feeds = {"x": torch.randn(2, 4, K, generator=g).numpy(), "b_in": torch.randn(N, generator=g).numpy()}
 
-    def run(m):
-        path = tmp_path / "m.onnx"
-        onnx.save(m, str(path))
-        sess = ort.InferenceSession(str(path), options_for(path), providers=["CPUExecutionProvider"])
-        return sess.run(None, {i.name: feeds[i.name] for i in sess.get_inputs()})
+    run = functools.partial(_outputs, tmp_path, feeds=feeds)
 
     before = run(model)
     ops = [n.op_type for n in nodes]
@@ -372,19 +393,14 @@ def test_residual_norm_after_an_int4_projection_folds_into_it(tmp_path, case):
     output and residual sum, the same numbers as before; a norm whose mean / inverse deviation is read, or a product
     read elsewhere too, stays. Undoing it (fp32 compute) gives the nodes back."""
     import numpy as np
-    import onnx
-    import onnxruntime as ort
     import torch
     from onnx import TensorProto, helper, numpy_helper
 
     from seqedge.quant.onnx import _back_to_matmulnbits, _fold_skip_norm
-    from seqedge.runtimes.ort_kernels import options_for
 
     g = torch.Generator().manual_seed(0)
     N, K = 48, 64
-    inits = [numpy_helper.from_array(torch.randint(0, 256, (N, K // 32, 16), generator=g, dtype=torch.uint8).numpy(),
-                                     "B"),
-             numpy_helper.from_array((torch.rand(N, K // 32, generator=g) * 0.05).half().numpy(), "S"),
+    inits = [*_int4_weights(g, N, K),
              numpy_helper.from_array(torch.randn(N, generator=g).numpy(), "gamma")]
     pair = ["skip", "y"] if case == "product second" else ["y", "skip"]
     stats = ["", "inv"] if case == "stats used" else ["", ""]
@@ -398,14 +414,10 @@ def test_residual_norm_after_an_int4_projection_folds_into_it(tmp_path, case):
               helper.make_tensor_value_info("skip", TensorProto.FLOAT, [2, 4, N])]
     graph = helper.make_graph(nodes, "norm", inputs, [helper.make_tensor_value_info(o, TensorProto.FLOAT, None)
                                                       for o in outs], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("seqedge", 1),
-                                                    helper.make_opsetid("com.microsoft", 1)])
+    model = _with_opsets(graph)
     feeds = {"x": torch.randn(2, 4, K, generator=g).numpy(), "skip": torch.randn(2, 4, N, generator=g).numpy()}
 
-    def run(m):
-        path = tmp_path / "m.onnx"
-        onnx.save(m, str(path))
-        return ort.InferenceSession(str(path), options_for(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    run = functools.partial(_outputs, tmp_path, feeds=feeds)
 
     before = run(model)
     _fold_skip_norm(model.graph)
@@ -423,19 +435,14 @@ def test_swiglu_after_an_int4_projection_becomes_one_node(tmp_path, axis, fused)
     """Int4MatMul -> Split -> silu(gate) * up is one Int4MatMulSwiGLU when the Split halves the last axis (and
     only then), and the graph gives what it gave before; undoing it (fp32 compute) gives it back again."""
     import numpy as np
-    import onnx
-    import onnxruntime as ort
     import torch
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     from seqedge.quant.onnx import _back_to_matmulnbits, _fuse_swiglu
-    from seqedge.runtimes.ort_kernels import options_for
 
     g = torch.Generator().manual_seed(0)
     N, K = 8, 64
-    inits = [numpy_helper.from_array(torch.randint(0, 256, (N, K // 32, 16), generator=g, dtype=torch.uint8).numpy(),
-                                     "B"),
-             numpy_helper.from_array((torch.rand(N, K // 32, generator=g) * 0.05).half().numpy(), "S")]
+    inits = _int4_weights(g, N, K)
     nodes = [helper.make_node("Int4MatMul", ["x", "B", "S"], ["y"], domain="seqedge", K=K),
              helper.make_node("Split", ["y"], ["gate", "up"], axis=axis, num_outputs=2),
              helper.make_node("Sigmoid", ["gate"], ["sig"]), helper.make_node("Mul", ["gate", "sig"], ["silu"]),
@@ -443,14 +450,10 @@ def test_swiglu_after_an_int4_projection_becomes_one_node(tmp_path, axis, fused)
     graph = helper.make_graph(nodes, "glu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, K])],
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits,
                               value_info=[helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, N])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid("seqedge", 1),
-                                                    helper.make_opsetid("com.microsoft", 1)])
+    model = _with_opsets(graph)
     x = {"x": torch.randn(2, 4, K, generator=g).numpy()}
 
-    def run(m):
-        path = tmp_path / "m.onnx"
-        onnx.save(m, str(path))
-        return ort.InferenceSession(str(path), options_for(path), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    run = lambda m: _outputs(tmp_path, m, x)[0]  # noqa: E731
 
     before = run(model)
     _fuse_swiglu(model.graph)

@@ -124,12 +124,13 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
                 apply_onnx(tmp / GRAPH, quant)
         export_seconds = time.perf_counter() - t0
         graph = onnx.load(str(tmp / GRAPH), load_external_data=False)
-        fusions["int4_kernel"] = sum(n.op_type in INT4_KERNELS and n.domain == DOMAIN for n in graph.graph.node)
-        fusions["int4_swiglu"] = sum(n.op_type == INT4_SWIGLU and n.domain == DOMAIN for n in graph.graph.node)
-        int4 = [n for n in graph.graph.node if n.op_type == INT4_KERNEL and n.domain == DOMAIN]
-        fusions["int4_bias"] = sum(len(n.input) > 3 and bool(n.input[3]) for n in int4)
-        fusions["int4_split"] = sum(len(n.output) > 1 for n in int4)
-        fusions["int4_skip_norm"] = sum(n.op_type == INT4_NORM and n.domain == DOMAIN for n in graph.graph.node)
+        int4 = [n for n in graph.graph.node if n.op_type in INT4_KERNELS and n.domain == DOMAIN]
+        plain = [n for n in int4 if n.op_type == INT4_KERNEL]  # the ones that may carry a bias and split outputs
+        fusions["int4_kernel"] = len(int4)
+        fusions["int4_swiglu"] = sum(n.op_type == INT4_SWIGLU for n in int4)
+        fusions["int4_bias"] = sum(len(n.input) > 3 and bool(n.input[3]) for n in plain)
+        fusions["int4_split"] = sum(len(n.output) > 1 for n in plain)
+        fusions["int4_skip_norm"] = sum(n.op_type == INT4_NORM for n in int4)
         opset = _opset(graph)
         weight_bytes, float_matrices = onnx_weights(tmp / GRAPH)
         base = base_manifest(model, plan, interface)

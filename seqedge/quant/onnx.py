@@ -216,18 +216,27 @@ def use_int4_kernel(model) -> None:
             model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
 
 
+def _users_and_outputs(graph) -> tuple[dict[str, list], set[str]]:
+    """The nodes reading each value (a node once per input naming it), and the graph's output names."""
+    users: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            users.setdefault(i, []).append(n)
+    return users, {o.name for o in graph.output}
+
+
+def _ranks(graph) -> dict[str, int]:
+    """The rank of each value the graph records a shape for."""
+    return {v.name: len(v.type.tensor_type.shape.dim) for v in graph.value_info if v.type.tensor_type.HasField("shape")}
+
+
 def _fuse_swiglu(graph) -> None:
     """Int4MatMul -> Split(last axis, 2) -> Mul(gate, Sigmoid(gate)) * up, every intermediate used only there (a
     fused gate/up projection, exporters/projections.py), -> one Int4MatMulSwiGLU: three fewer nodes a layer and
     the product never written out."""
     producer = {o: n for n in graph.node for o in n.output}
-    users: dict[str, list] = {}
-    for n in graph.node:
-        for i in n.input:
-            users.setdefault(i, []).append(n)
-    outputs = {o.name for o in graph.output}
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in graph.value_info
-             if v.type.tensor_type.HasField("shape")}
+    users, outputs = _users_and_outputs(graph)
+    ranks = _ranks(graph)
     dropped = set()
 
     def only(name, *nodes):
@@ -262,14 +271,6 @@ def _fuse_swiglu(graph) -> None:
         graph.node.extend(kept)
 
 
-def _users_and_outputs(graph) -> tuple[dict[str, list], set[str]]:
-    users: dict[str, list] = {}
-    for n in graph.node:
-        for i in n.input:
-            users.setdefault(i, []).append(n)
-    return users, {o.name for o in graph.output}
-
-
 def _fold_bias_and_split(graph) -> None:
     """Int4MatMul -> Add(a constant (N) bias) and Int4MatMul -> Split(last axis, 2 or 3 parts), the product used
     nowhere else, -> the Int4MatMul with the bias as its 4th input and the split's sizes as its 5th, writing the
@@ -278,8 +279,7 @@ def _fold_bias_and_split(graph) -> None:
     from onnx import TensorProto, numpy_helper
 
     inits = {i.name: i for i in graph.initializer}
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in graph.value_info
-             if v.type.tensor_type.HasField("shape")}
+    ranks = _ranks(graph)
     users, outputs = _users_and_outputs(graph)
     dropped, made = set(), {}
     for mm in graph.node:
