@@ -44,9 +44,7 @@ struct Sdpa {
 };
 
 constexpr int64_t kTileQueries = 8;  // query positions per work item
-constexpr int64_t kKeys = 16;        // keys scored at once (the vector runs over keys: two Floats8)
-constexpr int64_t kRows = 4;         // query rows scored at once (4 x 16 accumulators stay in registers)
-static_assert(kRows == 4, "attend_tile's score loop holds its rows' sums in four pairs of named registers");
+constexpr int64_t kKeys = 16;        // keys scored at once (the vectors run over keys)
 constexpr int64_t kValues = 64;      // value rows accumulated per pass (kValues x D floats stay in L1)
 constexpr int64_t kMaxHeadDim = 512;
 
@@ -98,16 +96,27 @@ SEQEDGE_INLINE void softmax_row(float* w, int64_t n) {
 
 // One work item: batch row b, kv head kv, query positions [t0, t0 + nt). Its rows are those positions x the
 // query heads sharing the kv head (row r: position t0 + r / group, head kv * group + r % group), so each key
-// and value block is read once for all of them. Scores: kRows rows against a block of kKeys keys, the 4 x 16
-// sums held in eight Floats8 registers across the head dimension; outputs: each row's D sums held in registers
-// over a block of kValues value rows. (Both were arrays of floats the compiler kept on the stack, and the keys
-// were transposed per tile: one llama-135m layer's T = 1024 prompt took ~36 ms on 2 threads, ~16-20 ms now.)
+// and value block is read once for all of them. Scores: kScoreRows rows against a block of kKeys keys, their
+// sums held in registers across the head dimension; outputs: kValueRows rows' D sums held in registers over a
+// block of kValues value rows. (Both were arrays of floats the compiler kept on the stack, and the keys were
+// transposed per tile: one llama-135m layer's T = 1024 prompt took ~36 ms on 2 threads, ~16-20 ms then.)
 // kD fixes the head dimension at compile time (64, 128; 0: any, whose outputs are summed in memory).
+// kWidth is the floats per vector the build's registers hold: 16 at v4 (AVX-512), 8 at v3 (AVX2), 4 in the
+// baseline (SSE2, and NEON on arm64). Wider generic vectors than the registers are lowered through the stack:
+// the baseline's 8-float vectors spilled every score sum on arm64 (GCC 12), and at v4 8 floats used half of
+// each register. Per llama-135m layer at T = 1024 (9 query heads over 3, D = 64, 2 threads of an AVX-512 Zen):
+// 9.0 ms at 8 floats, 5.5 at 16; the SSE2 build 8.1 -> 2.6 ms at T = 256.
 // (A head-by-head loop, one dot product per key, gave llama-135m ~290 tok/s at T = 1024 in the runner, where
 // the wheel's kernel, on libtorch's MKL, gave ~570 inside Python.)
-template <int kD>
+template <int kD, int kWidth>
 SEQEDGE_INLINE void attend_tile(const Sdpa& s, const KeysT& kT, int64_t b, int64_t kv, int64_t t0, int64_t nt,
                                 std::vector<float>& buf) {
+  using V = typename FloatsOf<kWidth>::type;
+  constexpr int64_t kParts = kKeys / kWidth;            // vectors per block of keys
+  constexpr int64_t kScoreRows = kWidth == 16 ? 8 : 4;  // rows scored at once: 8 (v4, v3) or 16 (baseline) sums
+  // rows summed at once over the same value rows: at v4 16 of its 32 registers (4 rows at D = 64: each value
+  // vector loaded once for 4 FMAs); below, one row (D = 64 fills 8 AVX2 or 16 NEON registers)
+  constexpr int64_t kValueRows = kWidth == 16 && kD > 0 ? std::max<int64_t>(1, 16 * kWidth / kD) : 1;
   const int64_t group = s.Hq / s.Hkv, rows = nt * group, D = kD ? kD : s.D;
   const int64_t keys = s.causal ? s.start + t0 + nt : s.start + s.T;  // keys the tile's last position sees
   buf.resize(rows * keys);
@@ -116,57 +125,83 @@ SEQEDGE_INLINE void attend_tile(const Sdpa& s, const KeysT& kT, int64_t b, int64
   const auto offset = [&](int64_t r) { return ((b * s.T + t0 + r / group) * s.Hq + kv * group + r % group) * D; };
   for (int64_t j0 = 0; j0 < keys; j0 += kKeys) {
     const int64_t nk = std::min(kKeys, keys - j0);
-    for (int64_t r0 = 0; r0 < rows; r0 += kRows) {  // kRows rows at once: each key block row loaded once for all
-      if (seen(std::min(r0 + kRows, rows) - 1) <= j0) continue;  // (rows past the tile's last repeat it, unstored)
-      const float* q[kRows];
-      for (int64_t i = 0; i < kRows; ++i) q[i] = s.q + offset(std::min(r0 + i, rows - 1));
-      Floats8 a0 = {}, a1 = {}, b0 = {}, b1 = {}, c0 = {}, c1 = {}, e0 = {}, e1 = {};  // rows 0..3, keys 0-7, 8-15
+    for (int64_t r0 = 0; r0 < rows; r0 += kScoreRows) {  // each key block row loaded once for all of them
+      if (seen(std::min(r0 + kScoreRows, rows) - 1) <= j0) continue;  // (rows past the tile's last repeat it)
+      const float* q[kScoreRows];
+      for (int64_t i = 0; i < kScoreRows; ++i) q[i] = s.q + offset(std::min(r0 + i, rows - 1));
+      V acc[kScoreRows][kParts] = {};
       const float* kd = kT.block(s, b, kv, j0);
       for (int64_t d = 0; d < D; ++d, kd += kKeys) {
-        const Floats8 lo = load8(kd), hi = load8(kd + 8);
-        const float x0 = q[0][d], x1 = q[1][d], x2 = q[2][d], x3 = q[3][d];
-        a0 += x0 * lo, a1 += x0 * hi, b0 += x1 * lo, b1 += x1 * hi;
-        c0 += x2 * lo, c1 += x2 * hi, e0 += x3 * lo, e1 += x3 * hi;
+        V k[kParts];
+#pragma GCC unroll 16
+        for (int64_t p = 0; p < kParts; ++p) k[p] = loadv<V>(kd + kWidth * p);
+#pragma GCC unroll 16
+        for (int64_t i = 0; i < kScoreRows; ++i) {
+          const float x = q[i][d];
+#pragma GCC unroll 16
+          for (int64_t p = 0; p < kParts; ++p) acc[i][p] += x * k[p];
+        }
       }
-      const Floats8 acc[kRows][2] = {{a0, a1}, {b0, b1}, {c0, c1}, {e0, e1}};
-      for (int64_t i = 0; i < kRows && r0 + i < rows; ++i) {
+      for (int64_t i = 0; i < kScoreRows && r0 + i < rows; ++i) {
         float row[kKeys];
-        store8(row, acc[i][0] * s.scale);
-        store8(row + 8, acc[i][1] * s.scale);
+        for (int64_t p = 0; p < kParts; ++p) storev(row + kWidth * p, acc[i][p] * s.scale);
         const int64_t n = std::min(nk, seen(r0 + i) - j0);
         std::memcpy(scores + (r0 + i) * keys + j0, row, sizeof(float) * std::max<int64_t>(n, 0));
       }
     }
   }
-  for (int64_t r = 0; r < rows; ++r) {  // softmax of each row over the keys it sees
+  // softmax of each row over the keys it sees, weight 0 past them: a pass of kValueRows rows sums the value rows
+  // the last of them sees (causal: a later position sees more), the others' zero weights adding nothing
+  for (int64_t r = 0; r < rows; ++r) {
     softmax_row(scores + r * keys, seen(r));
+    std::fill(scores + r * keys + seen(r), scores + (r + 1) * keys, 0.f);
     std::fill(s.out + offset(r), s.out + offset(r) + D, 0.f);
   }
   const float* values = s.v + s.at(b, 0, kv);
   const int64_t step = s.step();
   for (int64_t j0 = 0; j0 < keys; j0 += kValues) {
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t end = std::min(j0 + kValues, seen(r));
+    for (int64_t r0 = 0; r0 < rows; r0 += kValueRows) {
+      const int64_t last = std::min(r0 + kValueRows, rows) - 1;  // sees the most keys of them
+      const int64_t end = std::min(j0 + kValues, seen(last));
       if (end <= j0) continue;
-      float* o = s.out + offset(r);
-      const float* w = scores + r * keys;
-      if constexpr (kD > 0) {  // the row's D sums in kD / 8 registers
-        Floats8 acc[kD / 8];
-#pragma GCC unroll 16
-        for (int64_t x = 0; x < kD / 8; ++x) acc[x] = load8(o + 8 * x);
-        for (int64_t j = j0; j < end; ++j) {
-          const float c = w[j];
-          const float* vj = values + j * step;
-#pragma GCC unroll 16
-          for (int64_t x = 0; x < kD / 8; ++x) acc[x] += c * load8(vj + 8 * x);
+      if constexpr (kD > 0) {  // the rows' D sums in registers (D / kWidth vectors a row)
+        constexpr int64_t kSums = kD / kWidth;
+        float* o[kValueRows];
+        const float* w[kValueRows];
+        for (int64_t i = 0; i < kValueRows; ++i) {
+          const int64_t r = std::min(r0 + i, rows - 1);  // past the last row: it again, not stored
+          o[i] = s.out + offset(r);
+          w[i] = scores + r * keys;
         }
+        V acc[kValueRows][kSums];
 #pragma GCC unroll 16
-        for (int64_t x = 0; x < kD / 8; ++x) store8(o + 8 * x, acc[x]);
-      } else {
+        for (int64_t i = 0; i < kValueRows; ++i)
+#pragma GCC unroll 16
+          for (int64_t x = 0; x < kSums; ++x) acc[i][x] = loadv<V>(o[i] + kWidth * x);
         for (int64_t j = j0; j < end; ++j) {
-          const float c = w[j];
           const float* vj = values + j * step;
-          for (int64_t d = 0; d < D; ++d) o[d] += c * vj[d];
+          V vx[kSums];
+#pragma GCC unroll 16
+          for (int64_t x = 0; x < kSums; ++x) vx[x] = loadv<V>(vj + kWidth * x);
+#pragma GCC unroll 16
+          for (int64_t i = 0; i < kValueRows; ++i) {
+            const float c = w[i][j];
+#pragma GCC unroll 16
+            for (int64_t x = 0; x < kSums; ++x) acc[i][x] += c * vx[x];
+          }
+        }
+        for (int64_t i = kValueRows - 1; i >= 0; --i)  // the repeated last row stored last, the same sums
+#pragma GCC unroll 16
+          for (int64_t x = 0; x < kSums; ++x) storev(o[i] + kWidth * x, acc[i][x]);
+      } else {
+        for (int64_t r = r0; r <= last; ++r) {
+          float* o = s.out + offset(r);
+          const float* w = scores + r * keys;
+          for (int64_t j = j0; j < end; ++j) {
+            const float c = w[j];
+            const float* vj = values + j * step;
+            for (int64_t d = 0; d < D; ++d) o[d] += c * vj[d];
+          }
         }
       }
     }
@@ -175,9 +210,14 @@ SEQEDGE_INLINE void attend_tile(const Sdpa& s, const KeysT& kT, int64_t b, int64
 
 #define SEQEDGE_TILE_PARAMS \
   (const Sdpa& s, const KeysT& kT, int64_t b, int64_t kv, int64_t t0, int64_t nt, std::vector<float>& buf)
-SEQEDGE_ISA_VARIANTS(tile_d64, attend_tile<64>, SEQEDGE_TILE_PARAMS, (s, kT, b, kv, t0, nt, buf))
-SEQEDGE_ISA_VARIANTS(tile_d128, attend_tile<128>, SEQEDGE_TILE_PARAMS, (s, kT, b, kv, t0, nt, buf))
-SEQEDGE_ISA_VARIANTS(tile_any, attend_tile<0>, SEQEDGE_TILE_PARAMS, (s, kT, b, kv, t0, nt, buf))
+// Each head dimension's tile at the three feature levels, each with vectors of its registers' width.
+#define SEQEDGE_TILE_VARIANTS(NAME, kD) \
+  SEQEDGE_TARGET_V4 inline void NAME##_v4 SEQEDGE_TILE_PARAMS { attend_tile<kD, 16>(s, kT, b, kv, t0, nt, buf); } \
+  SEQEDGE_TARGET_V3 inline void NAME##_v3 SEQEDGE_TILE_PARAMS { attend_tile<kD, 8>(s, kT, b, kv, t0, nt, buf); } \
+  inline void NAME##_baseline SEQEDGE_TILE_PARAMS { attend_tile<kD, 4>(s, kT, b, kv, t0, nt, buf); }
+SEQEDGE_TILE_VARIANTS(tile_d64, 64)
+SEQEDGE_TILE_VARIANTS(tile_d128, 128)
+SEQEDGE_TILE_VARIANTS(tile_any, 0)
 
 // A prompt over float16 caches (s.k16, s.v16; B batch rows) reads each key many times: the written positions
 // [0, start + T) as floats once, into this thread's scratch, and `s` pointed at them (S = start + T), for the tiles.

@@ -188,9 +188,37 @@ SEQEDGE_INLINE Floats8 load8(const float* p) {
   return v;
 }
 SEQEDGE_INLINE void store8(float* p, Floats8 v) { std::memcpy(p, &v, sizeof v); }
+// 16 and 4 floats as GCC vectors, for a kernel that takes its vector width from its build (attention_tile.h):
+// 16 fill an AVX-512 register, 4 an SSE or NEON one. FloatsOf<4 | 8 | 16> names each; loadv / storev move one
+// from or to memory.
+typedef float Floats16 __attribute__((vector_size(64)));
+typedef float Floats4 __attribute__((vector_size(16)));
+template <int kWidth>
+struct FloatsOf;
+template <>
+struct FloatsOf<4> {
+  using type = Floats4;
+};
+template <>
+struct FloatsOf<8> {
+  using type = Floats8;
+};
+template <>
+struct FloatsOf<16> {
+  using type = Floats16;
+};
+template <class V>
+SEQEDGE_INLINE V loadv(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+template <class V>
+SEQEDGE_INLINE void storev(float* p, V v) {
+  std::memcpy(p, &v, sizeof v);
+}
 // The sum of the 8 lanes (three halving steps: shuffles, not a scalar chain).
 SEQEDGE_INLINE float sum8(Floats8 v) {
-  typedef float Floats4 __attribute__((vector_size(16)));
   const Floats4 lo = {v[0], v[1], v[2], v[3]}, hi = {v[4], v[5], v[6], v[7]};
   const Floats4 a = lo + hi;
   const Floats4 b = a + Floats4{a[2], a[3], a[0], a[1]};
