@@ -32,6 +32,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -249,6 +250,16 @@ Status* read_int4(const KernelContext* ctx, const char* op, Int4Operands* x) {
   return nullptr;
 }
 
+// A decode step's items in this many contiguous runs (one a core; onnxruntime hands the runs to its threads):
+// onnxruntime's own split of items hands them out one at a time, so a thread's prefetch of the rows 8 KB ahead
+// (int4_matmul_core.h) fetched rows the other thread took. Two builds alternated in one process (2 threads, 16
+// loads of 150 steps): llama-135m int4 decode x1.14 (IQR 1.11-1.18), mamba-130m x1.07 (1.02-1.17). A prompt's
+// items are whole tiles, split as onnxruntime splits them.
+size_t decode_batches() {
+  static const size_t n = std::max(2u, std::thread::hardware_concurrency());
+  return n;
+}
+
 // The activations quantized (split over the pool from kParallelRows rows), then the products' items.
 Status* run_int4(KernelContext* ctx, Products& work) {
   const int4_core::MatMul& first = work.part[0];
@@ -259,7 +270,8 @@ Status* run_int4(KernelContext* ctx, Products& work) {
                                         const_cast<int4_core::MatMul*>(&first)));
   }
   for (size_t j = 0; j < work.count; ++j) work.first_item[j + 1] = work.first_item[j] + int4_core::items(work.part[j]);
-  return g_api->parallel_for(ctx, run_products, static_cast<size_t>(work.first_item[work.count]), 0, &work);
+  const size_t batches = first.M < int4_core::kParallelRows ? decode_batches() : 0;
+  return g_api->parallel_for(ctx, run_products, static_cast<size_t>(work.first_item[work.count]), batches, &work);
 }
 
 // Int4MatMul(A, B, scales[, bias][, split]) -> Y[, Y1[, Y2]]: with more than one output, the product is split
