@@ -58,11 +58,12 @@ def session(path, threads=2):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("Bt,T,D,N", [(1, 1, 16, 16), (2, 1, 40, 24), (2, 1, 33, 4), (2, 37, 40, 16), (1, 300, 33, 4),
-                                      (2, 600, 40, 16), (3, 5, 7, 64), (2, 3, 1, 1)])
+@pytest.mark.parametrize("Bt,T,D,N", [(1, 1, 16, 16), (2, 1, 40, 32), (2, 1, 40, 24), (2, 1, 33, 4), (2, 37, 40, 16),
+                                      (1, 300, 33, 4), (2, 600, 40, 16), (3, 5, 7, 64), (2, 3, 1, 1)])
 def test_selective_scan_matches_its_reference(tmp_path, Bt, T, D, N, threads):
     """Channel counts that are and are not multiples of the kernel's 16-lane blocks; one step with states in
-    vectors of 8 and with states one by one (N not a multiple of 8); long T (run in chunks of 256 steps, the state
+    vectors of 16 (whole blocks, N a multiple of 16: two vectors a channel at 32, over two batch rows), of 8,
+    and one by one (N not a multiple of 8); long T (run in chunks of 256 steps, the state
     carried between them: 300 and 600 steps, two batch rows), a large state, one channel of one state; the state
     comes back as the reference carries it."""
     sess = session(scan_graph(tmp_path / "scan.onnx"), threads)
@@ -100,7 +101,7 @@ FUSED_CASES = {  # op: (operands(Bt, T, D, size, seed), reference)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("Bt,T,D,size", [(1, 1, 16, 16), (2, 1, 40, 4), (2, 37, 40, 4), (1, 300, 33, 4), (2, 600, 40, 4),
+@pytest.mark.parametrize("Bt,T,D,size", [(1, 1, 16, 16), (2, 1, 40, 32), (2, 1, 40, 4), (2, 37, 40, 4), (1, 300, 33, 4), (2, 600, 40, 4),
                                         (3, 2, 7, 3), (2, 3, 1, 1)])
 @pytest.mark.parametrize("op", FUSED_CASES)
 def test_mamba_block_op_matches_its_reference(tmp_path, op, Bt, T, D, size, threads):

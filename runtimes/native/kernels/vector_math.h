@@ -193,6 +193,7 @@ SEQEDGE_INLINE void store8(float* p, Floats8 v) { std::memcpy(p, &v, sizeof v); 
 // from or to memory.
 typedef float Floats16 __attribute__((vector_size(64)));
 typedef float Floats4 __attribute__((vector_size(16)));
+typedef int32_t Ints16 __attribute__((vector_size(64)));
 template <int kWidth>
 struct FloatsOf;
 template <>
@@ -265,18 +266,20 @@ SEQEDGE_INLINE void apply16(float* x, Fn fn) {
   store8(x + 8, fn(load8(x + 8)));
 }
 
-// exp_nonpositive over 8 lanes: n = round(t) as trunc(t - 1/2) (t <= 0; no add-and-subtract rounding trick,
-// which reassociation would fold away).
-SEQEDGE_INLINE Floats8 exp_nonpositive8(Floats8 x) {
-  const Floats8 zero = {}, low = zero - 87.0f;
-  const Floats8 t = (x < low ? low : x) * 1.44269504088896341f;
-  const Ints8 ni = __builtin_convertvector(t - 0.5f, Ints8);
-  const Floats8 p = exp2_fraction(t - __builtin_convertvector(ni, Floats8));
-  const Ints8 bits = (ni + 127) << 23;
-  Floats8 scale;
+// exp_nonpositive over the lanes of a vector (F: floats, I: as many int32): n = round(t) as trunc(t - 1/2)
+// (t <= 0; no add-and-subtract rounding trick, which reassociation would fold away).
+template <class F, class I>
+SEQEDGE_INLINE F exp_nonpositive_lanes(F x) {
+  const F zero = {}, low = zero - 87.0f;
+  const F t = (x < low ? low : x) * 1.44269504088896341f;
+  const I ni = __builtin_convertvector(t - 0.5f, I);
+  const F p = exp2_fraction(t - __builtin_convertvector(ni, F));
+  const I bits = (ni + 127) << 23;
+  F scale;
   std::memcpy(&scale, &bits, sizeof scale);
   return x < low ? zero : p * scale;
 }
+SEQEDGE_INLINE Floats8 exp_nonpositive8(Floats8 x) { return exp_nonpositive_lanes<Floats8, Ints8>(x); }
 
 // log(1 + e) for e in [0, 1]: 2·atanh(s) with s = e / (2 + e) in [0, 1/3], by its odd series to s^17
 // (truncation < 4e-10 at s = 1/3); exact to float rounding for tiny e, where log1p(e) = e.
