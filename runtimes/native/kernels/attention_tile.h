@@ -94,6 +94,21 @@ SEQEDGE_INLINE void softmax_row(float* w, int64_t n) {
   for (int64_t j = 0; j < n; ++j) w[j] *= inv;
 }
 
+// acc[i][p] += x(i) * v[p] over R rows and the P vectors v of `from` (side by side): the inner step of both of
+// attend_tile's products, each row's scalar against vectors loaded once for all the rows, the sums in registers.
+template <int64_t R, int64_t P, class V, class X>
+SEQEDGE_INLINE void add_outer(V (&acc)[R][P], const float* from, const X& x) {
+  V v[P];
+#pragma GCC unroll 16
+  for (int64_t p = 0; p < P; ++p) v[p] = loadv<V>(from + static_cast<int64_t>(sizeof(V) / sizeof(float)) * p);
+#pragma GCC unroll 16
+  for (int64_t i = 0; i < R; ++i) {
+    const float c = x(i);
+#pragma GCC unroll 16
+    for (int64_t p = 0; p < P; ++p) acc[i][p] += c * v[p];
+  }
+}
+
 // One work item: batch row b, kv head kv, query positions [t0, t0 + nt). Its rows are those positions x the
 // query heads sharing the kv head (row r: position t0 + r / group, head kv * group + r % group), so each key
 // and value block is read once for all of them. Scores: kScoreRows rows against a block of kKeys keys, their
@@ -131,17 +146,7 @@ SEQEDGE_INLINE void attend_tile(const Sdpa& s, const KeysT& kT, int64_t b, int64
       for (int64_t i = 0; i < kScoreRows; ++i) q[i] = s.q + offset(std::min(r0 + i, rows - 1));
       V acc[kScoreRows][kParts] = {};
       const float* kd = kT.block(s, b, kv, j0);
-      for (int64_t d = 0; d < D; ++d, kd += kKeys) {
-        V k[kParts];
-#pragma GCC unroll 16
-        for (int64_t p = 0; p < kParts; ++p) k[p] = loadv<V>(kd + kWidth * p);
-#pragma GCC unroll 16
-        for (int64_t i = 0; i < kScoreRows; ++i) {
-          const float x = q[i][d];
-#pragma GCC unroll 16
-          for (int64_t p = 0; p < kParts; ++p) acc[i][p] += x * k[p];
-        }
-      }
+      for (int64_t d = 0; d < D; ++d, kd += kKeys) add_outer(acc, kd, [&](int64_t i) { return q[i][d]; });
       for (int64_t i = 0; i < kScoreRows && r0 + i < rows; ++i) {
         float row[kKeys];
         for (int64_t p = 0; p < kParts; ++p) storev(row + kWidth * p, acc[i][p] * s.scale);
@@ -178,18 +183,7 @@ SEQEDGE_INLINE void attend_tile(const Sdpa& s, const KeysT& kT, int64_t b, int64
         for (int64_t i = 0; i < kValueRows; ++i)
 #pragma GCC unroll 16
           for (int64_t x = 0; x < kSums; ++x) acc[i][x] = loadv<V>(o[i] + kWidth * x);
-        for (int64_t j = j0; j < end; ++j) {
-          const float* vj = values + j * step;
-          V vx[kSums];
-#pragma GCC unroll 16
-          for (int64_t x = 0; x < kSums; ++x) vx[x] = loadv<V>(vj + kWidth * x);
-#pragma GCC unroll 16
-          for (int64_t i = 0; i < kValueRows; ++i) {
-            const float c = w[i][j];
-#pragma GCC unroll 16
-            for (int64_t x = 0; x < kSums; ++x) acc[i][x] += c * vx[x];
-          }
-        }
+        for (int64_t j = j0; j < end; ++j) add_outer(acc, values + j * step, [&](int64_t i) { return w[i][j]; });
         for (int64_t i = kValueRows - 1; i >= 0; --i)  // the repeated last row stored last, the same sums
 #pragma GCC unroll 16
           for (int64_t x = 0; x < kSums; ++x) storev(o[i] + kWidth * x, acc[i][x]);
