@@ -60,37 +60,42 @@ struct KeysT {
   const float* block(const Sdpa& s, int64_t b, int64_t kv, int64_t j0) const { return data.data() + at(s, b, kv, j0); }
 };
 
-// w[0, n) replaced by exp(w - m), m its largest entry; returns {m, the sum of the exps}. 8 lanes at a time: a
-// float max or sum the loop vectoriser leaves scalar, as it may not reorder them (the running max alone was a
-// tenth of a T = 1024 prompt's attention).
+// w[0, n) replaced by exp(w - m), m its largest entry; returns {m, the sum of the exps}. kWidth lanes at a time
+// (exp_row: 8): a float max or sum the loop vectoriser leaves scalar, as it may not reorder them (the running max
+// alone was a tenth of a T = 1024 prompt's attention).
 struct ExpSum {
   float max, total;
 };
-SEQEDGE_INLINE ExpSum exp_row(float* w, int64_t n) {
-  const int64_t full = n / 8 * 8;
-  Floats8 mv = Floats8{} - INFINITY;
-  for (int64_t j = 0; j < full; j += 8) {
-    const Floats8 x = load8(w + j);
+template <int kWidth>
+SEQEDGE_INLINE ExpSum exp_row_lanes(float* w, int64_t n) {
+  using V = typename FloatsOf<kWidth>::type;
+  using I = typename FloatsOf<kWidth>::ints;
+  const int64_t full = n / kWidth * kWidth;
+  V mv = V{} - INFINITY;
+  for (int64_t j = 0; j < full; j += kWidth) {
+    const V x = loadv<V>(w + j);
     mv = x > mv ? x : mv;
   }
   float m = -INFINITY;
-  for (int64_t i = 0; i < 8; ++i) m = std::max(m, mv[i]);
+  for (int64_t i = 0; i < kWidth; ++i) m = std::max(m, mv[i]);
   for (int64_t j = full; j < n; ++j) m = std::max(m, w[j]);
-  Floats8 sum = {};
-  for (int64_t j = 0; j < full; j += 8) {
-    const Floats8 e = exp_nonpositive8(load8(w + j) - m);
-    store8(w + j, e);
+  V sum = {};
+  for (int64_t j = 0; j < full; j += kWidth) {
+    const V e = exp_nonpositive_lanes<V, I>(loadv<V>(w + j) - m);
+    storev(w + j, e);
     sum += e;
   }
   float total = 0;
-  for (int64_t i = 0; i < 8; ++i) total += sum[i];
+  for (int64_t i = 0; i < kWidth; ++i) total += sum[i];
   for (int64_t j = full; j < n; ++j) total += (w[j] = exp_nonpositive(w[j] - m));
   return {m, total};
 }
+SEQEDGE_INLINE ExpSum exp_row(float* w, int64_t n) { return exp_row_lanes<8>(w, n); }
 
-// w[0, n) replaced by its softmax.
+// w[0, n) replaced by its softmax, kWidth lanes at a time.
+template <int kWidth>
 SEQEDGE_INLINE void softmax_row(float* w, int64_t n) {
-  const float inv = 1.0f / exp_row(w, n).total;
+  const float inv = 1.0f / exp_row_lanes<kWidth>(w, n).total;
   for (int64_t j = 0; j < n; ++j) w[j] *= inv;
 }
 
@@ -158,7 +163,7 @@ SEQEDGE_INLINE void attend_tile(const Sdpa& s, const KeysT& kT, int64_t b, int64
   // softmax of each row over the keys it sees, weight 0 past them: a pass of kValueRows rows sums the value rows
   // the last of them sees (causal: a later position sees more), the others' zero weights adding nothing
   for (int64_t r = 0; r < rows; ++r) {
-    softmax_row(scores + r * keys, seen(r));
+    softmax_row<kWidth>(scores + r * keys, seen(r));
     std::fill(scores + r * keys + seen(r), scores + (r + 1) * keys, 0.f);
     std::fill(s.out + offset(r), s.out + offset(r) + D, 0.f);
   }

@@ -194,19 +194,23 @@ SEQEDGE_INLINE void store8(float* p, Floats8 v) { std::memcpy(p, &v, sizeof v); 
 typedef float Floats16 __attribute__((vector_size(64)));
 typedef float Floats4 __attribute__((vector_size(16)));
 typedef int32_t Ints16 __attribute__((vector_size(64)));
+typedef int32_t Ints4 __attribute__((vector_size(16)));
 template <int kWidth>
-struct FloatsOf;
+struct FloatsOf;  // type: kWidth floats; ints: as many int32 (exp_nonpositive_lanes)
 template <>
 struct FloatsOf<4> {
   using type = Floats4;
+  using ints = Ints4;
 };
 template <>
 struct FloatsOf<8> {
   using type = Floats8;
+  using ints = Ints8;
 };
 template <>
 struct FloatsOf<16> {
   using type = Floats16;
+  using ints = Ints16;
 };
 template <class V>
 SEQEDGE_INLINE V loadv(const float* p) {
