@@ -69,7 +69,6 @@ struct ExpSum {
 template <int kWidth>
 SEQEDGE_INLINE ExpSum exp_row_lanes(float* w, int64_t n) {
   using V = typename FloatsOf<kWidth>::type;
-  using I = typename FloatsOf<kWidth>::ints;
   const int64_t full = n / kWidth * kWidth;
   V mv = V{} - INFINITY;
   for (int64_t j = 0; j < full; j += kWidth) {
@@ -81,7 +80,7 @@ SEQEDGE_INLINE ExpSum exp_row_lanes(float* w, int64_t n) {
   for (int64_t j = full; j < n; ++j) m = std::max(m, w[j]);
   V sum = {};
   for (int64_t j = 0; j < full; j += kWidth) {
-    const V e = exp_nonpositive_lanes<V, I>(loadv<V>(w + j) - m);
+    const V e = exp_nonpositive_lanes<kWidth>(loadv<V>(w + j) - m);
     storev(w + j, e);
     sum += e;
   }
@@ -209,14 +208,9 @@ SEQEDGE_INLINE void attend_tile(const Sdpa& s, const KeysT& kT, int64_t b, int64
 
 #define SEQEDGE_TILE_PARAMS \
   (const Sdpa& s, const KeysT& kT, int64_t b, int64_t kv, int64_t t0, int64_t nt, std::vector<float>& buf)
-// Each head dimension's tile at the three feature levels, each with vectors of its registers' width.
-#define SEQEDGE_TILE_VARIANTS(NAME, kD) \
-  SEQEDGE_TARGET_V4 inline void NAME##_v4 SEQEDGE_TILE_PARAMS { attend_tile<kD, 16>(s, kT, b, kv, t0, nt, buf); } \
-  SEQEDGE_TARGET_V3 inline void NAME##_v3 SEQEDGE_TILE_PARAMS { attend_tile<kD, 8>(s, kT, b, kv, t0, nt, buf); } \
-  inline void NAME##_baseline SEQEDGE_TILE_PARAMS { attend_tile<kD, 4>(s, kT, b, kv, t0, nt, buf); }
-SEQEDGE_TILE_VARIANTS(tile_d64, 64)
-SEQEDGE_TILE_VARIANTS(tile_d128, 128)
-SEQEDGE_TILE_VARIANTS(tile_any, 0)
+SEQEDGE_WIDTH_VARIANTS(tile_d64, (attend_tile<64, kWidth>), SEQEDGE_TILE_PARAMS, (s, kT, b, kv, t0, nt, buf))
+SEQEDGE_WIDTH_VARIANTS(tile_d128, (attend_tile<128, kWidth>), SEQEDGE_TILE_PARAMS, (s, kT, b, kv, t0, nt, buf))
+SEQEDGE_WIDTH_VARIANTS(tile_any, (attend_tile<0, kWidth>), SEQEDGE_TILE_PARAMS, (s, kT, b, kv, t0, nt, buf))
 
 // A prompt over float16 caches (s.k16, s.v16; B batch rows) reads each key many times: the written positions
 // [0, start + T) as floats once, into this thread's scratch, and `s` pointed at them (S = start + T), for the tiles.

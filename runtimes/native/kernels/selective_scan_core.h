@@ -150,15 +150,6 @@ SEQEDGE_INLINE void step_channels(const Scan& s, int64_t b, int64_t d0, int64_t 
   }
 }
 
-SEQEDGE_INLINE void step_block(const Scan& s, int64_t b, int64_t d0, int64_t nd) {
-  const int64_t i0 = b * s.Dm + d0;
-  float dt[kLanes], u[kLanes], y[kLanes] = {};
-  load_step_sizes(s, i0, nd, dt);
-  load_lanes(s.u, i0, nd, u);
-  step_channels(s, b, d0, nd, dt, u, y);
-  store_outputs(s, i0, nd, y);
-}
-
 // The 16 lanes' sums of 16 vectors, as one vector (lane c: the sum of p[c]): four rounds that each add
 // neighbouring runs of lanes of two vectors, so that 16 horizontal sums cost 15 vector adds and their shuffles.
 SEQEDGE_INLINE Floats16 lane_sums16(const Floats16 (&p)[16]) {
@@ -176,17 +167,12 @@ SEQEDGE_INLINE Floats16 lane_sums16(const Floats16 (&p)[16]) {
          __builtin_shufflevector(c[0], c[1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
 }
 
-// step_block for 16-float registers (v4): a whole block of channels whose N is a multiple of 16 takes a channel's
-// 16 states a vector, and the 16 channels' dot products C . h are summed across lanes together (lane_sums16)
-// instead of one by one. Mamba-130m's step at 2 threads (perf of an onnxruntime decode loop): step_block was ~9 %
-// of the samples, most of them its per-channel horizontal sums and its two 8-lane exponentials per channel.
-SEQEDGE_INLINE void step_block_wide(const Scan& s, int64_t b, int64_t d0, int64_t nd) {
-  const int64_t N = s.N;
-  if (nd != kLanes || N % 16 != 0) return step_block(s, b, d0, nd);
-  const int64_t i0 = b * s.Dm + d0;
-  float dt[kLanes], u[kLanes];
-  load_step_sizes(s, i0, nd, dt);
-  load_lanes(s.u, i0, nd, u);
+// step_channels for a whole block at 16 floats a register (v4), N a multiple of 16 (Mamba's 16): a channel's 16
+// states a vector, and the 16 channels' dot products C . h summed across lanes together (lane_sums16) instead of one
+// by one. Mamba-130m's step at 2 threads (perf of an onnxruntime decode loop): the step was ~9 % of the samples,
+// most of them its per-channel horizontal sums and its two 8-lane exponentials per channel.
+SEQEDGE_INLINE void step_channels16(const Scan& s, int64_t b, int64_t d0, const float* dt, const float* u, float* y) {
+  const int64_t N = s.N, i0 = b * s.Dm + d0;
   const float* Bn = s.B + b * N;
   const float* Cn = s.C + b * N;
   Floats16 dots[kLanes];
@@ -197,25 +183,34 @@ SEQEDGE_INLINE void step_block_wide(const Scan& s, int64_t b, int64_t d0, int64_
     float* h1 = s.state_out + (i0 + c) * N;  // may alias h0: each state is read before it is written
     Floats16 acc = {};
     for (int64_t n = 0; n < N; n += 16) {
-      const Floats16 h = exp_nonpositive_lanes<Floats16, Ints16>(step * loadv<Floats16>(A + n)) *
-                             loadv<Floats16>(h0 + n) + du * loadv<Floats16>(Bn + n);
+      const Floats16 h = exp_nonpositive_lanes<16>(step * loadv<Floats16>(A + n)) * loadv<Floats16>(h0 + n) +
+                         du * loadv<Floats16>(Bn + n);
       storev(h1 + n, h);
       acc += loadv<Floats16>(Cn + n) * h;
     }
     dots[c] = acc;
   }
   const Floats16 sums = lane_sums16(dots);
-  float y[kLanes];
   for (int64_t c = 0; c < kLanes; ++c) y[c] = sums[c] + s.Dv[d0 + c] * u[c];
+}
+
+// One time step of channels [d0, d0 + nd) of batch row b, at the build's vector width (step_channels16 at 16).
+template <int kWidth>
+SEQEDGE_INLINE void step_block(const Scan& s, int64_t b, int64_t d0, int64_t nd) {
+  const int64_t i0 = b * s.Dm + d0;
+  float dt[kLanes], u[kLanes], y[kLanes] = {};
+  load_step_sizes(s, i0, nd, dt);
+  load_lanes(s.u, i0, nd, u);
+  if (kWidth == 16 && nd == kLanes && s.N % 16 == 0)
+    step_channels16(s, b, d0, dt, u, y);
+  else
+    step_channels(s, b, d0, nd, dt, u, y);
   store_outputs(s, i0, nd, y);
 }
 
 SEQEDGE_ISA_VARIANTS(scan_block, scan_block, (const Scan& s, int64_t b, int64_t d0, int64_t nd), (s, b, d0, nd))
-SEQEDGE_TARGET_V4 inline void step_block_v4(const Scan& s, int64_t b, int64_t d0, int64_t nd) {
-  step_block_wide(s, b, d0, nd);
-}
-SEQEDGE_TARGET_V3 inline void step_block_v3(const Scan& s, int64_t b, int64_t d0, int64_t nd) { step_block(s, b, d0, nd); }
-inline void step_block_baseline(const Scan& s, int64_t b, int64_t d0, int64_t nd) { step_block(s, b, d0, nd); }
+SEQEDGE_WIDTH_VARIANTS(step_block, step_block<kWidth>, (const Scan& s, int64_t b, int64_t d0, int64_t nd),
+                       (s, b, d0, nd))
 
 // Why the operands' shapes do not fit one scan (nullptr when they do): u, delta (Bt, T, D); A (D, N);
 // B, C (Bt, T, N); D (D); state (Bt, D, N). Each runtime checks this before touching any data — the

@@ -39,6 +39,14 @@
   SEQEDGE_TARGET_V4 inline void NAME##_v4 PARAMS { IMPL ARGS; } \
   SEQEDGE_TARGET_V3 inline void NAME##_v3 PARAMS { IMPL ARGS; } \
   inline void NAME##_baseline PARAMS { IMPL ARGS; }
+// The same, with each level's vector width as kWidth inside IMPL (floats a register holds): 16 at v4 (AVX-512), 8
+// at v3 (AVX2), 4 in the baseline (SSE2; NEON on arm64), for bodies written over FloatsOf<kWidth>. GCC lowers a
+// generic vector wider than the registers through the stack. A template IMPL with other arguments goes in
+// parentheses: (attend_tile<64, kWidth>).
+#define SEQEDGE_WIDTH_VARIANTS(NAME, IMPL, PARAMS, ARGS) \
+  SEQEDGE_TARGET_V4 inline void NAME##_v4 PARAMS { constexpr int kWidth = 16; IMPL ARGS; } \
+  SEQEDGE_TARGET_V3 inline void NAME##_v3 PARAMS { constexpr int kWidth = 8; IMPL ARGS; } \
+  inline void NAME##_baseline PARAMS { constexpr int kWidth = 4; IMPL ARGS; }
 
 namespace seqedge {
 
@@ -196,7 +204,7 @@ typedef float Floats4 __attribute__((vector_size(16)));
 typedef int32_t Ints16 __attribute__((vector_size(64)));
 typedef int32_t Ints4 __attribute__((vector_size(16)));
 template <int kWidth>
-struct FloatsOf;  // type: kWidth floats; ints: as many int32 (exp_nonpositive_lanes)
+struct FloatsOf;  // type: kWidth floats; ints: as many int32
 template <>
 struct FloatsOf<4> {
   using type = Floats4;
@@ -270,9 +278,9 @@ SEQEDGE_INLINE void apply16(float* x, Fn fn) {
   store8(x + 8, fn(load8(x + 8)));
 }
 
-// exp_nonpositive over the lanes of a vector (F: floats, I: as many int32): n = round(t) as trunc(t - 1/2)
-// (t <= 0; no add-and-subtract rounding trick, which reassociation would fold away).
-template <class F, class I>
+// exp_nonpositive over kWidth lanes: n = round(t) as trunc(t - 1/2) (t <= 0; no add-and-subtract rounding trick,
+// which reassociation would fold away).
+template <int kWidth, class F = typename FloatsOf<kWidth>::type, class I = typename FloatsOf<kWidth>::ints>
 SEQEDGE_INLINE F exp_nonpositive_lanes(F x) {
   const F zero = {}, low = zero - 87.0f;
   const F t = (x < low ? low : x) * 1.44269504088896341f;
@@ -283,7 +291,7 @@ SEQEDGE_INLINE F exp_nonpositive_lanes(F x) {
   std::memcpy(&scale, &bits, sizeof scale);
   return x < low ? zero : p * scale;
 }
-SEQEDGE_INLINE Floats8 exp_nonpositive8(Floats8 x) { return exp_nonpositive_lanes<Floats8, Ints8>(x); }
+SEQEDGE_INLINE Floats8 exp_nonpositive8(Floats8 x) { return exp_nonpositive_lanes<8>(x); }
 
 // log(1 + e) for e in [0, 1]: 2·atanh(s) with s = e / (2 + e) in [0, 1/3], by its odd series to s^17
 // (truncation < 4e-10 at s = 1/3); exact to float rounding for tiny e, where log1p(e) = e.
