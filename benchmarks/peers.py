@@ -3,6 +3,7 @@ ratios to seqedge's best, and a JSON of every figure with the machine's load.
 
     python benchmarks/peers.py [--shapes mamba-130m,llama-135m] [--rounds 3] [--threads 2]
                                [--prompts 256,1024] [--depths 0,256,1024] [--decode 64] [--json OUT.json]
+                               [--llama-cpp Q4_0,Q4_0 pure,Q8_0,F16] [--runner R] [--formats onnx,executorch]
 
 The weights: seqedge builds each shape with random weights (seed 0) and writes them as a Hugging Face
 folder (its parameter names are HF's) with SmolLM2's tokenizer (the only one on the machine: the
@@ -475,6 +476,8 @@ def systems_for(shape: str, a) -> dict:
     max_len = max(a.prompts + a.depths) + a.decode + 8
     out = {}
     for q, gguf in ggufs(folder).items():
+        if q not in a.llama_cpp:
+            continue
         out[f"llama.cpp {q}"] = lambda g=gguf: llama_bench(g, a.threads, a.prompts, a.depths, a.decode)
     if "genai" in a.systems and json.loads((folder / "config.json").read_text())["model_type"] == "llama":
         gm = genai_model(folder)
@@ -630,12 +633,15 @@ def main() -> None:
     ap.add_argument("--formats", default="onnx,executorch")
     ap.add_argument("--quants", default="int4")
     ap.add_argument("--systems", default="genai,et-llm,hf", help="peers besides llama.cpp (genai, et-llm, hf)")
+    ap.add_argument("--llama-cpp", default="Q4_0,Q4_0 pure,Q8_0,F16", help="llama.cpp's files to time (Q4_0 is "
+                    "the reference of the targets' ratios; fewer files, shorter rounds, more of them in an hour)")
     ap.add_argument("--runner", type=Path, help="seqedge_runner (seqedge build-runner): also time the native "
                     "runner on seqedge's ExecuTorch artifacts")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     a.prompts, a.depths = [int(x) for x in a.prompts.split(",")], [int(x) for x in a.depths.split(",")]
     a.formats, a.quants, a.systems = a.formats.split(","), a.quants.split(","), a.systems.split(",")
+    a.llama_cpp = a.llama_cpp.split(",")
 
     shapes = {s: systems_for(s, a) for s in a.shapes.split(",")}  # builds and exports everything first
     cells, sizes, kv, bandwidths = [], {}, {}, []
