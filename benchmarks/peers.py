@@ -23,7 +23,8 @@ vocabulary (49,152, not 50,280). Every system reads that folder:
   8-bit-head recipe where a format has it), timed by `seqedge bench ART
   --device host` (a child process per artifact); with `--runner R`, the ExecuTorch artifacts also through the
   native runner (`seqedge bench ART --runner R --no-host`), with its speed as a share of the Python runtime's on
-  the same artifact, paired by round (the two run one after the other).
+  the same artifact, paired by round (the two run one after the other): decode as steps / total time and as the
+  median step (a step the host slows by a third moves the first, not the second).
 Decode at depth d: tokens/s of D steps after d tokens of context (seqedge: after a d-token prompt; depth
 0 is a 1-token prompt). Prefill: tokens/s over a P-token prompt from an empty cache. Every system runs in its
 own process; rounds interleave the systems (every other round in reverse order); the table holds medians and the
@@ -411,7 +412,9 @@ def seqedge_bench(art: Path, threads: int, prompts: list[int], depths: list[int]
     host = [r for r in records if r["kind"] == "measured-host"]
     pre = {r["inputs"]["prompt_tokens"]: r["value"] for r in host if r["metric"] == "prefill_tok_s"}
     dec = {r["inputs"]["context"]: r["value"] for r in host if r["metric"] == "decode_tok_s"}
+    p50 = {r["inputs"]["context"]: 1e3 / r["value"] for r in host if r["metric"] == "decode_ms_p50"}
     return {"prefill": {P: pre[P] for P in prompts}, "decode": {d: dec[max(1, d)] for d in depths},
+            "decode_p50": {d: p50[max(1, d)] for d in depths},
             "weights_mb": streamed_mb(art), "kv_bytes": kv_itemsize(art)}
 
 
@@ -443,7 +446,9 @@ def seqedge_runner_bench(art: Path, runner: Path, threads: int, prompts: list[in
     dev = [r for r in records if r["kind"] == "measured-device"]
     pre = dict(zip(lengths, [r["value"] for r in dev if r["metric"] == "prefill_tok_s"]))  # in the order asked
     dec = dict(zip(lengths, [r["value"] for r in dev if r["metric"] == "decode_tok_s"]))
+    p50 = dict(zip(lengths, [1e3 / r["value"] for r in dev if r["metric"] == "decode_ms_p50"]))
     return {"prefill": {P: pre[P] for P in prompts}, "decode": {d: dec[max(1, d)] for d in depths},
+            "decode_p50": {d: p50[max(1, d)] for d in depths if max(1, d) in p50},
             "weights_mb": streamed_mb(art), "kv_bytes": kv_itemsize(art)}
 
 
@@ -616,6 +621,11 @@ def targets(cells: list[Cell], sizes: dict, prompts: list[int], depths: list[int
                     python = "seqedge " + s.removeprefix("seqedge runner ")
                     lines.append(f"{'':36s} ÷ {python}, paired by round: "
                                  f"{paired([c for c in cells if c.shape == shape], s, python, cols)}")
+                    # the same pairs by each run's median step: one slow step (the host taking a core away for a
+                    # moment) moves steps / total time, not the median
+                    p50 = [("decode_p50", d) for d in depths]
+                    lines.append(f"{'':36s} ÷ {python}, median steps, paired by round: "
+                                 f"{paired([c for c in cells if c.shape == shape], s, python, p50)}")
             else:
                 lines.append(f"{shape:11s} {s}")
             lines.append(f"{'':36s} streaming {stream}")
@@ -656,8 +666,8 @@ def main() -> None:
                 res = measure()
                 sizes[(shape, name)] = res["weights_mb"]
                 kv[(shape, name)] = res.get("kv_bytes", 4)
-                for metric in ("decode", "prefill"):
-                    for at, v in res[metric].items():
+                for metric in ("decode", "prefill", "decode_p50"):  # decode_p50: tok/s of the median step
+                    for at, v in res.get(metric, {}).items():
                         cells.append(Cell(name, shape, r, metric, int(at), round(v, 2), load))
                 print(f"round {r} {shape:11s} {name:28s} decode {res['decode']}  prefill {res['prefill']}  load {load:.2f}",
                       flush=True)

@@ -265,8 +265,10 @@ def test_native_runner_is_timed_here_beside_the_python_runtime(native_runner, pt
     res = bench(BenchPlan([str(art)], device="host", prompt_lengths=[8, 32], decode_tokens=8, runner=native_runner))
     runner = [r for r in res.records if r.kind == "measured-device"]
     assert {(r.metric, r.inputs.get("prompt_tokens", r.inputs.get("context"))) for r in runner} >= {
-        ("prefill_tok_s", 8), ("prefill_tok_s", 32), ("decode_tok_s", 8), ("decode_tok_s", 32)}
+        ("prefill_tok_s", 8), ("prefill_tok_s", 32), ("decode_tok_s", 8), ("decode_tok_s", 32),
+        ("decode_ms_p50", 8), ("decode_ms_p50", 32)}  # the median step too, as the Python runtime's
     assert all(r.value > 0 and r.inputs["transport"] == "this host" for r in runner)
+    assert all(r.unit == "ms" for r in runner if r.metric == "decode_ms_p50")
     checks = res.targets[0].runner_checks
     assert {(c.metric, c.at) for c in checks} == {(m, n) for m in ("prefill_tok_s", "decode_tok_s") for n in (8, 32)}
     python = {(r.metric, r.inputs.get("prompt_tokens", r.inputs.get("context"))): r.value for r in res.records

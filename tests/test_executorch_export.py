@@ -902,6 +902,7 @@ def test_native_runner_matches_seqedge_generate(pte_artifacts, native_runner):
         assert native.stdout == py.stdout_bytes == timed.stdout, fam
         figures = json.loads(timed.stderr.decode().strip().splitlines()[-1])
         assert figures["prefill_runs"] > 1 and figures["prefill_ms"] > 0 and figures["decode_steps"] > 0, fam
+        assert 0 < figures["decode_ms_p50"] <= figures["decode_ms_total"], fam  # the median of the timed steps
 
 
 def test_portable_backend(tmp_path):

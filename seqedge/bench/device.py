@@ -212,6 +212,7 @@ def measure_device(transport: Transport, runner: Path, artifact: Path, target: s
             t = json.loads(lines[-1])
             at = {**inputs, "transport": transport.name, "prompt_tokens": int(t["prompt_tokens"])}
             prefill_ms, decode_tok_s, steps = float(t["prefill_ms"]), float(t["decode_tok_s"]), int(t["decode_steps"])
+            step_p50 = float(t["decode_ms_p50"]) if "decode_ms_p50" in t else None  # runners before it had none
         except (ValueError, KeyError, TypeError) as e:
             raise DeviceError(f"the runner on {transport.name} printed an unreadable timing line ({e})",
                               "rebuild the runner with this seqedge") from None
@@ -220,7 +221,10 @@ def measure_device(transport: Transport, runner: Path, artifact: Path, target: s
                           "tok/s", at, f"{how}: prompt tokens / prefill time"))
         out.append(Record(target, "measured-device", "ttft_ms", round(prefill_ms, 3), "ms", at,
                           f"{how}: prefill time"))
-        out.append(Record(target, "measured-device", "decode_tok_s", round(decode_tok_s, 2), "tok/s",
-                          {**inputs, "transport": transport.name, "context": at["prompt_tokens"], "steps": steps},
+        decode_at = {**inputs, "transport": transport.name, "context": at["prompt_tokens"], "steps": steps}
+        out.append(Record(target, "measured-device", "decode_tok_s", round(decode_tok_s, 2), "tok/s", decode_at,
                           f"{how}: decode steps / their total time"))
+        if step_p50 is not None:
+            out.append(Record(target, "measured-device", "decode_ms_p50", round(step_p50, 3), "ms", decode_at,
+                              f"{how}: the median decode step"))
     return out

@@ -14,10 +14,11 @@
 // warm-up prefill and two decode steps run first (the first call of each method packs its weights:
 // `cold_prefill_ms`), then kTimedPrefills prefills of the prompt, each from a fresh state (their median is
 // `prefill_ms`, as the Python benchmark's median of three; one sample swung by a third on a busy machine), the
-// last going on to decode, and one JSON line of the timed run's figures goes to stderr. With --score-file, the
-// prompt's tokens go in one decode step at a time and the logits of every step are written to PATH (steps ×
-// vocab float32, little-endian): the same numbers on every build of the runner (x86-64, arm64 under emulation)
-// are what the cross-build tests compare.
+// last going on to decode, and one JSON line of the timed run's figures goes to stderr (decode as steps / their
+// total time, `decode_tok_s`, and as the median step, `decode_ms_p50`, as the Python benchmark reports both).
+// With --score-file, the prompt's tokens go in one decode step at a time and the logits of every step are
+// written to PATH (steps × vocab float32, little-endian): the same numbers on every build of the runner (x86-64,
+// arm64 under emulation) are what the cross-build tests compare.
 // The work is seqedge::Engine (engine/seqedge_engine.h), the class an Android (JNI), iOS or embedded-Linux app
 // calls; seqedge's custom-op kernels are linked in (libseqedge_kernels, libseqedge_llm_kernels).
 
@@ -154,11 +155,17 @@ int run(const Args& args) {
   if (args.timing) {
     double total = 0;
     for (double s : step_ms) total += s;
+    std::vector<double> sorted_steps = step_ms;  // the median step, as the Python benchmark's decode_ms_p50
+    std::sort(sorted_steps.begin(), sorted_steps.end());
+    const size_t n_steps = sorted_steps.size();
+    const double step_p50 = n_steps == 0 ? 0.0
+                            : n_steps % 2 ? sorted_steps[n_steps / 2]
+                                          : (sorted_steps[n_steps / 2 - 1] + sorted_steps[n_steps / 2]) / 2;
     std::fprintf(stderr, "{\"prompt_tokens\": %zu, \"prefill_ms\": %.3f, \"prefill_runs\": %zu, "
                  "\"cold_prefill_ms\": %.3f, \"decode_steps\": %zu, \"decode_ms_total\": %.3f, "
-                 "\"decode_tok_s\": %.2f}\n", prompt.size(), prefill_ms,
+                 "\"decode_tok_s\": %.2f, \"decode_ms_p50\": %.3f}\n", prompt.size(), prefill_ms,
                  prefill_runs.size(), cold_prefill_ms, step_ms.size(), total,
-                 step_ms.empty() ? 0.0 : 1000.0 * step_ms.size() / total);
+                 step_ms.empty() ? 0.0 : 1000.0 * step_ms.size() / total, step_p50);
   }
   return 0;
 }
