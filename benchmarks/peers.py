@@ -619,13 +619,13 @@ def targets(cells: list[Cell], sizes: dict, prompts: list[int], depths: list[int
                     lines.append(f"{'':36s} vs Q4_0 pure: {_ratios(value, s, LIKE_FOR_LIKE_PEER, cols)}")
                 if s.startswith("seqedge runner "):  # the app's speed against the benchmark's, round by round
                     python = "seqedge " + s.removeprefix("seqedge runner ")
-                    lines.append(f"{'':36s} ÷ {python}, paired by round: "
-                                 f"{paired([c for c in cells if c.shape == shape], s, python, cols)}")
+                    of_shape = [c for c in cells if c.shape == shape]
+                    lines.append(f"{'':36s} ÷ {python}, paired by round: {paired(of_shape, s, python, cols)}")
                     # the same pairs by each run's median step: one slow step (the host taking a core away for a
                     # moment) moves steps / total time, not the median
                     p50 = [("decode_p50", d) for d in depths]
                     lines.append(f"{'':36s} ÷ {python}, median steps, paired by round: "
-                                 f"{paired([c for c in cells if c.shape == shape], s, python, p50)}")
+                                 f"{paired(of_shape, s, python, p50)}")
             else:
                 lines.append(f"{shape:11s} {s}")
             lines.append(f"{'':36s} streaming {stream}")

@@ -98,6 +98,14 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// The median of `xs` (the mean of the middle two for an even count; 0 for none), as Python's statistics.median.
+double median(std::vector<double> xs) {
+  if (xs.empty()) return 0.0;
+  std::sort(xs.begin(), xs.end());
+  const size_t n = xs.size();
+  return n % 2 ? xs[n / 2] : (xs[n / 2 - 1] + xs[n / 2]) / 2;
+}
+
 int run(const Args& args) {
   if (args.encode) {  // the prompt's ids, for checking a tokenizer against the Python one
     seqedge::Engine engine(args.artifact, args.threads);
@@ -134,11 +142,7 @@ int run(const Args& args) {
   auto t0 = std::chrono::steady_clock::now();
   int64_t next = engine.prefill(prompt);  // the last timed prefill: generation goes on from it
   prefill_runs.push_back(ms_since(t0));
-  std::vector<double> sorted_runs = prefill_runs;
-  std::sort(sorted_runs.begin(), sorted_runs.end());
-  const size_t n_runs = sorted_runs.size();
-  const double prefill_ms = n_runs % 2 ? sorted_runs[n_runs / 2]
-                                       : (sorted_runs[n_runs / 2 - 1] + sorted_runs[n_runs / 2]) / 2;
+  const double prefill_ms = median(prefill_runs);
   std::vector<double> step_ms;
   std::string generated;
   int64_t prev = prompt.back();
@@ -155,17 +159,11 @@ int run(const Args& args) {
   if (args.timing) {
     double total = 0;
     for (double s : step_ms) total += s;
-    std::vector<double> sorted_steps = step_ms;  // the median step, as the Python benchmark's decode_ms_p50
-    std::sort(sorted_steps.begin(), sorted_steps.end());
-    const size_t n_steps = sorted_steps.size();
-    const double step_p50 = n_steps == 0 ? 0.0
-                            : n_steps % 2 ? sorted_steps[n_steps / 2]
-                                          : (sorted_steps[n_steps / 2 - 1] + sorted_steps[n_steps / 2]) / 2;
     std::fprintf(stderr, "{\"prompt_tokens\": %zu, \"prefill_ms\": %.3f, \"prefill_runs\": %zu, "
                  "\"cold_prefill_ms\": %.3f, \"decode_steps\": %zu, \"decode_ms_total\": %.3f, "
                  "\"decode_tok_s\": %.2f, \"decode_ms_p50\": %.3f}\n", prompt.size(), prefill_ms,
                  prefill_runs.size(), cold_prefill_ms, step_ms.size(), total,
-                 step_ms.empty() ? 0.0 : 1000.0 * step_ms.size() / total, step_p50);
+                 step_ms.empty() ? 0.0 : 1000.0 * step_ms.size() / total, median(step_ms));
   }
   return 0;
 }
