@@ -25,8 +25,9 @@ from seqedge.runtimes.base import ArtifactRunner
 INSTALL = "pip install executorch==1.5.1"
 # What a runner must know to run the programs seqedge's exporter writes, carried in the manifest as
 # `runner_contract` (seqedge_engine.cpp's kRunnerContract; a runner that knows less refuses the program by name):
-# 2 = a method's outputs may be outside its memory plan, given memory by the runner.
-RUNNER_CONTRACT = 2
+# 2 = a method's outputs may be outside its memory plan, given memory by the runner; 3 = seqedge::int4_matmul's
+# codes may come in groups of 16 rows (int4_matmul_core.h).
+RUNNER_CONTRACT = 3
 
 
 @contextlib.contextmanager

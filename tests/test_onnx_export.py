@@ -32,6 +32,7 @@ from seqedge.ops import (
     selective_scan_ref,
     ssd_scan_ref,
 )
+from seqedge.ops.int4_matmul import group_rows
 from seqedge.ops.moe_ffn import quantize_experts
 from seqedge.runtimes import open_artifact
 from seqedge.runtimes.ort_kernels import options_for
@@ -70,6 +71,13 @@ def int4_inputs(T, seed=0, Bt=2, K=176, N=40):
     return (torch.randn(Bt, T, K, generator=g) * 3, *int4_blocks(torch.randn(N, K, generator=g)))
 
 
+def int4_grouped_inputs(T, seed=0):
+    """int4_inputs with N = 64 and the codes in groups of 16 rows (group_rows: what the exporters store where N is
+    a multiple of 16)."""
+    a, codes, scales = int4_inputs(T, seed, N=64)
+    return (a, *group_rows(codes, scales))
+
+
 def norm_inputs(T, seed=0, Bt=2, D=50):
     """Operands of seqedge::rms_norm: a width that is no multiple of the vector lanes."""
     g = torch.Generator().manual_seed(seed)
@@ -93,9 +101,10 @@ OP_CASES = {
     # prompt kernel where the CPU has one, a step's 2 rows go row by row
     "seqedge::int4_matmul": (lambda *a: (torch.ops.seqedge.int4_matmul(*a),), lambda *a: (int4_matmul_ref(*a),),
                              int4_inputs, {0: 1}),
-    # the same product of a fused gate/up projection and its SwiGLU (N = 40: two items of 16 outputs, one partial)
+    # the same product of a fused gate/up projection and its SwiGLU, its codes in groups of 16 rows (N = 64: two
+    # groups of gate rows, two of up rows)
     "seqedge::int4_matmul_swiglu": (lambda *a: (torch.ops.seqedge.int4_matmul_swiglu(*a),),
-                                    lambda *a: (int4_matmul_swiglu_ref(*a),), int4_inputs, {0: 1}),
+                                    lambda *a: (int4_matmul_swiglu_ref(*a),), int4_grouped_inputs, {0: 1}),
     # ExecuTorch's norms (exporters/decompositions.py rms_norm_kernel; ONNX fuses its own norm nodes)
     "seqedge::rms_norm": (lambda x, w: (torch.ops.seqedge.rms_norm(x, w, 1e-5),),
                           lambda x, w: (rms_norm_ref(x, w, 1e-5),), norm_inputs, {0: 1}),

@@ -23,6 +23,7 @@ from seqedge.ops import (
     selective_scan_ref,
 )
 from seqedge.ops.attention.reference import attention_ref
+from seqedge.ops.int4_matmul import group_rows
 from seqedge.runtimes.ort_kernels import DOMAIN, graph_domains, library, options_for, register_for
 from tests.conftest import best_kernel_isa
 
@@ -119,8 +120,9 @@ def test_mamba_block_op_matches_its_reference(tmp_path, op, Bt, T, D, size, thre
         assert np.abs(got - want).max(initial=0) <= 1e-4 * max(1.0, np.abs(want).max(initial=0))
 
 
-def int4_graph(path, matmulnbits=None, op="Int4MatMul", bias=False, outputs=1):
-    """One seqedge.Int4MatMul node, B and scales fed as inputs with symbolic shapes (the kernel checks them);
+def int4_graph(path, matmulnbits=None, op="Int4MatMul", bias=False, outputs=1, grouped=False):
+    """One seqedge.Int4MatMul node, B and scales fed as inputs with symbolic shapes (the kernel checks them;
+    `grouped`: scales of rank 3, the layout in groups of 16 rows);
     `bias`: a bias input too; `outputs` > 1: that many outputs, and the split input giving their sizes;
     `matmulnbits` (operands): onnxruntime's own int8-compute int4 kernel on the same codes and (float) scales,
     held as initializers as an int4 graph holds them (with B an input, onnxruntime computes in fp32)."""
@@ -136,7 +138,8 @@ def int4_graph(path, matmulnbits=None, op="Int4MatMul", bias=False, outputs=1):
         extra = (["bias"] if bias else [""] if outputs > 1 else []) + (["split"] if outputs > 1 else [])
         node = helper.make_node(op, ["A", "B", "scales", *extra], names, domain=DOMAIN)
         inputs += [helper.make_tensor_value_info("B", TensorProto.UINT8, ["n", "blocks", "bytes"]),
-                   helper.make_tensor_value_info("scales", TensorProto.FLOAT16, ["n", "blocks"])]
+                   helper.make_tensor_value_info("scales", TensorProto.FLOAT16,
+                                                 ["n", "blocks", "lanes"] if grouped else ["n", "blocks"])]
         inputs += [helper.make_tensor_value_info("bias", TensorProto.FLOAT, ["nb"])] if bias else []
         inputs += [helper.make_tensor_value_info("split", TensorProto.INT64, ["parts"])] if outputs > 1 else []
     model = helper.make_model(helper.make_graph([node], "int4", inputs, [helper.make_tensor_value_info(
@@ -203,9 +206,11 @@ def test_int4_bias_and_split_matches_its_reference(tmp_path, Bt, T, K, sizes, bi
 NORM_INPUTS = ("A", "B", "scales", "skip", "gamma", "epsilon")
 
 
-def int4_norm_graph(path):
-    """One seqedge.Int4MatMulSkipRmsNorm node, every operand an input with symbolic dims."""
-    dims = {"A": ["bt", "t", "k"], "B": ["n", "blocks", "bytes"], "scales": ["n", "blocks"], "skip": ["bt", "t", "n2"],
+def int4_norm_graph(path, grouped=False):
+    """One seqedge.Int4MatMulSkipRmsNorm node, every operand an input with symbolic dims (`grouped`: scales of rank
+    3)."""
+    dims = {"A": ["bt", "t", "k"], "B": ["n", "blocks", "bytes"], "skip": ["bt", "t", "n2"],
+            "scales": ["n", "blocks", "lanes"] if grouped else ["n", "blocks"],
             "gamma": ["n3"], "epsilon": [1]}
     types = {"B": TensorProto.UINT8, "scales": TensorProto.FLOAT16}
     node = helper.make_node("Int4MatMulSkipRmsNorm", list(NORM_INPUTS), ["normed", "sum"], domain=DOMAIN)
@@ -251,6 +256,68 @@ def test_int4_swiglu_matches_its_reference(tmp_path, Bt, T, K, N, threads):
     want = int4_matmul_swiglu_ref(x["A"], x["B"], x["scales"]).numpy()
     assert y.shape == (Bt, T, N // 2)
     assert np.abs(y - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+
+# (Bt, T, K, split sizes): one row (decode: the one-row kernel), rows in tiles of 6 and 2 and a last single row, long
+# prompts; K in whole chunks, a partial chunk and a partial block; every output's rows whole groups of 16 (N whole
+# groups of 32: a SwiGLU's halves).
+GROUPED_CASES = [(1, 1, 576, (48, 16, 32)), (2, 3, 96, (64,)), (1, 37, 128, (32, 64)), (1, 2, 48, (32,)),
+                 (1, 1, 1536, (768, 768)), (1, 13, 544, (96,)), (2, 20, 768, (16, 48))]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("Bt,T,K,sizes", GROUPED_CASES)
+@pytest.mark.parametrize("op", ["Int4MatMul", "Int4MatMulSwiGLU", "Int4MatMulSkipRmsNorm"])
+def test_int4_grouped_layout_matches_its_reference(tmp_path, op, Bt, T, K, sizes, threads):
+    """The same codes and scales in groups of 16 rows (group_rows; what the exporters store where N allows): the
+    product (with a bias and split outputs where there are several sizes), its SwiGLU and its residual add + RMSNorm
+    against the references, which take the grouped layout too, and the rows layout's own results."""
+    N = sum(sizes)
+    if op == "Int4MatMulSkipRmsNorm":
+        x = int4_norm_operands(Bt, T, K, N, seed=K + N)
+        sess = session(int4_norm_graph(tmp_path / "norm.onnx", grouped=True), threads)
+    else:
+        x = int4_operands(Bt, T, K, N, seed=K + N)
+        extra = {"bias": len(sizes) > 1, "outputs": len(sizes)} if op == "Int4MatMul" else {}
+        sess = session(int4_graph(tmp_path / "int4.onnx", op=op, grouped=True, **extra), threads)
+    rows = dict(x)
+    x["B"], x["scales"] = group_rows(x["B"], x["scales"])
+    b = torch.randn(N, generator=torch.Generator().manual_seed(N)) * 10
+    feeds = {n: v.numpy() for n, v in x.items()}
+    if op == "Int4MatMulSkipRmsNorm":
+        want = int4_matmul_skip_rms_norm_ref(*(x[n] for n in NORM_INPUTS[:5]), eps=1e-5)
+        assert torch.equal(want[0], int4_matmul_skip_rms_norm_ref(*(rows[n] for n in NORM_INPUTS[:5]), eps=1e-5)[0])
+    elif op == "Int4MatMulSwiGLU":
+        want = [int4_matmul_swiglu_ref(x["A"], x["B"], x["scales"])]
+    else:
+        want = int4_matmul_ref(x["A"], x["B"], x["scales"], b if len(sizes) > 1 else None).split(sizes, -1)
+        feeds |= {"bias": b.numpy(), "split": np.array(sizes, dtype=np.int64)} if len(sizes) > 1 else {}
+    got = sess.run(None, feeds)
+    assert [y.shape for y in got] == [tuple(w.shape) for w in want]
+    for y, w in zip(got, want):
+        assert np.abs(y - w.numpy()).max() <= 1e-4 * max(1.0, w.abs().max().item())
+
+
+def test_int4_grouped_operands_are_checked(tmp_path):
+    """Codes in groups of 16 rows bring their own shape rules: scales (N/16, ceil(K/32), 16), split outputs and
+    SwiGLU halves of whole groups."""
+    x = int4_operands(1, 2, 96, 32)
+    codes, scales = group_rows(x["B"], x["scales"])
+    plain = session(int4_graph(tmp_path / "plain.onnx", grouped=True))
+    for B, sc, needle in ((codes, scales[:, :-1], "scales must be (N/16, ceil(K/32), 16) float16 for B's groups"),
+                          (codes, scales[:1], "scales must be (N/16, ceil(K/32), 16) float16 for B's groups"),
+                          (codes[:, :, :128], scales, "B must be (N, ceil(K/32), 16) or (N/16, ceil(K/32), 256)")):
+        with pytest.raises(Exception) as e:
+            plain.run(None, {"A": x["A"].numpy(), "B": B.numpy(), "scales": sc.numpy()})
+        assert f"seqedge.Int4MatMul: {needle}" in str(e.value)
+    split = session(int4_graph(tmp_path / "split.onnx", bias=True, outputs=2, grouped=True))
+    with pytest.raises(Exception, match="split's sizes must be multiples of 16 when B is in groups of 16 rows"):
+        split.run(None, {"A": x["A"].numpy(), "B": codes.numpy(), "scales": scales.numpy(),
+                         "bias": np.zeros(32, np.float32), "split": np.array([8, 24], dtype=np.int64)})
+    glu = session(int4_graph(tmp_path / "glu.onnx", op="Int4MatMulSwiGLU", grouped=True))
+    y = int4_operands(1, 2, 96, 48)
+    with pytest.raises(Exception, match=r"N \(rows of B\) must be a multiple of 32 in groups"):
+        glu.run(None, {"A": y["A"].numpy(), **dict(zip(("B", "scales"), (t.numpy() for t in group_rows(y["B"], y["scales"]))))})
 
 
 @pytest.mark.parametrize("Bt,T,K,N", [(1, 1, 576, 40), (2, 7, 48, 24)])
@@ -395,8 +462,8 @@ INT4_GRAPHS = {"Int4MatMul": (int4_graph, int4_operands), "Int4MatMulSkipRmsNorm
 
 
 @pytest.mark.parametrize("op, change, needle", [
-    ("Int4MatMul", lambda x: {**x, "B": x["B"][:, :-1]}, "B must be (N, ceil(K/32), 16) for A's K"),
-    ("Int4MatMul", lambda x: {**x, "B": x["B"][..., :8]}, "B must be (N, ceil(K/32), 16) for A's K"),
+    ("Int4MatMul", lambda x: {**x, "B": x["B"][:, :-1]}, "B must be (N, ceil(K/32), 16) or (N/16, ceil(K/32), 256) for A's K"),
+    ("Int4MatMul", lambda x: {**x, "B": x["B"][..., :8]}, "B must be (N, ceil(K/32), 16) or (N/16, ceil(K/32), 256) for A's K"),
     ("Int4MatMul", lambda x: {**x, "scales": x["scales"][:-1]}, "scales must be (N, ceil(K/32)) float16"),
     ("Int4MatMul", lambda x: {**x, "scales": x["scales"][:, :-1]}, "scales must be (N, ceil(K/32)) float16"),
     ("Int4MatMul", lambda x: {**x, "A": x["A"][..., :0]}, "K (the last dimension of A) must be positive"),

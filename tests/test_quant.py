@@ -80,6 +80,8 @@ def test_onnx_int4_computes_in_int8_and_says_so(trained, tmp_path, fam):
     nodes = onnx.load(str(graph)).graph.node
     kernel = [n for n in nodes if n.op_type in INT4_KERNELS and n.domain == "seqedge"]
     assert len(kernel) == m["fusions"]["int4_kernel"] and "MatMulNBits" not in {n.op_type for n in nodes}
+    inits = {i.name: i for i in onnx.load(str(graph)).graph.initializer}  # codes in groups of 16 rows where N allows
+    assert sum(inits[n.input[1]].dims[-1] == 256 for n in kernel) == m["fusions"]["int4_grouped"] > 0
     if fam == "transformer":  # each layer's gate/up projection with its SwiGLU as one node
         assert m["fusions"]["int4_swiglu"] == m["config"]["num_hidden_layers"]
         # o_proj and down_proj with the residual add + RMSNorm after them (the last down_proj's add and the final
@@ -186,15 +188,20 @@ def test_executorch_int4_on_seqedges_kernel_holds_q4_0_codes(trained, recipe, fa
     assert family != "mamba" or any(m.in_features % 32 for m in linears.values())  # a padded block is tested
     if recipe == "int4-head8":
         assert q.lm_head.weight.target_dtype == torch.int8
+    grouped = 0
     for name, layer in kernel.items():
         w = linears[name].weight.detach()
-        codes, scales = layer.codes, layer.scales
+        grouped += layer.codes.shape[-1] == 256  # in groups of 16 rows: every layer of 16 rows or more
+        assert (layer.codes.shape[-1] == 256) == (w.shape[0] >= 16), name
+        assert (layer.tail_codes is not None) == (w.shape[0] > 16 and w.shape[0] % 16 > 0), name  # the rest: rows
+        codes, scales = layer.rows()
         got = (unpack_codes(codes) * scales[..., None].float()).flatten(1)  # (N, K rounded up to 32)
         padded = torch.nn.functional.pad(w, (0, -w.shape[1] % 32))
         assert torch.equal(got, q4_0(padded)) and not got[:, w.shape[1]:].any(), name
         x = torch.randn(2, 5, w.shape[1])
         want = int4_matmul_ref(x, codes, scales) + (0 if linears[name].bias is None else linears[name].bias)
         assert torch.allclose(layer(x), want, rtol=1e-4, atol=1e-4), name
+    assert grouped > 0
     wide = IMPLEMENTS[recipe](model, SimpleNamespace(group_size=64, int4_kernel=True))
     assert not any(isinstance(m, Int4Linear) for m in wide.modules())
 

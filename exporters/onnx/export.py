@@ -131,6 +131,8 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
         fusions["int4_bias"] = sum(len(n.input) > 3 and bool(n.input[3]) for n in plain)
         fusions["int4_split"] = sum(len(n.output) > 1 for n in plain)
         fusions["int4_skip_norm"] = sum(n.op_type == INT4_NORM for n in int4)
+        grouped = {i.name for i in graph.graph.initializer if len(i.dims) == 3 and i.dims[2] == 256}
+        fusions["int4_grouped"] = sum(n.input[1] in grouped for n in int4)  # codes in groups of 16 rows
         opset = _opset(graph)
         weight_bytes, float_matrices = onnx_weights(tmp / GRAPH)
         base = base_manifest(model, plan, interface)

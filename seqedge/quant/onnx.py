@@ -14,7 +14,8 @@ onnxruntime's quantizers (transposes folded, a tied head shared, experts to QMoE
                  fails with them, then in fp32 (level 0; `set_int4_compute`, onnx/export.py). For an x86-64
                  CPU, with seqedge's kernels available, blocks of 32 then run on seqedge's own int4 kernel
                  (`use_int4_kernel`: the same codes and the same int8 compute, float16 scales; 0.5625
-                 bytes a weight against MatMulNBits' 0.75 — decode streams the weights)
+                 bytes a weight against MatMulNBits' 0.75 — decode streams the weights), stored in groups of
+                 16 rows where N allows (`_group_rows`: 16 rows per vpdpbusd, no horizontal sums)
     int4-head8   int4, the output head in 8-bit MatMulNBits blocks (int8 compute; onnxruntime's own kernel)
     int8-static  quantize_static (QDQ, per channel) with activation ranges from calibration text run
                  through the fp32 graph with the state carried, chunk by chunk
@@ -212,6 +213,7 @@ def use_int4_kernel(model) -> None:
         _fuse_swiglu(graph)
         _fold_bias_and_split(graph)
         _fold_skip_norm(graph)
+        _group_rows(graph)
         if not any(o.domain == DOMAIN for o in model.opset_import):
             model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
 
@@ -489,11 +491,69 @@ def _unfuse_swiglu(graph) -> None:
     graph.node.extend(nodes)
 
 
+def _group_rows(graph) -> None:
+    """The codes and scales of seqedge's int4 nodes in groups of 16 rows (ops/int4_matmul group_rows: the kernel
+    multiplies 16 rows per instruction, with no horizontal sums), where N is a multiple of 16 (32 for a SwiGLU's
+    halves, 16 for each split output) and nothing else reads them (a tied embedding's GatherBlockQuantized reads
+    rows). _ungroup_rows undoes it."""
+    import torch
+    from onnx import numpy_helper
+
+    from seqedge.ops.int4_matmul import group_rows
+
+    inits = {i.name: i for i in graph.initializer}
+    users, _ = _users_and_outputs(graph)
+
+    def groupable(node) -> bool:
+        if node.op_type not in INT4_KERNELS or node.domain != DOMAIN or node.input[1] not in inits:
+            return False
+        dims = list(inits[node.input[1]].dims)
+        if len(dims) != 3 or dims[2] != 16 or dims[0] % (32 if node.op_type == INT4_SWIGLU else 16):
+            return False
+        split = node.input[4] if node.op_type == INT4_KERNEL and len(node.input) > 4 else ""
+        return not split or (split in inits and all(
+            int(v) % 16 == 0 for v in numpy_helper.to_array(inits[split]).reshape(-1)))
+
+    done: set[str] = set()
+    for node in graph.node:
+        if not groupable(node) or node.input[1] in done:
+            continue
+        codes, scales = inits[node.input[1]], inits[node.input[2]]
+        if not all(groupable(u) and u.input[1] == codes.name and u.input[2] == scales.name
+                   for name in (codes.name, scales.name) for u in users.get(name, [])):
+            continue
+        c, sc = group_rows(torch.from_numpy(numpy_helper.to_array(codes).copy()),
+                           torch.from_numpy(numpy_helper.to_array(scales).copy()))
+        codes.CopyFrom(numpy_helper.from_array(c.numpy(), codes.name))
+        scales.CopyFrom(numpy_helper.from_array(sc.numpy(), scales.name))
+        done.add(codes.name)
+
+
+def _ungroup_rows(graph) -> None:
+    """seqedge's int4 codes and scales in groups of 16 rows back to rows (MatMulNBits' layout)."""
+    import torch
+    from onnx import numpy_helper
+
+    from seqedge.ops.int4_matmul import ungroup_rows
+
+    inits = {i.name: i for i in graph.initializer}
+    for name in {n.input[1] for n in graph.node if n.op_type in INT4_KERNELS and n.domain == DOMAIN}:
+        codes = inits.get(name)
+        if codes is None or len(codes.dims) != 3 or codes.dims[2] != 256:
+            continue
+        scales = inits[next(n.input[2] for n in graph.node if n.op_type in INT4_KERNELS and n.input[1] == name)]
+        c, sc = ungroup_rows(torch.from_numpy(numpy_helper.to_array(codes).copy()),
+                             torch.from_numpy(numpy_helper.to_array(scales).copy()))
+        codes.CopyFrom(numpy_helper.from_array(c.numpy(), codes.name))
+        scales.CopyFrom(numpy_helper.from_array(sc.numpy(), scales.name))
+
+
 def _back_to_matmulnbits(graph) -> None:
     """seqedge.Int4MatMul -> MatMulNBits (the same codes; the scales as float, a second copy when a
     tied embedding still reads the float16 ones)."""
     from onnx import helper, numpy_helper
 
+    _ungroup_rows(graph)
     _unfuse_swiglu(graph)
     _unfold_skip_norm(graph)
     _unfold_bias_and_split(graph)

@@ -178,8 +178,9 @@ int64_t argmax(const float* p, int64_t n) {
 }
 
 // What this engine can run, as runtimes/executorch.py's RUNNER_CONTRACT counts it: 2 = a method's outputs
-// may be outside its memory plan (the engine gives them memory). A newer program is refused by name, not run.
-constexpr long kRunnerContract = 2;
+// may be outside its memory plan (the engine gives them memory); 3 = seqedge::int4_matmul's codes may come in
+// groups of 16 rows. A newer program is refused by name, not run.
+constexpr long kRunnerContract = 3;
 
 // One state tensor: its bytes live here between calls. A program whose outputs are not memory-planned writes
 // the new state into `next`, swapped with `data` after the call (no copy out of the method's arena); one whose

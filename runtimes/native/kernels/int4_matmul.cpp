@@ -31,17 +31,22 @@ void int4_matmul(KernelRuntimeContext& ctx, Span<EValue*> stack, bool swiglu) {
   Tensor& out = stack[3]->toTensor();
   ET_KERNEL_CHECK_MSG(ctx, a.scalar_type() == ScalarType::Float && a.dim() >= 1 && a.dim() <= 4, InvalidArgument, ,
                       "int4_matmul: float32 activations of rank 1-4 expected");
+  // rows (N, K/32, 16) with scales (N, K/32), or groups of 16 rows (N/16, K/32, 256) with scales (N/16, K/32, 16)
+  const bool grouped = codes.dim() == 3 && codes.size(2) == int4_core::kGroupBlockBytes;
   ET_KERNEL_CHECK_MSG(ctx, codes.scalar_type() == ScalarType::Byte && codes.dim() == 3 &&
-                      scales.scalar_type() == ScalarType::Half && scales.dim() == 2, InvalidArgument, ,
-                      "int4_matmul: uint8 codes (N, K/32, 16) and float16 scales (N, K/32) expected");
-  const int64_t K = a.size(a.dim() - 1), N = codes.size(0);
+                      scales.scalar_type() == ScalarType::Half && scales.dim() == (grouped ? 3 : 2), InvalidArgument, ,
+                      "int4_matmul: uint8 codes (N, K/32, 16) and float16 scales (N, K/32), or codes (N/16, K/32, 256) "
+                      "and scales (N/16, K/32, 16), expected");
+  const int64_t K = a.size(a.dim() - 1), N = codes.size(0) * (grouped ? 16 : 1);
   const char* bad = int4_core::shape_error(K, N);
   ET_KERNEL_CHECK_MSG(ctx, bad == nullptr, InvalidArgument, , "int4_matmul: %s", bad);
-  ET_KERNEL_CHECK_MSG(ctx, !swiglu || N % 2 == 0, InvalidArgument, ,
-                      "int4_matmul_swiglu: N (rows of codes) must be even: gate and up halves");
+  ET_KERNEL_CHECK_MSG(ctx, !swiglu || N % (grouped ? 32 : 2) == 0, InvalidArgument, ,
+                      "int4_matmul_swiglu: N (rows of codes) must be even (grouped: a multiple of 32): gate and up halves");
   const int64_t nb = int4_core::blocks(K);
-  ET_KERNEL_CHECK_MSG(ctx, codes.size(1) == nb && codes.size(2) == 16 && scales.size(0) == N && scales.size(1) == nb,
-                      InvalidArgument, , "int4_matmul: codes (N, ceil(K/32), 16) and scales (N, ceil(K/32)) expected");
+  ET_KERNEL_CHECK_MSG(ctx, codes.size(1) == nb && scales.size(0) == codes.size(0) && scales.size(1) == nb &&
+                      (grouped ? scales.size(2) == 16 : codes.size(2) == int4_core::kRowBlockBytes),
+                      InvalidArgument, , "int4_matmul: codes (N, ceil(K/32), 16) and scales (N, ceil(K/32)), or codes "
+                      "(N/16, ceil(K/32), 256) and scales (N/16, ceil(K/32), 16), expected");
   executorch::aten::SizesType sizes[4];
   int64_t M = 1;
   for (int64_t i = 0; i + 1 < a.dim(); ++i) {
@@ -56,7 +61,7 @@ void int4_matmul(KernelRuntimeContext& ctx, Span<EValue*> stack, bool swiglu) {
   thread_local std::vector<uint8_t> scratch;  // reused across calls: a prompt's rows would be a fresh mapping each time
   int4_core::MatMul mm = int4_core::prepare(a.const_data_ptr<float>(), codes.const_data_ptr<uint8_t>(),
                                             static_cast<const uint16_t*>(scales.const_data_ptr()),
-                                            out.mutable_data_ptr<float>(), M, N, K, swiglu, scratch);
+                                            out.mutable_data_ptr<float>(), M, N, K, swiglu, scratch, grouped);
   if (M < int4_core::kParallelRows) {  // decode: a dispatch to the pool costs more than the rows
     for (int64_t m = 0; m < M; ++m) int4_core::quantize_row(mm, m);
   } else {

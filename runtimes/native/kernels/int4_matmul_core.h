@@ -5,7 +5,8 @@
 //
 // The weight codes are onnxruntime MatMulNBits' (symmetric, zero point 8): row n, block b, byte j holds
 // w[n, 32b + 2j] in its low nibble and w[n, 32b + 2j + 1] in its high one, so a graph's MatMulNBits initializers
-// are read as they are. Per weight that is 16 bytes + a 2-byte scale per 32, 0.5625 bytes (llama.cpp's Q4_0);
+// are read as they are — or the same bytes in groups of 16 rows (`interleaved`, "The interleaved layout" below),
+// which the exporters store where N is a multiple of 16: decode's fastest form. Per weight that is 16 bytes + a 2-byte scale per 32, 0.5625 bytes (llama.cpp's Q4_0);
 // MatMulNBits' int8 compute reads 0.75 (a float scale and a float block sum besides).
 //
 // The kernels walk K in chunks of 128 (four blocks: 64 bytes of codes, one AVX-512 load); the low nibbles of a
@@ -60,6 +61,7 @@ struct MatMul {
   int64_t M, N, K;
   float* glu = nullptr;    // SwiGLU: when set, (M, N / 2) = silu(y[:, :N/2]) * y[:, N/2:] (y is then scratch)
   bool natural = false;    // the activation codes in K order, for the prompt kernel (use_prompt_kernel)
+  bool interleaved = false;  // w and scales in groups of 16 rows (the interleaved layout below; N a multiple of 16)
   // scratch filled by quantize_row, per activation row (C = chunks(K); zero past K):
   int8_t* qa;  // (M, C * 128) codes: per chunk the even positions of its blocks, then the odd ones (natural: K order)
   float* da;   // (M, B)       block scales (max |a| / 127); B = padded_blocks(K)
@@ -82,6 +84,10 @@ inline const char* shape_error(int64_t K, int64_t N) {
   if (N <= 0) return "N (rows of B) must be positive";
   return nullptr;
 }
+
+// The bytes a block of codes takes in the last dimension of B: 16 (MatMulNBits' rows) or 256 (groups of 16 rows,
+// the interleaved layout below).
+constexpr int64_t kRowBlockBytes = 16, kGroupBlockBytes = 256;
 
 inline float half_to_float(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
@@ -749,6 +755,198 @@ inline void prompt_rows(const MatMul& p, const int64_t (&n0)[2], const int64_t (
 }
 #endif
 
+// --- The interleaved layout: 16 rows side by side ---------------------------------------------------------------
+// An exporter stores a weight whose N is a multiple of 16 in groups of 16 rows (`interleaved`): codes
+// (N/16, nb, 256), scales (N/16, nb, 16). Per group and block, four 64-byte vectors: 32-bit lane n of vector j
+// holds bytes 4j .. 4j + 3 of row 16g + n's block (MatMulNBits' bytes, regrouped: low nibble position 2i, high
+// 2i + 1), and the block's 16 scales follow each other. One vpdpbusd then multiplies 16 rows by one broadcast of
+// 4 activation codes (chunk order: a block's even positions are the low nibbles' partners), no row needs a
+// horizontal sum, and each group is one contiguous stream; a prompt's activation rows share every vector's load,
+// so no packing step is needed either. Group g starts at byte g * nb * 256 of the codes and half g * nb * 16 of the
+// scales — where row 16 g starts in MatMulNBits' layout, so a split output's first row is found the same way.
+// (benchmarks/int4_layout.cpp: a decode step's products x1.13-1.52 over the row layout's kernel on Zen 5; one
+// onnxruntime decode step, repacked at run time, x1.09 mamba-130m and x1.14 llama-135m.)
+
+inline int64_t group_bytes(int64_t K) { return blocks(K) * 256; }
+
+// y[m0 .. m1) at group g's 16 rows (written at column 16 g) — the portable path.
+SEQEDGE_INLINE void group16_portable(const MatMul& p, int64_t m0, int64_t m1, int64_t g) {
+  const int64_t C = chunks(p.K), nb = blocks(p.K);
+  const uint8_t* w = p.w + g * group_bytes(p.K);
+  const uint16_t* s = p.scales + g * nb * 16;
+  for (int64_t m = m0; m < m1; ++m) {
+    const int8_t* q = p.qa + m * C * kChunk;
+    const float* da = p.da + m * padded_blocks(p.K);
+    for (int64_t n = 0; n < 16; ++n) {
+      float acc = 0.f;
+      for (int64_t b = 0; b < nb; ++b) {
+        const int8_t* lo = q + (b / 4) * kChunk + (b % 4) * 16;
+        const int8_t* hi = lo + 64;
+        int32_t dot = 0;
+        for (int64_t j = 0; j < 4; ++j)
+          for (int64_t k = 0; k < 4; ++k) {
+            const uint8_t byte = w[(b * 4 + j) * 64 + 4 * n + k];
+            dot += ((byte & 15) - 8) * lo[4 * j + k] + ((byte >> 4) - 8) * hi[4 * j + k];
+          }
+        acc += half_to_float(s[b * 16 + n]) * da[b] * static_cast<float>(dot);
+      }
+      p.y[m * p.N + 16 * g + n] = acc;
+    }
+  }
+}
+
+#ifdef SEQEDGE_INT4_X86
+// One activation row at group g (decode). The high nibbles are masked in place (16 x their code) and their sums
+// shifted back once per block; two chains each for the low and high sums, so the vpdpbusd latencies overlap.
+// Codes are prefetched 4 KB ahead into L1 (the group's stream runs on into the next group, the same thread's
+// next item in a decode step's contiguous runs).
+SEQEDGE_TARGET_VNNI SEQEDGE_INLINE void group16_row_vnni(const MatMul& p, int64_t m, int64_t g) {
+  const int64_t nb = blocks(p.K), B = padded_blocks(p.K);
+  const int8_t* q = p.qa + m * chunks(p.K) * kChunk;
+  const float* da = p.da + m * B;
+  const float* cb = p.cb + m * B;
+  const uint8_t* w = p.w + g * group_bytes(p.K);
+  const uint16_t* s = p.scales + g * nb * 16;
+  const __m512i low = _mm512_set1_epi8(0x0f), high = _mm512_set1_epi8(static_cast<char>(0xf0));
+  __m512 acc = _mm512_setzero_ps(), zero_point = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const int8_t* lo = q + (b / 4) * kChunk + (b % 4) * 16;
+    const int8_t* hi = lo + 64;
+    for (int64_t line = 0; line < 4; ++line)
+      _mm_prefetch(reinterpret_cast<const char*>(w + b * 256 + 64 * line) + 4096, _MM_HINT_T0);
+    __m512i dl[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+    __m512i dh[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+    for (int64_t j = 0; j < 4; ++j) {
+      const __m512i v = _mm512_loadu_si512(w + b * 256 + 64 * j);
+      int32_t l4, h4;
+      std::memcpy(&l4, lo + 4 * j, 4);
+      std::memcpy(&h4, hi + 4 * j, 4);
+      dl[j % 2] = _mm512_dpbusd_epi32(dl[j % 2], _mm512_and_si512(v, low), _mm512_set1_epi32(l4));
+      dh[j % 2] = _mm512_dpbusd_epi32(dh[j % 2], _mm512_and_si512(v, high), _mm512_set1_epi32(h4));
+    }
+    const __m512i dot = _mm512_add_epi32(_mm512_add_epi32(dl[0], dl[1]),
+                                         _mm512_srai_epi32(_mm512_add_epi32(dh[0], dh[1]), 4));
+    const __m512 sw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + 16 * b)));
+    acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(da[b])), sw, acc);
+    zero_point = _mm512_fmadd_ps(sw, _mm512_set1_ps(cb[b]), zero_point);
+  }
+  _mm512_storeu_ps(p.y + m * p.N + 16 * g, _mm512_sub_ps(acc, zero_point));
+}
+
+// MR activation rows from m0 at group g (a prompt): each vector's nibbles are split once for all MR rows.
+template <int64_t MR>
+SEQEDGE_TARGET_VNNI SEQEDGE_INLINE void group16_tile_vnni(const MatMul& p, int64_t m0, int64_t g) {
+  const int64_t nb = blocks(p.K), B = padded_blocks(p.K), row = chunks(p.K) * kChunk;
+  const uint8_t* w = p.w + g * group_bytes(p.K);
+  const uint16_t* s = p.scales + g * nb * 16;
+  const __m512i low = _mm512_set1_epi8(0x0f);
+  __m512 acc[MR];
+  for (int64_t i = 0; i < MR; ++i) acc[i] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const int64_t at = (b / 4) * kChunk + (b % 4) * 16;
+    __m512i dot[MR];
+    for (int64_t i = 0; i < MR; ++i) dot[i] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+    for (int64_t j = 0; j < 4; ++j) {
+      const __m512i v = _mm512_loadu_si512(w + b * 256 + 64 * j);
+      const __m512i wl = _mm512_and_si512(v, low), wh = _mm512_and_si512(_mm512_srli_epi16(v, 4), low);
+      for (int64_t i = 0; i < MR; ++i) {
+        const int8_t* lo = p.qa + (m0 + i) * row + at + 4 * j;
+        int32_t l4, h4;
+        std::memcpy(&l4, lo, 4);
+        std::memcpy(&h4, lo + 64, 4);
+        dot[i] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(dot[i], wl, _mm512_set1_epi32(l4)), wh,
+                                     _mm512_set1_epi32(h4));
+      }
+    }
+    const __m512 sw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + 16 * b)));
+    for (int64_t i = 0; i < MR; ++i) {
+      const __m512 da = _mm512_set1_ps(p.da[(m0 + i) * B + b]), cb = _mm512_set1_ps(p.cb[(m0 + i) * B + b]);
+      acc[i] = _mm512_fmadd_ps(_mm512_fmsub_ps(_mm512_cvtepi32_ps(dot[i]), da, cb), sw, acc[i]);
+    }
+  }
+  for (int64_t i = 0; i < MR; ++i) _mm512_storeu_ps(p.y + (m0 + i) * p.N + 16 * g, acc[i]);
+}
+
+constexpr int64_t kGroupRows = 6;  // activation rows per pass of group16_tile_vnni (their sums in registers)
+
+SEQEDGE_TARGET_VNNI inline void group16_vnni(const MatMul& p, int64_t m0, int64_t m1, int64_t g) {
+  int64_t m = m0;
+  for (; m + kGroupRows <= m1; m += kGroupRows) group16_tile_vnni<kGroupRows>(p, m, g);
+  for (; m + 2 <= m1; m += 2) group16_tile_vnni<2>(p, m, g);
+  for (; m < m1; ++m) group16_row_vnni(p, m, g);
+}
+
+// AVX2: a register holds 8 of the 16 rows (the vector's halves); vpmaddubsw multiplies each row's 4 codes by the
+// broadcast activation codes into int16 pairs (|pair| <= 2 * 15 * 127), summed over the block's 4 vectors x 2
+// nibbles (<= 30,480: no overflow), then vpmaddwd adds the pairs into one int32 per row once per block.
+template <int64_t MR>
+SEQEDGE_TARGET_V3 SEQEDGE_INLINE void group16_tile_avx2(const MatMul& p, int64_t m0, int64_t g) {
+  const int64_t nb = blocks(p.K), B = padded_blocks(p.K), row = chunks(p.K) * kChunk;
+  const uint8_t* w = p.w + g * group_bytes(p.K);
+  const uint16_t* s = p.scales + g * nb * 16;
+  const __m256i low = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+  __m256 acc[MR][2];
+  for (int64_t i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const int64_t at = (b / 4) * kChunk + (b % 4) * 16;
+    _mm_prefetch(reinterpret_cast<const char*>(w + b * 256) + 4096, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + b * 256) + 4096 + 64, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + b * 256) + 4096 + 128, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w + b * 256) + 4096 + 192, _MM_HINT_T0);
+    __m256i dot[MR][2];
+    for (int64_t i = 0; i < MR; ++i) dot[i][0] = dot[i][1] = _mm256_setzero_si256();
+    for (int64_t j = 0; j < 4; ++j) {
+      __m256i wl[2], wh[2];
+      for (int64_t h = 0; h < 2; ++h) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + b * 256 + 64 * j + 32 * h));
+        wl[h] = _mm256_and_si256(v, low);
+        wh[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+      }
+      for (int64_t i = 0; i < MR; ++i) {
+        const int8_t* lo = p.qa + (m0 + i) * row + at + 4 * j;
+        int32_t l4, h4;
+        std::memcpy(&l4, lo, 4);
+        std::memcpy(&h4, lo + 64, 4);
+        const __m256i al = _mm256_set1_epi32(l4), ah = _mm256_set1_epi32(h4);
+        for (int64_t h = 0; h < 2; ++h)
+          dot[i][h] = _mm256_add_epi16(dot[i][h], _mm256_add_epi16(_mm256_maddubs_epi16(wl[h], al),
+                                                                   _mm256_maddubs_epi16(wh[h], ah)));
+      }
+    }
+    const __m128i bits = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 16 * b));
+    const __m128i bits_hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + 16 * b + 8));
+    const __m256 sw[2] = {_mm256_cvtph_ps(bits), _mm256_cvtph_ps(bits_hi)};
+    for (int64_t i = 0; i < MR; ++i) {
+      const __m256 da = _mm256_set1_ps(p.da[(m0 + i) * B + b]), cb = _mm256_set1_ps(p.cb[(m0 + i) * B + b]);
+      for (int64_t h = 0; h < 2; ++h) {
+        const __m256 d = _mm256_cvtepi32_ps(_mm256_madd_epi16(dot[i][h], ones));
+        acc[i][h] = _mm256_fmadd_ps(_mm256_fmsub_ps(d, da, cb), sw[h], acc[i][h]);
+      }
+    }
+  }
+  for (int64_t i = 0; i < MR; ++i) {
+    _mm256_storeu_ps(p.y + (m0 + i) * p.N + 16 * g, acc[i][0]);
+    _mm256_storeu_ps(p.y + (m0 + i) * p.N + 16 * g + 8, acc[i][1]);
+  }
+}
+
+SEQEDGE_TARGET_V3 inline void group16_avx2(const MatMul& p, int64_t m0, int64_t m1, int64_t g) {
+  int64_t m = m0;
+  for (; m + 2 <= m1; m += 2) group16_tile_avx2<2>(p, m, g);
+  for (; m < m1; ++m) group16_tile_avx2<1>(p, m, g);
+}
+#endif
+
+// y[m0 .. m1) at group g, with the best kernel this CPU has.
+inline void group16(const MatMul& p, int64_t m0, int64_t m1, int64_t g) {
+#ifdef SEQEDGE_INT4_X86
+  if (vnni()) return group16_vnni(p, m0, m1, g);
+  if (isa_level() >= 3) return group16_avx2(p, m0, m1, g);
+#endif
+  group16_portable(p, m0, m1, g);
+}
+
 using RowsFn = void (*)(const MatMul&, int64_t, int64_t, int64_t);
 
 inline void rows_baseline(const MatMul& p, int64_t m, int64_t n0, int64_t rows) { rows_portable(p, m, n0, rows); }
@@ -822,8 +1020,16 @@ inline void swiglu_rows(const MatMul& p, int64_t m0, int64_t m1, int64_t n0, int
 // Item i: outputs [16 i, 16 i + 16) for every activation row; with SwiGLU, the gate rows and the up rows N / 2
 // further, then the product.
 inline void item(const MatMul& p, int64_t i) {
-  const RowsFn rows = rows_kernel(), tiles = tile_kernel(kTileRows), wide = tile_kernel(kWideTileRows);
   const int64_t H = outputs(p), n0 = i * kItemRows, count = std::min(kItemRows, H - n0);
+  if (p.interleaved) {  // item i is group i (and, with SwiGLU, the up rows' group H / 16 further)
+    group16(p, 0, p.M, i);
+    if (p.glu != nullptr) {
+      group16(p, 0, p.M, H / kItemRows + i);
+      swiglu_rows(p, 0, p.M, n0, count);
+    }
+    return;
+  }
+  const RowsFn rows = rows_kernel(), tiles = tile_kernel(kTileRows), wide = tile_kernel(kWideTileRows);
 #ifdef SEQEDGE_INT4_X86
   if (p.natural && p.glu == nullptr) {  // the prompt kernel: rows [32 i, 32 i + 32) for every activation row
     const int64_t at = 2 * i * kItemRows, first = std::min(kItemRows, H - at);
@@ -857,7 +1063,7 @@ constexpr int64_t kParallelRows = 16;  // activation rows from which quantizing 
 // and, with SwiGLU, the gate and up products before the GLU) in `scratch`, grown as needed; the prompt kernel chosen
 // by M. Shared by seqedge::int4_matmul(_swiglu).out and onnxruntime's seqedge.Int4MatMul(SwiGLU).
 inline MatMul prepare(const float* a, const uint8_t* w, const uint16_t* scales, float* out, int64_t M, int64_t N,
-                      int64_t K, bool swiglu, std::vector<uint8_t>& scratch) {
+                      int64_t K, bool swiglu, std::vector<uint8_t>& scratch, bool interleaved = false) {
   const int64_t products = swiglu ? M * N * static_cast<int64_t>(sizeof(float)) : 0;  // gate and up, before the GLU
   scratch.resize(static_cast<size_t>(scratch_bytes(M, K) + products));
   MatMul mm{a, w, scales, out, M, N, K};
@@ -866,7 +1072,8 @@ inline MatMul prepare(const float* a, const uint8_t* w, const uint16_t* scales, 
     mm.y = reinterpret_cast<float*>(scratch.data() + scratch_bytes(M, K));
   }
   place_scratch(mm, scratch.data());
-  mm.natural = use_prompt_kernel(M);
+  mm.interleaved = interleaved;
+  mm.natural = !interleaved && use_prompt_kernel(M);  // the interleaved kernels read the activations in chunk order
   return mm;
 }
 

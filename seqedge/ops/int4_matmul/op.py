@@ -18,12 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from seqedge.ops.int4_matmul.reference import BLOCK, quantize_activations, unpack_codes
+from seqedge.ops.int4_matmul.reference import BLOCK, quantize_activations, rows_of, ungroup_rows, unpack_codes
 
 ROWS = 4096  # weight rows dequantized at a time (a 49k-row output head would be ~110 MB of floats at once)
 
 
 def int4_matmul_eager(a: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
+    codes, scales = ungroup_rows(codes, scales)  # (N, K/32, 16), (N, K/32)
     lead, K = a.shape[:-1], codes.shape[1] * BLOCK
     x = torch.nn.functional.pad(a.float(), (0, K - a.shape[-1])).reshape(-1, K)  # (M, K)
     qa, da = quantize_activations(x)  # (M, K/32, 32), (M, K/32)
@@ -40,7 +41,7 @@ def int4_matmul(a: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
 
 @int4_matmul.register_fake
 def _(a, codes, scales):
-    return a.new_empty(*a.shape[:-1], codes.shape[0])
+    return a.new_empty(*a.shape[:-1], rows_of(codes))
 
 
 @torch.library.custom_op("seqedge::int4_matmul_swiglu", mutates_args=())
@@ -51,4 +52,4 @@ def int4_matmul_swiglu(a: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
 
 @int4_matmul_swiglu.register_fake
 def _(a, codes, scales):
-    return a.new_empty(*a.shape[:-1], codes.shape[0] // 2)
+    return a.new_empty(*a.shape[:-1], rows_of(codes) // 2)

@@ -12,6 +12,11 @@ Shapes (M = rows of activations, N = output features, K = input features, a mult
 returns
     y       (..., N)          sum over blocks of scale_w * scale_a * (integer dot product of the block's codes)
 
+The same codes may come in groups of 16 rows (`group_rows`; an exporter stores a weight so when N is a multiple of
+16): codes (N/16, K/32, 256), 32-bit lane n of bytes [64j, 64j + 64) of a group's block holding bytes 4j .. 4j + 3
+of row 16g + n's block, and scales (N/16, K/32, 16). The kernels then multiply 16 rows with one instruction and
+need no horizontal sums (int4_matmul_core.h); every function here takes either layout.
+
 `int4_blocks(w)` makes (codes, scales) from float weights (N, K) as llama.cpp's Q4_0 does (ggml-quants.c
 `quantize_row_q4_0_ref`, quant/reference.py q4_0): per block, the weight of largest magnitude m gives the scale
 d = m / -8 (stored as float16), and the codes are min(15, trunc(w / d + 8.5)).
@@ -53,9 +58,40 @@ def int4_blocks(w: Tensor) -> tuple[Tensor, Tensor]:
     return codes.contiguous(), d.squeeze(-1).half()
 
 
+GROUP = 16  # rows side by side in the grouped layout
+
+
+def grouped(codes: Tensor) -> bool:
+    """The codes are in groups of 16 rows (N/16, K/32, 256), not rows (N, K/32, 16)."""
+    return codes.shape[-1] == GROUP * 16
+
+
+def group_rows(codes: Tensor, scales: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows (N, K/32, 16), (N, K/32) -> groups of 16 rows (N/16, K/32, 256), (N/16, K/32, 16); N % 16 == 0."""
+    N, nb, _ = codes.shape
+    c = codes.reshape(N // GROUP, GROUP, nb, 4, 4)  # (G, row, block, j, byte)
+    return (c.permute(0, 2, 3, 1, 4).reshape(N // GROUP, nb, GROUP * 16).contiguous(),  # (G, block, j, row, byte)
+            scales.reshape(N // GROUP, GROUP, nb).transpose(1, 2).contiguous())  # (G, block, row)
+
+
+def ungroup_rows(codes: Tensor, scales: Tensor) -> tuple[Tensor, Tensor]:
+    """group_rows undone: codes and scales as rows, either layout taken."""
+    if not grouped(codes):
+        return codes, scales
+    G, nb, _ = codes.shape
+    c = codes.reshape(G, nb, 4, GROUP, 4).permute(0, 3, 1, 2, 4)  # (G, row, block, j, byte)
+    return c.reshape(G * GROUP, nb, 16).contiguous(), scales.transpose(1, 2).reshape(G * GROUP, nb).contiguous()
+
+
+def rows_of(codes: Tensor) -> int:
+    """N, the weight's output features, from its codes in either layout."""
+    return codes.shape[0] * (GROUP if grouped(codes) else 1)
+
+
 def int4_matmul_ref(a: Tensor, codes: Tensor, scales: Tensor, bias: Tensor | None = None) -> Tensor:
     """y (..., N), plus `bias` (N) when given. (onnxruntime's seqedge.Int4MatMul may also split y along its last
     axis into 2 or 3 outputs: `y.split(sizes, -1)`.)"""
+    codes, scales = ungroup_rows(codes, scales)
     lead, K = a.shape[:-1], codes.shape[1] * BLOCK
     a = torch.nn.functional.pad(a, (0, K - a.shape[-1]))  # (..., K)
     qa, da = quantize_activations(a.reshape(-1, K).float())  # (M, K/32, 32), (M, K/32)

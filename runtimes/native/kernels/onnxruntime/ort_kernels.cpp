@@ -7,7 +7,9 @@
 //   seqedge.CausalConv1d(x, weight, bias, state) -> (y, state_out)               Mamba's convolution + SiLU,
 //       channels last (x, y (Bt, T, D))
 //   seqedge.Int4MatMul(A, B, scales[, bias][, split]) -> Y[, Y1[, Y2]]             A (..., K) float32 times int4
-//       weights: B (N, ceil(K/32), 16) uint8 in MatMulNBits' codes, scales (N, ceil(K/32)) float16; Y (..., N),
+//       weights: B (N, ceil(K/32), 16) uint8 in MatMulNBits' codes, scales (N, ceil(K/32)) float16 — or the same
+//       bytes in groups of 16 rows, B (N/16, ceil(K/32), 256) and scales (N/16, ceil(K/32), 16) (int4_matmul_core.h's
+//       interleaved layout; split sizes and SwiGLU halves then multiples of 16); Y (..., N),
 //       plus bias (N) float32 when given; with 2 or 3 outputs split along the last axis into split's sizes (int64)
 //   seqedge.Int4MatMulSkipRmsNorm(A, B, scales, skip, gamma, epsilon) -> (normed, sum)   the same, then the
 //       residual add and RMSNorm after it: sum = Y + skip, normed = rms_norm(sum) * gamma (rms_norm_core.h)
@@ -221,6 +223,7 @@ struct Int4Operands {
   const uint16_t* scales;
   int64_t M = 1, K, N, nb, yd[4];
   size_t rank = 0;
+  bool grouped = false;  // B and scales in groups of 16 rows (int4_matmul_core.h's interleaved layout)
 };
 
 Status* read_int4(const KernelContext* ctx, const char* op, Int4Operands* x) {
@@ -231,14 +234,18 @@ Status* read_int4(const KernelContext* ctx, const char* op, Int4Operands* x) {
   SEQEDGE_ORT_TRY(read_typed(ctx, op, 1, "B", kUint8, "uint8", 3, 4, bd, &br, &b));
   SEQEDGE_ORT_TRY(read_typed(ctx, op, 2, "scales", kFloat16, "float16", 1, 4, sd, &sr, &s));
   x->K = ad[x->rank - 1];
-  x->N = bd[0];
+  x->grouped = br == 3 && bd[2] == int4_core::kGroupBlockBytes;  // (N/16, ceil(K/32), 256): groups of 16 rows
+  x->N = bd[0] * (x->grouped ? 16 : 1);
   if (const char* bad = int4_core::shape_error(x->K, x->N)) return fail(op, bad);
   x->nb = int4_core::blocks(x->K);
-  if (br != 3 || bd[1] != x->nb || bd[2] != 16) return fail(op, "B must be (N, ceil(K/32), 16) for A's K");
+  if (br != 3 || bd[1] != x->nb || (!x->grouped && bd[2] != int4_core::kRowBlockBytes))
+    return fail(op, "B must be (N, ceil(K/32), 16) or (N/16, ceil(K/32), 256) for A's K");
   int64_t scale_count = 1;
   for (size_t i = 0; i < sr; ++i) scale_count *= sd[i];
-  if (sr > 2 || sd[0] != (sr == 2 ? x->N : x->N * x->nb) || scale_count != x->N * x->nb)
-    return fail(op, "scales must be (N, ceil(K/32)) float16");
+  if (x->grouped ? sr != 3 || sd[0] != bd[0] || sd[1] != x->nb || sd[2] != 16
+                 : sr > 2 || sd[0] != (sr == 2 ? x->N : x->N * x->nb) || scale_count != x->N * x->nb)
+    return fail(op, x->grouped ? "scales must be (N/16, ceil(K/32), 16) float16 for B's groups"
+                               : "scales must be (N, ceil(K/32)) float16");
   for (size_t i = 0; i + 1 < x->rank; ++i) {
     x->M *= ad[i];
     x->yd[i] = ad[i];
@@ -291,7 +298,9 @@ Status* compute_int4(void*, KernelContext* ctx) {
   const int64_t N = x.N, M = x.M;
   const size_t ar = x.rank;
   int64_t* yd = x.yd;
-  if (kSwiGLU && N % 2 != 0) return fail(op, "N (rows of B) must be even: gate and up halves");
+  if (kSwiGLU && N % (x.grouped ? 32 : 2) != 0)
+    return fail(op, x.grouped ? "N (rows of B) must be a multiple of 32 in groups: gate and up halves"
+                              : "N (rows of B) must be even: gate and up halves");
   const float* bias = nullptr;
   int64_t sizes[kMaxOutputs] = {kSwiGLU ? N / 2 : N};
   const Value* given[2] = {nullptr, nullptr};
@@ -318,6 +327,8 @@ Status* compute_int4(void*, KernelContext* ctx) {
       total += sizes[j];
     }
     if (total != N) return fail(op, "split's sizes must be positive and sum to N");
+    for (size_t j = 0; j < outs && x.grouped; ++j)
+      if (sizes[j] % 16 != 0) return fail(op, "split's sizes must be multiples of 16 when B is in groups of 16 rows");
   }
   float* y[kMaxOutputs] = {};
   for (size_t j = 0; j < outs; ++j) {
@@ -333,7 +344,8 @@ Status* compute_int4(void*, KernelContext* ctx) {
   Products work;
   work.count = outs;
   work.bias = bias;
-  work.part[0] = int4_core::prepare(x.a, x.codes, x.scales, y[0], M, kSwiGLU ? N : sizes[0], x.K, kSwiGLU, scratch);
+  work.part[0] = int4_core::prepare(x.a, x.codes, x.scales, y[0], M, kSwiGLU ? N : sizes[0], x.K, kSwiGLU, scratch,
+                                    x.grouped);
   for (size_t j = 1; j < outs; ++j) {  // the same activations (and scratch); the next rows of B
     work.first_row[j] = work.first_row[j - 1] + sizes[j - 1];
     work.part[j] = work.part[0];
@@ -379,7 +391,8 @@ Status* compute_int4_norm(void*, KernelContext* ctx) {
   if (x.M == 0) return nullptr;
   thread_local std::vector<uint8_t> scratch;
   Products work;
-  work.part[0] = int4_core::prepare(x.a, x.codes, x.scales, static_cast<float*>(sum), x.M, x.N, x.K, false, scratch);
+  work.part[0] = int4_core::prepare(x.a, x.codes, x.scales, static_cast<float*>(sum), x.M, x.N, x.K, false, scratch,
+                                    x.grouped);
   SEQEDGE_ORT_TRY(run_int4(ctx, work));
   norm_core::Norm norm{static_cast<float*>(sum), static_cast<const float*>(gamma), static_cast<float*>(normed), x.M,
                        x.N, *static_cast<const float*>(eps), static_cast<const float*>(skip), static_cast<float*>(sum)};
