@@ -23,7 +23,7 @@ from seqedge.ops import (
     selective_scan_ref,
 )
 from seqedge.ops.attention.reference import attention_ref
-from seqedge.ops.int4_matmul import group_rows
+from seqedge.ops.int4_matmul import group_rows, int4_gather_ref
 from seqedge.runtimes.ort_kernels import DOMAIN, graph_domains, library, options_for, register_for
 from tests.conftest import best_kernel_isa
 
@@ -318,6 +318,75 @@ def test_int4_grouped_operands_are_checked(tmp_path):
     y = int4_operands(1, 2, 96, 48)
     with pytest.raises(Exception, match=r"N \(rows of B\) must be a multiple of 32 in groups"):
         glu.run(None, {"A": y["A"].numpy(), **dict(zip(("B", "scales"), (t.numpy() for t in group_rows(y["B"], y["scales"]))))})
+
+
+def int4_gather_graph(path, grouped=False):
+    """One seqedge.Int4Gather node, every operand an input with symbolic dims."""
+    node = helper.make_node("Int4Gather", ["B", "scales", "indices"], ["Y"], domain=DOMAIN)
+    inputs = [helper.make_tensor_value_info("B", TensorProto.UINT8, ["n", "blocks", "bytes"]),
+              helper.make_tensor_value_info("scales", TensorProto.FLOAT16,
+                                            ["n", "blocks", "lanes"] if grouped else ["n", "blocks"]),
+              helper.make_tensor_value_info("indices", TensorProto.INT64, None)]
+    model = helper.make_model(helper.make_graph([node], "gather", inputs, [helper.make_tensor_value_info(
+        "Y", TensorProto.FLOAT, None)]), opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid(DOMAIN, 1)])
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+@pytest.mark.parametrize("K,N,shape", [(96, 48, (1, 1)), (576, 64, (2, 5)), (48, 32, (7,)), (64, 16, (2, 3, 4))])
+def test_int4_gather_matches_its_reference(tmp_path, K, N, shape, grouped):
+    """A tied embedding's lookup of its head's codes: rows and groups of 16 rows, one token, a prompt, indices of
+    rank 1 to 3, a partial last block (48: the row is 64 wide, its padding zero)."""
+    x = int4_operands(1, 1, K, N, seed=K + N)
+    codes, scales = group_rows(x["B"], x["scales"]) if grouped else (x["B"], x["scales"])
+    idx = torch.randint(0, N, shape, generator=torch.Generator().manual_seed(N))
+    (y,) = session(int4_gather_graph(tmp_path / "gather.onnx", grouped)).run(
+        None, {"B": codes.numpy(), "scales": scales.numpy(), "indices": idx.numpy()})
+    want = int4_gather_ref(codes, scales, idx)
+    assert y.shape == tuple(want.shape) == (*shape, -(-K // 32) * 32)
+    assert np.array_equal(y, want.numpy())  # (code - 8) * scale is exact in float32
+    assert torch.equal(want, int4_gather_ref(x["B"], x["scales"], idx))  # the same rows in either layout
+
+
+def test_int4_gather_indices_are_checked(tmp_path):
+    x = int4_operands(1, 1, 96, 32)
+    sess = session(int4_gather_graph(tmp_path / "gather.onnx"))
+    for bad in ([[0, 32]], [[-1]]):
+        with pytest.raises(Exception, match=r"seqedge.Int4Gather: indices must be in \[0, N\), N the rows of B"):
+            sess.run(None, {"B": x["B"].numpy(), "scales": x["scales"].numpy(), "indices": np.array(bad, np.int64)})
+
+
+@pytest.mark.parametrize("N,T", [(40, 1), (40, 9), (50, 20), (64, 3)])
+def test_grouping_pads_a_product_to_whole_groups_and_goes_back(tmp_path, N, T):
+    """quant/onnx.py's _group_rows on a product whose N is not a multiple of 16 (mamba-130m's 50,280-wide head):
+    zero rows to whole groups, the output sliced back to N — the same numbers as the rows layout, which
+    _back_to_matmulnbits restores (onnxruntime's fp32-compute MatMulNBits then runs it)."""
+    from seqedge.quant.onnx import _back_to_matmulnbits, _group_rows
+
+    x = int4_operands(1, T, 96, N, seed=N)
+    node = helper.make_node("Int4MatMul", ["A", "B", "scales"], ["Y"], domain=DOMAIN, K=96)
+    graph = helper.make_graph([node], "head", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [1, T, 96])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, T, N])],
+                              [numpy_helper.from_array(x["B"].numpy(), "B"),
+                               numpy_helper.from_array(x["scales"].numpy(), "scales")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid(DOMAIN, 1),
+                                                    helper.make_opsetid("com.microsoft", 1)])
+    _group_rows(model.graph)
+    inits = {i.name: list(i.dims) for i in model.graph.initializer}
+    assert inits["B"] == [-(-N // 16), 3, 256] and inits["scales"] == [-(-N // 16), 3, 16]
+    assert [n.op_type for n in model.graph.node] == ["Int4MatMul"] + ["Slice"] * (N % 16 > 0)
+    (tmp_path / "g.onnx").write_bytes(model.SerializeToString())
+    (y,) = session(tmp_path / "g.onnx").run(None, {"A": x["A"].numpy()})
+    want = int4_matmul_ref(x["A"], x["B"], x["scales"]).numpy()
+    assert y.shape == (1, T, N) and np.abs(y - want).max() <= 1e-5 * np.abs(want).max()
+    _back_to_matmulnbits(model.graph)
+    assert {n.op_type for n in model.graph.node} <= {"MatMulNBits", "Slice"}
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    (back,) = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"A": x["A"].numpy()})
+    exact = (x["A"] @ int4_gather_ref(x["B"], x["scales"], torch.arange(N)).T).numpy()  # fp32 compute
+    assert back.shape == (1, T, N) and np.abs(back - exact).max() <= 1e-4 * np.abs(exact).max()
 
 
 @pytest.mark.parametrize("Bt,T,K,N", [(1, 1, 576, 40), (2, 7, 48, 24)])

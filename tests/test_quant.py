@@ -82,6 +82,12 @@ def test_onnx_int4_computes_in_int8_and_says_so(trained, tmp_path, fam):
     assert len(kernel) == m["fusions"]["int4_kernel"] and "MatMulNBits" not in {n.op_type for n in nodes}
     inits = {i.name: i for i in onnx.load(str(graph)).graph.initializer}  # codes in groups of 16 rows where N allows
     assert sum(inits[n.input[1]].dims[-1] == 256 for n in kernel) == m["fusions"]["int4_grouped"] > 0
+    # a tied embedding reads its head's grouped codes through seqedge.Int4Gather (GatherBlockQuantized reads rows:
+    # one stays only where it reads a table of its own)
+    gathers = [n for n in nodes if n.op_type == "Int4Gather"]
+    assert len(gathers) == m["fusions"].get("int4_gather", 0)
+    assert all(inits[n.input[0]].dims[-1] == 256 for n in gathers)
+    assert all(i in inits for n in nodes if n.op_type == "GatherBlockQuantized" for i in n.input[::2])
     if fam == "transformer":  # each layer's gate/up projection with its SwiGLU as one node
         assert m["fusions"]["int4_swiglu"] == m["config"]["num_hidden_layers"]
         # o_proj and down_proj with the residual add + RMSNorm after them (the last down_proj's add and the final

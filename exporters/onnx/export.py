@@ -26,7 +26,7 @@ from seqedge.exporters.onnx.lowerings import FLAVOURS, resolve
 from seqedge.exporters.plan import PREFILL_CHUNK, ExportPlan, int4_kernel_target, kv_cache_type
 from seqedge.exporters.projections import fuse_projections
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
-from seqedge.quant.onnx import INT4_KERNEL, INT4_KERNELS, INT4_NORM, INT4_SWIGLU, int4_compute
+from seqedge.quant.onnx import INT4_GATHER, INT4_KERNEL, INT4_KERNELS, INT4_NORM, INT4_SWIGLU, int4_compute
 from seqedge.quant.report import apply_onnx, onnx_weights
 from seqedge.quant.report import prepare as prepare_quant
 from seqedge.runtimes.ort_kernels import DOMAIN
@@ -133,6 +133,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
         fusions["int4_skip_norm"] = sum(n.op_type == INT4_NORM for n in int4)
         grouped = {i.name for i in graph.graph.initializer if len(i.dims) == 3 and i.dims[2] == 256}
         fusions["int4_grouped"] = sum(n.input[1] in grouped for n in int4)  # codes in groups of 16 rows
+        fusions["int4_gather"] = sum(n.op_type == INT4_GATHER and n.domain == DOMAIN for n in graph.graph.node)
         opset = _opset(graph)
         weight_bytes, float_matrices = onnx_weights(tmp / GRAPH)
         base = base_manifest(model, plan, interface)

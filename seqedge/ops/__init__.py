@@ -38,7 +38,8 @@ OP_NAMES = ("seqedge::selective_scan", "seqedge::ssd_scan", "seqedge::attention"
 # nor is `seqedge::rms_norm`: ExecuTorch's methods trace RMSNorm as it (exporters/decompositions.py);
 # nor is `seqedge::int4_matmul`: ExecuTorch's int4 recipe puts it in place of Linear layers (quant/executorch.py);
 # `int4_matmul_ref` / `int4_matmul_swiglu_ref` / `int4_matmul_skip_rms_norm_ref`: it, and onnxruntime's
-# seqedge.Int4MatMul(SwiGLU, SkipRmsNorm) (the int4 recipe's kernels there)
+# seqedge.Int4MatMul(SwiGLU, SkipRmsNorm) (the int4 recipe's kernels there); `int4_gather_ref`: onnxruntime's
+# seqedge.Int4Gather, a tied embedding reading its head's codes (ops/int4_matmul, with group_rows / ungroup_rows)
 
 __all__ = [
     "CELLS",

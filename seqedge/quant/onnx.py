@@ -491,61 +491,166 @@ def _unfuse_swiglu(graph) -> None:
     graph.node.extend(nodes)
 
 
+INT4_GATHER = "Int4Gather"  # a tied embedding's lookup of its head's int4 codes (domain seqedge), either layout
+
+
 def _group_rows(graph) -> None:
     """The codes and scales of seqedge's int4 nodes in groups of 16 rows (ops/int4_matmul group_rows: the kernel
     multiplies 16 rows per instruction, with no horizontal sums), where N is a multiple of 16 (32 for a SwiGLU's
-    halves, 16 for each split output) and nothing else reads them (a tied embedding's GatherBlockQuantized reads
-    rows). _ungroup_rows undoes it."""
+    halves, 16 for each split output) and nothing but seqedge's int4 nodes reads them. A tied embedding's
+    GatherBlockQuantized (+ Cast) becomes seqedge.Int4Gather, which reads the grouped codes; a plain product of N
+    rows not a multiple of 16 (mamba-130m's 50,280-wide head) is padded with zero rows to whole groups and its
+    output sliced back to N. _ungroup_rows undoes it."""
     import torch
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     from seqedge.ops.int4_matmul import group_rows
 
+    _gathers_read_codes(graph)
     inits = {i.name: i for i in graph.initializer}
     users, _ = _users_and_outputs(graph)
 
+    def padded(node) -> bool:  # a plain product (the head) that may take zero rows past N, or a lookup
+        return node.op_type == INT4_GATHER or (node.op_type == INT4_KERNEL and len(node.input) == 3
+                                               and len(node.output) == 1)
+
     def groupable(node) -> bool:
-        if node.op_type not in INT4_KERNELS or node.domain != DOMAIN or node.input[1] not in inits:
+        if node.op_type not in (*INT4_KERNELS, INT4_GATHER) or node.domain != DOMAIN:
             return False
-        dims = list(inits[node.input[1]].dims)
-        if len(dims) != 3 or dims[2] != 16 or dims[0] % (32 if node.op_type == INT4_SWIGLU else 16):
+        name = node.input[0 if node.op_type == INT4_GATHER else 1]
+        dims = list(inits[name].dims) if name in inits else []
+        if len(dims) != 3 or dims[2] != 16 or (dims[0] % (32 if node.op_type == INT4_SWIGLU else 16)
+                                               and not padded(node)):
             return False
         split = node.input[4] if node.op_type == INT4_KERNEL and len(node.input) > 4 else ""
         return not split or (split in inits and all(
             int(v) % 16 == 0 for v in numpy_helper.to_array(inits[split]).reshape(-1)))
 
+    def operands(node) -> tuple[str, str]:
+        return (node.input[0], node.input[1]) if node.op_type == INT4_GATHER else (node.input[1], node.input[2])
+
     done: set[str] = set()
-    for node in graph.node:
-        if not groupable(node) or node.input[1] in done:
+    for node in list(graph.node):
+        if not groupable(node) or operands(node)[0] in done:
             continue
-        codes, scales = inits[node.input[1]], inits[node.input[2]]
-        if not all(groupable(u) and u.input[1] == codes.name and u.input[2] == scales.name
-                   for name in (codes.name, scales.name) for u in users.get(name, [])):
+        codes, scales = (inits[n] for n in operands(node))
+        readers = [u for name in (codes.name, scales.name) for u in users.get(name, [])]
+        if not all(groupable(u) and operands(u) == (codes.name, scales.name) for u in readers):
             continue
-        c, sc = group_rows(torch.from_numpy(numpy_helper.to_array(codes).copy()),
-                           torch.from_numpy(numpy_helper.to_array(scales).copy()))
+        c = torch.from_numpy(numpy_helper.to_array(codes).copy())  # (N, nb, 16)
+        sc = torch.from_numpy(numpy_helper.to_array(scales).copy())  # (N, nb) float16
+        N = c.shape[0]
+        if N % 16:  # zero rows to whole groups (zero scales: their products are 0), the output sliced back
+            c = torch.cat([c, c.new_zeros(-N % 16, *c.shape[1:])])
+            sc = torch.cat([sc, sc.new_zeros(-N % 16, *sc.shape[1:])])
+            ends = f"seqedge_rows_{N}"
+            graph.initializer.extend([numpy_helper.from_array(np.array([N], dtype=np.int64), ends),
+                                      numpy_helper.from_array(np.array([0], dtype=np.int64), "seqedge_zero"),
+                                      numpy_helper.from_array(np.array([-1], dtype=np.int64), "seqedge_last_axis")])
+            nodes = []
+            for n in graph.node:
+                nodes.append(n)
+                if n.op_type == INT4_KERNEL and n in readers:
+                    out = n.output[0]
+                    n.output[0] = f"{out}_padded"
+                    nodes.append(helper.make_node("Slice", [n.output[0], "seqedge_zero", ends, "seqedge_last_axis"],
+                                                  [out], name=f"{n.name or out}_rows"))
+            del graph.node[:]
+            graph.node.extend(nodes)
+        c, sc = group_rows(c, sc)
         codes.CopyFrom(numpy_helper.from_array(c.numpy(), codes.name))
         scales.CopyFrom(numpy_helper.from_array(sc.numpy(), scales.name))
         done.add(codes.name)
+    _drop_unused_initializers(graph)
+    _dedupe_initializers(graph, ("seqedge_zero", "seqedge_last_axis"))
+
+
+def _dedupe_initializers(graph, names) -> None:
+    """One initializer of each of `names` (each padded product added its own)."""
+    seen, kept = set(), []
+    for i in graph.initializer:
+        if i.name in names and i.name in seen:
+            continue
+        seen.add(i.name)
+        kept.append(i)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+
+
+def _gathers_read_codes(graph) -> None:
+    """A tied embedding's lookup of its head's int4 codes — GatherBlockQuantized(Reshape(codes), indices,
+    Reshape(scales)) -> Cast to float (share_tied, _cast_half_gathers) — as one seqedge.Int4Gather(codes, scales,
+    indices), which reads the codes in either layout (GatherBlockQuantized reads rows only). Only where the table
+    is as wide as the codes' blocks (K a multiple of 32)."""
+    from onnx import TensorProto, helper
+
+    inits = {i.name: i for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    users, _ = _users_and_outputs(graph)
+    replaced, dropped = {}, set()
+    for gq in graph.node:
+        if gq.op_type != "GatherBlockQuantized" or len(gq.input) != 3:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in gq.attribute}
+        data, scales = producer.get(gq.input[0]), producer.get(gq.input[2])
+        after = users.get(gq.output[0], [])
+        if (data is None or scales is None or data.op_type != "Reshape" or scales.op_type != "Reshape"
+                or attrs.get("bits") != 4 or attrs.get("block_size") != 32 or attrs.get("gather_axis", 0) != 0
+                or attrs.get("quantize_axis") != 1 or len(after) != 1 or after[0].op_type != "Cast"):
+            continue
+        codes, halves = inits.get(data.input[0]), inits.get(scales.input[0])
+        cast = after[0]
+        to = next((helper.get_attribute_value(a) for a in cast.attribute if a.name == "to"), None)
+        if (codes is None or halves is None or list(codes.dims[2:]) != [16] or len(codes.dims) != 3
+                or halves.data_type != TensorProto.FLOAT16 or to != TensorProto.FLOAT):
+            continue
+        replaced[id(gq)] = helper.make_node(INT4_GATHER, [codes.name, halves.name, gq.input[1]], list(cast.output),
+                                            name=gq.name, domain=DOMAIN)
+        dropped.add(id(cast))
+        dropped |= {id(n) for n in (data, scales) if len(users.get(n.output[0], [])) == 1}
+    if replaced:
+        nodes = [replaced.get(id(n), n) for n in graph.node if id(n) not in dropped]
+        del graph.node[:]
+        graph.node.extend(nodes)
 
 
 def _ungroup_rows(graph) -> None:
-    """seqedge's int4 codes and scales in groups of 16 rows back to rows (MatMulNBits' layout)."""
+    """seqedge's int4 codes and scales in groups of 16 rows back to rows (MatMulNBits' layout; a padded product
+    keeps its zero rows and its Slice), and each Int4Gather back to GatherBlockQuantized + Cast."""
     import torch
-    from onnx import numpy_helper
+    from onnx import TensorProto, helper, numpy_helper
 
     from seqedge.ops.int4_matmul import ungroup_rows
 
     inits = {i.name: i for i in graph.initializer}
-    for name in {n.input[1] for n in graph.node if n.op_type in INT4_KERNELS and n.domain == DOMAIN}:
-        codes = inits.get(name)
-        if codes is None or len(codes.dims) != 3 or codes.dims[2] != 256:
+    pairs = {(n.input[1], n.input[2]) for n in graph.node if n.op_type in INT4_KERNELS and n.domain == DOMAIN}
+    pairs |= {(n.input[0], n.input[1]) for n in graph.node if n.op_type == INT4_GATHER and n.domain == DOMAIN}
+    for name, scale_name in pairs:
+        codes, scales = inits.get(name), inits.get(scale_name)
+        if codes is None or scales is None or len(codes.dims) != 3 or codes.dims[2] != 256:
             continue
-        scales = inits[next(n.input[2] for n in graph.node if n.op_type in INT4_KERNELS and n.input[1] == name)]
         c, sc = ungroup_rows(torch.from_numpy(numpy_helper.to_array(codes).copy()),
                              torch.from_numpy(numpy_helper.to_array(scales).copy()))
         codes.CopyFrom(numpy_helper.from_array(c.numpy(), codes.name))
         scales.CopyFrom(numpy_helper.from_array(sc.numpy(), scales.name))
+    nodes = []
+    for node in graph.node:
+        if node.op_type != INT4_GATHER or node.domain != DOMAIN:
+            nodes.append(node)
+            continue
+        codes, scale_name, indices = node.input
+        N, nb, _ = inits[codes].dims
+        p, out = node.name or node.output[0], node.output[0]
+        graph.initializer.extend([numpy_helper.from_array(np.array([N, nb * 16], dtype=np.int64), f"{p}_data_shape"),
+                                  numpy_helper.from_array(np.array([N, nb], dtype=np.int64), f"{p}_scales_shape")])
+        nodes += [helper.make_node("Reshape", [codes, f"{p}_data_shape"], [f"{p}_data"]),
+                  helper.make_node("Reshape", [scale_name, f"{p}_scales_shape"], [f"{p}_scales"]),
+                  helper.make_node("GatherBlockQuantized", [f"{p}_data", indices, f"{p}_scales"], [f"{out}_fp16"],
+                                   name=node.name, domain="com.microsoft", block_size=32, gather_axis=0,
+                                   quantize_axis=1, bits=4),
+                  helper.make_node("Cast", [f"{out}_fp16"], [out], name=f"{p}_to_float", to=TensorProto.FLOAT)]
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _back_to_matmulnbits(graph) -> None:

@@ -947,6 +947,21 @@ inline void group16(const MatMul& p, int64_t m0, int64_t m1, int64_t g) {
   group16_portable(p, m0, m1, g);
 }
 
+// Row n of the weight, dequantized: out[k] = (code - 8) * scale for k < nb * 32, from either layout (an embedding
+// lookup that shares a tied head's codes: onnxruntime's seqedge.Int4Gather).
+inline void dequantize_row(const uint8_t* w, const uint16_t* scales, int64_t nb, bool interleaved, int64_t n,
+                           float* out) {
+  const int64_t g = n / 16, lane = n % 16;
+  for (int64_t b = 0; b < nb; ++b) {
+    const float s = half_to_float(interleaved ? scales[(g * nb + b) * 16 + lane] : scales[n * nb + b]);
+    for (int64_t i = 0; i < 16; ++i) {
+      const uint8_t byte = interleaved ? w[((g * nb + b) * 4 + i / 4) * 64 + 4 * lane + i % 4] : w[(n * nb + b) * 16 + i];
+      out[32 * b + 2 * i] = static_cast<float>((byte & 15) - 8) * s;
+      out[32 * b + 2 * i + 1] = static_cast<float>((byte >> 4) - 8) * s;
+    }
+  }
+}
+
 using RowsFn = void (*)(const MatMul&, int64_t, int64_t, int64_t);
 
 inline void rows_baseline(const MatMul& p, int64_t m, int64_t n0, int64_t rows) { rows_portable(p, m, n0, rows); }

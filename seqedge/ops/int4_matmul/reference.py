@@ -102,6 +102,14 @@ def int4_matmul_ref(a: Tensor, codes: Tensor, scales: Tensor, bias: Tensor | Non
     return y if bias is None else y + bias
 
 
+def int4_gather_ref(codes: Tensor, scales: Tensor, indices: Tensor) -> Tensor:
+    """onnxruntime's seqedge.Int4Gather: rows `indices` (any shape) of the weight, dequantized, (..., K/32 * 32) —
+    a tied embedding reading its output head's codes."""
+    codes, scales = ungroup_rows(codes, scales)
+    w = (unpack_codes(codes) * scales[..., None].float()).flatten(1)  # (N, K/32 * 32)
+    return w[indices]
+
+
 def int4_matmul_swiglu_ref(a: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
     """seqedge.Int4MatMulSwiGLU: the product's two halves (gate, up) of a fused gate/up projection as
     silu(gate) * up, (..., N/2)."""

@@ -13,6 +13,8 @@
 //       plus bias (N) float32 when given; with 2 or 3 outputs split along the last axis into split's sizes (int64)
 //   seqedge.Int4MatMulSkipRmsNorm(A, B, scales, skip, gamma, epsilon) -> (normed, sum)   the same, then the
 //       residual add and RMSNorm after it: sum = Y + skip, normed = rms_norm(sum) * gamma (rms_norm_core.h)
+//   seqedge.Int4Gather(B, scales, indices) -> Y     rows of such a weight dequantized, Y (..., ceil(K/32) * 32):
+//       a tied embedding reading its head's codes in either layout
 //   seqedge.Int4MatMulSwiGLU(A, B, scales) -> Y                                  the same, then a SwiGLU:
 //       Y (..., N/2) = silu(gate) * up, gate and up the two halves of the product (a fused gate/up projection)
 //   seqedge.Attention(q, k, v, k_cache, v_cache, pos, cos, sin) -> (out, k_cache_out, v_cache_out)
@@ -357,6 +359,40 @@ Status* compute_int4(void*, KernelContext* ctx) {
   return run_int4(ctx, work);
 }
 
+// Int4Gather(B, scales, indices) -> Y: the rows `indices` (int64, rank 1-3) of an int4 weight (B and scales as
+// Int4MatMul takes them, either layout), dequantized: Y (..., ceil(K/32) * 32) float32. A tied embedding reads its
+// head's codes so, in groups of 16 rows where GatherBlockQuantized could only read rows. Every index is checked
+// against B's rows before anything is written.
+Status* compute_int4_gather(void*, KernelContext* ctx) {
+  static constexpr const char* op = "Int4Gather";
+  int64_t bd[4], sd[4], id[4];
+  size_t br = 0, sr = 0, ir = 0;
+  const void *b = nullptr, *s = nullptr, *ix = nullptr;
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 0, "B", kUint8, "uint8", 3, 3, bd, &br, &b));
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 1, "scales", kFloat16, "float16", 2, 3, sd, &sr, &s));
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, 2, "indices", kInt64, "int64", 1, 3, id, &ir, &ix));
+  const bool grouped = bd[2] == int4_core::kGroupBlockBytes;
+  if (!grouped && bd[2] != int4_core::kRowBlockBytes) return fail(op, "B must be (N, blocks, 16) or (N/16, blocks, 256)");
+  const int64_t N = bd[0] * (grouped ? 16 : 1), nb = bd[1];
+  if (N <= 0 || nb <= 0) return fail(op, "B must have rows and blocks");
+  if (grouped ? sr != 3 || sd[0] != bd[0] || sd[1] != nb || sd[2] != 16 : sr != 2 || sd[0] != N || sd[1] != nb)
+    return fail(op, "scales must be (N, blocks) float16, or (N/16, blocks, 16) for B's groups");
+  int64_t count = 1, yd[4];
+  for (size_t i = 0; i < ir; ++i) count *= yd[i] = id[i];
+  yd[ir] = nb * int4_core::kBlock;
+  const auto* rows = static_cast<const int64_t*>(ix);
+  for (int64_t i = 0; i < count; ++i)
+    if (rows[i] < 0 || rows[i] >= N) return fail(op, "indices must be in [0, N), N the rows of B");
+  Value* yv = nullptr;
+  void* y = nullptr;
+  SEQEDGE_ORT_TRY(g_api->output(ctx, 0, yd, ir + 1, &yv));
+  SEQEDGE_ORT_TRY(g_api->data(yv, &y));
+  for (int64_t i = 0; i < count; ++i)
+    int4_core::dequantize_row(static_cast<const uint8_t*>(b), static_cast<const uint16_t*>(s), nb, grouped, rows[i],
+                              static_cast<float*>(y) + i * yd[ir]);
+  return nullptr;
+}
+
 void run_norm_rows(void* work, size_t r) {
   const auto& norm = *static_cast<const norm_core::Norm*>(work);
   norm_core::rows(norm, static_cast<int64_t>(r), static_cast<int64_t>(r) + 1);
@@ -597,6 +633,13 @@ CustomOp int4_norm_op() {
   return op;
 }
 
+// Int4Gather: uint8 codes, float16 scales, int64 indices; one float32 output.
+CustomOp int4_gather_op() {
+  CustomOp op = make_op<3, 1>([](const CustomOp*) { return "Int4Gather"; }, compute_int4_gather);
+  op.GetInputType = [](const CustomOp*, size_t i) { return i == 0 ? kUint8 : i == 1 ? kFloat16 : kInt64; };
+  return op;
+}
+
 const CustomOp kOps[] = {
     make_op<7>([](const CustomOp*) { return "SelectiveScan"; }, compute_scan<false>),
     make_op<8>([](const CustomOp*) { return "MambaScan"; }, compute_scan<true>),
@@ -604,6 +647,7 @@ const CustomOp kOps[] = {
     int4_op<false>(),
     int4_op<true>(),
     int4_norm_op(),
+    int4_gather_op(),
     attention_op<false>(),
     attention_op<true>(),
 };
