@@ -1,9 +1,10 @@
 // Would another layout of the int4 codes make decode's products faster? One decode step's int4 products of a
 // shape (every weight read once, one activation row), three ways over the same bytes on the same threads:
-//   kernel       seqedge's decode kernel (int4_matmul_core.h rows_vnni) on MatMulNBits' layout, as it runs now;
-//   interleaved  a prototype on 16 rows interleaved (per group of 16 rows and block of 32: four 64-byte vectors,
-//                lane n of vector j = bytes 4j .. 4j + 3 of row n's block), so a vpdpbusd multiplies 16 rows at
-//                once against one broadcast of 4 activation codes and no row needs a horizontal sum;
+//   kernel       seqedge's decode kernel on MatMulNBits' row layout (int4_matmul_core.h rows_vnni);
+//   interleaved  the same bytes in groups of 16 rows (per group and block of 32: four 64-byte vectors, lane n of
+//                vector j = bytes 4j .. 4j + 3 of row n's block — what both exporters now store where N allows),
+//                on the kernel for that layout (group16_row_vnni): a vpdpbusd multiplies 16 rows at once against
+//                one broadcast of 4 activation codes and no row needs a horizontal sum;
 //   read         a plain sum of the codes' bytes (what streaming them costs here, with no arithmetic).
 // Rounds alternate the three; each prints the median of its calls, and the end the median of the rounds' own
 // ratios to `kernel` with their range (the machine swings between rounds; a round's three run within a second).
@@ -55,39 +56,14 @@ void interleave(Product& m) {
       }
 }
 
-// Groups [g0, g1) of the interleaved layout against activation row 0 (quantized by quantize_row, chunk order:
-// the even positions of a block are its low nibbles' partners, the odd ones its high nibbles'). The high nibbles
-// are masked in place (16 x their code) and their sums shifted back once per block.
+// Groups [g0, g1) of the interleaved layout against activation row 0: the kernel the exporters' grouped codes run
+// on (int4_matmul_core.h group16_row_vnni).
 SEQEDGE_TARGET_VNNI __attribute__((noinline)) void interleaved_groups(const Product& m, int64_t g0, int64_t g1) {
-  const MatMul& p = m.p;
-  const int64_t nb = blocks(p.K);
-  const __m512i low = _mm512_set1_epi8(0x0f), high = _mm512_set1_epi8(static_cast<char>(0xf0));
-  for (int64_t g = g0; g < g1; ++g) {
-    const uint8_t* w = m.codes16.data() + g * nb * 256;
-    const uint16_t* s = m.scales16.data() + g * nb * 16;
-    __m512 acc = _mm512_setzero_ps(), zero_point = _mm512_setzero_ps();
-    for (int64_t b = 0; b < nb; ++b) {
-      const int8_t* lo = p.qa + (b / 4) * kChunk + (b % 4) * 16;
-      const int8_t* hi = lo + 64;
-      for (int64_t line = 0; line < 4; ++line) _mm_prefetch(reinterpret_cast<const char*>(w + b * 256 + 64 * line) + 4096, _MM_HINT_T0);
-      __m512i dl[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
-      __m512i dh[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
-      for (int64_t j = 0; j < 4; ++j) {
-        const __m512i v = _mm512_load_si512(w + b * 256 + 64 * j);
-        int32_t l4, h4;
-        std::memcpy(&l4, lo + 4 * j, 4);
-        std::memcpy(&h4, hi + 4 * j, 4);
-        dl[j % 2] = _mm512_dpbusd_epi32(dl[j % 2], _mm512_and_si512(v, low), _mm512_set1_epi32(l4));
-        dh[j % 2] = _mm512_dpbusd_epi32(dh[j % 2], _mm512_and_si512(v, high), _mm512_set1_epi32(h4));
-      }
-      const __m512i dot = _mm512_add_epi32(_mm512_add_epi32(dl[0], dl[1]),
-                                           _mm512_srai_epi32(_mm512_add_epi32(dh[0], dh[1]), 4));
-      const __m512 sw = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(s + 16 * b)));
-      acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(p.da[b])), sw, acc);
-      zero_point = _mm512_fmadd_ps(sw, _mm512_set1_ps(p.cb[b]), zero_point);
-    }
-    _mm512_storeu_ps(p.y + 16 * g, _mm512_sub_ps(acc, zero_point));
-  }
+  MatMul p = m.p;
+  p.w = m.codes16.data();
+  p.scales = m.scales16.data();
+  p.interleaved = true;
+  for (int64_t g = g0; g < g1; ++g) group16_row_vnni(p, 0, g);
 }
 
 SEQEDGE_TARGET_VNNI __attribute__((noinline)) int64_t read_bytes(const uint8_t* w, int64_t n) {
@@ -180,7 +156,7 @@ int main(int argc, char** argv) {
   std::vector<Product> products = shape_products(shape);
   double bytes = 0;
   for (const Product& m : products) bytes += static_cast<double>(m.codes.size() + 2 * m.scales.size());
-  // the prototype computes what the kernel does (to float rounding)
+  // the grouped kernel computes what the row kernel does (to float rounding)
   for (Product& m : products) {
     rows_vnni(m.p, 0, 0, m.N);
     const std::vector<float> want(m.y.begin(), m.y.begin() + m.N);
@@ -191,7 +167,7 @@ int main(int argc, char** argv) {
       scale = std::max(scale, static_cast<double>(std::fabs(want[n])));
     }
     if (err > 1e-5 * scale + 1e-6) {
-      std::fprintf(stderr, "the interleaved prototype differs from the kernel (N %ld, K %ld): %g of %g\n",
+      std::fprintf(stderr, "the grouped kernel differs from the row kernel (N %ld, K %ld): %g of %g\n",
                    static_cast<long>(m.N), static_cast<long>(m.K), err, scale);
       return 1;
     }
