@@ -155,7 +155,7 @@ class Int4Linear(nn.Module):
     """A Linear layer as seqedge's int4 codes (ops/int4_matmul: blocks of 32 along the input, a float16 scale
     each), run by `seqedge::int4_matmul`; a bias stays float. The rows are stored in groups of 16 (group_rows: the
     kernel multiplies 16 rows per instruction, with no horizontal sums); where N is not a multiple of 16, the last
-    N % 16 rows stay rows, a second product whose outputs follow (mamba-130m's 50,280-wide head: 47 % of the bytes
+    N % 16 rows stay rows, a second product whose outputs follow (mamba-130m's 50,280-wide head: 30 % of the bytes
     a token reads)."""
 
     def __init__(self, linear: nn.Linear):
