@@ -389,6 +389,29 @@ def test_grouping_pads_a_product_to_whole_groups_and_goes_back(tmp_path, N, T):
     assert back.shape == (1, T, N) and np.abs(back - exact).max() <= 1e-4 * np.abs(exact).max()
 
 
+def test_grouping_pads_two_products_of_one_width(tmp_path):
+    """Two padded products of the same N share the Slice's bounds (one initializer of each name: a graph with two
+    is refused)."""
+    from seqedge.quant.onnx import _group_rows
+
+    xs = [int4_operands(1, 3, 96, 40, seed=s) for s in (1, 2)]
+    nodes = [helper.make_node("Int4MatMul", ["A", f"B{k}", f"scales{k}"], [f"Y{k}"], domain=DOMAIN, K=96)
+             for k in range(2)]
+    inits = [numpy_helper.from_array(x[n].numpy(), f"{n}{k}") for k, x in enumerate(xs) for n in ("B", "scales")]
+    graph = helper.make_graph(nodes, "heads", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [1, 3, 96])],
+                              [helper.make_tensor_value_info(f"Y{k}", TensorProto.FLOAT, [1, 3, 40]) for k in range(2)],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid(DOMAIN, 1)])
+    _group_rows(model.graph)
+    names = [i.name for i in model.graph.initializer]
+    assert len(names) == len(set(names)) and [n.op_type for n in model.graph.node].count("Slice") == 2
+    (tmp_path / "g.onnx").write_bytes(model.SerializeToString())
+    got = session(tmp_path / "g.onnx").run(None, {"A": xs[0]["A"].numpy()})
+    for y, x in zip(got, xs):
+        want = int4_matmul_ref(xs[0]["A"], x["B"], x["scales"]).numpy()
+        assert y.shape == (1, 3, 40) and np.abs(y - want).max() <= 1e-5 * np.abs(want).max()
+
+
 @pytest.mark.parametrize("Bt,T,K,N", [(1, 1, 576, 40), (2, 7, 48, 24)])
 def test_int4_matmul_agrees_with_onnxruntime_matmulnbits(tmp_path, Bt, T, K, N):
     """The graph rewrite (quant/onnx.py use_int4_kernel) hands the kernel MatMulNBits' own codes: on the same

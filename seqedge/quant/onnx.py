@@ -530,7 +530,8 @@ def _group_rows(graph) -> None:
         return (node.input[0], node.input[1]) if node.op_type == INT4_GATHER else (node.input[1], node.input[2])
 
     done: set[str] = set()
-    for node in list(graph.node):
+    padded_rows: dict[str, int] = {}  # output of a product given zero rows -> its N
+    for node in graph.node:
         if not groupable(node) or operands(node)[0] in done:
             continue
         codes, scales = (inits[n] for n in operands(node))
@@ -543,38 +544,35 @@ def _group_rows(graph) -> None:
         if N % 16:  # zero rows to whole groups (zero scales: their products are 0), the output sliced back
             c = torch.cat([c, c.new_zeros(-N % 16, *c.shape[1:])])
             sc = torch.cat([sc, sc.new_zeros(-N % 16, *sc.shape[1:])])
-            ends = f"seqedge_rows_{N}"
-            graph.initializer.extend([numpy_helper.from_array(np.array([N], dtype=np.int64), ends),
-                                      numpy_helper.from_array(np.array([0], dtype=np.int64), "seqedge_zero"),
-                                      numpy_helper.from_array(np.array([-1], dtype=np.int64), "seqedge_last_axis")])
-            nodes = []
-            for n in graph.node:
-                nodes.append(n)
-                if n.op_type == INT4_KERNEL and n in readers:
-                    out = n.output[0]
-                    n.output[0] = f"{out}_padded"
-                    nodes.append(helper.make_node("Slice", [n.output[0], "seqedge_zero", ends, "seqedge_last_axis"],
-                                                  [out], name=f"{n.name or out}_rows"))
-            del graph.node[:]
-            graph.node.extend(nodes)
+            padded_rows.update({u.output[0]: N for u in readers if u.op_type == INT4_KERNEL})
         c, sc = group_rows(c, sc)
         codes.CopyFrom(numpy_helper.from_array(c.numpy(), codes.name))
         scales.CopyFrom(numpy_helper.from_array(sc.numpy(), scales.name))
         done.add(codes.name)
+    if padded_rows:  # each padded product's output sliced back to its N
+        nodes = []
+        for n in graph.node:
+            nodes.append(n)
+            N = padded_rows.get(n.output[0]) if n.op_type == INT4_KERNEL and n.domain == DOMAIN else None
+            if N is not None:
+                bounds = [_int64_constant(graph, inits, name, v)
+                          for name, v in (("seqedge_zero", 0), (f"seqedge_rows_{N}", N), ("seqedge_last_axis", -1))]
+                out = n.output[0]
+                n.output[0] = f"{out}_padded"
+                nodes.append(helper.make_node("Slice", [n.output[0], *bounds], [out], name=f"{n.name or out}_rows"))
+        del graph.node[:]
+        graph.node.extend(nodes)
     _drop_unused_initializers(graph)
-    _dedupe_initializers(graph, ("seqedge_zero", "seqedge_last_axis"))
 
 
-def _dedupe_initializers(graph, names) -> None:
-    """One initializer of each of `names` (each padded product added its own)."""
-    seen, kept = set(), []
-    for i in graph.initializer:
-        if i.name in names and i.name in seen:
-            continue
-        seen.add(i.name)
-        kept.append(i)
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+def _int64_constant(graph, inits: dict, name: str, value: int) -> str:
+    """`name`, a one-element int64 initializer holding `value`, added to the graph unless it is there already."""
+    from onnx import numpy_helper
+
+    if name not in inits:
+        inits[name] = numpy_helper.from_array(np.array([value], dtype=np.int64), name)
+        graph.initializer.append(inits[name])
+    return name
 
 
 def _gathers_read_codes(graph) -> None:

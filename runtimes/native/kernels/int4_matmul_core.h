@@ -6,8 +6,9 @@
 // The weight codes are onnxruntime MatMulNBits' (symmetric, zero point 8): row n, block b, byte j holds
 // w[n, 32b + 2j] in its low nibble and w[n, 32b + 2j + 1] in its high one, so a graph's MatMulNBits initializers
 // are read as they are — or the same bytes in groups of 16 rows (`interleaved`, "The interleaved layout" below),
-// which the exporters store where N is a multiple of 16: decode's fastest form. Per weight that is 16 bytes + a 2-byte scale per 32, 0.5625 bytes (llama.cpp's Q4_0);
-// MatMulNBits' int8 compute reads 0.75 (a float scale and a float block sum besides).
+// which the exporters store where N is a multiple of 16: decode's fastest form. Per weight that is 16 bytes + a
+// 2-byte scale per 32, 0.5625 bytes (llama.cpp's Q4_0); MatMulNBits' int8 compute reads 0.75 (a float scale and a
+// float block sum besides).
 //
 // The kernels walk K in chunks of 128 (four blocks: 64 bytes of codes, one AVX-512 load); the low nibbles of a
 // chunk are the even positions of its four blocks, the high ones the odd positions. quantize_row writes each
@@ -767,7 +768,7 @@ inline void prompt_rows(const MatMul& p, const int64_t (&n0)[2], const int64_t (
 // (benchmarks/int4_layout.cpp: a decode step's products x1.13-1.52 over the row layout's kernel on Zen 5; one
 // onnxruntime decode step, repacked at run time, x1.09 mamba-130m and x1.14 llama-135m.)
 
-inline int64_t group_bytes(int64_t K) { return blocks(K) * 256; }
+inline int64_t group_bytes(int64_t K) { return blocks(K) * kGroupBlockBytes; }  // one group's codes
 
 // y[m0 .. m1) at group g's 16 rows (written at column 16 g) — the portable path.
 SEQEDGE_INLINE void group16_portable(const MatMul& p, int64_t m0, int64_t m1, int64_t g) {
@@ -890,10 +891,8 @@ SEQEDGE_TARGET_V3 SEQEDGE_INLINE void group16_tile_avx2(const MatMul& p, int64_t
   for (int64_t i = 0; i < MR; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const int64_t at = (b / 4) * kChunk + (b % 4) * 16;
-    _mm_prefetch(reinterpret_cast<const char*>(w + b * 256) + 4096, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(w + b * 256) + 4096 + 64, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(w + b * 256) + 4096 + 128, _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(w + b * 256) + 4096 + 192, _MM_HINT_T0);
+    for (int64_t line = 0; line < 4; ++line)
+      _mm_prefetch(reinterpret_cast<const char*>(w + b * 256 + 64 * line) + 4096, _MM_HINT_T0);
     __m256i dot[MR][2];
     for (int64_t i = 0; i < MR; ++i) dot[i][0] = dot[i][1] = _mm256_setzero_si256();
     for (int64_t j = 0; j < 4; ++j) {
