@@ -162,7 +162,14 @@ class _StateInPlace:
     `in_place_state` is safe so (exporters/executorch/state_in_place.py); when the method has any other state,
     a state found in this method's storage (other than an in-place one at its own place) is copied into a buffer
     of the adapter's first (a Transformer's `pos`, read after `pos + T` is written). A method whose states are
-    all in place checks nothing: the runtime passes each state back by name, at its own place."""
+    all in place checks nothing: the runtime passes each state back by name, at its own place.
+
+    A decode loop passes back, call after call, the very tensors the last call returned. Then nothing needs
+    binding again: the method's inputs already are the storage (and the staging buffers), so such a call writes
+    its token into the token buffer bound before, copies what must be staged, runs `execute` alone and reads the
+    logits from the output storage it returned last time. The pybindings' `set_inputs` and `get_outputs` convert
+    every tensor each call (mamba-130m: 49 each way, ~110 us of a ~2.2 ms step, most of what the Python runtime
+    spent above the native runner's step in one process)."""
 
     def __init__(self, method, meta, state_names: list[str], in_place: set[str]):
         self.method = method
@@ -171,8 +178,25 @@ class _StateInPlace:
         self.checks = any(self.copied)  # else a step does no per-state work here
         self.storage: list[int] = []  # data_ptr of each state output's storage, after the first call (if checks)
         self.staging: dict[int, Tensor] = {}
+        # binding again is skipped only where inputs are aliased, not copied into the arena
+        self.rebinds = not shared or meta.input_tensor_meta(0).is_memory_planned()
+        self.token: Tensor | None = None  # the token buffer the method's input 0 is bound to
+        self.outs: list[Tensor] = []  # the last call's outputs: views of the method's output storage
+        self.bound = False  # the method's inputs are the token buffer, the staging buffers and the storage
 
     def execute(self, inputs: list[Tensor]) -> list[Tensor]:
+        if self.bound and inputs[0].shape == self.token.shape and all(
+                t is o for t, o in zip(inputs[1:], self.outs[1:])):
+            self.token.copy_(inputs[0])
+            for k, copied in enumerate(self.copied):  # each staging buffer is the method's input 1 + k already
+                if copied:
+                    self.staging[k].copy_(self.outs[1 + k])
+            self.method._method.execute()
+            return [self.outs[0].clone(), *self.outs[1:]]
+        if not self.rebinds and inputs[0].shape == (1, 1):  # a decode step's token goes through our buffer
+            if self.token is None:
+                self.token = torch.empty_like(inputs[0])
+            inputs[0] = self.token.copy_(inputs[0])
         if self.checks and self.storage:
             ours = set(self.storage)
             for k, t in enumerate(inputs[1:]):
@@ -186,6 +210,12 @@ class _StateInPlace:
             t._seqedge_storage_owner = self.method
         if self.checks:
             self.storage = [t.data_ptr() for t in outs[1:]]
+        # bound for the next call when every input was ours: the token buffer, a staged state in its staging
+        # buffer, any other state in the storage it is written back to
+        self.outs = outs
+        self.bound = inputs[0] is self.token and all(
+            (self.staging.get(k) is t) if self.copied[k] else t.data_ptr() == o.data_ptr()
+            for k, (t, o) in enumerate(zip(inputs[1:], outs[1:])))
         return [outs[0].clone(), *outs[1:]]
 
 

@@ -828,6 +828,34 @@ def test_a_state_read_after_its_output_is_written_is_copied_before_the_call(pte_
     assert (worst > 1e-3) == forced
 
 
+@pytest.mark.parametrize("fam", ["mamba", "transformer"])
+def test_a_decode_loop_binds_its_inputs_once(pte_artifacts, fam):
+    """Passed back the state it returned, a decode step skips the pybindings' binding (its token through the
+    buffer bound before, a staged `pos` copied into its staging buffer, `execute` alone): every step is still the
+    model's, and so is a step from any other state (a fresh one, or a prefill's), which binds again."""
+    folder, model = pte_artifacts[fam]
+    runner = open_artifact(folder)
+    decode = runner.methods["decode"]
+    tokens = torch.randint(0, 256, (1, 12))
+    worst, unbound = 0.0, []
+    with torch.no_grad():
+        s_ref, s_art = model.init_state(1), runner.init_state(1)
+        for t in range(tokens.shape[1]):
+            if t == 6:  # start over from a prefill of the first 3 tokens: its state is the prefill method's
+                s_ref, s_art = model.init_state(1), runner.init_state(1)
+                _, s_ref = model.prefill(tokens[:, :3], s_ref, last_only=True)
+                _, s_art = runner.prefill(tokens[:, :3], s_art)
+            unbound.append(not decode.bound)
+            ref, s_ref = model.prefill(tokens[:, t : t + 1], s_ref, last_only=True)
+            got, s_art = runner.step(tokens[:, t : t + 1], s_art)
+            worst = max(worst, (ref - got).abs().max().item())
+    runner.close()
+    assert worst < 1e-3
+    # bound from the third step on; the step after the prefill (t = 6) finds the flag set but is handed the prefill
+    # method's state, not its own: it binds again (the full path), and the step after it is bound once more
+    assert unbound == [True, True] + [False] * 5 + [True] + [False] * 4
+
+
 def test_a_program_for_a_newer_runner_is_refused_by_name(pte_artifacts, native_runner, tmp_path):
     """The manifest's runner_contract says what a runner must know to run the program; a runner that knows less
     (native or Python) refuses it in one line naming the artifact and the fix, instead of running what it would
