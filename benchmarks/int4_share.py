@@ -4,7 +4,7 @@ against the whole step, in one process, alternated round by round.
     .venv/bin/python benchmarks/int4_share.py ART [ART ...] [--threads 2] [--rounds 5] [--context 0]
 
 For each artifact: a graph of only its `seqedge.Int4MatMul` / `Int4MatMulSwiGLU` nodes (an `Int4MatMulSkipRmsNorm`'s
-product as an `Int4MatMul`; no bias, no split outputs), their codes and scales
+or `Int4MatMulConv`'s product as an `Int4MatMul`; no bias, no split outputs), their codes and scales
 as they are in the artifact, each fed one activation row (a decode step's), timed as one onnxruntime run (every
 int4 weight read once); then the artifact's decode step through seqedge's runtime at `--context`. It prints
 the kernel's rate as GB/s and as a share of the measured read bandwidth (peers.py's `read_bandwidth_gbs`), the
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import loadavg  # noqa: E402
 from peers import read_bandwidth_gbs  # noqa: E402
 
-INT4_OPS = ("Int4MatMul", "Int4MatMulSwiGLU", "Int4MatMulSkipRmsNorm")
+INT4_OPS = ("Int4MatMul", "Int4MatMulSwiGLU", "Int4MatMulSkipRmsNorm", "Int4MatMulConv")
 
 
 def kernel_graph(model_path: Path):
@@ -42,7 +42,7 @@ def kernel_graph(model_path: Path):
     for i, n in enumerate(x for x in g.node if x.domain == "seqedge" and x.op_type in INT4_OPS):
         codes, scales = inits[n.input[1]], inits[n.input[2]]
         K = codes.dims[1] * 32  # whole blocks: the same bytes as the layer's own K
-        op = "Int4MatMul" if n.op_type == "Int4MatMulSkipRmsNorm" else n.op_type  # the product alone (no bias, split)
+        op = "Int4MatMulSwiGLU" if n.op_type == "Int4MatMulSwiGLU" else "Int4MatMul"  # the product alone (no bias, split)
         nodes.append(helper.make_node(op, [f"a{i}", codes.name, scales.name], [f"y{i}"], domain="seqedge"))
         inputs.append(helper.make_tensor_value_info(f"a{i}", TensorProto.FLOAT, [1, 1, K]))
         outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, None))

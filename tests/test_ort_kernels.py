@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from seqedge.ops import (
     causal_conv1d_ref,
+    int4_matmul_conv_ref,
     int4_matmul_ref,
     int4_matmul_skip_rms_norm_ref,
     int4_matmul_swiglu_ref,
@@ -318,6 +319,82 @@ def test_int4_grouped_operands_are_checked(tmp_path):
     y = int4_operands(1, 2, 96, 48)
     with pytest.raises(Exception, match=r"N \(rows of B\) must be a multiple of 32 in groups"):
         glu.run(None, {"A": y["A"].numpy(), **dict(zip(("B", "scales"), (t.numpy() for t in group_rows(y["B"], y["scales"]))))})
+
+
+CONV_INPUTS = ("A", "B", "scales", "bias", "split", "weight", "conv_bias", "state")
+
+
+def int4_conv_graph(path, bias=True, grouped=True):
+    """One seqedge.Int4MatMulConv node, every operand an input with symbolic dims, A of any rank (`bias`: the
+    product's bias given, else left out; `grouped`: scales of rank 3)."""
+    ranks = {"A": 3, "B": 3, "scales": 3 if grouped else 2, "bias": 1, "split": 1, "weight": 3, "conv_bias": 1, "state": 3}
+    types = {"B": TensorProto.UINT8, "scales": TensorProto.FLOAT16, "split": TensorProto.INT64}
+    names = [n for n in CONV_INPUTS if bias or n != "bias"]
+    node = helper.make_node("Int4MatMulConv", [n if n in names else "" for n in CONV_INPUTS], ["y", "z", "state_out"],
+                            domain=DOMAIN)
+    inputs = [helper.make_tensor_value_info(n, types.get(n, TensorProto.FLOAT),
+                                            None if n == "A" else [f"{n}{i}" for i in range(ranks[n])]) for n in names]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "z", "state_out")]
+    model = helper.make_model(helper.make_graph([node], "conv", inputs, outputs),
+                              opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid(DOMAIN, 1)])
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def int4_conv_operands(Bt, T, K, D, Z, width, grouped, seed=0):
+    x = int4_operands(Bt, T, K, D + Z, seed)
+    if grouped:
+        x["B"], x["scales"] = group_rows(x["B"], x["scales"])
+    c = conv_operands(Bt, T, D, width, seed)
+    g = torch.Generator().manual_seed(seed + 2)
+    return {**x, "bias": torch.randn(D + Z, generator=g), "split": torch.tensor([D, Z]), "weight": c["weight"],
+            "conv_bias": c["bias"], "state": c["state"]}
+
+
+# (Bt, T, K, D, Z, width, grouped): a decode step (each 16 channels convolved after their item), over two batch rows,
+# a prompt (x whole, then convolved) shorter and longer than the window, rows layout and a width-1 convolution
+CONV_CASES = [(1, 1, 768, 64, 64, 4, True), (2, 1, 96, 32, 16, 4, True), (1, 37, 128, 48, 32, 4, True),
+              (2, 2, 48, 16, 32, 4, True), (1, 20, 544, 32, 32, 3, True), (1, 1, 96, 40, 24, 4, False),
+              (2, 9, 64, 24, 8, 2, False), (1, 1, 64, 16, 16, 1, True)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("Bt,T,K,D,Z,width,grouped", CONV_CASES)
+def test_int4_matmul_conv_matches_its_reference(tmp_path, Bt, T, K, D, Z, width, grouped, bias, threads):
+    """Mamba's in_proj and convolution as one node: against the product split into x | z and the convolution's
+    reference, and against the two nodes it replaces (Int4MatMul with split outputs, then CausalConv1d)."""
+    x = int4_conv_operands(Bt, T, K, D, Z, width, grouped, seed=K + D + T)
+    sess = session(int4_conv_graph(tmp_path / "conv.onnx", bias=bias, grouped=grouped), threads)
+    feeds = {n: v.numpy() for n, v in x.items() if bias or n != "bias"}
+    got = sess.run(None, feeds)
+    want = int4_matmul_conv_ref(x["A"], x["B"], x["scales"], x["bias"] if bias else None, [D, Z], x["weight"],
+                                x["conv_bias"], x["state"])
+    assert [y.shape for y in got] == [tuple(w.shape) for w in want]
+    for y, w in zip(got, want):  # the state is empty for a width-1 convolution
+        assert np.abs(y - w.numpy()).max(initial=0) <= 1e-4 * max(1.0, w.abs().max().item() if w.numel() else 0)
+    products = session(int4_graph(tmp_path / "int4.onnx", bias=True, outputs=2, grouped=grouped), threads)
+    xs, z = products.run(None, {n: feeds[n] if n in feeds else np.zeros(D + Z, np.float32)
+                                for n in ("A", "B", "scales", "bias", "split")})
+    conv = session(scan_graph(tmp_path / "c.onnx", op="CausalConv1d"), threads)
+    y, state = conv.run(None, {"x": xs, "weight": feeds["weight"], "bias": feeds["conv_bias"], "state": feeds["state"]})
+    assert np.array_equal(got[0], y) and np.array_equal(got[1], z) and np.array_equal(got[2], state)
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda x: {**x, "weight": torch.zeros(40, 1, 4)}, "weight must be (D, 1, K) and bias (D) for x's D"),
+    (lambda x: {**x, "state": torch.zeros(2, 32, 4)}, "state must be (Bt, D, K-1)"),
+    (lambda x: {**x, "conv_bias": torch.zeros(33)}, "weight must be (D, 1, K) and bias (D) for x's D"),
+    (lambda x: {**x, "split": torch.tensor([32, 8, 8])}, "split must hold one size per output"),
+    (lambda x: {**x, "split": torch.tensor([24, 24])}, "split's sizes must be multiples of 16"),
+    (lambda x: {**x, "A": torch.zeros(2, 96)}, "A must be (Bt, T, K)"),
+])
+def test_int4_matmul_conv_operands_are_checked(tmp_path, change, needle):
+    sess = session(int4_conv_graph(tmp_path / "conv.onnx"))
+    x = change(int4_conv_operands(2, 3, 96, 32, 16, 4, True))
+    with pytest.raises(Exception) as e:
+        sess.run(None, {n: v.numpy() for n, v in x.items()})
+    assert f"seqedge.Int4MatMulConv: {needle}" in str(e.value)
 
 
 def int4_gather_graph(path, grouped=False):

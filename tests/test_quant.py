@@ -98,6 +98,7 @@ def test_onnx_int4_computes_in_int8_and_says_so(trained, tmp_path, fam):
         layers = sum(n.op_type == "MambaScan" for n in nodes)
         assert m["fusions"]["int4_split"] == 2 * layers and m["fusions"]["int4_bias"] == layers > 0
         assert m["fusions"]["int4_skip_norm"] == layers - 1  # out_proj, the residual add and the next layer's norm
+        assert m["fusions"]["int4_conv"] == layers and "CausalConv1d" not in {n.op_type for n in nodes}  # in_proj's
         assert not {"Split", "Add"} & {n.op_type for n in nodes if any("mixer" in i for i in n.input)}
     tokens = torch.randint(0, 256, (1, 12))
     runner = open_artifact(tmp_path / "onnx-int4")

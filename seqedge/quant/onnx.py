@@ -139,7 +139,9 @@ INT4_COMPUTE = {"int8": 4, "fp32": 0}  # MatMulNBits accuracy_level: what the ac
 INT4_KERNEL = "Int4MatMul"  # seqedge's int4 op (domain seqedge): int8 compute
 INT4_SWIGLU = "Int4MatMulSwiGLU"  # the same with a gate/up projection's SwiGLU after it
 INT4_NORM = "Int4MatMulSkipRmsNorm"  # the same with the residual add + RMSNorm after it
-INT4_KERNELS = (INT4_KERNEL, INT4_SWIGLU, INT4_NORM)
+INT4_CONV = "Int4MatMulConv"  # the same split into x | z, x through Mamba's CausalConv1d
+INT4_KERNELS = (INT4_KERNEL, INT4_SWIGLU, INT4_NORM, INT4_CONV)
+CONV = "CausalConv1d"  # seqedge's channels-last convolution + SiLU (exporters/onnx/kernels.py)
 
 
 def int4_compute(graph) -> str | None:
@@ -214,6 +216,7 @@ def use_int4_kernel(model) -> None:
         _fold_bias_and_split(graph)
         _fold_skip_norm(graph)
         _group_rows(graph)
+        _fold_conv(graph)
         if not any(o.domain == DOMAIN for o in model.opset_import):
             model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
 
@@ -565,6 +568,59 @@ def _group_rows(graph) -> None:
     _drop_unused_initializers(graph)
 
 
+def _fold_conv(graph) -> None:
+    """Int4MatMul split into two outputs (Mamba's in_proj: x | z), its codes in groups of 16 rows, whose first
+    output only a CausalConv1d reads, and that CausalConv1d -> one Int4MatMulConv at the product's place (its
+    convolution's weight and bias are constants, its state a graph input: all there before the product): one node
+    fewer per layer, and a decode step's convolution runs on the threads that computed each 16 channels of x, with no
+    pool dispatch of its own. _unfold_conv undoes it."""
+    inits = {i.name: i for i in graph.initializer}
+    users, outputs = _users_and_outputs(graph)
+    fused, dropped = {}, set()
+    for mm in graph.node:
+        if (mm.op_type != INT4_KERNEL or mm.domain != DOMAIN or len(mm.input) != 5 or len(mm.output) != 2
+                or mm.input[1] not in inits or list(inits[mm.input[1]].dims)[-1:] != [256]
+                or mm.output[0] in outputs):
+            continue
+        readers = users.get(mm.output[0], [])
+        conv = readers[0] if len(readers) == 1 else None
+        if (conv is None or conv.op_type != CONV or conv.domain != DOMAIN or list(conv.input[:1]) != [mm.output[0]]
+                or len(conv.input) != 4 or len(conv.output) != 2 or not all(conv.input[1:3])
+                or not all(i in inits for i in conv.input[1:3])):
+            continue
+        fused[id(mm)] = _seqedge_node(INT4_CONV, [*mm.input, *conv.input[1:]], [conv.output[0], mm.output[1], conv.output[1]],
+                                    name=mm.name, attributes=mm.attribute)
+        dropped.add(id(conv))
+    if fused:
+        nodes = [fused.get(id(n), n) for n in graph.node if id(n) not in dropped]
+        del graph.node[:]
+        graph.node.extend(nodes)
+
+
+def _unfold_conv(graph) -> None:
+    """Int4MatMulConv -> Int4MatMul (split into x | z), CausalConv1d (what _fold_conv took in)."""
+    nodes = []
+    for node in graph.node:
+        if node.op_type != INT4_CONV or node.domain != DOMAIN:
+            nodes.append(node)
+            continue
+        x = f"{node.name or node.output[0]}_x"
+        nodes += [_seqedge_node(INT4_KERNEL, list(node.input[:5]), [x, node.output[1]], name=node.name,
+                              attributes=node.attribute),
+                  _seqedge_node(CONV, [x, *node.input[5:]], [node.output[0], node.output[2]], name=f"{node.name}_conv")]
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def _seqedge_node(op: str, inputs: list[str], outputs: list[str], name: str, attributes=()) -> object:
+    """A node of seqedge's domain, with `attributes` (another node's) copied."""
+    from onnx import helper
+
+    node = helper.make_node(op, inputs, outputs, name=name, domain=DOMAIN)
+    node.attribute.extend(attributes)
+    return node
+
+
 def _int64_constant(graph, inits: dict, name: str, value: int) -> str:
     """`name`, a one-element int64 initializer holding `value`, added to the graph unless it is there already."""
     from onnx import numpy_helper
@@ -656,6 +712,7 @@ def _back_to_matmulnbits(graph) -> None:
     tied embedding still reads the float16 ones)."""
     from onnx import helper, numpy_helper
 
+    _unfold_conv(graph)
     _ungroup_rows(graph)
     _unfuse_swiglu(graph)
     _unfold_skip_norm(graph)

@@ -1,6 +1,5 @@
-"""Reference int4 matmul: what onnxruntime's `seqedge.Int4MatMul` (and `Int4MatMulSwiGLU`, `Int4MatMulSkipRmsNorm`)
-and ExecuTorch's
-`seqedge::int4_matmul` compute (runtimes/native/kernels/int4_matmul_core.h), int4 weights in blocks of 32 along K with a float16 scale each, times activations that are
+"""Reference int4 matmul: what onnxruntime's `seqedge.Int4MatMul` (and `Int4MatMulSwiGLU`, `Int4MatMulSkipRmsNorm`,
+`Int4MatMulConv`) and ExecuTorch's `seqedge::int4_matmul` compute (runtimes/native/kernels/int4_matmul_core.h), int4 weights in blocks of 32 along K with a float16 scale each, times activations that are
 quantized to int8 per block of 32 as they arrive (llama.cpp's Q4_0 x Q8_0; onnxruntime's MatMulNBits int8
 compute with half the scale bytes).
 
@@ -115,6 +114,18 @@ def int4_matmul_swiglu_ref(a: Tensor, codes: Tensor, scales: Tensor) -> Tensor:
     silu(gate) * up, (..., N/2)."""
     gate, up = int4_matmul_ref(a, codes, scales).chunk(2, dim=-1)  # (..., N/2) each
     return torch.nn.functional.silu(gate) * up
+
+
+def int4_matmul_conv_ref(a: Tensor, codes: Tensor, scales: Tensor, bias: Tensor | None, split: list[int],
+                         weight: Tensor, conv_bias: Tensor, state: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """seqedge.Int4MatMulConv: the product (+ bias) of a (Bt, T, K) split into x | z by `split`'s two sizes, x
+    through Mamba's causal convolution + SiLU, channels last (causal_conv1d_ref on x transposed; weight (D, 1, K),
+    conv_bias (D), state (Bt, D, K-1)). Returns (y (Bt, T, D), z, state_out)."""
+    from seqedge.ops.causal_conv1d.reference import causal_conv1d_ref
+
+    x, z = int4_matmul_ref(a, codes, scales, bias).split(split, -1)  # (Bt, T, D), (Bt, T, N - D)
+    y, state_out = causal_conv1d_ref(x.transpose(1, 2), weight, conv_bias, state)  # (Bt, D, T)
+    return y.transpose(1, 2), z, state_out
 
 
 def int4_matmul_skip_rms_norm_ref(a: Tensor, codes: Tensor, scales: Tensor, skip: Tensor, gamma: Tensor,

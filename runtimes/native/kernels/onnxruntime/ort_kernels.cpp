@@ -13,6 +13,8 @@
 //       plus bias (N) float32 when given; with 2 or 3 outputs split along the last axis into split's sizes (int64)
 //   seqedge.Int4MatMulSkipRmsNorm(A, B, scales, skip, gamma, epsilon) -> (normed, sum)   the same, then the
 //       residual add and RMSNorm after it: sum = Y + skip, normed = rms_norm(sum) * gamma (rms_norm_core.h)
+//   seqedge.Int4MatMulConv(A, B, scales, bias, split, weight, conv_bias, state) -> (y, z, state_out)   the same split
+//       into x | z, x then through CausalConv1d: Mamba's in_proj and convolution as one node
 //   seqedge.Int4Gather(B, scales, indices) -> Y     rows of such a weight dequantized, Y (..., ceil(K/32) * 32):
 //       a tied embedding reading its head's codes in either layout
 //   seqedge.Int4MatMulSwiGLU(A, B, scales) -> Y                                  the same, then a SwiGLU:
@@ -269,8 +271,9 @@ size_t decode_batches() {
   return n;
 }
 
-// The activations quantized (split over the pool from kParallelRows rows), then the products' items.
-Status* run_int4(KernelContext* ctx, Products& work) {
+// The activations quantized (split over the pool from kParallelRows rows), then the products' items (`each(data,
+// item)` for every item: run_products on `work` unless told otherwise).
+Status* run_int4(KernelContext* ctx, Products& work, void (*each)(void*, size_t) = run_products, void* data = nullptr) {
   const int4_core::MatMul& first = work.part[0];
   if (first.M < int4_core::kParallelRows) {  // decode: a dispatch to the pool costs more than the rows
     for (int64_t m = 0; m < first.M; ++m) int4_core::quantize_row(first, m);
@@ -280,7 +283,74 @@ Status* run_int4(KernelContext* ctx, Products& work) {
   }
   for (size_t j = 0; j < work.count; ++j) work.first_item[j + 1] = work.first_item[j] + int4_core::items(work.part[j]);
   const size_t batches = first.M < int4_core::kParallelRows ? decode_batches() : 0;
-  return g_api->parallel_for(ctx, run_products, static_cast<size_t>(work.first_item[work.count]), batches, &work);
+  return g_api->parallel_for(ctx, each, static_cast<size_t>(work.first_item[work.count]), batches,
+                             data != nullptr ? data : &work);
+}
+
+// An int4 product's optional bias (input 3, float32 (N)) and split (input 4, int64, one size per output, summing to
+// N; multiples of 16 for grouped codes), of `n` inputs and `outs` outputs; `sizes` gets the split's sizes.
+Status* read_bias_split(const KernelContext* ctx, const char* op, size_t n, size_t outs, const Int4Operands& x,
+                        const float** bias, int64_t* sizes) {
+  const int64_t N = x.N;
+  const Value* given[2] = {nullptr, nullptr};
+  for (size_t i = 3; i < n && i < 5; ++i) SEQEDGE_ORT_TRY(g_api->input(ctx, i, &given[i - 3]));
+  if (given[0] != nullptr) {
+    int64_t bias_dims[4];
+    size_t bias_rank = 0;
+    const void* data = nullptr;
+    SEQEDGE_ORT_TRY(read_typed(ctx, op, 3, "bias", kFloat, "float32", 1, 1, bias_dims, &bias_rank, &data));
+    if (bias_dims[0] != N) return fail(op, "bias must be (N), N the rows of B");
+    *bias = static_cast<const float*>(data);
+  }
+  if ((given[1] != nullptr) != (outs > 1)) return fail(op, "split must be given exactly when there are 2 or 3 outputs");
+  if (given[1] != nullptr) {
+    int64_t split_dims[4];
+    size_t split_rank = 0;
+    const void* data = nullptr;
+    SEQEDGE_ORT_TRY(read_typed(ctx, op, 4, "split", kInt64, "int64", 1, 1, split_dims, &split_rank, &data));
+    if (split_dims[0] != static_cast<int64_t>(outs)) return fail(op, "split must hold one size per output");
+    int64_t total = 0;
+    for (size_t j = 0; j < outs; ++j) {
+      sizes[j] = static_cast<const int64_t*>(data)[j];
+      if (sizes[j] <= 0 || sizes[j] > N) return fail(op, "split's sizes must be positive and sum to N");
+      total += sizes[j];
+    }
+    if (total != N) return fail(op, "split's sizes must be positive and sum to N");
+    for (size_t j = 0; j < outs && x.grouped; ++j)
+      if (sizes[j] % 16 != 0) return fail(op, "split's sizes must be multiples of 16 when B is in groups of 16 rows");
+  }
+  return nullptr;
+}
+
+// Output j of an int4 product: dims `yd` (rank `ar`) with the last one `last`.
+Status* int4_output(KernelContext* ctx, size_t j, int64_t* yd, size_t ar, int64_t last, float** y) {
+  yd[ar - 1] = last;
+  Value* yv = nullptr;
+  void* data = nullptr;
+  SEQEDGE_ORT_TRY(g_api->output(ctx, j, yd, ar, &yv));
+  SEQEDGE_ORT_TRY(g_api->data(yv, &data));
+  *y = static_cast<float*>(data);
+  return nullptr;
+}
+
+// The products of one Int4MatMul: output j is rows [first_row[j], + sizes[j]) of B into y[j], the activations (and
+// the scratch) shared.
+Products make_products(const Int4Operands& x, float* const* y, const int64_t* sizes, size_t outs, const float* bias,
+                       bool swiglu, std::vector<uint8_t>& scratch) {
+  Products work;
+  work.count = outs;
+  work.bias = bias;
+  work.part[0] = int4_core::prepare(x.a, x.codes, x.scales, y[0], x.M, swiglu ? x.N : sizes[0], x.K, swiglu, scratch,
+                                    x.grouped);
+  for (size_t j = 1; j < outs; ++j) {  // the same activations (and scratch); the next rows of B
+    work.first_row[j] = work.first_row[j - 1] + sizes[j - 1];
+    work.part[j] = work.part[0];
+    work.part[j].w = x.codes + work.first_row[j] * x.nb * 16;
+    work.part[j].scales = x.scales + work.first_row[j] * x.nb;
+    work.part[j].y = y[j];
+    work.part[j].N = sizes[j];
+  }
+  return work;
 }
 
 // Int4MatMul(A, B, scales[, bias][, split]) -> Y[, Y1[, Y2]]: with more than one output, the product is split
@@ -305,58 +375,90 @@ Status* compute_int4(void*, KernelContext* ctx) {
                               : "N (rows of B) must be even: gate and up halves");
   const float* bias = nullptr;
   int64_t sizes[kMaxOutputs] = {kSwiGLU ? N / 2 : N};
-  const Value* given[2] = {nullptr, nullptr};
-  for (size_t i = 3; i < n; ++i) SEQEDGE_ORT_TRY(g_api->input(ctx, i, &given[i - 3]));
-  if (given[0] != nullptr) {
-    int64_t bias_dims[4];
-    size_t bias_rank = 0;
-    const void* data = nullptr;
-    SEQEDGE_ORT_TRY(read_typed(ctx, op, 3, "bias", kFloat, "float32", 1, 1, bias_dims, &bias_rank, &data));
-    if (bias_dims[0] != N) return fail(op, "bias must be (N), N the rows of B");
-    bias = static_cast<const float*>(data);
-  }
-  if ((given[1] != nullptr) != (outs > 1)) return fail(op, "split must be given exactly when there are 2 or 3 outputs");
-  if (given[1] != nullptr) {
-    int64_t split_dims[4];
-    size_t split_rank = 0;
-    const void* data = nullptr;
-    SEQEDGE_ORT_TRY(read_typed(ctx, op, 4, "split", kInt64, "int64", 1, 1, split_dims, &split_rank, &data));
-    if (split_dims[0] != static_cast<int64_t>(outs)) return fail(op, "split must hold one size per output");
-    int64_t total = 0;
-    for (size_t j = 0; j < outs; ++j) {
-      sizes[j] = static_cast<const int64_t*>(data)[j];
-      if (sizes[j] <= 0 || sizes[j] > N) return fail(op, "split's sizes must be positive and sum to N");
-      total += sizes[j];
-    }
-    if (total != N) return fail(op, "split's sizes must be positive and sum to N");
-    for (size_t j = 0; j < outs && x.grouped; ++j)
-      if (sizes[j] % 16 != 0) return fail(op, "split's sizes must be multiples of 16 when B is in groups of 16 rows");
-  }
+  SEQEDGE_ORT_TRY(read_bias_split(ctx, op, n, outs, x, &bias, sizes));
   float* y[kMaxOutputs] = {};
-  for (size_t j = 0; j < outs; ++j) {
-    yd[ar - 1] = sizes[j];
-    Value* yv = nullptr;
-    void* data = nullptr;
-    SEQEDGE_ORT_TRY(g_api->output(ctx, j, yd, ar, &yv));
-    SEQEDGE_ORT_TRY(g_api->data(yv, &data));
-    y[j] = static_cast<float*>(data);
-  }
+  for (size_t j = 0; j < outs; ++j) SEQEDGE_ORT_TRY(int4_output(ctx, j, yd, ar, sizes[j], &y[j]));
   if (M == 0) return nullptr;
   thread_local std::vector<uint8_t> scratch;  // reused across calls: a prompt's rows would be a fresh mapping each time
-  Products work;
-  work.count = outs;
-  work.bias = bias;
-  work.part[0] = int4_core::prepare(x.a, x.codes, x.scales, y[0], M, kSwiGLU ? N : sizes[0], x.K, kSwiGLU, scratch,
-                                    x.grouped);
-  for (size_t j = 1; j < outs; ++j) {  // the same activations (and scratch); the next rows of B
-    work.first_row[j] = work.first_row[j - 1] + sizes[j - 1];
-    work.part[j] = work.part[0];
-    work.part[j].w = x.codes + work.first_row[j] * x.nb * 16;
-    work.part[j].scales = x.scales + work.first_row[j] * x.nb;
-    work.part[j].y = y[j];
-    work.part[j].N = sizes[j];
-  }
+  Products work = make_products(x, y, sizes, outs, bias, kSwiGLU, scratch);
   return run_int4(ctx, work);
+}
+
+// Int4MatMulConv(A, B, scales, bias, split, weight, conv_bias, state) -> (y, z, state_out): Mamba's in_proj and the
+// convolution after it as one node: the product (+ bias when given) split into x | z by split's two sizes, x through
+// CausalConv1d (weight (D, 1, K), conv_bias (D), state (Bt, D, K-1); SiLU after it) into y (Bt, T, D), x's D its
+// first size. One node where there were two, and in a decode step no pool dispatch of its own for the convolution:
+// each 16 channels are convolved by the thread that computed them, right after (one item of the product is one
+// block of the convolution, its x written in place). A prompt's x is computed whole into scratch, then convolved.
+struct ConvProducts {
+  Products* products;
+  conv_core::Conv conv;
+  int64_t blocks = 0;  // 16-channel blocks of x: output 0's items
+};
+
+void run_conv_products(void* work, size_t i) {
+  const ConvProducts& w = *static_cast<const ConvProducts*>(work);
+  run_products(w.products, i);
+  if (static_cast<int64_t>(i) < w.blocks)
+    for (int64_t b = 0; b < w.conv.Bt; ++b) conv_core::conv_item(w.conv, b * w.blocks + static_cast<int64_t>(i));
+}
+
+Status* compute_int4_conv(void*, KernelContext* ctx) {
+  static constexpr const char* op = "Int4MatMulConv";
+  size_t n = 0, outs = 0;
+  SEQEDGE_ORT_TRY(g_api->input_count(ctx, &n));
+  SEQEDGE_ORT_TRY(g_api->output_count(ctx, &outs));
+  if (n != 8 || outs != 3) return fail(op, "expects 8 inputs and 3 outputs");
+  Int4Operands x;
+  SEQEDGE_ORT_TRY(read_int4(ctx, op, &x));
+  if (x.rank != 3) return fail(op, "A must be (Bt, T, K)");
+  const float* bias = nullptr;
+  int64_t sizes[kMaxOutputs] = {x.N};
+  SEQEDGE_ORT_TRY(read_bias_split(ctx, op, 5, 2, x, &bias, sizes));
+  static constexpr const char* const names[3] = {"weight", "conv_bias", "state"};
+  Operand in[3];
+  for (size_t i = 0; i < 3; ++i) {
+    size_t rank = 0;
+    const void* data = nullptr;
+    SEQEDGE_ORT_TRY(read_typed(ctx, op, 5 + i, names[i], kFloat, "float32", 0, 3, in[i].dims, &rank, &data));
+    in[i].rank = static_cast<int64_t>(rank);
+    in[i].data = static_cast<const float*>(data);
+  }
+  const int64_t Bt = x.yd[0], T = x.yd[1], D = sizes[0];
+  int64_t dims[4][3] = {{Bt, T, D}}, rank[4] = {3};
+  for (int i = 0; i < 3; ++i) {
+    rank[i + 1] = in[i].rank;
+    std::copy(in[i].dims, in[i].dims + 3, dims[i + 1]);
+  }
+  if (const char* bad = conv_core::conv_shape_error(dims, rank)) return fail(op, bad);
+  float* y[kMaxOutputs] = {};
+  SEQEDGE_ORT_TRY(int4_output(ctx, 0, x.yd, 3, D, &y[0]));
+  SEQEDGE_ORT_TRY(int4_output(ctx, 1, x.yd, 3, sizes[1], &y[1]));
+  const int64_t width = dims[1][2], state_dims[3] = {Bt, D, width - 1};
+  Value* sv = nullptr;
+  void* state_out = nullptr;
+  SEQEDGE_ORT_TRY(g_api->output(ctx, 2, state_dims, 3, &sv));
+  SEQEDGE_ORT_TRY(g_api->data(sv, &state_out));
+  if (x.M == 0) return nullptr;
+  thread_local std::vector<uint8_t> scratch;
+  thread_local std::vector<float> raw;  // a prompt's x before its convolution
+  // a decode step's items are 16 output rows each: the convolution's blocks, x convolved where it lies
+  const bool each_item = T == 1 && x.M < int4_core::kParallelRows && D % conv_core::kLanes == 0;
+  float* xs = y[0];
+  if (!each_item) {
+    raw.resize(static_cast<size_t>(x.M * D));
+    xs = raw.data();
+  }
+  float* const targets[2] = {xs, y[1]};
+  Products work = make_products(x, targets, sizes, 2, bias, false, scratch);
+  ConvProducts fused{&work, conv_core::Conv{xs, in[0].data, in[1].data, in[2].data, y[0],
+                                            static_cast<float*>(state_out), Bt, T, D, width},
+                     D / conv_core::kLanes};
+  if (each_item && int4_core::item_rows(work.part[0]) == conv_core::kLanes)
+    return run_int4(ctx, work, run_conv_products, &fused);
+  SEQEDGE_ORT_TRY(run_int4(ctx, work));  // x whole first (a step's in place: a block reads its x before writing y)
+  return g_api->parallel_for(ctx, run_item<conv_core::Conv, conv_core::conv_item>,
+                             static_cast<size_t>(conv_core::conv_items(fused.conv)), 0, &fused.conv);
 }
 
 // Int4Gather(B, scales, indices) -> Y: the rows `indices` (int64, rank 1-3) of an int4 weight (B and scales as
@@ -611,6 +713,17 @@ CustomOp int4_op() {
   return op;
 }
 
+// Int4MatMulConv: Int4MatMul's five inputs (bias optional), then float32 weight, conv_bias and state; three float32
+// outputs.
+CustomOp int4_conv_op() {
+  CustomOp op = make_op<8, 3>([](const CustomOp*) { return "Int4MatMulConv"; }, compute_int4_conv);
+  op.GetInputType = [](const CustomOp*, size_t i) {
+    return i == 1 ? kUint8 : i == 2 ? kFloat16 : i == 4 ? kInt64 : kFloat;
+  };
+  op.GetInputCharacteristic = [](const CustomOp*, size_t i) { return i == 3 ? kOptional : kRequired; };
+  return op;
+}
+
 // Attention: float32 inputs but for the int64 position and the caches (float32, or float16 for kHalf: two
 // kernels of one op, onnxruntime picks by the caches' type); k and v optional (packed q); the caches returned in
 // their type.
@@ -647,6 +760,7 @@ const CustomOp kOps[] = {
     int4_op<false>(),
     int4_op<true>(),
     int4_norm_op(),
+    int4_conv_op(),
     int4_gather_op(),
     attention_op<false>(),
     attention_op<true>(),
