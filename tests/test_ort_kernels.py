@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from seqedge.ops import (
     causal_conv1d_ref,
+    int4_mamba_scan_ref,
     int4_matmul_conv_ref,
     int4_matmul_ref,
     int4_matmul_skip_rms_norm_ref,
@@ -395,6 +396,83 @@ def test_int4_matmul_conv_operands_are_checked(tmp_path, change, needle):
     with pytest.raises(Exception) as e:
         sess.run(None, {n: v.numpy() for n, v in x.items()})
     assert f"seqedge.Int4MatMulConv: {needle}" in str(e.value)
+
+
+SCAN_INPUTS = ("u", "dt", "dt_codes", "dt_scales", "dt_bias", "A", "B", "C", "D", "state", "z")
+
+
+def int4_scan_graph(path, bias=True, grouped=True):
+    """One seqedge.Int4MambaScan node, every operand an input with symbolic dims, dt of any rank."""
+    ranks = {"u": 3, "dt_codes": 3, "dt_scales": 3 if grouped else 2, "dt_bias": 1, "A": 2, "B": 3, "C": 3, "D": 1,
+             "state": 3, "z": 3}
+    types = {"dt_codes": TensorProto.UINT8, "dt_scales": TensorProto.FLOAT16}
+    names = [n for n in SCAN_INPUTS if bias or n != "dt_bias"]
+    node = helper.make_node("Int4MambaScan", [n if n in names else "" for n in SCAN_INPUTS], ["y", "state_out"],
+                            domain=DOMAIN)
+    inputs = [helper.make_tensor_value_info(n, types.get(n, TensorProto.FLOAT),
+                                            None if n == "dt" else [f"{n}{i}" for i in range(ranks[n])]) for n in names]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "state_out")]
+    model = helper.make_model(helper.make_graph([node], "scan", inputs, outputs),
+                              opset_imports=[helper.make_opsetid("", 20), helper.make_opsetid(DOMAIN, 1)])
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def int4_scan_operands(Bt, T, D, N, R, grouped, seed=0):
+    x = mamba_operands(Bt, T, D, N, seed)
+    p = int4_operands(Bt, T, R, D, seed)
+    if grouped:
+        p["B"], p["scales"] = group_rows(p["B"], p["scales"])
+    g = torch.Generator().manual_seed(seed + 3)
+    del x["delta"]
+    return {**x, "dt": p["A"] * 0.3, "dt_codes": p["B"], "dt_scales": p["scales"],
+            "dt_bias": torch.randn(D, generator=g) - 2}
+
+
+# (Bt, T, D, N, R, grouped): decode steps (each 16 channels' product and scan on one thread) over one and two batch
+# rows, prompts (the product whole, then the scan: 300 steps in chunks of time), rows layout, a partial block of
+# channels (the product and the scan in two passes)
+SCAN_CASES = [(1, 1, 64, 16, 48, True), (2, 1, 32, 16, 48, True), (1, 37, 48, 16, 48, True), (2, 300, 32, 4, 32, True),
+              (1, 1, 32, 16, 40, False), (2, 5, 40, 8, 24, False)]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("Bt,T,D,N,R,grouped", SCAN_CASES)
+def test_int4_mamba_scan_matches_its_reference(tmp_path, Bt, T, D, N, R, grouped, bias, threads):
+    """MambaScan with its step computed inside (Mamba's dt_proj): against its reference, and exactly against the
+    two nodes it replaces (Int4MatMul, then MambaScan)."""
+    x = int4_scan_operands(Bt, T, D, N, R, grouped, seed=T + D + R)
+    sess = session(int4_scan_graph(tmp_path / "scan.onnx", bias=bias, grouped=grouped), threads)
+    feeds = {n: v.numpy() for n, v in x.items() if bias or n != "dt_bias"}
+    got = sess.run(None, feeds)
+    want = int4_mamba_scan_ref(x["u"], x["dt"], x["dt_codes"], x["dt_scales"], x["dt_bias"] if bias else None,
+                               *(x[n] for n in ("A", "B", "C", "D", "state", "z")))
+    assert [y.shape for y in got] == [tuple(w.shape) for w in want]
+    for y, w in zip(got, want):
+        assert np.abs(y - w.numpy()).max() <= 1e-4 * max(1.0, w.abs().max().item())
+    product = session(int4_graph(tmp_path / "int4.onnx", bias=bias, outputs=1, grouped=grouped), threads)
+    step, = product.run(None, {"A": feeds["dt"], "B": feeds["dt_codes"], "scales": feeds["dt_scales"],
+                               **({"bias": feeds["dt_bias"]} if bias else {})})
+    scan = session(scan_graph(tmp_path / "m.onnx", op="MambaScan"), threads)
+    y, h = scan.run(None, {**{n: feeds[n] for n in ("u", "A", "B", "C", "D", "state", "z")}, "delta": step})
+    assert np.array_equal(got[0], y) and np.array_equal(got[1], h)
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda x: {**x, "dt_bias": torch.zeros(33)}, "dt_bias must be (N), N the rows of dt_codes"),
+    (lambda x: {**x, "dt": torch.zeros(2, 4, 48)}, "dt must be (Bt, T, R) and dt_codes hold D rows"),
+    (lambda x: {**x, "u": torch.zeros(2, 3, 48), "z": torch.zeros(2, 3, 48)}, "dt must be (Bt, T, R) and dt_codes hold"),
+    (lambda x: {**x, "z": torch.zeros(2, 3, 31)}, "z must have u's shape (Bt, T, D)"),
+    (lambda x: {**x, "B": torch.zeros(2, 2, 16)}, "B and C must be (Bt, T, N)"),
+    (lambda x: {**x, "dt_scales": x["dt_scales"][:1]}, "scales must be (N/16, ceil(K/32), 16) float16"),
+])
+def test_int4_mamba_scan_operands_are_checked(tmp_path, change, needle):
+    sess = session(int4_scan_graph(tmp_path / "scan.onnx"))
+    x = change(int4_scan_operands(2, 3, 32, 16, 48, True))
+    with pytest.raises(Exception) as e:
+        sess.run(None, {n: v.numpy() for n, v in x.items()})
+    assert f"seqedge.Int4MambaScan: {needle}" in str(e.value)
 
 
 def int4_gather_graph(path, grouped=False):

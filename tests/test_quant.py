@@ -71,17 +71,17 @@ def test_onnx_int4_computes_in_int8_and_says_so(trained, tmp_path, fam):
     import onnx
     import torch
 
-    from seqedge.quant.onnx import INT4_KERNELS, int4_compute, set_int4_compute
+    from seqedge.quant.onnx import INT4_PRODUCTS, int4_codes, int4_compute, set_int4_compute
     from seqedge.runtimes import open_artifact
 
     m = _export(trained[fam], tmp_path, "onnx", "int4")
     graph = tmp_path / "onnx-int4" / "model.onnx"
     assert m["int4_compute"] == int4_compute(onnx.load(str(graph)).graph) == "int8" and m["parity"]["passed"]
     nodes = onnx.load(str(graph)).graph.node
-    kernel = [n for n in nodes if n.op_type in INT4_KERNELS and n.domain == "seqedge"]
+    kernel = [n for n in nodes if n.op_type in INT4_PRODUCTS and n.domain == "seqedge"]
     assert len(kernel) == m["fusions"]["int4_kernel"] and "MatMulNBits" not in {n.op_type for n in nodes}
     inits = {i.name: i for i in onnx.load(str(graph)).graph.initializer}  # codes in groups of 16 rows where N allows
-    assert sum(inits[n.input[1]].dims[-1] == 256 for n in kernel) == m["fusions"]["int4_grouped"] > 0
+    assert sum(inits[int4_codes(n)].dims[-1] == 256 for n in kernel) == m["fusions"]["int4_grouped"] > 0
     # a tied embedding reads its head's grouped codes through seqedge.Int4Gather (GatherBlockQuantized reads rows:
     # one stays only where it reads a table of its own)
     gathers = [n for n in nodes if n.op_type == "Int4Gather"]
@@ -95,10 +95,12 @@ def test_onnx_int4_computes_in_int8_and_says_so(trained, tmp_path, fam):
         assert m["fusions"]["int4_skip_norm"] == 2 * m["config"]["num_hidden_layers"] - 1
         assert not {"Split", "Sigmoid"} & {n.op_type for n in nodes}
     else:  # each layer's in_proj split into x | z and x_proj into dt | B | C, dt_proj's bias added, by the kernel
-        layers = sum(n.op_type == "MambaScan" for n in nodes)
-        assert m["fusions"]["int4_split"] == 2 * layers and m["fusions"]["int4_bias"] == layers > 0
+        layers = m["config"]["num_hidden_layers"]
+        assert m["fusions"]["int4_split"] == 2 * layers and m["fusions"]["int4_bias"] == layers
         assert m["fusions"]["int4_skip_norm"] == layers - 1  # out_proj, the residual add and the next layer's norm
-        assert m["fusions"]["int4_conv"] == layers and "CausalConv1d" not in {n.op_type for n in nodes}  # in_proj's
+        # in_proj with the convolution after it, dt_proj inside the scan: no CausalConv1d or MambaScan left
+        assert m["fusions"]["int4_conv"] == m["fusions"]["int4_scan"] == layers > 0
+        assert not {"CausalConv1d", "MambaScan"} & {n.op_type for n in nodes}
         assert not {"Split", "Add"} & {n.op_type for n in nodes if any("mixer" in i for i in n.input)}
     tokens = torch.randint(0, 256, (1, 12))
     runner = open_artifact(tmp_path / "onnx-int4")

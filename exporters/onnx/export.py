@@ -26,7 +26,17 @@ from seqedge.exporters.onnx.lowerings import FLAVOURS, resolve
 from seqedge.exporters.plan import PREFILL_CHUNK, ExportPlan, int4_kernel_target, kv_cache_type
 from seqedge.exporters.projections import fuse_projections
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
-from seqedge.quant.onnx import INT4_CONV, INT4_GATHER, INT4_KERNEL, INT4_KERNELS, INT4_NORM, INT4_SWIGLU, int4_compute
+from seqedge.quant.onnx import (
+    INT4_CONV,
+    INT4_GATHER,
+    INT4_KERNEL,
+    INT4_NORM,
+    INT4_PRODUCTS,
+    INT4_SCAN,
+    INT4_SWIGLU,
+    int4_codes,
+    int4_compute,
+)
 from seqedge.quant.report import apply_onnx, onnx_weights
 from seqedge.quant.report import prepare as prepare_quant
 from seqedge.runtimes.ort_kernels import DOMAIN
@@ -124,16 +134,18 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
                 apply_onnx(tmp / GRAPH, quant)
         export_seconds = time.perf_counter() - t0
         graph = onnx.load(str(tmp / GRAPH), load_external_data=False)
-        int4 = [n for n in graph.graph.node if n.op_type in INT4_KERNELS and n.domain == DOMAIN]
+        int4 = [n for n in graph.graph.node if n.op_type in INT4_PRODUCTS and n.domain == DOMAIN]
         plain = [n for n in int4 if n.op_type in (INT4_KERNEL, INT4_CONV)]  # the ones that may carry a bias and split outputs
         fusions["int4_kernel"] = len(int4)
         fusions["int4_swiglu"] = sum(n.op_type == INT4_SWIGLU for n in int4)
-        fusions["int4_bias"] = sum(len(n.input) > 3 and bool(n.input[3]) for n in plain)
+        fusions["int4_bias"] = sum(len(n.input) > 3 and bool(n.input[3]) for n in plain) + sum(
+            n.op_type == INT4_SCAN and bool(n.input[4]) for n in int4)
         fusions["int4_split"] = sum(len(n.output) > 1 for n in plain)
         fusions["int4_skip_norm"] = sum(n.op_type == INT4_NORM for n in int4)
         fusions["int4_conv"] = sum(n.op_type == INT4_CONV for n in int4)  # Mamba's in_proj + convolution
+        fusions["int4_scan"] = sum(n.op_type == INT4_SCAN for n in int4)  # Mamba's dt_proj inside its scan
         grouped = {i.name for i in graph.graph.initializer if len(i.dims) == 3 and i.dims[2] == 256}
-        fusions["int4_grouped"] = sum(n.input[1] in grouped for n in int4)  # codes in groups of 16 rows
+        fusions["int4_grouped"] = sum(int4_codes(n) in grouped for n in int4)  # codes in groups of 16 rows
         fusions["int4_gather"] = sum(n.op_type == INT4_GATHER and n.domain == DOMAIN for n in graph.graph.node)
         opset = _opset(graph)
         weight_bytes, float_matrices = onnx_weights(tmp / GRAPH)

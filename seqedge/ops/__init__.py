@@ -18,6 +18,7 @@ from seqedge.ops.attention import (
 from seqedge.ops.causal_conv1d import causal_conv1d, causal_conv1d_eager, causal_conv1d_ref
 from seqedge.ops.int4_matmul import (
     int4_blocks,
+    int4_mamba_scan_ref,
     int4_matmul,
     int4_matmul_conv_ref,
     int4_matmul_ref,
@@ -40,7 +41,7 @@ OP_NAMES = ("seqedge::selective_scan", "seqedge::ssd_scan", "seqedge::attention"
 # nor is `seqedge::int4_matmul`: ExecuTorch's int4 recipe puts it in place of Linear layers (quant/executorch.py);
 # `int4_matmul_ref` / `int4_matmul_swiglu_ref` / `int4_matmul_skip_rms_norm_ref`: it, and onnxruntime's
 # seqedge.Int4MatMul(SwiGLU, SkipRmsNorm) (the int4 recipe's kernels there), `int4_matmul_conv_ref` its
-# Int4MatMulConv (Mamba's in_proj and convolution); `int4_gather_ref`: onnxruntime's
+# Int4MatMulConv (Mamba's in_proj and convolution), `int4_mamba_scan_ref` its Int4MambaScan (dt_proj in the scan); `int4_gather_ref`: onnxruntime's
 # seqedge.Int4Gather, a tied embedding reading its head's codes (ops/int4_matmul, with group_rows / ungroup_rows)
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "causal_conv1d_eager",
     "causal_conv1d_ref",
     "int4_blocks",
+    "int4_mamba_scan_ref",
     "int4_matmul",
     "int4_matmul_conv_ref",
     "int4_matmul_ref",

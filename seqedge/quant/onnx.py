@@ -140,8 +140,16 @@ INT4_KERNEL = "Int4MatMul"  # seqedge's int4 op (domain seqedge): int8 compute
 INT4_SWIGLU = "Int4MatMulSwiGLU"  # the same with a gate/up projection's SwiGLU after it
 INT4_NORM = "Int4MatMulSkipRmsNorm"  # the same with the residual add + RMSNorm after it
 INT4_CONV = "Int4MatMulConv"  # the same split into x | z, x through Mamba's CausalConv1d
-INT4_KERNELS = (INT4_KERNEL, INT4_SWIGLU, INT4_NORM, INT4_CONV)
+INT4_SCAN = "Int4MambaScan"  # MambaScan whose step is an int4 product (Mamba's dt_proj) computed inside
+INT4_KERNELS = (INT4_KERNEL, INT4_SWIGLU, INT4_NORM, INT4_CONV)  # the ones whose codes are inputs 1 and 2
+INT4_PRODUCTS = (*INT4_KERNELS, INT4_SCAN)  # every seqedge node holding an int4 product
+
+
+def int4_codes(node) -> str:
+    """The codes input of a seqedge int4 product node (INT4_PRODUCTS): input 1, or 2 for Int4MambaScan."""
+    return node.input[2 if node.op_type == INT4_SCAN else 1]
 CONV = "CausalConv1d"  # seqedge's channels-last convolution + SiLU (exporters/onnx/kernels.py)
+SCAN = "MambaScan"  # seqedge's Mamba-1 scan with its softplus step and silu(z) gate
 
 
 def int4_compute(graph) -> str | None:
@@ -150,7 +158,7 @@ def int4_compute(graph) -> str | None:
 
     levels = {helper.get_attribute_value(a) for n in graph.node if n.op_type == "MatMulNBits"
               for a in n.attribute if a.name == "accuracy_level"}
-    levels |= {INT4_COMPUTE["int8"] for n in graph.node if n.op_type in INT4_KERNELS and n.domain == DOMAIN}
+    levels |= {INT4_COMPUTE["int8"] for n in graph.node if n.op_type in INT4_PRODUCTS and n.domain == DOMAIN}
     by_level = {v: k for k, v in INT4_COMPUTE.items()}
     return by_level.get(levels.pop()) if len(levels) == 1 else None
 
@@ -217,6 +225,7 @@ def use_int4_kernel(model) -> None:
         _fold_skip_norm(graph)
         _group_rows(graph)
         _fold_conv(graph)
+        _fold_step_into_scan(graph)
         if not any(o.domain == DOMAIN for o in model.opset_import):
             model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
 
@@ -612,6 +621,50 @@ def _unfold_conv(graph) -> None:
     graph.node.extend(nodes)
 
 
+def _fold_step_into_scan(graph) -> None:
+    """Int4MatMul of one output (Mamba's dt_proj, with its bias or without), codes in groups of 16 rows, read only
+    as a MambaScan's step (its input 1) -> that MambaScan as one Int4MambaScan computing the product itself: one node
+    fewer per layer, and a decode step's product runs on the thread that scans the same 16 channels. The node takes
+    the scan's place (the product's inputs are all there before it). _unfold_step_from_scan undoes it."""
+    inits = {i.name: i for i in graph.initializer}
+    users, outputs = _users_and_outputs(graph)
+    producer = {o: n for n in graph.node for o in n.output}
+    fused, dropped = {}, set()
+    for scan in graph.node:
+        if scan.op_type != SCAN or scan.domain != DOMAIN or len(scan.input) != 8:
+            continue
+        mm = producer.get(scan.input[1])
+        if (mm is None or mm.op_type != INT4_KERNEL or mm.domain != DOMAIN or len(mm.input) not in (3, 4)
+                or len(mm.output) != 1 or mm.output[0] in outputs
+                or [id(u) for u in users.get(mm.output[0], [])] != [id(scan)]
+                or mm.input[1] not in inits or list(inits[mm.input[1]].dims)[-1:] != [256]):
+            continue
+        bias = mm.input[3] if len(mm.input) == 4 else ""
+        fused[id(scan)] = _seqedge_node(INT4_SCAN, [scan.input[0], *mm.input[:3], bias, *scan.input[2:]],
+                                        list(scan.output), name=scan.name, attributes=mm.attribute)
+        dropped.add(id(mm))
+    if fused:
+        nodes = [fused.get(id(n), n) for n in graph.node if id(n) not in dropped]
+        del graph.node[:]
+        graph.node.extend(nodes)
+
+
+def _unfold_step_from_scan(graph) -> None:
+    """Int4MambaScan -> Int4MatMul (the step), MambaScan (what _fold_step_into_scan took in)."""
+    nodes = []
+    for node in graph.node:
+        if node.op_type != INT4_SCAN or node.domain != DOMAIN:
+            nodes.append(node)
+            continue
+        u, dt, codes, scales, bias, *rest = node.input
+        step = f"{node.name or node.output[0]}_step"
+        nodes += [_seqedge_node(INT4_KERNEL, [dt, codes, scales, *([bias] if bias else [])], [step],
+                                name=f"{node.name}_step", attributes=node.attribute),
+                  _seqedge_node(SCAN, [u, step, *rest], list(node.output), name=node.name)]
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
 def _seqedge_node(op: str, inputs: list[str], outputs: list[str], name: str, attributes=()) -> object:
     """A node of seqedge's domain, with `attributes` (another node's) copied."""
     from onnx import helper
@@ -712,6 +765,7 @@ def _back_to_matmulnbits(graph) -> None:
     tied embedding still reads the float16 ones)."""
     from onnx import helper, numpy_helper
 
+    _unfold_step_from_scan(graph)
     _unfold_conv(graph)
     _ungroup_rows(graph)
     _unfuse_swiglu(graph)

@@ -1,5 +1,5 @@
 """Reference int4 matmul: what onnxruntime's `seqedge.Int4MatMul` (and `Int4MatMulSwiGLU`, `Int4MatMulSkipRmsNorm`,
-`Int4MatMulConv`) and ExecuTorch's `seqedge::int4_matmul` compute (runtimes/native/kernels/int4_matmul_core.h), int4 weights in blocks of 32 along K with a float16 scale each, times activations that are
+`Int4MatMulConv`, `Int4MambaScan`) and ExecuTorch's `seqedge::int4_matmul` compute (runtimes/native/kernels/int4_matmul_core.h), int4 weights in blocks of 32 along K with a float16 scale each, times activations that are
 quantized to int8 per block of 32 as they arrive (llama.cpp's Q4_0 x Q8_0; onnxruntime's MatMulNBits int8
 compute with half the scale bytes).
 
@@ -126,6 +126,15 @@ def int4_matmul_conv_ref(a: Tensor, codes: Tensor, scales: Tensor, bias: Tensor 
     x, z = int4_matmul_ref(a, codes, scales, bias).split(split, -1)  # (Bt, T, D), (Bt, T, N - D)
     y, state_out = causal_conv1d_ref(x.transpose(1, 2), weight, conv_bias, state)  # (Bt, D, T)
     return y.transpose(1, 2), z, state_out
+
+
+def int4_mamba_scan_ref(u: Tensor, dt: Tensor, codes: Tensor, scales: Tensor, dt_bias: Tensor | None, A: Tensor,
+                        B: Tensor, C: Tensor, D: Tensor, state: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+    """seqedge.Int4MambaScan: Mamba's scan (mamba_scan_ref: softplus step, silu(z) gate) whose step, before its
+    softplus, is the int4 product of dt (Bt, T, R) (+ dt_bias (D)): Mamba's dt_proj. Returns (y, state)."""
+    from seqedge.ops.selective_scan import mamba_scan_ref
+
+    return mamba_scan_ref(u, int4_matmul_ref(dt, codes, scales, dt_bias), A, B, C, D, state, z)
 
 
 def int4_matmul_skip_rms_norm_ref(a: Tensor, codes: Tensor, scales: Tensor, skip: Tensor, gamma: Tensor,

@@ -15,6 +15,8 @@
 //       residual add and RMSNorm after it: sum = Y + skip, normed = rms_norm(sum) * gamma (rms_norm_core.h)
 //   seqedge.Int4MatMulConv(A, B, scales, bias, split, weight, conv_bias, state) -> (y, z, state_out)   the same split
 //       into x | z, x then through CausalConv1d: Mamba's in_proj and convolution as one node
+//   seqedge.Int4MambaScan(u, dt, dt_codes, dt_scales, dt_bias, A, B, C, D, state, z) -> (y, state_out)   MambaScan
+//       whose step is the int4 product dt_proj(dt) (+ dt_bias), computed inside
 //   seqedge.Int4Gather(B, scales, indices) -> Y     rows of such a weight dequantized, Y (..., ceil(K/32) * 32):
 //       a tied embedding reading its head's codes in either layout
 //   seqedge.Int4MatMulSwiGLU(A, B, scales) -> Y                                  the same, then a SwiGLU:
@@ -219,7 +221,7 @@ void run_products(void* work, size_t i) {
   }
 }
 
-// An int4 product's first three inputs: A (..., K) float32, B (N, ceil(K/32), 16) uint8, scales (N, ceil(K/32))
+// An int4 product's three inputs from `first` on (0: an Int4MatMul's first three): A (..., K) float32, B (N, ceil(K/32), 16) uint8, scales (N, ceil(K/32))
 // float16, checked before anything is read; M the rows of A, yd the product's dims (..., N).
 struct Int4Operands {
   const float* a;
@@ -230,13 +232,13 @@ struct Int4Operands {
   bool grouped = false;  // B and scales in groups of 16 rows (int4_matmul_core.h's interleaved layout)
 };
 
-Status* read_int4(const KernelContext* ctx, const char* op, Int4Operands* x) {
+Status* read_int4(const KernelContext* ctx, const char* op, Int4Operands* x, size_t first = 0) {
   int64_t ad[4], bd[4], sd[4];
   size_t br = 0, sr = 0;
   const void *a = nullptr, *b = nullptr, *s = nullptr;
-  SEQEDGE_ORT_TRY(read_typed(ctx, op, 0, "A", kFloat, "float32", 1, 4, ad, &x->rank, &a));
-  SEQEDGE_ORT_TRY(read_typed(ctx, op, 1, "B", kUint8, "uint8", 3, 4, bd, &br, &b));
-  SEQEDGE_ORT_TRY(read_typed(ctx, op, 2, "scales", kFloat16, "float16", 1, 4, sd, &sr, &s));
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, first, "A", kFloat, "float32", 1, 4, ad, &x->rank, &a));
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, first + 1, "B", kUint8, "uint8", 3, 4, bd, &br, &b));
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, first + 2, "scales", kFloat16, "float16", 1, 4, sd, &sr, &s));
   x->K = ad[x->rank - 1];
   x->grouped = br == 3 && bd[2] == int4_core::kGroupBlockBytes;  // (N/16, ceil(K/32), 256): groups of 16 rows
   x->N = bd[0] * (x->grouped ? 16 : 1);
@@ -459,6 +461,95 @@ Status* compute_int4_conv(void*, KernelContext* ctx) {
   SEQEDGE_ORT_TRY(run_int4(ctx, work));  // x whole first (a step's in place: a block reads its x before writing y)
   return g_api->parallel_for(ctx, run_item<conv_core::Conv, conv_core::conv_item>,
                              static_cast<size_t>(conv_core::conv_items(fused.conv)), 0, &fused.conv);
+}
+
+// Int4MambaScan(u, dt, dt_codes, dt_scales, dt_bias, A, B, C, D, state, z) -> (y, state_out): MambaScan whose step
+// is Mamba's dt_proj, an int4 product of dt (Bt, T, R) (codes and scales as Int4MatMul takes them, N = D rows; bias
+// (D) or empty) computed inside: one node where there were two, and a decode step runs each 16 channels' product
+// and their scan on one thread, with no dispatch for the product. A prompt's steps are computed whole into scratch,
+// then scanned in chunks of time as MambaScan does.
+struct ScanProducts {
+  Products* products;
+  scan_core::Scan scan;
+  int64_t blocks = 0;  // 16-channel blocks: the product's items
+};
+
+void run_scan_products(void* work, size_t i) {
+  const ScanProducts& w = *static_cast<const ScanProducts*>(work);
+  run_products(w.products, i);
+  for (int64_t b = 0; b < w.scan.Bt; ++b) scan_core::scan_item(w.scan, b * w.blocks + static_cast<int64_t>(i));
+}
+
+Status* compute_int4_scan(void*, KernelContext* ctx) {
+  static constexpr const char* op = "Int4MambaScan";
+  static constexpr const char* const names[11] = {"u", "", "", "", "", "A", "B", "C", "D", "state", "z"};
+  static constexpr size_t kScanInputs[7] = {0, 5, 6, 7, 8, 9, 10};  // u, A, B, C, D, state, z
+  size_t n = 0;
+  SEQEDGE_ORT_TRY(g_api->input_count(ctx, &n));
+  if (n != 11) return fail(op, "expects 11 inputs");
+  Int4Operands x;
+  SEQEDGE_ORT_TRY(read_int4(ctx, op, &x, 1));
+  const float* bias = nullptr;
+  int64_t sizes[kMaxOutputs] = {x.N};
+  const Value* given = nullptr;
+  SEQEDGE_ORT_TRY(g_api->input(ctx, 4, &given));
+  if (given != nullptr) {
+    int64_t dims[4];
+    size_t rank = 0;
+    const void* data = nullptr;
+    SEQEDGE_ORT_TRY(read_typed(ctx, op, 4, "dt_bias", kFloat, "float32", 1, 1, dims, &rank, &data));
+    if (dims[0] != x.N) return fail(op, "dt_bias must be (N), N the rows of dt_codes");
+    bias = static_cast<const float*>(data);
+  }
+  Operand in[7];
+  for (size_t k = 0; k < 7; ++k) {
+    size_t rank = 0;
+    const void* data = nullptr;
+    const size_t i = kScanInputs[k];
+    SEQEDGE_ORT_TRY(read_typed(ctx, op, i, names[i], kFloat, "float32", 0, 3, in[k].dims, &rank, &data));
+    in[k].rank = static_cast<int64_t>(rank);
+    in[k].data = static_cast<const float*>(data);
+  }
+  const Operand &u = in[0], &z = in[6];
+  if (x.rank != 3 || u.rank != 3 || x.yd[0] != u.dims[0] || x.yd[1] != u.dims[1] || x.N != u.dims[2])
+    return fail(op, "dt must be (Bt, T, R) and dt_codes hold D rows, for u (Bt, T, D)");
+  scan_core::Shapes shapes{};
+  for (size_t k = 0; k < 6; ++k) {  // u, delta (u's shape: the product's), A, B, C, D, state
+    const Operand& o = k == 0 ? u : in[k];
+    shapes.rank[k + (k > 0)] = o.rank;
+    for (int d = 0; d < 3; ++d) shapes.dims[k + (k > 0)][d] = o.dims[d];
+  }
+  shapes.rank[1] = 3;
+  std::copy(u.dims, u.dims + 3, shapes.dims[1]);
+  if (const char* bad = scan_core::scan_shape_error(shapes)) return fail(op, bad);
+  if (z.rank != 3 || !std::equal(u.dims, u.dims + 3, z.dims)) return fail(op, "z must have u's shape (Bt, T, D)");
+  float *y = nullptr, *state = nullptr;
+  SEQEDGE_ORT_TRY(make_outputs(ctx, u, in[5], &y, &state));
+  const int64_t Bt = u.dims[0], T = u.dims[1], Dm = u.dims[2];
+  if (x.M == 0 || Dm == 0) return nullptr;
+  thread_local std::vector<uint8_t> scratch;
+  thread_local std::vector<float> steps;  // the product: each channel's step before its softplus
+  steps.resize(static_cast<size_t>(Bt * T * Dm));
+  float* const targets[1] = {steps.data()};
+  Products work = make_products(x, targets, sizes, 1, bias, false, scratch);
+  scan_core::Scan scan{u.data, steps.data(), in[1].data, in[2].data, in[3].data, in[4].data, in[5].data, y, state,
+                       Bt, T, Dm, in[1].dims[1]};
+  scan.z = z.data;
+  scan.delta_softplus = true;
+  const int64_t blocks = (Dm + scan_core::kLanes - 1) / scan_core::kLanes;
+  if (T == 1 && x.M < int4_core::kParallelRows && Dm % scan_core::kLanes == 0 &&
+      int4_core::item_rows(work.part[0]) == scan_core::kLanes) {
+    ScanProducts fused{&work, scan, blocks};
+    return run_int4(ctx, work, run_scan_products, &fused);
+  }
+  SEQEDGE_ORT_TRY(run_int4(ctx, work));
+  const int64_t items = scan_core::scan_items(scan);
+  for (int64_t c = 0; c < scan_core::time_chunks(scan); ++c) {  // a long prompt in chunks of time
+    scan_core::Scan part = scan_core::time_chunk(scan, c);
+    SEQEDGE_ORT_TRY(g_api->parallel_for(ctx, run_item<scan_core::Scan, scan_core::scan_item>,
+                                        static_cast<size_t>(items), 0, &part));
+  }
+  return nullptr;
 }
 
 // Int4Gather(B, scales, indices) -> Y: the rows `indices` (int64, rank 1-3) of an int4 weight (B and scales as
@@ -724,6 +815,14 @@ CustomOp int4_conv_op() {
   return op;
 }
 
+// Int4MambaScan: float32 inputs but for dt_codes (uint8) and dt_scales (float16); dt_bias optional.
+CustomOp int4_scan_op() {
+  CustomOp op = make_op<11, 2>([](const CustomOp*) { return "Int4MambaScan"; }, compute_int4_scan);
+  op.GetInputType = [](const CustomOp*, size_t i) { return i == 2 ? kUint8 : i == 3 ? kFloat16 : kFloat; };
+  op.GetInputCharacteristic = [](const CustomOp*, size_t i) { return i == 4 ? kOptional : kRequired; };
+  return op;
+}
+
 // Attention: float32 inputs but for the int64 position and the caches (float32, or float16 for kHalf: two
 // kernels of one op, onnxruntime picks by the caches' type); k and v optional (packed q); the caches returned in
 // their type.
@@ -761,6 +860,7 @@ const CustomOp kOps[] = {
     int4_op<true>(),
     int4_norm_op(),
     int4_conv_op(),
+    int4_scan_op(),
     int4_gather_op(),
     attention_op<false>(),
     attention_op<true>(),
