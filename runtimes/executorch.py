@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import operator
 import os
 import sys
 from pathlib import Path
@@ -139,6 +140,10 @@ class ExecuTorchAdapter(ArtifactRunner):
         T = tokens.shape[1]
         if T == 0:
             raise BadInputError("prefill needs at least one token", "pass a non-empty prompt")
+        if T == 1 and isinstance(self.methods["decode"], _StateInPlace):  # a decode loop: nothing bound again
+            done = self.methods["decode"].step(tokens, state)
+            if done is not None:
+                return done
         tokens = tokens.to(torch.long)
         chunk = min(self.prefill_chunk or T, self.max_prefill or T)  # beyond the program's longest, or its chunk
         for start in range(0, T, chunk):
@@ -165,11 +170,12 @@ class _StateInPlace:
     all in place checks nothing: the runtime passes each state back by name, at its own place.
 
     A decode loop passes back, call after call, the very tensors the last call returned. Then nothing needs
-    binding again: the method's inputs already are the storage (and the staging buffers), so such a call writes
-    its token into the token buffer bound before, copies what must be staged, runs `execute` alone and reads the
-    logits from the output storage it returned last time. The pybindings' `set_inputs` and `get_outputs` convert
-    every tensor each call (mamba-130m: 49 each way, ~110 us of a ~2.2 ms step, most of what the Python runtime
-    spent above the native runner's step in one process)."""
+    binding again: the method's inputs already are the storage (and the staging buffers), so such a step (`step`)
+    writes its token into the token buffer bound before, copies what must be staged, runs `execute` alone and reads
+    the logits from the output storage it returned last time, and the state it was given is the new state. The
+    pybindings' `set_inputs` and `get_outputs` convert every tensor each call (mamba-130m: 49 each way, ~110 us of
+    a ~2.2 ms step); and with the weights streamed between two steps, each step's Python runs from cold caches,
+    where 49 `contiguous()` calls and a dict of the outputs cost ~2 % of the step."""
 
     def __init__(self, method, meta, state_names: list[str], in_place: set[str]):
         self.method = method
@@ -180,19 +186,25 @@ class _StateInPlace:
         self.staging: dict[int, Tensor] = {}
         # binding again is skipped only where inputs are aliased, not copied into the arena
         self.rebinds = not shared or meta.input_tensor_meta(0).is_memory_planned()
+        self.names = state_names
+        self.staged = [k for k, copied in enumerate(self.copied) if copied]
         self.token: Tensor | None = None  # the token buffer the method's input 0 is bound to
         self.outs: list[Tensor] = []  # the last call's outputs: views of the method's output storage
         self.bound = False  # the method's inputs are the token buffer, the staging buffers and the storage
 
+    def step(self, token: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]] | None:
+        """A decode step from `state` when it holds the tensors the last call returned and the inputs are bound
+        (None otherwise: the caller takes `execute`)."""
+        if not self.bound or token.shape != self.token.shape or not all(
+                map(operator.is_, map(state.get, self.names), self.outs[1:])):
+            return None
+        self.token.copy_(token)
+        for k in self.staged:  # each staging buffer is the method's input 1 + k already
+            self.staging[k].copy_(self.outs[1 + k])
+        self.method._method.execute()
+        return self.outs[0].clone(), state
+
     def execute(self, inputs: list[Tensor]) -> list[Tensor]:
-        if self.bound and inputs[0].shape == self.token.shape and all(
-                t is o for t, o in zip(inputs[1:], self.outs[1:])):
-            self.token.copy_(inputs[0])
-            for k, copied in enumerate(self.copied):  # each staging buffer is the method's input 1 + k already
-                if copied:
-                    self.staging[k].copy_(self.outs[1 + k])
-            self.method._method.execute()
-            return [self.outs[0].clone(), *self.outs[1:]]
         if not self.rebinds and inputs[0].shape == (1, 1):  # a decode step's token goes through our buffer
             if self.token is None:
                 self.token = torch.empty_like(inputs[0])

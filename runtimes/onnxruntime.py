@@ -12,6 +12,7 @@ call returns is therefore the adapter's own buffers, valid until the next call: 
 
 from __future__ import annotations
 
+import operator
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,8 @@ class _Buffers:
 
     def owns(self, state: dict[str, Tensor]) -> bool:
         """`state` is the state the last call returned (its tensors, not copies)."""
-        return all(state.get(n) is t for n, t in self.views[self.cur].items())
+        views = self.views[self.cur]
+        return all(map(operator.is_, map(state.get, views), views.values()))  # in C: a step's Python runs cold
 
     def take(self, state: dict[str, Tensor]) -> None:
         """Copy `state` into set `cur`. A cache updated in place (B, Hkv, S, D) is copied up to the state's
