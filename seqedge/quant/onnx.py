@@ -585,8 +585,8 @@ def _fold_conv(graph) -> None:
     pool dispatch of its own. _unfold_conv undoes it."""
     inits = {i.name: i for i in graph.initializer}
     users, outputs = _users_and_outputs(graph)
-    fused, dropped = {}, set()
-    for mm in graph.node:
+    fused, dropped, nodes = {}, set(), list(graph.node)
+    for mm in nodes:
         if (mm.op_type != INT4_KERNEL or mm.domain != DOMAIN or len(mm.input) != 5 or len(mm.output) != 2
                 or mm.input[1] not in inits or list(inits[mm.input[1]].dims)[-1:] != [256]
                 or mm.output[0] in outputs):
@@ -597,28 +597,23 @@ def _fold_conv(graph) -> None:
                 or len(conv.input) != 4 or len(conv.output) != 2 or not all(conv.input[1:3])
                 or not all(i in inits for i in conv.input[1:3])):
             continue
-        fused[id(mm)] = _seqedge_node(INT4_CONV, [*mm.input, *conv.input[1:]], [conv.output[0], mm.output[1], conv.output[1]],
-                                    name=mm.name, attributes=mm.attribute)
+        fused[id(mm)] = [_seqedge_node(INT4_CONV, [*mm.input, *conv.input[1:]],
+                                       [conv.output[0], mm.output[1], conv.output[1]], name=mm.name,
+                                       attributes=mm.attribute)]
         dropped.add(id(conv))
-    if fused:
-        nodes = [fused.get(id(n), n) for n in graph.node if id(n) not in dropped]
-        del graph.node[:]
-        graph.node.extend(nodes)
+    _rewrite(graph, nodes, fused, dropped)
 
 
 def _unfold_conv(graph) -> None:
     """Int4MatMulConv -> Int4MatMul (split into x | z), CausalConv1d (what _fold_conv took in)."""
-    nodes = []
-    for node in graph.node:
-        if node.op_type != INT4_CONV or node.domain != DOMAIN:
-            nodes.append(node)
-            continue
+    def unfolded(node) -> list:
         x = f"{node.name or node.output[0]}_x"
-        nodes += [_seqedge_node(INT4_KERNEL, list(node.input[:5]), [x, node.output[1]], name=node.name,
+        return [_seqedge_node(INT4_KERNEL, list(node.input[:5]), [x, node.output[1]], name=node.name,
                               attributes=node.attribute),
-                  _seqedge_node(CONV, [x, *node.input[5:]], [node.output[0], node.output[2]], name=f"{node.name}_conv")]
-    del graph.node[:]
-    graph.node.extend(nodes)
+                _seqedge_node(CONV, [x, *node.input[5:]], [node.output[0], node.output[2]], name=f"{node.name}_conv")]
+
+    nodes = list(graph.node)
+    _rewrite(graph, nodes, {id(n): unfolded(n) for n in nodes if n.op_type == INT4_CONV and n.domain == DOMAIN})
 
 
 def _fold_step_into_scan(graph) -> None:
@@ -629,8 +624,8 @@ def _fold_step_into_scan(graph) -> None:
     inits = {i.name: i for i in graph.initializer}
     users, outputs = _users_and_outputs(graph)
     producer = {o: n for n in graph.node for o in n.output}
-    fused, dropped = {}, set()
-    for scan in graph.node:
+    fused, dropped, nodes = {}, set(), list(graph.node)
+    for scan in nodes:
         if scan.op_type != SCAN or scan.domain != DOMAIN or len(scan.input) != 8:
             continue
         mm = producer.get(scan.input[1])
@@ -640,29 +635,32 @@ def _fold_step_into_scan(graph) -> None:
                 or mm.input[1] not in inits or list(inits[mm.input[1]].dims)[-1:] != [256]):
             continue
         bias = mm.input[3] if len(mm.input) == 4 else ""
-        fused[id(scan)] = _seqedge_node(INT4_SCAN, [scan.input[0], *mm.input[:3], bias, *scan.input[2:]],
-                                        list(scan.output), name=scan.name, attributes=mm.attribute)
+        fused[id(scan)] = [_seqedge_node(INT4_SCAN, [scan.input[0], *mm.input[:3], bias, *scan.input[2:]],
+                                         list(scan.output), name=scan.name, attributes=mm.attribute)]
         dropped.add(id(mm))
-    if fused:
-        nodes = [fused.get(id(n), n) for n in graph.node if id(n) not in dropped]
-        del graph.node[:]
-        graph.node.extend(nodes)
+    _rewrite(graph, nodes, fused, dropped)
 
 
 def _unfold_step_from_scan(graph) -> None:
     """Int4MambaScan -> Int4MatMul (the step), MambaScan (what _fold_step_into_scan took in)."""
-    nodes = []
-    for node in graph.node:
-        if node.op_type != INT4_SCAN or node.domain != DOMAIN:
-            nodes.append(node)
-            continue
+    def unfolded(node) -> list:
         u, dt, codes, scales, bias, *rest = node.input
         step = f"{node.name or node.output[0]}_step"
-        nodes += [_seqedge_node(INT4_KERNEL, [dt, codes, scales, *([bias] if bias else [])], [step],
-                                name=f"{node.name}_step", attributes=node.attribute),
-                  _seqedge_node(SCAN, [u, step, *rest], list(node.output), name=node.name)]
-    del graph.node[:]
-    graph.node.extend(nodes)
+        return [_seqedge_node(INT4_KERNEL, [dt, codes, scales, *([bias] if bias else [])], [step],
+                              name=f"{node.name}_step", attributes=node.attribute),
+                _seqedge_node(SCAN, [u, step, *rest], list(node.output), name=node.name)]
+
+    nodes = list(graph.node)
+    _rewrite(graph, nodes, {id(n): unfolded(n) for n in nodes if n.op_type == INT4_SCAN and n.domain == DOMAIN})
+
+
+def _rewrite(graph, nodes: list, replaced: dict[int, list], dropped: set[int] = frozenset()) -> None:
+    """The graph's `nodes` (a list held while their ids are keys: a protobuf wrapper's id may be reused once it is
+    freed), each whose id `replaced` holds -> its nodes there, in its place; those `dropped` names removed."""
+    if replaced or dropped:
+        kept = [m for n in nodes if id(n) not in dropped for m in replaced.get(id(n), [n])]
+        del graph.node[:]
+        graph.node.extend(kept)
 
 
 def _seqedge_node(op: str, inputs: list[str], outputs: list[str], name: str, attributes=()) -> object:
