@@ -100,19 +100,23 @@ Status* read_typed(const KernelContext* ctx, const char* op, size_t i, const cha
   return nullptr;
 }
 
+// Input i, float32 of rank <= 3, with its shape.
+Status* read_operand(const KernelContext* ctx, const char* op, size_t i, const char* name, Operand* out) {
+  size_t rank = 0;
+  const void* data = nullptr;
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, i, name, kFloat, "float32", 0, 3, out->dims, &rank, &data));
+  out->rank = static_cast<int64_t>(rank);
+  out->data = static_cast<const float*>(data);
+  return nullptr;
+}
+
 // The op's inputs, all float32 of rank <= 3, with their shapes.
 Status* read_operands(const KernelContext* ctx, const char* op, const char* const* names, size_t kInputs,
                       Operand* out) {
   size_t n = 0;
   SEQEDGE_ORT_TRY(g_api->input_count(ctx, &n));
   if (n != kInputs) return fail(op, "expects " + std::to_string(kInputs) + " inputs");
-  for (size_t i = 0; i < kInputs; ++i) {
-    size_t rank = 0;
-    const void* data = nullptr;
-    SEQEDGE_ORT_TRY(read_typed(ctx, op, i, names[i], kFloat, "float32", 0, 3, out[i].dims, &rank, &data));
-    out[i].rank = static_cast<int64_t>(rank);
-    out[i].data = static_cast<const float*>(data);
-  }
+  for (size_t i = 0; i < kInputs; ++i) SEQEDGE_ORT_TRY(read_operand(ctx, op, i, names[i], &out[i]));
   return nullptr;
 }
 
@@ -221,8 +225,9 @@ void run_products(void* work, size_t i) {
   }
 }
 
-// An int4 product's three inputs from `first` on (0: an Int4MatMul's first three): A (..., K) float32, B (N, ceil(K/32), 16) uint8, scales (N, ceil(K/32))
-// float16, checked before anything is read; M the rows of A, yd the product's dims (..., N).
+// An int4 product's three inputs from `first` on (0: an Int4MatMul's first three): A (..., K) float32,
+// B (N, ceil(K/32), 16) uint8, scales (N, ceil(K/32)) float16, checked before anything is read; M the rows of A, yd
+// the product's dims (..., N).
 struct Int4Operands {
   const float* a;
   const uint8_t* codes;
@@ -289,23 +294,31 @@ Status* run_int4(KernelContext* ctx, Products& work, void (*each)(void*, size_t)
                              data != nullptr ? data : &work);
 }
 
+// Optional input i, a float32 bias (N), N the rows of the codes called `rows`; *bias left null when absent.
+Status* read_bias(const KernelContext* ctx, const char* op, size_t i, const char* name, const char* rows, int64_t N,
+                  const float** bias) {
+  const Value* given = nullptr;
+  SEQEDGE_ORT_TRY(g_api->input(ctx, i, &given));
+  if (given == nullptr) return nullptr;
+  int64_t dims[4];
+  size_t rank = 0;
+  const void* data = nullptr;
+  SEQEDGE_ORT_TRY(read_typed(ctx, op, i, name, kFloat, "float32", 1, 1, dims, &rank, &data));
+  if (dims[0] != N) return fail(op, std::string(name) + " must be (N), N the rows of " + rows);
+  *bias = static_cast<const float*>(data);
+  return nullptr;
+}
+
 // An int4 product's optional bias (input 3, float32 (N)) and split (input 4, int64, one size per output, summing to
 // N; multiples of 16 for grouped codes), of `n` inputs and `outs` outputs; `sizes` gets the split's sizes.
 Status* read_bias_split(const KernelContext* ctx, const char* op, size_t n, size_t outs, const Int4Operands& x,
                         const float** bias, int64_t* sizes) {
   const int64_t N = x.N;
-  const Value* given[2] = {nullptr, nullptr};
-  for (size_t i = 3; i < n && i < 5; ++i) SEQEDGE_ORT_TRY(g_api->input(ctx, i, &given[i - 3]));
-  if (given[0] != nullptr) {
-    int64_t bias_dims[4];
-    size_t bias_rank = 0;
-    const void* data = nullptr;
-    SEQEDGE_ORT_TRY(read_typed(ctx, op, 3, "bias", kFloat, "float32", 1, 1, bias_dims, &bias_rank, &data));
-    if (bias_dims[0] != N) return fail(op, "bias must be (N), N the rows of B");
-    *bias = static_cast<const float*>(data);
-  }
-  if ((given[1] != nullptr) != (outs > 1)) return fail(op, "split must be given exactly when there are 2 or 3 outputs");
-  if (given[1] != nullptr) {
+  if (n > 3) SEQEDGE_ORT_TRY(read_bias(ctx, op, 3, "bias", "B", N, bias));
+  const Value* split = nullptr;
+  if (n > 4) SEQEDGE_ORT_TRY(g_api->input(ctx, 4, &split));
+  if ((split != nullptr) != (outs > 1)) return fail(op, "split must be given exactly when there are 2 or 3 outputs");
+  if (split != nullptr) {
     int64_t split_dims[4];
     size_t split_rank = 0;
     const void* data = nullptr;
@@ -419,13 +432,7 @@ Status* compute_int4_conv(void*, KernelContext* ctx) {
   SEQEDGE_ORT_TRY(read_bias_split(ctx, op, 5, 2, x, &bias, sizes));
   static constexpr const char* const names[3] = {"weight", "conv_bias", "state"};
   Operand in[3];
-  for (size_t i = 0; i < 3; ++i) {
-    size_t rank = 0;
-    const void* data = nullptr;
-    SEQEDGE_ORT_TRY(read_typed(ctx, op, 5 + i, names[i], kFloat, "float32", 0, 3, in[i].dims, &rank, &data));
-    in[i].rank = static_cast<int64_t>(rank);
-    in[i].data = static_cast<const float*>(data);
-  }
+  for (size_t i = 0; i < 3; ++i) SEQEDGE_ORT_TRY(read_operand(ctx, op, 5 + i, names[i], &in[i]));
   const int64_t Bt = x.yd[0], T = x.yd[1], D = sizes[0];
   int64_t dims[4][3] = {{Bt, T, D}}, rank[4] = {3};
   for (int i = 0; i < 3; ++i) {
@@ -491,25 +498,10 @@ Status* compute_int4_scan(void*, KernelContext* ctx) {
   SEQEDGE_ORT_TRY(read_int4(ctx, op, &x, 1));
   const float* bias = nullptr;
   int64_t sizes[kMaxOutputs] = {x.N};
-  const Value* given = nullptr;
-  SEQEDGE_ORT_TRY(g_api->input(ctx, 4, &given));
-  if (given != nullptr) {
-    int64_t dims[4];
-    size_t rank = 0;
-    const void* data = nullptr;
-    SEQEDGE_ORT_TRY(read_typed(ctx, op, 4, "dt_bias", kFloat, "float32", 1, 1, dims, &rank, &data));
-    if (dims[0] != x.N) return fail(op, "dt_bias must be (N), N the rows of dt_codes");
-    bias = static_cast<const float*>(data);
-  }
+  SEQEDGE_ORT_TRY(read_bias(ctx, op, 4, "dt_bias", "dt_codes", x.N, &bias));
   Operand in[7];
-  for (size_t k = 0; k < 7; ++k) {
-    size_t rank = 0;
-    const void* data = nullptr;
-    const size_t i = kScanInputs[k];
-    SEQEDGE_ORT_TRY(read_typed(ctx, op, i, names[i], kFloat, "float32", 0, 3, in[k].dims, &rank, &data));
-    in[k].rank = static_cast<int64_t>(rank);
-    in[k].data = static_cast<const float*>(data);
-  }
+  for (size_t k = 0; k < 7; ++k)
+    SEQEDGE_ORT_TRY(read_operand(ctx, op, kScanInputs[k], names[kScanInputs[k]], &in[k]));
   const Operand &u = in[0], &z = in[6];
   if (x.rank != 3 || u.rank != 3 || x.yd[0] != u.dims[0] || x.yd[1] != u.dims[1] || x.N != u.dims[2])
     return fail(op, "dt must be (Bt, T, R) and dt_codes hold D rows, for u (Bt, T, D)");
@@ -536,10 +528,9 @@ Status* compute_int4_scan(void*, KernelContext* ctx) {
                        Bt, T, Dm, in[1].dims[1]};
   scan.z = z.data;
   scan.delta_softplus = true;
-  const int64_t blocks = (Dm + scan_core::kLanes - 1) / scan_core::kLanes;
   if (T == 1 && x.M < int4_core::kParallelRows && Dm % scan_core::kLanes == 0 &&
       int4_core::item_rows(work.part[0]) == scan_core::kLanes) {
-    ScanProducts fused{&work, scan, blocks};
+    ScanProducts fused{&work, scan, Dm / scan_core::kLanes};
     return run_int4(ctx, work, run_scan_products, &fused);
   }
   SEQEDGE_ORT_TRY(run_int4(ctx, work));
