@@ -182,14 +182,13 @@ class _StateInPlace:
         shared = meta.num_inputs() > 1 and not meta.input_tensor_meta(1).is_memory_planned()
         self.copied = [shared and n not in in_place for n in state_names]  # by state: copied out of the storage
         self.checks = any(self.copied)  # else a step does no per-state work here
-        self.storage: list[int] = []  # data_ptr of each state output's storage, after the first call (if checks)
         self.staging: dict[int, Tensor] = {}
         # binding again is skipped only where inputs are aliased, not copied into the arena
         self.rebinds = not shared or meta.input_tensor_meta(0).is_memory_planned()
         self.names = state_names
         self.staged = [k for k, copied in enumerate(self.copied) if copied]
         self.token: Tensor | None = None  # the token buffer the method's input 0 is bound to
-        self.outs: list[Tensor] = []  # the last call's outputs: views of the method's output storage
+        self.outs: list[Tensor] = []  # the last call's outputs: views of the method's output storage (its states')
         self.bound = False  # the method's inputs are the token buffer, the staging buffers and the storage
 
     def step(self, token: Tensor, state: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]] | None:
@@ -209,10 +208,11 @@ class _StateInPlace:
             if self.token is None:
                 self.token = torch.empty_like(inputs[0])
             inputs[0] = self.token.copy_(inputs[0])
-        if self.checks and self.storage:
-            ours = set(self.storage)
+        if self.checks and self.outs:
+            storage = [o.data_ptr() for o in self.outs[1:]]  # where the last call wrote each state
+            ours = set(storage)
             for k, t in enumerate(inputs[1:]):
-                if t.data_ptr() in ours and (self.copied[k] or t.data_ptr() != self.storage[k]):
+                if t.data_ptr() in ours and (self.copied[k] or t.data_ptr() != storage[k]):
                     buf = self.staging.get(k)
                     if buf is None or buf.shape != t.shape:
                         buf = self.staging[k] = torch.empty_like(t)
@@ -220,8 +220,6 @@ class _StateInPlace:
         outs = self.method._method(inputs, clone_outputs=False)  # executorch.runtime.Method.execute always clones
         for t in outs[1:]:  # the storage is the method's: it stays alive while the state does (a closed runner too)
             t._seqedge_storage_owner = self.method
-        if self.checks:
-            self.storage = [t.data_ptr() for t in outs[1:]]
         # bound for the next call when every input was ours: the token buffer, a staged state in its staging
         # buffer, any other state in the storage it is written back to
         self.outs = outs

@@ -34,6 +34,7 @@ from seqedge.quant.onnx import (
     INT4_PRODUCTS,
     INT4_SCAN,
     INT4_SWIGLU,
+    grouped_codes,
     int4_codes,
     int4_compute,
 )
@@ -144,7 +145,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
         fusions["int4_skip_norm"] = sum(n.op_type == INT4_NORM for n in int4)
         fusions["int4_conv"] = sum(n.op_type == INT4_CONV for n in int4)  # Mamba's in_proj + convolution
         fusions["int4_scan"] = sum(n.op_type == INT4_SCAN for n in int4)  # Mamba's dt_proj inside its scan
-        grouped = {i.name for i in graph.graph.initializer if len(i.dims) == 3 and i.dims[2] == 256}
+        grouped = {i.name for i in graph.graph.initializer if grouped_codes(i)}
         fusions["int4_grouped"] = sum(int4_codes(n) in grouped for n in int4)  # codes in groups of 16 rows
         fusions["int4_gather"] = sum(n.op_type == INT4_GATHER and n.domain == DOMAIN for n in graph.graph.node)
         opset = _opset(graph)

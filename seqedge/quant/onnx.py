@@ -143,13 +143,20 @@ INT4_CONV = "Int4MatMulConv"  # the same split into x | z, x through Mamba's Cau
 INT4_SCAN = "Int4MambaScan"  # MambaScan whose step is an int4 product (Mamba's dt_proj) computed inside
 INT4_KERNELS = (INT4_KERNEL, INT4_SWIGLU, INT4_NORM, INT4_CONV)  # the ones whose codes are inputs 1 and 2
 INT4_PRODUCTS = (*INT4_KERNELS, INT4_SCAN)  # every seqedge node holding an int4 product
+CONV = "CausalConv1d"  # seqedge's channels-last convolution + SiLU (exporters/onnx/kernels.py)
+SCAN = "MambaScan"  # seqedge's Mamba-1 scan with its softplus step and silu(z) gate
 
 
 def int4_codes(node) -> str:
     """The codes input of a seqedge int4 product node (INT4_PRODUCTS): input 1, or 2 for Int4MambaScan."""
     return node.input[2 if node.op_type == INT4_SCAN else 1]
-CONV = "CausalConv1d"  # seqedge's channels-last convolution + SiLU (exporters/onnx/kernels.py)
-SCAN = "MambaScan"  # seqedge's Mamba-1 scan with its softplus step and silu(z) gate
+
+
+def grouped_codes(init) -> bool:
+    """An initializer of int4 codes in groups of 16 rows, (N/16, ceil(K/32), 256) (ops/int4_matmul `grouped`)."""
+    from seqedge.ops.int4_matmul.reference import GROUP
+
+    return len(init.dims) == 3 and init.dims[2] == GROUP * 16
 
 
 def int4_compute(graph) -> str | None:
@@ -588,8 +595,7 @@ def _fold_conv(graph) -> None:
     fused, dropped, nodes = {}, set(), list(graph.node)
     for mm in nodes:
         if (mm.op_type != INT4_KERNEL or mm.domain != DOMAIN or len(mm.input) != 5 or len(mm.output) != 2
-                or mm.input[1] not in inits or list(inits[mm.input[1]].dims)[-1:] != [256]
-                or mm.output[0] in outputs):
+                or mm.input[1] not in inits or not grouped_codes(inits[mm.input[1]]) or mm.output[0] in outputs):
             continue
         readers = users.get(mm.output[0], [])
         conv = readers[0] if len(readers) == 1 else None
@@ -632,7 +638,7 @@ def _fold_step_into_scan(graph) -> None:
         if (mm is None or mm.op_type != INT4_KERNEL or mm.domain != DOMAIN or len(mm.input) not in (3, 4)
                 or len(mm.output) != 1 or mm.output[0] in outputs
                 or [id(u) for u in users.get(mm.output[0], [])] != [id(scan)]
-                or mm.input[1] not in inits or list(inits[mm.input[1]].dims)[-1:] != [256]):
+                or mm.input[1] not in inits or not grouped_codes(inits[mm.input[1]])):
             continue
         bias = mm.input[3] if len(mm.input) == 4 else ""
         fused[id(scan)] = [_seqedge_node(INT4_SCAN, [scan.input[0], *mm.input[:3], bias, *scan.input[2:]],
@@ -732,7 +738,7 @@ def _ungroup_rows(graph) -> None:
     pairs |= {(n.input[0], n.input[1]) for n in graph.node if n.op_type == INT4_GATHER and n.domain == DOMAIN}
     for name, scale_name in pairs:
         codes, scales = inits.get(name), inits.get(scale_name)
-        if codes is None or scales is None or len(codes.dims) != 3 or codes.dims[2] != 256:
+        if codes is None or scales is None or not grouped_codes(codes):
             continue
         c, sc = ungroup_rows(torch.from_numpy(numpy_helper.to_array(codes).copy()),
                              torch.from_numpy(numpy_helper.to_array(scales).copy()))
