@@ -933,6 +933,30 @@ def test_native_runner_matches_seqedge_generate(pte_artifacts, native_runner):
         assert 0 < figures["decode_ms_p50"] <= figures["decode_ms_total"], fam  # the median of the timed steps
 
 
+
+@pytest.mark.parametrize("timing", [False, True])
+def test_native_runner_takes_prompt_files_from_stdin_one_sequence_each(pte_artifacts, native_runner, tmp_path, timing):
+    """--prompts-from-stdin: one engine, each line a prompt file, each generated as a run of its own would (the
+    state the prompt before left is forgotten), its text flushed in turn; with --timing a timing line for each.
+    A path that cannot be read ends it with exit 2 naming the file."""
+    folder = pte_artifacts["mamba"][0]
+    prompts = {"a.txt": b"def main(", "b.txt": b"x", "c.txt": b"class Foo:\n    "}
+    for name, text in prompts.items():
+        (tmp_path / name).write_bytes(text)
+    order = ["a.txt", "b.txt", "a.txt", "c.txt"]
+    flags = ["--max-new-tokens", "24", *(["--timing"] if timing else [])]
+    alone = [subprocess.run([str(native_runner), str(folder), "--prompt-file", str(tmp_path / n), *flags],
+                            capture_output=True, check=True).stdout for n in order]
+    lines = "".join(f"{tmp_path / n}\n" for n in order).encode()
+    r = subprocess.run([str(native_runner), str(folder), "--prompts-from-stdin", *flags], input=lines,
+                       capture_output=True, check=True)
+    assert r.stdout == b"".join(alone) and len(set(alone)) == 3
+    timed = [json.loads(x) for x in r.stderr.decode().splitlines() if x.startswith('{"prompt_tokens"')]
+    assert [t["prompt_tokens"] for t in timed] == ([len(prompts[n]) for n in order] if timing else [])
+    bad = subprocess.run([str(native_runner), str(folder), "--prompts-from-stdin", *flags],
+                         input=f"{tmp_path / 'a.txt'}\n{tmp_path / 'missing.txt'}\n".encode(), capture_output=True)
+    assert bad.returncode == 2 and bad.stdout == alone[0]
+    assert bad.stderr.decode().strip().splitlines()[-1] == f"seqedge_runner: error: cannot read {tmp_path / 'missing.txt'}"
 def test_portable_backend(tmp_path):
     torch.manual_seed(0)
     m = export(build_model("gru", "tiny"), ExportPlan(out=tmp_path / "p", format="executorch", backend="portable",

@@ -3,6 +3,8 @@
 //   seqedge_runner ARTIFACT (--prompt TEXT | --prompt-file PATH) [--chat] --max-new-tokens N [--threads N] [--timing]
 //   seqedge_runner ARTIFACT --prompt TEXT [--chat] --encode      # print the prompt's token ids and exit
 //   seqedge_runner ARTIFACT --prompt TEXT --score-file PATH      # teacher forcing: every step's logits (float32)
+//   seqedge_runner ARTIFACT --prompts-from-stdin [--chat] --max-new-tokens N [--threads N] [--timing]
+//                                                   # one prompt file's path per stdin line, the artifact loaded once
 //
 // Reads ARTIFACT/manifest.json (program file, longest prefill, tokenizer), loads the .pte with the
 // ExecuTorch Module API, prefills the prompt's tokens, then decodes greedily with the explicit state
@@ -18,7 +20,11 @@
 // total time, `decode_tok_s`, and as the median step, `decode_ms_p50`, as the Python benchmark reports both).
 // With --score-file, the prompt's tokens go in one decode step at a time and the logits of every step are
 // written to PATH (steps × vocab float32, little-endian): the same numbers on every build of the runner (x86-64,
-// arm64 under emulation) are what the cross-build tests compare.
+// arm64 under emulation) are what the cross-build tests compare. With --prompts-from-stdin, each line read from
+// stdin names a prompt file, generated from (and timed, with --timing) as --prompt-file would be, in turn, with
+// the one engine loaded at the start and a fresh sequence for each; the output of each is flushed before the next
+// line is read, so a caller can alternate the runner with another system turn by turn
+// (benchmarks/runner_parity.py --lockstep). EOF ends it.
 // The work is seqedge::Engine (engine/seqedge_engine.h), the class an Android (JNI), iOS or embedded-Linux app
 // calls; seqedge's custom-op kernels are linked in (libseqedge_kernels, libseqedge_llm_kernels).
 
@@ -53,7 +59,7 @@ std::string read_file(const std::string& path) {
 struct Args {
   std::string artifact, prompt = "def ", score_file;
   int max_new_tokens = 64, threads = 0;
-  bool timing = false, chat = false, encode = false;
+  bool timing = false, chat = false, encode = false, from_stdin = false;
 };
 
 int to_int(const std::string& flag, const std::string& value) {
@@ -82,9 +88,12 @@ Args parse(int argc, char** argv) {
     else if (s == "--timing") a.timing = true;
     else if (s == "--chat") a.chat = true;
     else if (s == "--encode") a.encode = true;
+    else if (s == "--prompts-from-stdin") a.from_stdin = true;
     else if (s == "-h" || s == "--help") {
       std::cout << "usage: seqedge_runner ARTIFACT (--prompt TEXT | --prompt-file PATH) [--chat] "
-                   "--max-new-tokens N [--threads N] [--timing] [--encode] [--score-file PATH]\n";
+                   "--max-new-tokens N [--threads N] [--timing] [--encode] [--score-file PATH]\n"
+                   "       seqedge_runner ARTIFACT --prompts-from-stdin [--chat] --max-new-tokens N [--threads N] "
+                   "[--timing]\n";
       std::exit(0);
     } else if (a.artifact.empty()) a.artifact = s;
     else fail("unexpected argument " + s);
@@ -106,23 +115,13 @@ double median(std::vector<double> xs) {
   return n % 2 ? xs[n / 2] : (xs[n / 2 - 1] + xs[n / 2]) / 2;
 }
 
-int run(const Args& args) {
-  if (args.encode) {  // the prompt's ids, for checking a tokenizer against the Python one
-    seqedge::Engine engine(args.artifact, args.threads);
-    const char* sep = "";
-    for (int64_t id : engine.encode(args.prompt, args.chat)) std::cout << sep << id, sep = " ";
-    std::cout << "\n";
-    return 0;
-  }
-  seqedge::Engine engine(args.artifact, args.threads);
-  if (!args.score_file.empty()) {
-    const std::vector<float> rows = engine.score(engine.encode(args.prompt, args.chat));
-    std::ofstream out(args.score_file, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(rows.data()), std::streamsize(rows.size() * sizeof(float)));
-    if (!out) fail("cannot write " + args.score_file);
-    return 0;
-  }
-  const std::vector<int64_t> prompt = engine.encode(args.prompt, args.chat);
+// One prompt: encoded, prefilled and continued greedily; prompt + continuation to stdout, flushed, and with
+// --timing the warm-up, the timed prefills and the timing line on stderr.
+// A sequence of its own: the state the last prompt left is forgotten first. (`cold_prefill_ms` is the first
+// call's only for the first prompt an engine runs.)
+void generate(seqedge::Engine& engine, const Args& args, const std::string& text) {
+  engine.reset();
+  const std::vector<int64_t> prompt = engine.encode(text, args.chat);
   if (prompt.empty()) fail("the prompt encodes to no tokens");
   double cold_prefill_ms = -1;
   std::vector<double> prefill_runs;
@@ -155,7 +154,7 @@ int run(const Args& args) {
     next = engine.decode(next);
     step_ms.push_back(ms_since(ts));
   }
-  std::cout << (args.chat ? "" : args.prompt) << engine.text(generated) << "\n";
+  std::cout << (args.chat ? "" : text) << engine.text(generated) << "\n" << std::flush;
   if (args.timing) {
     double total = 0;
     for (double s : step_ms) total += s;
@@ -165,6 +164,31 @@ int run(const Args& args) {
                  prefill_runs.size(), cold_prefill_ms, step_ms.size(), total,
                  step_ms.empty() ? 0.0 : 1000.0 * step_ms.size() / total, median(step_ms));
   }
+}
+
+int run(const Args& args) {
+  if (args.encode) {  // the prompt's ids, for checking a tokenizer against the Python one
+    seqedge::Engine engine(args.artifact, args.threads);
+    const char* sep = "";
+    for (int64_t id : engine.encode(args.prompt, args.chat)) std::cout << sep << id, sep = " ";
+    std::cout << "\n";
+    return 0;
+  }
+  seqedge::Engine engine(args.artifact, args.threads);
+  if (!args.score_file.empty()) {
+    const std::vector<float> rows = engine.score(engine.encode(args.prompt, args.chat));
+    std::ofstream out(args.score_file, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(rows.data()), std::streamsize(rows.size() * sizeof(float)));
+    if (!out) fail("cannot write " + args.score_file);
+    return 0;
+  }
+  if (args.from_stdin) {
+    for (std::string path; std::getline(std::cin, path);) {
+      if (!path.empty()) generate(engine, args, read_file(path));
+    }
+    return 0;
+  }
+  generate(engine, args, args.prompt);
   return 0;
 }
 
