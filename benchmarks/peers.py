@@ -24,7 +24,11 @@ vocabulary (49,152, not 50,280). Every system reads that folder:
   --device host` (a child process per artifact); with `--runner R`, the ExecuTorch artifacts also through the
   native runner (`seqedge bench ART --runner R --no-host`), with its speed as a share of the Python runtime's on
   the same artifact, paired by round (the two run one after the other): decode as steps / total time and as the
-  median step (a step the host slows by a third moves the first, not the second).
+  median step (a step the host slows by a third moves the first, not the second). Rounds are minutes apart on
+  a machine that swings ±15 % between them, so each round also runs `runner_parity.py --lockstep` on each
+  ExecuTorch artifact (`--lockstep-turns` pairs per depth; 0: none): the runner and the Python runtime loaded
+  once, alternated turn by turn, so both sides of a pair meet the same machine; its pairs over all rounds give
+  the runner ÷ Python line with a 95 % interval of the median.
 Decode at depth d: tokens/s of D steps after d tokens of context (seqedge: after a d-token prompt; depth
 0 is a 1-token prompt). Prefill: tokens/s over a P-token prompt from an empty cache. Every system runs in its
 own process; rounds interleave the systems (every other round in reverse order); the table holds medians and the
@@ -452,6 +456,19 @@ def seqedge_runner_bench(art: Path, runner: Path, threads: int, prompts: list[in
             "weights_mb": streamed_mb(art), "kv_bytes": kv_itemsize(art)}
 
 
+def runner_lockstep(art: Path, runner: Path, threads: int, depths: list[int], decode: int, turns: int) -> dict:
+    """One round of runner_parity.py --lockstep on `art`: {depth: [pair, ...]}, a pair being runner and Python
+    decode tok/s (steps / total time) and tok/s of the median step, turns alternated (a depth of 0 is a 1-token
+    prompt on both sides)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        run([sys.executable, str(Path(__file__).with_name("runner_parity.py")), str(art), "--runner", str(runner),
+             "--lockstep", "--rounds", "1", "--turns", str(turns), "--contexts", ",".join(map(str, depths)),
+             "--decode", str(decode), "--threads", str(threads), "--json", f.name])
+        rows = json.loads(Path(f.name).read_text())["rows"]
+    of_context = {row["context"]: row["pairs"] for row in rows}
+    return {d: of_context[max(1, d)] for d in depths}
+
+
 def venv_timing(py: Path, script: str, folder: Path, threads: int, prompts: list[int], depths: list[int],
                 decode: int, weights_mb: float) -> dict:
     proc = run([str(py), "-c", script, str(folder), str(threads), json.dumps(prompts), json.dumps(depths), str(decode)])
@@ -467,7 +484,9 @@ def folder_mb(folder: Path) -> float:
 
 # ---- the run --------------------------------------------------------------------------------------------
 
-def systems_for(shape: str, a) -> dict:
+def systems_for(shape: str, a) -> tuple[dict, dict]:
+    """The systems timed for `shape` (name -> a round's measurement) and the lockstep pairings of the runner with
+    the Python runtime (runner system name -> a round's pairs)."""
     from seqedge.quant import RECIPES
 
     folder = random_weights(shape)
@@ -479,7 +498,7 @@ def systems_for(shape: str, a) -> dict:
                   f"{', '.join(str(p) for p in a.prompts if p not in fits)}", flush=True)
         a = argparse.Namespace(**{**vars(a), "prompts": fits})
     max_len = max(a.prompts + a.depths) + a.decode + 8
-    out = {}
+    out, lockstep = {}, {}
     for q, gguf in ggufs(folder).items():
         if q not in a.llama_cpp:
             continue
@@ -506,7 +525,10 @@ def systems_for(shape: str, a) -> dict:
             if a.runner and fmt == "executorch":
                 out[f"seqedge runner {fmt} {quant}"] = lambda art=art: seqedge_runner_bench(
                     art, a.runner, a.threads, a.prompts, a.depths, a.decode)
-    return out
+                if a.lockstep_turns:
+                    lockstep[f"seqedge runner {fmt} {quant}"] = lambda art=art: runner_lockstep(
+                        art, a.runner, a.threads, a.depths, a.decode, a.lockstep_turns)
+    return out, lockstep
 
 
 def table(cells: list[Cell], sizes: dict, prompts: list[int], depths: list[int]) -> str:
@@ -592,8 +614,21 @@ def paired(cells: list[Cell], system: str, ref: str, cols) -> str:
     return "  ".join(out)
 
 
+def lockstep_line(pairs: dict, key: str) -> str:
+    """Runner ÷ Python per depth over the lockstep pairs, by `key` ("" steps / total time, "_p50" median step): the
+    median, a 95 % interval of it (runner_parity.median_ci) and the number of pairs."""
+    from runner_parity import median_ci
+
+    out = []
+    for d, ps in pairs.items():
+        r = [p[f"runner{key}"] / p[f"python{key}"] for p in ps]
+        lo, hi = median_ci(r)
+        out.append(f"dec {d}: {statistics.median(r):.3f} (95 % {lo:.3f}–{hi:.3f}, {len(r)})")
+    return "  ".join(out)
+
+
 def targets(cells: list[Cell], sizes: dict, prompts: list[int], depths: list[int], bandwidth_gbs: float,
-            kv: dict, decode: int) -> str:
+            kv: dict, decode: int, lockstep: dict) -> str:
     """Each seqedge row as a ratio to llama.cpp Q4_0 in the same run (medians, equal depth / prompt), and each
     decode (llama.cpp Q4_0's too) as a share of the streaming limit: tokens/s x MB read per token / measured read
     bandwidth, MB = the weights (the artifact's, less a lookup table held apart from the head: streamed_mb; both
@@ -626,6 +661,10 @@ def targets(cells: list[Cell], sizes: dict, prompts: list[int], depths: list[int
                     p50 = [("decode_p50", d) for d in depths]
                     lines.append(f"{'':36s} ÷ {python}, median steps, paired by round: "
                                  f"{paired(of_shape, s, python, p50)}")
+                    if (shape, s) in lockstep:  # the same, paired turn by turn (runner_parity.py --lockstep)
+                        lines.append(f"{'':36s} ÷ {python}, lockstep turns: {lockstep_line(lockstep[shape, s], '')}")
+                        lines.append(f"{'':36s} ÷ {python}, lockstep median steps: "
+                                     f"{lockstep_line(lockstep[shape, s], '_p50')}")
             else:
                 lines.append(f"{shape:11s} {s}")
             lines.append(f"{'':36s} streaming {stream}")
@@ -647,6 +686,8 @@ def main() -> None:
                     "the reference of the targets' ratios; fewer files, shorter rounds, more of them in an hour)")
     ap.add_argument("--runner", type=Path, help="seqedge_runner (seqedge build-runner): also time the native "
                     "runner on seqedge's ExecuTorch artifacts")
+    ap.add_argument("--lockstep-turns", type=int, default=4, help="with --runner: runner/Python pairs per depth and "
+                    "round, the two alternated turn by turn (runner_parity.py --lockstep); 0: none")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     a.prompts, a.depths = [int(x) for x in a.prompts.split(",")], [int(x) for x in a.depths.split(",")]
@@ -654,9 +695,9 @@ def main() -> None:
     a.llama_cpp = a.llama_cpp.split(",")
 
     shapes = {s: systems_for(s, a) for s in a.shapes.split(",")}  # builds and exports everything first
-    cells, sizes, kv, bandwidths = [], {}, {}, []
+    cells, sizes, kv, bandwidths, lockstep = [], {}, {}, [], {}
     for r in range(a.rounds):  # interleaved: every system once per round
-        for shape, systems in shapes.items():
+        for shape, (systems, pairings) in shapes.items():
             # every other round in reverse order (A B C, C B A, ...), so no system always runs first or last in its
             # round: the runner, listed last, had run last in every round, and its llama-135m prefill at T = 1,024
             # read 0.92x the Python runtime's in three runs where a direct measurement found no such gap
@@ -671,6 +712,13 @@ def main() -> None:
                         cells.append(Cell(name, shape, r, metric, int(at), round(v, 2), load))
                 print(f"round {r} {shape:11s} {name:28s} decode {res['decode']}  prefill {res['prefill']}  load {load:.2f}",
                       flush=True)
+            for name, pair in pairings.items():
+                load = loadavg()
+                for d, ps in pair().items():
+                    lockstep.setdefault((shape, name), {}).setdefault(d, []).extend(ps)
+                    ratios = [p["runner"] / p["python"] for p in ps]
+                    print(f"round {r} {shape:11s} {name:28s} ÷ Python, lockstep at depth {d}: "
+                          f"{', '.join(f'{x:.3f}' for x in ratios)}  load {load:.2f}", flush=True)
         # the read bandwidth moves with the machine as the systems do (19.7-37.0 GB/s within one hour here): probed
         # in every round beside them, and the streaming lines take the median
         bandwidths.append(read_bandwidth_gbs(a.threads))
@@ -678,13 +726,16 @@ def main() -> None:
     print(table(cells, sizes, a.prompts, a.depths))
     bandwidth = statistics.median(bandwidths)
     print(f"\nread bandwidth per round: {', '.join(f'{b:.1f}' for b in bandwidths)} GB/s (the median below)")
-    print(targets(cells, sizes, a.prompts, a.depths, bandwidth, kv, a.decode))
+    print(targets(cells, sizes, a.prompts, a.depths, bandwidth, kv, a.decode, lockstep))
     if a.json:
         a.json.write_text(json.dumps({"threads": a.threads, "decode_tokens": a.decode, "bandwidth_gbs": bandwidth,
                                       "bandwidth_gbs_rounds": bandwidths,
                                       "weights_mb": {f"{k[0]}|{k[1]}": v for k, v in sizes.items()},
                                       "kv_bytes": {f"{k[0]}|{k[1]}": v for k, v in kv.items()},
-                                      "cells": [asdict(c) for c in cells]}, indent=1))
+                                      "cells": [asdict(c) for c in cells],
+                                      "lockstep": [{"shape": k[0], "system": k[1], "depth": d, "pairs": ps}
+                                                   for k, of_depth in lockstep.items() for d, ps in of_depth.items()]},
+                                     indent=1))
 
 
 if __name__ == "__main__":
