@@ -28,7 +28,7 @@ vocabulary (49,152, not 50,280). Every system reads that folder:
   a machine that swings ±15 % between them, so each round also runs `runner_parity.py --lockstep` on each
   ExecuTorch artifact (`--lockstep-turns` pairs per depth; 0: none): the runner and the Python runtime loaded
   once, alternated turn by turn, so both sides of a pair meet the same machine; its pairs over all rounds give
-  the runner ÷ Python line with a 95 % interval of the median.
+  the runner ÷ Python lines (decode, and the prefill of each depth's prompt) with a 95 % interval of the median.
 Decode at depth d: tokens/s of D steps after d tokens of context (seqedge: after a d-token prompt; depth
 0 is a 1-token prompt). Prefill: tokens/s over a P-token prompt from an empty cache. Every system runs in its
 own process; rounds interleave the systems (every other round in reverse order); the table holds medians and the
@@ -458,8 +458,8 @@ def seqedge_runner_bench(art: Path, runner: Path, threads: int, prompts: list[in
 
 def runner_lockstep(art: Path, runner: Path, threads: int, depths: list[int], decode: int, turns: int) -> dict:
     """One round of runner_parity.py --lockstep on `art`: {depth: [pair, ...]}, a pair being runner and Python
-    decode tok/s (steps / total time) and tok/s of the median step, turns alternated (a depth of 0 is a 1-token
-    prompt on both sides)."""
+    decode tok/s (steps / total time), tok/s of the median step and prefill tok/s of the depth's prompt, turns
+    alternated (a depth of 0 is a 1-token prompt on both sides)."""
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         run([sys.executable, str(Path(__file__).with_name("runner_parity.py")), str(art), "--runner", str(runner),
              "--lockstep", "--rounds", "1", "--turns", str(turns), "--contexts", ",".join(map(str, depths)),
@@ -615,15 +615,19 @@ def paired(cells: list[Cell], system: str, ref: str, cols) -> str:
 
 
 def lockstep_line(pairs: dict, key: str) -> str:
-    """Runner ÷ Python per depth over the lockstep pairs, by `key` ("" steps / total time, "_p50" median step): the
-    median, a 95 % interval of it (runner_parity.median_ci) and the number of pairs."""
+    """Runner ÷ Python per depth over the lockstep pairs, by `key` ("" decode steps / total time, "_p50" the median
+    step, "_prefill" the prefill of the depth's prompt, for depths of 2 or more): the median, a 95 % interval of it
+    (runner_parity.median_ci) and the number of pairs."""
     from runner_parity import median_ci
 
     out = []
     for d, ps in pairs.items():
+        if key == "_prefill" and d < 2:
+            continue
         r = [p[f"runner{key}"] / p[f"python{key}"] for p in ps]
         lo, hi = median_ci(r)
-        out.append(f"dec {d}: {statistics.median(r):.3f} (95 % {lo:.3f}–{hi:.3f}, {len(r)})")
+        out.append(f"{'pre' if key == '_prefill' else 'dec'} {d}: {statistics.median(r):.3f} "
+                   f"(95 % {lo:.3f}–{hi:.3f}, {len(r)})")
     return "  ".join(out)
 
 
@@ -665,6 +669,8 @@ def targets(cells: list[Cell], sizes: dict, prompts: list[int], depths: list[int
                         lines.append(f"{'':36s} ÷ {python}, lockstep turns: {lockstep_line(lockstep[shape, s], '')}")
                         lines.append(f"{'':36s} ÷ {python}, lockstep median steps: "
                                      f"{lockstep_line(lockstep[shape, s], '_p50')}")
+                        lines.append(f"{'':36s} ÷ {python}, lockstep prefills: "
+                                     f"{lockstep_line(lockstep[shape, s], '_prefill')}")
             else:
                 lines.append(f"{shape:11s} {s}")
             lines.append(f"{'':36s} streaming {stream}")

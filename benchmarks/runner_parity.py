@@ -19,8 +19,9 @@ A context of 0 is a 1-token prompt on both sides, as in peers.py.
 --lockstep pairs the two turn by turn instead, both loaded once per (round, artifact): the runner as one
 `seqedge_runner --prompts-from-stdin --timing` process, handed a prompt file per turn (its warm-up, prefills and
 `--decode` timed steps, as above), and the Python runtime in this process through the same adapter and
-`decode_times` the benchmark child uses, its turns alternating with the runner's (Python first in even turns),
-`--turns` pairs per context. A turn is ~0.1-0.5 s, so the machine's swings (±15 % between rounds here) fall on
+`prefill_times` and `decode_times` the benchmark child uses, its turns alternating with the runner's (Python
+first in even turns), `--turns` pairs per context. A turn also times the context's prefill on both sides (the
+median of three from a fresh state, after a warm-up), so a context of 2 or more gives a prefill pair too. A turn is ~0.1-0.5 s, so the machine's swings (±15 % between rounds here) fall on
 both sides of a pair alike; what a fresh process brings (where its memory lands) is sampled once per round.
 """
 
@@ -63,7 +64,7 @@ def runner_decode(art: Path, runner: Path, context: int, decode: int, threads: i
 
 class RunnerTurns:
     """One `seqedge_runner ART --prompts-from-stdin --timing` process: turn(prompt_file) runs one timed generation
-    and returns its decode tok/s and 1 / median step, from the timing line it prints."""
+    and returns its decode tok/s, 1 / median step and prefill tok/s, from the timing line it prints."""
 
     def __init__(self, runner: Path, art: Path, decode: int, threads: int):
         env = {**os.environ, "LD_LIBRARY_PATH": str(runner.resolve().parent)}
@@ -71,13 +72,13 @@ class RunnerTurns:
                                       str(decode + 1), "--threads", str(threads)], stdin=subprocess.PIPE,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
 
-    def turn(self, prompt_file: Path) -> tuple[float, float]:
+    def turn(self, prompt_file: Path) -> tuple[float, float, float]:
         self.proc.stdin.write(f"{prompt_file}\n")
         self.proc.stdin.flush()
         for line in self.proc.stderr:
             if line.startswith('{"prompt_tokens"'):
                 t = json.loads(line)
-                return t["decode_tok_s"], 1e3 / t["decode_ms_p50"]
+                return t["decode_tok_s"], 1e3 / t["decode_ms_p50"], t["prompt_tokens"] / t["prefill_ms"] * 1e3
         raise SystemExit(f"the runner ended (exit {self.proc.wait()}) before its timing line")
 
     def close(self) -> None:
@@ -86,18 +87,20 @@ class RunnerTurns:
 
 
 def python_turns(art: Path, threads: int):
-    """The Python runtime in this process, as the benchmark child loads it: turn(context) -> (tok/s, 1 / median)."""
+    """The Python runtime in this process, as the benchmark child loads it: turn(context) -> (decode tok/s,
+    1 / median step, prefill tok/s of the context)."""
     import torch
 
-    from seqedge.bench.measure import decode_times
+    from seqedge.bench.measure import decode_times, prefill_times
     from seqedge.runtimes import open_artifact
 
     torch.set_num_threads(threads)
     adapter = open_artifact(art, threads=threads)
 
-    def turn(context: int, decode: int, prompt) -> tuple[float, float]:
+    def turn(context: int, decode: int, prompt) -> tuple[float, float, float]:
+        prefill = statistics.median(prefill_times(adapter, prompt[:, :context]))
         seconds = decode_times(adapter, context, decode, prompt=prompt)
-        return len(seconds) / sum(seconds), 1 / statistics.median(seconds)
+        return len(seconds) / sum(seconds), 1 / statistics.median(seconds), context / prefill
 
     return adapter, turn
 
@@ -122,8 +125,8 @@ def lockstep(a, contexts: list[int], text: bytes, pairs: dict, loads: list) -> N
                         for t in range(a.turns):
                             got = {}
                             for name in ("python", "runner") if t % 2 == 0 else ("runner", "python"):
-                                got[name], got[f"{name}_p50"] = (python(c, a.decode, prompt) if name == "python"
-                                                                 else runner.turn(files[c]))
+                                got[name], got[f"{name}_p50"], got[f"{name}_prefill"] = (
+                                    python(c, a.decode, prompt) if name == "python" else runner.turn(files[c]))
                             pairs.setdefault((art.name, c), []).append(got)
                         last = pairs[(art.name, c)][-a.turns:]
                         ratios = [g["runner"] / g["python"] for g in last]
@@ -197,7 +200,7 @@ def main() -> None:
           f"{min(loads)}-{max(loads)}; runner/python as the median of the pairs' ratios (IQR), and the same of the "
           "median steps, with a 95 % interval of the median of the ratios")
     print(f"{'artifact':56s} {'context':>7s} {'python':>8s} {'runner':>8s} {'runner/python':>14s} {'IQR':>13s} "
-          f"{'95 % of median':>15s} {'median steps':>13s} {'pairs':>5s}")
+          f"{'95 % of median':>15s} {'median steps':>13s} {'pairs':>5s}{'  prefill runner/python (95 %)' * a.lockstep}")
     summary = []
     for (name, c), rounds in pairs.items():
         ratios = [g["runner"] / g["python"] for g in rounds]
@@ -206,10 +209,17 @@ def main() -> None:
         clo, chi = median_ci(ratios)
         row = {"artifact": name, "context": c, "python": statistics.median(g["python"] for g in rounds),
                "runner": statistics.median(g["runner"] for g in rounds), "ratio": statistics.median(ratios),
-               "ratio_iqr": [lo, hi], "ratio_median_95": [clo, chi], "median_step_ratio": statistics.median(steps), "pairs": rounds}
+               "ratio_iqr": [lo, hi], "ratio_median_95": [clo, chi], "median_step_ratio": statistics.median(steps),
+               "pairs": rounds}
+        prefill = ""
+        if a.lockstep and c > 1:  # a 1-token prefill is a decode step
+            pre = [g["runner_prefill"] / g["python_prefill"] for g in rounds]
+            row["prefill_ratio"], row["prefill_ratio_median_95"] = statistics.median(pre), list(median_ci(pre))
+            prefill = f"  {row['prefill_ratio']:.3f} ({row['prefill_ratio_median_95'][0]:.3f}-" \
+                      f"{row['prefill_ratio_median_95'][1]:.3f})"
         summary.append(row)
         print(f"{name:56s} {c:7d} {row['python']:8.1f} {row['runner']:8.1f} {row['ratio']:14.3f} "
-              f"{lo:6.3f}-{hi:6.3f} {clo:7.3f}-{chi:7.3f} {row['median_step_ratio']:13.3f} {len(ratios):5d}")
+              f"{lo:6.3f}-{hi:6.3f} {clo:7.3f}-{chi:7.3f} {row['median_step_ratio']:13.3f} {len(ratios):5d}{prefill}")
     if a.json:
         a.json.write_text(json.dumps({"threads": a.threads, "decode_tokens": a.decode, "load": loads,
                                       "lockstep_turns": a.turns if a.lockstep else None,
