@@ -21,8 +21,9 @@ A context of 0 is a 1-token prompt on both sides, as in peers.py.
 `--decode` timed steps, as above), and the Python runtime in this process through the same adapter and
 `prefill_times` and `decode_times` the benchmark child uses, its turns alternating with the runner's (Python
 first in even turns), `--turns` pairs per context. A turn also times the context's prefill on both sides (the
-median of three from a fresh state, after a warm-up), so a context of 2 or more gives a prefill pair too. A turn is ~0.1-0.5 s, so the machine's swings (±15 % between rounds here) fall on
-both sides of a pair alike; what a fresh process brings (where its memory lands) is sampled once per round.
+median of three from a fresh state, after a warm-up), so a context of 2 or more gives a prefill pair too. A turn
+is ~0.1-1.5 s, so the machine's swings (±15 % between rounds here) fall on both sides of a pair alike; what a
+fresh process brings (where its memory lands) is sampled once per round.
 """
 
 from __future__ import annotations
@@ -73,10 +74,12 @@ class RunnerTurns:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
 
     def turn(self, prompt_file: Path) -> tuple[float, float, float]:
+        from seqedge.bench.device import TIMING_LINE
+
         self.proc.stdin.write(f"{prompt_file}\n")
         self.proc.stdin.flush()
         for line in self.proc.stderr:
-            if line.startswith('{"prompt_tokens"'):
+            if line.startswith(TIMING_LINE):
                 t = json.loads(line)
                 return t["decode_tok_s"], 1e3 / t["decode_ms_p50"], t["prompt_tokens"] / t["prefill_ms"] * 1e3
         raise SystemExit(f"the runner ended (exit {self.proc.wait()}) before its timing line")
@@ -112,12 +115,13 @@ def lockstep(a, contexts: list[int], text: bytes, pairs: dict, loads: list) -> N
 
     prompt = torch.tensor([list(text)], dtype=torch.long)
     with tempfile.TemporaryDirectory(prefix="seqedge-parity-") as tmp:
+        files = {}  # per artifact and context, the runner's prompt file (as many tokens as the Python side's)
+        for art in a.artifacts:
+            for c, body in prompts_of_tokens(art, contexts).items():
+                files[art, c] = Path(tmp) / f"{art.name}-{c}.txt"
+                files[art, c].write_bytes(body)
         for r in range(a.rounds):
             for art in a.artifacts:
-                files = {}
-                for c, body in prompts_of_tokens(art, contexts).items():
-                    files[c] = Path(tmp) / f"{art.name}-{c}.txt"
-                    files[c].write_bytes(body)
                 runner = RunnerTurns(a.runner, art, a.decode, a.threads)
                 adapter, python = python_turns(art, a.threads)
                 try:
@@ -126,7 +130,7 @@ def lockstep(a, contexts: list[int], text: bytes, pairs: dict, loads: list) -> N
                             got = {}
                             for name in ("python", "runner") if t % 2 == 0 else ("runner", "python"):
                                 got[name], got[f"{name}_p50"], got[f"{name}_prefill"] = (
-                                    python(c, a.decode, prompt) if name == "python" else runner.turn(files[c]))
+                                    python(c, a.decode, prompt) if name == "python" else runner.turn(files[art, c]))
                             pairs.setdefault((art.name, c), []).append(got)
                         last = pairs[(art.name, c)][-a.turns:]
                         ratios = [g["runner"] / g["python"] for g in last]
@@ -202,18 +206,18 @@ def main() -> None:
     print(f"{'artifact':56s} {'context':>7s} {'python':>8s} {'runner':>8s} {'runner/python':>14s} {'IQR':>13s} "
           f"{'95 % of median':>15s} {'median steps':>13s} {'pairs':>5s}{'  prefill runner/python (95 %)' * a.lockstep}")
     summary = []
-    for (name, c), rounds in pairs.items():
-        ratios = [g["runner"] / g["python"] for g in rounds]
-        steps = [g["runner_p50"] / g["python_p50"] for g in rounds]
+    for (name, c), got in pairs.items():
+        ratios = [g["runner"] / g["python"] for g in got]
+        steps = [g["runner_p50"] / g["python_p50"] for g in got]
         lo, hi = quartiles(ratios)
         clo, chi = median_ci(ratios)
-        row = {"artifact": name, "context": c, "python": statistics.median(g["python"] for g in rounds),
-               "runner": statistics.median(g["runner"] for g in rounds), "ratio": statistics.median(ratios),
+        row = {"artifact": name, "context": c, "python": statistics.median(g["python"] for g in got),
+               "runner": statistics.median(g["runner"] for g in got), "ratio": statistics.median(ratios),
                "ratio_iqr": [lo, hi], "ratio_median_95": [clo, chi], "median_step_ratio": statistics.median(steps),
-               "pairs": rounds}
+               "pairs": got}
         prefill = ""
         if a.lockstep and c > 1:  # a 1-token prefill is a decode step
-            pre = [g["runner_prefill"] / g["python_prefill"] for g in rounds]
+            pre = [g["runner_prefill"] / g["python_prefill"] for g in got]
             row["prefill_ratio"], row["prefill_ratio_median_95"] = statistics.median(pre), list(median_ci(pre))
             prefill = f"  {row['prefill_ratio']:.3f} ({row['prefill_ratio_median_95'][0]:.3f}-" \
                       f"{row['prefill_ratio_median_95'][1]:.3f})"

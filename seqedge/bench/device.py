@@ -178,6 +178,10 @@ def prompts_of_tokens(artifact: Path, lengths: list[int]) -> dict[int, bytes]:
     return out
 
 
+# How the runner's --timing line starts (runtimes/native/runner/main.cpp prints it on stderr).
+TIMING_LINE = '{"prompt_tokens"'
+
+
 def measure_device(transport: Transport, runner: Path, artifact: Path, target: str, prompts: dict[int, bytes],
                    decode_tokens: int, threads: int | None, inputs: dict) -> list[Record]:
     """Push the runner and the artifact's manifest-listed files, run once per prompt length with --timing,
@@ -203,7 +207,7 @@ def measure_device(transport: Transport, runner: Path, artifact: Path, target: s
                 "--prompt-file", f"{root}/prompt-{P}.txt", "--max-new-tokens", str(decode_tokens + 1),
                 "--timing", *(["--threads", str(threads)] if threads else [])]
         rc, stdout, stderr = transport.shell(argv)
-        lines = [line for line in stderr.splitlines() + stdout.splitlines() if line.startswith('{"prompt_tokens"')]
+        lines = [line for line in stderr.splitlines() + stdout.splitlines() if line.startswith(TIMING_LINE)]
         if rc != 0 or not lines:
             raise DeviceError(f"the runner failed on {transport.name} (exit {rc}): "
                               f"{(stderr.strip().splitlines() or ['no output'])[-1][:200]}",

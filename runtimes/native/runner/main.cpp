@@ -115,10 +115,9 @@ double median(std::vector<double> xs) {
   return n % 2 ? xs[n / 2] : (xs[n / 2 - 1] + xs[n / 2]) / 2;
 }
 
-// One prompt: encoded, prefilled and continued greedily; prompt + continuation to stdout, flushed, and with
-// --timing the warm-up, the timed prefills and the timing line on stderr.
-// A sequence of its own: the state the last prompt left is forgotten first. (`cold_prefill_ms` is the first
-// call's only for the first prompt an engine runs.)
+// One prompt, as a sequence of its own (the state the last prompt left is forgotten first): encoded, prefilled
+// and continued greedily; prompt + continuation to stdout, flushed, and with --timing the warm-up, the timed
+// prefills and the timing line on stderr (`cold_prefill_ms` is the first call's only for an engine's first prompt).
 void generate(seqedge::Engine& engine, const Args& args, const std::string& text) {
   engine.reset();
   const std::vector<int64_t> prompt = engine.encode(text, args.chat);
