@@ -995,3 +995,36 @@ def test_bad_inputs(pte_artifacts, tmp_path):
         open_artifact(damaged("methods", (tmp_path / "one.pte").read_bytes()))
     r = CliRunner().invoke(app, ["generate", str(tmp_path / "truncated")])
     assert r.exit_code == 2 and r.output.startswith("error: ExecuTorch cannot load")
+
+
+class MovesBesideWork(torch.nn.Module):
+    """A residual add and a slice (moves only), an op XNNPACK lacks, then a linear layer and an add (work)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(8, 8)
+
+    def forward(self, x, r):  # x, r (1, 1, 16)
+        h = (x + r)[..., :8]  # (1, 1, 8)
+        return self.lin(h.cumsum(-1)) + r[..., 8:]  # (1, 1, 8)
+
+
+@pytest.mark.parametrize("step", [False, True])
+def test_a_step_leaves_partitions_of_moves_only_to_the_cpu_kernels(step):
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.extension.pybindings.portable_lib import _load_for_executorch_from_buffer
+
+    from seqedge.exporters.executorch.partitioner import PrecheckedXnnpackPartitioner
+    from seqedge.exporters.executorch.step_partitions import LEFT_OUT
+
+    torch.manual_seed(0)
+    model, args = MovesBesideWork().eval(), (torch.randn(1, 1, 16), torch.randn(1, 1, 16))
+    edge = to_edge_transform_and_lower(torch.export.export(model, args),
+                                       partitioner=[PrecheckedXnnpackPartitioner(step=step)])
+    nodes = list(edge.exported_program().graph.nodes)
+    delegates = [n for n in nodes if "executorch_call_delegate" in str(n.target)]
+    left_out = [str(n.target) for n in nodes if LEFT_OUT in n.meta]
+    assert len(delegates) == (1 if step else 2)
+    assert (len(left_out) == 2 and any("add" in t for t in left_out) and any("slice" in t for t in left_out)) == step
+    program = _load_for_executorch_from_buffer(edge.to_executorch().buffer)
+    torch.testing.assert_close(program.forward(args)[0], model(*args))

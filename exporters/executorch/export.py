@@ -34,14 +34,16 @@ from seqedge.exporters.executorch.edge_passes import fused_edge_passes
 from seqedge.exporters.executorch.emission_passes import dim_order_legalized_only_where_needed
 from seqedge.exporters.executorch.held_state import HeldCacheGraph, held_caches
 from seqedge.exporters.executorch.lowering_stages import lowering_stages
-from seqedge.exporters.executorch.lowerings import METHODS, lowerings_for
+from seqedge.exporters.executorch.lowerings import METHODS, STEP, lowerings_for
 from seqedge.exporters.executorch.merge_check import merge_check
 from seqedge.exporters.executorch.method_worker import method_worker
 from seqedge.exporters.executorch.one_decomposition import DECOMPOSED, decompose, one_decomposition
 from seqedge.exporters.executorch.parallel_preprocess import parallel_preprocess, processes
+from seqedge.exporters.executorch.partitioner import PrecheckedXnnpackPartitioner
 from seqedge.exporters.executorch.provenance import shared_provenance
 from seqedge.exporters.executorch.rnn import scan_rnns
 from seqedge.exporters.executorch.state_in_place import states_in_place
+from seqedge.exporters.executorch.step_partitions import LEFT_OUT, StepXnnpackPartitioner
 from seqedge.exporters.executorch.xnnpack_passes import relevant_xnnpack_passes
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.lowering import trace
@@ -99,7 +101,7 @@ def _shortcut(context):
 
 def _trace(wrapper, model, names, method: str, max_len: int):
     init = model.init_state(1)
-    args = (example_inputs(model, T=1 if method == "decode" else 5)[0], *(init[n] for n in names))
+    args = (example_inputs(model, T=1 if method == STEP else 5)[0], *(init[n] for n in names))
     shapes = None
     if method == "prefill":
         shapes = {"tokens": {1: torch.export.Dim("T", min=2, max=max_len)}, "state": tuple(None for _ in names)}
@@ -127,7 +129,7 @@ def _delegation(program) -> dict:
     for method in program.methods:
         graph = program.exported_program(method).graph_module
         delegated = 0
-        outside: collections.Counter = collections.Counter()
+        outside: collections.Counter = collections.Counter()  # (op, why)
         for node in graph.graph.nodes:
             if node.op != "call_function" or "getitem" in str(node.target):
                 continue
@@ -135,13 +137,14 @@ def _delegation(program) -> dict:
                 lowered = getattr(graph, node.args[0].target)
                 delegated += sum(1 for n in lowered.original_module.graph.nodes if n.op == "call_function")
             else:
-                outside[_op_name(node.target)] += 1
+                op = _op_name(node.target)
+                outside[op, node.meta.get(LEFT_OUT) or _why(op)] += 1
         total = delegated + sum(outside.values())
         stats[method] = {
             "delegated_nodes": delegated,
             "total_nodes": total,
             "delegated_share": round(delegated / total, 3) if total else 0.0,
-            "not_delegated": [{"op": op, "count": n, "why": _why(op)} for op, n in outside.most_common()],
+            "not_delegated": [{"op": op, "count": n, "why": why} for (op, why), n in outside.most_common()],
         }
     return stats
 
@@ -201,13 +204,10 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
         t0 = time.perf_counter()
         with torch.no_grad(), warnings.catch_warnings(), _shortcut(shared_provenance):
             warnings.simplefilter("ignore")
-            partitioners = []
+            partitioners = {method: [] for method in METHODS}
             if plan.backend == "xnnpack":
-                from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-
-                from seqedge.exporters.executorch.partitioner import PrecheckedXnnpackPartitioner
-
-                partitioners = [PrecheckedXnnpackPartitioner() if SKIP_INAPPLICABLE_PASSES else XnnpackPartitioner()]
+                kind = PrecheckedXnnpackPartitioner if SKIP_INAPPLICABLE_PASSES else StepXnnpackPartitioner
+                partitioners = {method: [kind(step=method == STEP)] for method in METHODS}
             jobs = processes(plan.jobs) if SKIP_INAPPLICABLE_PASSES else 1
             *here, there = METHODS  # the last method traced and decomposed in a worker (method_worker.py)
 
@@ -216,13 +216,13 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
                 return program, [lowerings_for(there).index(lw) for lw in lowered]  # picklable
 
             programs, used = {}, {}
-            with method_worker(trace_there, partitioners, jobs) as worker:
+            with method_worker(trace_there, partitioners[there], jobs) as worker:
                 for method in here:
                     with stage(f"torch.export ({method})", plan.subject, users_code=plan.users_code):
                         programs[method], used[method] = _trace(wrapper, traced, names, method, max_len)
                     if worker.pid is not None:  # decomposed while the worker does the same for its method
                         with stage(f"decomposition ({method})", plan.subject, hint):
-                            done = decompose(programs[method], partitioners)
+                            done = decompose(programs[method], partitioners[method])
                         if getattr(done, DECOMPOSED, False):  # else ExecuTorch's way, in the lowering
                             programs[method] = done
                 got = None

@@ -27,6 +27,7 @@ from seqedge.exporters.decompositions import (
 from seqedge.exporters.lowering import Lowering, LoweringRegistry
 
 METHODS = ("prefill", "decode")
+STEP = "decode"  # the method that runs one token at a time
 
 
 LOWERINGS = LoweringRegistry("ExecuTorch lowering")

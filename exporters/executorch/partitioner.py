@@ -12,14 +12,17 @@ without the check and the program comes out the same, byte for byte (tests/test_
 fails it (a linear over a computed weight), it answers exactly as XNNPACK does.
 
     edge = to_edge_transform_and_lower(programs, partitioner=[PrecheckedXnnpackPartitioner()])
+
+It is a `StepXnnpackPartitioner` (step_partitions.py): `PrecheckedXnnpackPartitioner(step=True)` for a decode method.
 """
 
 from __future__ import annotations
 
-from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 from executorch.exir.dialects.edge._ops import EdgeOpOverload
 from executorch.exir.graph_module import get_control_flow_submodules
 from executorch.exir.program._program import _remove_invalid_ops_for_not_decompose
+
+from seqedge.exporters.executorch.step_partitions import StepXnnpackPartitioner
 
 
 def kept_nodes(program, ops) -> list:
@@ -31,8 +34,8 @@ def kept_nodes(program, ops) -> list:
     return [n for m in modules for n in m.graph.nodes if n.op == "call_function" and aten(n.target) in ops]
 
 
-class PrecheckedXnnpackPartitioner(XnnpackPartitioner):
-    """`XnnpackPartitioner` whose `ops_to_not_decompose` drops the per-node check when every node passes it."""
+class PrecheckedXnnpackPartitioner(StepXnnpackPartitioner):
+    """`StepXnnpackPartitioner` whose `ops_to_not_decompose` drops the per-node check when every node passes it."""
 
     def ops_to_not_decompose(self, program):
         ops, check = super().ops_to_not_decompose(program)
