@@ -19,7 +19,13 @@
 // cached_sdpa 83 -> 44; through a scratch, float16 had been the slower of the two). The query heads sharing a kv
 // head are scored together, each key widened once for up to four of them, and rows are prefetched 4 KB ahead,
 // the first rows of a range too (onnxruntime's op, float16, the same shapes at 1,024: 39-52 -> 31-34 us a layer;
-// llama-135m ONNX int4 decode at 1,024 positions 5.35 -> 4.92 ms a token). (ExecuTorch's
+// llama-135m ONNX int4 decode at 1,024 positions 5.35 -> 4.92 ms a token). While the keys are scored, the value
+// rows at the same distance ahead are prefetched too, so the value pass finds its range in L2 (where a
+// position's heads sit side by side it reads each row once per kv head, a stride the prefetcher missed), and
+// with AVX-512's registers three query heads share each value row read, not two (llama-135m's 3 per kv head in
+// one pass, not two): ExecuTorch int4 decode through the runner, lockstep turns, at 1,024 positions x1.09-1.12
+// for the first and x1.15-1.17 with both, at 256 x1.05; onnxruntime's op, one kv head a row, unchanged
+// (x0.99). (ExecuTorch's
 // llama::custom_sdpa, tiled for prefill, took 1.2-1.9 ms per llama-135m
 // layer at T = 1 with 256-1024 cached positions on 2 threads; one item per kv head, reading a third of each
 // position-major row per pass, ran compute-bound at ~3 GB/s of cache.)
@@ -86,7 +92,10 @@ SEQEDGE_INLINE void attend_rows(const float* q, const C* k, const C* v, int64_t 
     for (; j + 4 <= n; j += 4) {
       const C* kj = k + (j0 + j) * row;
       if (j + ahead + 4 <= n)  // the rows kPrefetchBytes ahead, into L2
-        for (int64_t off = 0; off < 4 * row; off += 64 / sizeof(C)) __builtin_prefetch(kj + ahead * row + off, 0, 2);
+        for (int64_t off = 0; off < 4 * row; off += 64 / sizeof(C)) {
+          __builtin_prefetch(kj + ahead * row + off, 0, 2);
+          __builtin_prefetch(v + (j0 + j + ahead) * row + off, 0, 2);
+        }
       for (int64_t hk = 0; hk < Hkv; ++hk)
         for (int64_t g = 0; g < G; g += kHeads) {  // up to kHeads heads per pass over the keys' values
           const float* qh = q + (hk * G + g) * D;
@@ -122,32 +131,37 @@ SEQEDGE_INLINE void attend_rows(const float* q, const C* k, const C* v, int64_t 
   }
   if constexpr (FIXED_D > 0 && FIXED_D % 8 == 0) {  // each head's output in registers across the keys
     constexpr int64_t kVectors = FIXED_D / 8;
-    constexpr int64_t kPair = kVectors <= 8 ? 2 : 1;  // heads sharing each value row load (registers permitting)
+    // heads sharing each value row load (registers permitting: three where AVX-512 gives 32)
+    constexpr int64_t kPair = kVectors <= 8 ? (kHeads >= 3 ? 3 : 2) : 1;
     for (int64_t hk = 0; hk < Hkv; ++hk)
-      for (int64_t g = 0; g < G; g += kPair) {
+      for (int64_t g = 0; g < G;) {
         const int64_t heads = std::min<int64_t>(kPair, G - g);
         const float* wh = w + (hk * G + g) * n;
         const C* vh = v + j0 * row + hk * D;
-        Floats8 acc[kPair][kVectors] = {};
-        if (heads == 2) {
+        if (heads == kPair) {
+          Floats8 acc[kPair][kVectors] = {};
           for (int64_t j = 0; j < n; ++j, vh += row) {
             if (j + ahead < n)
               for (int64_t off = 0; off < D; off += 64 / sizeof(C)) __builtin_prefetch(vh + ahead * row + off, 0, 2);
-            const float c0 = wh[j], c1 = wh[n + j];
+            float c[kPair];
+            for (int64_t h = 0; h < kPair; ++h) c[h] = wh[h * n + j];
             for (int64_t i = 0; i < kVectors; ++i) {
               const Floats8 x = load8<kF16C>(vh + 8 * i);
-              acc[0][i] += c0 * x;
-              acc[kPair - 1][i] += c1 * x;
+              for (int64_t h = 0; h < kPair; ++h) acc[h][i] += c[h] * x;
             }
           }
-        } else {
+          for (int64_t h = 0; h < kPair; ++h)
+            for (int64_t i = 0; i < kVectors; ++i) store8(o + (hk * G + g + h) * D + 8 * i, acc[h][i]);
+          g += kPair;
+        } else {  // the last heads of the group, one at a time
+          Floats8 acc[kVectors] = {};
           for (int64_t j = 0; j < n; ++j, vh += row) {
             const float c = wh[j];
-            for (int64_t i = 0; i < kVectors; ++i) acc[0][i] += c * load8<kF16C>(vh + 8 * i);
+            for (int64_t i = 0; i < kVectors; ++i) acc[i] += c * load8<kF16C>(vh + 8 * i);
           }
+          for (int64_t i = 0; i < kVectors; ++i) store8(o + (hk * G + g) * D + 8 * i, acc[i]);
+          g += 1;
         }
-        for (int64_t h = 0; h < heads; ++h)
-          for (int64_t i = 0; i < kVectors; ++i) store8(o + (hk * G + g + h) * D + 8 * i, acc[h][i]);
       }
     return;
   }
