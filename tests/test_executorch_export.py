@@ -734,6 +734,9 @@ def test_every_family_exports_a_two_method_program(pte_artifacts):
             d = m["delegation"][method]
             assert d["delegated_nodes"] > 0 and 0 < d["delegated_share"] <= 1
             assert all(x["why"] for x in d["not_delegated"])
+            if m["held_state"]:  # pos is read once a method, not once a layer (decompositions.read_position)
+                reads = sum(x["count"] for x in d["not_delegated"] if x["op"] == "aten._local_scalar_dense")
+                assert reads == 1 < len(m["held_state"]) // 2, (fam, method)
     mamba = read_manifest(pte_artifacts["mamba"][0])
     assert mamba["native_kernels"] == ["seqedge::causal_conv1d.out", "seqedge::rms_norm.out",
                                        "seqedge::selective_scan.out"]
