@@ -71,6 +71,27 @@ SEQEDGE_INLINE void score_four(const float* q, const C* kh, int64_t row, int64_t
     for (int64_t i = 0; i < 4; ++i) wh[h * n + i] = scale * sum8(a[h][i]);
 }
 
+// The outputs of HEADS query heads (oh, D apart; their weights wh, n apart) over n value rows (vh, `row` apart):
+// each row loaded once for all of them, the sums in registers across the rows (FIXED_D a multiple of 8), the
+// rows `ahead` prefetched.
+template <int64_t FIXED_D, class C, bool kF16C, int64_t HEADS>
+SEQEDGE_INLINE void value_pass(const float* wh, const C* vh, int64_t row, int64_t n, int64_t ahead, float* oh) {
+  constexpr int64_t kVectors = FIXED_D / 8;
+  Floats8 acc[HEADS][kVectors] = {};
+  for (int64_t j = 0; j < n; ++j, vh += row) {
+    if (j + ahead < n)
+      for (int64_t off = 0; off < FIXED_D; off += 64 / sizeof(C)) __builtin_prefetch(vh + ahead * row + off, 0, 2);
+    float c[HEADS];
+    for (int64_t h = 0; h < HEADS; ++h) c[h] = wh[h * n + j];
+    for (int64_t i = 0; i < kVectors; ++i) {
+      const Floats8 x = load8<kF16C>(vh + 8 * i);
+      for (int64_t h = 0; h < HEADS; ++h) acc[h][i] += c[h] * x;
+    }
+  }
+  for (int64_t h = 0; h < HEADS; ++h)
+    for (int64_t i = 0; i < kVectors; ++i) store8(oh + h * FIXED_D + 8 * i, acc[h][i]);
+}
+
 // Every query head q (Hkv * G, D) of one position against keys [j0, j1) (row j at k + j * Hkv * D):
 // unnormalised o (Hkv * G, D) = sum_j exp(s_j - m) v_j, m the largest score and l the sum of exp(s_j - m)
 // per head; w is scratch of (Hkv * G) * (j1 - j0) scores. The cache rows are float32 (C float) or float16 (C
@@ -134,32 +155,19 @@ SEQEDGE_INLINE void attend_rows(const float* q, const C* k, const C* v, int64_t 
     // heads sharing each value row load (registers permitting: three where AVX-512 gives 32)
     constexpr int64_t kPair = kVectors <= 8 ? (kHeads >= 3 ? 3 : 2) : 1;
     for (int64_t hk = 0; hk < Hkv; ++hk)
-      for (int64_t g = 0; g < G;) {
-        const int64_t heads = std::min<int64_t>(kPair, G - g);
+      for (int64_t g = 0; g < G;) {  // kPair heads at a time, the group's last ones two or one at a time
+        const int64_t left = G - g;
+        float* oh = o + (hk * G + g) * D;
         const float* wh = w + (hk * G + g) * n;
         const C* vh = v + j0 * row + hk * D;
-        if (heads == kPair) {
-          Floats8 acc[kPair][kVectors] = {};
-          for (int64_t j = 0; j < n; ++j, vh += row) {
-            if (j + ahead < n)
-              for (int64_t off = 0; off < D; off += 64 / sizeof(C)) __builtin_prefetch(vh + ahead * row + off, 0, 2);
-            float c[kPair];
-            for (int64_t h = 0; h < kPair; ++h) c[h] = wh[h * n + j];
-            for (int64_t i = 0; i < kVectors; ++i) {
-              const Floats8 x = load8<kF16C>(vh + 8 * i);
-              for (int64_t h = 0; h < kPair; ++h) acc[h][i] += c[h] * x;
-            }
-          }
-          for (int64_t h = 0; h < kPair; ++h)
-            for (int64_t i = 0; i < kVectors; ++i) store8(o + (hk * G + g + h) * D + 8 * i, acc[h][i]);
+        if (left >= kPair) {
+          value_pass<FIXED_D, C, kF16C, kPair>(wh, vh, row, n, ahead, oh);
           g += kPair;
-        } else {  // the last heads of the group, one at a time
-          Floats8 acc[kVectors] = {};
-          for (int64_t j = 0; j < n; ++j, vh += row) {
-            const float c = wh[j];
-            for (int64_t i = 0; i < kVectors; ++i) acc[i] += c * load8<kF16C>(vh + 8 * i);
-          }
-          for (int64_t i = 0; i < kVectors; ++i) store8(o + (hk * G + g) * D + 8 * i, acc[i]);
+        } else if (left >= 2) {
+          value_pass<FIXED_D, C, kF16C, 2>(wh, vh, row, n, ahead, oh);
+          g += 2;
+        } else {
+          value_pass<FIXED_D, C, kF16C, 1>(wh, vh, row, n, ahead, oh);
           g += 1;
         }
       }
