@@ -18,18 +18,14 @@ It is a `StepXnnpackPartitioner` (step_partitions.py): `PrecheckedXnnpackPartiti
 
 from __future__ import annotations
 
-from executorch.exir.dialects.edge._ops import EdgeOpOverload
 from executorch.exir.graph_module import get_control_flow_submodules
 from executorch.exir.program._program import _remove_invalid_ops_for_not_decompose
 
-from seqedge.exporters.executorch.step_partitions import StepXnnpackPartitioner
+from seqedge.exporters.executorch.step_partitions import StepXnnpackPartitioner, aten
 
 
 def kept_nodes(program, ops) -> list:
     """The nodes of `program` (its control-flow bodies included) that call one of `ops`, as ATen or edge ops."""
-    def aten(target):
-        return target._op if isinstance(target, EdgeOpOverload) else target
-
     modules = [program.graph_module] + [m for _, m, _ in get_control_flow_submodules(program.graph_module)]
     return [n for m in modules for n in m.graph.nodes if n.op == "call_function" and aten(n.target) in ops]
 

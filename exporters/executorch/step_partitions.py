@@ -30,20 +30,26 @@ STEP_MOVE = "a step's add, slice or reshape of a few numbers: cheaper in ExecuTo
             "XNNPACK call (exporters/executorch/step_partitions.py)"
 
 
+def aten(target):
+    """The ATen op behind an edge op (`target` itself otherwise)."""
+    return target._op if isinstance(target, EdgeOpOverload) else target
+
+
 def moves_only(partition) -> bool:
     """Whether every call of `partition` is one of MOVES (as an ATen or an edge op)."""
-    def aten(target):
-        return target._op if isinstance(target, EdgeOpOverload) else target
-
     return all(aten(n.target) in MOVES for n in partition.nodes if n.op == "call_function")
 
 
 def without_lone_moves(partitions: list) -> list:
     """`partitions` less those of moves only, whose nodes are marked (LEFT_OUT)."""
-    for partition in filter(moves_only, partitions):
+    kept = []
+    for partition in partitions:
+        if not moves_only(partition):
+            kept.append(partition)
+            continue
         for node in partition.nodes:
             node.meta[LEFT_OUT] = STEP_MOVE
-    return [p for p in partitions if not moves_only(p)]
+    return kept
 
 
 class StepXnnpackPartitioner(XnnpackPartitioner):
