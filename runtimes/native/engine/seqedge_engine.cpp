@@ -182,13 +182,20 @@ int64_t argmax(const float* p, int64_t n) {
 // groups of 16 rows. A newer program is refused by name, not run.
 constexpr long kRunnerContract = 3;
 
-// One state tensor: its bytes live here between calls. A program whose outputs are not memory-planned writes
-// the new state into `next`, swapped with `data` after the call (no copy out of the method's arena); one whose
-// inputs are not memory-planned either reads `data` where it lies (no copy in: Method::set_input shares it).
+// One state tensor: its bytes live here between calls, in two buffers. A method reads the state in `buf[cur]`
+// and, where its outputs are not memory-planned, writes the new one into `buf[1 - cur]`, which then becomes the
+// state (no copy out of the method's arena); one whose inputs are not memory-planned either reads the state
+// where it lies (no copy in: Method::set_input shares it). Each buffer's tensor (`view`) is made once and a step
+// binds these: making two tensors per state each step was 96 for mamba-130m, each a handful of allocations
+// (runner builds alternated, 6 fresh pairs: mamba-130m decode x1.00-1.03, llama-135m x1.01).
 struct StateTensor {
   std::vector<executorch::aten::SizesType> sizes;
   ScalarType dtype;
-  std::vector<uint8_t> data, next;
+  std::vector<uint8_t> buf[2];
+  TensorPtr view[2];
+  int cur = 0;
+  uint8_t* data() { return buf[cur].data(); }
+  size_t nbytes() const { return buf[0].size(); }
 };
 
 // The outputs of `method` that are not memory-planned, by index: the caller gives the method their memory.
@@ -221,20 +228,18 @@ struct Engine::Impl {
   std::map<std::string, std::vector<size_t>> unplanned;  // method -> its outputs outside the arena
   std::map<std::string, std::vector<executorch::aten::SizesType>> logits_shape;  // method -> (1, T, V)
   std::vector<float> logits_out;  // where a method writes logits that are not memory-planned
+  std::map<std::string, TensorPtr> logits_view;  // method -> its logits' tensor over logits_out
 
   // Run one method on `tokens` with the carried state; keep the new state and the last position's logits.
   int64_t run(const char* method, std::vector<int64_t> tokens) {
     std::vector<EValue> inputs;
-    std::vector<TensorPtr> keep, outs;
-    keep.push_back(executorch::extension::from_blob(tokens.data(), {1, (int)tokens.size()}, ScalarType::Long));
-    for (auto& s : state) keep.push_back(executorch::extension::from_blob(s.data.data(), s.sizes, s.dtype));
-    for (auto& t : keep) inputs.emplace_back(*t);
-    for (size_t i : unplanned.at(method)) {  // written where it is told: the logits here, the state into `next`
-      if (i == 0)
-        outs.push_back(executorch::extension::from_blob(logits_out.data(), logits_shape.at(method), ScalarType::Float));
-      else
-        outs.push_back(executorch::extension::from_blob(state[i - 1].next.data(), state[i - 1].sizes, state[i - 1].dtype));
-      if (module->set_output(method, *outs.back(), i) != executorch::runtime::Error::Ok)
+    inputs.reserve(1 + state.size());
+    const TensorPtr ids = executorch::extension::from_blob(tokens.data(), {1, (int)tokens.size()}, ScalarType::Long);
+    inputs.emplace_back(*ids);
+    for (auto& s : state) inputs.emplace_back(*s.view[s.cur]);
+    for (size_t i : unplanned.at(method)) {  // written where it is told: the logits here, the state into the other buffer
+      const TensorPtr& out = i == 0 ? logits_view.at(method) : state[i - 1].view[1 - state[i - 1].cur];
+      if (module->set_output(method, *out, i) != executorch::runtime::Error::Ok)
         throw Error(program + ": cannot set output " + std::to_string(i) + " of " + method);
     }
     auto out = module->execute(method, inputs);
@@ -243,12 +248,13 @@ struct Engine::Impl {
     if (!(*out)[0].isTensor())  // (the output count was checked against the state at load)
       throw Error(program + ": " + method + " returned no logits tensor");
     for (size_t i = 0; i < state.size(); ++i) {  // carry the new state
+      StateTensor& s = state[i];
       const auto& t = (*out)[i + 1].toTensor();
-      if (size_t(t.nbytes()) != state[i].data.size()) throw Error(program + ": state output " + std::to_string(i + 1) + " changed size");
-      if (t.const_data_ptr() == static_cast<const void*>(state[i].next.data()))
-        state[i].data.swap(state[i].next);
+      if (size_t(t.nbytes()) != s.nbytes()) throw Error(program + ": state output " + std::to_string(i + 1) + " changed size");
+      if (t.const_data_ptr() == static_cast<const void*>(s.buf[1 - s.cur].data()))
+        s.cur = 1 - s.cur;
       else  // the method's own memory
-        std::memcpy(state[i].data.data(), t.const_data_ptr(), state[i].data.size());
+        std::memcpy(s.data(), t.const_data_ptr(), s.nbytes());
     }
     const auto& l = (*out)[0].toTensor();
     if (l.scalar_type() != ScalarType::Float) throw Error(program + ": logits are not float32");
@@ -307,10 +313,12 @@ Engine::Engine(const std::string& artifact, int threads) : impl_(std::make_uniqu
       s.sizes.push_back(d);
       numel *= d;
     }
-    s.data.assign(numel * executorch::runtime::elementSize(s.dtype), 0);
-    s.next = s.data;
+    s.buf[0].assign(numel * executorch::runtime::elementSize(s.dtype), 0);
+    s.buf[1] = s.buf[0];
     m.state.push_back(std::move(s));
   }
+  for (auto& s : m.state)  // (the buffers stay where they are: their sizes never change)
+    for (int b : {0, 1}) s.view[b] = executorch::extension::from_blob(s.buf[b].data(), s.sizes, s.dtype);
   for (const char* method : {"prefill", "decode"}) {
     auto& unplanned = m.unplanned[method] = outputs_outside_the_arena(*m.module, m.program, method);
     auto mm = m.module->method_meta(method);
@@ -319,7 +327,7 @@ Engine::Engine(const std::string& artifact, int threads) : impl_(std::make_uniqu
                   std::to_string(m.state.size()) + " state tensors");
     for (size_t i : unplanned) {  // an output the method writes into the engine's memory must be the size it holds
       auto tm = mm->output_tensor_meta(i);
-      const size_t held = i == 0 ? tm->nbytes() : m.state[i - 1].data.size();
+      const size_t held = i == 0 ? tm->nbytes() : m.state[i - 1].nbytes();
       if (tm->nbytes() != held || (i > 0 && tm->scalar_type() != m.state[i - 1].dtype) ||
           (i == 0 && tm->scalar_type() != ScalarType::Float))
         throw Error(m.program + ": output " + std::to_string(i) + " of " + method + " does not match the state it carries");
@@ -329,6 +337,8 @@ Engine::Engine(const std::string& artifact, int threads) : impl_(std::make_uniqu
       }
     }
   }
+  for (const auto& [method, shape] : m.logits_shape)  // over logits_out at its final size
+    m.logits_view[method] = executorch::extension::from_blob(m.logits_out.data(), shape, ScalarType::Float);
 }
 
 Engine::~Engine() = default;
@@ -377,7 +387,7 @@ int64_t Engine::prefill(const std::vector<int64_t>& ids) {
 int64_t Engine::decode(int64_t id) { return impl_->run("decode", {id}); }
 
 void Engine::reset() {
-  for (auto& s : impl_->state) std::fill(s.data.begin(), s.data.end(), 0);
+  for (auto& s : impl_->state) std::fill(s.buf[s.cur].begin(), s.buf[s.cur].end(), 0);
   impl_->logits.clear();
   impl_->last = nullptr;
   impl_->last_vocab = 0;
