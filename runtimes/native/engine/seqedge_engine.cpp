@@ -226,7 +226,6 @@ struct Engine::Impl {
   int64_t last_vocab = 0;
   std::vector<float> logits;
   std::map<std::string, std::vector<size_t>> unplanned;  // method -> its outputs outside the arena
-  std::map<std::string, std::vector<executorch::aten::SizesType>> logits_shape;  // method -> (1, T, V)
   std::vector<float> logits_out;  // where a method writes logits that are not memory-planned
   std::map<std::string, TensorPtr> logits_view;  // method -> its logits' tensor over logits_out
 
@@ -319,6 +318,7 @@ Engine::Engine(const std::string& artifact, int threads) : impl_(std::make_uniqu
   }
   for (auto& s : m.state)  // (the buffers stay where they are: their sizes never change)
     for (int b : {0, 1}) s.view[b] = executorch::extension::from_blob(s.buf[b].data(), s.sizes, s.dtype);
+  std::map<std::string, std::vector<executorch::aten::SizesType>> logits_shape;  // method -> (1, T, V), unplanned
   for (const char* method : {"prefill", "decode"}) {
     auto& unplanned = m.unplanned[method] = outputs_outside_the_arena(*m.module, m.program, method);
     auto mm = m.module->method_meta(method);
@@ -332,12 +332,12 @@ Engine::Engine(const std::string& artifact, int threads) : impl_(std::make_uniqu
           (i == 0 && tm->scalar_type() != ScalarType::Float))
         throw Error(m.program + ": output " + std::to_string(i) + " of " + method + " does not match the state it carries");
       if (i == 0) {
-        m.logits_shape[method].assign(tm->sizes().begin(), tm->sizes().end());
+        logits_shape[method].assign(tm->sizes().begin(), tm->sizes().end());
         m.logits_out.resize(std::max(m.logits_out.size(), tm->nbytes() / sizeof(float)));
       }
     }
   }
-  for (const auto& [method, shape] : m.logits_shape)  // over logits_out at its final size
+  for (const auto& [method, shape] : logits_shape)  // over logits_out at its final size
     m.logits_view[method] = executorch::extension::from_blob(m.logits_out.data(), shape, ScalarType::Float);
 }
 
