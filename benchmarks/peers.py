@@ -203,13 +203,18 @@ def random_weights(shape: str) -> Path:
 
 # ---- llama.cpp ------------------------------------------------------------------------------------------
 
-def llama_cpp() -> Path:
-    """llama-bench and llama-quantize, built once from the llama-cpp-python sdist's vendored llama.cpp."""
+def llama_cpp(amx: bool = True) -> Path:
+    """llama-bench and llama-quantize, built once from the llama-cpp-python sdist's vendored llama.cpp; with
+    `amx=False` a second build in build-no-amx, which is used from then on (see llama_bench)."""
+    from seqedge.bench.peers import NO_AMX_BUILD as NO_AMX  # the folder `seqedge bench --peers` looks in first
+
     version, url, sha = LLAMA_CPP_PYTHON
     root = PEERS / f"llama.cpp-{version}"
-    bench = root / "build" / "bin" / "llama-bench"
-    if bench.is_file():
-        return root / "build" / "bin"
+    if (root / NO_AMX / "bin" / "llama-bench").is_file():  # this machine needed it once
+        return root / NO_AMX / "bin"
+    build = root / ("build" if amx else NO_AMX)
+    if (build / "bin" / "llama-bench").is_file():
+        return build / "bin"
     root.mkdir(parents=True, exist_ok=True)
     tar = root / "sdist.tar.gz"
     if not tar.is_file():
@@ -218,16 +223,25 @@ def llama_cpp() -> Path:
     if hashlib.sha256(tar.read_bytes()).hexdigest() != sha:
         tar.unlink()
         sys.exit(f"peers: {url} does not have sha256 {sha}")
-    with tarfile.open(tar) as t:
-        t.extractall(root, filter="data")
     src = root / f"llama_cpp_python-{version}" / "vendor" / "llama.cpp"
+    if not src.is_dir():
+        with tarfile.open(tar) as t:
+            t.extractall(root, filter="data")
     cmake = shutil.which("cmake", path=str(Path(sys.executable).parent)) or "cmake"
-    run([cmake, "-S", str(src), "-B", str(root / "build"), "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
-         "-DLLAMA_OPENSSL=OFF", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF"])
-    run([cmake, "--build", str(root / "build"), "--parallel", "2", "--target", "llama-bench", "llama-quantize"])
-    return root / "build" / "bin"
+    flags = [] if amx else [f"-DCMAKE_C_FLAGS={NO_AMX_FLAGS}", f"-DCMAKE_CXX_FLAGS={NO_AMX_FLAGS}"]
+    run([cmake, "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
+         "-DLLAMA_OPENSSL=OFF", "-DBUILD_SHARED_LIBS=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+         *flags])
+    run([cmake, "--build", str(build), "--parallel", "2", "--target", "llama-bench", "llama-quantize"])
+    return build / "bin"
 
 
+# -DGGML_NATIVE=ON compiles ggml's AMX kernels on a CPU that lists AMX. In a Firecracker VM on a Xeon with AMX
+# (kernel 6.18) llama-bench 0.3.36 died of SIGILL on `tilezero` in ggml_backend_amx_mul_mat, although ggml had
+# been granted the tile state (ARCH_REQ_XCOMP_PERM) and a small program loading a tile config and zeroing a
+# tile runs there. -mno-amx-* after -march=native still drops them (GCC keeps explicit -mno- flags), so this
+# build is the same native build with ggml's AVX-512 kernels in place of the AMX ones.
+NO_AMX_FLAGS = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
 
 
 # llama.cpp's converter refuses a BPE pre-tokenizer whose hash it does not list (SmolLM2's tokenizer as
@@ -269,9 +283,17 @@ def ggufs(folder: Path) -> dict[str, Path]:
 
 
 def llama_bench(gguf: Path, threads: int, prompts: list[int], depths: list[int], decode: int) -> dict:
-    from seqedge.bench.peers import llama_bench_rows  # the same invocation `seqedge bench --peers` uses
+    from seqedge.bench.peers import NO_AMX_BUILD, llama_bench_rows  # the invocation `seqedge bench --peers` uses
+    from seqedge.errors import InternalError
 
-    pp, tg = llama_bench_rows(llama_cpp() / "llama-bench", gguf, threads, prompts, depths, decode)
+    bench = llama_cpp() / "llama-bench"
+    try:
+        pp, tg = llama_bench_rows(bench, gguf, threads, prompts, depths, decode)
+    except InternalError as e:
+        if "SIGILL" not in str(e) or bench.parent.parent.name == NO_AMX_BUILD:
+            raise
+        print(f"peers: {e}; building llama.cpp again without its AMX kernels ({NO_AMX_FLAGS})", flush=True)
+        pp, tg = llama_bench_rows(llama_cpp(amx=False) / "llama-bench", gguf, threads, prompts, depths, decode)
     return {"prefill": {r["n_prompt"]: r["avg_ts"] for r in pp}, "decode": {r["n_depth"]: r["avg_ts"] for r in tg},
             "weights_mb": pp[0]["model_size"] / 1e6, "kv_bytes": 2}  # llama.cpp's default KV cache: f16
 

@@ -376,3 +376,21 @@ def test_peers_are_refused_until_built_and_measured_in_the_same_run_when_built(t
     monkeypatch.setenv("SEQEDGE_CACHE", str(tmp_path))
     r = CliRunner().invoke(app, ["bench", "llama-135m", "--device", "host", "--no-host", "--peers"])
     assert r.exit_code == 2 and "--peers needs llama.cpp" in r.output and "benchmarks/peers.py" in r.output
+
+
+@pytest.mark.parametrize("builds", [("build",), ("build", "build-no-amx")])
+def test_the_llama_cpp_that_runs_here_is_timed_and_one_that_dies_says_of_what(tmp_path, monkeypatch, builds):
+    """benchmarks/peers.py builds llama.cpp again without AMX where its native build died of SIGILL (a VM whose
+    AMX kernels fault): `seqedge bench --peers` then runs that build, and a llama-bench killed by a signal is
+    reported by the signal's name, not as a bare exit code."""
+    from seqedge.bench.peers import llama_bench, llama_bench_rows
+
+    monkeypatch.setenv("SEQEDGE_CACHE", str(tmp_path))
+    for build in builds:
+        exe = tmp_path / "peers" / "llama.cpp-0.3.36" / build / "bin" / "llama-bench"
+        exe.parent.mkdir(parents=True)
+        exe.write_text("#!/bin/sh\nkill -ILL $$\n")  # as the AMX build died: SIGILL before any output
+        exe.chmod(0o755)
+    assert llama_bench() == exe  # the last build made: the one without AMX where there are two
+    with pytest.raises(SeqedgeError, match="llama-bench failed \\(killed by SIGILL\\)"):
+        llama_bench_rows(exe, tmp_path / "model.gguf", 2, [16], [0], 4)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -28,9 +29,17 @@ def peers_dir() -> Path:
     return Path(os.environ.get("SEQEDGE_CACHE", Path.home() / ".cache" / "seqedge")) / "peers"
 
 
+# benchmarks/peers.py builds llama.cpp in build/, and again in this folder where that build's AMX kernels died
+# of SIGILL on the machine: the second is then the one that runs here.
+NO_AMX_BUILD = "build-no-amx"
+
+
 def llama_bench() -> Path | None:
-    found = sorted(peers_dir().glob("llama.cpp-*/build/bin/llama-bench"))
-    return found[-1] if found else None
+    for build in (NO_AMX_BUILD, "build"):
+        found = sorted(peers_dir().glob(f"llama.cpp-*/{build}/bin/llama-bench"))
+        if found:
+            return found[-1]
+    return None
 
 
 def _same_shape(a: ModelShape, b: ModelShape) -> bool:
@@ -99,6 +108,15 @@ def _run(cmd: list[str]) -> list[dict]:
     except json.JSONDecodeError:
         rows = None
     if proc.returncode != 0 or not isinstance(rows, list) or not rows:
-        raise InternalError(f"llama-bench failed (exit {proc.returncode}): "
+        how = f"exit {proc.returncode}" if proc.returncode >= 0 else f"killed by {_signal_name(-proc.returncode)}"
+        raise InternalError(f"llama-bench failed ({how}): "
                             f"{(proc.stderr.strip().splitlines() or ['no output'])[-1][:200]}", stage="benchmark")
     return rows
+
+
+def _signal_name(number: int) -> str:
+    """SIGILL for 4: a llama.cpp built for another CPU (or with kernels this machine does not run) dies so."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
