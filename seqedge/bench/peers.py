@@ -109,8 +109,10 @@ def _run(cmd: list[str]) -> list[dict]:
         rows = None
     if proc.returncode != 0 or not isinstance(rows, list) or not rows:
         how = f"exit {proc.returncode}" if proc.returncode >= 0 else f"killed by {_signal_name(-proc.returncode)}"
+        hint = ("an instruction this CPU does not run: `python benchmarks/peers.py` builds llama.cpp again without "
+                "its AMX kernels" if proc.returncode == -signal.SIGILL else "")
         raise InternalError(f"llama-bench failed ({how}): "
-                            f"{(proc.stderr.strip().splitlines() or ['no output'])[-1][:200]}", stage="benchmark")
+                            f"{(proc.stderr.strip().splitlines() or ['no output'])[-1][:200]}", hint, stage="benchmark")
     return rows
 
 
