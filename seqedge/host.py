@@ -1,8 +1,9 @@
 """The `host` device profile, built at run time from this machine.
 
 Cores from the scheduler's affinity, ISA flags from the OS (/proc/cpuinfo), memory from /proc/meminfo,
-and a measured copy bandwidth, cached in ~/.cache/seqedge/host.json (keyed by CPU model and core
-count; delete the file to re-measure) — only when no other process used half a core or more while it was
+a measured copy bandwidth, and the last-level cache (its size from /sys/devices/system/cpu, a copy bandwidth
+over a buffer that fits in it: the roofline reads a step's bytes at that rate where they fit), cached in
+~/.cache/seqedge/host.json (keyed by CPU model and core count; delete the file to re-measure) — only when no other process used half a core or more while it was
 measured (bench/measure.py:busy), so a calibration taken on a busy machine is not kept for later runs.
 Peak compute is an ESTIMATE from the vector width the flags show.
 """
@@ -53,29 +54,55 @@ def _flops_per_cycle(isa: set[str]) -> int:
     return 8
 
 
-def _measured_bandwidth(key: str, threads: int) -> float:
+def last_level_cache_mb(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> float:
+    """The size of CPU 0's highest-level data or unified cache in MB (0 where the OS does not say)."""
+    best = (0, 0.0)
+    for index in root.glob("index*"):
+        try:
+            if (index / "type").read_text().strip() not in ("Data", "Unified"):
+                continue
+            level, size = int((index / "level").read_text()), (index / "size").read_text().strip()
+            mb = float(size[:-1]) * {"K": 1 / 1024, "M": 1.0, "G": 1024.0}[size[-1]] if size[-1] in "KMG" else \
+                float(size) / 2**20
+        except (OSError, ValueError):
+            continue
+        best = max(best, (level, mb))
+    return round(best[1], 2)
+
+
+def _measured_bandwidth(key: str, threads: int) -> dict[str, float]:
+    """{"copy_bandwidth_gbs", "cache_mb", "cache_copy_bandwidth_gbs"}: memory's copy bandwidth (1 GiB), the
+    last-level cache's size, and the copy bandwidth over a buffer that fits in roofline.CACHE_SHARE of it."""
     try:
         cached = json.loads(CACHE.read_text())
         if cached.get("key") == key:
-            return float(cached["copy_bandwidth_gbs"])
-    except (OSError, ValueError, KeyError):
+            return {k: float(cached[k]) for k in ("copy_bandwidth_gbs", "cache_mb", "cache_copy_bandwidth_gbs")}
+    except (OSError, ValueError, KeyError, TypeError):
         pass
     from seqedge.bench.bandwidth import copy_bandwidth_gbs
     from seqedge.bench.child import MachineState
     from seqedge.bench.measure import busy
+    from seqedge.bench.roofline import CACHE_SHARE
 
+    cache_mb = last_level_cache_mb()
     with MachineState() as state:
-        bw = round(copy_bandwidth_gbs(threads=threads), 2)
+        out = {"copy_bandwidth_gbs": round(copy_bandwidth_gbs(threads=threads), 2), "cache_mb": cache_mb,
+               "cache_copy_bandwidth_gbs": 0.0}
+        mib = min(64, int(cache_mb * CACHE_SHARE / 2))  # source and destination both in the cache's share
+        if mib >= 1:
+            out["cache_copy_bandwidth_gbs"] = round(copy_bandwidth_gbs(mib=mib, repeats=8, threads=threads), 2)
+    if not out["cache_copy_bandwidth_gbs"]:
+        out["cache_mb"] = 0.0  # too small to measure apart from the core's own caches: not counted
     if busy(state.to_json(), threads):  # a figure taken while other processes ran is used once, never kept
-        return bw
+        return out
     try:
         CACHE.parent.mkdir(parents=True, exist_ok=True)
         tmp = CACHE.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": key, "copy_bandwidth_gbs": bw}))
+        tmp.write_text(json.dumps({"key": key, **out}))
         tmp.replace(CACHE)
     except OSError:
         pass  # a read-only home: measure again next time
-    return bw
+    return out
 
 
 def host_isa(info: dict[str, str] | None = None) -> tuple[str, ...]:
@@ -91,7 +118,8 @@ def host_profile() -> Profile:
     isa = host_isa(info)
     model = info.get("model name") or info.get("Hardware") or platform.processor() or platform.machine()
     ghz = round(float(info.get("cpu MHz", 0) or 0) / 1000, 2) or 2.0
-    bw = _measured_bandwidth(f"{model}|{cores}", cores)
+    measured = _measured_bandwidth(f"{model}|{cores}", cores)
+    bw = measured["copy_bandwidth_gbs"]
     fp32 = round(cores * ghz * _flops_per_cycle(set(isa)), 1)
     peak = {"fp32": fp32, "int8": fp32 * 4}
     if set(isa) & {"avx512_bf16", "amx_bf16"}:
@@ -111,5 +139,7 @@ def host_profile() -> Profile:
     unit = ComputeUnit("cpu", "cpu", bw, peak, runtimes, cores=cores, core=model, ghz=ghz)
     return Profile(name="host", display_name=f"this machine ({model})", kind="host", soc=model,
                    memory_gb=_memory_gb(), memory_bandwidth_gbs=bw, isa=isa, units=(unit,),
-                   sources=("measured at run time: /proc/cpuinfo, /proc/meminfo, copy bandwidth",
+                   cache_mb=measured["cache_mb"], cache_bandwidth_gbs=measured["cache_copy_bandwidth_gbs"],
+                   sources=("measured at run time: /proc/cpuinfo, /proc/meminfo, /sys/devices/system/cpu (the "
+                            "last-level cache), copy bandwidth over 1 GiB and over a buffer in that cache",
                             "peak compute: ESTIMATE from vector width"), path=str(CACHE))

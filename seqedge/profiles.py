@@ -83,6 +83,11 @@ class Profile:
     units: tuple[ComputeUnit, ...]
     sources: tuple[str, ...] = ()
     path: str = ""
+    # A last-level cache that a step's bytes stay in between steps when they fit (roofline.CACHE_SHARE of it),
+    # read at `cache_bandwidth_gbs` (copy bandwidth over a buffer that fits) instead of memory's: a server CPU's
+    # 300 MB L3 holds a 130M-class model's weights. 0: not counted (a phone's system cache is a few MB).
+    cache_mb: float = 0.0
+    cache_bandwidth_gbs: float = 0.0
 
     @property
     def cpu_units(self) -> list[ComputeUnit]:
@@ -196,6 +201,9 @@ def _check(obj, path: str, prefix: str) -> None:
                 raise _fail(path, k, "a positive number", getattr(obj, k))
         if not obj.units:
             raise _fail(path, "units", "a non-empty list of compute units")
+        if obj.cache_mb < 0 or obj.cache_bandwidth_gbs < 0 or (obj.cache_mb > 0) != (obj.cache_bandwidth_gbs > 0):
+            raise _fail(path, "cache_mb", "0, or positive together with a positive cache_bandwidth_gbs",
+                        (obj.cache_mb, obj.cache_bandwidth_gbs))
 
 
 def parse_profile(data: Any, path: str) -> Profile:

@@ -66,6 +66,45 @@ def test_roofline_terms_follow_the_model():
     assert 3.0 < q4.tok_s / dec[128].tok_s < 6.4  # 32 -> 5 bits per weight, embedding row and norms aside
 
 
+def test_a_step_that_fits_in_the_last_level_cache_reads_at_its_rate():
+    """A profile's last-level cache (the host's: its size from sysfs and a copy over a buffer inside it) serves a
+    step whose bytes fit in CACHE_SHARE of it: mamba-130m int4 (~80 MB) in a 300 MB cache is projected at the
+    cache's rate; in a 32 MB one, and fp32 llama-135m (~540 MB) in either, at memory's."""
+    import dataclasses
+
+    from seqedge.bench.roofline import CACHE_SHARE
+
+    cal, memory = calibration()["cpu"], hardware(load_profile("pixel8"), "cpu")
+    small, large = (ModelShape.of_config({"family": f, **FAMILIES[f].presets[p]})
+                    for f, p in (("mamba", "mamba-130m"), ("transformer", "llama-135m")))
+    for cache_mb in (300.0, 32.0):
+        hw = dataclasses.replace(memory, cache_mb=cache_mb, cache_bandwidth_gbs=3 * memory.bandwidth_gbs)
+        q4, fp32 = (project(s, "decode", b, f, hw, cal, context=16)
+                    for s, b, f in ((small, weight_bits("int4", 32), "int4"), (large, 32, "fp32")))
+        plain = project(small, "decode", weight_bits("int4", 32), "int4", memory, cal, context=16)
+        fits = q4.bytes <= CACHE_SHARE * cache_mb * 1e6
+        assert fits == (cache_mb == 300.0) and fp32.bytes > CACHE_SHARE * cache_mb * 1e6
+        assert q4.memory_s == pytest.approx(plain.memory_s / (3 if fits else 1))
+        assert fp32.hardware["bandwidth_used"] == memory.bandwidth_gbs and "(memory)" in fp32.explain()
+        assert ("300 MB last-level cache" in q4.explain()) == fits
+
+
+def test_the_last_level_cache_is_read_from_sysfs(tmp_path):
+    from seqedge.host import last_level_cache_mb
+
+    for index, (kind, level, size) in enumerate([("Data", 1, "48K"), ("Instruction", 1, "32K"),
+                                                 ("Unified", 2, "2048K"), ("Unified", 3, "300M"),
+                                                 ("Instruction", 4, "1G")]):
+        d = tmp_path / f"index{index}"
+        d.mkdir()
+        for name, value in (("type", kind), ("level", level), ("size", size)):
+            (d / name).write_text(f"{value}\n")
+    assert last_level_cache_mb(tmp_path) == 300.0
+    (tmp_path / "index3" / "size").write_text("garbage\n")  # unreadable: the next level down
+    assert last_level_cache_mb(tmp_path) == 2.0
+    assert last_level_cache_mb(tmp_path / "missing") == 0.0
+
+
 def test_projection_from_a_config_alone():
     res = bench(BenchPlan([str(SHARED_CONFIGS / "llama-3.2-1b.json")], device="galaxy-s24", quant="int4",
                           prompt_lengths=[128, 1024, 4096]))
@@ -197,7 +236,8 @@ def test_device_projection_does_not_depend_on_the_host_threads(onnx_artifact):
         bench(BenchPlan([str(onnx_artifact)], device="pixel8", threads=0))
 
 
-# shapes whose weights (~100 MB fp32) do not fit in cache, unlike the reference shapes of the overhead constants
+# shapes whose weights (~100 MB fp32) do not fit in a core's caches, unlike the reference shapes of the overhead
+# constants (a last-level cache that holds them, 300 MB on a Xeon here, is the profile's cache tier)
 CHECK_SHAPES = {"transformer": dict(hidden_size=512, num_hidden_layers=8, intermediate_size=1536,
                                     num_attention_heads=8, num_key_value_heads=4),
                 "mamba": dict(hidden_size=768, num_hidden_layers=8)}

@@ -99,6 +99,7 @@ def _break(name, mutate):
     (lambda d: d["units"][0]["peak"].update(fp8=1.0), "units[0].peak.fp8", "a dtype"),
     (lambda d: d["units"][0].update(kind="dsp"), "units[0].kind", "one of cpu, gpu, npu"),
     (lambda d: d.update(colour="blue"), "colour", "one of"),
+    (lambda d: d.update(cache_mb=300.0), "cache_mb", "positive together with a positive cache_bandwidth_gbs"),
 ])
 def test_broken_profiles_name_file_and_key(tmp_path, mutate, key, expected):
     path = tmp_path / "broken.toml"
@@ -263,7 +264,7 @@ def test_a_bandwidth_measured_while_busy_is_used_but_not_kept(tmp_path, monkeypa
     monkeypatch.setattr(seqedge.host, "CACHE", tmp_path / "host.json")
     burn = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
-        bw = seqedge.host._measured_bandwidth("test-cpu|2", threads=2)
+        bw = seqedge.host._measured_bandwidth("test-cpu|2", threads=2)["copy_bandwidth_gbs"]
     finally:
         for b in burn:
             b.kill()

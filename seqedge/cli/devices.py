@@ -59,7 +59,9 @@ def show_cmd(device: DeviceArg, as_json: Annotated[bool, typer.Option("--json")]
         typer.echo(json.dumps(dataclasses.asdict(p), indent=2))
         return
     console.print(f"[bold]{p.display_name}[/] ({p.name}, {p.kind}) · {p.soc} · {p.memory_gb:g} GB · "
-                  f"{p.memory_bandwidth_gbs:g} GB/s · ISA {', '.join(p.isa)} · default threads {p.default_threads()}")
+                  f"{p.memory_bandwidth_gbs:g} GB/s" +
+                  (f" · last-level cache {p.cache_mb:g} MB at {p.cache_bandwidth_gbs:g} GB/s" if p.cache_mb else "") +
+                  f" · ISA {', '.join(p.isa)} · default threads {p.default_threads()}")
     table = Table()
     for col in ("unit", "cores", "peak (GFLOP/s, GOP/s)", "bandwidth", "runtimes (preferred first)"):
         table.add_column(col)
