@@ -2,9 +2,10 @@
 
 Cores from the scheduler's affinity, ISA flags from the OS (/proc/cpuinfo), memory from /proc/meminfo,
 a measured copy bandwidth, and the last-level cache (its size from /sys/devices/system/cpu, a copy bandwidth
-over a buffer that fits in it: the roofline reads a step's bytes at that rate where they fit), cached in
-~/.cache/seqedge/host.json (keyed by CPU model and core count; delete the file to re-measure) — only when no other process used half a core or more while it was
-measured (bench/measure.py:busy), so a calibration taken on a busy machine is not kept for later runs.
+over a buffer that fits in it: the roofline reads a step's bytes at that rate where they fit). The figures
+are cached in ~/.cache/seqedge/host.json (keyed by CPU model and core count; delete the file to re-measure)
+only when no other process used half a core or more while they were measured (bench/measure.py:busy), so a
+calibration taken on a busy machine is not kept for later runs.
 Peak compute is an ESTIMATE from the vector width the flags show.
 """
 
