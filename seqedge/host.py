@@ -57,17 +57,17 @@ def _flops_per_cycle(isa: set[str]) -> int:
 
 def last_level_cache_mb(root: Path = Path("/sys/devices/system/cpu/cpu0/cache")) -> float:
     """The size of CPU 0's highest-level data or unified cache in MB (0 where the OS does not say)."""
+    unit = {"K": 2**10, "M": 2**20, "G": 2**30}  # sysfs writes "307200K"
     best = (0, 0.0)
     for index in root.glob("index*"):
         try:
             if (index / "type").read_text().strip() not in ("Data", "Unified"):
                 continue
             level, size = int((index / "level").read_text()), (index / "size").read_text().strip()
-            mb = float(size[:-1]) * {"K": 1 / 1024, "M": 1.0, "G": 1024.0}[size[-1]] if size[-1] in "KMG" else \
-                float(size) / 2**20
+            nbytes = float(size[:-1]) * unit[size[-1]] if size[-1:] in unit else float(size)
         except (OSError, ValueError):
             continue
-        best = max(best, (level, mb))
+        best = max(best, (level, nbytes / 2**20))
     return round(best[1], 2)
 
 
