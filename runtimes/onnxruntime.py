@@ -22,7 +22,7 @@ from torch import Tensor
 
 from seqedge.errors import CorruptFileError, UnsupportedError
 from seqedge.runtimes.base import ArtifactRunner
-from seqedge.runtimes.ort_kernels import register_for
+from seqedge.runtimes.ort_kernels import register_for, team_threads_for
 
 INSTALL = "pip install onnxruntime>=1.31"
 
@@ -127,7 +127,9 @@ class OnnxRuntimeAdapter(ArtifactRunner):
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
         path = self.path = Path(artifact) / manifest["graphs"]["prefill"]
-        register_for(opts, manifest.get("opset"))  # seqedge's own kernels, when the graph uses them
+        # seqedge's own kernels, when the graph uses them; on their own team of threads where they do all its work
+        self.team_threads = team_threads_for(path, threads) if provider == "CPUExecutionProvider" else 0
+        register_for(opts, manifest.get("opset"), self.team_threads)
         try:
             providers = [provider] + (["CPUExecutionProvider"] if provider != "CPUExecutionProvider" else [])
             self.session = ort.InferenceSession(str(path), opts, providers=providers)

@@ -26,7 +26,7 @@ from seqedge.ops import (
 )
 from seqedge.ops.attention.reference import attention_ref
 from seqedge.ops.int4_matmul import group_rows, int4_gather_ref
-from seqedge.runtimes.ort_kernels import DOMAIN, graph_domains, library, options_for, register_for
+from seqedge.runtimes.ort_kernels import DOMAIN, graph_domains, library, register_for
 from tests.conftest import best_kernel_isa
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "state")
@@ -54,13 +54,20 @@ def operands(Bt, T, D, N, seed=0):
             "state": torch.randn(Bt, D, N, generator=g)}
 
 
-def session(path, threads=2):
-    opts = options_for(path)
-    opts.intra_op_num_threads = threads
+# where a kernel's items run: onnxruntime's intra-op pool of n threads, or seqedge's own team of n (team.h;
+# 3 on a 2-core machine: items that do not split evenly, a worker that is late)
+THREADINGS = [("pool", 1), ("pool", 2), ("team", 2), ("team", 3)]
+
+
+def session(path, threads=("pool", 2)):
+    how, n = threads
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = n
+    register_for(opts, graph_domains(path), team_threads=n if how == "team" else 0)
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", THREADINGS)
 @pytest.mark.parametrize("Bt,T,D,N", [(1, 1, 16, 16), (2, 1, 40, 32), (2, 1, 40, 24), (2, 1, 33, 4), (2, 37, 40, 16),
                                       (1, 300, 33, 4), (2, 600, 40, 16), (3, 5, 7, 64), (2, 3, 1, 1)])
 def test_selective_scan_matches_its_reference(tmp_path, Bt, T, D, N, threads):
@@ -103,7 +110,7 @@ FUSED_CASES = {  # op: (operands(Bt, T, D, size, seed), reference)
 }
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", THREADINGS)
 @pytest.mark.parametrize("Bt,T,D,size", [(1, 1, 16, 16), (2, 1, 40, 32), (2, 1, 40, 4), (2, 37, 40, 4), (1, 300, 33, 4), (2, 600, 40, 4),
                                         (3, 2, 7, 3), (2, 3, 1, 1)])
 @pytest.mark.parametrize("op", FUSED_CASES)
@@ -168,7 +175,7 @@ INT4_CASES = [(1, 1, 576, 40), (2, 3, 96, 17), (1, 37, 128, 5), (1, 2, 48, 9), (
               (1, 4, 544, 70), (2, 9, 48, 50), (1, 20, 1536, 33), (1, 13, 576, 40)]
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", THREADINGS)
 @pytest.mark.parametrize("Bt,T,K,N", INT4_CASES)
 def test_int4_matmul_matches_its_reference(tmp_path, Bt, T, K, N, threads):
     """Decode (one row) and prompts, short (row by row) and long (the prompt kernel); K in whole 128-wide chunks, a
@@ -182,7 +189,7 @@ def test_int4_matmul_matches_its_reference(tmp_path, Bt, T, K, N, threads):
     assert np.abs(y - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", THREADINGS)
 @pytest.mark.parametrize("Bt,T,K,sizes,bias", [
     (1, 1, 96, (40,), True), (1, 1, 1536, (48, 16, 16), False), (1, 1, 1536, (48, 16, 16), True),
     (1, 1, 768, (64, 64), False), (2, 3, 96, (5, 12, 23), True), (2, 3, 96, (5, 12, 23), False),
@@ -230,7 +237,7 @@ def int4_norm_operands(Bt, T, K, N, seed=0):
             "gamma": torch.randn(N, generator=g), "epsilon": torch.tensor([1e-5])}
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", THREADINGS)
 @pytest.mark.parametrize("Bt,T,K,N", [(1, 1, 576, 576), (1, 1, 1536, 768), (2, 3, 96, 40), (1, 37, 128, 70),
                                        (1, 16, 96, 33)])
 def test_int4_skip_rms_norm_matches_its_reference(tmp_path, Bt, T, K, N, threads):
@@ -246,7 +253,7 @@ def test_int4_skip_rms_norm_matches_its_reference(tmp_path, Bt, T, K, N, threads
     assert np.abs(normed - want_normed.numpy()).max() <= 1e-4 * want_normed.abs().max().item()
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", THREADINGS)
 @pytest.mark.parametrize("Bt,T,K,N", [(1, 1, 576, 40), (2, 3, 96, 18), (1, 37, 128, 70), (2, 8, 80, 64),
                                        (1, 11, 96, 34)])
 def test_int4_swiglu_matches_its_reference(tmp_path, Bt, T, K, N, threads):
@@ -267,7 +274,7 @@ GROUPED_CASES = [(1, 1, 576, (48, 16, 32)), (2, 3, 96, (64,)), (1, 37, 128, (32,
                  (1, 1, 1536, (768, 768)), (1, 13, 544, (96,)), (2, 20, 768, (16, 48))]
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", THREADINGS)
 @pytest.mark.parametrize("Bt,T,K,sizes", GROUPED_CASES)
 @pytest.mark.parametrize("op", ["Int4MatMul", "Int4MatMulSwiGLU", "Int4MatMulSkipRmsNorm"])
 def test_int4_grouped_layout_matches_its_reference(tmp_path, op, Bt, T, K, sizes, threads):
@@ -359,7 +366,7 @@ CONV_CASES = [(1, 1, 768, 64, 64, 4, True), (2, 1, 96, 32, 16, 4, True), (1, 37,
               (2, 9, 64, 24, 8, 2, False), (1, 1, 64, 16, 16, 1, True)]
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", THREADINGS)
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("Bt,T,K,D,Z,width,grouped", CONV_CASES)
 def test_int4_matmul_conv_matches_its_reference(tmp_path, Bt, T, K, D, Z, width, grouped, bias, threads):
@@ -436,7 +443,7 @@ SCAN_CASES = [(1, 1, 64, 16, 48, True), (2, 1, 32, 16, 48, True), (1, 37, 48, 16
               (1, 1, 32, 16, 40, False), (2, 5, 40, 8, 24, False)]
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", THREADINGS)
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("Bt,T,D,N,R,grouped", SCAN_CASES)
 def test_int4_mamba_scan_matches_its_reference(tmp_path, Bt, T, D, N, R, grouped, bias, threads):
@@ -630,7 +637,7 @@ ATTENTION_CASES = [(2, 1, 0, 4, 2, 64, False), (2, 1, 300, 6, 2, 64, True), (1, 
                    (1, 70, 0, 4, 1, 128, False), (1, 1, 101, 4, 2, 20, True), (1, 1, 130, 10, 2, 40, False)]
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("threads", THREADINGS)
 @pytest.mark.parametrize("cache", CACHE_TYPES)
 @pytest.mark.parametrize("Bt,T,pos,H,Hkv,hd,packed", ATTENTION_CASES)
 def test_attention_matches_its_reference(tmp_path, Bt, T, pos, H, Hkv, hd, packed, cache, threads):
@@ -812,3 +819,73 @@ def test_the_library_is_registered_only_for_graphs_in_its_domain(tmp_path):
     with pytest.raises(Exception, match="SelectiveScan"):
         ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     assert library().name == "libseqedge_ort_kernels.so" and library().with_suffix(".so.sha256").is_file()
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "257", "-1", "2x", "12345678901234567890"])
+def test_a_team_of_a_count_that_is_not_one_is_refused(value):
+    """The library reads its team's size from the session's config entry (the entries are the caller's, not the
+    graph's) and refuses anything but a count, naming the entry; a count registers."""
+    from seqedge.runtimes.ort_kernels import TEAM_THREADS_KEY
+
+    opts = ort.SessionOptions()
+    opts.add_session_config_entry(TEAM_THREADS_KEY, value)
+    with pytest.raises(Exception, match=TEAM_THREADS_KEY if len(value) < 16 else "buffer|size|large"):
+        opts.register_custom_ops_library(str(library()))
+    opts = ort.SessionOptions()
+    opts.add_session_config_entry(TEAM_THREADS_KEY, "3")
+    opts.register_custom_ops_library(str(library()))
+
+
+@pytest.mark.parametrize("nodes, team", [
+    ([(DOMAIN, "SelectiveScan")], True),
+    ([(DOMAIN, "SelectiveScan"), ("", "Add"), ("", "Reshape"), ("com.microsoft", "SkipSimplifiedLayerNormalization")],
+     True),
+    ([(DOMAIN, "SelectiveScan"), ("", "MatMul")], False),
+    ([(DOMAIN, "Int4MatMul"), ("com.microsoft", "MatMulNBits")], False),
+    ([(DOMAIN, "Attention"), ("", "LSTM")], False),
+    ([(DOMAIN, "MambaScan"), ("", "Scan")], False),  # a subgraph's nodes are onnxruntime's to thread
+    ([("", "Add")], False),  # nothing of seqedge's: the library is not even registered
+])
+def test_a_graph_runs_on_the_team_only_where_its_work_is_all_seqedges(tmp_path, nodes, team):
+    from seqedge.runtimes.ort_kernels import team_threads_for
+
+    graph = helper.make_graph(
+        [helper.make_node(op, ["x"], [f"y{i}"], domain=domain) for i, (domain, op) in enumerate(nodes)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, None) for i in range(len(nodes))])
+    path = tmp_path / "g.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]).SerializeToString())
+    assert team_threads_for(path, 3) == (3 if team else 0)
+    (tmp_path / "torn.onnx").write_bytes(path.read_bytes()[:40])  # unreadable: left to onnxruntime to report
+    assert team_threads_for(tmp_path / "torn.onnx", 3) == 0
+
+
+def test_sessions_sharing_a_team_from_two_threads_compute_what_one_does_alone(tmp_path):
+    """Sessions of one team size share its threads; a call that finds the team busy with another session's
+    node runs its own alone, on its caller's thread. Two sessions driven from two Python threads at once give,
+    call after call, what each gives alone (a decode step of attention and an int4 product)."""
+    import threading
+
+    attention = session(attention_graph(tmp_path / "attention.onnx", True, TensorProto.FLOAT16), ("team", 2))
+    product = session(int4_graph(tmp_path / "int4.onnx"), ("team", 2))
+    att_feeds = attention_feeds(attention_operands(1, 1, 1024, 9, 3, 64, S=1100, cache=torch.float16), packed=True)
+    int4_feeds = {n: v.numpy() for n, v in int4_operands(1, 1, 576, 1536).items()}
+    alone = [attention.run(None, att_feeds)[0], product.run(None, int4_feeds)[0]]
+    got, errors = [[], []], []
+
+    def drive(i, sess, feeds):
+        try:
+            for _ in range(40):
+                got[i].append(sess.run(None, feeds)[0])
+        except Exception as e:  # noqa: BLE001 — reported below
+            errors.append(e)
+
+    workers = [threading.Thread(target=drive, args=(0, attention, att_feeds)),
+               threading.Thread(target=drive, args=(1, product, int4_feeds))]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors
+    for i in (0, 1):
+        assert len(got[i]) == 40 and all(np.array_equal(g, alone[i]) for g in got[i])

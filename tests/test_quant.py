@@ -103,7 +103,8 @@ def test_onnx_int4_computes_in_int8_and_says_so(trained, tmp_path, fam):
         assert not {"CausalConv1d", "MambaScan"} & {n.op_type for n in nodes}
         assert not {"Split", "Add"} & {n.op_type for n in nodes if any("mixer" in i for i in n.input)}
     tokens = torch.randint(0, 256, (1, 12))
-    runner = open_artifact(tmp_path / "onnx-int4")
+    runner = open_artifact(tmp_path / "onnx-int4", threads=2)
+    assert runner.team_threads == 2  # all of the graph's work is seqedge's kernels: they run on its own team
     int8_logits, _ = runner.prefill(tokens, runner.init_state(1))
     set_int4_compute(graph, "fp32")
     back = onnx.load(str(graph))
@@ -111,7 +112,8 @@ def test_onnx_int4_computes_in_int8_and_says_so(trained, tmp_path, fam):
         n.domain == "seqedge" for n in back.graph.node if n.op_type not in ("MambaScan", "CausalConv1d", "Attention"))
     assert [n.op_type for n in back.graph.node].count("MatMulNBits") == len(kernel)
     assert "seqedge" in {o.domain for o in back.opset_import}  # the scan, the convolution, attention still need it
-    runner = open_artifact(tmp_path / "onnx-int4", check_files=False)
+    runner = open_artifact(tmp_path / "onnx-int4", check_files=False, threads=2)
+    assert runner.team_threads == 0  # onnxruntime's MatMulNBits: the session's pool, shared with the kernels
     fp32_logits, _ = runner.prefill(tokens, runner.init_state(1))
     with torch.no_grad():
         ref, _ = trained[fam].prefill(tokens, trained[fam].init_state(1), last_only=True)

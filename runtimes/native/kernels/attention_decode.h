@@ -34,6 +34,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <numeric>
 #include <type_traits>
 #include <vector>
 
@@ -49,54 +50,59 @@ namespace {  // internal linkage: each kernel library carries its own copy
 constexpr int64_t kPrefetchBytes = 4096;
 
 // The scores of HEADS query heads (q: D apart) against four keys (kh: rows `row` apart): each key's D values are
-// widened once for all the heads sharing it, where a head at a time widened them G times. D is FIXED_D where
-// that is compiled in (> 0), else any_d (a multiple of 8).
-template <int64_t FIXED_D, class C, bool kF16C, int64_t HEADS>
+// widened once for all the heads sharing it, where a head at a time widened them G times; kWidth lanes a step
+// (16 in the AVX-512 build where D allows: half the instructions of 8), the four keys' sums reduced together.
+// D is FIXED_D where that is compiled in (> 0), else any_d (a multiple of kWidth).
+template <int64_t FIXED_D, class C, bool kF16C, int64_t HEADS, int kWidth>
 SEQEDGE_INLINE void score_four(const float* q, const C* kh, int64_t row, int64_t any_d, float scale, float* wh,
                                int64_t n) {
+  using V = typename FloatsOf<kWidth>::type;
   const int64_t D = FIXED_D > 0 ? FIXED_D : any_d;
-  Floats8 a[HEADS][4] = {};
-  for (int64_t d = 0; d < D; d += 8) {
-    const Floats8 k0 = load8<kF16C>(kh + d), k1 = load8<kF16C>(kh + row + d);
-    const Floats8 k2 = load8<kF16C>(kh + 2 * row + d), k3 = load8<kF16C>(kh + 3 * row + d);
+  V a[HEADS][4] = {};
+  for (int64_t d = 0; d < D; d += kWidth) {
+    const V k0 = load_lanes<kWidth, kF16C>(kh + d), k1 = load_lanes<kWidth, kF16C>(kh + row + d);
+    const V k2 = load_lanes<kWidth, kF16C>(kh + 2 * row + d), k3 = load_lanes<kWidth, kF16C>(kh + 3 * row + d);
     for (int64_t h = 0; h < HEADS; ++h) {
-      const Floats8 qv = load8(q + h * D + d);
+      const V qv = loadv<V>(q + h * D + d);
       a[h][0] += qv * k0;
       a[h][1] += qv * k1;
       a[h][2] += qv * k2;
       a[h][3] += qv * k3;
     }
   }
-  for (int64_t h = 0; h < HEADS; ++h)
-    for (int64_t i = 0; i < 4; ++i) wh[h * n + i] = scale * sum8(a[h][i]);
+  for (int64_t h = 0; h < HEADS; ++h) {
+    const Floats4 sums = scale * sum_four(a[h][0], a[h][1], a[h][2], a[h][3]);
+    std::memcpy(wh + h * n, &sums, sizeof sums);
+  }
 }
 
 // The outputs of HEADS query heads (oh, D apart; their weights wh, n apart) over n value rows (vh, `row` apart):
-// each row loaded once for all of them, the sums in registers across the rows (FIXED_D a multiple of 8), the
-// rows `ahead` prefetched.
-template <int64_t FIXED_D, class C, bool kF16C, int64_t HEADS>
+// each row loaded once for all of them, the sums in registers across the rows (FIXED_D a multiple of kWidth),
+// the rows `ahead` prefetched.
+template <int64_t FIXED_D, class C, bool kF16C, int64_t HEADS, int kWidth>
 SEQEDGE_INLINE void value_pass(const float* wh, const C* vh, int64_t row, int64_t n, int64_t ahead, float* oh) {
-  constexpr int64_t kVectors = FIXED_D / 8;
-  Floats8 acc[HEADS][kVectors] = {};
+  using V = typename FloatsOf<kWidth>::type;
+  constexpr int64_t kVectors = FIXED_D / kWidth;
+  V acc[HEADS][kVectors] = {};
   for (int64_t j = 0; j < n; ++j, vh += row) {
     if (j + ahead < n)
       for (int64_t off = 0; off < FIXED_D; off += 64 / sizeof(C)) __builtin_prefetch(vh + ahead * row + off, 0, 2);
     float c[HEADS];
     for (int64_t h = 0; h < HEADS; ++h) c[h] = wh[h * n + j];
     for (int64_t i = 0; i < kVectors; ++i) {
-      const Floats8 x = load8<kF16C>(vh + 8 * i);
+      const V x = load_lanes<kWidth, kF16C>(vh + kWidth * i);
       for (int64_t h = 0; h < HEADS; ++h) acc[h][i] += c[h] * x;
     }
   }
   for (int64_t h = 0; h < HEADS; ++h)
-    for (int64_t i = 0; i < kVectors; ++i) store8(oh + h * FIXED_D + 8 * i, acc[h][i]);
+    for (int64_t i = 0; i < kVectors; ++i) storev(oh + h * FIXED_D + kWidth * i, acc[h][i]);
 }
 
 // Every query head q (Hkv * G, D) of one position against keys [j0, j1) (row j at k + j * Hkv * D):
 // unnormalised o (Hkv * G, D) = sum_j exp(s_j - m) v_j, m the largest score and l the sum of exp(s_j - m)
 // per head; w is scratch of (Hkv * G) * (j1 - j0) scores. The cache rows are float32 (C float) or float16 (C
 // uint16_t, the bits), widened in registers as they are read (vector_math.h's load8<kF16C>).
-template <int64_t FIXED_D, class C, bool kF16C, int64_t kHeads>
+template <int64_t FIXED_D, class C, bool kF16C, int64_t kHeads, int kWidth = 8>
 SEQEDGE_INLINE void attend_rows(const float* q, const C* k, const C* v, int64_t Hkv, int64_t G,
                                 int64_t any_d, int64_t j0, int64_t j1, float scale, float* w, float* o, float* m,
                                 float* l) {
@@ -109,7 +115,7 @@ SEQEDGE_INLINE void attend_rows(const float* q, const C* k, const C* v, int64_t 
       __builtin_prefetch(v + (j0 + r) * row + off, 0, 2);
     }
   int64_t j = 0;
-  if (D % 8 == 0) {  // four keys at a time: four independent sums per query head (one dot's adds are a chain)
+  if (D % kWidth == 0) {  // four keys at a time: four independent sums per query head (one dot's adds are a chain)
     for (; j + 4 <= n; j += 4) {
       const C* kj = k + (j0 + j) * row;
       if (j + ahead + 4 <= n)  // the rows kPrefetchBytes ahead, into L2
@@ -123,10 +129,10 @@ SEQEDGE_INLINE void attend_rows(const float* q, const C* k, const C* v, int64_t 
           const C* kh = kj + hk * D;
           float* wh = w + (hk * G + g) * n + j;
           switch (std::min<int64_t>(kHeads, G - g)) {
-            case 1: score_four<FIXED_D, C, kF16C, 1>(qh, kh, row, D, scale, wh, n); break;
-            case 2: score_four<FIXED_D, C, kF16C, 2>(qh, kh, row, D, scale, wh, n); break;
-            case 3: score_four<FIXED_D, C, kF16C, (kHeads >= 3 ? 3 : 1)>(qh, kh, row, D, scale, wh, n); break;
-            default: score_four<FIXED_D, C, kF16C, (kHeads >= 4 ? 4 : 1)>(qh, kh, row, D, scale, wh, n);
+            case 1: score_four<FIXED_D, C, kF16C, 1, kWidth>(qh, kh, row, D, scale, wh, n); break;
+            case 2: score_four<FIXED_D, C, kF16C, 2, kWidth>(qh, kh, row, D, scale, wh, n); break;
+            case 3: score_four<FIXED_D, C, kF16C, (kHeads >= 3 ? 3 : 1), kWidth>(qh, kh, row, D, scale, wh, n); break;
+            default: score_four<FIXED_D, C, kF16C, (kHeads >= 4 ? 4 : 1), kWidth>(qh, kh, row, D, scale, wh, n);
           }
         }
     }
@@ -146,12 +152,12 @@ SEQEDGE_INLINE void attend_rows(const float* q, const C* k, const C* v, int64_t 
       }
   }
   for (int64_t h = 0; h < H; ++h) {
-    const tile_core::ExpSum e = tile_core::exp_row(w + h * n, n);  // 8 lanes at a time (attention_tile.h)
+    const tile_core::ExpSum e = tile_core::exp_row_lanes<kWidth>(w + h * n, n);  // (attention_tile.h)
     m[h] = e.max;
     l[h] = e.total;
   }
-  if constexpr (FIXED_D > 0 && FIXED_D % 8 == 0) {  // each head's output in registers across the keys
-    constexpr int64_t kVectors = FIXED_D / 8;
+  if constexpr (FIXED_D > 0 && FIXED_D % kWidth == 0) {  // each head's output in registers across the keys
+    constexpr int64_t kVectors = FIXED_D / kWidth;
     // heads sharing each value row load (registers permitting: three where AVX-512 gives 32)
     constexpr int64_t kPair = kVectors <= 8 ? (kHeads >= 3 ? 3 : 2) : 1;
     for (int64_t hk = 0; hk < Hkv; ++hk)
@@ -161,13 +167,13 @@ SEQEDGE_INLINE void attend_rows(const float* q, const C* k, const C* v, int64_t 
         const float* wh = w + (hk * G + g) * n;
         const C* vh = v + j0 * row + hk * D;
         if (left >= kPair) {
-          value_pass<FIXED_D, C, kF16C, kPair>(wh, vh, row, n, ahead, oh);
+          value_pass<FIXED_D, C, kF16C, kPair, kWidth>(wh, vh, row, n, ahead, oh);
           g += kPair;
         } else if (left >= 2) {
-          value_pass<FIXED_D, C, kF16C, 2>(wh, vh, row, n, ahead, oh);
+          value_pass<FIXED_D, C, kF16C, 2, kWidth>(wh, vh, row, n, ahead, oh);
           g += 2;
         } else {
-          value_pass<FIXED_D, C, kF16C, 1>(wh, vh, row, n, ahead, oh);
+          value_pass<FIXED_D, C, kF16C, 1, kWidth>(wh, vh, row, n, ahead, oh);
           g += 1;
         }
       }
@@ -194,7 +200,9 @@ SEQEDGE_INLINE void attend_rows(const float* q, const C* k, const C* v, int64_t 
 // threads of a Zen 3, three interleaved rounds: 45.5 / 50.0 / 44.6 us a layer two at a time, 50.6 / 51.5 / 44.8
 // three, 61.2 / 49.1 / 52.6 one).
 #define SEQEDGE_ATTEND_VARIANTS(NAME, FIXED_D, C)                                                                  \
-  SEQEDGE_TARGET_V4 void NAME##_v4(SEQEDGE_ATTEND_PARAMS(C)) { attend_rows<FIXED_D, C, true, 4> SEQEDGE_ATTEND_ARGS; } \
+  SEQEDGE_TARGET_V4 void NAME##_v4(SEQEDGE_ATTEND_PARAMS(C)) {                                                     \
+    attend_rows<FIXED_D, C, true, 4, (FIXED_D > 0 && FIXED_D % 16 == 0 ? 16 : 8)> SEQEDGE_ATTEND_ARGS;            \
+  }                                                                                                                \
   SEQEDGE_TARGET_V3 void NAME##_v3(SEQEDGE_ATTEND_PARAMS(C)) {                                                     \
     attend_rows<FIXED_D, C, true, kAvx2Heads> SEQEDGE_ATTEND_ARGS;                                                \
   }                                                                                                                \
@@ -232,8 +240,9 @@ auto pick_attend(int64_t D) {
 constexpr int64_t kInlineScores = 512;
 
 // Attend every query of `s` (B batch rows), the keys of each split into ranges of >= 64 so that there are about
-// `split` work items per query position (the caller's thread count, or more for balance), over `parallel`
-// (attention_tile.h's contract).
+// `split` work items per query position — a multiple of it where that takes at most twice the ranges — over
+// `parallel` (attention_tile.h's contract). `split` is the threads that run them where the caller knows them
+// (each item starts its stream of rows cold: fewer items are faster while none waits), or more for balance.
 template <class Parallel>
 inline void attend_all(const tile_core::Sdpa& s, int64_t B, int64_t split, Parallel&& parallel) {
   const int64_t T = s.T, Hq = s.Hq, D = s.D, Hkv = s.Hkv, start = s.start;
@@ -243,21 +252,26 @@ inline void attend_all(const tile_core::Sdpa& s, int64_t B, int64_t split, Paral
   const int64_t group_q = group_kv * G;  // query heads per item
   const int64_t positions = B * T;
   const int64_t per_position = std::max<int64_t>(1, (split + positions - 1) / positions);
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((per_position + groups - 1) / groups, (start + T) / 64));
+  int64_t chunks = (per_position + groups - 1) / groups;  // key ranges per (position, group)
+  if (const int64_t even = per_position / std::gcd(groups, per_position); even <= 2 * chunks)
+    chunks = even;  // items a multiple of `split`, so that no thread takes one more (3 kv heads on 2 threads: 6)
+  chunks = std::max<int64_t>(1, std::min<int64_t>(chunks, (start + T) / 64));
   const int64_t part = group_q * D + 2 * group_q;  // o (group_q, D), m (group_q), l (group_q) per item
   const int64_t items = positions * groups * chunks;
-  std::vector<float> parts(items * part);
+  thread_local std::vector<float> parts;  // the caller's, reused: a step's allocation cost more than its merge
+  parts.resize(items * part);
   const auto attend = pick_attend<float>(D);
   const auto attend_half = pick_attend<uint16_t>(D);
 
+  float* const all_parts = parts.data();
   auto run = [&](int64_t begin, int64_t end) {
-    std::vector<float> w;
+    thread_local std::vector<float> w;  // each thread's scores, reused across items and calls
     for (int64_t item = begin; item < end; ++item) {
       const int64_t c = item % chunks, g = (item / chunks) % groups, pos = item / (chunks * groups);
       const int64_t t = pos % T, b = pos / T;
       const int64_t n = start + t + 1;  // keys this query position sees
       const int64_t j0 = n * c / chunks, j1 = n * (c + 1) / chunks;
-      float* o = parts.data() + item * part;
+      float* o = all_parts + item * part;
       float *m = o + group_q * D, *l = m + group_q;
       if (j1 <= j0) {
         std::fill(o, o + part, 0.f);

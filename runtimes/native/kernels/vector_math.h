@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -268,6 +269,57 @@ SEQEDGE_INLINE Floats8 load8(const uint16_t* h) {
   for (int i = 0; i < 8; ++i) v[i] = half_bits_to_float(h[i]);
 #endif
   return v;
+}
+// The same 16 at a time (an AVX-512 register), for kernels whose v4 build steps 16 lanes: a float32 row as it
+// is, a float16 row widened by vcvtph2ps (the v4 build only; other builds step 8 lanes).
+#if defined(__x86_64__) && defined(__GNUC__)
+SEQEDGE_TARGET_V4 inline Floats16 widen16_f16c(const uint16_t* h) {
+  const __m512 f = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(h)));
+  Floats16 v;
+  std::memcpy(&v, &f, sizeof v);
+  return v;
+}
+#endif
+// kWidth (8 or 16) cached values as floats: load8<kF16C>, or 16 at a time as above.
+template <int kWidth, bool kF16C, class C>
+SEQEDGE_INLINE typename FloatsOf<kWidth>::type load_lanes(const C* p) {
+  if constexpr (kWidth == 8) {
+    return load8<kF16C>(p);
+  } else if constexpr (std::is_same_v<C, float>) {
+    return loadv<Floats16>(p);
+  } else {
+#if defined(__x86_64__) && defined(__GNUC__)
+    static_assert(kF16C, "16 float16 lanes are widened by AVX-512's vcvtph2ps");
+    return widen16_f16c(p);
+#else
+    static_assert(kWidth == 8, "16-lane steps are built for x86-64's v4 level only");
+#endif
+  }
+}
+// The sums of four vectors' lanes, as one vector of 4 (a transposition network: 8 + 4 + 2 + 2 lanes added at
+// each stage), where four separate horizontal sums took three shuffles and adds each on a full register.
+SEQEDGE_INLINE Floats4 sum_four(Floats8 a0, Floats8 a1, Floats8 a2, Floats8 a3) {
+  const Floats8 b0 = __builtin_shufflevector(a0, a1, 0, 1, 2, 3, 8, 9, 10, 11) +
+                     __builtin_shufflevector(a0, a1, 4, 5, 6, 7, 12, 13, 14, 15);  // a0 | a1, 4 lanes each
+  const Floats8 b1 = __builtin_shufflevector(a2, a3, 0, 1, 2, 3, 8, 9, 10, 11) +
+                     __builtin_shufflevector(a2, a3, 4, 5, 6, 7, 12, 13, 14, 15);  // a2 | a3
+  const Floats8 c = __builtin_shufflevector(b0, b1, 0, 1, 8, 9, 4, 5, 12, 13) +
+                    __builtin_shufflevector(b0, b1, 2, 3, 10, 11, 6, 7, 14, 15);  // a0 a0 a2 a2 a1 a1 a3 a3
+  const Floats4 lo = __builtin_shufflevector(c, c, 0, 4, 2, 6), hi = __builtin_shufflevector(c, c, 1, 5, 3, 7);
+  return lo + hi;  // a0 a1 a2 a3
+}
+SEQEDGE_INLINE Floats4 sum_four(Floats16 a0, Floats16 a1, Floats16 a2, Floats16 a3) {
+  const Floats16 b0 = __builtin_shufflevector(a0, a1, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+                      __builtin_shufflevector(a0, a1, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  const Floats16 b1 = __builtin_shufflevector(a2, a3, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+                      __builtin_shufflevector(a2, a3, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  // b0: a0 | a1, 8 lanes each; b1: a2 | a3
+  const Floats16 c = __builtin_shufflevector(b0, b1, 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+                     __builtin_shufflevector(b0, b1, 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+  // c: a0 | a1 | a2 | a3, 4 lanes each (one 128-bit lane each)
+  const Floats16 d = c + __builtin_shufflevector(c, c, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+  const Floats16 e = d + __builtin_shufflevector(d, d, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+  return __builtin_shufflevector(e, e, 0, 4, 8, 12);
 }
 SEQEDGE_INLINE float as_float(float x) { return x; }
 SEQEDGE_INLINE float as_float(uint16_t h) { return half_bits_to_float(h); }

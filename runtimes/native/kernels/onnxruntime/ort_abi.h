@@ -53,6 +53,8 @@ enum Slot : size_t {
   kKernelContextGetInput = 90,
   kKernelContextGetOutput = 91,
   kReleaseTensorTypeAndShapeInfo = 99,
+  kHasSessionConfigEntry = 237,
+  kGetSessionConfigEntry = 238,
   kKernelContextParallelFor = 274,
 };
 
@@ -108,6 +110,15 @@ class Api {
     return call<Status* (*)(const TypeAndShape*, int64_t*, size_t)>(kGetDimensions)(info, out, n);
   }
   void release(TypeAndShape* info) const { call<void (*)(TypeAndShape*)>(kReleaseTensorTypeAndShapeInfo)(info); }
+  // whether the session options carry `key` (AddSessionConfigEntry), and its value (size: the buffer's bytes in,
+  // the value's with its terminating zero out)
+  Status* has_config(const SessionOptions* options, const char* key, int* has) const {
+    return call<Status* (*)(const SessionOptions*, const char*, int*)>(kHasSessionConfigEntry)(options, key, has);
+  }
+  Status* config(const SessionOptions* options, const char* key, char* value, size_t* size) const {
+    using Fn = Status* (*)(const SessionOptions*, const char*, char*, size_t*);
+    return call<Fn>(kGetSessionConfigEntry)(options, key, value, size);
+  }
   // fn(data, i) for i in [0, total), split over the session's intra-op threads
   Status* parallel_for(const KernelContext* ctx, void (*fn)(void*, size_t), size_t total, size_t batches,
                        void* data) const {

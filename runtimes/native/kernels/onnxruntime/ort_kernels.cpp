@@ -33,12 +33,16 @@
 // the attention attention_tile.h (a prompt) and attention_decode.h (a step), seqedge::cached_sdpa.out's, and
 // the convolution causal_conv_core.h; their references are in seqedge/ops (selective_scan_ref,
 // mamba_scan_ref, causal_conv1d_ref). Blocks of channels are split over the session's intra-op threads
-// (KernelContext_ParallelFor). Every operand's type and shape is checked before any data is read: the graph
+// (KernelContext_ParallelFor), or over a team of the library's own (team.h) where the session's config entry
+// `seqedge.team_threads` names one: onnxruntime then runs on one thread and hands each node to the kernel. Every operand's type and shape is checked before any data is read: the graph
 // is an untrusted file. Errors come back as onnxruntime statuses naming the op.
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -52,11 +56,31 @@
 #include "../rope_core.h"
 #include "../selective_scan_core.h"
 #include "ort_abi.h"
+#include "team.h"
 
 namespace seqedge::ort {
 namespace {
 
 const Api* g_api = nullptr;  // set once by RegisterCustomOps
+
+// The team the kernel running on this thread was registered with (null: the session's intra-op pool). Set for
+// the length of each compute from its kernel (compute_on_team, below): the session's thread is the one that
+// calls a kernel and the one that hands its items out.
+thread_local team::Team* t_team = nullptr;
+
+// fn(data, i) for i in [0, total): on the kernel's team where it has one, else on the session's intra-op pool
+// (KernelContext_ParallelFor). batches 0: the items one at a time; else that many contiguous runs.
+Status* parallel_for(const KernelContext* ctx, void (*fn)(void*, size_t), size_t total, size_t batches, void* data) {
+  if (t_team != nullptr) {
+    t_team->parallel_for(fn, total, batches, data);
+    return nullptr;
+  }
+  return g_api->parallel_for(ctx, fn, total, batches, data);
+}
+
+// The threads a kernel's items run on, where it knows them (its team's), else 0: onnxruntime does not tell a
+// kernel its pool's size.
+int64_t known_threads() { return t_team != nullptr ? t_team->threads() : 0; }
 
 Status* fail(const char* op, const std::string& what) {
   return g_api->create_status(kInvalidArgument, ("seqedge." + std::string(op) + ": " + what).c_str());
@@ -166,7 +190,7 @@ Status* compute_scan(void*, KernelContext* ctx) {
   if (items == 0) return nullptr;
   for (int64_t c = 0; c < scan_core::time_chunks(scan); ++c) {  // a long prompt in chunks of time
     scan_core::Scan part = scan_core::time_chunk(scan, c);
-    SEQEDGE_ORT_TRY(g_api->parallel_for(ctx, run_item<scan_core::Scan, scan_core::scan_item>,
+    SEQEDGE_ORT_TRY(parallel_for(ctx, run_item<scan_core::Scan, scan_core::scan_item>,
                                         static_cast<size_t>(items), 0, &part));
   }
   return nullptr;
@@ -189,7 +213,7 @@ Status* compute_conv(void*, KernelContext* ctx) {
                              in[0].dims[0], in[0].dims[1], in[0].dims[2], in[1].dims[2]};
   const int64_t items = conv_core::conv_items(conv);
   if (items == 0) return nullptr;
-  return g_api->parallel_for(ctx, run_item<conv_core::Conv, conv_core::conv_item>, static_cast<size_t>(items), 0,
+  return parallel_for(ctx, run_item<conv_core::Conv, conv_core::conv_item>, static_cast<size_t>(items), 0,
                              const_cast<conv_core::Conv*>(&conv));
 }
 
@@ -274,6 +298,7 @@ Status* read_int4(const KernelContext* ctx, const char* op, Int4Operands* x, siz
 // loads of 150 steps): llama-135m int4 decode x1.14 (IQR 1.11-1.18), mamba-130m x1.07 (1.02-1.17). A prompt's
 // items are whole tiles, split as onnxruntime splits them.
 size_t decode_batches() {
+  if (const int64_t n = known_threads()) return static_cast<size_t>(n);
   static const size_t n = std::max(2u, std::thread::hardware_concurrency());
   return n;
 }
@@ -285,12 +310,12 @@ Status* run_int4(KernelContext* ctx, Products& work, void (*each)(void*, size_t)
   if (first.M < int4_core::kParallelRows) {  // decode: a dispatch to the pool costs more than the rows
     for (int64_t m = 0; m < first.M; ++m) int4_core::quantize_row(first, m);
   } else {
-    SEQEDGE_ORT_TRY(g_api->parallel_for(ctx, run_quantize, static_cast<size_t>(first.M), 0,
+    SEQEDGE_ORT_TRY(parallel_for(ctx, run_quantize, static_cast<size_t>(first.M), 0,
                                         const_cast<int4_core::MatMul*>(&first)));
   }
   for (size_t j = 0; j < work.count; ++j) work.first_item[j + 1] = work.first_item[j] + int4_core::items(work.part[j]);
   const size_t batches = first.M < int4_core::kParallelRows ? decode_batches() : 0;
-  return g_api->parallel_for(ctx, each, static_cast<size_t>(work.first_item[work.count]), batches,
+  return parallel_for(ctx, each, static_cast<size_t>(work.first_item[work.count]), batches,
                              data != nullptr ? data : &work);
 }
 
@@ -466,7 +491,7 @@ Status* compute_int4_conv(void*, KernelContext* ctx) {
   if (each_item && int4_core::item_rows(work.part[0]) == conv_core::kLanes)
     return run_int4(ctx, work, run_conv_products, &fused);
   SEQEDGE_ORT_TRY(run_int4(ctx, work));  // x whole first (a step's in place: a block reads its x before writing y)
-  return g_api->parallel_for(ctx, run_item<conv_core::Conv, conv_core::conv_item>,
+  return parallel_for(ctx, run_item<conv_core::Conv, conv_core::conv_item>,
                              static_cast<size_t>(conv_core::conv_items(fused.conv)), 0, &fused.conv);
 }
 
@@ -537,7 +562,7 @@ Status* compute_int4_scan(void*, KernelContext* ctx) {
   const int64_t items = scan_core::scan_items(scan);
   for (int64_t c = 0; c < scan_core::time_chunks(scan); ++c) {  // a long prompt in chunks of time
     scan_core::Scan part = scan_core::time_chunk(scan, c);
-    SEQEDGE_ORT_TRY(g_api->parallel_for(ctx, run_item<scan_core::Scan, scan_core::scan_item>,
+    SEQEDGE_ORT_TRY(parallel_for(ctx, run_item<scan_core::Scan, scan_core::scan_item>,
                                         static_cast<size_t>(items), 0, &part));
   }
   return nullptr;
@@ -620,26 +645,30 @@ Status* compute_int4_norm(void*, KernelContext* ctx) {
     norm_core::rows(norm, 0, x.M);
     return nullptr;
   }
-  return g_api->parallel_for(ctx, run_norm_rows, static_cast<size_t>(x.M), 0, &norm);
+  return parallel_for(ctx, run_norm_rows, static_cast<size_t>(x.M), 0, &norm);
 }
 
-// The caller's threads for attention_tile.h / attention_decode.h: fn(begin, end) over [0, n) through the session's
-// intra-op pool; the first failure is kept for the op to return.
+// The caller's threads for attention_tile.h / attention_decode.h: fn(begin, end) over [0, n) through parallel_for
+// (items one at a time, or in `batches` contiguous runs); the first failure is kept for the op to return.
 struct Pool {
   const KernelContext* ctx;
+  size_t batches = 0;
   Status* status = nullptr;
   template <class Fn>
   void operator()(int64_t n, const Fn& fn) {
     if (status != nullptr) return;
     const auto each = [](void* f, size_t i) { (*static_cast<const Fn*>(f))(static_cast<int64_t>(i), static_cast<int64_t>(i) + 1); };
-    status = g_api->parallel_for(ctx, each, static_cast<size_t>(n), 0, const_cast<Fn*>(&fn));
+    status = parallel_for(ctx, each, static_cast<size_t>(n), batches, const_cast<Fn*>(&fn));
   }
 };
 
-// onnxruntime does not tell a kernel its thread count. A call of kTilePositions positions or more is a prompt,
-// attended in tiles (ExecuTorch's rule, two positions per thread, at the two threads seqedge runs phones on);
-// fewer are steps, whose keys are split into about kDecodeSplit work items per position (even on 2, 4 or 8
-// threads; each range keeps >= 64 keys).
+// A call of kTilePositions positions or more is a prompt, attended in tiles (ExecuTorch's rule, two positions per
+// thread, at the two threads seqedge runs phones on); fewer are steps. A step's keys are split into as many work
+// items per position as the team has threads, each thread one contiguous run of them (attention_decode.h's
+// attend_all: the items a multiple of the threads). On onnxruntime's pool, whose size a kernel is not told, into
+// about kDecodeSplit (even on 2, 4 or 8 threads; each range keeps >= 64 keys), handed out one at a time. Each
+// item starts its stream of rows cold: llama-135m's 30 layers at 1,024 float16 positions on a team of 2 threads,
+// 6 items a position 20.0-20.4 us a layer, 18 items (kDecodeSplit) 24.1-27.9.
 constexpr int64_t kTilePositions = 4;
 constexpr int64_t kDecodeSplit = 16;
 
@@ -746,15 +775,36 @@ Status* compute_attention(void*, KernelContext* ctx) {
   if (B * T >= kTilePositions) {
     if constexpr (kHalf) tile_core::widen_written_caches(sdpa, B);  // a prompt reads each key many times
     tile_core::attend_all(sdpa, B, pool);
+  } else if (const int64_t threads = known_threads()) {
+    pool.batches = static_cast<size_t>(threads);
+    decode_core::attend_all(sdpa, B, threads, pool);  // a step widens the rows each work item reads
   } else {
-    decode_core::attend_all(sdpa, B, kDecodeSplit, pool);  // a step widens the rows each work item reads
+    decode_core::attend_all(sdpa, B, kDecodeSplit, pool);
   }
   return pool.status;
 }
 
-Status* create_kernel(const CustomOp*, const void*, const KernelInfo*, void** kernel) {
-  *kernel = nullptr;  // stateless: everything comes from the inputs
+// A registration's op: onnxruntime's CustomOp first (what it hands back to create_kernel), then the team its
+// kernels run on (null: the session's pool) and the op's own compute.
+struct BoundOp {
+  CustomOp op;
+  team::Team* team;
+  Status* (*compute)(void*, KernelContext*);
+};
+
+Status* create_kernel(const CustomOp* op, const void*, const KernelInfo*, void** kernel) {
+  // the op itself: kernels are stateless (everything comes from the inputs) but for the team they run on
+  *kernel = const_cast<BoundOp*>(reinterpret_cast<const BoundOp*>(op));
   return nullptr;
+}
+
+Status* compute_on_team(void* kernel, KernelContext* ctx) {
+  const BoundOp* bound = static_cast<const BoundOp*>(kernel);
+  team::Team* const outer = t_team;
+  t_team = bound->team;
+  Status* status = bound->compute(kernel, ctx);
+  t_team = outer;
+  return status;
 }
 
 // An op of `inputs` float inputs and two float outputs, computed by `compute`.
@@ -857,6 +907,49 @@ const CustomOp kOps[] = {
     attention_op<true>(),
 };
 
+constexpr size_t kOpCount = sizeof(kOps) / sizeof(kOps[0]);
+
+// The session config entry naming the team: "N" (1-256) threads of seqedge's own (team.h), onnxruntime's
+// intra-op pool where it is absent (runtimes/ort_kernels.py sets it).
+constexpr const char* kTeamThreadsKey = "seqedge.team_threads";
+constexpr int kMaxTeamThreads = 256;
+
+Status* team_threads(const Api& api, const SessionOptions* options, int* threads) {
+  *threads = 0;
+  int has = 0;
+  SEQEDGE_ORT_TRY(api.has_config(options, kTeamThreadsKey, &has));
+  if (!has) return nullptr;
+  char value[16] = {};
+  size_t size = sizeof value;
+  SEQEDGE_ORT_TRY(api.config(options, kTeamThreadsKey, value, &size));
+  char* end = nullptr;
+  const long n = std::strtol(value, &end, 10);
+  if (end == value || *end != '\0' || n < 1 || n > kMaxTeamThreads)
+    return api.create_status(kInvalidArgument, (std::string(kTeamThreadsKey) + " must be a thread count from 1 to " +
+                                                std::to_string(kMaxTeamThreads) + ", not '" + value + "'").c_str());
+  *threads = static_cast<int>(n);
+  return nullptr;
+}
+
+// The ops bound to a team of `threads` (0: the session's pool), made once per team size and kept, with the team,
+// for the life of the process: onnxruntime holds a session's ops until it ends, and a team is shared by every
+// session of its size (it runs one job at a time; a second caller runs its job alone).
+const BoundOp* bound_ops(int threads) {
+  static std::mutex mutex;
+  static auto* made = new std::map<int, BoundOp*>;  // never freed: sessions may outlive static destructors
+  std::lock_guard<std::mutex> lock(mutex);
+  BoundOp*& ops = (*made)[threads];
+  if (ops == nullptr) {
+    team::Team* team = threads > 0 ? new team::Team(threads) : nullptr;
+    ops = new BoundOp[kOpCount];
+    for (size_t i = 0; i < kOpCount; ++i) {
+      ops[i] = BoundOp{kOps[i], team, kOps[i].KernelComputeV2};
+      ops[i].op.KernelComputeV2 = compute_on_team;
+    }
+  }
+  return ops;
+}
+
 }  // namespace
 }  // namespace seqedge::ort
 
@@ -867,8 +960,11 @@ extern "C" __attribute__((visibility("default"))) seqedge::ort::Status* Register
   if (table == nullptr) return nullptr;  // an onnxruntime older than the table: nothing registered
   static const Api api(table);
   g_api = &api;
+  int threads = 0;
+  SEQEDGE_ORT_TRY(team_threads(api, options, &threads));
+  const BoundOp* ops = bound_ops(threads);
   OpDomain* domain = nullptr;
   SEQEDGE_ORT_TRY(api.create_domain("seqedge", &domain));
-  for (const CustomOp& op : kOps) SEQEDGE_ORT_TRY(api.domain_add(domain, &op));
+  for (size_t i = 0; i < kOpCount; ++i) SEQEDGE_ORT_TRY(api.domain_add(domain, &ops[i].op));
   return api.add_domain(options, domain);
 }
