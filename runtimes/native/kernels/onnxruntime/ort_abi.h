@@ -6,7 +6,9 @@
 // `OrtApiBase*` handed to its `RegisterCustomOps` and calls entries by position. The positions below
 // were counted from onnxruntime's published API (and spot-checked in onnxruntime 1.32.0's own table:
 // CreateStatus/GetErrorMessage round trip, GetBuildInfoString, the key-value-pair calls around
-// KernelContext_ParallelFor); tests/test_ort_kernels.py calls every slot declared here through real
+// KernelContext_ParallelFor; Has/GetSessionConfigEntry, which read back the value a session was given, and
+// GetTensorElementTypeAndShapeDataReference, at byte 3,312 of the table in the ort-sys crate's bindings for
+// API 24); tests/test_ort_kernels.py calls every slot declared here through real
 // sessions — registration, inputs, shapes, outputs, the thread pool, error statuses — so a wrong count
 // fails a test, never a user's session.
 //
@@ -56,7 +58,9 @@ enum Slot : size_t {
   kHasSessionConfigEntry = 237,
   kGetSessionConfigEntry = 238,
   kKernelContextParallelFor = 274,
+  kGetTensorElementTypeAndShapeDataReference = 414,  // API 24 (onnxruntime 1.24)
 };
+constexpr uint32_t kShapeReferenceApiVersion = 24;
 
 struct ApiBase {
   const void* const* (*GetApi)(uint32_t version);
@@ -66,7 +70,16 @@ struct ApiBase {
 // Typed calls through the table.
 class Api {
  public:
-  explicit Api(const void* const* table) : t_(table) {}
+  // `shape_references`: the table has GetTensorElementTypeAndShapeDataReference (its onnxruntime serves API 24)
+  Api(const void* const* table, bool shape_references) : t_(table), shape_references_(shape_references) {}
+
+  bool shape_references() const { return shape_references_; }
+  // a tensor's element type and dims without a TypeAndShape to allocate and free: *dims points into the tensor's
+  // own shape (null where rank is 0), valid while the tensor is
+  Status* type_and_dims(const Value* v, int* type, const int64_t** dims, size_t* rank) const {
+    using Fn = Status* (*)(const Value*, int*, const int64_t**, size_t*);
+    return call<Fn>(kGetTensorElementTypeAndShapeDataReference)(v, type, dims, rank);
+  }
 
   Status* create_status(int code, const char* msg) const {
     return call<Status* (*)(int, const char*)>(kCreateStatus)(code, msg);
@@ -132,6 +145,7 @@ class Api {
     return reinterpret_cast<Fn>(const_cast<void*>(t_[slot]));
   }
   const void* const* t_;
+  bool shape_references_;
 };
 
 // OrtCustomOp, field for field up to what version 16 lets onnxruntime read.

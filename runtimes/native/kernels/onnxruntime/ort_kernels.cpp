@@ -105,14 +105,20 @@ Status* read_typed(const KernelContext* ctx, const char* op, size_t i, const cha
   const Value* v = nullptr;
   SEQEDGE_ORT_TRY(g_api->input(ctx, i, &v));
   if (v == nullptr) return fail(op, std::string("input ") + name + " is missing");
-  TypeAndShape* info = nullptr;
-  SEQEDGE_ORT_TRY(g_api->type_and_shape(v, &info));
   int got = 0;
-  Status* s = g_api->element_type(info, &got);
-  if (s == nullptr) s = g_api->rank(info, rank);
-  if (s == nullptr && *rank <= max_rank) s = g_api->dims(info, dims, *rank);
-  g_api->release(info);
-  if (s != nullptr) return s;
+  if (g_api->shape_references()) {  // no allocation: ~0.2 us an input, 3-6 inputs a node, ~160 nodes a step
+    const int64_t* shape = nullptr;
+    SEQEDGE_ORT_TRY(g_api->type_and_dims(v, &got, &shape, rank));
+    if (*rank <= max_rank && *rank > 0) std::copy(shape, shape + *rank, dims);
+  } else {
+    TypeAndShape* info = nullptr;
+    SEQEDGE_ORT_TRY(g_api->type_and_shape(v, &info));
+    Status* s = g_api->element_type(info, &got);
+    if (s == nullptr) s = g_api->rank(info, rank);
+    if (s == nullptr && *rank <= max_rank) s = g_api->dims(info, dims, *rank);
+    g_api->release(info);
+    if (s != nullptr) return s;
+  }
   if (got != type) return fail(op, std::string("input ") + name + " must be " + type_name);
   if (*rank > max_rank)
     return fail(op, std::string("input ") + name + " has more than " + std::to_string(max_rank) + " dimensions");
@@ -958,7 +964,7 @@ extern "C" __attribute__((visibility("default"))) seqedge::ort::Status* Register
   using namespace seqedge::ort;
   static const void* const* table = base->GetApi(kApiVersion);
   if (table == nullptr) return nullptr;  // an onnxruntime older than the table: nothing registered
-  static const Api api(table);
+  static const Api api(table, base->GetApi(kShapeReferenceApiVersion) != nullptr);
   g_api = &api;
   int threads = 0;
   SEQEDGE_ORT_TRY(team_threads(api, options, &threads));
