@@ -11,12 +11,13 @@
 //
 // The workers spin for a while after each job (the next node comes within microseconds) and then sleep on a
 // condition variable, so an idle session costs nothing. A job is `units` contiguous runs of the items (`batches`
-// of them, or every item on its own where batches is 0), claimed one at a time from one atomic word that also
-// carries the job's generation: a worker that arrives late claims nothing of a newer job, and a worker that
+// of them, or every item on its own where batches is 0), claimed from one atomic word that also carries the
+// job's generation: a worker that arrives late claims nothing of a newer job, and a worker that
 // does not arrive at all (descheduled) leaves its runs to the caller, which never waits on a run nobody took.
 // One job at a time: a second caller (two sessions in two threads) runs its job alone on its own thread.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -85,21 +86,30 @@ class Team {
   }
 
  private:
-  // Claim and run the runs of job `gen` until none is left.
+  // Claim and run the units of job `gen` until none is left: one run of a batched job at a time, or, where the
+  // items are handed out one by one (batches 0), a share of those left that shrinks as they go (guided
+  // scheduling: a prompt's rows of activations to quantize are ~0.2 us each, less than a claim's round trip
+  // between cores; onnxruntime's pool splits them the same way).
   void run_units(uint64_t gen) {
+    size_t ran = 0;  // units this thread ran, counted into done_ once, as it leaves
     for (;;) {
       uint64_t c = claim_.load(std::memory_order_acquire);
       const uint64_t left = c & 0xffffffffu;
-      if ((c >> 32) != gen || left == 0) return;
-      if (!claim_.compare_exchange_weak(c, c - 1, std::memory_order_acq_rel)) continue;
+      if ((c >> 32) != gen || left == 0) {
+        if (ran) done_.fetch_add(ran, std::memory_order_release);
+        return;
+      }
       // the job's fields were written before its generation was published (release) and cannot change
-      // until every claimed run is done
+      // until every claimed unit is done
       const size_t units = units_.load(std::memory_order_relaxed), total = total_.load(std::memory_order_relaxed);
-      const size_t u = units - left, begin = total * u / units, end = total * (u + 1) / units;
+      const uint64_t take = units == total ? std::max<uint64_t>(1, left / (2 * threads_)) : 1;
+      if (!claim_.compare_exchange_weak(c, c - take, std::memory_order_acq_rel)) continue;
+      const size_t u0 = units - left, u1 = u0 + take;
+      const size_t begin = total * u0 / units, end = total * u1 / units;
       const auto fn = fn_.load(std::memory_order_relaxed);
       void* data = data_.load(std::memory_order_relaxed);
       for (size_t i = begin; i < end; ++i) fn(data, i);
-      done_.fetch_add(1, std::memory_order_release);
+      ran += take;
     }
   }
 
