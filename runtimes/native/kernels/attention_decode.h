@@ -201,7 +201,8 @@ SEQEDGE_INLINE void attend_rows(const float* q, const C* k, const C* v, int64_t 
 // three, 61.2 / 49.1 / 52.6 one).
 #define SEQEDGE_ATTEND_VARIANTS(NAME, FIXED_D, C)                                                                  \
   SEQEDGE_TARGET_V4 void NAME##_v4(SEQEDGE_ATTEND_PARAMS(C)) {                                                     \
-    attend_rows<FIXED_D, C, true, 4, (FIXED_D > 0 && FIXED_D % 16 == 0 ? 16 : 8)> SEQEDGE_ATTEND_ARGS;            \
+    attend_rows<FIXED_D, C, true, 4, (FIXED_D > 0 && FIXED_D % kWideLanes == 0 ? kWideLanes : 8)>                  \
+        SEQEDGE_ATTEND_ARGS;                                                                                       \
   }                                                                                                                \
   SEQEDGE_TARGET_V3 void NAME##_v3(SEQEDGE_ATTEND_PARAMS(C)) {                                                     \
     attend_rows<FIXED_D, C, true, kAvx2Heads> SEQEDGE_ATTEND_ARGS;                                                \

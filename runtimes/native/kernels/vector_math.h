@@ -280,9 +280,17 @@ SEQEDGE_TARGET_V4 inline Floats16 widen16_f16c(const uint16_t* h) {
   return v;
 }
 #endif
-// kWidth (8 or 16) cached values as floats: load8<kF16C>, or 16 at a time as above.
+// The lanes a v4 build's kernel steps where it may step 16 (x86-64: one AVX-512 register); 8 elsewhere, where
+// "v4" is a name only (arm64 compiles every variant alike and runs the baseline one).
+#if defined(__x86_64__) && defined(__GNUC__)
+constexpr int kWideLanes = 16;
+#else
+constexpr int kWideLanes = 8;
+#endif
+// kWidth (8, or kWideLanes) cached values as floats: load8<kF16C>, or 16 at a time as above.
 template <int kWidth, bool kF16C, class C>
 SEQEDGE_INLINE typename FloatsOf<kWidth>::type load_lanes(const C* p) {
+  static_assert(kWidth == 8 || kWidth == kWideLanes, "16-lane steps are built for x86-64's v4 level only");
   if constexpr (kWidth == 8) {
     return load8<kF16C>(p);
   } else if constexpr (std::is_same_v<C, float>) {
@@ -291,8 +299,6 @@ SEQEDGE_INLINE typename FloatsOf<kWidth>::type load_lanes(const C* p) {
 #if defined(__x86_64__) && defined(__GNUC__)
     static_assert(kF16C, "16 float16 lanes are widened by AVX-512's vcvtph2ps");
     return widen16_f16c(p);
-#else
-    static_assert(kWidth == 8, "16-lane steps are built for x86-64's v4 level only");
 #endif
   }
 }
