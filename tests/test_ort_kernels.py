@@ -822,7 +822,7 @@ def test_the_library_is_registered_only_for_graphs_in_its_domain(tmp_path):
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "257", "-1", "2x", "12345678901234567890"])
-def test_a_team_of_a_count_that_is_not_one_is_refused(value):
+def test_a_team_size_that_is_not_a_count_is_refused(value):
     """The library reads its team's size from the session's config entry (the entries are the caller's, not the
     graph's) and refuses anything but a count, naming the entry; a count registers."""
     from seqedge.runtimes.ort_kernels import TEAM_THREADS_KEY
