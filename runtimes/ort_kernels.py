@@ -82,8 +82,8 @@ def team_threads_for(path: Path, threads: int) -> int:
         nodes = {(n.domain, n.op_type) for n in onnx.load(str(path), load_external_data=False).graph.node}
     except Exception:  # noqa: BLE001 — an unreadable graph is onnxruntime's to report, when it loads it
         return 0
-    ours = any(domain == DOMAIN for domain, _ in nodes)
-    return threads if ours and all(domain == DOMAIN or (domain, op) in LIGHT_OPS for domain, op in nodes) else 0
+    light = all(domain == DOMAIN or (domain, op) in LIGHT_OPS for domain, op in nodes)
+    return threads if needed({domain for domain, _ in nodes}) and light else 0
 
 
 def graph_domains(path: Path) -> set[str]:

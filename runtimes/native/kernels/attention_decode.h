@@ -101,7 +101,7 @@ SEQEDGE_INLINE void value_pass(const float* wh, const C* vh, int64_t row, int64_
 // Every query head q (Hkv * G, D) of one position against keys [j0, j1) (row j at k + j * Hkv * D):
 // unnormalised o (Hkv * G, D) = sum_j exp(s_j - m) v_j, m the largest score and l the sum of exp(s_j - m)
 // per head; w is scratch of (Hkv * G) * (j1 - j0) scores. The cache rows are float32 (C float) or float16 (C
-// uint16_t, the bits), widened in registers as they are read (vector_math.h's load8<kF16C>).
+// uint16_t, the bits), widened in registers as they are read (vector_math.h's load_lanes).
 template <int64_t FIXED_D, class C, bool kF16C, int64_t kHeads, int kWidth = 8>
 SEQEDGE_INLINE void attend_rows(const float* q, const C* k, const C* v, int64_t Hkv, int64_t G,
                                 int64_t any_d, int64_t j0, int64_t j1, float scale, float* w, float* o, float* m,

@@ -279,10 +279,8 @@ SEQEDGE_TARGET_V4 inline Floats16 widen16_f16c(const uint16_t* h) {
   std::memcpy(&v, &f, sizeof v);
   return v;
 }
-#endif
 // The lanes a v4 build's kernel steps where it may step 16 (x86-64: one AVX-512 register); 8 elsewhere, where
 // "v4" is a name only (arm64 compiles every variant alike and runs the baseline one).
-#if defined(__x86_64__) && defined(__GNUC__)
 constexpr int kWideLanes = 16;
 #else
 constexpr int kWideLanes = 8;

@@ -34,8 +34,9 @@
 // the convolution causal_conv_core.h; their references are in seqedge/ops (selective_scan_ref,
 // mamba_scan_ref, causal_conv1d_ref). Blocks of channels are split over the session's intra-op threads
 // (KernelContext_ParallelFor), or over a team of the library's own (team.h) where the session's config entry
-// `seqedge.team_threads` names one: onnxruntime then runs on one thread and hands each node to the kernel. Every operand's type and shape is checked before any data is read: the graph
-// is an untrusted file. Errors come back as onnxruntime statuses naming the op.
+// `seqedge.team_threads` names one: onnxruntime then runs on one thread and hands each node to the kernel. Every
+// operand's type and shape is checked before any data is read: the graph is an untrusted file. Errors come back
+// as onnxruntime statuses naming the op.
 
 #include <algorithm>
 #include <cmath>
@@ -781,11 +782,10 @@ Status* compute_attention(void*, KernelContext* ctx) {
   if (B * T >= kTilePositions) {
     if constexpr (kHalf) tile_core::widen_written_caches(sdpa, B);  // a prompt reads each key many times
     tile_core::attend_all(sdpa, B, pool);
-  } else if (const int64_t threads = known_threads()) {
-    pool.batches = static_cast<size_t>(threads);
-    decode_core::attend_all(sdpa, B, threads, pool);  // a step widens the rows each work item reads
-  } else {
-    decode_core::attend_all(sdpa, B, kDecodeSplit, pool);
+  } else {  // a step widens the rows each work item reads
+    const int64_t threads = known_threads();
+    pool.batches = static_cast<size_t>(threads);  // on the team, one contiguous run of items a thread
+    decode_core::attend_all(sdpa, B, threads ? threads : kDecodeSplit, pool);
   }
   return pool.status;
 }
