@@ -246,6 +246,20 @@ def split_as_slices(x, split_size_or_sections, dim=0):
     return tuple(x.narrow(dim, s, n) for s, n in zip(starts, sizes))
 
 
+def transpose_as_reshape(x, dim0, dim1):
+    """transpose that moves no number (of the dims from dim0 to dim1, at most one larger than 1; all sizes known) as
+    a reshape: ExecuTorch runs a reshape as a view of the same memory and a transpose as a copy, in a step an
+    XNNPACK call of its own (Mamba's (1, D, 1) convolution window to (1, 1, D), two a layer)."""
+    shape = list(x.shape)
+    if x.dim() == 0 or not all(isinstance(n, int) for n in shape) or not x.is_contiguous():
+        return x.transpose(dim0, dim1)
+    d0, d1 = sorted((dim0 % x.dim(), dim1 % x.dim()))
+    if sum(n != 1 for n in shape[d0:d1 + 1]) > 1:
+        return x.transpose(dim0, dim1)
+    shape[d0], shape[d1] = shape[d1], shape[d0]
+    return x.reshape(shape)
+
+
 # torch functions rewritten while an ExecuTorch method is traced (applied with Substitute)
 XNNPACK_REWRITES = {
     F.softplus: softplus_stable,
@@ -256,6 +270,8 @@ XNNPACK_REWRITES = {
 # ... per method: the norms as seqedge's kernel in both (a prompt's too: XNNPACK's mean of squares over (T, D) as a
 # global average pool made a llama-135m prompt of 1,024 tokens' norms 31 ms of ~490, the kernel 3 ms; ETDump)
 METHOD_REWRITES = {method: {**XNNPACK_REWRITES, F.rms_norm: rms_norm_kernel} for method in ("prefill", "decode")}
+# ... and in a step (T = 1, every size known) the transposes that move nothing as reshapes
+METHOD_REWRITES["decode"].update({torch.Tensor.transpose: transpose_as_reshape, torch.transpose: transpose_as_reshape})
 
 
 # --- ExecuTorch's LLM kernels ---------------------------------------------------------------------------

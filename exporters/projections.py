@@ -12,7 +12,8 @@ The weights are the rows of the originals stacked, so per-row quantization (int8
 the input) gives the same values; only the float accumulation order of the matmul changes.
 
 `freeze_constants(model)` is the same kind of copy with what a module computes from its parameters alone held
-as a constant (ExecuTorch, which does not fold constants, otherwise recomputes it every call).
+as a constant (ExecuTorch, which does not fold constants, otherwise recomputes it every call), and
+`gate_scans(model)` one with Mamba's softplus, scan and gate as one op.
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ def freeze_constants(model: nn.Module) -> nn.Module:
     `freeze_constants()` (Mamba's A = -exp(A_log), models/mamba.py), for a runtime that does not fold constants
     (ExecuTorch); `model` itself when none does. The caller's model keeps its parameters."""
     return _rewritten(model, "freeze_constants")
+
+
+def gate_scans(model: nn.Module) -> nn.Module:
+    """`model` with Mamba's softplus, scan and gate as one op where a module defines `gate_in_scan()`
+    (models/mamba.py), for a runtime that runs the three as one kernel (ExecuTorch's `seqedge::mamba_scan.out`);
+    `model` itself when none does."""
+    return _rewritten(model, "gate_in_scan")
 
 
 def _rewritten(model: nn.Module, method: str) -> nn.Module:

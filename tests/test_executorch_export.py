@@ -381,7 +381,8 @@ def test_kernels_match_their_references_at_every_isa_level(isa):
     if isa == best_kernel_isa():
         pytest.skip(f"{isa} is this CPU's best level: the tests in this process ran it")
     args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
-            "cached_sdpa_kernel or rope_kernel or selective_scan:prefill or causal_conv1d:decode or rnn_scan or "
+            "cached_sdpa_kernel or rope_kernel or selective_scan:prefill or mamba_scan or causal_conv1d:decode or "
+            "rnn_scan or "
             "moe_kernel or int4_matmul or rms_norm or to_half"]
     listed = subprocess.run([*args, "--collect-only"], capture_output=True, text=True, timeout=120)
     cases = sum(1 for line in listed.stdout.splitlines() if "::" in line)
@@ -738,9 +739,11 @@ def test_every_family_exports_a_two_method_program(pte_artifacts):
                 reads = sum(x["count"] for x in d["not_delegated"] if x["op"] == "aten._local_scalar_dense")
                 assert reads == 1 < len(m["held_state"]) // 2, (fam, method)
     mamba = read_manifest(pte_artifacts["mamba"][0])
-    assert mamba["native_kernels"] == ["seqedge::causal_conv1d.out", "seqedge::rms_norm.out",
-                                       "seqedge::selective_scan.out"]
+    # the scan with the block's softplus and gate (an export's copy of the mixers calls seqedge::mamba_scan)
+    assert mamba["native_kernels"] == ["seqedge::causal_conv1d.out", "seqedge::mamba_scan.out",
+                                       "seqedge::rms_norm.out"]
     lowered = {(o["op"], o["method"]): o["kind"] for o in mamba["ops"]}  # the convolution's step is the kernel's
+    assert lowered[("seqedge::mamba_scan", "decode")] == lowered[("seqedge::mamba_scan", "prefill")] == "native"
     assert lowered[("seqedge::causal_conv1d", "decode")] == "native"
     assert lowered[("seqedge::causal_conv1d", "prefill")] == "decomposition"
     assert lowered[("seqedge::rms_norm", "decode")] == lowered[("seqedge::rms_norm", "prefill")] == "native"
@@ -1034,3 +1037,49 @@ def test_a_step_leaves_partitions_of_moves_only_to_the_cpu_kernels(step):
     assert (len(left_out) == 2 and any("add" in t for t in left_out) and any("slice" in t for t in left_out)) == step
     program = _load_for_executorch_from_buffer(edge.to_executorch().buffer)
     torch.testing.assert_close(program.forward(args)[0], model(*args))
+
+
+class Transpose(torch.nn.Module):
+    def __init__(self, dims):
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return x.transpose(*self.dims) * 1.0
+
+
+@pytest.mark.parametrize("shape,dims,moves", [((1, 7, 1), (1, 2), False), ((2, 1, 5, 1), (1, 3), False),
+                                              ((1, 1, 6), (-1, 0), False), ((1, 3, 4), (1, 2), True),
+                                              ((3, 1, 4), (0, 2), True)])
+def test_a_steps_transpose_that_moves_nothing_is_traced_as_a_reshape(shape, dims, moves):
+    """In a step (every size known) a transpose that moves no number (Mamba's (1, D, 1) convolution window) is
+    traced as a reshape, which ExecuTorch runs as a view; one that moves numbers stays a transpose. The values are
+    the transpose's either way."""
+    from seqedge.exporters.decompositions import METHOD_REWRITES
+
+    x = torch.randn(shape)
+    with Substitute(METHOD_REWRITES["decode"]):
+        ep = torch.export.export(Transpose(dims), (x,))
+    targets = {n.target for n in ep.graph.nodes if n.op == "call_function"}
+    assert (torch.ops.aten.transpose.int in targets) == moves
+    assert (torch.ops.aten.reshape.default in targets or torch.ops.aten.view.default in targets) != moves
+    assert torch.equal(ep.module()(x), x.transpose(*dims))
+
+
+def test_gated_scans_are_an_exports_copy_with_the_same_outputs():
+    """gate_scans: the copy's Mamba mixers call seqedge::mamba_scan (softplus, scan and gate as one op, ExecuTorch's
+    kernel) where the caller's model keeps the three apart; both give the same logits and state."""
+    from seqedge.exporters.projections import gate_scans
+
+    torch.manual_seed(0)
+    model = build_model("mamba", "tiny").eval()
+    gated = gate_scans(model)
+    mixers = lambda m: [layer.mixer for layer in m.backbone.layers]  # noqa: E731
+    assert not any(x.gated_scan for x in mixers(model)) and all(x.gated_scan for x in mixers(gated))
+    tokens = torch.randint(0, 256, (2, 9))
+    with torch.no_grad():
+        want, want_state = model.prefill(tokens, model.init_state(2))
+        got, got_state = gated.prefill(tokens, gated.init_state(2))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for n in want_state:
+        torch.testing.assert_close(got_state[n], want_state[n], rtol=1e-5, atol=1e-5)

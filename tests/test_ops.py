@@ -37,6 +37,16 @@ def scan_inputs(T, Bt=2, D=24, N=8, seed=0, step_scale=1.0):
     return u, delta, A, B, C, D_, state
 
 
+def mamba_scan_inputs(T, Bt=2, D=40, N=16, seed=0):
+    """seqedge::mamba_scan's operands: the step before its softplus (both signs, some past torch's threshold of 20)
+    and the gate's z (both signs) in place of scan_inputs' positive delta; 16 states, as Mamba's (its kernel's
+    16-lane step), and two blocks of 16 channels and a partial one."""
+    u, _, A, B, C, D_, state = scan_inputs(T, Bt, D, N, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    delta = torch.randn(Bt, T, D, generator=g) * 4 - 2 + (torch.rand(Bt, T, D, generator=g) > 0.95) * 22
+    return u, delta, A, B, C, D_, state, torch.randn(Bt, T, D, generator=g) * 3
+
+
 def assert_close(name, got, want, rtol=1e-4):
     scale = max(1.0, want.abs().max().item())
     diff = (got - want).abs().max().item()

@@ -48,7 +48,7 @@ from seqedge.exporters.executorch.xnnpack_passes import relevant_xnnpack_passes
 from seqedge.exporters.interface import Interface, StatefulGraph, example_inputs
 from seqedge.exporters.lowering import trace
 from seqedge.exporters.plan import PREFILL_CHUNK, ExportPlan, int4_kernel_target, kv_cache_type
-from seqedge.exporters.projections import freeze_constants, fuse_projections
+from seqedge.exporters.projections import freeze_constants, fuse_projections, gate_scans
 from seqedge.exporters.support import EXPORTABLE_LAYERS, check_supported
 from seqedge.quant.executorch import QuantizedEmbedding
 from seqedge.quant.report import apply_executorch, module_float_matrices, pte_weight_bytes
@@ -73,6 +73,8 @@ DEFAULT_MAX_PREFILL = 4096
 WHY_NOT_DELEGATED = {
     "scan": "control flow (a scan over time) runs in the ExecuTorch interpreter",
     "seqedge.selective_scan": "seqedge C++ kernel (runtimes/native), not an XNNPACK op",
+    "seqedge.mamba_scan": "seqedge C++ kernel (the scan with Mamba's softplus step and gate, runtimes/native), not an "
+                          "XNNPACK op",
     "seqedge.causal_conv1d": "seqedge C++ kernel (a step of the convolution's window, runtimes/native), not an XNNPACK op",
     "seqedge.rnn_scan": "seqedge C++ kernel (the recurrent cell over time, runtimes/native), not an XNNPACK op",
     "seqedge.moe_ffn": "seqedge C++ kernel (the chosen experts of a mixture, runtimes/native), not an XNNPACK op",
@@ -194,7 +196,7 @@ def export(model: nn.Module, plan: ExportPlan) -> dict:
     if positions and max_len > positions:
         raise BadInputError(f"--max-len {max_len} is longer than the model's {positions} positions (its KV cache)",
                             f"pass --max-len {positions} or less, or a larger --max-seq-len where the model allows it")
-    scanned = freeze_constants(fuse_projections(scan_rnns(model)))
+    scanned = gate_scans(freeze_constants(fuse_projections(scan_rnns(model))))
     with stage("ExecuTorch quantization", plan.subject):
         traced = apply_executorch(scanned, quant)
     wrapper = HeldCacheGraph(traced, names, held) if held else StatefulGraph(traced, names)

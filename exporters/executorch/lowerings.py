@@ -43,6 +43,10 @@ register("seqedge::selective_scan", "prefill", "native",
 register("seqedge::selective_scan", "decode", "native",
          "seqedge C++ kernel seqedge::selective_scan.out at T = 1 (one node per layer; measured 10 % faster than the "
          "step as elementwise ops + a bmm in XNNPACK on mamba-130m int4)")
+for _method in METHODS:
+    register("seqedge::mamba_scan", _method, "native",
+             "seqedge C++ kernel seqedge::mamba_scan.out: the scan with Mamba's softplus step and silu(z) gate inside "
+             "(onnxruntime's seqedge.MambaScan; apart, a decode step's softplus and gate were two XNNPACK calls a layer)")
 register("seqedge::ssd_scan", "prefill", "decomposition",
          "seqedge::selective_scan per group of heads (the C++ scan kernel, linear in T); the chunked SSD form does "
          "not export with a dynamic T here (torch.export cannot prove its chunk reshape divides)",

@@ -25,6 +25,19 @@ def _selective_scan_out(u, delta, A, B, C, D, state, *, y, state_out):
 
 _lib.impl("selective_scan.out", _selective_scan_out, "CompositeExplicitAutograd")
 
+_lib.define("mamba_scan.out(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor D, Tensor state, Tensor z, *, "
+            "Tensor(a!) y, Tensor(b!) state_out) -> (Tensor(a!), Tensor(b!))")
+
+
+def _mamba_scan_out(u, delta, A, B, C, D, state, z, *, y, state_out):
+    y_, s_ = torch.ops.seqedge.mamba_scan.default(u, delta, A, B, C, D, state, z)
+    y.resize_(y_.shape).copy_(y_)
+    state_out.resize_(s_.shape).copy_(s_)
+    return y, state_out
+
+
+_lib.impl("mamba_scan.out", _mamba_scan_out, "CompositeExplicitAutograd")
+
 _lib.define("causal_conv1d.out(Tensor x, Tensor weight, Tensor bias, Tensor state, *, Tensor(a!) y, "
             "Tensor(b!) state_out) -> (Tensor(a!), Tensor(b!))")
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from seqedge.models.base import ModelConfig, RMSNorm, SequenceModel, State, TensorSpec
-from seqedge.ops import causal_conv1d, selective_scan
+from seqedge.ops import causal_conv1d, mamba_scan, selective_scan
 
 
 @dataclass
@@ -50,6 +50,8 @@ class MambaConfig(ModelConfig):
 
 
 class MambaMixer(nn.Module):
+    gated_scan = False  # softplus, scan and gate as one op (an export's copy: gate_in_scan)
+
     def __init__(self, cfg: MambaConfig):
         super().__init__()
         D, N, R, K = cfg.intermediate_size, cfg.state_size, cfg.time_step_rank, cfg.conv_kernel
@@ -84,11 +86,14 @@ class MambaMixer(nn.Module):
         u = u.transpose(1, 2)  # (B, T, D)
         dbc = self.x_proj(u)  # (B, T, R + 2N)
         dt, Bm, Cm = dbc.split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        A = self._parameters.get("neg_exp_A_log")  # an export's constant (freeze_constants)
+        A = -torch.exp(self.A_log.float()) if A is None else A  # (D, N)
+        if self.gated_scan and length is None:
+            y, ssm_state = mamba_scan(u, self.dt_proj(dt), A, Bm, Cm, self.D, ssm_state, z)  # (B, T, D), (B, D, N)
+            return self.out_proj(y), new_conv, ssm_state
         delta = F.softplus(self.dt_proj(dt))  # (B, T, D)
         if length is not None:
             delta = delta * (torch.arange(T) < length).to(delta.dtype)[None, :, None]  # (B, T, D)
-        A = self._parameters.get("neg_exp_A_log")  # an export's constant (freeze_constants)
-        A = -torch.exp(self.A_log.float()) if A is None else A  # (D, N)
         y, ssm_state = selective_scan(u, delta, A, Bm, Cm, self.D, ssm_state)  # (B, T, D), (B, D, N)
         y = y * F.silu(z)  # (B, T, D)
         return self.out_proj(y), new_conv, ssm_state
@@ -100,6 +105,12 @@ class MambaMixer(nn.Module):
         A = -torch.exp(self.A_log.detach().float())  # (D, N)
         self.neg_exp_A_log = nn.Parameter(A, requires_grad=False)  # a parameter: the quant report lists it, float
         del self._parameters["A_log"]
+
+    def gate_in_scan(self) -> None:
+        """softplus(Δ), the scan and the gate y · silu(z) as one op, `seqedge::mamba_scan` (exporters/projections.py
+        gate_scans: on an ExecuTorch export's copy of the model, whose kernel does all three). Apart, a decode step
+        ran the softplus and the gate as two XNNPACK calls a layer."""
+        self.gated_scan = True
 
 
 class MambaBlock(nn.Module):

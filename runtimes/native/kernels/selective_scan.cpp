@@ -1,8 +1,10 @@
 // seqedge::selective_scan.out — the Mamba-1 recurrence as an ExecuTorch CPU kernel (the scan itself is
 // selective_scan_core.h, shared with the onnxruntime kernel); blocks of channels are split over
 // ExecuTorch's threadpool. Outputs are resized here for dynamic T.
+// seqedge::mamba_scan.out — the same with Mamba's block around it (onnxruntime's seqedge.MambaScan): the step is
+// softplus(delta) and y is gated by silu(z), z (Bt, T, D).
 //
-// Registered boxed (two outputs): stack = [u, delta, A, B, C, D, state, y, state_out].
+// Registered boxed (two outputs): stack = [u, delta, A, B, C, D, state, (z,) y, state_out].
 
 #include "et_kernel.h"
 
@@ -13,35 +15,45 @@ namespace {
 
 using scan_core::Scan;
 
-void selective_scan_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
-  const Tensor& u = stack[0]->toTensor();
-  const Tensor& delta = stack[1]->toTensor();
-  const Tensor& A = stack[2]->toTensor();
-  const Tensor& B = stack[3]->toTensor();
-  const Tensor& C = stack[4]->toTensor();
-  const Tensor& Dv = stack[5]->toTensor();
-  const Tensor& state = stack[6]->toTensor();
-  Tensor& y = stack[7]->toTensor();
-  Tensor& state_out = stack[8]->toTensor();
+template <bool kGated>
+void scan_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
+  constexpr const char* op = kGated ? "mamba_scan" : "selective_scan";
+  constexpr int kInputs = kGated ? 8 : 7;
+  const Tensor* in[kInputs];
+  for (int i = 0; i < kInputs; ++i) in[i] = &stack[i]->toTensor();
+  Tensor& y = stack[kInputs]->toTensor();
+  Tensor& state_out = stack[kInputs + 1]->toTensor();
+  const Tensor &u = *in[0], &delta = *in[1], &A = *in[2], &B = *in[3], &C = *in[4], &Dv = *in[5], &state = *in[6];
 
-  ET_KERNEL_CHECK_MSG(ctx, u.scalar_type() == executorch::aten::ScalarType::Float, InvalidArgument, ,
-                      "selective_scan: float32 only");
+  for (int i = 0; i < kInputs; ++i) {
+    ET_KERNEL_CHECK_MSG(ctx, in[i]->scalar_type() == executorch::aten::ScalarType::Float, InvalidArgument, ,
+                        "%s: float32 only", op);
+  }
   scan_core::Shapes shapes{};
-  const Tensor* operands[7] = {&u, &delta, &A, &B, &C, &Dv, &state};
   for (int i = 0; i < 7; ++i) {
-    shapes.rank[i] = operands[i]->dim();
-    for (int64_t k = 0; k < std::min<int64_t>(shapes.rank[i], 3); ++k) shapes.dims[i][k] = operands[i]->size(k);
+    shapes.rank[i] = in[i]->dim();
+    for (int64_t k = 0; k < std::min<int64_t>(shapes.rank[i], 3); ++k) shapes.dims[i][k] = in[i]->size(k);
   }
   const char* bad = scan_core::scan_shape_error(shapes);
-  ET_KERNEL_CHECK_MSG(ctx, bad == nullptr, InvalidArgument, , "selective_scan: %s", bad);
+  ET_KERNEL_CHECK_MSG(ctx, bad == nullptr, InvalidArgument, , "%s: %s", op, bad);
+  if (kGated) {
+    const Tensor& z = *in[kInputs - 1];
+    const bool same = z.dim() == 3 && z.size(0) == u.size(0) && z.size(1) == u.size(1) && z.size(2) == u.size(2);
+    ET_KERNEL_CHECK_MSG(ctx, same, InvalidArgument, , "%s: z must have u's shape (Bt, T, D)", op);
+  }
   const int64_t Bt = u.size(0), T = u.size(1), Dm = u.size(2), N = A.size(1);
   ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(y, u.sizes()) == Error::Ok, InvalidArgument, );
   ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(state_out, state.sizes()) == Error::Ok, InvalidArgument, );
 
-  const Scan scan{u.const_data_ptr<float>(), delta.const_data_ptr<float>(), A.const_data_ptr<float>(),
-                  B.const_data_ptr<float>(), C.const_data_ptr<float>(), Dv.const_data_ptr<float>(),
-                  state.const_data_ptr<float>(), y.mutable_data_ptr<float>(), state_out.mutable_data_ptr<float>(),
-                  Bt, T, Dm, N};
+  Scan scan{u.const_data_ptr<float>(), delta.const_data_ptr<float>(), A.const_data_ptr<float>(),
+            B.const_data_ptr<float>(), C.const_data_ptr<float>(), Dv.const_data_ptr<float>(),
+            state.const_data_ptr<float>(), y.mutable_data_ptr<float>(), state_out.mutable_data_ptr<float>(),
+            Bt, T, Dm, N};
+  if (kGated) {
+    const Tensor& z = *in[kInputs - 1];
+    scan.z = z.const_data_ptr<float>();
+    scan.delta_softplus = true;
+  }
   for (int64_t c = 0; c < scan_core::time_chunks(scan); ++c) {  // a long prompt in chunks of time
     const Scan part = scan_core::time_chunk(scan, c);
     executorch::extension::parallel_for(0, scan_core::scan_items(part), 4, [&](int64_t begin, int64_t end) {
@@ -51,7 +63,9 @@ void selective_scan_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
 }
 
 const auto registered = executorch::runtime::register_kernel(
-    executorch::runtime::Kernel("seqedge::selective_scan.out", selective_scan_out));
+    executorch::runtime::Kernel("seqedge::selective_scan.out", scan_out<false>));
+const auto registered_gated = executorch::runtime::register_kernel(
+    executorch::runtime::Kernel("seqedge::mamba_scan.out", scan_out<true>));
 
 }  // namespace
 }  // namespace seqedge
