@@ -25,7 +25,8 @@ MAX_ITEMS = 100_000  # entries of any list or table
 STATE_DTYPES = {"float32": 4, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "int8": 1, "uint8": 1, "bool": 1}
 INT4_KERNEL = "seqedge::int4_matmul.out"  # the ExecuTorch int4 recipes' linear layers on AVX2 targets
 # seqedge's ExecuTorch kernels a program may call (exporters/executorch/native_ops.py lowers to exactly these)
-NATIVE_KERNELS = ("seqedge::selective_scan.out", "seqedge::mamba_scan.out", "seqedge::causal_conv1d.out",
+NATIVE_KERNELS = ("seqedge::selective_scan.out", "seqedge::mamba_scan.out", "seqedge::int4_mamba_scan.out",
+                  "seqedge::causal_conv1d.out",
                   "seqedge::cached_sdpa.out", "seqedge::rope.out", "seqedge::rnn_scan.out", "seqedge::moe_ffn.out",
                   "seqedge::moe_ffn_q.out", INT4_KERNEL, "seqedge::int4_matmul_swiglu.out", "seqedge::rms_norm.out",
                   "seqedge::to_half.out")

@@ -1025,7 +1025,9 @@ def test_a_step_leaves_partitions_of_moves_only_to_the_cpu_kernels(step):
 
     from seqedge.exporters.executorch.partitioner import PrecheckedXnnpackPartitioner
     from seqedge.exporters.executorch.step_partitions import LEFT_OUT
+    from seqedge.native import load_kernels
 
+    load_kernels()  # as every seqedge program runs (alone, the process met "Missing backend id" at load)
     torch.manual_seed(0)
     model, args = MovesBesideWork().eval(), (torch.randn(1, 1, 16), torch.randn(1, 1, 16))
     edge = to_edge_transform_and_lower(torch.export.export(model, args),

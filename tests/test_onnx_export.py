@@ -24,6 +24,7 @@ from seqedge.ops import (
     attention_ref,
     causal_conv1d_ref,
     int4_blocks,
+    int4_mamba_scan_ref,
     int4_matmul_ref,
     int4_matmul_swiglu_ref,
     mamba_scan_ref,
@@ -39,7 +40,14 @@ from seqedge.runtimes import open_artifact
 from seqedge.runtimes.ort_kernels import options_for
 from seqedge.schema import MANIFEST
 from tests.conftest import FAMILY_NAMES
-from tests.test_ops import attn_inputs, mamba_scan_inputs, moe_inputs, scan_inputs, ssd_inputs
+from tests.test_ops import (
+    attn_inputs,
+    int4_mamba_scan_inputs,
+    mamba_scan_inputs,
+    moe_inputs,
+    scan_inputs,
+    ssd_inputs,
+)
 
 TOL = 1e-4  # fp32 max abs diff of one op in onnxruntime vs the reference
 
@@ -90,6 +98,9 @@ OP_CASES = {
     # the scan with Mamba's softplus step and silu(z) gate (ExecuTorch's; ONNX fuses its own MambaScan node)
     "seqedge::mamba_scan": (torch.ops.seqedge.mamba_scan, mamba_scan_ref, mamba_scan_inputs,
                             {0: 1, 1: 1, 3: 1, 4: 1, 7: 1}),
+    # ... with its step Mamba's int4 dt_proj (ExecuTorch's int4 recipe; ONNX fuses its own Int4MambaScan node)
+    "seqedge::int4_mamba_scan": (torch.ops.seqedge.int4_mamba_scan, int4_mamba_scan_ref, int4_mamba_scan_inputs,
+                                 {0: 1, 1: 1, 6: 1, 7: 1, 10: 1}),
     "seqedge::ssd_scan": (torch.ops.seqedge.ssd_scan, ssd_scan_ref, ssd_inputs, {0: 1, 1: 1, 3: 1, 4: 1}),
     "seqedge::causal_conv1d": (torch.ops.seqedge.causal_conv1d, causal_conv1d_ref, conv_inputs, {0: 2}),
     # batch 1: onnxruntime's GroupQueryAttention takes T > 1 after earlier tokens only at batch 1

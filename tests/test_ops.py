@@ -47,6 +47,17 @@ def mamba_scan_inputs(T, Bt=2, D=40, N=16, seed=0):
     return u, delta, A, B, C, D_, state, torch.randn(Bt, T, D, generator=g) * 3
 
 
+def int4_mamba_scan_inputs(T, Bt=2, D=48, N=16, R=40, seed=0):
+    """seqedge::int4_mamba_scan's operands: mamba_scan_inputs with the step as Mamba's dt_proj, dt (Bt, T, R) times
+    int4 codes in groups of 16 rows (R = 40: a partial block of 32) plus a bias."""
+    from seqedge.ops.int4_matmul import group_rows, int4_blocks
+
+    u, _, A, B, C, D_, state, z = mamba_scan_inputs(T, Bt, D, N, seed)
+    g = torch.Generator().manual_seed(seed + 2)
+    codes, scales = group_rows(*int4_blocks(torch.randn(D, R, generator=g) * 0.3))
+    return u, torch.randn(Bt, T, R, generator=g), codes, scales, torch.randn(D, generator=g) - 1, A, B, C, D_, state, z
+
+
 def assert_close(name, got, want, rtol=1e-4):
     scale = max(1.0, want.abs().max().item())
     diff = (got - want).abs().max().item()

@@ -63,6 +63,20 @@ def test_recipe_shrinks_weights_within_its_accuracy_budget(trained_exports, fam,
         assert any(o["op"] == "seqedge.int4_matmul" for o in m["delegation"]["decode"]["not_delegated"]) == kernel
 
 
+@pytest.mark.skipif("avx2" not in host_isa(), reason="seqedge's int4 kernel is the ExecuTorch recipe's on AVX2 CPUs")
+def test_executorch_int4_mamba_scans_with_its_dt_proj_inside(trained_exports):
+    """ExecuTorch's int4 Mamba: each layer's dt_proj product, softplus, scan and gate are one kernel
+    (seqedge::int4_mamba_scan.out) in both methods, its state updated in place, and the program passes its parity
+    check against the float model (the tiny model's padded size is not judged here)."""
+    folder, m = trained_exports.get("mamba", "executorch", "int4")
+    layers = m["config"]["num_hidden_layers"]
+    assert "seqedge::int4_mamba_scan.out" in m["native_kernels"] and "seqedge::mamba_scan.out" not in m["native_kernels"]
+    for method in ("prefill", "decode"):
+        outside = {o["op"]: o["count"] for o in m["delegation"][method]["not_delegated"]}
+        assert outside["seqedge.int4_mamba_scan"] == layers and "seqedge.selective_scan" not in outside, method
+    assert m["parity"]["passed"] and set(m["in_place_state"]) == {s["name"] for s in m["state"]}
+
+
 @pytest.mark.parametrize("fam", ["transformer", "mamba"])
 def test_onnx_int4_computes_in_int8_and_says_so(trained, tmp_path, fam):
     """int4 runs with int8 activations when that passes the gates — on seqedge's int4 kernel (the fused
@@ -186,10 +200,11 @@ def test_executorch_int4_on_seqedges_kernel_holds_q4_0_codes(trained, recipe, fa
     zero-padded; in groups of 64 XNNPACK's 8da4w stays."""
     from types import SimpleNamespace
 
-    from seqedge.ops import int4_matmul_ref
+    from seqedge.ops import int4_mamba_scan_ref, int4_matmul_ref
     from seqedge.ops.int4_matmul.reference import unpack_codes
     from seqedge.quant.executorch import IMPLEMENTS, Int4Linear
     from seqedge.quant.reference import q4_0
+    from tests.test_ops import mamba_scan_inputs
 
     model = trained[family]
     q = IMPLEMENTS[recipe](model, SimpleNamespace(group_size=32, int4_kernel=True))
@@ -212,6 +227,13 @@ def test_executorch_int4_on_seqedges_kernel_holds_q4_0_codes(trained, recipe, fa
         x = torch.randn(2, 5, w.shape[1])
         want = int4_matmul_ref(x, codes, scales) + (0 if linears[name].bias is None else linears[name].bias)
         assert torch.allclose(layer(x), want, rtol=1e-4, atol=1e-4), name
+        if name.endswith("dt_proj"):  # Mamba's step: the product inside the scan (models/mamba.py, ExecuTorch's)
+            u, _, A, B, C, D, state, z = mamba_scan_inputs(5, D=w.shape[0])
+            dt = torch.randn(2, 5, w.shape[1])
+            got = layer.mamba_scan(dt, u, A, B, C, D, state, z)
+            want = int4_mamba_scan_ref(u, dt, codes, scales, linears[name].bias.detach(), A, B, C, D, state, z)
+            for g, v in zip(got, want):
+                assert torch.allclose(g, v, rtol=1e-4, atol=1e-4), name
     assert grouped > 0
     wide = IMPLEMENTS[recipe](model, SimpleNamespace(group_size=64, int4_kernel=True))
     assert not any(isinstance(m, Int4Linear) for m in wide.modules())

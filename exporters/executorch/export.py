@@ -75,6 +75,8 @@ WHY_NOT_DELEGATED = {
     "seqedge.selective_scan": "seqedge C++ kernel (runtimes/native), not an XNNPACK op",
     "seqedge.mamba_scan": "seqedge C++ kernel (the scan with Mamba's softplus step and gate, runtimes/native), not an "
                           "XNNPACK op",
+    "seqedge.int4_mamba_scan": "seqedge C++ kernel (Mamba's int4 dt_proj and the scan with its softplus step and gate, "
+                               "runtimes/native), not an XNNPACK op",
     "seqedge.causal_conv1d": "seqedge C++ kernel (a step of the convolution's window, runtimes/native), not an XNNPACK op",
     "seqedge.rnn_scan": "seqedge C++ kernel (the recurrent cell over time, runtimes/native), not an XNNPACK op",
     "seqedge.moe_ffn": "seqedge C++ kernel (the chosen experts of a mixture, runtimes/native), not an XNNPACK op",

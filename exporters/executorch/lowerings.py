@@ -47,6 +47,9 @@ for _method in METHODS:
     register("seqedge::mamba_scan", _method, "native",
              "seqedge C++ kernel seqedge::mamba_scan.out: the scan with Mamba's softplus step and silu(z) gate inside "
              "(onnxruntime's seqedge.MambaScan; apart, a decode step's softplus and gate were two XNNPACK calls a layer)")
+    register("seqedge::int4_mamba_scan", _method, "native",
+             "seqedge C++ kernel seqedge::int4_mamba_scan.out: seqedge::mamba_scan.out whose step is the int4 dt_proj, "
+             "computed inside (onnxruntime's seqedge.Int4MambaScan; a step's product and scan block by block)")
 register("seqedge::ssd_scan", "prefill", "decomposition",
          "seqedge::selective_scan per group of heads (the C++ scan kernel, linear in T); the chunked SSD form does "
          "not export with a dynamic T here (torch.export cannot prove its chunk reshape divides)",

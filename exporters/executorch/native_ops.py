@@ -38,6 +38,20 @@ def _mamba_scan_out(u, delta, A, B, C, D, state, z, *, y, state_out):
 
 _lib.impl("mamba_scan.out", _mamba_scan_out, "CompositeExplicitAutograd")
 
+_lib.define("int4_mamba_scan.out(Tensor u, Tensor dt, Tensor dt_codes, Tensor dt_scales, Tensor dt_bias, Tensor A, "
+            "Tensor B, Tensor C, Tensor D, Tensor state, Tensor z, *, Tensor(a!) y, Tensor(b!) state_out) -> "
+            "(Tensor(a!), Tensor(b!))")
+
+
+def _int4_mamba_scan_out(u, dt, dt_codes, dt_scales, dt_bias, A, B, C, D, state, z, *, y, state_out):
+    y_, s_ = torch.ops.seqedge.int4_mamba_scan.default(u, dt, dt_codes, dt_scales, dt_bias, A, B, C, D, state, z)
+    y.resize_(y_.shape).copy_(y_)
+    state_out.resize_(s_.shape).copy_(s_)
+    return y, state_out
+
+
+_lib.impl("int4_mamba_scan.out", _int4_mamba_scan_out, "CompositeExplicitAutograd")
+
 _lib.define("causal_conv1d.out(Tensor x, Tensor weight, Tensor bias, Tensor state, *, Tensor(a!) y, "
             "Tensor(b!) state_out) -> (Tensor(a!), Tensor(b!))")
 

@@ -8,7 +8,7 @@ its output starts being written:
 - the node that writes the output (seen through views and tuple items) runs after every other reader of the
   input, i.e. each reader is one of its ancestors (ExecuTorch runs a method's instructions in graph order);
 - and if that node reads the input itself, it is a kernel that reads each block's state before writing it
-  (ALIAS_SAFE: selective_scan_core.h for both scans, causal_conv_core.h, rnn_scan.cpp copies h0 first), never a
+  (ALIAS_SAFE: selective_scan_core.h for the scans, causal_conv_core.h, rnn_scan.cpp copies h0 first), never a
   delegate call (XNNPACK's order inside it is not visible here).
 
 Mamba's state passes (its step kernels are the only readers); a Transformer's `pos` does not (RoPE and the cache
@@ -18,7 +18,8 @@ overwrite it. The native engine double-buffers every state, so this matters to t
 
 from __future__ import annotations
 
-ALIAS_SAFE = ("seqedge.selective_scan", "seqedge.mamba_scan", "seqedge.causal_conv1d", "seqedge.rnn_scan")
+ALIAS_SAFE = ("seqedge.selective_scan", "seqedge.mamba_scan", "seqedge.int4_mamba_scan", "seqedge.causal_conv1d",
+              "seqedge.rnn_scan")
 VIEWS = ("getitem", "view", "squeeze", "unsqueeze", "alias", "reshape")  # share their input's memory (or may)
 
 

@@ -42,7 +42,7 @@ def native_sources() -> Path:
 # itself, and a kernel registered twice aborts at load, so kernels/llm_attention.cpp stays out. Every header of
 # kernels/ goes with them (what they include).
 KERNELS = ("selective_scan.cpp", "causal_conv1d.cpp", "cached_sdpa.cpp", "rope.cpp", "rnn_scan.cpp", "moe_ffn.cpp",
-           "int4_matmul.cpp", "rms_norm.cpp", "to_half.cpp")
+           "int4_matmul.cpp", "int4_mamba_scan.cpp", "rms_norm.cpp", "to_half.cpp")
 
 
 def copy_engine_sources(dest: Path) -> None:

@@ -89,7 +89,11 @@ class MambaMixer(nn.Module):
         A = self._parameters.get("neg_exp_A_log")  # an export's constant (freeze_constants)
         A = -torch.exp(self.A_log.float()) if A is None else A  # (D, N)
         if self.gated_scan and length is None:
-            y, ssm_state = mamba_scan(u, self.dt_proj(dt), A, Bm, Cm, self.D, ssm_state, z)  # (B, T, D), (B, D, N)
+            in_scan = getattr(self.dt_proj, "mamba_scan", None)  # a quantized layer whose product the scan computes
+            if in_scan is not None:
+                y, ssm_state = in_scan(dt, u, A, Bm, Cm, self.D, ssm_state, z)  # (B, T, D), (B, D, N)
+            else:
+                y, ssm_state = mamba_scan(u, self.dt_proj(dt), A, Bm, Cm, self.D, ssm_state, z)
             return self.out_proj(y), new_conv, ssm_state
         delta = F.softplus(self.dt_proj(dt))  # (B, T, D)
         if length is not None:

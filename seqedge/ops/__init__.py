@@ -29,6 +29,7 @@ from seqedge.ops.moe_ffn import moe_ffn, moe_ffn_dense, moe_ffn_q, moe_ffn_q_ref
 from seqedge.ops.rms_norm import rms_norm, rms_norm_ref
 from seqedge.ops.rnn_scan import CELLS, rnn_scan, rnn_scan_ref
 from seqedge.ops.selective_scan import (
+    int4_mamba_scan,
     mamba_scan,
     mamba_scan_ref,
     selective_scan,
@@ -43,7 +44,8 @@ OP_NAMES = ("seqedge::selective_scan", "seqedge::ssd_scan", "seqedge::attention"
 # `seqedge::cached_sdpa`, `seqedge::rope` and `seqedge::to_half` are not model ops: ExecuTorch's lowering of attention emits them (C++
 # kernels);
 # nor is `seqedge::rnn_scan`: ExecuTorch's RNN/LSTM/GRU layers (exporters/executorch/rnn.py) run on it;
-# nor is `seqedge::mamba_scan`: ExecuTorch's copy of a Mamba block calls it for softplus, scan and gate;
+# nor is `seqedge::mamba_scan`: ExecuTorch's copy of a Mamba block calls it for softplus, scan and gate
+# (`seqedge::int4_mamba_scan` with its int4 dt_proj inside);
 # nor is `seqedge::rms_norm`: ExecuTorch's methods trace RMSNorm as it (exporters/decompositions.py);
 # nor is `seqedge::int4_matmul`: ExecuTorch's int4 recipe puts it in place of Linear layers (quant/executorch.py);
 # `int4_matmul_ref` / `int4_matmul_swiglu_ref` / `int4_matmul_skip_rms_norm_ref`: it, and onnxruntime's
@@ -63,6 +65,7 @@ __all__ = [
     "causal_conv1d_eager",
     "causal_conv1d_ref",
     "int4_blocks",
+    "int4_mamba_scan",
     "int4_mamba_scan_ref",
     "int4_matmul",
     "int4_matmul_conv_ref",

@@ -188,6 +188,14 @@ class Int4Linear(nn.Module):
             y = torch.cat([y, torch.ops.seqedge.int4_matmul(x, self.tail_codes, self.tail_scales)], -1)  # (..., N)
         return y if self.bias is None else y + self.bias
 
+    def mamba_scan(self, dt, u, A, B, C, D, state, z) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mamba's scan (softplus step, silu(z) gate) whose step is this layer's output, Mamba's dt_proj
+        (models/mamba.py): one `seqedge::int4_mamba_scan`, the product inside the scan's kernel, where the layer is
+        whole groups of 16 rows with a bias (else the product, then `seqedge::mamba_scan`)."""
+        if self.bias is None or self.tail_codes is not None or self.codes.shape[-1] != 256:
+            return torch.ops.seqedge.mamba_scan(u, self(dt), A, B, C, D, state, z)
+        return torch.ops.seqedge.int4_mamba_scan(u, dt, self.codes, self.scales, self.bias, A, B, C, D, state, z)
+
     def swiglu(self, x: torch.Tensor) -> torch.Tensor:
         """silu(gate) * up of this layer's output halves, a fused gate/up projection's (models/transformer.py MLP):
         one `seqedge::int4_matmul_swiglu`, where a bias (or halves not in whole groups of 16 rows) leaves nothing to
