@@ -112,8 +112,9 @@ class MambaMixer(nn.Module):
 
     def gate_in_scan(self) -> None:
         """softplus(Δ), the scan and the gate y · silu(z) as one op, `seqedge::mamba_scan` (exporters/projections.py
-        gate_scans: on an ExecuTorch export's copy of the model, whose kernel does all three). Apart, a decode step
-        ran the softplus and the gate as two XNNPACK calls a layer."""
+        gate_scans: on an ExecuTorch export's copy of the model, whose kernel does all three); with an int4 dt_proj,
+        its product too (`seqedge::int4_mamba_scan`, Int4Linear.mamba_scan). Apart, a decode step ran the softplus
+        and the gate as two XNNPACK calls a layer."""
         self.gated_scan = True
 
 
