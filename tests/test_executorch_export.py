@@ -1072,16 +1072,11 @@ def test_gated_scans_are_an_exports_copy_with_the_same_outputs():
     """gate_scans: the copy's Mamba mixers call seqedge::mamba_scan (softplus, scan and gate as one op, ExecuTorch's
     kernel) where the caller's model keeps the three apart; both give the same logits and state."""
     from seqedge.exporters.projections import gate_scans
+    from tests.test_models import assert_same_prefill
 
     torch.manual_seed(0)
     model = build_model("mamba", "tiny").eval()
     gated = gate_scans(model)
     mixers = lambda m: [layer.mixer for layer in m.backbone.layers]  # noqa: E731
     assert not any(x.gated_scan for x in mixers(model)) and all(x.gated_scan for x in mixers(gated))
-    tokens = torch.randint(0, 256, (2, 9))
-    with torch.no_grad():
-        want, want_state = model.prefill(tokens, model.init_state(2))
-        got, got_state = gated.prefill(tokens, gated.init_state(2))
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    for n in want_state:
-        torch.testing.assert_close(got_state[n], want_state[n], rtol=1e-5, atol=1e-5)
+    assert_same_prefill(gated, model)

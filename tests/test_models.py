@@ -151,10 +151,16 @@ def test_fused_projections_compute_the_same_and_leave_the_model_alone(options):
     assert sum(p.numel() for p in fused.parameters()) == sum(p.numel() for p in model.parameters())
     assert model.state_dict().keys() == before.keys()
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
-    tokens = torch.randint(0, model.config.vocab_size, (2, 9))
+    assert_same_prefill(fused, model)
+
+
+def assert_same_prefill(copy, model, batch=2, T=9):
+    """An export's copy of `model` (exporters/projections.py) gives its logits and state on random tokens."""
+    tokens = torch.randint(0, model.config.vocab_size, (batch, T))
     with torch.no_grad():
-        want, want_state = model.prefill(tokens, model.init_state(2))
-        got, got_state = fused.prefill(tokens, fused.init_state(2))
+        want, want_state = model.prefill(tokens, model.init_state(batch))
+        got, got_state = copy.prefill(tokens, copy.init_state(batch))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert got_state.keys() == want_state.keys()
     for k in want_state:
         torch.testing.assert_close(got_state[k], want_state[k], rtol=1e-5, atol=1e-5)
