@@ -7,13 +7,11 @@
 //
 // Registered boxed: stack = [u, dt, dt_codes, dt_scales, dt_bias, A, B, C, D, state, z, y, state_out].
 
-#include "et_kernel.h"
-
 #include <cstdint>
 #include <vector>
 
+#include "et_scan.h"
 #include "int4_matmul_core.h"
-#include "selective_scan_core.h"
 
 namespace seqedge {
 namespace {
@@ -61,8 +59,7 @@ void int4_mamba_scan_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
   }
   bad = scan_core::scan_shape_error(shapes);
   ET_KERNEL_CHECK_MSG(ctx, bad == nullptr, InvalidArgument, , "%s: %s", op, bad);
-  const bool same = z.dim() == 3 && z.size(0) == u.size(0) && z.size(1) == u.size(1) && z.size(2) == Dm;
-  ET_KERNEL_CHECK_MSG(ctx, same, InvalidArgument, , "%s: z must have u's shape (Bt, T, D)", op);
+  ET_KERNEL_CHECK_MSG(ctx, gate_fits(z, u), InvalidArgument, , "%s: z must have u's shape (Bt, T, D)", op);
   const int64_t Bt = u.size(0), T = u.size(1), M = Bt * T;
   ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(y, u.sizes()) == Error::Ok, InvalidArgument, );
   ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(state_out, state.sizes()) == Error::Ok, InvalidArgument, );
@@ -105,12 +102,7 @@ void int4_mamba_scan_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
       add_bias(steps, b, M, N, i * rows, std::min(rows, N - i * rows));
     }
   });
-  for (int64_t c = 0; c < scan_core::time_chunks(scan); ++c) {  // a long prompt in chunks of time
-    const Scan part = scan_core::time_chunk(scan, c);
-    executorch::extension::parallel_for(0, scan_core::scan_items(part), 4, [&](int64_t begin, int64_t end) {
-      for (int64_t item = begin; item < end; ++item) scan_core::scan_item(part, item);
-    });
-  }
+  scan_on_pool(scan);
 }
 
 const auto registered = executorch::runtime::register_kernel(

@@ -6,9 +6,7 @@
 //
 // Registered boxed (two outputs): stack = [u, delta, A, B, C, D, state, (z,) y, state_out].
 
-#include "et_kernel.h"
-
-#include "selective_scan_core.h"
+#include "et_scan.h"
 
 namespace seqedge {
 namespace {
@@ -37,9 +35,8 @@ void scan_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
   const char* bad = scan_core::scan_shape_error(shapes);
   ET_KERNEL_CHECK_MSG(ctx, bad == nullptr, InvalidArgument, , "%s: %s", op, bad);
   if (kGated) {
-    const Tensor& z = *in[kInputs - 1];
-    const bool same = z.dim() == 3 && z.size(0) == u.size(0) && z.size(1) == u.size(1) && z.size(2) == u.size(2);
-    ET_KERNEL_CHECK_MSG(ctx, same, InvalidArgument, , "%s: z must have u's shape (Bt, T, D)", op);
+    ET_KERNEL_CHECK_MSG(ctx, gate_fits(*in[kInputs - 1], u), InvalidArgument, , "%s: z must have u's shape (Bt, T, D)",
+                        op);
   }
   const int64_t Bt = u.size(0), T = u.size(1), Dm = u.size(2), N = A.size(1);
   ET_KERNEL_CHECK(ctx, executorch::runtime::resize_tensor(y, u.sizes()) == Error::Ok, InvalidArgument, );
@@ -54,12 +51,7 @@ void scan_out(KernelRuntimeContext& ctx, Span<EValue*> stack) {
     scan.z = z.const_data_ptr<float>();
     scan.delta_softplus = true;
   }
-  for (int64_t c = 0; c < scan_core::time_chunks(scan); ++c) {  // a long prompt in chunks of time
-    const Scan part = scan_core::time_chunk(scan, c);
-    executorch::extension::parallel_for(0, scan_core::scan_items(part), 4, [&](int64_t begin, int64_t end) {
-      for (int64_t item = begin; item < end; ++item) scan_core::scan_item(part, item);
-    });
-  }
+  scan_on_pool(scan);
 }
 
 const auto registered = executorch::runtime::register_kernel(
